@@ -1,0 +1,171 @@
+"""The compiler from end to end: compose, interpolate the sweep, expand, resolve and validate
+each job, render its script, and assemble the bundle in memory (writing is `write.py`'s job).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .compose import compose
+from .errors import ConfigError, Problem, fail
+from .expand import Point, expand
+from .interpolate import Resolver
+from .library import Library
+from .overrides import COMMAND_LINE
+from .plan import plan_text
+from .render import render_script
+from .resolve import JobConfig, key_path, resolve_job
+from .tree import origin_of
+from .validate import check_lock, validate
+
+LOCK_VERSION = 1
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
+
+
+@dataclass(frozen=True)
+class CompileRequest:
+    experiment: Path | None = None
+    config_ref: str | None = None
+    config_dirs: Sequence[Path] = ()
+    overrides: Sequence[str] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A compiled bundle in memory: file name (relative) -> bytes, plus the lock data."""
+
+    files: dict[str, bytes]
+    lock: dict[str, Any]
+
+
+def compile_bundle(request: CompileRequest) -> Bundle:
+    library = Library.for_experiment(request.experiment, request.config_dirs)
+    composed = compose(library, request.experiment, request.config_ref, request.overrides)
+    base, origins = composed.tree, composed.origins
+
+    sweep = (
+        Resolver(base, origins, request.env, keep_escaped="sweep").resolve(("sweep",))
+        if ("sweep" in base)
+        else None
+    )
+    points = expand(sweep, lambda rel: origin_of(origins, ("sweep", *rel)))
+    overridden = [
+        o.split("=", 1)[0].lstrip("+")
+        for o in request.overrides
+        if "=" in o and not o.startswith("~")
+    ]
+    jobs: list[dict[str, Any]] = []
+    scripts: dict[str, bytes] = {}
+    names: dict[str, Point] = {}
+    for point in points:
+        job = resolve_job(base, origins, point, request.env)
+        validate(job.config, job.origins)
+        name = job.config["job"]["name"]
+        if name in names:
+            raise _collision(name, names[name], point, job)
+        names[name] = point
+        script = render_script(job.config, job.origins).encode("utf-8")
+        script_path = f"jobs/{name}.sbatch"
+        scripts[script_path] = script
+        jobs.append(_lock_entry(job, point, overridden, script_path, script))
+    project = base_project(jobs, base, request.env, origins)
+    lock = _lock(project, jobs)
+    check_lock(lock)
+    files = dict(scripts)
+    files["plan.lock.json"] = _json_bytes(lock)
+    files["plan.txt"] = plan_text(lock).encode("utf-8")
+    return Bundle(files, lock)
+
+
+def base_project(
+    jobs: list[dict[str, Any]], base: dict[str, Any], env: Mapping[str, str], origins: Any
+) -> dict[str, Any]:
+    project = Resolver(base, origins, env).resolve(("project",))
+    return {k: project[k] for k in ("name", "output_dir", "state_dir") if k in project}
+
+
+def _collision(name: str, first: Point, second: Point, job: JobConfig) -> ConfigError:
+    def show(p: Point) -> str:
+        return "{" + ", ".join(f"{k}={v!r}" for k, v in p.values.items()) + "}"
+
+    return ConfigError(
+        Problem(
+            f"two jobs are both named '{name}': sweep points {first.index} {show(first)} "
+            f"and {second.index} {show(second)}",
+            origin_of(job.origins, ("job", "name")),
+            key="job.name",
+            hint="put the swept values into the name, e.g. "
+            'project.name: "exp_\\${backend.megatron.lr}" inside the sweep',
+        )
+    )
+
+
+def _lock_entry(
+    job: JobConfig,
+    point: Point,
+    overridden: Sequence[str],
+    script_path: str,
+    script: bytes,
+) -> dict[str, Any]:
+    config = job.config
+    j = config["job"]
+    if not _SAFE_NAME.fullmatch(j["name"]):
+        raise fail(
+            f"'{j['name']}' is not a safe file name", origin_of(job.origins, ("job", "name"))
+        )
+    params: dict[str, Any] = {}
+    for dotted in [*point.values, *overridden]:
+        node: Any = config
+        for key in key_path(dotted):
+            if _has(node, key):
+                node = node[key]
+            else:
+                break
+        else:
+            params[dotted] = node
+    return {
+        "name": j["name"],
+        "stage": config.get("stage"),
+        "index": point.index,
+        "params": dict(sorted(params.items())),
+        "depends_on": [],
+        "script": script_path,
+        "sha256": hashlib.sha256(script).hexdigest(),
+        "output_dir": j["base_output_dir"],
+        "log_path": j["log_path"],
+        "log_path_current": j.get("log_path_current"),
+        "start_conditions": j.get("start_conditions", []),
+        "cancel_conditions": j.get("cancel_conditions", []),
+        "inactivity_threshold_seconds": j.get("inactivity_threshold_seconds"),
+        "chain_repeat": j.get("chain_repeat", 1),
+        "restart": j.get("restart", {}),
+        "log_events": j.get("log_events", []),
+        "state_events": j.get("state_events", []),
+        "array": bool(config["slurm"].get("array", False)),
+    }
+
+
+def _has(node: Any, key: str | int) -> bool:
+    if isinstance(node, dict):
+        return key in node
+    return isinstance(node, list) and isinstance(key, int) and key < len(node)
+
+
+def _lock(project: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, Any]:
+    body = {"version": LOCK_VERSION, "project": project, "jobs": jobs}
+    digest = hashlib.sha256(_json_bytes(body)).hexdigest()
+    return {"version": LOCK_VERSION, "bundle_id": digest, "project": project, "jobs": jobs}
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+__all__ = ["COMMAND_LINE", "Bundle", "CompileRequest", "compile_bundle"]

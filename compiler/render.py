@@ -1,0 +1,208 @@
+"""Render one job's resolved config into an sbatch script through a Jinja2 template.
+
+All decisions live here in Python; templates only lay words out. Every config value that reaches
+the shell passes through one filter, `q` (shlex.quote), or is refused when it cannot be quoted
+(an `#SBATCH` line is parsed by sbatch, not by a shell).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib.resources
+import re
+import shlex
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jinja2
+
+from .errors import Origin, fail
+from .load import Path_
+from .megatron import megatron_argv
+from .tree import origin_of
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# sbatch splits an #SBATCH line at white space outside double quotes; it has no escapes.
+_DIRECTIVE_UNSAFE = re.compile(r'["\\\n\r\x00]')
+_DIRECTIVE_NEEDS_QUOTES = re.compile(r"[\s'#]")
+
+
+@dataclass(frozen=True)
+class Word:
+    """One argv word of the launch line; `ref` words expand a script variable."""
+
+    text: str
+    new_line: bool = False
+    ref: bool = False
+    separator: str = ""
+
+
+def quote(value: object) -> str:
+    """The one quoting choke point for config values that reach the shell."""
+    if isinstance(value, Word):
+        return f'"${{{value.text}}}"' if value.ref else shlex.quote(value.text)
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    return shlex.quote(value if isinstance(value, str) else _scalar(value))
+
+
+@functools.cache
+def _environment() -> jinja2.Environment:
+    loader = jinja2.FileSystemLoader(str(importlib.resources.files("oellm.templates")))
+    env = jinja2.Environment(
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["q"] = quote
+    return env
+
+
+def render_script(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> str:
+    slurm = config["slurm"]
+    job = config["job"]
+    context = {
+        "job_name": job["name"],
+        "stage": config.get("stage"),
+        "project": config["project"]["name"],
+        "directives": _directives(config, origins),
+        "values": [
+            ("oellm_job_name", job["name"]),
+            ("oellm_output_dir", job["base_output_dir"]),
+            *(
+                [("oellm_command", config["backend"]["bash"]["command"])]
+                if _is_bash(config)
+                else []
+            ),
+        ],
+        "exports": _exports(config, origins),
+        "setup": list(slurm.get("setup") or []),
+        "launch": _launch(config),
+    }
+    try:
+        template = _environment().get_template(slurm["template"])
+    except jinja2.TemplateNotFound:
+        raise fail(
+            f"no template '{slurm['template']}' in oellm's templates",
+            origin_of(origins, ("slurm", "template")),
+            key="slurm.template",
+        ) from None
+    return template.render(**context)
+
+
+def _is_bash(config: Mapping[str, Any]) -> bool:
+    return bool(config["backend"]["kind"] == "bash")
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _directives(
+    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+) -> list[tuple[str, str | None]]:
+    job = config["job"]
+    out: list[tuple[str, str | None]] = []
+    given: dict[str, Any] = {"job-name": job["name"], "output": job["log_path"]}
+    for key, value in config["slurm"]["sbatch"].items():
+        given[key.replace("_", "-")] = value
+    for option, value in given.items():
+        if value is None or value is False:
+            continue
+        if value is True:
+            out.append((f"--{option}", None))
+            continue
+        text = _scalar(value)
+        if _DIRECTIVE_UNSAFE.search(text):
+            path = (
+                ("slurm", "sbatch", option)
+                if option not in ("job-name", "output")
+                else (("job", "name") if option == "job-name" else ("job", "log_path"))
+            )
+            raise fail(
+                f"value {text!r} cannot be written on an #SBATCH line",
+                origin_of(origins, path),
+                key=".".join(path),
+                hint="sbatch reads #SBATCH lines itself: no double quotes, backslashes or newlines",
+            )
+        if _DIRECTIVE_NEEDS_QUOTES.search(text) or text == "":
+            text = f'"{text}"'
+        out.append((f"--{option}", text))
+    return out
+
+
+def _exports(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> list[tuple[str, str]]:
+    out: dict[str, str] = {}
+    container = config["container"]
+    prefix = "SINGULARITYENV_" if container["runtime"] == "singularity" else "APPTAINERENV_"
+    sources: list[tuple[Path_, Mapping[str, Any], str]] = [
+        (("slurm", "env"), config["slurm"].get("env") or {}, ""),
+        (("backend", "env"), config["backend"].get("env") or {}, ""),
+    ]
+    if container["runtime"] != "none":
+        # The runtime copies <PREFIX>NAME into the container as NAME: values pass unchanged.
+        sources.append((("container", "env"), container.get("env") or {}, prefix))
+    for path, env, name_prefix in sources:
+        for name, value in env.items():
+            if not _ENV_NAME.fullmatch(name):
+                raise fail(
+                    f"'{name}' is not a valid environment variable name",
+                    origin_of(origins, (*path, name)),
+                    key=".".join(map(str, path)),
+                )
+            if value is None:
+                out.pop(name_prefix + name, None)
+                continue
+            out[name_prefix + name] = _scalar(value)
+    return list(out.items())
+
+
+def _launch(config: Mapping[str, Any]) -> list[Word]:
+    slurm = config["slurm"]
+    words: list[Word] = []
+    if slurm.get("use_srun", True):
+        words.append(Word("srun"))
+        for key, value in (slurm.get("srun") or {}).items():
+            option = "--" + key.replace("_", "-")
+            if value is None or value is False:
+                continue
+            words.append(Word(option if value is True else f"{option}={_scalar(value)}", True))
+    for index, token in enumerate(slurm.get("launcher_cmd") or []):
+        words.append(Word(token, new_line=index == 0 and bool(words)))
+    container = config["container"]
+    if container["runtime"] != "none":
+        words.append(Word(container["runtime"], new_line=bool(words)))
+        words.append(Word("exec"))
+        gpu = container.get("gpu", "none")
+        if gpu != "none":
+            words.append(Word(f"--{gpu}"))
+        for bind in container.get("binds") or []:
+            words.extend([Word("--bind", True), Word(bind)])
+        for option in container.get("options") or []:
+            words.append(Word(option, True))
+        words.append(Word(container["image"], True))
+    backend = config["backend"]
+    first = bool(words)
+    if backend["kind"] == "bash":
+        words.extend([Word("bash", first), Word("-c"), Word("oellm_command", ref=True)])
+    else:
+        launcher = list(backend.get("launcher") or [])
+        for index, token in enumerate([*launcher, backend["entrypoint"]]):
+            words.append(Word(token, new_line=first and index == 0))
+        argv = megatron_argv(backend["megatron"])
+        for token in argv:
+            words.append(Word(token, new_line=token.startswith("--")))
+    # Layout: long launch lines break before options, so diffs of bundles stay readable.
+    return [
+        dataclasses.replace(w, separator="" if i == 0 else (" \\\n  " if w.new_line else " "))
+        for i, w in enumerate(words)
+    ]

@@ -1,0 +1,92 @@
+"""Turn the composed base config and one sweep point into that job's resolved config.
+
+The point's values are set into a copy of the base (copying only the mappings on their paths,
+so thousands of jobs share the untouched rest), their escaped `\\${...}` become live, and the
+whole tree is resolved against the job's own values.
+"""
+
+from __future__ import annotations
+
+from collections import ChainMap
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import Origin, fail
+from .expand import Point
+from .interpolate import Resolver
+from .load import Path_
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    config: dict[str, Any]
+    origins: Mapping[Path_, Origin]
+
+
+def key_path(dotted: str) -> Path_:
+    return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+
+
+def unescape(value: Any) -> Any:
+    """Make a sweep value's escaped interpolations live for the per-job stage."""
+    if isinstance(value, str):
+        return value.replace("\\${", "${")
+    if isinstance(value, list):
+        return [unescape(v) for v in value]
+    if isinstance(value, dict):
+        return {k: unescape(v) for k, v in value.items()}
+    return value
+
+
+def with_values(
+    base: dict[str, Any], values: Mapping[str, Any], origins: Mapping[str, Origin | None]
+) -> tuple[dict[str, Any], dict[Path_, Origin]]:
+    """A copy of `base` with dotted keys set; only mappings along the set paths are copied."""
+    tree = dict(base)
+    where: dict[Path_, Origin] = {}
+    for dotted, value in values.items():
+        path = key_path(dotted)
+        node: Any = tree
+        for depth, key in enumerate(path[:-1]):
+            child = node.get(key) if isinstance(node, dict) else None
+            if isinstance(child, dict):
+                child = dict(child)
+            elif isinstance(child, list) and isinstance(path[depth + 1], int):
+                child = list(child)
+            else:
+                child = {}
+            if isinstance(node, dict):
+                node[key] = child
+            else:
+                raise fail(
+                    f"cannot set '{dotted}': '{'.'.join(map(str, path[:depth]))}' is not a mapping",
+                    origins.get(dotted),
+                    key=dotted,
+                )
+            node = child
+        last = path[-1]
+        in_list = isinstance(node, list) and isinstance(last, int) and last < len(node)
+        if in_list or isinstance(node, dict):
+            node[last] = unescape(value)
+        else:
+            raise fail(f"cannot set '{dotted}' here", origins.get(dotted), key=dotted)
+        origin = origins.get(dotted)
+        if origin is not None:
+            where[path] = origin
+    return tree, where
+
+
+def resolve_job(
+    base: dict[str, Any],
+    base_origins: dict[Path_, Origin],
+    point: Point,
+    env: Mapping[str, str],
+) -> JobConfig:
+    values = dict(point.values)
+    values["index"] = point.index
+    tree, point_origins = with_values(base, values, point.origins)
+    tree.pop("sweep", None)
+    resolver = Resolver(tree, ChainMap(point_origins, base_origins), env)
+    config = resolver.resolve()
+    return JobConfig(config, ChainMap(resolver.derived, point_origins, base_origins))

@@ -1,0 +1,447 @@
+"""The safe expression language of `${oc.eval:'...'}` and sweep `filter:` expressions.
+
+Owns the grammar (a small subset of Python expressions, parsed with `ast` and walked here; user text
+never reaches `eval`), the limits that keep a hostile config from hanging the compiler, and
+`ExpressionError`, which points at the offending character.
+"""
+
+from __future__ import annotations
+
+import ast
+import operator
+import re
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+MAX_LENGTH = 10_000
+MAX_DEPTH = 100
+MAX_ITEMS = 100_000
+MAX_EXPONENT = 1000
+# About 3000 decimal digits: below CPython's 4300-digit int<->str limit, so str() of any int works.
+MAX_INT_BITS = 10_000
+# Same number as CPython's own int<->str limit (3.11+); older Pythons parse long strings in
+# quadratic time, so int() refuses them up front everywhere.
+_MAX_INT_STRING = 4300
+# round(n, -k) computes 10**k, so k needs the same bound as an exponent.
+_MAX_ROUND_DIGITS = MAX_EXPONENT
+# Slices longer than this take the parent's size as an upper bound instead of being re-counted,
+# so a short expression cannot force a long Python-level walk per slice.
+_EXACT_SLICE_LIMIT = 1000
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "abs": abs,
+    "bool": bool,
+    "float": float,
+    "int": int,
+    "len": len,
+    "max": max,
+    "min": min,
+    "round": round,
+    "str": str,
+}
+_ALLOWED_FUNCTIONS = ", ".join(sorted(_FUNCTIONS))
+
+# YAML users write `true`/`false`/`null`; Python's spellings are parsed as constants already.
+_NAMED_CONSTANTS: dict[str, bool | None] = {"true": True, "false": False, "null": None}
+
+_BINARY: dict[type[ast.operator], tuple[Callable[[Any, Any], Any], str]] = {
+    ast.Add: (operator.add, "cannot add {a} and {b}"),
+    ast.Sub: (operator.sub, "cannot subtract {b} from {a}"),
+    ast.Mult: (operator.mul, "cannot multiply {a} by {b}"),
+    ast.Div: (operator.truediv, "cannot divide {a} by {b}"),
+    ast.FloorDiv: (operator.floordiv, "cannot floor-divide {a} by {b}"),
+    ast.Mod: (operator.mod, "cannot take {a} modulo {b}"),
+    ast.Pow: (operator.pow, "cannot raise {a} to the power of {b}"),
+}
+
+_COMPARE: dict[type[ast.cmpop], tuple[Callable[[Any, Any], Any], str]] = {
+    ast.Eq: (operator.eq, "=="),
+    ast.NotEq: (operator.ne, "!="),
+    ast.Lt: (operator.lt, "<"),
+    ast.LtE: (operator.le, "<="),
+    ast.Gt: (operator.gt, ">"),
+    ast.GtE: (operator.ge, ">="),
+    ast.In: (lambda a, b: a in b, "in"),
+    ast.NotIn: (lambda a, b: a not in b, "not in"),
+}
+
+_UNARY = (ast.USub, ast.UAdd, ast.Not)
+
+_SYMBOLS: dict[type[ast.AST], str] = {
+    ast.BitAnd: "&",
+    ast.BitOr: "|",
+    ast.BitXor: "^",
+    ast.LShift: "<<",
+    ast.RShift: ">>",
+    ast.MatMult: "@",
+    ast.Invert: "~",
+    ast.Is: "is",
+    ast.IsNot: "is not",
+}
+
+_REJECTED: dict[type[ast.AST], str] = {
+    ast.Attribute: "attribute access is not allowed",
+    ast.Lambda: "lambda is not allowed",
+    **dict.fromkeys(
+        (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp),
+        "comprehensions are not allowed",
+    ),
+    ast.JoinedStr: "f-strings are not allowed",
+    ast.NamedExpr: "assignment expressions are not allowed",
+    ast.Dict: "dict literals are not allowed",
+    ast.Set: "set literals are not allowed",
+    ast.Starred: "unpacking with '*' is not allowed",
+    ast.Await: "'await' is not allowed",
+    ast.Slice: "multi-dimensional subscripts are not allowed",
+}
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+_Sequence: TypeAlias = str | list[object] | tuple[object, ...]
+
+
+class ExpressionError(Exception):
+    """A rejected or failed expression; `offset` is a 0-based character index into it, if known."""
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+
+
+def evaluate(expr: str) -> object:
+    """The value of `expr`: an int, float, str, bool, None, or a list or tuple of those."""
+    if len(expr) > MAX_LENGTH:
+        raise ExpressionError(f"expression is longer than {MAX_LENGTH} characters", MAX_LENGTH)
+    # Python's parser rejects leading indentation, which YAML quoting easily introduces.
+    body = expr.strip()
+    lead = len(expr) - len(expr.lstrip())
+    if "\0" in body:
+        raise ExpressionError("expression contains a null character", lead + body.index("\0"))
+    try:
+        # The parser warns on stderr about odd input such as `1if`; the user gets our error instead.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tree = ast.parse(body, mode="eval")
+    except SyntaxError as exc:
+        offset = _syntax_offset(body, exc)
+        raise ExpressionError(
+            f"syntax error: {exc.msg}", None if offset is None else lead + offset
+        ) from None
+    except UnicodeEncodeError as exc:
+        raise ExpressionError(
+            "expression contains an invalid character", lead + exc.start
+        ) from None
+    except ValueError as exc:
+        raise ExpressionError(f"syntax error: {exc}") from None
+    except (RecursionError, MemoryError):
+        # CPython's parser has its own nesting limits, reported as these two.
+        raise ExpressionError(f"expression is nested deeper than {MAX_DEPTH} levels") from None
+    evaluation = _Evaluation(body, lead)
+    evaluation.check(tree.body)
+    try:
+        return evaluation.eval(tree.body)
+    except RecursionError:
+        # Only reachable when the caller's own stack is already deep.
+        raise ExpressionError("expression is too deeply nested to evaluate here") from None
+
+
+def _line_starts(text: str) -> list[int]:
+    return [0, *(match.end() for match in _NEWLINE.finditer(text))]
+
+
+def _syntax_offset(body: str, exc: SyntaxError) -> int | None:
+    # SyntaxError columns are 1-based characters (ast node columns are UTF-8 bytes).
+    if exc.lineno is None or exc.offset is None or exc.offset < 1:
+        return None
+    starts = _line_starts(body)
+    if not 1 <= exc.lineno <= len(starts):
+        return None
+    return min(starts[exc.lineno - 1] + exc.offset - 1, len(body))
+
+
+def _type_name(value: object) -> str:
+    return "None" if value is None else type(value).__name__
+
+
+class _Evaluation:
+    """One expression: its text for error offsets, and the sizes of the containers it built."""
+
+    def __init__(self, body: str, lead: int) -> None:
+        self._body = body
+        self._lead = lead
+        self._starts = _line_starts(body)
+        # id -> (container, item count). Holding the container keeps its id from being reused.
+        self._sizes: dict[int, tuple[object, int]] = {}
+
+    def error(self, message: str, node: ast.AST) -> ExpressionError:
+        lineno: int | None = getattr(node, "lineno", None)
+        col: int | None = getattr(node, "col_offset", None)
+        if lineno is None or col is None or not 1 <= lineno <= len(self._starts):
+            return ExpressionError(message)
+        start = self._starts[lineno - 1]
+        line = self._body[start:]
+        chars = len(line.encode("utf-8")[:col].decode("utf-8", "ignore"))
+        return ExpressionError(message, self._lead + start + chars)
+
+    def check(self, root: ast.expr) -> None:
+        """Reject every disallowed construct up front, even in branches that would not run."""
+        stack: list[tuple[ast.AST, int]] = [(root, 1)]
+        while stack:
+            node, depth = stack.pop()
+            if depth > MAX_DEPTH:
+                raise self.error(f"expression is nested deeper than {MAX_DEPTH} levels", node)
+            children = self._check_node(node)
+            # Reversed, so the leftmost problem is the one reported.
+            for child in reversed(children):
+                stack.append((child, depth + 1 if isinstance(child, ast.expr) else depth))
+
+    def _check_node(self, node: ast.AST) -> list[ast.AST]:
+        match node:
+            case ast.Constant(value=value):
+                if value is None or type(value) in (bool, int, float, str):
+                    return []
+                kind = {complex: "complex numbers are", bytes: "bytes literals are"}.get(
+                    type(value)
+                )
+                raise self.error(f"{kind or repr(value) + ' is'} not allowed", node)
+            case ast.Name(id=name):
+                if name in _NAMED_CONSTANTS:
+                    return []
+                hint = " (functions must be called)" if name in _FUNCTIONS else ""
+                raise self.error(f"name '{name}' is not allowed{hint}", node)
+            case ast.UnaryOp(op=op) | ast.BinOp(op=op) if not isinstance(op, (*_UNARY, *_BINARY)):
+                raise self.error(f"operator '{_SYMBOLS.get(type(op), '?')}' is not allowed", node)
+            case ast.Compare(ops=ops):
+                for comparison in ops:
+                    if type(comparison) not in _COMPARE:
+                        symbol = _SYMBOLS.get(type(comparison), "?")
+                        raise self.error(f"operator '{symbol}' is not allowed", node)
+            case ast.Call(func=func, keywords=keywords):
+                if not isinstance(func, ast.Name):
+                    other = f"only these functions can be called: {_ALLOWED_FUNCTIONS}"
+                    raise self.error(_REJECTED.get(type(func), other), func)
+                if func.id not in _FUNCTIONS:
+                    raise self.error(
+                        f"function '{func.id}' is not allowed (allowed: {_ALLOWED_FUNCTIONS})", func
+                    )
+                if keywords:
+                    raise self.error("keyword arguments are not allowed", keywords[0])
+                return list(node.args)
+            case ast.Subscript(value=value, slice=ast.Slice(lower=lower, upper=upper, step=step)):
+                return [value, *(part for part in (lower, upper, step) if part is not None)]
+            case (
+                ast.UnaryOp()
+                | ast.BinOp()
+                | ast.BoolOp()
+                | ast.IfExp()
+                | ast.List()
+                | ast.Tuple()
+                | ast.Subscript()
+            ):
+                pass
+            case _:
+                message = _REJECTED.get(type(node), f"{type(node).__name__} is not allowed")
+                raise self.error(message, node)
+        return [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr)]
+
+    def eval(self, node: ast.expr) -> object:
+        match node:
+            case ast.Constant(value=value):
+                return self._checked(value, node)
+            case ast.Name(id=name):
+                return _NAMED_CONSTANTS[name]
+            case ast.UnaryOp(op=op, operand=operand):
+                return self._unary(op, self.eval(operand), node)
+            case ast.BinOp(left=left, op=op, right=right):
+                return self._binary(op, self.eval(left), self.eval(right), node)
+            case ast.BoolOp(op=op, values=[first, *rest]):
+                # Python semantics: stop at the first operand that decides, and return it.
+                result = self.eval(first)
+                for value_node in rest:
+                    if bool(result) == isinstance(op, ast.Or):
+                        break
+                    result = self.eval(value_node)
+                return result
+            case ast.Compare(left=left, ops=ops, comparators=comparators):
+                return self._compare(self.eval(left), ops, comparators, node)
+            case ast.IfExp(test=test, body=body, orelse=orelse):
+                return self.eval(body if self.eval(test) else orelse)
+            case ast.List(elts=elts):
+                return self._literal([self.eval(elt) for elt in elts], node)
+            case ast.Tuple(elts=elts):
+                return self._literal(tuple(self.eval(elt) for elt in elts), node)
+            case ast.Subscript(value=value, slice=index):
+                return self._subscript(self.eval(value), index, node)
+            case ast.Call(func=ast.Name(id=name), args=args):
+                return self._call(name, [self.eval(arg) for arg in args], node)
+        raise self.error(f"{type(node).__name__} is not allowed", node)
+
+    def _size(self, value: _Sequence) -> int:
+        """How many items a sequence holds, counting items of nested containers too."""
+        if isinstance(value, str):
+            return len(value)
+        known = self._sizes.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        size = sum(self._weight(item) for item in value)
+        self._sizes[id(value)] = (value, size)
+        return size
+
+    def _weight(self, item: object) -> int:
+        # Big ints count per 64-bit word so that str() of a container stays proportionate.
+        if isinstance(item, int):
+            return 1 + item.bit_length() // 64
+        if isinstance(item, (str, list, tuple)):
+            return max(1, self._size(item))
+        return 1
+
+    def _built(self, value: list[object] | tuple[object, ...], size: int) -> object:
+        self._sizes[id(value)] = (value, size)
+        return value
+
+    def _checked(self, value: object, node: ast.AST) -> object:
+        if isinstance(value, complex):
+            raise self.error("result is a complex number", node)
+        if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+            raise self.error(f"integer result is larger than {MAX_INT_BITS} bits", node)
+        if isinstance(value, (str, list, tuple)) and self._size(value) > MAX_ITEMS:
+            raise self.error(f"result has more than {MAX_ITEMS} items", node)
+        return value
+
+    def _literal(self, items: list[object] | tuple[object, ...], node: ast.expr) -> object:
+        return self._checked(self._built(items, sum(map(self._weight, items))), node)
+
+    def _unary(self, op: ast.unaryop, operand: object, node: ast.expr) -> object:
+        if isinstance(op, ast.Not):
+            return not operand
+        function: Callable[[Any], Any] = operator.neg if isinstance(op, ast.USub) else operator.pos
+        try:
+            result = function(operand)
+        except TypeError:
+            verb = "negate" if isinstance(op, ast.USub) else "apply unary '+' to"
+            raise self.error(f"cannot {verb} {_type_name(operand)}", node) from None
+        return self._checked(result, node)
+
+    def _binary(self, op: ast.operator, a: object, b: object, node: ast.expr) -> object:
+        function, template = _BINARY[type(op)]
+        size = self._check_binary(op, a, b, node)
+        try:
+            result = function(a, b)
+        except ZeroDivisionError:
+            zero_power = isinstance(op, ast.Pow)
+            message = (
+                "zero cannot be raised to a negative power" if zero_power else "division by zero"
+            )
+            raise self.error(message, node) from None
+        except OverflowError:
+            raise self.error("numeric result is too large", node) from None
+        except (TypeError, ValueError):
+            raise self.error(template.format(a=_type_name(a), b=_type_name(b)), node) from None
+        if size is not None and isinstance(result, (list, tuple)):
+            self._built(result, size)
+        return self._checked(result, node)
+
+    def _check_binary(self, op: ast.operator, a: object, b: object, node: ast.expr) -> int | None:
+        """Refuse operations whose result would be too big, before computing it.
+
+        Returns the item count of a sequence result, when the operation builds one.
+        """
+        size: int | None = None
+        if isinstance(op, ast.Pow):
+            self._check_power(a, b, node)
+        elif isinstance(op, ast.Mod) and isinstance(a, str):
+            # printf-style formatting takes field widths from data, e.g. '%*d' % (10**9, 1).
+            raise self.error("'%' formatting of strings is not allowed", node)
+        elif isinstance(op, ast.Mult):
+            size = self._repeat_size(a, b)
+            if size is None:
+                size = self._repeat_size(b, a)
+        elif isinstance(op, ast.Add) and isinstance(a, (str, list, tuple)) and type(a) is type(b):
+            size = self._size(a) + self._size(b)
+        if size is not None and size > MAX_ITEMS:
+            raise self.error(f"result would have more than {MAX_ITEMS} items", node)
+        return size
+
+    def _check_power(self, base: object, exponent: object, node: ast.expr) -> None:
+        if not isinstance(exponent, (int, float)) or not isinstance(base, (int, float)):
+            return
+        if abs(exponent) > MAX_EXPONENT:
+            raise self.error(f"exponent is larger than {MAX_EXPONENT}", node)
+        # Estimate before computing: the power itself is what would hang.
+        if (
+            isinstance(base, int)
+            and isinstance(exponent, int)
+            and base.bit_length() * exponent > MAX_INT_BITS
+        ):
+            raise self.error(f"integer result would be larger than {MAX_INT_BITS} bits", node)
+
+    def _repeat_size(self, sequence: object, count: object) -> int | None:
+        if not isinstance(sequence, (str, list, tuple)) or not isinstance(count, int):
+            return None
+        if count <= 0 or not sequence:
+            return 0
+        return self._size(sequence) * count
+
+    def _compare(
+        self, left: object, ops: list[ast.cmpop], comparators: list[ast.expr], node: ast.expr
+    ) -> object:
+        result: object = True
+        for op, right_node in zip(ops, comparators, strict=True):
+            right = self.eval(right_node)
+            function, symbol = _COMPARE[type(op)]
+            try:
+                result = function(left, right)
+            except TypeError:
+                a, b = _type_name(left), _type_name(right)
+                if symbol in ("in", "not in"):
+                    raise self.error(f"cannot test whether {a} is in {b}", node) from None
+                raise self.error(f"cannot compare {a} and {b} with '{symbol}'", node) from None
+            if not result:
+                return result
+            left = right
+        return result
+
+    def _subscript(self, container: object, index: ast.expr, node: ast.expr) -> object:
+        if not isinstance(container, (str, list, tuple)):
+            raise self.error(f"cannot index {_type_name(container)}", node)
+        if not isinstance(index, ast.Slice):
+            position = self.eval(index)
+            if not isinstance(position, int):
+                raise self.error(f"indices must be integers, not {_type_name(position)}", index)
+            try:
+                return container[position]
+            except IndexError:
+                kind = _type_name(container)
+                message = f"index out of range for a {kind} of length {len(container)}"
+                raise self.error(message, index) from None
+        bounds: list[int | None] = []
+        for part in (index.lower, index.upper, index.step):
+            bound = None if part is None else self.eval(part)
+            if bound is not None and not isinstance(bound, int):
+                raise self.error(f"slice bounds must be integers, not {_type_name(bound)}", index)
+            bounds.append(bound)
+        if bounds[2] == 0:
+            raise self.error("slice step cannot be zero", index)
+        part_of = container[slice(*bounds)]
+        if isinstance(container, str) or isinstance(part_of, str):
+            return part_of
+        whole = self._size(container)
+        if whole == len(container):  # every item weighs 1
+            return self._built(part_of, len(part_of))
+        if len(part_of) > _EXACT_SLICE_LIMIT:
+            return self._built(part_of, whole)
+        return part_of
+
+    def _call(self, name: str, args: list[object], node: ast.expr) -> object:
+        if name == "int" and args and isinstance(args[0], str) and len(args[0]) > _MAX_INT_STRING:
+            raise self.error(f"int(): string is longer than {_MAX_INT_STRING} characters", node)
+        ndigits = args[1] if name == "round" and len(args) == 2 else None
+        if isinstance(ndigits, int) and abs(ndigits) > _MAX_ROUND_DIGITS:
+            raise self.error(f"round(): ndigits is larger than {_MAX_ROUND_DIGITS}", node)
+        try:
+            result = _FUNCTIONS[name](*args)
+        except (TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:
+            raise self.error(f"{name}(): {exc}", node) from None
+        return self._checked(result, node)

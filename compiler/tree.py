@@ -1,0 +1,152 @@
+"""Small operations on plain config trees that keep the origin map in step.
+
+Merging follows OmegaConf: mappings merge key by key, everything else (lists included) is
+replaced whole. An origin is kept for every key and list item, so errors can point at files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import Origin
+from .load import Path_
+
+
+def merge(
+    tree: dict[str, Any],
+    origins: dict[Path_, Origin],
+    data: dict[str, Any],
+    data_origins: dict[Path_, Origin],
+    prefix: tuple[str, ...] = (),
+) -> None:
+    """Merge `data` (one file's content, placed at `prefix`) into `tree` in place."""
+    node: dict[str, Any] = tree
+    for depth, key in enumerate(prefix):
+        child = node.get(key)
+        if not isinstance(child, dict):
+            _forget(origins, prefix[: depth + 1])
+            child = node[key] = {}
+        node = child
+    _merge_into(node, origins, data, data_origins, prefix, ())
+
+
+def _merge_into(
+    node: dict[str, Any],
+    origins: dict[Path_, Origin],
+    data: dict[str, Any],
+    data_origins: dict[Path_, Origin],
+    prefix: Path_,
+    rel: Path_,
+) -> None:
+    for key, value in data.items():
+        here = (*rel, key)
+        origin = data_origins.get(here)
+        existing = node.get(key)
+        if isinstance(value, dict) and isinstance(existing, dict):
+            if origin is not None:
+                origins[prefix + here] = origin
+            _merge_into(existing, origins, value, data_origins, prefix, here)
+            continue
+        if key in node:
+            _forget(origins, (*prefix, *here))
+        node[key] = _copy(value)
+        for path, where in _origins_below(data_origins, here, value):
+            origins[prefix + path] = where
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value
+
+
+def _origins_below(
+    data_origins: dict[Path_, Origin], path: Path_, value: Any
+) -> list[tuple[Path_, Origin]]:
+    out: list[tuple[Path_, Origin]] = []
+    origin = data_origins.get(path)
+    if origin is not None:
+        out.append((path, origin))
+    if isinstance(value, dict):
+        for key, child in value.items():
+            out.extend(_origins_below(data_origins, (*path, key), child))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            out.extend(_origins_below(data_origins, (*path, index), child))
+    return out
+
+
+def _forget(origins: dict[Path_, Origin], path: Path_) -> None:
+    """Drop the origins of a replaced subtree (rare, so a scan is fine)."""
+    n = len(path)
+    for stale in [p for p in origins if len(p) > n and p[:n] == path]:
+        del origins[stale]
+
+
+def get_path(tree: Any, path: Path_) -> tuple[bool, list[str]]:
+    """Whether `path` exists, and the keys of its deepest existing parent (for did-you-mean)."""
+    node = tree
+    for key in path:
+        if isinstance(node, dict) and key in node:
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, str) and key.isdigit():
+            if int(key) >= len(node):
+                return False, []
+            node = node[int(key)]
+        else:
+            return False, list(node) if isinstance(node, dict) else []
+    return True, []
+
+
+def set_path(
+    tree: dict[str, Any],
+    origins: dict[Path_, Origin],
+    path: Path_,
+    value: Any,
+    origin: Origin | None,
+) -> None:
+    """Set a dotted path, creating mappings on the way; a list index may be a digit string."""
+    node: Any = tree
+    for depth, key in enumerate(path[:-1]):
+        if isinstance(node, list) and isinstance(key, str) and key.isdigit():
+            node = node[int(key)]
+            continue
+        child = node.get(key)
+        if not isinstance(child, (dict, list)):
+            child = node[key] = {}
+            if origin is not None:
+                origins[path[: depth + 1]] = origin
+        node = child
+    last = path[-1]
+    _forget(origins, path)
+    if isinstance(node, list) and isinstance(last, str) and last.isdigit():
+        node[int(last)] = value
+    else:
+        node[last] = value
+    if origin is not None:
+        origins[path] = origin
+
+
+def delete_path(tree: dict[str, Any], origins: dict[Path_, Origin], path: Path_) -> None:
+    node: Any = tree
+    for key in path[:-1]:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    last = path[-1]
+    if isinstance(node, list):
+        del node[int(last)]
+    else:
+        del node[last]
+    _forget(origins, path)
+    origins.pop(path, None)
+
+
+def origin_of(origins: Mapping[Path_, Origin], path: Path_) -> Origin | None:
+    """The origin of `path` or of its nearest ancestor that has one."""
+    for n in range(len(path), -1, -1):
+        found = origins.get(path[:n])
+        if found is not None:
+            return found
+    return None

@@ -1,0 +1,160 @@
+"""Validate a job's resolved config against `schemas/experiment.schema.json` (Draft 2020-12).
+
+Every error is reported, each from jsonschema's structured fields (validator, path, schema),
+never by parsing its message text, with the position of the offending key and a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import json
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+from referencing import Registry, Resource
+
+from .errors import ConfigError, Origin, Problem, did_you_mean
+from .load import Path_
+from .tree import origin_of
+
+MISSING = "???"
+
+
+def load_schema(name: str) -> dict[str, Any]:
+    text = importlib.resources.files("oellm.schemas").joinpath(name).read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@functools.cache
+def experiment_validator() -> Draft202012Validator:
+    registry: Registry[Any] = Registry()
+    for name in ("experiment.schema.json", "megatron.schema.json"):
+        registry = registry.with_resource(name, Resource.from_contents(load_schema(name)))
+    return Draft202012Validator(load_schema("experiment.schema.json"), registry=registry)
+
+
+def validate(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> None:
+    """Raise one ConfigError listing every problem, or return quietly."""
+    problems = list(_missing_values(config, (), origins))
+    if not problems:
+        errors = experiment_validator().iter_errors(config)
+        for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
+            problems.extend(_problems(error, origins))
+    if problems:
+        raise ConfigError(sorted(set(problems), key=_position))
+
+
+def _position(p: Problem) -> tuple[str, int, int, str]:
+    o = p.origin
+    return (o.file, o.line, o.col, p.message) if o else ("", 0, 0, p.message)
+
+
+def _missing_values(value: Any, path: Path_, origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+    # `???` marks a value the library cannot choose for the user (OmegaConf's mandatory value).
+    if value == MISSING:
+        yield Problem(
+            "missing mandatory value",
+            origin_of(origins, path),
+            key=_dotted(path),
+            hint=f"set it in the experiment or on the command line: {_dotted(path)}=...",
+        )
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            yield from _missing_values(child, (*path, key), origins)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _missing_values(child, (*path, index), origins)
+
+
+def _problems(error: ValidationError, origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+    path: Path_ = tuple(error.absolute_path)
+    key = _dotted(path) or "(top)"
+    where = origin_of(origins, path)
+    kind = error.validator
+    schema: Any = error.schema
+    instance: Any = error.instance
+    expected: Any = error.validator_value
+    if kind == "additionalProperties":
+        known = list(schema.get("properties", {}))
+        patterns = list(schema.get("patternProperties", {}))
+        for extra in sorted(instance):
+            if extra in known or any(re.search(p, extra) for p in patterns):
+                continue
+            what = "argument" if path == ("backend", "megatron") else "key"
+            yield Problem(
+                f"unknown {what} '{extra}'",
+                origin_of(origins, (*path, extra)),
+                key=key,
+                hint=did_you_mean(extra, known),
+            )
+    elif kind == "required":
+        for name in expected:
+            if isinstance(instance, dict) and name not in instance:
+                yield Problem(f"missing required key '{name}'", where, key=key)
+    elif kind == "type":
+        wanted = expected
+        names = " or ".join(wanted) if isinstance(wanted, list) else wanted
+        yield Problem(f"expected {names}, got {_show(instance)}", where, key=key)
+    elif kind in ("enum", "const"):
+        allowed = expected if kind == "enum" else [expected]
+        yield Problem(
+            f"{_show(instance)} is not one of {', '.join(_show(a) for a in allowed)}",
+            where,
+            key=key,
+            hint=did_you_mean(str(instance), [str(a) for a in allowed]),
+        )
+    elif kind == "pattern":
+        yield Problem(
+            f"{_show(instance)} does not match the pattern {expected}",
+            where,
+            key=key,
+            hint=_pattern_hint(path),
+        )
+    elif kind == "propertyNames":
+        yield Problem(f"invalid key name {_show(instance)}", where, key=key)
+    elif kind in ("minimum", "exclusiveMinimum", "minLength", "minItems"):
+        yield Problem(
+            f"{_show(instance)} is too small ({kind} {expected})", where, key=key
+        )
+    elif error.context:
+        # allOf / if-then and friends: report the most specific sub-errors.
+        for sub in error.context:
+            yield from _problems(sub, origins)
+    else:
+        yield Problem(f"invalid value {_show(instance)} ({kind})", where, key=key)
+
+
+def _pattern_hint(path: Path_) -> str | None:
+    if path == ("job", "name"):
+        return "job names become file names: letters, digits, '_', '.', '+' and '-' only"
+    return None
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _dotted(path: Path_) -> str:
+    return ".".join(str(p) for p in path)
+
+
+@functools.cache
+def lock_validator() -> Draft202012Validator:
+    registry: Registry[Any] = Registry()
+    for name in ("experiment.schema.json", "megatron.schema.json", "lock.schema.json"):
+        registry = registry.with_resource(name, Resource.from_contents(load_schema(name)))
+    return Draft202012Validator(load_schema("lock.schema.json"), registry=registry)
+
+
+def check_lock(lock: Mapping[str, Any]) -> None:
+    """The compiler checks its own output against the lockfile contract; a failure is a bug."""
+    errors = sorted(lock_validator().iter_errors(lock), key=lambda e: list(map(str, e.path)))
+    if errors:
+        details = "; ".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+        raise AssertionError(f"compiled lockfile breaks schemas/lock.schema.json: {details}")

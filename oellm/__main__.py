@@ -1,0 +1,5 @@
+import sys
+
+from oellm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,184 @@
+"""The `oellm` command: a thin dispatcher that renders errors and owns the exit codes.
+
+Exit codes: 0 ok; 1 ran fine and found a difference; 2 user error (bad config or usage);
+3 internal error (a bug: the traceback goes to a log file, not the terminal).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from oellm import __version__
+from oellm.compiler.errors import ConfigError
+
+EXIT_OK = 0
+EXIT_DIFFERENT = 1
+EXIT_USER_ERROR = 2
+EXIT_INTERNAL = 3
+
+log = logging.getLogger("oellm")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _setup_logging(verbose: bool, debug: bool) -> None:
+    level_name = os.environ.get("OELLM_LOG_LEVEL", "WARNING").upper()
+    level = logging.getLevelName(level_name)
+    if not isinstance(level, int):
+        level = logging.WARNING
+    if verbose:
+        level = logging.INFO
+    if debug:
+        level = logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+
+
+def _fail_user(error: ConfigError) -> NoReturn:
+    for problem in error.problems:
+        click.echo(
+            f"error: {problem.render()}" if not problem.origin else problem.render(), err=True
+        )
+    sys.exit(EXIT_USER_ERROR)
+
+
+def _fail_internal(exc: BaseException) -> NoReturn:
+    fd, name = tempfile.mkstemp(prefix="oellm-crash-", suffix=".log")
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"oellm {__version__}\nargv: {sys.argv!r}\n\n")
+        handle.write("".join(traceback.format_exception(exc)))
+    click.echo(
+        f"internal error: {type(exc).__name__}: {exc}\n"
+        f"  this is a bug in oellm; the traceback is in {name}",
+        err=True,
+    )
+    sys.exit(EXIT_INTERNAL)
+
+
+def guarded(func: F) -> F:
+    """Turn user errors into exit 2 and anything unexpected into exit 3 with a crash log."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except ConfigError as error:
+            _fail_user(error)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            _fail_internal(exc)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="oellm")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress (INFO).")
+@click.option("--debug", is_flag=True, help="Log everything (DEBUG).")
+def cli(verbose: bool, debug: bool) -> None:
+    """Compile LLM training sweeps into SLURM bundles, and reconcile them from cron.
+
+    \b
+    Quick start:
+      oellm compile config/experiments/demo.yaml -o bundle/
+    Logging: OELLM_LOG_LEVEL=DEBUG|INFO|WARNING, or --verbose / --debug.
+    """
+    _setup_logging(verbose, debug)
+
+
+def _split_positionals(
+    args: Sequence[str], config_ref: str | None
+) -> tuple[Path | None, list[str]]:
+    """The first positional is the experiment file unless it looks like an override."""
+    if args and config_ref is None and not _looks_like_override(args[0]):
+        return Path(args[0]), list(args[1:])
+    return None, list(args)
+
+
+def _looks_like_override(text: str) -> bool:
+    return "=" in text or text.startswith("~")
+
+
+@cli.command("compile")
+@click.argument("args", nargs=-1, metavar="[EXPERIMENT.yaml] [OVERRIDES]...")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Bundle folder to write (replaced atomically when complete).",
+)
+@click.option(
+    "--config-ref",
+    metavar="experiments/NAME",
+    help="Take the experiment from the config dirs instead of a file.",
+)
+@click.option(
+    "--config-dir",
+    "config_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Extra config library folder, searched before the built-in one (repeatable).",
+)
+@guarded
+def compile_command(
+    args: tuple[str, ...], output: Path, config_ref: str | None, config_dirs: tuple[Path, ...]
+) -> None:
+    """Compile an experiment into a bundle of sbatch scripts and a plan lockfile.
+
+    \b
+    OVERRIDES change the composed config:
+      backend.megatron.lr=1e-4   set an existing key
+      +new.key=1                 add a key
+      ++any.key=1                add or set
+      ~drop.key                  delete a key
+      slurm=leonardo             choose a config group option
+    """
+    from oellm.compiler.pipeline import CompileRequest, compile_bundle
+    from oellm.compiler.write import write_bundle
+
+    experiment, overrides = _split_positionals(args, config_ref)
+    if experiment is not None and not experiment.is_file():
+        raise click.UsageError(f"experiment file '{experiment}' does not exist")
+    for directory in config_dirs:
+        if not directory.is_dir():
+            raise click.UsageError(f"--config-dir '{directory}' is not a folder")
+    request = CompileRequest(
+        experiment=experiment,
+        config_ref=config_ref,
+        config_dirs=config_dirs,
+        overrides=overrides,
+        env=dict(os.environ),
+    )
+    bundle = compile_bundle(request)
+    write_bundle(bundle, output)
+    jobs = len(bundle.lock["jobs"])
+    click.echo(
+        f"wrote {output}: {jobs} job{'s' if jobs != 1 else ''}, "
+        f"bundle {bundle.lock['bundle_id'][:12]}"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        cli.main(
+            args=list(argv) if argv is not None else None, prog_name="oellm", standalone_mode=True
+        )
+    except SystemExit as exit_:
+        code = exit_.code
+        return code if isinstance(code, int) else (0 if code is None else EXIT_USER_ERROR)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The stateless reconciler: bundle + SLURM + filesystem -> actions (see DESIGN.md)."""

@@ -1,0 +1,448 @@
+"""The hostile-values proof: every config value that reaches the shell arrives byte-exact.
+
+Each value of `hostile.HOSTILE` goes through each channel by which a config value reaches a job
+script. It arrives through `${oc.env:...}`, as hostile values usually do, so that YAML and
+interpolation leave it alone. The compiled script must pass `bash -n`. Run with fakes for srun,
+apptainer, singularity and python, it must hand the program exactly the configured bytes; a
+value that cannot be written safely must instead be refused with a ConfigError naming its key
+(HOUSE_STYLE 4).
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from oellm.compiler.errors import ConfigError
+from tests.compiler.hostile import HOSTILE, JOB_ID, Run, bash_syntax_errors, run_script
+from tests.helpers import compile_file, write
+
+IN = '"${oc.env:HOSTILE}"'
+"""Where a channel's experiment takes the hostile value: from the environment, verbatim."""
+
+BASH_TRUE = ["bash", "-c", "true"]
+IMAGE = "/images/train.sif"
+ENTRYPOINT = "/opt/Megatron-LM/pretrain_gpt.py"
+
+
+def words(*texts: str) -> list[bytes]:
+    return [t.encode() for t in texts]
+
+
+def directive(value: str) -> str:
+    """How a value must appear on an #SBATCH line: sbatch splits the line at white space and
+    reads `'` and `#` itself, so such values (and the empty one) go in double quotes."""
+    return f'"{value}"' if value == "" or re.search(r"[\s'#]", value) else value
+
+
+def sbatch_unsafe(value: str) -> bool:
+    """An #SBATCH line cannot carry a double quote, a backslash or a line break."""
+    return any(c in value for c in '"\\\n\r')
+
+
+@dataclass(frozen=True)
+class Channel:
+    """One way into the script: an experiment file, the check after the run, and which values
+    must be refused (the key the ConfigError names, or None when the value is fine)."""
+
+    experiment: str
+    check: Callable[[str, Run, str], None]  # (value, run, script text)
+    refused: Callable[[str], str | None] = lambda value: None
+    env_name: str = "HOSTILE"
+    overrides: Sequence[str] = ()
+
+
+def refuse_empty(key: str) -> Callable[[str], str | None]:
+    return lambda value: key if value == "" else None
+
+
+def srun_argv(*expected: str) -> Callable[[str, Run, str], None]:
+    """srun's argv, with the hostile value wherever the template says HOSTILE."""
+
+    def check(value: str, run: Run, script: str) -> None:
+        assert run.argv("srun") == [value.encode() if e == "HOSTILE" else e.encode()
+                                    for e in expected]
+
+    return check
+
+
+def fake_argv(fake: str, *expected: str) -> Callable[[str, Run, str], None]:
+    def check(value: str, run: Run, script: str) -> None:
+        assert run.argv(fake) == [value.encode() if e == "HOSTILE" else e.encode()
+                                  for e in expected]
+
+    return check
+
+
+def env_value(fake: str, name: str) -> Callable[[str, Run, str], None]:
+    def check(value: str, run: Run, script: str) -> None:
+        assert run.env(fake)[name.encode()] == value.encode()
+
+    return check
+
+
+def check_directive(value: str, run: Run, script: str) -> None:
+    assert f"\n#SBATCH --comment={directive(value)}\n" in script
+    assert run.argv("srun") == words(*BASH_TRUE)
+
+
+def check_output_dir(value: str, run: Run, script: str) -> None:
+    assert f"\n#SBATCH --output={directive(value + '/q/slurm-%j.log')}\n" in script
+    markers = Path(run.cwd, value + "/q", ".oellm")
+    assert sorted(p.name for p in markers.iterdir()) == [f"{JOB_ID}.exit", f"{JOB_ID}.started"]
+    assert (markers / f"{JOB_ID}.exit").read_text() == "0\n"
+    assert run.argv("srun") == words(*BASH_TRUE)
+
+
+def check_megatron_args(value: str, run: Run, script: str) -> None:
+    assert run.argv("srun") == words("python", "-u", ENTRYPOINT) + run.argv("python")[2:]
+    assert run.argv("python") == words(
+        "-u", ENTRYPOINT,
+        "--data-path", value, "1.0", value,
+        "--load", value,
+        "--save", value,
+        "--tokenizer-model", value,
+    )
+
+
+def doc(*parts: str) -> str:
+    """An experiment file from indented snippets, each dedented on its own."""
+    return "".join(textwrap.dedent(part).lstrip("\n") for part in parts)
+
+
+BASH = doc(
+    """
+    project: {name: q}
+    backend: {bash: {command: "true"}}
+    """
+)
+APPTAINER = doc(
+    """
+    defaults:
+      - /container: apptainer
+    """,
+    BASH,
+)
+MEGATRON = doc(
+    """
+    defaults:
+      - /backend: megatron
+    project: {name: q}
+    """
+)
+
+CHANNELS: dict[str, Channel] = {
+    "bash_command": Channel(
+        doc(
+            f"""
+            project: {{name: q}}
+            backend: {{bash: {{command: {IN}}}}}
+            """
+        ),
+        srun_argv("bash", "-c", "HOSTILE"),
+        refuse_empty("backend.bash.command"),
+    ),
+    "bash_command_override": Channel(
+        BASH,
+        srun_argv("bash", "-c", "HOSTILE"),
+        refuse_empty("backend.bash.command"),
+        overrides=["backend.bash.command=${oc.env:HOSTILE}"],
+    ),
+    # Spliced into text through another key: the result is text, never parsed again.
+    "bash_command_in_text": Channel(
+        doc(
+            """
+            project: {name: q}
+            vars: {word: "${oc.env:HOSTILE}"}
+            backend: {bash: {command: "echo <${vars.word}>"}}
+            """
+        ),
+        lambda value, run, script: srun_argv("bash", "-c", f"echo <{value}>")(value, run, script),
+    ),
+    "sweep_value": Channel(
+        doc(
+            BASH,
+            f"""
+            sweep:
+              configs:
+                - backend.bash.command: {IN}
+            """,
+        ),
+        srun_argv("bash", "-c", "HOSTILE"),
+        refuse_empty("backend.bash.command"),
+    ),
+    "slurm_env": Channel(
+        doc(BASH, f"slurm: {{env: {{OELLM_HOSTILE: {IN}}}}}\n"),
+        env_value("srun", "OELLM_HOSTILE"),
+    ),
+    "backend_env": Channel(
+        doc(
+            MEGATRON,
+            f"""
+            backend:
+              env: {{OELLM_HOSTILE: {IN}}}
+              megatron: {{save: null}}
+            """,
+        ),
+        env_value("python", "OELLM_HOSTILE"),
+    ),
+    "apptainer_env": Channel(
+        doc(APPTAINER, f"container: {{image: {IMAGE}, env: {{OELLM_HOSTILE: {IN}}}}}\n"),
+        env_value("apptainer", "APPTAINERENV_OELLM_HOSTILE"),
+    ),
+    "singularity_env": Channel(
+        doc(
+            APPTAINER,
+            f"container: {{runtime: singularity, image: {IMAGE}, env: {{OELLM_HOSTILE: {IN}}}}}\n",
+        ),
+        env_value("singularity", "SINGULARITYENV_OELLM_HOSTILE"),
+    ),
+    "container_image": Channel(
+        doc(APPTAINER, f"container: {{image: {IN}}}\n"),
+        fake_argv("apptainer", "exec", "--nv", "HOSTILE", *BASH_TRUE),
+        refuse_empty("container.image"),
+    ),
+    "container_bind": Channel(
+        doc(APPTAINER, f"container: {{image: {IMAGE}, binds: [{IN}, /data:/data]}}\n"),
+        fake_argv(
+            "apptainer", "exec", "--nv", "--bind", "HOSTILE", "--bind", "/data:/data", IMAGE,
+            *BASH_TRUE,
+        ),
+        refuse_empty("container.binds.0"),
+    ),
+    "container_option": Channel(
+        doc(APPTAINER, f"container: {{image: {IMAGE}, options: [{IN}]}}\n"),
+        fake_argv("apptainer", "exec", "--nv", "HOSTILE", IMAGE, *BASH_TRUE),
+    ),
+    "megatron_args": Channel(
+        doc(
+            MEGATRON,
+            f"""
+            backend:
+              megatron:
+                data_path: [{IN}, "1.0", {IN}]
+                tokenizer_model: {IN}
+                save: {IN}
+                load: {IN}
+            """,
+        ),
+        check_megatron_args,
+    ),
+    "megatron_launcher": Channel(
+        doc(
+            MEGATRON,
+            f"""
+            backend:
+              launcher: [python, {IN}]
+              megatron: {{save: null}}
+            """,
+        ),
+        fake_argv("python", "HOSTILE", ENTRYPOINT),
+    ),
+    # The library's entrypoint is ${oc.env:MEGATRON_LM_DIR,...}/pretrain_gpt.py.
+    "megatron_lm_dir": Channel(
+        doc(MEGATRON, "backend: {megatron: {save: null}}\n"),
+        lambda value, run, script: fake_argv("python", "-u", f"{value}/pretrain_gpt.py")(
+            value, run, script
+        ),
+        env_name="MEGATRON_LM_DIR",
+    ),
+    "launcher_cmd": Channel(
+        doc(BASH, f"slurm: {{launcher_cmd: [{IN}, --verbose]}}\n"),
+        srun_argv("HOSTILE", "--verbose", *BASH_TRUE),
+    ),
+    "srun_option": Channel(
+        doc(BASH, f"slurm: {{srun: {{comment: {IN}}}}}\n"),
+        lambda value, run, script: srun_argv(f"--comment={value}", *BASH_TRUE)(
+            value, run, script
+        ),
+    ),
+    "sbatch_directive": Channel(
+        doc(BASH, f"slurm: {{sbatch: {{comment: {IN}}}}}\n"),
+        check_directive,
+        lambda value: "slurm.sbatch.comment" if sbatch_unsafe(value) else None,
+    ),
+    # The library's output_dir is ${oc.env:OUTPUT_DIR,./output}; job paths are built on it.
+    "output_dir": Channel(
+        BASH,
+        check_output_dir,
+        lambda value: "project.output_dir" if value == "" else (
+            "job.log_path" if sbatch_unsafe(value) else None
+        ),
+        env_name="OUTPUT_DIR",
+    ),
+    # Job names become file names and #SBATCH values: only a safe alphabet is accepted.
+    "project_name": Channel(
+        doc(
+            f"""
+            project: {{name: {IN}}}
+            backend: {{bash: {{command: "true"}}}}
+            """
+        ),
+        lambda value, run, script: None,
+        lambda value: "job.name",
+    ),
+}
+
+KNOWN_BUGS: dict[tuple[str, str], str] = {
+    ("sweep_value", "dollar_brace"): (
+        "a sweep value resolved from the environment is interpolated a second time per job: "
+        "'${HOME}' from ${oc.env:...} becomes a reference to the key HOME"
+    ),
+}
+
+
+def cases() -> list[object]:
+    out: list[object] = []
+    for channel in CHANNELS:
+        for value_id in HOSTILE:
+            reason = KNOWN_BUGS.get((channel, value_id))
+            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            out.append(pytest.param(channel, value_id, marks=marks, id=f"{channel}-{value_id}"))
+    return out
+
+
+@pytest.mark.parametrize(("channel_id", "value_id"), cases())
+def test_value_arrives_byte_exact_or_is_refused(
+    channel_id: str, value_id: str, tmp_path: Path
+) -> None:
+    channel, value = CHANNELS[channel_id], HOSTILE[value_id]
+    experiment = write(tmp_path / "experiment.yaml", channel.experiment)
+    env = {channel.env_name: value}
+    refused_key = channel.refused(value)
+    if refused_key is not None:
+        with pytest.raises(ConfigError) as caught:
+            compile_file(experiment, channel.overrides, env)
+        keys = [p.key for p in caught.value.problems]
+        assert refused_key in keys, caught.value
+        assert all(p.message for p in caught.value.problems)
+        return
+    bundle = compile_file(experiment, channel.overrides, env)
+    (script_name,) = [name for name in bundle.files if name.startswith("jobs/")]
+    script = bundle.files[script_name]
+    run = run_script(script, tmp_path / "run")
+    assert run.returncode == 0, run.stderr.decode(errors="replace")
+    channel.check(value, run, script.decode())
+
+
+def test_every_hostile_value_is_in_the_grid() -> None:
+    """The grid is HOSTILE x CHANNELS: a value added to the fixture reaches every channel."""
+    assert len(cases()) == len(HOSTILE) * len(CHANNELS)
+    assert len(set(HOSTILE.values())) == len(HOSTILE)
+
+
+# --- Bugs found by this proof, outside the grid -------------------------------------------
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="project.name is written unquoted into the script's header comment: a newline in "
+    "it starts a shell line of its own",
+)
+def test_project_name_cannot_escape_the_header_comment(tmp_path: Path) -> None:
+    experiment = write(
+        tmp_path / "experiment.yaml",
+        """
+        project: {name: "${oc.env:HOSTILE}"}
+        job: {name: safe}
+        backend: {bash: {command: "true"}}
+        """,
+    )
+    try:
+        bundle = compile_file(experiment, env={"HOSTILE": "x\ntouch pwned"})
+    except ConfigError as error:
+        assert "project.name" in [p.key for p in error.problems]
+        return
+    run = run_script(bundle.files["jobs/safe.sbatch"], tmp_path / "run")
+    assert not (run.cwd / "pwned").exists()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the schema's `pattern`s end in `$`, which Python's re.search also matches before a "
+    "final newline: stage 'a\\n' is accepted and breaks the header comment",
+)
+def test_stage_with_a_trailing_newline_is_refused(tmp_path: Path) -> None:
+    experiment = write(
+        tmp_path / "experiment.yaml",
+        """
+        project: {name: q}
+        stage: "a\\n"
+        backend: {bash: {command: "true"}}
+        """,
+    )
+    try:
+        bundle = compile_file(experiment)
+    except ConfigError as error:
+        assert "stage" in [p.key for p in error.problems]
+        return
+    script = tmp_path / "job.sbatch"
+    script.write_bytes(bundle.files["jobs/q.sbatch"])
+    assert bash_syntax_errors(script) == ""
+    pytest.fail("stage 'a\\n' was accepted")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="slurm.sbatch's propertyNames pattern accepts a key with a trailing newline, which "
+    "ends the #SBATCH line early: the rest of the directive runs as shell code",
+)
+def test_sbatch_option_name_cannot_end_the_directive_line(tmp_path: Path) -> None:
+    experiment = write(
+        tmp_path / "experiment.yaml",
+        """
+        project: {name: q}
+        backend: {bash: {command: "true"}}
+        slurm: {sbatch: {"comment\\n": "$(touch pwned)"}}
+        """,
+    )
+    try:
+        bundle = compile_file(experiment)
+    except ConfigError as error:
+        assert all(p.message for p in error.problems)
+        return
+    run = run_script(bundle.files["jobs/q.sbatch"], tmp_path / "run")
+    assert not (run.cwd / "pwned").exists()
+    pytest.fail("an sbatch option name with a newline was accepted")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a NUL byte cannot be passed in argv or the environment, and bash drops it from the "
+    "script silently; it is compiled instead of refused",
+)
+def test_nul_byte_is_refused(tmp_path: Path) -> None:
+    experiment = write(
+        tmp_path / "experiment.yaml",
+        """
+        project: {name: q}
+        backend: {bash: {command: "echo a\\0b"}}
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        compile_file(experiment)
+    assert "backend.bash.command" in [p.key for p in caught.value.problems]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="an #SBATCH refusal names the option with dashes (slurm.sbatch.mail-user), not the "
+    "key the user wrote (slurm.sbatch.mail_user)",
+)
+def test_sbatch_refusal_names_the_key_as_written(tmp_path: Path) -> None:
+    experiment = write(
+        tmp_path / "experiment.yaml",
+        """
+        project: {name: q}
+        backend: {bash: {command: "true"}}
+        slurm: {sbatch: {mail_user: "${oc.env:HOSTILE}"}}
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        compile_file(experiment, env={"HOSTILE": 'a"b'})
+    assert [p.key for p in caught.value.problems] == ["slurm.sbatch.mail_user"]
