@@ -4,10 +4,11 @@ each job, render its script, and assemble the bundle in memory (writing is `writ
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,14 @@ from .overrides import COMMAND_LINE
 from .plan import plan_text
 from .render import render_script
 from .resolve import JobConfig, key_path, resolve_job
+from .siblings import (
+    Reference,
+    SiblingIndex,
+    base_references,
+    check_fields,
+    references,
+    stage_order,
+)
 from .tree import origin_of
 from .validate import check_lock, validate
 
@@ -45,14 +54,17 @@ class Bundle:
     lock: dict[str, Any]
 
 
-def compile_bundle(request: CompileRequest) -> Bundle:
+Progress = Callable[[int, int], None]
+
+
+def compile_bundle(request: CompileRequest, progress: Progress | None = None) -> Bundle:
     library = Library.for_experiment(request.experiment, request.config_dirs)
     composed = compose(library, request.experiment, request.config_ref, request.overrides)
     base, origins = composed.tree, composed.origins
 
     sweep = (
         Resolver(base, origins, request.env, keep_escaped="sweep").resolve(("sweep",))
-        if ("sweep" in base)
+        if "sweep" in base
         else None
     )
     points = expand(sweep, lambda rel: origin_of(origins, ("sweep", *rel)))
@@ -61,21 +73,39 @@ def compile_bundle(request: CompileRequest) -> Bundle:
         for o in request.overrides
         if "=" in o and not o.startswith("~")
     ]
-    jobs: list[dict[str, Any]] = []
-    scripts: dict[str, bytes] = {}
-    names: dict[str, Point] = {}
+    base_refs = base_references(base, origins)
+    refs = {p.index: references(p, base_refs) for p in points}
+    check_fields(r for rs in refs.values() for r in rs)
+    order = stage_order(points, refs)
+    index = SiblingIndex(points)
+    by_stage: dict[str | None, list[Point]] = {}
     for point in points:
-        job = resolve_job(base, origins, point, request.env)
-        validate(job.config, job.origins)
-        name = job.config["job"]["name"]
-        if name in names:
-            raise _collision(name, names[name], point, job)
-        names[name] = point
-        script = render_script(job.config, job.origins).encode("utf-8")
-        script_path = f"jobs/{name}.sbatch"
-        scripts[script_path] = script
-        jobs.append(_lock_entry(job, point, overridden, script_path, script))
-    project = base_project(jobs, base, request.env, origins)
+        stage = point.values.get("stage")
+        by_stage.setdefault(stage if isinstance(stage, str) else None, []).append(point)
+
+    done: dict[int, dict[str, Any] | None] = {}  # point index -> lock entry, None if filtered
+    names: dict[str, Point] = {}
+    scripts: dict[str, bytes] = {}
+    for stage in order:
+        for point in by_stage.get(stage, []):
+            siblings, depends_on = _siblings(point, refs[point.index], index, done)
+            job = (
+                None
+                if siblings is None
+                else resolve_job(base, origins, point, request.env, siblings)
+            )
+            if job is None:
+                done[point.index] = None
+            else:
+                entry, script = _job(job, point, overridden, depends_on, names)
+                scripts[entry["script"]] = script
+                done[point.index] = entry
+            if progress is not None:
+                progress(len(done), len(points))
+    jobs = [entry for _, entry in sorted(done.items()) if entry is not None]
+    if not jobs:
+        raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
+    project = base_project(base, request.env, origins)
     lock = _lock(project, jobs)
     check_lock(lock)
     files = dict(scripts)
@@ -84,10 +114,83 @@ def compile_bundle(request: CompileRequest) -> Bundle:
     return Bundle(files, lock)
 
 
-def base_project(
-    jobs: list[dict[str, Any]], base: dict[str, Any], env: Mapping[str, str], origins: Any
-) -> dict[str, Any]:
-    project = Resolver(base, origins, env).resolve(("project",))
+def _siblings(
+    point: Point,
+    refs: list[Reference],
+    index: SiblingIndex,
+    done: dict[int, dict[str, Any] | None],
+) -> tuple[dict[str, dict[str, Any]] | None, list[str]]:
+    """The sibling fields a point may reference, or None when a sibling was filtered out."""
+    siblings: dict[str, dict[str, Any]] = {}
+    for ref in refs:
+        if ref.stage in siblings:
+            continue
+        matches = index.find(point, ref.stage)
+        if len(matches) != 1:
+            raise _sibling_problem(point, ref, matches)
+        entry = done[matches[0].index]
+        if entry is None:
+            # Filters only remove: a job whose sibling was filtered out goes with it.
+            return None, []
+        siblings[ref.stage] = {
+            "name": entry["name"],
+            "output_dir": entry["output_dir"],
+            "log_path": entry["log_path"],
+            "log_path_current": entry["log_path_current"],
+        }
+    return siblings, sorted(s["name"] for s in siblings.values())
+
+
+def _show(point: Point) -> str:
+    shown = ", ".join(f"{k}={v!r}" for k, v in point.values.items() if "${" not in str(v))
+    return f"sweep point {point.index} {{{shown}}}"
+
+
+def _sibling_problem(point: Point, ref: Reference, matches: list[Point]) -> ConfigError:
+    if not matches:
+        message = f"{_show(point)} has no sibling in stage '{ref.stage}'"
+        hint = (
+            "a sibling agrees on every swept key both jobs set, except stage and the keys set "
+            "together with it; sweep the same values in both stages"
+        )
+    else:
+        listed = "; ".join(_show(m) for m in matches[:5])
+        message = f"{_show(point)} has {len(matches)} siblings in stage '{ref.stage}': {listed}"
+        hint = "sweep a key that tells them apart in both stages, or give them different stages"
+    return ConfigError(Problem(message, ref.origin, key=ref.key, hint=hint))
+
+
+def _job(
+    job: JobConfig,
+    point: Point,
+    overridden: Sequence[str],
+    depends_on: list[str],
+    names: dict[str, Point],
+) -> tuple[dict[str, Any], bytes]:
+    validate(job.config, job.origins)
+    name = job.config["job"]["name"]
+    if name in names:
+        raise _collision(name, names[name], point, job)
+    names[name] = point
+    script = render_script(job.config, job.origins).encode("utf-8")
+    entry = _lock_entry(job, point, overridden, f"jobs/{name}.sbatch", script)
+    entry["depends_on"] = depends_on
+    return entry, script
+
+
+def base_project(base: dict[str, Any], env: Mapping[str, str], origins: Any) -> dict[str, Any]:
+    try:
+        project = Resolver(base, origins, env).resolve(("project",))
+    except ConfigError as error:
+        # The project names the whole bundle (and where its state lives), so it cannot vary.
+        raise ConfigError(
+            dataclasses.replace(
+                p,
+                hint="project.* names the whole experiment and cannot use swept values; "
+                "name each job with job.name, or set project.name inside the sweep",
+            )
+            for p in error.problems
+        ) from None
     return {k: project[k] for k in ("name", "output_dir", "state_dir") if k in project}
 
 

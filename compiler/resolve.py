@@ -77,16 +77,41 @@ def with_values(
     return tree, where
 
 
+_FILTERS = "\0filters"  # a key no config can write, holding the point's filters while they resolve
+
+
 def resolve_job(
     base: dict[str, Any],
     base_origins: dict[Path_, Origin],
     point: Point,
     env: Mapping[str, str],
-) -> JobConfig:
+    siblings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> JobConfig | None:
+    """The job's resolved config, or None when one of the point's filters rejects it."""
     values = dict(point.values)
     values["index"] = point.index
     tree, point_origins = with_values(base, values, point.origins)
     tree.pop("sweep", None)
-    resolver = Resolver(tree, ChainMap(point_origins, base_origins), env)
-    config = resolver.resolve()
+    if siblings:
+        tree["sibling"] = {stage: dict(fields) for stage, fields in siblings.items()}
+    origins = ChainMap(point_origins, base_origins)
+    resolver = Resolver(tree, origins, env)
+    if point.filters:
+        tree[_FILTERS] = [unescape(f.expr) for f in point.filters]
+        for n, sweep_filter in enumerate(point.filters):
+            where = (_FILTERS, n)
+            if sweep_filter.origin is not None:
+                point_origins[where] = sweep_filter.origin
+            verdict = resolver.resolve(where)
+            if not isinstance(verdict, bool):
+                raise fail(
+                    f"a filter must give true or false, got {verdict!r}",
+                    sweep_filter.origin,
+                    key="sweep.filter",
+                    hint="write a comparison: \"\\${oc.eval:'\\${backend.megatron.lr} <= 1e-3'}\"",
+                )
+            if not verdict:
+                return None
+        del tree[_FILTERS]
+    config = {key: resolver.resolve((key,)) for key in tree}
     return JobConfig(config, ChainMap(resolver.derived, point_origins, base_origins))

@@ -16,8 +16,12 @@ from typing import Any, TypeAlias
 
 MAX_LENGTH = 10_000
 MAX_DEPTH = 100
-MAX_ITEMS = 100_000
 MAX_EXPONENT = 1000
+# Items in one string, list or tuple (nested items included).
+MAX_ITEMS = 100_000
+# Items in all the strings, lists and tuples one expression builds: without it a short expression
+# could build hundreds of maximal lists, and sizing them stays cheap because of it.
+MAX_TOTAL_ITEMS = 1_000_000
 # About 3000 decimal digits: below CPython's 4300-digit int<->str limit, so str() of any int works.
 MAX_INT_BITS = 10_000
 # Same number as CPython's own int<->str limit (3.11+); older Pythons parse long strings in
@@ -25,9 +29,6 @@ MAX_INT_BITS = 10_000
 _MAX_INT_STRING = 4300
 # round(n, -k) computes 10**k, so k needs the same bound as an exponent.
 _MAX_ROUND_DIGITS = MAX_EXPONENT
-# Slices longer than this take the parent's size as an upper bound instead of being re-counted,
-# so a short expression cannot force a long Python-level walk per slice.
-_EXACT_SLICE_LIMIT = 1000
 
 _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "abs": abs,
@@ -165,15 +166,34 @@ def _type_name(value: object) -> str:
     return "None" if value is None else type(value).__name__
 
 
+def _size(value: _Sequence) -> int:
+    """How many items a sequence holds, counting the items of nested containers too.
+
+    Repetition shares one inner list many times, so str() or == would walk it many times; this
+    counts what they would walk.
+    """
+    if isinstance(value, str):
+        return len(value)
+    return sum(_weight(item) for item in value)
+
+
+def _weight(item: object) -> int:
+    # Big ints count per 64-bit word so that str() of a container stays proportionate.
+    if isinstance(item, int):
+        return 1 + item.bit_length() // 64
+    if isinstance(item, (str, list, tuple)):
+        return max(1, _size(item))
+    return 1
+
+
 class _Evaluation:
-    """One expression: its text for error offsets, and the sizes of the containers it built."""
+    """One expression: its text, for error offsets, and how many items it has built so far."""
 
     def __init__(self, body: str, lead: int) -> None:
         self._body = body
         self._lead = lead
         self._starts = _line_starts(body)
-        # id -> (container, item count). Holding the container keeps its id from being reused.
-        self._sizes: dict[int, tuple[object, int]] = {}
+        self._built = 0
 
     def error(self, message: str, node: ast.AST) -> ExpressionError:
         lineno: int | None = getattr(node, "lineno", None)
@@ -278,40 +298,23 @@ class _Evaluation:
                 return self._call(name, [self.eval(arg) for arg in args], node)
         raise self.error(f"{type(node).__name__} is not allowed", node)
 
-    def _size(self, value: _Sequence) -> int:
-        """How many items a sequence holds, counting items of nested containers too."""
-        if isinstance(value, str):
-            return len(value)
-        known = self._sizes.get(id(value))
-        if known is not None and known[0] is value:
-            return known[1]
-        size = sum(self._weight(item) for item in value)
-        self._sizes[id(value)] = (value, size)
-        return size
-
-    def _weight(self, item: object) -> int:
-        # Big ints count per 64-bit word so that str() of a container stays proportionate.
-        if isinstance(item, int):
-            return 1 + item.bit_length() // 64
-        if isinstance(item, (str, list, tuple)):
-            return max(1, self._size(item))
-        return 1
-
-    def _built(self, value: list[object] | tuple[object, ...], size: int) -> object:
-        self._sizes[id(value)] = (value, size)
-        return value
-
     def _checked(self, value: object, node: ast.AST) -> object:
         if isinstance(value, complex):
             raise self.error("result is a complex number", node)
         if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
             raise self.error(f"integer result is larger than {MAX_INT_BITS} bits", node)
-        if isinstance(value, (str, list, tuple)) and self._size(value) > MAX_ITEMS:
-            raise self.error(f"result has more than {MAX_ITEMS} items", node)
+        if isinstance(value, (str, list, tuple)):
+            size = _size(value)
+            if size > MAX_ITEMS:
+                raise self.error(f"result has more than {MAX_ITEMS} items", node)
+            self._built += size
+            if self._built > MAX_TOTAL_ITEMS:
+                message = f"expression builds more than {MAX_TOTAL_ITEMS} items in total"
+                raise self.error(message, node)
         return value
 
     def _literal(self, items: list[object] | tuple[object, ...], node: ast.expr) -> object:
-        return self._checked(self._built(items, sum(map(self._weight, items))), node)
+        return self._checked(items, node)
 
     def _unary(self, op: ast.unaryop, operand: object, node: ast.expr) -> object:
         if isinstance(op, ast.Not):
@@ -326,7 +329,7 @@ class _Evaluation:
 
     def _binary(self, op: ast.operator, a: object, b: object, node: ast.expr) -> object:
         function, template = _BINARY[type(op)]
-        size = self._check_binary(op, a, b, node)
+        self._check_binary(op, a, b, node)
         try:
             result = function(a, b)
         except ZeroDivisionError:
@@ -339,15 +342,10 @@ class _Evaluation:
             raise self.error("numeric result is too large", node) from None
         except (TypeError, ValueError):
             raise self.error(template.format(a=_type_name(a), b=_type_name(b)), node) from None
-        if size is not None and isinstance(result, (list, tuple)):
-            self._built(result, size)
         return self._checked(result, node)
 
-    def _check_binary(self, op: ast.operator, a: object, b: object, node: ast.expr) -> int | None:
-        """Refuse operations whose result would be too big, before computing it.
-
-        Returns the item count of a sequence result, when the operation builds one.
-        """
+    def _check_binary(self, op: ast.operator, a: object, b: object, node: ast.expr) -> None:
+        """Refuse operations whose result would be too big, before computing it."""
         size: int | None = None
         if isinstance(op, ast.Pow):
             self._check_power(a, b, node)
@@ -359,10 +357,9 @@ class _Evaluation:
             if size is None:
                 size = self._repeat_size(b, a)
         elif isinstance(op, ast.Add) and isinstance(a, (str, list, tuple)) and type(a) is type(b):
-            size = self._size(a) + self._size(b)
+            size = _size(a) + _size(b)
         if size is not None and size > MAX_ITEMS:
             raise self.error(f"result would have more than {MAX_ITEMS} items", node)
-        return size
 
     def _check_power(self, base: object, exponent: object, node: ast.expr) -> None:
         if not isinstance(exponent, (int, float)) or not isinstance(base, (int, float)):
@@ -377,12 +374,11 @@ class _Evaluation:
         ):
             raise self.error(f"integer result would be larger than {MAX_INT_BITS} bits", node)
 
-    def _repeat_size(self, sequence: object, count: object) -> int | None:
+    @staticmethod
+    def _repeat_size(sequence: object, count: object) -> int | None:
         if not isinstance(sequence, (str, list, tuple)) or not isinstance(count, int):
             return None
-        if count <= 0 or not sequence:
-            return 0
-        return self._size(sequence) * count
+        return _size(sequence) * count if count > 0 and sequence else 0
 
     def _compare(
         self, left: object, ops: list[ast.cmpop], comparators: list[ast.expr], node: ast.expr
@@ -424,15 +420,7 @@ class _Evaluation:
             bounds.append(bound)
         if bounds[2] == 0:
             raise self.error("slice step cannot be zero", index)
-        part_of = container[slice(*bounds)]
-        if isinstance(container, str) or isinstance(part_of, str):
-            return part_of
-        whole = self._size(container)
-        if whole == len(container):  # every item weighs 1
-            return self._built(part_of, len(part_of))
-        if len(part_of) > _EXACT_SLICE_LIMIT:
-            return self._built(part_of, whole)
-        return part_of
+        return self._checked(container[slice(*bounds)], index)
 
     def _call(self, name: str, args: list[object], node: ast.expr) -> object:
         if name == "int" and args and isinstance(args[0], str) and len(args[0]) > _MAX_INT_STRING:

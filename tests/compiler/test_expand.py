@@ -257,7 +257,7 @@ def test_readme_filters_attaches_the_filter_to_all_20_points() -> None:
     sweep = sweep_of(FILTERS)
     points = run(sweep)
     assert len(points) == 20
-    assert [(p.values[LR], p.values[GBS]) for p in points[4:6]] == [(5e-4, 64), (5e-4, 128)]
+    assert [(p.values[LR], p.values[GBS]) for p in points[4:6]] == [(1e-4, 1024), (5e-4, 64)]
     assert list(points[0].values) == ["project.name", LR, GBS]
     expected = SweepFilter(sweep["filter"], at("filter"))
     assert expected.expr.startswith(r"\${oc.eval:'not (\${backend.megatron.lr}")
@@ -282,9 +282,9 @@ def test_readme_origins_are_real_positions_with_the_project_loader() -> None:
 
     loaded = load_text(NESTED.lstrip("\n"), "exp.yaml")
     points = expand(loaded.data["sweep"], lambda path: loaded.origins.get(("sweep", *path)))
-    assert points[8].origins[LR] == Origin("exp.yaml", 17, 35)
-    assert points[8].origins["stage"] == Origin("exp.yaml", 21, 16)
-    assert points[0].filters[0].origin == Origin("exp.yaml", 13, 15)
+    assert points[8].origins[LR] == Origin("exp.yaml", 18, 35)
+    assert points[8].origins["stage"] == Origin("exp.yaml", 22, 9)
+    assert points[0].filters[0].origin == Origin("exp.yaml", 14, 7)
 
 
 # --- Precedence -------------------------------------------------------------------------------
@@ -593,7 +593,7 @@ def test_error_filter_must_be_bool_or_string(value: object) -> None:
         ({"grids": [{}]}, "a grid needs at least one swept key", "sweep.grids[0]"),
         ({"base_values": [1]}, "base_values must be a mapping, got a list", "sweep.base_values"),
         ({"configs": [{"a..b": 1}]}, "'a..b' is not a config key", "sweep.configs[0].a..b"),
-        ({"configs": [{3: 1}]}, "3 is not a config key", "sweep.configs[0][3]"),
+        ({"configs": [{3: 1}]}, "3 is not a config key", "sweep.configs[0].3"),
     ],
 )
 def test_error_shapes(sweep: Any, message: str, key: str) -> None:
@@ -610,7 +610,10 @@ def test_error_dotted_key_set_twice() -> None:
 # --- The algebra, by property -----------------------------------------------------------------
 
 KEYS = st.sampled_from(["a.x", "a.y", "b", "stage"])
-PARAMS = st.dictionaries(KEYS, st.lists(st.integers(0, 9), min_size=1, max_size=3), min_size=1)
+# Small leaves keep products small: a leaf has at most 4 points.
+PARAMS = st.dictionaries(
+    KEYS, st.lists(st.integers(0, 9), min_size=1, max_size=2), min_size=1, max_size=2
+)
 CONFIGS = st.lists(st.dictionaries(KEYS, st.integers(0, 9), max_size=2), min_size=1, max_size=3)
 LEAF = PARAMS.map(lambda p: {"params": p}) | CONFIGS.map(lambda c: {"configs": c})
 
@@ -619,13 +622,17 @@ def _node(kind: str, children: list[dict[str, object]]) -> dict[str, object]:
     return {"type": kind, "groups": children}
 
 
-TREE = st.recursive(
-    LEAF,
-    lambda inner: st.builds(
-        _node, st.sampled_from(["product", "list"]), st.lists(inner, min_size=1, max_size=3)
-    ),
-    max_leaves=5,
-)
+def trees(max_leaves: int) -> st.SearchStrategy[dict[str, Any]]:
+    return st.recursive(
+        LEAF,
+        lambda inner: st.builds(
+            _node, st.sampled_from(["product", "list"]), st.lists(inner, min_size=1, max_size=3)
+        ),
+        max_leaves=max_leaves,
+    )
+
+
+TREE = trees(5)
 
 
 def expected_count(group: Mapping[str, Any]) -> int:
@@ -647,7 +654,7 @@ def test_count_indices_and_determinism(tree: dict[str, Any]) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(TREE, min_size=1, max_size=3))
+@given(st.lists(trees(2), min_size=1, max_size=3))
 def test_list_is_concatenation_and_product_is_ordered_merge(children: list[Any]) -> None:
     alone = [[dict(p.values) for p in run(child)] for child in children]
     listed = run({"type": "list", "groups": children})

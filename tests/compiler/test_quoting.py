@@ -354,7 +354,7 @@ def test_project_name_cannot_escape_the_header_comment(tmp_path: Path) -> None:
         """,
     )
     try:
-        bundle = compile_file(experiment, env={"HOSTILE": "x\ntouch pwned"})
+        bundle = compile_file(experiment, env={"HOSTILE": "x\ntouch pwned #"})
     except ConfigError as error:
         assert "project.name" in [p.key for p in error.problems]
         return

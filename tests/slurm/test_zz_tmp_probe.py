@@ -1,0 +1,129 @@
+"""Proves that tests/slurm/cluster.sh runs a real SLURM: jobs run, end with the right state and
+exit code in sacct, and name and comment survive into squeue and sacct. Each test takes a few
+seconds at most (sched_interval=1 in slurm.conf).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
+
+import pytest
+
+if TYPE_CHECKING:
+    from tests.conftest import SlurmCluster
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+DEADLINE_S = 30.0
+POLL_S = 0.5
+T = TypeVar("T")
+
+
+def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
+
+
+def wait_for(what, probe):
+    t0 = time.monotonic(); r = _wait_for(what, probe); print(f"\n{what}: {time.monotonic()-t0:.2f}s"); return r
+
+def _wait_for(what, probe):
+    """Poll `probe` every POLL_S until it returns something other than None."""
+    deadline = time.monotonic() + DEADLINE_S
+    while True:
+        found = probe()
+        if found is not None:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {DEADLINE_S:.0f}s waiting for {what}")
+        time.sleep(POLL_S)
+
+
+def write_script(tmp_path: Path, body: str) -> Path:
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/bash\n{body}\n")
+    return script
+
+
+def sbatch(tmp_path: Path, body: str, *flags: str) -> str:
+    script = write_script(tmp_path, body)
+    # SLURM does not create the --output directory; a missing one fails the job with 0:53.
+    (tmp_path / "logs" / "nested").mkdir(parents=True, exist_ok=True)
+    out = run(
+        [
+            "sbatch",
+            "--parsable",
+            f"--chdir={tmp_path}",
+            f"--output={tmp_path}/logs/nested/%x_%j.out",
+            *flags,
+            str(script),
+        ]
+    ).stdout.strip()
+    return out.split(";")[0]  # --parsable prints "id" or "id;cluster"
+
+
+def sacct_row(job_id: str) -> dict[str, str] | None:
+    fields = ["JobID", "JobName", "State", "ExitCode", "Comment"]
+    out = run(
+        ["sacct", "-X", "-P", "-n", "-j", job_id, f"--format={','.join(fields)}"]
+    ).stdout
+    for line in out.splitlines():
+        values = line.split("|", len(fields) - 1)
+        if values[0] == job_id:
+            return dict(zip(fields, values, strict=True))
+    return None
+
+
+def finished_row(job_id: str) -> dict[str, str]:
+    terminal = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL")
+
+    def probe() -> dict[str, str] | None:
+        row = sacct_row(job_id)
+        # Right after scancel of a pending job sacct may briefly report JobName "allocation".
+        if row and row["State"].startswith(terminal) and row["JobName"] != "allocation":
+            return row
+        return None
+
+    return wait_for(f"job {job_id} to finish in sacct", probe)
+
+
+def test_job_completes_and_writes_its_file(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:
+    job_id = sbatch(tmp_path, 'echo "ran on $SLURMD_NODENAME" > result.txt', "--job-name=oellm.ok")
+    row = finished_row(job_id)
+    assert (row["State"], row["ExitCode"]) == ("COMPLETED", "0:0")
+    assert (tmp_path / "result.txt").read_text() == f"ran on {slurm_cluster.node}\n"
+    assert (tmp_path / "logs" / "nested" / f"oellm.ok_{job_id}.out").exists()
+
+
+def test_failing_job_ends_failed_with_its_exit_code(tmp_path: Path) -> None:
+    job_id = sbatch(tmp_path, "exit 3", "--job-name=oellm.fail", "--partition=batch")
+    row = finished_row(job_id)
+    assert (row["State"], row["ExitCode"]) == ("FAILED", "3:0")
+
+
+def test_held_job_shows_name_and_comment(tmp_path: Path) -> None:
+    comment = 'oellm bundle=ab12cd34; odd "chars" $(id)'
+    job_id = sbatch(tmp_path, "true", "--hold", "--job-name=oellm.held", f"--comment={comment}")
+    try:
+        out = run(
+            ["squeue", "--noheader", "-j", job_id, "--format=%i|%j|%T|%r|%k"]
+        ).stdout.strip()
+        assert out.split("|", 4) == [job_id, "oellm.held", "PENDING", "JobHeldUser", comment]
+    finally:
+        run(["scancel", job_id])
+    row = finished_row(job_id)
+    assert row["State"].startswith("CANCELLED")
+    # Needs AccountingStoreFlags=job_comment; sacct shows the comment once the job has ended.
+    assert (row["JobName"], row["Comment"]) == ("oellm.held", comment)
+
+
+def test_test_only_validates_without_submitting(tmp_path: Path) -> None:
+    script = write_script(tmp_path, "true")
+    ok = run(["sbatch", "--test-only", "--partition=batch", str(script)])
+    assert "to start at" in ok.stderr and "in partition batch" in ok.stderr
+    bad = run(["sbatch", "--test-only", "--partition=no-such-partition", str(script)], check=False)
+    assert bad.returncode != 0
+    assert "invalid partition specified" in bad.stderr
