@@ -7,7 +7,8 @@ filters are attached to points but not evaluated, and siblings are matched by a 
 Precedence inside a point, lowest first: `base_values`, then every enclosing group's `defaults`
 (outer to inner), then the values of the group's own `params` combination or `configs` entry.
 In a `product` of child groups each child's whole contribution (its defaults and its values)
-overrides the children before it, so on a clash the later child wins.
+overrides the children before it, so on a clash the later child wins. The top of the groups
+format is itself a group, so `sweep.defaults` sits just above `base_values` for every point.
 """
 
 from __future__ import annotations
@@ -69,9 +70,6 @@ class _Part(NamedTuple):
 
     layers: tuple[_Layer, ...]
     filters: tuple[SweepFilter, ...]
-
-
-_EMPTY = _Part((), ())
 
 
 def expand(sweep: Mapping[str, object] | None, where: Where) -> list[Point]:
@@ -256,7 +254,9 @@ def _params(node: Mapping[str, object], path: Path, where: Where) -> list[tuple[
                 "to set a value without sweeping it, put it under defaults",
             )
         if not alternatives:
-            raise fail("a swept key needs at least one alternative", where(key_path), _key(key_path))
+            raise fail(
+                "a swept key needs at least one alternative", where(key_path), _key(key_path)
+            )
         # A swept key is tied to nothing else: the stage alone varies along it.
         together = frozenset({key})
         choices.append(
@@ -389,4 +389,3 @@ def _kind(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     return f"{type(value).__name__} {value!r}"
-

@@ -279,7 +279,7 @@ class Resolver:
                 template = parse(node, keep)
             except ParseError as exc:
                 raise fail(exc.message, self._origin(path), key=_dotted(path)) from None
-            value = self._render(template, path)
+            value = self._render(template, path, keep)
         finally:
             self._active.pop()
         self._done[path] = value
@@ -288,10 +288,18 @@ class Resolver:
     def _origin(self, path: Path_) -> Origin | None:
         return origin_of(self.origins, path)
 
-    def _render(self, template: Template, path: Path_) -> Any:
+    def _render(self, template: Template, path: Path_, keep: bool = False) -> Any:
         if len(template) == 1 and not isinstance(template[0], str):
-            return self._part(template[0], path)
-        return "".join(_text(self._part(p, path)) for p in template)
+            value = self._part(template[0], path)
+            return _protect(value) if keep else value
+        out = []
+        for part in template:
+            if isinstance(part, str):
+                out.append(part)
+            else:
+                text = _text(self._part(part, path))
+                out.append(_protect(text) if keep else text)
+        return "".join(out)
 
     def _part(self, part: Part, path: Path_) -> Any:
         if isinstance(part, str):
@@ -400,6 +408,21 @@ class Resolver:
         if all(isinstance(p, str) for p in arg.parts):
             return _primitive("".join(arg.parts))  # type: ignore[arg-type]
         return "".join(_text(self._part(p, path)) for p in arg.parts)
+
+
+def _protect(value: Any) -> Any:
+    """Under the sweep, a `${` that came out of a resolved value is data, not a template.
+
+    The per-job stage turns an escaped `\\${` into a live `${`; text that resolution produced
+    (an environment variable holding `${HOME}`, say) is escaped once more so it stays text.
+    """
+    if isinstance(value, str):
+        return value.replace("${", "\\\\${")
+    if isinstance(value, list):
+        return [_protect(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _protect(v) for k, v in value.items()}
+    return value
 
 
 def _primitive(text: str) -> Any:

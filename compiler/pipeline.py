@@ -224,7 +224,9 @@ def _lock_entry(
             f"'{j['name']}' is not a safe file name", origin_of(job.origins, ("job", "name"))
         )
     params: dict[str, Any] = {}
-    for dotted in [*point.values, *overridden]:
+    # Values written as templates (names, sibling paths) are derived, not swept: leave them out.
+    swept = [k for k, v in point.values.items() if "${" not in json.dumps(v)]
+    for dotted in [*swept, *overridden]:
         node: Any = config
         for key in key_path(dotted):
             if _has(node, key):

@@ -1,44 +1,161 @@
-"""The human view of a bundle (`plan.txt`): jobs per stage, their conditions and dependencies."""
+"""Draw a compiled plan for people: text boxes (`plan.txt`, `oellm plan`), Graphviz dot and
+Mermaid. Everything is read from the lockfile data, so a committed bundle draws the same.
+"""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from typing import Any
 
+WIDTH = 70
+DEFAULT_JOBS_PER_STAGE = 5
 
-def plan_text(lock: dict[str, Any]) -> str:
-    jobs = lock["jobs"]
-    project = lock["project"]
+
+def _stages(jobs: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
     stages: dict[str | None, list[dict[str, Any]]] = {}
     for job in jobs:
         stages.setdefault(job["stage"], []).append(job)
+    return stages
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _box(title: str, sections: list[list[str]]) -> list[str]:
+    inner = WIDTH - 4
+    lines = ["┌" + "─" * (WIDTH - 2) + "┐", f"│ {_fit(title, inner):<{inner}} │"]
+    for section in sections:
+        if not section:
+            continue
+        lines.append("├" + "─" * (WIDTH - 2) + "┤")
+        lines.extend(f"│ {_fit(line, inner):<{inner}} │" for line in section)
+    lines.append("└" + "─" * (WIDTH - 2) + "┘")
+    return lines
+
+
+def _value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _short_path(path: str) -> str:
+    parts = path.split("/")
+    return path if len(parts) <= 3 else ".../" + "/".join(parts[-3:])
+
+
+def describe_condition(cond: dict[str, Any]) -> str:
+    kind = cond.get("class_name", "?")
+    if kind == "CompositeCondition":
+        inner = f" {cond['mode']} ".join(describe_condition(c) for c in cond["conditions"])
+        return f"({inner})"
+    if kind == "FileExistsCondition":
+        return f"FileExists: {_short_path(cond['path'])}"
+    if kind == "SlurmStateCondition":
+        return f"SlurmState: {cond['job_name']} = {cond['state']}"
+    if kind == "TimeCondition":
+        return f"Time: after {cond['after']}"
+    if kind == "CommandCondition":
+        command = cond["command"]
+        return f"Command: {command if isinstance(command, str) else ' '.join(command)}"
+    return kind
+
+
+def _swept(jobs: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Keys whose value differs between jobs of one stage, with all their distinct values."""
+    values: dict[str, dict[str, Any]] = {}
+    varies: set[str] = set()
+    for members in _stages(jobs).values():
+        within: dict[str, set[str]] = {}
+        for job in members:
+            for key, value in job["params"].items():
+                text = json.dumps(value, sort_keys=True)
+                within.setdefault(key, set()).add(text)
+                values.setdefault(key, {}).setdefault(text, value)
+        varies.update(k for k, seen in within.items() if len(seen) > 1)
+    return {k: list(v.values()) for k, v in values.items() if k in varies}
+
+
+def plan_text(lock: dict[str, Any], max_jobs_per_stage: int = DEFAULT_JOBS_PER_STAGE) -> str:
+    jobs = lock["jobs"]
+    stages = _stages(jobs)
+    rule = "=" * WIDTH
     lines = [
-        f"Project {project['name']}: {len(jobs)} job{'s' if len(jobs) != 1 else ''} "
-        f"in {len(stages)} stage{'s' if len(stages) != 1 else ''}",
-        f"Output: {project['output_dir']}",
+        rule,
+        f" Experiment plan: {lock['project']['name']}",
+        rule,
+        f"Total: {_plural(len(jobs), 'job')} across {_plural(len(stages), 'stage')}",
+        f"Output: {lock['project']['output_dir']}",
         "",
     ]
-    for stage, members in stages.items():
-        lines.append(
-            f"Stage {stage or '(none)'}: {len(members)} job{'s' if len(members) != 1 else ''}"
-        )
-        for job in members:
-            lines.append(f"  {job['name']}")
-            for key, value in job["params"].items():
-                lines.append(f"      {key} = {value!r}")
-            for cond in job["start_conditions"]:
-                lines.append(f"      start when {_condition(cond)}")
-            for cond in job["cancel_conditions"]:
-                lines.append(f"      cancel when {_condition(cond)}")
-            if job["depends_on"]:
-                lines.append(f"      after {', '.join(job['depends_on'])}")
+    swept = _swept(jobs)
+    if swept:
+        combos = {json.dumps([job["params"].get(k) for k in swept], sort_keys=True) for job in jobs}
+        body = [
+            f"• {key}: [{', '.join(_value(v) for v in values)}]" for key, values in swept.items()
+        ]
+        lines += _box("Hyperparameter sweep", [[*body, f"Total combinations: {len(combos)}"]])
         lines.append("")
+    names = {job["name"]: job["stage"] for job in jobs}
+    for number, (stage, members) in enumerate(stages.items()):
+        upstream = sorted(
+            {str(names[d]) for job in members for d in job["depends_on"] if d in names},
+        )
+        if number and upstream:
+            lines += ["", " " * (WIDTH // 2) + "│", " " * (WIDTH // 2) + "▼", ""]
+        elif number:
+            lines.append("")
+        first = members[0]
+        start = [describe_condition(c) for c in first["start_conditions"]]
+        cancel = [describe_condition(c) for c in first["cancel_conditions"]]
+        gating = ["Start: after " + ", ".join(upstream) if upstream else "Start: immediate"]
+        if start:
+            gating = [*gating, "Start conditions:", *(f"  • {c}" for c in start)]
+        if cancel:
+            gating = [*gating, "Cancel conditions:", *(f"  • {c}" for c in cancel)]
+        shown = [f"{job['name']}" for job in members[:max_jobs_per_stage]]
+        if len(members) > max_jobs_per_stage:
+            shown.append(f"... and {len(members) - max_jobs_per_stage} more")
+        title = f"Stage: {stage or '(none)'} ({_plural(len(members), 'job')})"
+        lines += _box(title, [gating, shown])
+    lines.append("")
     return "\n".join(lines)
 
 
-def _condition(cond: dict[str, Any]) -> str:
-    kind = cond.get("class_name", "?")
-    if kind == "CompositeCondition":
-        joined = f" {cond['mode']} ".join(_condition(c) for c in cond["conditions"])
-        return f"({joined})"
-    details = ", ".join(f"{k}={v}" for k, v in cond.items() if k not in ("class_name", "message"))
-    return f"{kind.removesuffix('Condition')}({details})"
+def _dot_id(text: str) -> str:
+    return json.dumps(text)
+
+
+def plan_dot(lock: dict[str, Any]) -> str:
+    lines = ["digraph plan {", "  rankdir=LR;", "  node [shape=box, fontsize=10];"]
+    for number, (stage, members) in enumerate(_stages(lock["jobs"]).items()):
+        label = f"{stage or '(none)'} ({len(members)})"
+        lines.append(f"  subgraph cluster_{number} {{")
+        lines.append(f"    label={_dot_id(label)};")
+        lines.extend(f"    {_dot_id(job['name'])};" for job in members)
+        lines.append("  }")
+    lines.extend(_edges(lock["jobs"], lambda a, b: f"  {_dot_id(a)} -> {_dot_id(b)};"))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def plan_mermaid(lock: dict[str, Any]) -> str:
+    ids = {job["name"]: f"j{n}" for n, job in enumerate(lock["jobs"])}
+    lines = ["flowchart LR"]
+    for number, (stage, members) in enumerate(_stages(lock["jobs"]).items()):
+        label = f"{stage or '(none)'} ({len(members)})"
+        lines.append(f'  subgraph s{number}["{label}"]')
+        lines.extend(f'    {ids[job["name"]]}["{job["name"]}"]' for job in members)
+        lines.append("  end")
+    lines.extend(_edges(lock["jobs"], lambda a, b: f"  {ids[a]} --> {ids[b]}"))
+    return "\n".join(lines) + "\n"
+
+
+def _edges(jobs: list[dict[str, Any]], draw: Any) -> Iterable[str]:
+    for job in jobs:
+        for upstream in job["depends_on"]:
+            yield draw(upstream, job["name"])

@@ -60,6 +60,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["q"] = quote
+    env.filters["comment"] = _comment
     return env
 
 
@@ -95,6 +96,11 @@ def render_script(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) ->
     return template.render(**context)
 
 
+def _comment(value: object) -> str:
+    """Text for a `#` comment line: control characters would end the comment, so mask them."""
+    return "".join(c if c.isprintable() else "?" for c in str(value))
+
+
 def _is_bash(config: Mapping[str, Any]) -> bool:
     return bool(config["backend"]["kind"] == "bash")
 
@@ -112,10 +118,13 @@ def _directives(
 ) -> list[tuple[str, str | None]]:
     job = config["job"]
     out: list[tuple[str, str | None]] = []
-    given: dict[str, Any] = {"job-name": job["name"], "output": job["log_path"]}
+    given: dict[str, tuple[Any, Path_]] = {
+        "job-name": (job["name"], ("job", "name")),
+        "output": (job["log_path"], ("job", "log_path")),
+    }
     for key, value in config["slurm"]["sbatch"].items():
-        given[key.replace("_", "-")] = value
-    for option, value in given.items():
+        given[key.replace("_", "-")] = (value, ("slurm", "sbatch", key))
+    for option, (value, path) in given.items():
         if value is None or value is False:
             continue
         if value is True:
@@ -123,15 +132,10 @@ def _directives(
             continue
         text = _scalar(value)
         if _DIRECTIVE_UNSAFE.search(text):
-            path = (
-                ("slurm", "sbatch", option)
-                if option not in ("job-name", "output")
-                else (("job", "name") if option == "job-name" else ("job", "log_path"))
-            )
             raise fail(
                 f"value {text!r} cannot be written on an #SBATCH line",
                 origin_of(origins, path),
-                key=".".join(path),
+                key=".".join(map(str, path)),
                 hint="sbatch reads #SBATCH lines itself: no double quotes, backslashes or newlines",
             )
         if _DIRECTIVE_NEEDS_QUOTES.search(text) or text == "":

@@ -142,7 +142,7 @@ def evaluate(expr: str) -> object:
     evaluation = _Evaluation(body, lead)
     evaluation.check(tree.body)
     try:
-        return evaluation.eval(tree.body)
+        return evaluation.value_of(tree.body)
     except RecursionError:
         # Only reachable when the caller's own stack is already deep.
         raise ExpressionError("expression is too deeply nested to evaluate here") from None
@@ -206,26 +206,29 @@ class _Evaluation:
         return ExpressionError(message, self._lead + start + chars)
 
     def check(self, root: ast.expr) -> None:
-        """Reject every disallowed construct up front, even in branches that would not run."""
-        stack: list[tuple[ast.AST, int]] = [(root, 1)]
+        """Reject every disallowed construct and too deep nesting up front.
+
+        Branches that would not run are checked too, so whether a config is valid never depends
+        on the values it happens to hold.
+        """
+        stack: list[tuple[ast.expr, int]] = [(root, 1)]
         while stack:
             node, depth = stack.pop()
             if depth > MAX_DEPTH:
                 raise self.error(f"expression is nested deeper than {MAX_DEPTH} levels", node)
             children = self._check_node(node)
             # Reversed, so the leftmost problem is the one reported.
-            for child in reversed(children):
-                stack.append((child, depth + 1 if isinstance(child, ast.expr) else depth))
+            stack.extend((child, depth + 1) for child in reversed(children))
 
-    def _check_node(self, node: ast.AST) -> list[ast.AST]:
+    def _check_node(self, node: ast.expr) -> list[ast.expr]:
         match node:
             case ast.Constant(value=value):
                 if value is None or type(value) in (bool, int, float, str):
                     return []
-                kind = {complex: "complex numbers are", bytes: "bytes literals are"}.get(
-                    type(value)
-                )
-                raise self.error(f"{kind or repr(value) + ' is'} not allowed", node)
+                kinds = {complex: "complex numbers", bytes: "bytes literals"}
+                what = kinds.get(type(value))
+                message = f"{what} are not allowed" if what else f"{value!r} is not allowed"
+                raise self.error(message, node)
             case ast.Name(id=name):
                 if name in _NAMED_CONSTANTS:
                     return []
@@ -266,36 +269,36 @@ class _Evaluation:
                 raise self.error(message, node)
         return [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr)]
 
-    def eval(self, node: ast.expr) -> object:
+    def value_of(self, node: ast.expr) -> object:
         match node:
             case ast.Constant(value=value):
                 return self._checked(value, node)
             case ast.Name(id=name):
                 return _NAMED_CONSTANTS[name]
             case ast.UnaryOp(op=op, operand=operand):
-                return self._unary(op, self.eval(operand), node)
+                return self._unary(op, self.value_of(operand), node)
             case ast.BinOp(left=left, op=op, right=right):
-                return self._binary(op, self.eval(left), self.eval(right), node)
+                return self._binary(op, self.value_of(left), self.value_of(right), node)
             case ast.BoolOp(op=op, values=[first, *rest]):
                 # Python semantics: stop at the first operand that decides, and return it.
-                result = self.eval(first)
+                result = self.value_of(first)
                 for value_node in rest:
                     if bool(result) == isinstance(op, ast.Or):
                         break
-                    result = self.eval(value_node)
+                    result = self.value_of(value_node)
                 return result
             case ast.Compare(left=left, ops=ops, comparators=comparators):
-                return self._compare(self.eval(left), ops, comparators, node)
+                return self._compare(self.value_of(left), ops, comparators, node)
             case ast.IfExp(test=test, body=body, orelse=orelse):
-                return self.eval(body if self.eval(test) else orelse)
+                return self.value_of(body if self.value_of(test) else orelse)
             case ast.List(elts=elts):
-                return self._literal([self.eval(elt) for elt in elts], node)
+                return self._checked([self.value_of(elt) for elt in elts], node)
             case ast.Tuple(elts=elts):
-                return self._literal(tuple(self.eval(elt) for elt in elts), node)
+                return self._checked(tuple(self.value_of(elt) for elt in elts), node)
             case ast.Subscript(value=value, slice=index):
-                return self._subscript(self.eval(value), index, node)
+                return self._subscript(self.value_of(value), index, node)
             case ast.Call(func=ast.Name(id=name), args=args):
-                return self._call(name, [self.eval(arg) for arg in args], node)
+                return self._call(name, [self.value_of(arg) for arg in args], node)
         raise self.error(f"{type(node).__name__} is not allowed", node)
 
     def _checked(self, value: object, node: ast.AST) -> object:
@@ -312,9 +315,6 @@ class _Evaluation:
                 message = f"expression builds more than {MAX_TOTAL_ITEMS} items in total"
                 raise self.error(message, node)
         return value
-
-    def _literal(self, items: list[object] | tuple[object, ...], node: ast.expr) -> object:
-        return self._checked(items, node)
 
     def _unary(self, op: ast.unaryop, operand: object, node: ast.expr) -> object:
         if isinstance(op, ast.Not):
@@ -385,7 +385,7 @@ class _Evaluation:
     ) -> object:
         result: object = True
         for op, right_node in zip(ops, comparators, strict=True):
-            right = self.eval(right_node)
+            right = self.value_of(right_node)
             function, symbol = _COMPARE[type(op)]
             try:
                 result = function(left, right)
@@ -403,7 +403,7 @@ class _Evaluation:
         if not isinstance(container, (str, list, tuple)):
             raise self.error(f"cannot index {_type_name(container)}", node)
         if not isinstance(index, ast.Slice):
-            position = self.eval(index)
+            position = self.value_of(index)
             if not isinstance(position, int):
                 raise self.error(f"indices must be integers, not {_type_name(position)}", index)
             try:
@@ -414,7 +414,7 @@ class _Evaluation:
                 raise self.error(message, index) from None
         bounds: list[int | None] = []
         for part in (index.lower, index.upper, index.step):
-            bound = None if part is None else self.eval(part)
+            bound = None if part is None else self.value_of(part)
             if bound is not None and not isinstance(bound, int):
                 raise self.error(f"slice bounds must be integers, not {_type_name(bound)}", index)
             bounds.append(bound)

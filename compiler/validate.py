@@ -56,7 +56,13 @@ def _position(p: Problem) -> tuple[str, int, int, str]:
 
 def _missing_values(value: Any, path: Path_, origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
     # `???` marks a value the library cannot choose for the user (OmegaConf's mandatory value).
-    if value == MISSING:
+    if isinstance(value, str) and "\x00" in value:
+        yield Problem(
+            "a NUL character cannot be passed to a program or kept in a script",
+            origin_of(origins, path),
+            key=_dotted(path),
+        )
+    elif value == MISSING:
         yield Problem(
             "missing mandatory value",
             origin_of(origins, path),

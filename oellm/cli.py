@@ -6,6 +6,7 @@ Exit codes: 0 ok; 1 ran fine and found a difference; 2 user error (bad config or
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -13,12 +14,15 @@ import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from oellm import __version__
 from oellm.compiler.errors import ConfigError
+
+if TYPE_CHECKING:
+    from oellm.compiler.pipeline import CompileRequest
 
 EXIT_OK = 0
 EXIT_DIFFERENT = 1
@@ -144,29 +148,117 @@ def compile_command(
       ~drop.key                  delete a key
       slurm=leonardo             choose a config group option
     """
-    from oellm.compiler.pipeline import CompileRequest, compile_bundle
+    from oellm.compiler.pipeline import compile_bundle
     from oellm.compiler.write import write_bundle
 
-    experiment, overrides = _split_positionals(args, config_ref)
-    if experiment is not None and not experiment.is_file():
-        raise click.UsageError(f"experiment file '{experiment}' does not exist")
-    for directory in config_dirs:
-        if not directory.is_dir():
-            raise click.UsageError(f"--config-dir '{directory}' is not a folder")
-    request = CompileRequest(
-        experiment=experiment,
-        config_ref=config_ref,
-        config_dirs=config_dirs,
-        overrides=overrides,
-        env=dict(os.environ),
-    )
-    bundle = compile_bundle(request)
+    bundle = compile_bundle(_request(args, config_ref, config_dirs), _Progress())
     write_bundle(bundle, output)
     jobs = len(bundle.lock["jobs"])
     click.echo(
         f"wrote {output}: {jobs} job{'s' if jobs != 1 else ''}, "
         f"bundle {bundle.lock['bundle_id'][:12]}"
     )
+
+
+class _Progress:
+    """`compiling 1234/10000 jobs` on stderr, only for a terminal and only for big sweeps."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+        self.shown = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total < 200:
+            return
+        percent = done * 100 // total
+        if percent != self.shown:
+            self.shown = percent
+            end = "\n" if done == total else ""
+            click.echo(f"\rcompiling {done}/{total} jobs ({percent}%)", err=True, nl=False)
+            if end:
+                click.echo("", err=True)
+
+
+def _request(
+    args: Sequence[str], config_ref: str | None, config_dirs: Sequence[Path]
+) -> CompileRequest:
+    from oellm.compiler.pipeline import CompileRequest
+
+    experiment, overrides = _split_positionals(args, config_ref)
+    if experiment is not None and not experiment.is_file():
+        raise click.UsageError(f"experiment file '{experiment}' does not exist")
+    if experiment is None and config_ref is None:
+        raise click.UsageError("give an experiment file or --config-ref experiments/NAME")
+    for directory in config_dirs:
+        if not directory.is_dir():
+            raise click.UsageError(f"--config-dir '{directory}' is not a folder")
+    return CompileRequest(
+        experiment=experiment,
+        config_ref=config_ref,
+        config_dirs=tuple(config_dirs),
+        overrides=overrides,
+        env=dict(os.environ),
+    )
+
+
+@cli.command("plan")
+@click.argument("args", nargs=-1, metavar="EXPERIMENT.yaml|BUNDLE [OVERRIDES]...")
+@click.option("--config-ref", metavar="experiments/NAME", help="Plan an experiment of the library.")
+@click.option(
+    "--config-dir",
+    "config_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Extra config library folder (repeatable).",
+)
+@click.option(
+    "--max-jobs-per-stage",
+    type=click.IntRange(min=0),
+    default=5,
+    show_default=True,
+    help="Jobs listed in each stage box.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "dot", "mermaid"]),
+    default="text",
+    show_default=True,
+    help="Text boxes, or a graph of stages and jobs to draw.",
+)
+@guarded
+def plan_command(
+    args: tuple[str, ...],
+    config_ref: str | None,
+    config_dirs: tuple[Path, ...],
+    max_jobs_per_stage: int,
+    fmt: str,
+) -> None:
+    """Show the plan of an experiment (compiled in memory) or of a compiled bundle.
+
+    \b
+    oellm plan exp.yaml backend.megatron.lr=1e-4
+    oellm plan bundle/ --format dot | dot -Tpng > plan.png
+    oellm plan bundle/ --format mermaid
+    """
+    from oellm.compiler.pipeline import compile_bundle
+    from oellm.compiler.plan import plan_dot, plan_mermaid, plan_text
+
+    if args and config_ref is None and Path(args[0]).is_dir():
+        if len(args) > 1:
+            raise click.UsageError("overrides apply to experiments, not to a compiled bundle")
+        lock_path = Path(args[0]) / "plan.lock.json"
+        if not lock_path.is_file():
+            raise click.UsageError(f"'{args[0]}' holds no plan.lock.json")
+        lock = json.loads(lock_path.read_text(encoding="utf-8"))
+    else:
+        lock = compile_bundle(_request(args, config_ref, config_dirs), _Progress()).lock
+    if fmt == "dot":
+        click.echo(plan_dot(lock), nl=False)
+    elif fmt == "mermaid":
+        click.echo(plan_mermaid(lock), nl=False)
+    else:
+        click.echo(plan_text(lock, max_jobs_per_stage), nl=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

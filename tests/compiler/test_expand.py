@@ -35,7 +35,8 @@ def sweep_of(text: str) -> Any:
 
 
 def run(sweep: Any) -> list[Point]:
-    return expand(sweep, where)
+    points: list[Point] = expand(sweep, where)
+    return points
 
 
 def error_of(sweep: Any) -> tuple[str, str | None, str | None, Origin | None]:
@@ -95,7 +96,7 @@ sweep:
           backend.megatron.lr: 1e-3
           backend.megatron.global_batch_size: 128
           backend.megatron.train_iters: 100000
-"""
+"""  # noqa: E501
 
 MULTI_STAGE = r"""
 sweep:
@@ -162,11 +163,12 @@ sweep:
         - stage: production
           backend.megatron.lr: 5e-4
           backend.megatron.global_batch_size: 256
-"""
+"""  # noqa: E501
 
 
 def test_empty_sweep_is_one_point_without_values() -> None:
-    for sweep in (None, {}):
+    empty: tuple[dict[str, object] | None, ...] = (None, {})
+    for sweep in empty:
         (point,) = run(sweep)
         assert point == Point(0, {}, {}, frozenset(), ())
 
@@ -184,7 +186,8 @@ def test_readme_grid_gives_9_points_first_key_slowest() -> None:
         "backend.megatron.num_layers": 20,
         "backend.megatron.hidden_size": 896,
         # carried verbatim: the escaped interpolation is the per-job step's business
-        "project.name": r"experiment_\${backend.megatron.lr}_\${backend.megatron.global_batch_size}",
+        "project.name": r"experiment_\${backend.megatron.lr}_"
+        r"\${backend.megatron.global_batch_size}",
         LR: 5e-4,
         GBS: 128,
     }
@@ -203,7 +206,8 @@ def test_readme_composable_gives_6_plus_6_plus_2() -> None:
         (5e-4, 64),
     ]
     assert dict(points[0].values) == {
-        "project.name": r"tuning_\${backend.megatron.lr}_\${backend.megatron.global_batch_size}_\${stage}",
+        "project.name": r"tuning_\${backend.megatron.lr}_"
+        r"\${backend.megatron.global_batch_size}_\${stage}",
         "stage": "small_batch",
         ITERS: 5000,
         LR: 1e-4,
@@ -259,8 +263,8 @@ def test_readme_filters_attaches_the_filter_to_all_20_points() -> None:
     assert len(points) == 20
     assert [(p.values[LR], p.values[GBS]) for p in points[4:6]] == [(1e-4, 1024), (5e-4, 64)]
     assert list(points[0].values) == ["project.name", LR, GBS]
+    assert sweep["filter"].startswith(r"\${oc.eval:'not (\${backend.megatron.lr}")
     expected = SweepFilter(sweep["filter"], at("filter"))
-    assert expected.expr.startswith(r"\${oc.eval:'not (\${backend.megatron.lr}")
     assert all(p.filters == (expected,) for p in points)
     assert points[19].origins[GBS] == at("groups", 1, GBS, 4)
 
@@ -330,6 +334,12 @@ def test_product_later_child_wins_and_children_beat_parent_defaults() -> None:
     # The later child's contribution, defaults included, overrides the earlier child.
     assert dict(point.values) == {"sub": "b", "p": "b-default"}
     assert point.origins["p"] == at("groups", 1, "defaults", "p")
+
+
+def test_groups_without_type_are_a_product() -> None:
+    # The predecessor silently gave one point when the top-level `type` was missing.
+    points = run({"groups": [{"a.x": [1, 2]}, {"a.y": [3, 4]}]})
+    assert [(p.values["a.x"], p.values["a.y"]) for p in points] == [(1, 3), (1, 4), (2, 3), (2, 4)]
 
 
 def test_values_are_not_expanded_further() -> None:
@@ -525,9 +535,7 @@ def test_error_base_values_inside_a_group() -> None:
 
 
 def test_error_two_kinds_in_one_group() -> None:
-    message, key, _, origin = error_of(
-        {"groups": [{"params": {"a": [1]}, "configs": [{"a": 1}]}]}
-    )
+    message, key, _, origin = error_of({"groups": [{"params": {"a": [1]}, "configs": [{"a": 1}]}]})
     assert message == (
         "a sweep group needs exactly one of 'groups', 'params', 'configs'; "
         "it has 'params' and 'configs'"
@@ -562,9 +570,9 @@ def test_error_scalar_params_hints_a_list() -> None:
     [("prodcut", "did you mean 'product'?"), ("lists", "did you mean 'list'?"), (None, None)],
 )
 def test_error_bad_type(value: object, hint: str | None) -> None:
-    message, key, got_hint, origin = error_of({"type": "list", "groups": [
-        {"type": value, "params": {"a": [1]}}
-    ]})
+    message, key, got_hint, origin = error_of(
+        {"type": "list", "groups": [{"type": value, "params": {"a": [1]}}]}
+    )
     assert message == f"unknown group type {value!r}; expected 'product' or 'list'"
     assert key == "sweep.groups[0].type"
     assert got_hint == hint
@@ -662,7 +670,6 @@ def test_list_is_concatenation_and_product_is_ordered_merge(children: list[Any])
     multiplied = run({"type": "product", "groups": children})
     assert len(multiplied) == math.prod(len(values) for values in alone)
     merged = [
-        {k: v for values in combo for k, v in values.items()}
-        for combo in itertools.product(*alone)
+        {k: v for values in combo for k, v in values.items()} for combo in itertools.product(*alone)
     ]
     assert [dict(p.values) for p in multiplied] == merged
