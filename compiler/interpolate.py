@@ -204,6 +204,29 @@ def _strip(parts: Template) -> Template:
 _MISSING = object()
 
 
+def static_parts(tree: Any) -> frozenset[int]:
+    """Ids of the mappings and lists in `tree` that hold no interpolation at all.
+
+    The per-job stage shares such parts with the base config instead of walking them again;
+    the base stays alive for the whole compile, so these ids cannot be reused meanwhile.
+    """
+    found: set[int] = set()
+
+    def walk(node: Any) -> bool:
+        if isinstance(node, dict):
+            clean = all([walk(v) for v in node.values()])
+        elif isinstance(node, list):
+            clean = all([walk(v) for v in node])
+        else:
+            return not (isinstance(node, str) and "$" in node)
+        if clean:
+            found.add(id(node))
+        return clean
+
+    walk(tree)
+    return frozenset(found)
+
+
 class Resolver:
     """Resolves one tree. Values are memoised per path; a cycle is an error naming its keys.
 
@@ -216,8 +239,10 @@ class Resolver:
         origins: Mapping[Path_, Origin],
         env: Mapping[str, str],
         keep_escaped: str | None = None,
+        static: frozenset[int] = frozenset(),
     ) -> None:
         self.tree = tree
+        self.static = static
         self.origins = origins
         self.env = env
         self.keep_escaped = keep_escaped
@@ -257,6 +282,8 @@ class Resolver:
         return _MISSING
 
     def _value(self, path: Path_, node: Any) -> Any:
+        if id(node) in self.static:
+            return node  # shared with the base config: nothing inside it to resolve
         if isinstance(node, dict):
             return {k: self._value((*path, k), v) for k, v in node.items()}
         if isinstance(node, list):

@@ -16,7 +16,7 @@ from typing import Any
 from .compose import compose
 from .errors import ConfigError, Problem, fail
 from .expand import Point, expand
-from .interpolate import Resolver
+from .interpolate import Resolver, static_parts
 from .library import Library
 from .overrides import COMMAND_LINE
 from .plan import plan_text
@@ -31,7 +31,7 @@ from .siblings import (
     stage_order,
 )
 from .tree import origin_of
-from .validate import check_lock, validate
+from .validate import Validator, check_lock
 
 LOCK_VERSION = 1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
@@ -86,18 +86,20 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
     done: dict[int, dict[str, Any] | None] = {}  # point index -> lock entry, None if filtered
     names: dict[str, Point] = {}
     scripts: dict[str, bytes] = {}
+    validate = Validator()
+    static = static_parts(base)
     for stage in order:
         for point in by_stage.get(stage, []):
             siblings, depends_on = _siblings(point, refs[point.index], index, done)
             job = (
                 None
                 if siblings is None
-                else resolve_job(base, origins, point, request.env, siblings)
+                else resolve_job(base, origins, point, request.env, siblings, static)
             )
             if job is None:
                 done[point.index] = None
             else:
-                entry, script = _job(job, point, overridden, depends_on, names)
+                entry, script = _job(job, point, overridden, depends_on, names, validate)
                 scripts[entry["script"]] = script
                 done[point.index] = entry
             if progress is not None:
@@ -166,6 +168,7 @@ def _job(
     overridden: Sequence[str],
     depends_on: list[str],
     names: dict[str, Point],
+    validate: Validator,
 ) -> tuple[dict[str, Any], bytes]:
     validate(job.config, job.origins)
     name = job.config["job"]["name"]
@@ -265,7 +268,8 @@ def _has(node: Any, key: str | int) -> bool:
 
 def _lock(project: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, Any]:
     body = {"version": LOCK_VERSION, "project": project, "jobs": jobs}
-    digest = hashlib.sha256(_json_bytes(body)).hexdigest()
+    compact = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    digest = hashlib.sha256(compact.encode("utf-8")).hexdigest()
     return {"version": LOCK_VERSION, "bundle_id": digest, "project": project, "jobs": jobs}
 
 

@@ -62,7 +62,7 @@ def describe_condition(cond: dict[str, Any]) -> str:
     if kind == "CommandCondition":
         command = cond["command"]
         return f"Command: {command if isinstance(command, str) else ' '.join(command)}"
-    return kind
+    return str(kind)
 
 
 def _swept(jobs: list[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -86,6 +86,7 @@ def resolve_job(
     point: Point,
     env: Mapping[str, str],
     siblings: Mapping[str, Mapping[str, Any]] | None = None,
+    static: frozenset[int] = frozenset(),
 ) -> JobConfig | None:
     """The job's resolved config, or None when one of the point's filters rejects it."""
     values = dict(point.values)
@@ -95,7 +96,7 @@ def resolve_job(
     if siblings:
         tree["sibling"] = {stage: dict(fields) for stage, fields in siblings.items()}
     origins = ChainMap(point_origins, base_origins)
-    resolver = Resolver(tree, origins, env)
+    resolver = Resolver(tree, origins, env, static=static)
     if point.filters:
         tree[_FILTERS] = [unescape(f.expr) for f in point.filters]
         for n, sweep_filter in enumerate(point.filters):

@@ -117,12 +117,14 @@ def stage_order(points: Sequence[Point], refs: Mapping[int, list[Reference]]) ->
         order = list(sorter.static_order())
     except graphlib.CycleError as exc:
         cycle = [str(s) for s in exc.args[1]]
-        ref = where.get((exc.args[1][0], exc.args[1][1])) if len(exc.args[1]) > 1 else None
+        first: Reference | None = None
+        if len(exc.args[1]) > 1:
+            first = where.get((exc.args[1][0], exc.args[1][1]))
         raise ConfigError(
             Problem(
                 "stages reference each other in a cycle: " + " -> ".join(cycle),
-                ref.origin if ref else None,
-                key=ref.key if ref else None,
+                first.origin if first else None,
+                key=first.key if first else None,
             )
         ) from None
     return order

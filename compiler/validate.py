@@ -10,7 +10,7 @@ import functools
 import importlib.resources
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -38,15 +38,43 @@ def experiment_validator() -> Draft202012Validator:
     return Draft202012Validator(load_schema("experiment.schema.json"), registry=registry)
 
 
+class Validator:
+    """Validates job configs: a fast yes/no first (jsonschema-rs, where installed), and the
+    detailed walk with positions and hints only for a config that has a problem.
+    """
+
+    def __init__(self) -> None:
+        self._fast = _fast_validator(("experiment.schema.json", "megatron.schema.json"))
+
+    def __call__(self, config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> None:
+        """Raise one ConfigError listing every problem, or return quietly."""
+        problems = list(_missing_values(config, (), origins))
+        if not problems and self._fast is not None and self._fast(config):
+            return
+        if not problems:
+            errors = experiment_validator().iter_errors(config)
+            for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
+                problems.extend(_problems(error, origins))
+        if problems:
+            raise ConfigError(sorted(set(problems), key=_position))
+
+
+def _fast_validator(names: tuple[str, ...]) -> Callable[[Any], bool] | None:
+    """A compiled Draft 2020-12 validator for the common case, or None without the package."""
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    resources = [(name, load_schema(name)) for name in names]
+    registry = jsonschema_rs.Registry(resources)
+    validator = jsonschema_rs.Draft202012Validator(resources[0][1], registry=registry)
+    is_valid: Callable[[Any], bool] = validator.is_valid
+    return is_valid
+
+
 def validate(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> None:
-    """Raise one ConfigError listing every problem, or return quietly."""
-    problems = list(_missing_values(config, (), origins))
-    if not problems:
-        errors = experiment_validator().iter_errors(config)
-        for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
-            problems.extend(_problems(error, origins))
-    if problems:
-        raise ConfigError(sorted(set(problems), key=_position))
+    """Validate one config (no memory across calls)."""
+    Validator()(config, origins)
 
 
 def _position(p: Problem) -> tuple[str, int, int, str]:
@@ -77,8 +105,10 @@ def _missing_values(value: Any, path: Path_, origins: Mapping[Path_, Origin]) ->
             yield from _missing_values(child, (*path, index), origins)
 
 
-def _problems(error: ValidationError, origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
-    path: Path_ = tuple(error.absolute_path)
+def _problems(
+    error: ValidationError, origins: Mapping[Path_, Origin], prefix: Path_ = ()
+) -> Iterator[Problem]:
+    path: Path_ = prefix + tuple(error.absolute_path)
     key = _dotted(path) or "(top)"
     where = origin_of(origins, path)
     kind = error.validator
@@ -124,13 +154,11 @@ def _problems(error: ValidationError, origins: Mapping[Path_, Origin]) -> Iterat
     elif kind == "propertyNames":
         yield Problem(f"invalid key name {_show(instance)}", where, key=key)
     elif kind in ("minimum", "exclusiveMinimum", "minLength", "minItems"):
-        yield Problem(
-            f"{_show(instance)} is too small ({kind} {expected})", where, key=key
-        )
+        yield Problem(f"{_show(instance)} is too small ({kind} {expected})", where, key=key)
     elif error.context:
         # allOf / if-then and friends: report the most specific sub-errors.
         for sub in error.context:
-            yield from _problems(sub, origins)
+            yield from _problems(sub, origins, prefix)
     else:
         yield Problem(f"invalid value {_show(instance)} ({kind})", where, key=key)
 
@@ -158,8 +186,16 @@ def lock_validator() -> Draft202012Validator:
     return Draft202012Validator(load_schema("lock.schema.json"), registry=registry)
 
 
+@functools.cache
+def _fast_lock() -> Callable[[Any], bool] | None:
+    return _fast_validator(("lock.schema.json", "experiment.schema.json", "megatron.schema.json"))
+
+
 def check_lock(lock: Mapping[str, Any]) -> None:
     """The compiler checks its own output against the lockfile contract; a failure is a bug."""
+    fast = _fast_lock()
+    if fast is not None and fast(lock):
+        return
     errors = sorted(lock_validator().iter_errors(lock), key=lambda e: list(map(str, e.path)))
     if errors:
         details = "; ".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])

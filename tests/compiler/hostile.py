@@ -30,6 +30,7 @@ HOSTILE: dict[str, str] = {
     "tab": "a\tb",
     "dollar_var": "$HOME",
     "dollar_brace": "${HOME}",
+    "escaped_dollar_brace": "\\${HOME}",
     "glob": "*",
     "tilde": "~",
     "bang": "!",
@@ -89,9 +90,7 @@ def install_fakes(folder: Path) -> Path:
 
 def bash_syntax_errors(script: Path) -> str:
     """`bash -n` on the script: empty when it parses."""
-    done = subprocess.run(
-        ["bash", "-n", str(script)], capture_output=True, timeout=30, check=False
-    )
+    done = subprocess.run(["bash", "-n", str(script)], capture_output=True, timeout=30, check=False)
     return "" if done.returncode == 0 else done.stderr.decode(errors="replace") or "rc != 0"
 
 

@@ -27,10 +27,15 @@ def text_snapshot(snapshot: Any) -> Any:
 
 def test_examples_exist() -> None:
     names = {p.stem for p in EXAMPLE_FILES}
-    assert {"demo", "megatron_tiny", "grid", "composable", "multistage", "filter", "nested"} <= names
+    expected = {"demo", "megatron_tiny", "grid", "composable", "multistage", "filter", "nested"}
+    assert expected <= names
 
 
-@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.relative_to(EXAMPLES).with_suffix("").as_posix())
+def _example_id(path: Path) -> str:
+    return path.relative_to(EXAMPLES).with_suffix("").as_posix()
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=_example_id)
 def test_example_bundle_snapshot(path: Path, text_snapshot: Any) -> None:
     # No environment: examples must compile on a fresh machine with nothing exported.
     bundle = compile_file(path, env={})

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
+
 from oellm.compiler.megatron import megatron_argv, megatron_dests, megatron_schema
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -65,7 +65,9 @@ def test_multistage_wires_each_decay_job_to_its_own_stable_job() -> None:
 
 def test_product_of_grid_and_stage_list_also_matches_siblings(tmp_path: Path) -> None:
     """DESIGN's second spelling: an lr x gbs grid times a list of stage configs."""
-    path = write(tmp_path / "exp.yaml", """
+    path = write(
+        tmp_path / "exp.yaml",
+        """
         defaults:
           - /backend: megatron
         project: {name: p}
@@ -82,7 +84,8 @@ def test_product_of_grid_and_stage_list_also_matches_siblings(tmp_path: Path) ->
                 - stage: decay
                   backend.megatron.train_iters: 200
                   backend.megatron.load: "\\\\${sibling.stable.output_dir}/checkpoints"
-        """)
+        """,
+    )
     jobs = compile_file(path).lock["jobs"]
     assert len(jobs) == 8
     for job in jobs:
@@ -91,7 +94,9 @@ def test_product_of_grid_and_stage_list_also_matches_siblings(tmp_path: Path) ->
 
 
 def test_filtered_sibling_removes_its_dependents(tmp_path: Path) -> None:
-    path = write(tmp_path / "exp.yaml", """
+    path = write(
+        tmp_path / "exp.yaml",
+        """
         project: {name: f}
         backend: {bash: {command: "echo ${vars.x}"}}
         job: {name: "f_${vars.x}_${stage}"}
@@ -104,7 +109,8 @@ def test_filtered_sibling_removes_its_dependents(tmp_path: Path) -> None:
               filter: "\\\\${oc.eval:'\\\\${vars.x} != 1'}"
             - params: {vars.x: [1, 2]}
               defaults: {stage: b, vars.note: "\\\\${sibling.a.name}"}
-        """)
+        """,
+    )
     names = [j["name"] for j in compile_file(path).lock["jobs"]]
     assert names == ["f_2_a", "f_2_b"]
 
