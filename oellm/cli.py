@@ -20,6 +20,7 @@ import click
 
 from oellm import __version__
 from oellm.compiler.errors import ConfigError
+from oellm.reconciler.errors import ReconcileError
 
 if TYPE_CHECKING:
     from oellm.compiler.pipeline import CompileRequest
@@ -74,6 +75,9 @@ def guarded(func: F) -> F:
             return func(*args, **kwargs)
         except ConfigError as error:
             _fail_user(error)
+        except ReconcileError as error:
+            click.echo(f"error: {error.render()}", err=True)
+            sys.exit(EXIT_USER_ERROR)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
         except Exception as exc:
@@ -259,6 +263,135 @@ def plan_command(
         click.echo(plan_mermaid(lock), nl=False)
     else:
         click.echo(plan_text(lock, max_jobs_per_stage), nl=False)
+
+
+_BUNDLE = click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
+_SCHEDULER = click.option(
+    "--scheduler",
+    type=click.Choice(["slurm", "local"]),
+    default=None,
+    help="Where jobs run: SLURM, or detached processes on this machine "
+    "(default: slurm when sbatch is installed, else local).",
+)
+
+
+@cli.command("reconcile")
+@_BUNDLE
+@click.option("--dry-run", is_flag=True, help="Print what would be done, and why, without acting.")
+@click.option("--wait", is_flag=True, help="Repeat until every job has finished.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds between rounds with --wait.",
+)
+@_SCHEDULER
+@guarded
+def reconcile_command(
+    bundle: Path, dry_run: bool, wait: bool, interval: float, scheduler: str | None
+) -> None:
+    """Make the scheduler match the bundle: submit what is ready, cancel what must stop,
+    record what finished. Stateless and safe to run from cron, or twice at once.
+
+    \b
+    Exit codes: 0 nothing to do, 1 acted (or a submission failed),
+    75 the scheduler was unreachable (nothing destructive done; retry later),
+    2 a problem with the bundle or its state. With --wait: 0 when every job
+    completed, 1 when some failed or were cancelled.
+    Crontab:  */5 * * * *  cd /path/to/experiments && oellm reconcile bundle/
+    """
+    import time
+
+    from oellm.reconciler.lock import Busy, StateLock
+    from oellm.reconciler.reconcile import EXIT_QUIET, Session, reconcile_once
+
+    session = Session(bundle, scheduler)
+
+    def say(line: str) -> None:
+        click.echo(line)
+
+    if not wait:
+        report = reconcile_once(session, dry_run, say)
+        if report.busy:
+            click.echo(report.busy)
+        for error in report.outcome.errors if report.outcome else []:
+            click.echo(f"error: {error}", err=True)
+        if not report.observation.available:
+            click.echo(f"scheduler unavailable: {report.observation.error}", err=True)
+        sys.exit(report.exit_code)
+    lock = StateLock(session.bundle.state_path)
+    try:
+        lock.acquire()
+    except Busy as busy:
+        click.echo(str(busy))
+        sys.exit(EXIT_QUIET)
+    try:
+        while True:
+            report = reconcile_once(session, dry_run, say, lock=lock)
+            for error in report.outcome.errors if report.outcome else []:
+                click.echo(f"error: {error}", err=True)
+            if report.finished() or dry_run:
+                break
+            time.sleep(interval)
+            lock.refresh()
+    finally:
+        lock.release()
+    failed = [a.job for a in report.actions if a.reason != "completed"]
+    if failed:
+        click.echo(f"finished; not completed: {', '.join(failed)}")
+    sys.exit(1 if failed else 0)
+
+
+@cli.command("status")
+@_BUNDLE
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per job, in a list.")
+@_SCHEDULER
+@guarded
+def status_command(bundle: Path, as_json: bool, scheduler: str | None) -> None:
+    """Show every job of a bundle: stage, state, attempt, scheduler id and why."""
+    import dataclasses
+
+    from oellm.reconciler.reconcile import Session, status
+
+    rows, obs = status(Session(bundle, scheduler))
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+        return
+    table = [("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "REASON", "LAST EVENT")]
+    for r in rows:
+        table.append(
+            (
+                r.job,
+                r.stage or "-",
+                r.state,
+                str(r.attempt or "-"),
+                r.job_id or "-",
+                r.reason,
+                r.last_event or "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
+    if not obs.available:
+        click.echo(
+            f"(scheduler unavailable: states marked ? are the last known ones: {obs.error})",
+            err=True,
+        )
+
+
+@cli.command("cancel")
+@_BUNDLE
+@click.argument("jobs", nargs=-1)
+@_SCHEDULER
+@guarded
+def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -> None:
+    """Cancel jobs of a bundle (all of them when none are named); they are not resubmitted."""
+    from oellm.reconciler.reconcile import Session, cancel_jobs
+
+    sys.exit(cancel_jobs(Session(bundle, scheduler), jobs, click.echo))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

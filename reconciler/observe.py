@@ -1,0 +1,107 @@
+"""Observe: ask the scheduler once, read the markers the scripts wrote, check the files and
+commands that conditions name. The result is plain data; nothing here decides or acts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+from .bundle import Bundle
+from .conditions import commands_needed, files_needed
+from .errors import SchedulerUnavailable
+from .records import History
+from .schedulers import Scheduler, SchedulerJob
+
+# sacct looks back from the oldest attempt still in flight, with a margin for clock skew
+# between login nodes (sacct without -S would only look since midnight).
+LOOKBACK_MARGIN = timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Markers:
+    """What a job's script wrote into `<output_dir>/.oellm/`."""
+
+    started: bool
+    exit_code: int | None
+
+
+@dataclass(frozen=True)
+class Observation:
+    asked: bool  # whether the scheduler was asked at all (nothing in flight: no need)
+    available: bool
+    error: str | None = None
+    by_id: Mapping[str, SchedulerJob] = field(default_factory=dict)
+    by_tag: Mapping[str, SchedulerJob] = field(default_factory=dict)
+    markers: Mapping[str, Markers] = field(default_factory=dict)  # by scheduler job id
+    files: Mapping[str, bool] = field(default_factory=dict)
+    commands: Mapping[tuple[str, ...], bool] = field(default_factory=dict)
+
+
+CommandRunner = Callable[[tuple[str, ...], Path], bool]
+
+
+def observe(
+    bundle: Bundle,
+    history: History,
+    scheduler: Scheduler,
+    tag_prefix: str,
+    now: datetime,
+    run_command: CommandRunner,
+) -> Observation:
+    in_flight = [
+        a
+        for job in bundle.jobs
+        if (a := history.latest(job.name)) is not None and a.phase != "finished"
+    ]
+    asked = bool(in_flight)
+    available, error = True, None
+    rows: list[SchedulerJob] = []
+    if in_flight:
+        oldest = min(_parse(a.intent_at) for a in in_flight)
+        known = [a.job_id for a in in_flight if a.job_id]
+        try:
+            rows = scheduler.query(tag_prefix, oldest - LOOKBACK_MARGIN, known_ids=known)
+        except SchedulerUnavailable as exc:
+            available, error = False, str(exc)
+    by_id = {row.job_id: row for row in rows}
+    by_tag = {row.name: row for row in rows}
+
+    markers: dict[str, Markers] = {}
+    for attempt in in_flight:
+        job_id = attempt.job_id or (by_tag[attempt.tag].job_id if attempt.tag in by_tag else None)
+        if job_id:
+            job = bundle.job(attempt.job)
+            markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)
+
+    files: dict[str, bool] = {}
+    commands: dict[tuple[str, ...], bool] = {}
+    for job in bundle.jobs:
+        latest = history.latest(job.name)
+        if job.name in history.dropped or (latest is not None and latest.succeeded):
+            continue
+        conditions = [*job.start_conditions, *job.cancel_conditions]
+        for path in files_needed(conditions):
+            if path not in files:
+                files[path] = bundle.resolve(path).exists()
+        for argv in commands_needed(conditions):
+            if argv not in commands:
+                commands[argv] = run_command(argv, bundle.root)
+    return Observation(asked, available, error, by_id, by_tag, markers, files, commands)
+
+
+def read_markers(output_dir: Path, job_id: str) -> Markers:
+    folder = output_dir / ".oellm"
+    started = (folder / f"{job_id}.started").exists()
+    exit_code: int | None = None
+    try:
+        exit_code = int((folder / f"{job_id}.exit").read_text().strip())
+    except (OSError, ValueError):
+        exit_code = None
+    return Markers(started, exit_code)
+
+
+def _parse(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp)

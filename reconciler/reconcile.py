@@ -1,0 +1,231 @@
+"""One reconcile run, and the read-only status view: lock, load, observe, decide, act, report.
+
+Exit codes of a run: 0 nothing needed doing, 1 something was done (or failed to be), 75 the
+scheduler could not be reached (nothing destructive happened; cron retries next time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .act import Outcome, act
+from .bundle import Bundle, load_bundle
+from .decide import Action, Current, current, decide
+from .errors import ReconcileError, SchedulerError
+from .lock import Busy, StateLock
+from .observe import Observation, observe
+from .records import Dropped, History, Records
+from .schedulers import Scheduler
+
+EXIT_QUIET = 0
+EXIT_ACTED = 1
+EXIT_UNAVAILABLE = 75
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def project_key(bundle: Bundle) -> str:
+    """Stable across recompiles of one experiment: the tag prefix of all its submissions."""
+    return hashlib.sha256(f"{bundle.project}\0{bundle.state_dir}".encode()).hexdigest()[:8]
+
+
+def make_scheduler(name: str | None, state_dir: Path) -> Scheduler:
+    from .schedulers import slurm
+
+    if name is None:
+        name = "slurm" if slurm.available() else "local"
+    if name == "slurm":
+        return slurm.SlurmScheduler()
+    if name == "local":
+        from .schedulers.local import LocalScheduler
+
+        return LocalScheduler(state_dir)
+    raise ReconcileError(f"unknown scheduler '{name}'", hint="use --scheduler slurm or local")
+
+
+def run_command(argv: tuple[str, ...], cwd: Path) -> bool:
+    from .runner import run
+
+    try:
+        return run(list(argv), timeout=60, cwd=cwd).returncode == 0
+    except SchedulerError:
+        return False
+
+
+@dataclass(frozen=True)
+class RunReport:
+    actions: list[Action]
+    observation: Observation
+    outcome: Outcome | None
+    busy: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        if self.busy:
+            return EXIT_QUIET
+        if not self.observation.available or (self.outcome and self.outcome.unavailable):
+            return EXIT_UNAVAILABLE
+        if self.outcome and (self.outcome.acted or self.outcome.errors):
+            return EXIT_ACTED
+        return EXIT_QUIET
+
+    def finished(self) -> bool:
+        """Every job is over (completed, failed for good, or dropped)."""
+        waiting = [a for a in self.actions if a.kind != "wait" or _in_progress(a)]
+        return not waiting
+
+
+def _in_progress(action: Action) -> bool:
+    return not (
+        action.reason == "completed"
+        or action.reason.startswith(("ended ", "dropped:", "upstream ", "submission failed"))
+    )
+
+
+class Session:
+    """What a command needs about one bundle: the bundle, its records and its scheduler."""
+
+    def __init__(self, path: Path, scheduler: str | None) -> None:
+        self.bundle = load_bundle(path)
+        self.records = Records(self.bundle.state_path)
+        self.key = project_key(self.bundle)
+        self.scheduler = make_scheduler(scheduler, self.bundle.state_path)
+
+    @property
+    def prefix(self) -> str:
+        return f"oellm.{self.key}."
+
+    def history(self) -> History:
+        history = self.records.load()
+        for attempts in history.attempts.values():
+            last = attempts[-1]
+            if last.phase != "finished" and last.scheduler != self.scheduler.name:
+                raise ReconcileError(
+                    f"job {last.job} attempt {last.attempt} runs on the '{last.scheduler}' "
+                    f"scheduler, not '{self.scheduler.name}'",
+                    str(self.records.attempt_path(last.job, last.attempt)),
+                    hint=f"use --scheduler {last.scheduler} until it has finished",
+                )
+        return history
+
+    def look(self, history: History) -> tuple[Observation, list[Action]]:
+        now = utcnow()
+        obs = observe(self.bundle, history, self.scheduler, self.prefix, now, run_command)
+        return obs, decide(self.bundle.jobs, history, obs, now)
+
+
+def reconcile_once(
+    session: Session, dry_run: bool, say: Callable[[str], None], lock: StateLock | None = None
+) -> RunReport:
+    own_lock = lock is None and not dry_run
+    if own_lock:
+        lock = StateLock(session.bundle.state_path)
+        try:
+            lock.acquire()
+        except Busy as busy:
+            return RunReport([], Observation(asked=False, available=True), None, busy=str(busy))
+    try:
+        history = session.history()
+        obs, actions = session.look(history)
+        if dry_run:
+            for action in actions:
+                say(_describe(action))
+            return RunReport(actions, obs, None)
+        outcome = act(
+            actions,
+            session.bundle,
+            history,
+            session.records,
+            session.scheduler,
+            session.key,
+            utcnow,
+            say,
+        )
+        return RunReport(actions, obs, outcome)
+    finally:
+        if own_lock and lock is not None:
+            lock.release()
+
+
+def _describe(action: Action) -> str:
+    what = {
+        "submit": f"would submit attempt {action.attempt}",
+        "adopt": f"would adopt job {action.job_id}",
+        "finish": f"would record {action.state}",
+        "unseen": "would note: not seen by the scheduler",
+        "lost": "would record: never submitted",
+        "cancel": f"would cancel job {action.job_id}",
+        "drop": "would drop",
+        "wait": "no action",
+    }[action.kind]
+    return f"{action.job}: {what}: {action.reason}"
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    job: str
+    stage: str | None
+    state: str
+    attempt: int | None
+    job_id: str | None
+    reason: str
+    last_event: str
+
+
+def status(session: Session) -> tuple[list[StatusRow], Observation]:
+    history = session.history()
+    obs, actions = session.look(history)
+    by_job = {a.job: a for a in actions}
+    rows = []
+    for job in session.bundle.jobs:
+        now_state: Current = current(job.name, history, obs)
+        latest = history.latest(job.name)
+        state = now_state.state or "NOT_SUBMITTED"
+        if not obs.available and now_state.live:
+            state += "?"
+        event = ""
+        if job.name in history.dropped:
+            event = f"dropped at {history.dropped[job.name].at}"
+        elif latest is not None:
+            event = latest.reason or latest.cause
+        rows.append(
+            StatusRow(
+                job.name,
+                job.stage,
+                state,
+                latest.attempt if latest else None,
+                now_state.job_id or (latest.job_id if latest else None),
+                by_job[job.name].reason,
+                event,
+            )
+        )
+    return rows, obs
+
+
+def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], None]) -> int:
+    known = {job.name for job in session.bundle.jobs}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ReconcileError(f"no job named {', '.join(unknown)} in this bundle")
+    selected = list(names) or [job.name for job in session.bundle.jobs]
+    with StateLock(session.bundle.state_path):
+        history = session.history()
+        obs, _ = session.look(history)
+        live = []
+        for name in selected:
+            now_state = current(name, history, obs)
+            if now_state.terminal:
+                continue
+            if now_state.live and now_state.job_id:
+                live.append((name, now_state.job_id))
+            session.records.drop(Dropped(name, "cancelled by the user", utcnow().isoformat()))
+            say(f"cancelled {name}" + (f" (job {now_state.job_id})" if now_state.live else ""))
+        if live:
+            session.scheduler.cancel([job_id for _, job_id in live])
+    return EXIT_ACTED if selected else EXIT_QUIET

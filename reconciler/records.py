@@ -1,0 +1,139 @@
+"""The reconciler's records on the shared filesystem: one file per job attempt, written
+atomically (temp file, fsync, rename), so a run killed at any instant leaves either the old
+record or the new one, never half of one.
+
+    <state_dir>/jobs/<job>/attempt-0001.json   intent, then job id, then outcome
+    <state_dir>/jobs/<job>/dropped.json        cancelled before it was ever submitted
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from .errors import ReconcileError
+
+Phase = Literal["intent", "submitted", "finished"]
+_ATTEMPT = re.compile(r"attempt-(\d{4,})\.json")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    job: str
+    attempt: int
+    tag: str
+    bundle_id: str
+    script_sha256: str
+    scheduler: str
+    cause: str
+    phase: Phase
+    intent_at: str
+    job_id: str | None = None
+    submitted_at: str | None = None
+    final_state: str | None = None
+    exit_code: int | None = None
+    ended_at: str | None = None
+    reason: str | None = None
+    unseen: int = 0  # runs in which the scheduler answered but had no record of it
+
+    @property
+    def succeeded(self) -> bool:
+        return self.phase == "finished" and self.final_state == "COMPLETED" and self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class Dropped:
+    job: str
+    reason: str
+    at: str
+
+
+@dataclass(frozen=True)
+class History:
+    attempts: Mapping[str, tuple[Attempt, ...]]  # job -> attempts, oldest first
+    dropped: Mapping[str, Dropped]
+
+    def latest(self, job: str) -> Attempt | None:
+        found = self.attempts.get(job, ())
+        return found[-1] if found else None
+
+
+def write_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=1, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class Records:
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.jobs_dir = state_dir / "jobs"
+
+    def attempt_path(self, job: str, attempt: int) -> Path:
+        return self.jobs_dir / job / f"attempt-{attempt:04d}.json"
+
+    def save(self, record: Attempt) -> None:
+        write_atomic(self.attempt_path(record.job, record.attempt), dataclasses.asdict(record))
+
+    def drop(self, record: Dropped) -> None:
+        write_atomic(self.jobs_dir / record.job / "dropped.json", dataclasses.asdict(record))
+
+    def undrop(self, job: str) -> None:
+        (self.jobs_dir / job / "dropped.json").unlink(missing_ok=True)
+
+    def load(self) -> History:
+        attempts: dict[str, tuple[Attempt, ...]] = {}
+        dropped: dict[str, Dropped] = {}
+        if not self.jobs_dir.is_dir():
+            return History(attempts, dropped)
+        for job_dir in sorted(self.jobs_dir.iterdir()):
+            if not job_dir.is_dir():
+                continue
+            found: list[Attempt] = []
+            for path in sorted(job_dir.iterdir()):
+                if _ATTEMPT.fullmatch(path.name):
+                    found.append(_read(path, Attempt))
+                elif path.name == "dropped.json":
+                    dropped[job_dir.name] = _read(path, Dropped)
+            if found:
+                attempts[job_dir.name] = tuple(sorted(found, key=lambda a: a.attempt))
+        return History(attempts, dropped)
+
+
+def _read(path: Path, kind: Any) -> Any:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        record = kind(**data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ReconcileError(
+            f"damaged state record ({type(exc).__name__}: {exc})",
+            str(path),
+            hint="nothing was changed; move the file aside to continue: the next run looks "
+            "that attempt up in SLURM by its tag before it submits anything",
+        ) from None
+    expected_job = path.parent.name
+    if getattr(record, "job", expected_job) != expected_job:
+        raise ReconcileError(f"record names job '{record.job}'", str(path))
+    return record

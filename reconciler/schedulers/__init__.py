@@ -1,0 +1,96 @@
+"""Schedulers behind one Protocol: `slurm` (sbatch/squeue/sacct/scancel) and `local`
+(detached processes on this machine, for laptops and demos).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Literal, Protocol
+
+# SLURM's base job states (squeue %T / sacct State without "by <uid>"), plus what the
+# local scheduler reports. Anything else a site prints is kept as-is in `raw_state`.
+JobState = Literal[
+    "PENDING",
+    "RUNNING",
+    "SUSPENDED",
+    "COMPLETING",
+    "CONFIGURING",
+    "REQUEUED",
+    "RESIZING",
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "OUT_OF_MEMORY",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OTHER",
+]
+
+FINISHED: frozenset[str] = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "OUT_OF_MEMORY",
+        "BOOT_FAIL",
+        "DEADLINE",
+    }
+)
+
+
+@dataclass(frozen=True)
+class SchedulerJob:
+    """What the scheduler says about one job (one row of squeue or sacct)."""
+
+    job_id: str
+    name: str
+    state: JobState
+    raw_state: str = ""
+    reason: str | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    start: str | None = None
+    end: str | None = None
+    nodes: str | None = None
+    source: Literal["queue", "accounting", "local"] = "queue"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One submission: the script, the tag it carries, the folder it runs from."""
+
+    script: Path
+    tag: str
+    workdir: Path
+    extra_args: tuple[str, ...] = ()
+
+
+class Scheduler(Protocol):
+    name: str
+
+    def submit(self, submission: Submission) -> str:
+        """Submit and return the job id. Any failure raises SchedulerError (or its subclass
+        SchedulerUnavailable); the caller treats the outcome as unknown until the tag is
+        looked up."""
+        ...
+
+    def query(
+        self, tag_prefix: str, since: datetime | None, *, known_ids: Collection[str] = ()
+    ) -> list[SchedulerJob]:
+        """All jobs of this user whose name starts with `tag_prefix` or whose id is in
+        `known_ids`, live and (when `since` is given) finished since then: one queue call and
+        at most one accounting call. Raises SchedulerUnavailable when it cannot be asked."""
+        ...
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Cancel jobs (one call); unknown or finished ids are not an error."""
+        ...

@@ -1,0 +1,346 @@
+"""The SLURM scheduler: pure argv builders, pure parsers of `sbatch`/`squeue`/`sacct` output into
+`SchedulerJob` rows, and `SlurmScheduler`, which joins them through the one runner. Facts cited
+as "anchors 3.x" are in shared/reference/anchors.md; recorded outputs are in tests/slurm/recorded.
+"""
+
+from __future__ import annotations
+
+import getpass
+import re
+import shutil
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol, get_args
+
+from oellm.reconciler import runner
+from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable
+from oellm.reconciler.runner import Completed
+from oellm.reconciler.schedulers import FINISHED, JobState, SchedulerJob, Submission
+
+SUBMIT_TIMEOUT_S = 60.0  # sbatch alone retries ~9 s when slurmctld is down; a busy one is slower
+QUERY_TIMEOUT_S = 30.0
+CANCEL_TIMEOUT_S = 30.0
+
+SQUEUE_FORMAT = "%i|%j|%T|%r|%k"
+SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "Start", "End", "NodeList")
+# Every state sacct 22.05 accepts for -s (others, e.g. CF, are "not supported / accounted").
+# With -s, sacct lists jobs that were in one of these states during -S..-E, which is what makes
+# jobs cancelled while pending appear at all (tests/slurm/recorded/sacct_finished*.txt).
+SACCT_STATES = "BF,CA,CD,DL,F,NF,OOM,PD,PR,R,RQ,RS,RV,S,TO"
+# slurmdbd first stores this placeholder JobName for a job that ended within about a second of
+# its submission; the real name follows 2-5 s later (SLURM 22.05.8, tests/slurm/test_cluster.py).
+ALLOCATION_PLACEHOLDER = "allocation"
+# stderr texts that mean "slurmctld did not answer or is overloaded; ask again later", not "no".
+# The first is recorded (tests/slurm/recorded/*_ctld_down.txt); the others are from anchors 3.3.
+UNAVAILABLE_MARKERS = (
+    "Unable to contact slurm controller",
+    "Socket timed out on send/recv operation",
+    "Slurm temporarily unable to accept job",
+)
+
+_STATES: dict[str, JobState] = {state: state for state in get_args(JobState)}
+_JOB_ID = re.compile(r"\d+")
+# Values sacct/squeue print for "no value".
+_EMPTY = frozenset({"", "None", "Unknown", "None assigned", "(null)"})
+
+
+class Run(Protocol):
+    """The shape of `runner.run`, so a test can pass a fake at the subprocess boundary."""
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        timeout: float,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Completed: ...
+
+
+def available() -> bool:
+    """Whether SLURM's client tools are installed here (chooses the default scheduler)."""
+    return shutil.which("sbatch") is not None
+
+
+# --- argv builders (pure) -------------------------------------------------------------------
+
+
+def sbatch_argv(submission: Submission) -> list[str]:
+    """`sbatch` for one submission, run from `submission.workdir`: a relative script path and
+    relative `#SBATCH --output` paths resolve against that folder. The tag goes into the job
+    name (the one tag every site stores, anchors 3.2) and the comment (squeue `%k`)."""
+    return [
+        "sbatch",
+        "--parsable",
+        f"--job-name={submission.tag}",
+        f"--comment={submission.tag}",
+        *submission.extra_args,
+        str(submission.script),
+    ]
+
+
+def squeue_argv() -> list[str]:
+    """All of this user's jobs slurmctld still holds, finished ones included (`-t all`) until
+    MinJobAge. `--me` exists in 22.05 (tests/slurm/recorded/squeue_mix.txt)."""
+    return ["squeue", "--me", "-t", "all", "--noheader", f"--format={SQUEUE_FORMAT}"]
+
+
+def sacct_argv(since: datetime, user: str | None = None) -> list[str]:
+    """One allocation row (`-X`) per job of `user` (default: who we run as) since `since`.
+
+    An explicit `-S` is required: without it sacct searches only since midnight (anchors 3.2).
+    sacct 22.05 has no `--me`, and for root it lists every user's jobs, hence `-u`.
+    """
+    return [
+        "sacct",
+        "-X",
+        "-P",
+        "-n",
+        "-u",
+        user if user is not None else getpass.getuser(),
+        "-S",
+        sacct_time(since),
+        "-E",
+        "now",
+        "-s",
+        SACCT_STATES,
+        f"--format={','.join(SACCT_FIELDS)}",
+    ]
+
+
+def scancel_argv(job_ids: Iterable[str]) -> list[str]:
+    return ["scancel", *job_ids]
+
+
+def sacct_time(moment: datetime) -> str:
+    """sacct reads times in the machine's local zone: convert an aware datetime to it; a naive
+    one is taken as local already. Seconds only (sacct rejects fractions)."""
+    local = moment.astimezone() if moment.tzinfo is not None else moment
+    return local.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+# --- parsers (pure) -------------------------------------------------------------------------
+
+
+def parse_sbatch(stdout: str) -> str:
+    """The job id from `sbatch --parsable`: `id` or `id;cluster`. Raises ValueError otherwise."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    if lines:
+        job_id = lines[-1].split(";", 1)[0]
+        if _JOB_ID.fullmatch(job_id):
+            return job_id
+    raise ValueError(f"no job id in sbatch output {stdout!r}")
+
+
+def split_squeue_line(line: str) -> tuple[str, str, str, str | None, str | None]:
+    """(id, name, state, reason, comment) from one `%i|%j|%T|%r|%k` line. The comment is free
+    text and may contain `|`, so split at most 4 times; `(null)` (no comment) and reason `None`
+    (nothing to wait for) become None."""
+    parts = line.split("|", 4)
+    if len(parts) != 5:
+        raise ValueError(f"squeue line has {len(parts)} of 5 fields: {line!r}")
+    job_id, name, state, reason, comment = parts
+    return job_id, name, state, _value(reason), _value(comment)
+
+
+def parse_squeue(text: str) -> list[SchedulerJob]:
+    jobs = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        job_id, name, raw_state, reason, _comment = split_squeue_line(line)
+        jobs.append(
+            SchedulerJob(
+                job_id=job_id,
+                name=name,
+                state=job_state(raw_state),
+                raw_state=raw_state,
+                reason=reason,
+                source="queue",
+            )
+        )
+    return jobs
+
+
+def parse_sacct(text: str) -> list[SchedulerJob]:
+    """Rows of `sacct -P` with SACCT_FIELDS. A job name is the only free text: take the id from
+    the left and the five fixed fields from the right, so a `|` in a name cannot shift them."""
+    jobs = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        head = line.split("|", 1)
+        tail = head[1].rsplit("|", 5) if len(head) == 2 else []
+        if len(tail) != 6:
+            raise ValueError(f"sacct line has too few fields: {line!r}")
+        name, raw_state, exit_code, start, end, nodes = tail
+        code, signal = parse_exit_code(exit_code)
+        jobs.append(
+            SchedulerJob(
+                job_id=head[0],
+                name=name,
+                state=job_state(raw_state),
+                raw_state=raw_state,
+                exit_code=code,
+                signal=signal,
+                start=_value(start),
+                end=_value(end),
+                nodes=_value(nodes),
+                source="accounting",
+            )
+        )
+    return jobs
+
+
+def job_state(raw: str) -> JobState:
+    """The base state: sacct prints `CANCELLED by <uid>` (anchors 3.1); anything we do not know
+    (SPECIAL_EXIT, REQUEUE_HOLD, STOPPED, ...) is OTHER, with the text kept in raw_state."""
+    return _STATES.get(raw.split(" ", 1)[0], "OTHER")
+
+
+def parse_exit_code(text: str) -> tuple[int | None, int | None]:
+    """`3:0` -> (3, 0): the exit status and the signal that ended the job (`0:53`: no status,
+    signal 53, e.g. an --output folder that does not exist)."""
+    code, _, signal = text.partition(":")
+    return _int(code), _int(signal)
+
+
+# --- selecting and merging (pure) -----------------------------------------------------------
+
+
+def merge(queue: Sequence[SchedulerJob], accounting: Sequence[SchedulerJob]) -> list[SchedulerJob]:
+    """One row per job id: a squeue row whose job is not finished is the freshest; otherwise
+    sacct's row, which has exit code, times and nodes; a squeue row alone is kept as is. Order:
+    squeue's rows, then jobs only sacct knows (it forgets nothing, squeue does after MinJobAge)."""
+    acct = {job.job_id: job for job in accounting}
+    merged = []
+    for job in queue:
+        other = acct.pop(job.job_id, None)
+        if other is None or job.state not in FINISHED:
+            merged.append(job)
+        elif other.state not in FINISHED:
+            # slurmdbd lags slurmctld: never step back from squeue's end state to sacct's
+            # RUNNING; the exit code comes with a later query.
+            merged.append(job)
+        else:
+            # squeue has the real name while sacct may still show the placeholder.
+            merged.append(replace(other, name=job.name))
+    merged.extend(acct.values())
+    return merged
+
+
+def select(
+    jobs: Iterable[SchedulerJob], tag_prefix: str, known_ids: Collection[str] = ()
+) -> list[SchedulerJob]:
+    """Jobs whose name starts with `tag_prefix`, plus jobs whose id the caller already knows.
+
+    Matching by name alone misses a job for the few seconds sacct calls it "allocation" (see
+    ALLOCATION_PLACEHOLDER) once squeue has forgotten it: the caller must also match by the job
+    ids it recorded, passed as `known_ids`. An array job id `7` also covers its tasks `7_1`,
+    `7_[2-3]`. Placeholder rows are never matched by prefix, whatever the prefix.
+    """
+    known = set(known_ids)
+    return [job for job in jobs if _is_known(job.job_id, known) or _matches(job, tag_prefix)]
+
+
+def _is_known(job_id: str, known: set[str]) -> bool:
+    return job_id in known or job_id.split("_", 1)[0] in known
+
+
+def _matches(job: SchedulerJob, tag_prefix: str) -> bool:
+    if job.source == "accounting" and job.name == ALLOCATION_PLACEHOLDER:
+        return False
+    return job.name.startswith(tag_prefix)
+
+
+# --- errors (pure) --------------------------------------------------------------------------
+
+
+def failure(done: Completed, what: str) -> SchedulerError:
+    """The error for a command that exited non-zero: SchedulerUnavailable when stderr says the
+    controller did not answer, SchedulerError otherwise. Never read a non-zero exit alone as
+    "SLURM is down" (`squeue -j <unknown id>` exits 1, anchors 3.2)."""
+    output = (done.stdout + done.stderr).strip()
+    message = f"{what} failed (exit {done.returncode})"
+    if any(marker in output for marker in UNAVAILABLE_MARKERS):
+        return SchedulerUnavailable(list(done.argv), message, output)
+    return SchedulerError(list(done.argv), message, output)
+
+
+# --- the scheduler --------------------------------------------------------------------------
+
+
+class SlurmScheduler:
+    """SLURM behind the Scheduler Protocol: per call one `sbatch`, or one `squeue` plus at most
+    one `sacct`, or one `scancel` (anchors 3.7: the cost does not grow with the number of jobs)."""
+
+    name = "slurm"
+
+    def __init__(
+        self,
+        run: Run = runner.run,
+        user: str | None = None,
+        submit_timeout: float = SUBMIT_TIMEOUT_S,
+        query_timeout: float = QUERY_TIMEOUT_S,
+        cancel_timeout: float = CANCEL_TIMEOUT_S,
+    ) -> None:
+        self._run = run
+        self._user = user
+        self._submit_timeout = submit_timeout
+        self._query_timeout = query_timeout
+        self._cancel_timeout = cancel_timeout
+
+    def submit(self, submission: Submission) -> str:
+        # Any error here leaves the outcome unknown (a timed-out sbatch may have created the
+        # job, anchors 3.3): the caller looks the tag up before submitting again.
+        done = self._run(sbatch_argv(submission), self._submit_timeout, cwd=submission.workdir)
+        if done.returncode != 0:
+            raise failure(done, "sbatch")
+        try:
+            return parse_sbatch(done.stdout)
+        except ValueError as exc:
+            raise SchedulerError(list(done.argv), str(exc), done.stdout + done.stderr) from exc
+
+    def query(
+        self,
+        tag_prefix: str,
+        since: datetime | None,
+        *,
+        known_ids: Collection[str] = (),
+    ) -> list[SchedulerJob]:
+        done = self._run(squeue_argv(), self._query_timeout)
+        if done.returncode != 0:
+            raise failure(done, "squeue")
+        queue = parse_squeue(done.stdout)
+        accounting: list[SchedulerJob] = []
+        if since is not None:
+            done = self._run(sacct_argv(since, self._user), self._query_timeout)
+            if done.returncode != 0:
+                # sacct asks slurmdbd, not slurmctld, so it may fail while squeue works (or
+                # answer while slurmctld is down); either way finished jobs cannot be seen now.
+                output = (done.stdout + done.stderr).strip()
+                raise SchedulerUnavailable(
+                    list(done.argv), f"sacct failed (exit {done.returncode})", output
+                )
+            accounting = parse_sacct(done.stdout)
+        return select(merge(queue, accounting), tag_prefix, known_ids)
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        if not job_ids:
+            return
+        # scancel exits 0 for unknown or finished ids (tests/slurm/recorded/scancel_unknown_job*).
+        done = self._run(scancel_argv(job_ids), self._cancel_timeout)
+        if done.returncode != 0:
+            raise failure(done, "scancel")
+
+
+def _value(text: str) -> str | None:
+    return None if text.strip() in _EMPTY else text
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
