@@ -1,0 +1,103 @@
+"""decide() is pure: every situation is a case file (lock, history, observation, now) with the
+actions and reasons it must give. One generic test runs them all."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from ruamel.yaml import YAML
+
+from oellm.reconciler.bundle import LockJob
+from oellm.reconciler.decide import decide
+from oellm.reconciler.observe import Markers, Observation
+from oellm.reconciler.records import Attempt, Dropped, History
+from oellm.reconciler.schedulers import SchedulerJob
+
+CASES = sorted((Path(__file__).parent / "decide_cases").glob("*.yaml"))
+NOW = "2026-11-26T12:00:00+00:00"
+
+
+def lock_job(spec: dict[str, Any]) -> LockJob:
+    return LockJob(
+        name=spec["name"],
+        stage=spec.get("stage"),
+        index=0,
+        params={},
+        depends_on=tuple(spec.get("depends_on", [])),
+        script=f"jobs/{spec['name']}.sbatch",
+        sha256="0" * 64,
+        output_dir=f"out/{spec['name']}",
+        log_path="out/x.log",
+        log_path_current=None,
+        start_conditions=tuple(spec.get("start_conditions", [])),
+        cancel_conditions=tuple(spec.get("cancel_conditions", [])),
+        chain_repeat=1,
+        restart={},
+        array=False,
+    )
+
+
+def attempt(job: str, spec: dict[str, Any]) -> Attempt:
+    defaults: dict[str, Any] = {
+        "job": job,
+        "attempt": 1,
+        "tag": f"oellm.k.{job}.{spec.get('attempt', 1)}",
+        "bundle_id": "b" * 64,
+        "script_sha256": "0" * 64,
+        "scheduler": "slurm",
+        "cause": "first submission",
+        "phase": "submitted",
+        "intent_at": "2026-11-26T11:50:00+00:00",
+    }
+    return Attempt(**{**defaults, **spec})
+
+
+def row(spec: dict[str, Any]) -> SchedulerJob:
+    return SchedulerJob(**{"name": "", "state": "PENDING", **spec})
+
+
+def load_case(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = YAML(typ="safe").load(path.read_text())
+    return data
+
+
+@pytest.mark.parametrize("path", CASES, ids=lambda p: p.stem)
+def test_case(path: Path) -> None:
+    case = load_case(path)
+    jobs = [lock_job(j) for j in case["jobs"]]
+    history = History(
+        attempts={
+            job: tuple(attempt(job, a) for a in attempts)
+            for job, attempts in (case.get("history") or {}).items()
+        },
+        dropped={
+            job: Dropped(job, reason, "2026-11-26T11:00:00+00:00")
+            for job, reason in (case.get("dropped") or {}).items()
+        },
+    )
+    seen = case.get("observation") or {}
+    rows = [row(r) for r in seen.get("rows", [])]
+    obs = Observation(
+        asked=True,
+        available=seen.get("available", True),
+        by_id={r.job_id: r for r in rows},
+        by_tag={r.name: r for r in rows},
+        markers={k: Markers(**v) for k, v in (seen.get("markers") or {}).items()},
+        files=seen.get("files") or {},
+        commands={tuple(k.split(" ")): v for k, v in (seen.get("commands") or {}).items()},
+    )
+    now = datetime.fromisoformat(case.get("now", NOW))
+    got = decide(jobs, history, obs, now)
+    expected = case["expect"]
+    assert len(got) == len(jobs), "every job gets exactly one entry"
+    assert len(got) == len(expected)
+    for action, want in zip(got, expected):
+        assert action.job == want["job"]
+        assert action.kind == want["kind"], action
+        for field in ("attempt", "job_id", "state", "exit_code"):
+            if field in want:
+                assert getattr(action, field) == want[field], action
+        assert want["reason"] in action.reason, action

@@ -1,0 +1,576 @@
+"""The SLURM scheduler's pure pieces on output recorded from the real local cluster
+(tests/slurm/recorded): parsers, argv builders, the squeue/sacct merge, error classification,
+and the scheduler's calls through a fake runner. Last, the runner itself on harmless commands.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+from oellm.reconciler import runner
+from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable
+from oellm.reconciler.runner import Completed
+from oellm.reconciler.schedulers import SchedulerJob, Submission
+from oellm.reconciler.schedulers.slurm import (
+    SACCT_FIELDS,
+    SACCT_STATES,
+    SlurmScheduler,
+    failure,
+    job_state,
+    merge,
+    parse_exit_code,
+    parse_sacct,
+    parse_sbatch,
+    parse_squeue,
+    sacct_argv,
+    sacct_time,
+    sbatch_argv,
+    scancel_argv,
+    select,
+    split_squeue_line,
+    squeue_argv,
+)
+
+RECORDED = Path(__file__).resolve().parents[1] / "slurm" / "recorded"
+STDOUT_MARK = "# --- stdout ---"
+STDERR_MARK = "# --- stderr ---"
+SINCE = datetime(2026, 11, 26, 12, 0, 0)
+
+
+@dataclass(frozen=True)
+class Recording:
+    command: str
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def completed(self) -> Completed:
+        return Completed(tuple(self.command.split()), self.returncode, self.stdout, self.stderr)
+
+
+def recorded(name: str) -> Recording:
+    """A file as tests/slurm/recorded/README.md describes it: line 1 `# <command>`, more `#`
+    notes; with markers, line 2 gives the exit status and stdout/stderr follow their markers."""
+    lines = (RECORDED / name).read_text(encoding="utf-8").splitlines(keepends=True)
+    command = lines[0].removeprefix("# ").strip()
+    if STDOUT_MARK not in (line.strip() for line in lines):
+        body = "".join(line for line in lines if not line.startswith("#"))
+        return Recording(command, 0, body, "")
+    status = int(lines[1].removeprefix("# exit status:").split(";", 1)[0])
+    marks = [line.strip() for line in lines]
+    out_at, err_at = marks.index(STDOUT_MARK), marks.index(STDERR_MARK)
+    return Recording(
+        command, status, "".join(lines[out_at + 1 : err_at]), "".join(lines[err_at + 1 :])
+    )
+
+
+def sacct_stdout(name: str) -> str:
+    """A recorded sacct answer in our format: the recordings were taken with a Comment column
+    after NodeList (SACCT_FIELDS + Comment); the comment may hold `|`, so cut after field 7."""
+    recording = recorded(name)
+    assert recording.command.split("--format=")[1].split()[0] == ",".join(SACCT_FIELDS) + ",Comment"
+    return "".join("|".join(line.split("|", 7)[:7]) + "\n" for line in recording.stdout.splitlines())
+
+
+def by_id(jobs: Sequence[SchedulerJob]) -> dict[str, SchedulerJob]:
+    found = {job.job_id: job for job in jobs}
+    assert len(found) == len(jobs), "one row per job id"
+    return found
+
+
+# --- recordings are read as the README says --------------------------------------------------
+
+
+def test_recording_reader_splits_status_stdout_and_stderr() -> None:
+    down = recorded("squeue_ctld_down.txt")
+    assert down.command == "squeue --me -t all --noheader --format='%i|%j|%T|%r|%k'"
+    assert (down.returncode, down.stdout) == (1, "")
+    assert down.stderr == (
+        "slurm_load_jobs error: Unable to contact slurm controller (connect failure)\n"
+    )
+    assert not recorded("sacct_finished_with_states.txt").stdout.startswith("#")
+
+
+# --- argv builders ---------------------------------------------------------------------------
+
+
+def test_sbatch_argv_tags_name_and_comment_and_keeps_extra_args_before_the_script() -> None:
+    submission = Submission(
+        script=Path("scripts/train.sh"),
+        tag="oellm.0a1b2c3d.train.0",
+        workdir=Path("/bundles/b"),
+        extra_args=("--hold", "--partition=batch"),
+    )
+    assert sbatch_argv(submission) == [
+        "sbatch",
+        "--parsable",
+        "--job-name=oellm.0a1b2c3d.train.0",
+        "--comment=oellm.0a1b2c3d.train.0",
+        "--hold",
+        "--partition=batch",
+        "scripts/train.sh",
+    ]
+
+
+def test_squeue_argv_asks_once_for_all_of_my_jobs() -> None:
+    assert squeue_argv() == [
+        "squeue",
+        "--me",
+        "-t",
+        "all",
+        "--noheader",
+        "--format=%i|%j|%T|%r|%k",
+    ]
+    # The recorded command is the one we build (shell quotes aside).
+    assert recorded("squeue_mix.txt").command.replace("'", "") == " ".join(squeue_argv())
+
+
+def test_sacct_argv_has_an_explicit_window_and_every_state() -> None:
+    assert sacct_argv(SINCE, user="alice") == [
+        "sacct",
+        "-X",
+        "-P",
+        "-n",
+        "-u",
+        "alice",
+        "-S",
+        "2026-11-26T12:00:00",
+        "-E",
+        "now",
+        "-s",
+        "BF,CA,CD,DL,F,NF,OOM,PD,PR,R,RQ,RS,RV,S,TO",
+        "--format=JobID,JobName,State,ExitCode,Start,End,NodeList",
+    ]
+    # PD makes pending jobs appear, CA jobs cancelled while pending (sacct_finished_with_states).
+    assert {"PD", "CA", "R"} <= set(SACCT_STATES.split(","))
+
+
+def test_sacct_time_is_local_and_whole_seconds() -> None:
+    assert sacct_time(datetime(2026, 1, 2, 3, 4, 5, 999_999)) == "2026-01-02T03:04:05"
+    aware = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert sacct_time(aware) == aware.astimezone().strftime("%Y-%m-%dT%H:%M:%S")
+    two_hours_east = timezone(timedelta(hours=2))
+    assert sacct_time(aware.astimezone(two_hours_east)) == sacct_time(aware)
+
+
+def test_scancel_argv_is_one_call_for_all_ids() -> None:
+    assert scancel_argv(["12", "7_[0-3]", "9_1"]) == ["scancel", "12", "7_[0-3]", "9_1"]
+
+
+# --- parse_sbatch -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("stdout", "job_id"),
+    [("42\n", "42"), ("42;oellm\n", "42"), ("  42 ", "42"), ("note from a plugin\n43\n", "43")],
+)
+def test_parse_sbatch(stdout: str, job_id: str) -> None:
+    assert parse_sbatch(stdout) == job_id
+
+
+@pytest.mark.parametrize("stdout", ["", "\n", "Submitted batch job 42\n", "42_1", ";oellm"])
+def test_parse_sbatch_rejects_anything_else(stdout: str) -> None:
+    with pytest.raises(ValueError, match="no job id"):
+        parse_sbatch(stdout)
+
+
+# --- parse_squeue -----------------------------------------------------------------------------
+
+
+def test_parse_squeue_on_a_mix_of_states() -> None:
+    jobs = parse_squeue(recorded("squeue_mix.txt").stdout)
+    assert len(jobs) == 13
+    assert jobs[0].job_id == "3", "rows keep squeue's (unsorted) order"
+    rows = by_id(jobs)
+    assert rows["3"] == SchedulerJob(
+        job_id="3",
+        name="oellm.rec.fail",
+        state="FAILED",
+        raw_state="FAILED",
+        reason="NonZeroExitCode",
+        source="queue",
+    )
+    assert (rows["9_0"].state, rows["9_0"].reason) == ("RUNNING", None)
+    assert (rows["7_[0-3]"].state, rows["7_[0-3]"].reason) == ("PENDING", "BeginTime")
+    assert (rows["8"].reason, rows["6"].reason) == ("Dependency", "JobHeldUser")
+    assert (rows["5"].name, rows["5"].state) == ("oellm.rec.running", "RUNNING")
+    assert all(job.exit_code is None and job.source == "queue" for job in jobs)
+
+
+def test_squeue_comment_may_hold_pipes_and_null_means_none() -> None:
+    lines = recorded("squeue_mix.txt").stdout.splitlines()
+    with_pipe = next(line for line in lines if line.startswith("5|"))
+    assert split_squeue_line(with_pipe) == (
+        "5",
+        "oellm.rec.running",
+        "RUNNING",
+        None,
+        'oellm bundle=0a1b2c3d job=running attempt=1 | note: "spaces" and a pipe',
+    )
+    no_comment = next(line for line in lines if line.startswith("9_1|"))
+    assert split_squeue_line(no_comment) == ("9_1", "oellm.rec.running_array", "RUNNING", None, None)
+    with pytest.raises(ValueError, match="3 of 5"):
+        split_squeue_line("1|name|RUNNING")
+
+
+def test_parse_squeue_of_nothing_is_empty() -> None:
+    assert parse_squeue(recorded("squeue_unknown_jobs_multi.txt").stdout) == []
+    assert parse_squeue("\n") == []
+
+
+# --- parse_sacct ------------------------------------------------------------------------------
+
+
+def test_parse_sacct_on_finished_jobs_including_those_cancelled_while_pending() -> None:
+    jobs = parse_sacct(sacct_stdout("sacct_finished_with_states.txt"))
+    rows = by_id(jobs)
+    assert len(jobs) == 13
+    assert rows["3"] == SchedulerJob(
+        job_id="3",
+        name="oellm.rec.fail",
+        state="FAILED",
+        raw_state="FAILED",
+        exit_code=3,
+        signal=0,
+        start="2026-11-26T12:26:49",
+        end="2026-11-26T12:26:49",
+        nodes="vm",
+        source="accounting",
+    )
+    held = rows["6"]
+    assert (held.state, held.raw_state) == ("CANCELLED", "CANCELLED by 0")
+    assert (held.start, held.end, held.nodes) == (None, "2026-11-26T12:26:52", None)
+    assert rows["7_[0-3]"].state == "CANCELLED"
+    assert (rows["1"].state, rows["1"].exit_code) == ("TIMEOUT", 0)
+    assert (rows["4_2"].state, rows["4_2"].exit_code) == ("FAILED", 2)
+    assert [job.job_id for job in jobs if job.state == "COMPLETED"] == ["2", "4_0", "4_1", "4_3"]
+
+
+def test_parse_sacct_without_states_misses_jobs_cancelled_while_pending() -> None:
+    plain = by_id(parse_sacct(sacct_stdout("sacct_finished.txt")))
+    assert {"6", "8", "7_[0-3]"}.isdisjoint(plain)
+    # The ctld-down recording is the same answer: sacct asks slurmdbd, not slurmctld.
+    assert recorded("sacct_ctld_down.txt").returncode == 0
+    assert parse_sacct(sacct_stdout("sacct_ctld_down.txt")) == parse_sacct(sacct_stdout("sacct_finished.txt"))
+
+
+def test_parse_sacct_in_flight_has_no_end_yet() -> None:
+    rows = by_id(parse_sacct(sacct_stdout("sacct_in_flight.txt")))
+    assert (rows["5"].state, rows["5"].end, rows["5"].start) == (
+        "RUNNING",
+        None,
+        "2026-11-26T12:26:49",
+    )
+    assert rows["2"].state == "COMPLETED"
+
+
+def test_parse_sacct_reads_the_seven_fields_we_ask_for() -> None:
+    # The recordings carry an eighth field, Comment; our format stops at NodeList.
+    line = "12|odd|name|OUT_OF_MEMORY|0:125|2026-11-26T12:00:00|2026-11-26T12:01:00|vm"
+    (job,) = parse_sacct(line + "\n")
+    assert (job.job_id, job.name, job.state) == ("12", "odd|name", "OUT_OF_MEMORY")
+    assert (job.exit_code, job.signal, job.nodes) == (0, 125, "vm")
+    with pytest.raises(ValueError, match="too few fields"):
+        parse_sacct("12|name|RUNNING\n")
+
+
+@pytest.mark.parametrize(
+    ("text", "code", "signal"),
+    [("3:0", 3, 0), ("0:53", 0, 53), ("0:0", 0, 0), ("", None, None), ("x:y", None, None)],
+)
+def test_parse_exit_code(text: str, code: int | None, signal: int | None) -> None:
+    assert parse_exit_code(text) == (code, signal)
+
+
+@pytest.mark.parametrize(
+    ("raw", "state"),
+    [
+        ("CANCELLED by 0", "CANCELLED"),
+        ("CANCELLED by 1234", "CANCELLED"),
+        ("COMPLETING", "COMPLETING"),
+        ("NODE_FAIL", "NODE_FAIL"),
+        ("REQUEUE_HOLD", "OTHER"),
+        ("SPECIAL_EXIT", "OTHER"),
+        ("STOPPED", "OTHER"),
+        ("", "OTHER"),
+    ],
+)
+def test_job_state(raw: str, state: str) -> None:
+    assert job_state(raw) == state
+
+
+def test_unknown_states_keep_their_text() -> None:
+    (job,) = parse_squeue("12|oellm.x|SPECIAL_EXIT|None|(null)\n")
+    assert (job.state, job.raw_state) == ("OTHER", "SPECIAL_EXIT")
+
+
+# --- merge and select ------------------------------------------------------------------------
+
+
+def queue_row(job_id: str, state: str, name: str = "oellm.t.a") -> SchedulerJob:
+    (job,) = parse_squeue(f"{job_id}|{name}|{state}|None|(null)\n")
+    return job
+
+
+def acct_row(job_id: str, state: str, name: str = "oellm.t.a", exit_code: str = "0:0") -> SchedulerJob:
+    (job,) = parse_sacct(f"{job_id}|{name}|{state}|{exit_code}|None|Unknown|None assigned\n")
+    return job
+
+
+def test_merge_prefers_a_live_squeue_row() -> None:
+    (job,) = merge([queue_row("1", "RUNNING")], [acct_row("1", "PENDING")])
+    assert (job.state, job.source) == ("RUNNING", "queue")
+
+
+def test_merge_prefers_sacct_for_a_finished_job_it_has_the_exit_code() -> None:
+    (job,) = merge([queue_row("1", "FAILED")], [acct_row("1", "FAILED", exit_code="3:0")])
+    assert (job.state, job.exit_code, job.source) == ("FAILED", 3, "accounting")
+
+
+def test_merge_keeps_squeue_end_state_when_sacct_lags() -> None:
+    (job,) = merge([queue_row("1", "COMPLETED")], [acct_row("1", "RUNNING")])
+    assert (job.state, job.source) == ("COMPLETED", "queue")
+
+
+def test_merge_keeps_rows_only_one_side_knows_in_order() -> None:
+    jobs = merge(
+        [queue_row("5", "PENDING"), queue_row("2", "COMPLETED")],
+        [acct_row("1", "TIMEOUT"), acct_row("2", "COMPLETED"), acct_row("3", "FAILED")],
+    )
+    assert [(j.job_id, j.source) for j in jobs] == [
+        ("5", "queue"),
+        ("2", "accounting"),
+        ("1", "accounting"),
+        ("3", "accounting"),
+    ]
+
+
+def test_merge_on_the_recordings_has_one_row_per_job() -> None:
+    queue = parse_squeue(recorded("squeue_mix.txt").stdout)
+    accounting = parse_sacct(sacct_stdout("sacct_in_flight.txt"))
+    rows = by_id(merge(queue, accounting))
+    assert set(rows) == {j.job_id for j in queue} | {j.job_id for j in accounting}
+    assert (rows["5"].state, rows["5"].source) == ("RUNNING", "queue")
+    assert (rows["3"].state, rows["3"].exit_code, rows["3"].source) == ("FAILED", 3, "accounting")
+    assert (rows["6"].state, rows["6"].source) == ("PENDING", "queue")
+
+
+def test_merge_takes_the_name_from_squeue_over_sacct_placeholder() -> None:
+    (job,) = merge([queue_row("1", "COMPLETED")], [acct_row("1", "COMPLETED", name="allocation")])
+    assert (job.name, job.source, job.exit_code) == ("oellm.t.a", "accounting", 0)
+
+
+def test_select_filters_by_prefix() -> None:
+    jobs = parse_squeue(recorded("squeue_mix.txt").stdout)
+    assert {j.job_id for j in select(jobs, "oellm.rec.array")} == {"4_0", "4_1", "4_2", "4_3"}
+    assert len(select(jobs, "oellm.rec.")) == 13
+    assert select(jobs, "oellm.other.") == []
+
+
+def test_select_matches_sacct_placeholder_only_by_known_id() -> None:
+    placeholder = acct_row("21", "COMPLETED", name="allocation")
+    other_array = acct_row("7_2", "FAILED", name="allocation")
+    jobs = [placeholder, other_array, acct_row("22", "COMPLETED", name="oellm.t.b")]
+    assert [j.job_id for j in select(jobs, "oellm.t.")] == ["22"]
+    assert [j.job_id for j in select(jobs, "")] == ["22"], "the placeholder matches no prefix"
+    assert [j.job_id for j in select(jobs, "oellm.t.", known_ids={"21"})] == ["21", "22"]
+    # An array job id covers its tasks; a known id is taken whatever the name.
+    assert [j.job_id for j in select(jobs, "nothing", known_ids=["7"])] == ["7_2"]
+
+
+# --- error classification --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name", ["sbatch_ctld_down.txt", "squeue_ctld_down.txt", "scancel_ctld_down.txt"]
+)
+def test_controller_down_is_unavailable(name: str) -> None:
+    error = failure(recorded(name).completed(), "cmd")
+    assert isinstance(error, SchedulerUnavailable)
+    assert "Unable to contact slurm controller" in str(error)
+    assert str(error).startswith(recorded(name).command.split()[0] + " ")
+
+
+def test_an_unknown_job_id_is_an_error_not_unavailable() -> None:
+    done = recorded("squeue_unknown_job.txt").completed()
+    error = failure(done, "squeue")
+    assert type(error) is SchedulerError
+    assert "Invalid job id specified" in error.output and "exit 1" in error.message
+
+
+# --- the scheduler through a fake runner ------------------------------------------------------
+
+
+@dataclass
+class FakeRun:
+    """Stands in for runner.run: answers from a table keyed by program name, records calls."""
+
+    answers: dict[str, Completed]
+    calls: list[tuple[list[str], float, Path | None]] = field(default_factory=list)
+
+    def __call__(
+        self,
+        argv: Sequence[str],
+        timeout: float,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Completed:
+        self.calls.append((list(argv), timeout, cwd))
+        answer = self.answers[argv[0]]
+        return Completed(tuple(argv), answer.returncode, answer.stdout, answer.stderr)
+
+    def programs(self) -> list[str]:
+        return [argv[0] for argv, _, _ in self.calls]
+
+
+def ok(stdout: str = "") -> Completed:
+    return Completed((), 0, stdout, "")
+
+
+SUBMISSION = Submission(script=Path("job.sh"), tag="oellm.t.a", workdir=Path("/w"))
+
+
+def test_submit_runs_sbatch_in_the_workdir_and_returns_the_id() -> None:
+    fake = FakeRun({"sbatch": ok("57;oellm\n")})
+    assert SlurmScheduler(run=fake, submit_timeout=7).submit(SUBMISSION) == "57"
+    assert fake.calls == [(sbatch_argv(SUBMISSION), 7, Path("/w"))]
+
+
+def test_submit_with_controller_down_is_unavailable() -> None:
+    fake = FakeRun({"sbatch": recorded("sbatch_ctld_down.txt").completed()})
+    with pytest.raises(SchedulerUnavailable, match="Unable to contact slurm controller"):
+        SlurmScheduler(run=fake).submit(SUBMISSION)
+
+
+def test_submit_rejected_is_an_error_with_the_output() -> None:
+    stderr = "sbatch: error: invalid partition specified: nope\n"
+    fake = FakeRun({"sbatch": Completed((), 1, "", stderr)})
+    with pytest.raises(SchedulerError) as caught:
+        SlurmScheduler(run=fake).submit(SUBMISSION)
+    assert type(caught.value) is SchedulerError
+    assert "invalid partition" in caught.value.output
+
+
+def test_submit_with_unreadable_output_is_an_error() -> None:
+    fake = FakeRun({"sbatch": ok("Submitted batch job 57\n")})
+    with pytest.raises(SchedulerError, match="no job id"):
+        SlurmScheduler(run=fake).submit(SUBMISSION)
+
+
+def test_query_without_since_asks_squeue_only() -> None:
+    fake = FakeRun({"squeue": recorded("squeue_mix.txt").completed()})
+    jobs = SlurmScheduler(run=fake, query_timeout=4).query("oellm.rec.fail", None)
+    assert [j.job_id for j in jobs] == ["3"]
+    assert fake.calls == [(squeue_argv(), 4, None)]
+
+
+def test_query_with_since_asks_squeue_and_sacct_once_each() -> None:
+    fake = FakeRun(
+        {
+            "squeue": recorded("squeue_mix.txt").completed(),
+            "sacct": ok(sacct_stdout("sacct_finished_with_states.txt")),
+        }
+    )
+    scheduler = SlurmScheduler(run=fake, user="alice")
+    jobs = by_id(scheduler.query("oellm.rec.", SINCE))
+    assert fake.programs() == ["squeue", "sacct"]
+    assert fake.calls[1][0] == sacct_argv(SINCE, user="alice")
+    assert (jobs["6"].state, jobs["6"].source) == ("PENDING", "queue")
+    assert (jobs["3"].exit_code, jobs["3"].source) == (3, "accounting")
+    assert scheduler.query("oellm.nothing.", SINCE) == []
+
+
+def test_query_with_controller_down_is_unavailable_before_asking_sacct() -> None:
+    fake = FakeRun({"squeue": recorded("squeue_ctld_down.txt").completed()})
+    with pytest.raises(SchedulerUnavailable, match="squeue failed"):
+        SlurmScheduler(run=fake).query("oellm.", SINCE)
+    assert fake.programs() == ["squeue"]
+
+
+def test_query_with_sacct_failing_is_unavailable() -> None:
+    fake = FakeRun(
+        {
+            "squeue": ok(),
+            "sacct": Completed((), 1, "", "sacct: error: Slurm accounting storage is disabled\n"),
+        }
+    )
+    with pytest.raises(SchedulerUnavailable, match="accounting storage is disabled"):
+        SlurmScheduler(run=fake).query("oellm.", SINCE)
+
+
+def test_cancel_is_one_call_and_nothing_for_no_ids() -> None:
+    fake = FakeRun({"scancel": recorded("scancel_unknown_job.txt").completed()})
+    scheduler = SlurmScheduler(run=fake)
+    scheduler.cancel([])
+    assert fake.calls == []
+    scheduler.cancel(["999999", "12"])
+    assert [argv for argv, _, _ in fake.calls] == [["scancel", "999999", "12"]]
+
+
+def test_cancel_with_controller_down_is_unavailable() -> None:
+    fake = FakeRun({"scancel": recorded("scancel_ctld_down.txt").completed()})
+    with pytest.raises(SchedulerUnavailable, match="exit 8"):
+        SlurmScheduler(run=fake).cancel(["999999"])
+
+
+# --- the runner (the one door to the shell) ---------------------------------------------------
+
+
+def test_run_returns_output_and_status_without_judging() -> None:
+    done = runner.run([sys.executable, "-c", "import sys; print('out'); sys.exit('err')"], 10)
+    assert (done.returncode, done.stdout, done.stderr) == (1, "out\n", "err\n")
+    assert done.argv[0] == sys.executable
+
+
+def test_run_uses_cwd_and_env_and_never_a_shell(tmp_path: Path) -> None:
+    code = "import os; print(os.getcwd(), os.environ.get('OELLM_X'))"
+    done = runner.run([sys.executable, "-c", code], 10, cwd=tmp_path, env={"OELLM_X": "$(id)"})
+    assert done.stdout == f"{tmp_path} $(id)\n"
+    assert runner.run(["echo", "$HOME;", "`id`"], 10).stdout == "$HOME; `id`\n"
+
+
+def test_run_timeout_is_unavailable_and_shows_the_command() -> None:
+    started = time.monotonic()
+    with pytest.raises(SchedulerUnavailable, match=r"sleep 30: no answer within 0.3 s"):
+        runner.run(["sleep", "30"], 0.3)
+    assert time.monotonic() - started < 5
+
+
+def test_run_missing_executable_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(SchedulerError, match="cannot start: No such file") as caught:
+        runner.run(["oellm-no-such-command", "x"], 10)
+    assert type(caught.value) is SchedulerError
+    assert caught.value.argv == ["oellm-no-such-command", "x"]
+    with pytest.raises(SchedulerError, match="missing"):
+        runner.run(["true"], 10, cwd=tmp_path / "missing")
+
+
+def test_spawn_detached_appends_output_in_a_new_session(tmp_path: Path) -> None:
+    log = tmp_path / "out.log"
+    log.write_text("before\n")
+    code = "import os, sys; print(os.getsid(0), os.getcwd()); print('e', file=sys.stderr)"
+    pid = runner.spawn_detached([sys.executable, "-c", code], tmp_path, None, log)
+    deadline = time.monotonic() + 10
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), "the child ended and was reaped (no zombie)"
+    lines = log.read_text().splitlines()
+    assert lines[0] == "before" and lines[1] == f"{pid} {tmp_path}" and lines[2] == "e"
+    with pytest.raises(SchedulerError, match="cannot start"):
+        runner.spawn_detached(["oellm-no-such-command"], tmp_path, None, log)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
