@@ -282,14 +282,13 @@ _SCHEDULER = click.option(
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),
-    default=30.0,
-    show_default=True,
-    help="Seconds between rounds with --wait.",
+    default=None,
+    help="Seconds between rounds with --wait (default: 30 on SLURM, 2 locally).",
 )
 @_SCHEDULER
 @guarded
 def reconcile_command(
-    bundle: Path, dry_run: bool, wait: bool, interval: float, scheduler: str | None
+    bundle: Path, dry_run: bool, wait: bool, interval: float | None, scheduler: str | None
 ) -> None:
     """Make the scheduler match the bundle: submit what is ready, cancel what must stop,
     record what finished. Stateless and safe to run from cron, or twice at once.
@@ -307,6 +306,8 @@ def reconcile_command(
     from oellm.reconciler.reconcile import EXIT_QUIET, Session, reconcile_once
 
     session = Session(bundle, scheduler)
+    if interval is None:
+        interval = 2.0 if session.scheduler.name == "local" else 30.0
 
     def say(line: str) -> None:
         click.echo(line)

@@ -105,6 +105,7 @@ def decide(
     history: History,
     obs: Observation,
     now: datetime,
+    intent_grace: timedelta = INTENT_GRACE,
 ) -> list[Action]:
     states = {job.name: current(job.name, history, obs) for job in jobs}
 
@@ -114,7 +115,7 @@ def decide(
 
     actions: list[Action] = []
     for job in jobs:
-        actions.extend(_one(job, states, history, obs, now, job_state))
+        actions.extend(_one(job, states, history, obs, now, job_state, intent_grace))
     return actions
 
 
@@ -125,13 +126,14 @@ def _one(
     obs: Observation,
     now: datetime,
     job_state: Callable[[str], str | None],
+    intent_grace: timedelta,
 ) -> list[Action]:
     name = job.name
     now_state = states[name]
     latest = history.latest(name)
     state_of = job_state
     if latest is not None and latest.phase == "intent":
-        return _intent(latest, obs, now)
+        return _intent(latest, obs, now, intent_grace)
 
     if latest is not None and latest.phase == "submitted":
         dropped = history.dropped.get(name)
@@ -180,7 +182,7 @@ def _one(
     return [Action("submit", name, cause, attempt=attempt, cause=cause)]
 
 
-def _intent(latest: Attempt, obs: Observation, now: datetime) -> list[Action]:
+def _intent(latest: Attempt, obs: Observation, now: datetime, grace: timedelta) -> list[Action]:
     name = latest.job
     if not obs.available:
         return [
@@ -203,7 +205,7 @@ def _intent(latest: Attempt, obs: Observation, now: datetime) -> list[Action]:
             )
         ]
     age = now - datetime.fromisoformat(latest.intent_at)
-    if latest.unseen + 1 >= 2 and age >= INTENT_GRACE:
+    if latest.unseen + 1 >= 2 and age >= grace:
         return [
             Action(
                 "lost", name, f"{latest.tag} never reached the scheduler", attempt=latest.attempt

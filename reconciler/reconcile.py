@@ -7,14 +7,15 @@ scheduler could not be reached (nothing destructive happened; cron retries next 
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .act import Outcome, act
 from .bundle import Bundle, load_bundle
-from .decide import Action, Current, current, decide
+from .decide import INTENT_GRACE, Action, Current, current, decide
 from .errors import ReconcileError, SchedulerError
 from .lock import Busy, StateLock
 from .observe import Observation, observe
@@ -56,6 +57,19 @@ def run_command(argv: tuple[str, ...], cwd: Path) -> bool:
         return run(list(argv), timeout=60, cwd=cwd).returncode == 0
     except SchedulerError:
         return False
+
+
+def intent_grace() -> timedelta:
+    """How long an unconfirmed submission is looked for before it counts as never made.
+
+    OELLM_INTENT_GRACE_SECONDS shortens it (the fault-injection tests do); lowering it on a
+    busy cluster risks submitting twice, so it is not a command-line option.
+    """
+    raw = os.environ.get("OELLM_INTENT_GRACE_SECONDS")
+    try:
+        return timedelta(seconds=float(raw)) if raw else INTENT_GRACE
+    except ValueError:
+        return INTENT_GRACE
 
 
 @dataclass(frozen=True)
@@ -117,7 +131,7 @@ class Session:
     def look(self, history: History) -> tuple[Observation, list[Action]]:
         now = utcnow()
         obs = observe(self.bundle, history, self.scheduler, self.prefix, now, run_command)
-        return obs, decide(self.bundle.jobs, history, obs, now)
+        return obs, decide(self.bundle.jobs, history, obs, now, intent_grace())
 
 
 def reconcile_once(

@@ -94,7 +94,7 @@ def test_case(path: Path) -> None:
     expected = case["expect"]
     assert len(got) == len(jobs), "every job gets exactly one entry"
     assert len(got) == len(expected)
-    for action, want in zip(got, expected):
+    for action, want in zip(got, expected, strict=True):
         assert action.job == want["job"]
         assert action.kind == want["kind"], action
         for field in ("attempt", "job_id", "state", "exit_code"):

@@ -77,7 +77,9 @@ def sacct_stdout(name: str) -> str:
     after NodeList (SACCT_FIELDS + Comment); the comment may hold `|`, so cut after field 7."""
     recording = recorded(name)
     assert recording.command.split("--format=")[1].split()[0] == ",".join(SACCT_FIELDS) + ",Comment"
-    return "".join("|".join(line.split("|", 7)[:7]) + "\n" for line in recording.stdout.splitlines())
+    return "".join(
+        "|".join(line.split("|", 7)[:7]) + "\n" for line in recording.stdout.splitlines()
+    )
 
 
 def by_id(jobs: Sequence[SchedulerJob]) -> dict[str, SchedulerJob]:
@@ -216,7 +218,13 @@ def test_squeue_comment_may_hold_pipes_and_null_means_none() -> None:
         'oellm bundle=0a1b2c3d job=running attempt=1 | note: "spaces" and a pipe',
     )
     no_comment = next(line for line in lines if line.startswith("9_1|"))
-    assert split_squeue_line(no_comment) == ("9_1", "oellm.rec.running_array", "RUNNING", None, None)
+    assert split_squeue_line(no_comment) == (
+        "9_1",
+        "oellm.rec.running_array",
+        "RUNNING",
+        None,
+        None,
+    )
     with pytest.raises(ValueError, match="3 of 5"):
         split_squeue_line("1|name|RUNNING")
 
@@ -259,7 +267,9 @@ def test_parse_sacct_without_states_misses_jobs_cancelled_while_pending() -> Non
     assert {"6", "8", "7_[0-3]"}.isdisjoint(plain)
     # The ctld-down recording is the same answer: sacct asks slurmdbd, not slurmctld.
     assert recorded("sacct_ctld_down.txt").returncode == 0
-    assert parse_sacct(sacct_stdout("sacct_ctld_down.txt")) == parse_sacct(sacct_stdout("sacct_finished.txt"))
+    assert parse_sacct(sacct_stdout("sacct_ctld_down.txt")) == parse_sacct(
+        sacct_stdout("sacct_finished.txt")
+    )
 
 
 def test_parse_sacct_in_flight_has_no_end_yet() -> None:
@@ -320,7 +330,9 @@ def queue_row(job_id: str, state: str, name: str = "oellm.t.a") -> SchedulerJob:
     return job
 
 
-def acct_row(job_id: str, state: str, name: str = "oellm.t.a", exit_code: str = "0:0") -> SchedulerJob:
+def acct_row(
+    job_id: str, state: str, name: str = "oellm.t.a", exit_code: str = "0:0"
+) -> SchedulerJob:
     (job,) = parse_sacct(f"{job_id}|{name}|{state}|{exit_code}|None|Unknown|None assigned\n")
     return job
 

@@ -1,0 +1,411 @@
+"""The local scheduler: runs bundle scripts as detached processes on this machine, so a laptop
+without SLURM can try a bundle end to end (DESIGN.md: the embedded default where sbatch is absent).
+It keeps its state in files under `<state_dir>/local/`; `local_wrapper` supervises each job.
+
+One job is: `<id>.spec.json` (written before the start), `<id>.sbatch` (the script as submitted),
+`<id>.pid.json` (the wrapper's pid and /proc start time), `<id>.wrapper.log`, `<id>.cancel` (a
+cancel request) and, once it has ended, `<id>.json` (the outcome). The job runs `bash <script>` in
+a process group of its own under the wrapper, which started in a session of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import shlex
+import signal
+import socket
+import sys
+import time
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import cast, get_args
+
+from oellm.reconciler.errors import SchedulerError
+from oellm.reconciler.runner import spawn_detached
+from oellm.reconciler.schedulers import JobState, SchedulerJob, Submission
+from oellm.reconciler.schedulers.local_wrapper import (
+    JobSpec,
+    LocalFiles,
+    Outcome,
+    read_json,
+    read_outcome,
+    read_spec,
+    stamp,
+    write_json,
+)
+
+WRAPPER_MODULE = "oellm.reconciler.schedulers.local_wrapper"
+# SLURM's default KillWait: seconds between SIGTERM and SIGKILL at a time limit or cancel.
+DEFAULT_KILL_WAIT_S = 30.0
+# A spec without a pid record is a submission in progress; past this age its submitter died.
+SUBMIT_GRACE_S = 60.0
+# What a script's `#SBATCH` lines (or `extra_args`) may set that the local run honours.
+_OPTIONS = {
+    "-o": "output",
+    "--output": "output",
+    "-e": "error",
+    "--error": "error",
+    "-t": "time",
+    "--time": "time",
+    "-J": "job-name",
+    "--job-name": "job-name",
+    "-c": "cpus-per-task",
+    "--cpus-per-task": "cpus-per-task",
+}
+_STATES = frozenset(get_args(JobState))
+_JOB_ID = re.compile(r"[0-9]+")
+_PATTERN = re.compile(r"%(\d*)([%jxuNA])")
+
+# srun's options that take their value in the next word (unless written --opt=value or -Xvalue);
+# any other word starting with "-" is a flag. The first other word starts the command.
+_SRUN_VALUE_OPTIONS = (
+    "-A|-c|-C|-D|-d|-e|-G|-i|-J|-m|-n|-N|-o|-p|-q|-t|-T|-W|-w|-x"
+    "|--account|--chdir|--comment|--constraint|--cpu-bind|--cpus-per-gpu|--cpus-per-task"
+    "|--dependency|--distribution|--error|--exclude|--export|--gpu-bind|--gpus|--gpus-per-node"
+    "|--gpus-per-task|--gres|--het-group|--input|--job-name|--mem|--mem-per-cpu|--mem-per-gpu"
+    "|--mpi|--nodelist|--nodes|--ntasks|--ntasks-per-node|--output|--partition|--qos"
+    "|--reservation|--signal|--threads|--time|--wait"
+)
+SRUN_STUB = f"""#!/bin/sh
+# srun for oellm's local scheduler: the job already is the one task on this machine, so drop
+# srun's own options (the words before the first one that does not start with "-", or up to "--")
+# and exec the command; "$@" passes every byte of every argument through.
+while [ "$#" -gt 0 ]; do
+  case $1 in
+    --) shift; break ;;
+    {_SRUN_VALUE_OPTIONS})
+      if [ "$#" -lt 2 ]; then echo "srun (oellm local): option $1 needs a value" >&2; exit 1; fi
+      shift 2 ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+if [ "$#" -eq 0 ]; then echo "srun (oellm local): no command given" >&2; exit 1; fi
+exec "$@"
+"""
+
+
+class LocalScheduler:
+    """The `Scheduler` Protocol on this machine: a job is a detached `local_wrapper` process."""
+
+    name: str = "local"
+
+    def __init__(self, state_dir: Path, *, kill_wait_s: float = DEFAULT_KILL_WAIT_S) -> None:
+        self.files = LocalFiles(Path(state_dir).absolute() / "local")
+        self.kill_wait_s = kill_wait_s
+
+    def submit(self, submission: Submission) -> str:
+        argv = ["oellm-local", "submit", str(submission.script)]  # how errors show the call
+        workdir = submission.workdir.absolute()
+        script = workdir / submission.script
+        try:
+            text = script.read_bytes()
+        except OSError as exc:
+            raise SchedulerError(argv, f"cannot read the script: {exc.strerror}") from exc
+        if not workdir.is_dir():
+            raise SchedulerError(argv, f"the working folder {workdir} does not exist")
+        options = pick_options(read_directives(text.decode("utf-8", "replace")))
+        options.update(pick_options(list(submission.extra_args)))  # the command line wins
+        try:
+            time_limit = parse_time_limit(options["time"]) if "time" in options else None
+        except ValueError as exc:
+            raise SchedulerError(argv, str(exc)) from exc
+        name = submission.tag or options.get("job-name") or script.name
+
+        self.files.root.mkdir(parents=True, exist_ok=True)
+        bin_dir = self._write_srun_stub()
+        job_id = self._next_id()
+        output = workdir / substitute(options.get("output", "slurm-%j.out"), job_id, name)
+        error = output
+        if "error" in options:
+            error = workdir / substitute(options["error"], job_id, name)
+        copy = self.files.script(job_id)
+        copy.write_bytes(text)
+        spec = JobSpec(
+            job_id=job_id,
+            name=name,
+            script=str(copy),
+            workdir=str(workdir),
+            output=str(output),
+            error=str(error),
+            time_limit_s=time_limit,
+            kill_wait_s=self.kill_wait_s,
+            submitted=stamp(),
+        )
+        write_json(self.files.spec(job_id), asdict(spec))
+        env = job_environment(os.environ, spec, bin_dir, options.get("cpus-per-task"))
+        try:
+            # cwd is the scheduler's folder, so a package folder in the workdir cannot shadow the
+            # wrapper's imports; the wrapper moves the job itself into the workdir.
+            pid = spawn_detached(
+                [sys.executable, "-m", WRAPPER_MODULE, str(self.files.spec(job_id))],
+                cwd=self.files.root,
+                env=env,
+                stdout_path=self.files.log(job_id),
+            )
+        except SchedulerError:
+            self.files.spec(job_id).unlink(missing_ok=True)  # never started: no such job
+            raise
+        write_json(self.files.pid(job_id), {"pid": pid, "starttime": proc_starttime(pid)})
+        return job_id
+
+    def query(
+        self, tag_prefix: str, since: datetime | None, known_ids: Collection[str] = ()
+    ) -> list[SchedulerJob]:
+        """Every job of this state dir whose name starts with `tag_prefix` or whose id is in
+        `known_ids`. `since` is not needed: finished jobs stay listed until their files go."""
+        known = set(known_ids)
+        rows = []
+        for path in self.files.root.glob("*.spec.json"):
+            spec = read_spec(path)
+            if spec is not None and (spec.name.startswith(tag_prefix) or spec.job_id in known):
+                rows.append(self._row(spec, path))
+        return sorted(rows, key=lambda row: int(row.job_id))
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Ask each wrapper to stop its job (SIGTERM; it records CANCELLED). The request is also
+        left as a file, so that a wrapper that has not started its job yet does not start it."""
+        for job_id in job_ids:
+            if not _JOB_ID.fullmatch(job_id) or not self.files.spec(job_id).exists():
+                continue
+            if self.files.outcome(job_id).exists():
+                continue
+            self.files.cancel(job_id).touch()
+            pid = self._live_pid(job_id)
+            if pid is not None:
+                # The wrapper leads its own session and process group.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGTERM)
+
+    def _row(self, spec: JobSpec, spec_path: Path) -> SchedulerJob:
+        outcome = read_outcome(self.files.outcome(spec.job_id))
+        if outcome is not None:
+            return _finished(outcome)
+        if self._live_pid(spec.job_id) is not None:
+            return SchedulerJob(
+                spec.job_id, spec.name, "RUNNING", "RUNNING", start=spec.submitted, source="local"
+            )
+        if not self.files.pid(spec.job_id).exists() and _age(spec_path) < SUBMIT_GRACE_S:
+            return SchedulerJob(
+                spec.job_id, spec.name, "PENDING", "PENDING", reason="starting", source="local"
+            )
+        outcome = read_outcome(self.files.outcome(spec.job_id))  # it may just have ended
+        if outcome is not None:
+            return _finished(outcome)
+        # The wrapper is gone without an outcome (killed, machine rebooted).
+        state: JobState = "CANCELLED" if self.files.cancel(spec.job_id).exists() else "FAILED"
+        return SchedulerJob(spec.job_id, spec.name, state, state, reason="lost", source="local")
+
+    def _live_pid(self, job_id: str) -> int | None:
+        """The wrapper's pid if it still runs: same pid and same start time as at the spawn."""
+        data = read_json(self.files.pid(job_id))
+        if data is None or not isinstance(data.get("pid"), int):
+            return None
+        pid: int = data["pid"]
+        recorded = data.get("starttime")
+        if not _PROC.is_dir():  # no /proc (macOS): existence only, pid reuse is not detected
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return None
+            except PermissionError:
+                return None  # another user's process now holds the pid
+            return pid
+        now = proc_starttime(pid)
+        return pid if now is not None and now == recorded else None
+
+    def _next_id(self) -> str:
+        """The next job id, from a counter file under an exclusive lock (many submitters)."""
+        fd = os.open(self.files.root / "counter", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.read(fd, 64).decode("ascii", "replace").strip()
+            number = int(raw) + 1 if raw.isdigit() else 1
+            while self.files.spec(str(number)).exists():  # a damaged counter must not reuse ids
+                number += 1
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{number}\n".encode())
+            # Claim the id before the lock goes, so a concurrent submitter never sees it free.
+            self.files.spec(str(number)).touch()
+            return str(number)
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _write_srun_stub(self) -> Path:
+        bin_dir = self.files.root / "bin"
+        stub = bin_dir / "srun"
+        try:
+            if stub.read_text() == SRUN_STUB and os.access(stub, os.X_OK):
+                return bin_dir
+        except OSError:
+            pass
+        bin_dir.mkdir(exist_ok=True)
+        tmp = bin_dir / f".srun.{os.getpid()}.tmp"
+        tmp.write_text(SRUN_STUB)
+        tmp.chmod(0o755)
+        os.replace(tmp, stub)
+        return bin_dir
+
+
+def _finished(outcome: Outcome) -> SchedulerJob:
+    return SchedulerJob(
+        job_id=outcome.job_id,
+        name=outcome.name,
+        state=cast(JobState, outcome.state if outcome.state in _STATES else "OTHER"),
+        raw_state=outcome.state,
+        reason=outcome.reason,
+        exit_code=outcome.exit_code,
+        signal=outcome.signal,
+        start=outcome.start,
+        end=outcome.end,
+        nodes=socket.gethostname(),
+        source="local",
+    )
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+_PROC = Path("/proc")
+
+
+def proc_starttime(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (/proc/<pid>/stat field 22), or None
+    when it is gone, a zombie, or there is no /proc. It tells a pid apart from its reuse."""
+    try:
+        stat = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses; fields after the last ")".
+    fields = stat[stat.rfind(")") + 2 :].split()
+    if len(fields) < 20 or fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
+
+
+def job_environment(
+    base: Mapping[str, str], spec: JobSpec, bin_dir: Path, cpus_per_task: str | None
+) -> dict[str, str]:
+    """What a batch script sees under SLURM, for one task on one node: the submitter's
+    environment (sbatch's default --export=ALL) without its own SLURM_* variables, the job's,
+    and the srun stub first on PATH."""
+    env = {key: value for key, value in base.items() if not key.startswith("SLURM_")}
+    host = socket.gethostname().split(".")[0]
+    env.update(
+        SLURM_JOB_ID=spec.job_id,
+        SLURM_JOBID=spec.job_id,
+        SLURM_JOB_NAME=spec.name,
+        SLURM_SUBMIT_DIR=spec.workdir,
+        SLURM_SUBMIT_HOST=host,
+        SLURM_JOB_NODELIST=host,
+        SLURMD_NODENAME=host,
+        SLURM_NNODES="1",
+        SLURM_JOB_NUM_NODES="1",
+        SLURM_NTASKS="1",
+        SLURM_PROCID="0",
+        SLURM_LOCALID="0",
+        SLURM_NODEID="0",
+    )
+    if cpus_per_task:
+        env["SLURM_CPUS_PER_TASK"] = cpus_per_task
+    env["PATH"] = os.pathsep.join([str(bin_dir), base.get("PATH", os.defpath)])
+    return env
+
+
+def read_directives(script: str) -> list[str]:
+    """The words of a script's `#SBATCH` lines. Like sbatch, stop at the first line that is
+    neither blank nor a comment; a `#` starts a comment inside a directive line too."""
+    words: list[str] = []
+    for line in script.splitlines():
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#"):
+            break
+        rest = line[len("#SBATCH") :]
+        if line.startswith("#SBATCH") and (not rest or rest[0].isspace()):
+            try:
+                words.extend(shlex.split(rest, comments=True))
+            except ValueError:  # an unbalanced quote: take the words as they stand
+                words.extend(rest.split())
+    return words
+
+
+def pick_options(words: list[str]) -> dict[str, str]:
+    """The options in `_OPTIONS`, by long name, from `--opt=value`, `--opt value`, `-Xvalue` or
+    `-X value`; the last one wins, as with sbatch. Other words are ignored."""
+    found: dict[str, str] = {}
+    index = 0
+    while index < len(words):
+        word = words[index]
+        index += 1
+        if word.startswith("--"):
+            key, equals, value = word.partition("=")
+            attached = bool(equals)
+        else:
+            key, value = word[:2], word[2:]
+            attached = bool(value)
+        if key not in _OPTIONS:
+            continue
+        if not attached and index < len(words):
+            value = words[index]
+            index += 1
+        found[_OPTIONS[key]] = value
+    return found
+
+
+def parse_time_limit(text: str) -> float | None:
+    """Seconds from a SLURM time limit: `M`, `M:S`, `H:M:S`, `D-H`, `D-H:M`, `D-H:M:S`; None
+    for no limit (`0`, `UNLIMITED`, `INFINITE`). SLURM rounds seconds up to whole minutes;
+    here they are kept, so a test can use a limit of a few seconds."""
+    value = text.strip()
+    if value.upper() in ("UNLIMITED", "INFINITE", "-1"):
+        return None
+    days_text, dash, clock = value.rpartition("-") if "-" in value else ("", "", value)
+    parts = clock.split(":")
+    numbers = [days_text] if dash else []
+    numbers += parts
+    if not 1 <= len(parts) <= 3 or not all(n.isascii() and n.isdigit() for n in numbers):
+        raise ValueError(f"invalid time limit {text!r}: use M, M:S, H:M:S, D-H, D-H:M or D-H:M:S")
+    units = (3600, 60, 1) if dash else {1: (60,), 2: (60, 1), 3: (3600, 60, 1)}[len(parts)]
+    seconds = (int(days_text) * 86400 if dash else 0) + sum(
+        int(part) * unit for part, unit in zip(parts, units, strict=False)
+    )
+    return float(seconds) if seconds else None
+
+
+def substitute(pattern: str, job_id: str, name: str) -> str:
+    """sbatch's filename patterns for one job: %j and %A (job id), %x (job name), %u (user),
+    %N (host), %% (a percent sign); a number after % pads with zeros (%5j)."""
+    values = {
+        "j": job_id,
+        "A": job_id,
+        "x": name,
+        "u": _user(),
+        "N": socket.gethostname().split(".")[0],
+        "%": "%",
+    }
+
+    def one(match: re.Match[str]) -> str:
+        width, letter = match.groups()
+        value = values[letter]
+        return value.zfill(int(width)) if width and letter in "jA" else value
+
+    return _PATTERN.sub(one, pattern)
+
+
+def _user() -> str:
+    try:
+        import pwd
+
+        return pwd.getpwuid(os.getuid()).pw_name
+    except (ImportError, KeyError):
+        return str(os.getuid())

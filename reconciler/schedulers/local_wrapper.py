@@ -1,0 +1,270 @@
+"""The supervisor of one local job, run detached by `LocalScheduler.submit` as
+`python -m oellm.reconciler.schedulers.local_wrapper <spec.json>`: it runs `bash <script>` in a
+process group of its own, enforces the time limit, forwards a cancellation, and writes the outcome
+record that `LocalScheduler.query` reads. It also owns the record formats both sides share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+# SLURM reports a job whose batch step could not start (e.g. its --output folder is missing) as
+# FAILED with ExitCode 0:53 and reason JobLaunchFailure (seen on SLURM 22.05); mirror it.
+LAUNCH_FAILURE_SIGNAL = 53
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything the wrapper needs, written by `submit` before it starts the wrapper. The
+    environment is not here: the wrapper inherits it, so nothing secret lands on disk."""
+
+    job_id: str
+    name: str
+    script: str  # the scheduler's own copy (sbatch, too, runs the script as it was at submission)
+    workdir: str
+    output: str
+    error: str
+    time_limit_s: float | None
+    kill_wait_s: float
+    submitted: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended; one JSON file per job, written once, atomically."""
+
+    job_id: str
+    name: str
+    state: str  # COMPLETED, FAILED, TIMEOUT or CANCELLED
+    exit_code: int | None
+    signal: int | None
+    start: str | None
+    end: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class LocalFiles:
+    """The scheduler's files under `<state_dir>/local/`, one set per job id."""
+
+    root: Path
+
+    def spec(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.spec.json"
+
+    def outcome(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.json"
+
+    def pid(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.pid.json"
+
+    def cancel(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.cancel"
+
+    def script(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.sbatch"
+
+    def log(self, job_id: str) -> Path:
+        return self.root / f"{job_id}.wrapper.log"
+
+
+def stamp() -> str:
+    # sacct's format (local time, seconds, no zone), so local and SLURM rows read alike.
+    return datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a reader sees the old file or the whole new one, never a part."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, sort_keys=True)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def read_spec(path: Path) -> JobSpec | None:
+    data = read_json(path)
+    try:
+        return JobSpec(**data) if data is not None else None
+    except TypeError:
+        return None
+
+
+def read_outcome(path: Path) -> Outcome | None:
+    data = read_json(path)
+    try:
+        return Outcome(**data) if data is not None else None
+    except TypeError:
+        return None
+
+
+class _Supervisor:
+    """Waits for the job's leader process while listening for SIGTERM/SIGINT/SIGHUP (a cancel)
+    and SIGCHLD. Signals wake a `select` through `signal.set_wakeup_fd`, so neither a finished
+    job nor a cancel waits for a polling tick, and a signal between two checks is never lost."""
+
+    def __init__(self, cancel_file: Path) -> None:
+        self.stop_signal: int | None = None
+        # A cancel is also a file, for one that came before our pid was on record.
+        self._cancel_file = cancel_file
+        self._wake_r, wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.set_wakeup_fd(wake_w)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(signum, self._on_stop)
+        signal.signal(signal.SIGCHLD, lambda signum, frame: None)
+
+    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.stop_signal is None:
+            self.stop_signal = signum
+
+    @property
+    def cancelled(self) -> bool:
+        return self.stop_signal is not None or self._cancel_file.exists()
+
+    def wait(self, pid: int, until: float | None, stoppable: bool) -> int | None:
+        """The leader's wait status, or None once `until` (monotonic) has passed or, when
+        `stoppable`, a stop signal has come."""
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return status
+            if stoppable and self.cancelled:
+                return None
+            left = None if until is None else until - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            # Signals end the select early; the cap bounds how late a cancel file is seen.
+            select.select([self._wake_r], [], [], 5.0 if left is None else min(left, 5.0))
+            with contextlib.suppress(BlockingIOError):
+                os.read(self._wake_r, 4096)
+
+
+def _killpg(pgid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signum)
+
+
+def _open_log(path: str) -> int:
+    # Truncate, as SLURM does by default (--open-mode=truncate); never create the folder.
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+
+
+def _start(spec: JobSpec, out_fd: int, err_fd: int) -> int:
+    pid = os.fork()
+    if pid == 0:  # the job: its own process group, so a kill reaches everything it started
+        try:
+            os.setpgid(0, 0)
+            # Python ignores SIGPIPE and SIGXFSZ; an ignored signal stays ignored across exec.
+            signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+            signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+            os.chdir(spec.workdir)
+            os.dup2(out_fd, 1)
+            os.dup2(err_fd, 2)
+            os.execvp("bash", ["bash", spec.script])
+        except BaseException as exc:
+            os.write(2, f"oellm local: cannot start bash {spec.script}: {exc}\n".encode())
+        finally:
+            os._exit(127)
+    # Also in the parent, so that a kill right after the fork already reaches the group; it
+    # fails harmlessly when the child has exec'd (having set it itself) or is gone.
+    with contextlib.suppress(OSError):
+        os.setpgid(pid, pid)
+    return pid
+
+
+def _split(status: int) -> tuple[int, int]:
+    """(exit code, signal) from a wait status, as sacct's ExitCode `code:signal`."""
+    if os.WIFSIGNALED(status):
+        return 0, os.WTERMSIG(status)
+    return os.WEXITSTATUS(status), 0
+
+
+def run_job(spec: JobSpec, files: LocalFiles) -> Outcome:
+    supervisor = _Supervisor(files.cancel(spec.job_id))  # first: from here on a cancel is caught
+    if supervisor.cancelled:
+        return Outcome(spec.job_id, spec.name, "CANCELLED", 0, 0, None, stamp())
+    start = stamp()
+    try:
+        out_fd = _open_log(spec.output)
+        err_fd = out_fd if spec.error == spec.output else _open_log(spec.error)
+        os.stat(spec.workdir)
+    except OSError as exc:
+        reason = f"JobLaunchFailure: {exc.strerror}: {exc.filename}"
+        return Outcome(
+            spec.job_id, spec.name, "FAILED", 0, LAUNCH_FAILURE_SIGNAL, start, stamp(), reason
+        )
+    pid = _start(spec, out_fd, err_fd)
+    os.close(out_fd)
+    if err_fd != out_fd:
+        os.close(err_fd)
+    reaped = False
+    killed_for: str | None = None
+    try:
+        deadline = None if spec.time_limit_s is None else time.monotonic() + spec.time_limit_s
+        status = supervisor.wait(pid, deadline, stoppable=True)
+        if status is None:
+            # Time limit or scancel: SIGTERM to the whole job, SIGKILL after KillWait.
+            killed_for = "CANCELLED" if supervisor.cancelled else "TIMEOUT"
+            _killpg(pid, signal.SIGTERM)
+            status = supervisor.wait(pid, time.monotonic() + spec.kill_wait_s, stoppable=False)
+            if status is None:
+                _killpg(pid, signal.SIGKILL)
+                _, status = os.waitpid(pid, 0)
+        reaped = True
+        # Like SLURM, nothing a job started outlives the batch script. The group id cannot have
+        # been reused: Linux does not hand out a pid that is still some group's id.
+        _killpg(pid, signal.SIGKILL)
+    finally:
+        if not reaped:  # the wrapper itself failed: take the job down with it
+            _killpg(pid, signal.SIGKILL)
+    exit_code, signum = _split(status)
+    state = killed_for or ("COMPLETED" if (exit_code, signum) == (0, 0) else "FAILED")
+    why = {"FAILED": "NonZeroExitCode", "TIMEOUT": "TimeLimit"}.get(state)  # squeue's reasons
+    return Outcome(spec.job_id, spec.name, state, exit_code, signum, start, stamp(), why)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 1:
+        print("usage: python -m oellm.reconciler.schedulers.local_wrapper SPEC.json", flush=True)
+        return 2
+    spec_path = Path(argv[0])
+    spec = read_spec(spec_path)
+    if spec is None:
+        print(f"oellm local: cannot read the job spec {spec_path}", flush=True)
+        return 2
+    files = LocalFiles(spec_path.parent)
+    try:
+        outcome = run_job(spec, files)
+    except Exception as exc:
+        traceback.print_exc()
+        reason = f"local wrapper error: {type(exc).__name__}: {exc}"
+        outcome = Outcome(spec.job_id, spec.name, "FAILED", None, None, None, stamp(), reason)
+    write_json(files.outcome(spec.job_id), asdict(outcome))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

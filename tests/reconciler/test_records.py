@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from oellm.reconciler.errors import ReconcileError
+from oellm.reconciler.lock import Busy, StateLock
+from oellm.reconciler.records import Attempt, Dropped, Records
+
+
+def make(job: str = "a", attempt: int = 1, **kw: object) -> Attempt:
+    base: dict[str, object] = dict(
+        job=job,
+        attempt=attempt,
+        tag=f"oellm.k.{job}.{attempt}",
+        bundle_id="b",
+        script_sha256="s",
+        scheduler="slurm",
+        cause="first submission",
+        phase="intent",
+        intent_at="2026-11-26T12:00:00+00:00",
+    )
+    base.update(kw)
+    return Attempt(**base)  # type: ignore[arg-type]
+
+
+def test_round_trip_in_attempt_order(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.save(make(attempt=2))
+    records.save(make(attempt=1, phase="finished", final_state="NOT_SUBMITTED"))
+    records.save(make(attempt=10))
+    records.drop(Dropped("b", "why", "t"))
+    history = records.load()
+    assert [a.attempt for a in history.attempts["a"]] == [1, 2, 10]
+    assert history.latest("a") == make(attempt=10)
+    assert history.dropped["b"].reason == "why"
+    assert history.latest("nope") is None
+
+
+def test_writes_leave_no_temporary_files(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.save(make())
+    records.save(make(phase="submitted", job_id="7"))
+    files = sorted(p.name for p in (tmp_path / "jobs" / "a").iterdir())
+    assert files == ["attempt-0001.json"]
+    assert json.loads((tmp_path / "jobs/a/attempt-0001.json").read_text())["job_id"] == "7"
+
+
+@pytest.mark.parametrize("content", ["", "{not json", '{"job": "a"}', "[]"])
+def test_damaged_record_is_a_clear_error_naming_the_file(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "jobs" / "a" / "attempt-0001.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(ReconcileError) as info:
+        Records(tmp_path).load()
+    assert info.value.path == str(path)
+    assert "damaged state record" in info.value.message
+    assert path.read_text() == content  # nothing was changed
+
+
+def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    first = StateLock(tmp_path)
+    first.acquire()
+    with pytest.raises(Busy, match="another reconcile is running"):
+        StateLock(tmp_path).acquire()
+    first.release()
+    with StateLock(tmp_path):
+        assert (tmp_path / "reconcile.lock").exists()
+    assert not (tmp_path / "reconcile.lock").exists()
+
+
+def test_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    lock_path = tmp_path / "reconcile.lock"
+    import socket
+    import time
+
+    lock_path.write_text(
+        json.dumps(
+            {
+                "host": socket.gethostname(),
+                "pid": pid,
+                "token": "dead",
+                "expires": time.time() + 600,
+            }
+        )
+    )
+    with StateLock(tmp_path) as lock:
+        assert json.loads(lock_path.read_text())["token"] == lock.token
+
+
+def test_expired_lease_from_another_host_is_taken_over(tmp_path: Path) -> None:
+    lock_path = tmp_path / "reconcile.lock"
+    lock_path.write_text(json.dumps({"host": "login9", "pid": 1, "token": "old", "expires": 1.0}))
+    with StateLock(tmp_path) as lock:
+        assert json.loads(lock_path.read_text())["token"] == lock.token
+
+
+def test_live_lease_from_another_host_is_respected(tmp_path: Path) -> None:
+    import time
+
+    lock_path = tmp_path / "reconcile.lock"
+    lock_path.write_text(
+        json.dumps({"host": "login9", "pid": 1, "token": "x", "expires": time.time() + 600})
+    )
+    with pytest.raises(Busy, match="login9 pid 1"):
+        StateLock(tmp_path).acquire()
+
+
+def test_half_written_lock_counts_as_stale(tmp_path: Path) -> None:
+    (tmp_path / "reconcile.lock").write_text('{"host": "x", "pi')
+    with StateLock(tmp_path):
+        pass
