@@ -8,198 +8,24 @@ stays escaped so that the per-job stage can resolve it against each job's own co
 
 from __future__ import annotations
 
-import functools
-import math
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .load import Path_
-from .safeeval import ExpressionError, evaluate
+from .resolvers import RESOLVERS, ResolverError, primitive, text_of
+from .template import (
+    Arg,
+    Call,
+    Key,
+    ParseError,
+    Part,
+    Template,
+    has_interpolation,
+    parse,
+    split_key,
+)
 from .tree import origin_of
-
-# ---------------------------------------------------------------------------------------------
-# Parsing
-
-
-@dataclass(frozen=True)
-class Key:
-    """`${a.b}`, `${.x}` or `${..x}`: `up` is the number of leading dots."""
-
-    up: int
-    parts: tuple[str, ...]
-    text: str
-
-
-@dataclass(frozen=True)
-class Call:
-    name: str
-    args: tuple[Arg, ...]
-    text: str
-
-
-@dataclass(frozen=True)
-class Arg:
-    parts: tuple[Part, ...]
-    quoted: bool
-
-
-Part = str | Key | Call
-Template = tuple[Part, ...]
-
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(?=:)")
-_INT = re.compile(r"[-+]?[0-9][0-9_]*")
-_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9]*)?)([eE][-+]?[0-9]+)?")
-
-
-class ParseError(Exception):
-    def __init__(self, message: str) -> None:
-        self.message = message
-        super().__init__(message)
-
-
-def has_interpolation(text: str) -> bool:
-    return "${" in text
-
-
-@functools.lru_cache(maxsize=65536)
-def parse(text: str, keep_escaped: bool = False) -> Template:
-    """Split a string into text and interpolations; cached, as strings repeat across jobs."""
-    parts, end = _parse_parts(text, 0, keep_escaped, stop="")
-    assert end == len(text)
-    return parts
-
-
-def _parse_parts(text: str, i: int, keep_escaped: bool, stop: str) -> tuple[Template, int]:
-    parts: list[Part] = []
-    buf: list[str] = []
-    n = len(text)
-    while i < n:
-        if stop and text[i] in stop:
-            break
-        if text.startswith("\\\\${", i):
-            buf.append("\\")
-            i += 2
-            continue
-        if text.startswith("\\${", i):
-            buf.append("\\${" if keep_escaped else "${")
-            i += 3
-            continue
-        if text.startswith("${", i):
-            if buf:
-                parts.append("".join(buf))
-                buf = []
-            node, i = _parse_interp(text, i + 2, keep_escaped)
-            parts.append(node)
-            continue
-        if stop and text[i] == "\\" and i + 1 < n:
-            buf.append(text[i + 1])
-            i += 2
-            continue
-        buf.append(text[i])
-        i += 1
-    if buf:
-        parts.append("".join(buf))
-    return tuple(parts), i
-
-
-def _parse_interp(text: str, i: int, keep_escaped: bool) -> tuple[Key | Call, int]:
-    start = i - 2
-    name = _NAME.match(text, i)
-    if name:
-        i = name.end() + 1
-        args: list[Arg] = []
-        while True:
-            arg, i = _parse_arg(text, i, keep_escaped)
-            args.append(arg)
-            if i >= len(text):
-                raise ParseError(f"unclosed interpolation '{text[start:]}'")
-            if text[i] == "}":
-                i += 1
-                break
-            i += 1  # the comma
-        if len(args) == 1 and not args[0].parts and not args[0].quoted:
-            args = []
-        return Call(name.group(0), tuple(args), text[start:i]), i
-    end = text.find("}", i)
-    if end < 0:
-        raise ParseError(f"unclosed interpolation '{text[start:]}'")
-    body = text[i:end].strip()
-    if "${" in body or not body:
-        raise ParseError(f"'{text[start : end + 1]}' is not a key or a resolver call")
-    up = len(body) - len(body.lstrip("."))
-    path = body[up:]
-    segments = tuple(_split_key(path)) if path else ()
-    if any(not s for s in segments):
-        raise ParseError(f"'{text[start : end + 1]}' is not a valid key")
-    return Key(up, segments, text[start : end + 1]), end + 1
-
-
-def _split_key(path: str) -> list[str]:
-    # `a.b[0].c` and `a.b.0.c` name the same thing.
-    return [s for s in re.split(r"\.|\[|\]", path.replace("].", "]")) if s != ""] or [""]
-
-
-def _parse_arg(text: str, i: int, keep_escaped: bool) -> tuple[Arg, int]:
-    n = len(text)
-    while i < n and text[i] in " \t":
-        i += 1
-    if i < n and text[i] in "'\"":
-        quote = text[i]
-        parts, j = _parse_quoted(text, i + 1, quote, keep_escaped)
-        j += 1
-        while j < n and text[j] in " \t":
-            j += 1
-        if j >= n or text[j] not in ",}":
-            raise ParseError(f"expected ',' or '}}' after a quoted argument in '{text}'")
-        return Arg(parts, quoted=True), j
-    parts, j = _parse_parts(text, i, keep_escaped, stop=",}")
-    return Arg(_strip(parts), quoted=False), j
-
-
-def _parse_quoted(text: str, i: int, quote: str, keep_escaped: bool) -> tuple[Template, int]:
-    parts: list[Part] = []
-    buf: list[str] = []
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\" and i + 1 < n and text[i + 1] in (quote, "\\"):
-            buf.append(text[i + 1])
-            i += 2
-            continue
-        if ch == quote:
-            if buf:
-                parts.append("".join(buf))
-            return tuple(parts), i
-        if text.startswith("\\${", i):
-            buf.append("\\${" if keep_escaped else "${")
-            i += 3
-            continue
-        if text.startswith("${", i):
-            if buf:
-                parts.append("".join(buf))
-                buf = []
-            node, i = _parse_interp(text, i + 2, keep_escaped)
-            parts.append(node)
-            continue
-        buf.append(ch)
-        i += 1
-    raise ParseError(f"unclosed quote in '{text}'")
-
-
-def _strip(parts: Template) -> Template:
-    items = list(parts)
-    if items and isinstance(items[0], str):
-        items[0] = items[0].lstrip()
-    if items and isinstance(items[-1], str):
-        items[-1] = items[-1].rstrip()
-    return tuple(p for p in items if p != "")
-
-
-# ---------------------------------------------------------------------------------------------
-# Resolving
 
 _MISSING = object()
 
@@ -324,7 +150,7 @@ class Resolver:
             if isinstance(part, str):
                 out.append(part)
             else:
-                text = _text(self._part(part, path))
+                text = text_of(self._part(part, path))
                 out.append(_protect(text) if keep else text)
         return "".join(out)
 
@@ -399,7 +225,7 @@ class Resolver:
             return self._select(call, path)
         args = [self._arg(a, path) for a in call.args]
         try:
-            return impl(self, args)
+            return impl(self.env, args)
         except ResolverError as exc:
             raise fail(
                 f"{call.text}: {exc.message}",
@@ -416,10 +242,10 @@ class Resolver:
                 self._origin(path),
                 key=_dotted(path),
             )
-        name = _text(self._arg(call.args[0], path))
+        name = text_of(self._arg(call.args[0], path))
         default = self._arg(call.args[1], path) if len(call.args) == 2 else None
         up = len(name) - len(name.lstrip("."))
-        key = Key(up, tuple(_split_key(name[up:])), name)
+        key = Key(up, tuple(split_key(name[up:])), name)
         try:
             node = self._node(self._target(key, path))
         except KeyError:
@@ -429,12 +255,12 @@ class Resolver:
 
     def _arg(self, arg: Arg, path: Path_) -> Any:
         if arg.quoted:
-            return "".join(_text(self._part(p, path)) for p in arg.parts)
+            return "".join(text_of(self._part(p, path)) for p in arg.parts)
         if len(arg.parts) == 1 and not isinstance(arg.parts[0], str):
             return self._part(arg.parts[0], path)
         if all(isinstance(p, str) for p in arg.parts):
-            return _primitive("".join(arg.parts))  # type: ignore[arg-type]
-        return "".join(_text(self._part(p, path)) for p in arg.parts)
+            return primitive("".join(arg.parts))  # type: ignore[arg-type]
+        return "".join(text_of(self._part(p, path)) for p in arg.parts)
 
 
 def _protect(value: Any) -> Any:
@@ -452,184 +278,5 @@ def _protect(value: Any) -> Any:
     return value
 
 
-def _primitive(text: str) -> Any:
-    """Unquoted resolver arguments are typed as YAML would type them."""
-    lowered = text.lower()
-    if lowered in ("null", "~"):
-        return None
-    if lowered == "true":
-        return True
-    if lowered == "false":
-        return False
-    if _INT.fullmatch(text):
-        return int(text.replace("_", ""))
-    if _FLOAT.fullmatch(text) and any(c.isdigit() for c in text):
-        return float(text.replace("_", ""))
-    return text
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
-
-
 def _dotted(path: Path_) -> str:
     return ".".join(str(p) for p in path)
-
-
-# ---------------------------------------------------------------------------------------------
-# Resolvers
-
-
-class ResolverError(Exception):
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        self.message = message
-        self.hint = hint
-        super().__init__(message)
-
-
-def _env(r: Resolver, args: list[Any]) -> Any:
-    if not 1 <= len(args) <= 2:
-        raise ResolverError("takes a variable name and an optional default")
-    name = _text(args[0])
-    if name in r.env:
-        return r.env[name]
-    if len(args) == 2:
-        return args[1]
-    raise ResolverError(
-        f"environment variable '{name}' is not set",
-        hint=f"export {name}=... before compiling, or give a default: ${{oc.env:{name},default}}",
-    )
-
-
-def _eval(r: Resolver, args: list[Any]) -> Any:
-    if len(args) != 1:
-        raise ResolverError("takes one expression (quote it if it contains commas)")
-    try:
-        return evaluate(_text(args[0]))
-    except ExpressionError as exc:
-        raise ResolverError(exc.message) from None
-
-
-def _truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "false", "0", "no", "none", "null")
-    return bool(value)
-
-
-def _if(r: Resolver, args: list[Any]) -> Any:
-    if len(args) != 3:
-        raise ResolverError("takes a condition, a value if true and a value if false")
-    return args[1] if _truthy(args[0]) else args[2]
-
-
-def _concat(r: Resolver, args: list[Any]) -> Any:
-    if args and all(isinstance(a, list) for a in args):
-        return [item for a in args for item in a]
-    return "".join(_text(a) for a in args)
-
-
-def _number(value: Any) -> int | float:
-    if isinstance(value, bool):
-        raise ResolverError(f"expected a number, got {value!r}")
-    if isinstance(value, (int, float)):
-        return value
-    if isinstance(value, str):
-        parsed = _primitive(value.strip())
-        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
-            return parsed
-    raise ResolverError(f"expected a number, got {value!r}")
-
-
-def _numbers(args: list[Any], count: int | None = None) -> list[int | float]:
-    if count is not None and len(args) != count:
-        raise ResolverError(f"takes {count} numbers")
-    if not args:
-        raise ResolverError("takes at least one number")
-    return [_number(a) for a in args]
-
-
-def _mul(r: Resolver, args: list[Any]) -> Any:
-    return float(math.prod(_numbers(args)))
-
-
-def _muli(r: Resolver, args: list[Any]) -> Any:
-    return int(math.prod(_numbers(args)))
-
-
-def _add(r: Resolver, args: list[Any]) -> Any:
-    return float(sum(_numbers(args)))
-
-
-def _addi(r: Resolver, args: list[Any]) -> Any:
-    return int(sum(_numbers(args)))
-
-
-def _sub(r: Resolver, args: list[Any]) -> Any:
-    a, b = _numbers(args, 2)
-    return float(a - b)
-
-
-def _subi(r: Resolver, args: list[Any]) -> Any:
-    a, b = _numbers(args, 2)
-    return int(a - b)
-
-
-def _div(r: Resolver, args: list[Any]) -> Any:
-    a, b = _numbers(args, 2)
-    if b == 0:
-        raise ResolverError("division by zero")
-    return a / b
-
-
-def _divi(r: Resolver, args: list[Any]) -> Any:
-    a, b = _numbers(args, 2)
-    if b == 0:
-        raise ResolverError("division by zero")
-    return int(a // b)
-
-
-def _cdivi(r: Resolver, args: list[Any]) -> Any:
-    a, b = _numbers(args, 2)
-    if b == 0:
-        raise ResolverError("division by zero")
-    return int(-(-a // b))
-
-
-def _int(r: Resolver, args: list[Any]) -> Any:
-    (value,) = _numbers(args, 1)
-    return int(value)
-
-
-def _len(r: Resolver, args: list[Any]) -> Any:
-    if len(args) != 1 or not isinstance(args[0], (list, dict, str)):
-        raise ResolverError("takes one list, mapping or string")
-    return len(args[0])
-
-
-def _join(r: Resolver, args: list[Any]) -> Any:
-    if len(args) != 2 or not isinstance(args[1], list):
-        raise ResolverError("takes a separator and a list")
-    return _text(args[0]).join(_text(v) for v in args[1])
-
-
-RESOLVERS: dict[str, Callable[[Resolver, list[Any]], Any]] = {
-    "oc.env": _env,
-    "oc.select": lambda r, a: None,  # handled by Resolver._select (it takes a key)
-    "oc.eval": _eval,
-    "oc.if": _if,
-    "oc.concat": _concat,
-    "oc.mul": _mul,
-    "oc.muli": _muli,
-    "oc.add": _add,
-    "oc.addi": _addi,
-    "oc.sub": _sub,
-    "oc.subi": _subi,
-    "oc.div": _div,
-    "oc.divi": _divi,
-    "oc.cdivi": _cdivi,
-    "oc.int": _int,
-    "oc.len": _len,
-    "oc.join": _join,
-}

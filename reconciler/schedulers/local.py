@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import getpass
 import os
 import re
 import shlex
@@ -19,7 +20,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from oellm.reconciler.schedulers.local_wrapper import (
     JobSpec,
     LocalFiles,
     Outcome,
+    install_srun_stub,
     read_json,
     read_outcome,
     read_spec,
@@ -60,34 +62,8 @@ _OPTIONS = {
 _STATES = frozenset(get_args(JobState))
 _JOB_ID = re.compile(r"[0-9]+")
 _PATTERN = re.compile(r"%(\d*)([%jxuNA])")
-
-# srun's options that take their value in the next word (unless written --opt=value or -Xvalue);
-# any other word starting with "-" is a flag. The first other word starts the command.
-_SRUN_VALUE_OPTIONS = (
-    "-A|-c|-C|-D|-d|-e|-G|-i|-J|-m|-n|-N|-o|-p|-q|-t|-T|-W|-w|-x"
-    "|--account|--chdir|--comment|--constraint|--cpu-bind|--cpus-per-gpu|--cpus-per-task"
-    "|--dependency|--distribution|--error|--exclude|--export|--gpu-bind|--gpus|--gpus-per-node"
-    "|--gpus-per-task|--gres|--het-group|--input|--job-name|--mem|--mem-per-cpu|--mem-per-gpu"
-    "|--mpi|--nodelist|--nodes|--ntasks|--ntasks-per-node|--output|--partition|--qos"
-    "|--reservation|--signal|--threads|--time|--wait"
-)
-SRUN_STUB = f"""#!/bin/sh
-# srun for oellm's local scheduler: the job already is the one task on this machine, so drop
-# srun's own options (the words before the first one that does not start with "-", or up to "--")
-# and exec the command; "$@" passes every byte of every argument through.
-while [ "$#" -gt 0 ]; do
-  case $1 in
-    --) shift; break ;;
-    {_SRUN_VALUE_OPTIONS})
-      if [ "$#" -lt 2 ]; then echo "srun (oellm local): option $1 needs a value" >&2; exit 1; fi
-      shift 2 ;;
-    -*) shift ;;
-    *) break ;;
-  esac
-done
-if [ "$#" -eq 0 ]; then echo "srun (oellm local): no command given" >&2; exit 1; fi
-exec "$@"
-"""
+_PROC = Path("/proc")
+_HOST = socket.gethostname().split(".")[0]
 
 
 class LocalScheduler:
@@ -116,9 +92,21 @@ class LocalScheduler:
         except ValueError as exc:
             raise SchedulerError(argv, str(exc)) from exc
         name = submission.tag or options.get("job-name") or script.name
+        try:
+            return self._start(workdir, text, options, time_limit, name)
+        except OSError as exc:  # the state dir cannot be written: as if sbatch had failed
+            raise SchedulerError(argv, f"{exc.strerror}: {exc.filename}") from exc
 
+    def _start(
+        self,
+        workdir: Path,
+        text: bytes,
+        options: dict[str, str],
+        time_limit: float | None,
+        name: str,
+    ) -> str:
         self.files.root.mkdir(parents=True, exist_ok=True)
-        bin_dir = self._write_srun_stub()
+        install_srun_stub(self.files.bin)
         job_id = self._next_id()
         output = workdir / substitute(options.get("output", "slurm-%j.out"), job_id, name)
         error = output
@@ -136,16 +124,17 @@ class LocalScheduler:
             time_limit_s=time_limit,
             kill_wait_s=self.kill_wait_s,
             submitted=stamp(),
+            cpus_per_task=options.get("cpus-per-task"),
         )
         write_json(self.files.spec(job_id), asdict(spec))
-        env = job_environment(os.environ, spec, bin_dir, options.get("cpus-per-task"))
         try:
-            # cwd is the scheduler's folder, so a package folder in the workdir cannot shadow the
-            # wrapper's imports; the wrapper moves the job itself into the workdir.
+            # The wrapper inherits our environment (sbatch's default --export=ALL) and adds the
+            # job's. Its cwd is the scheduler's folder, so that a package folder in the workdir
+            # cannot shadow its imports; it moves the job itself into the workdir.
             pid = spawn_detached(
                 [sys.executable, "-m", WRAPPER_MODULE, str(self.files.spec(job_id))],
                 cwd=self.files.root,
-                env=env,
+                env=None,
                 stdout_path=self.files.log(job_id),
             )
         except SchedulerError:
@@ -175,7 +164,10 @@ class LocalScheduler:
                 continue
             if self.files.outcome(job_id).exists():
                 continue
-            self.files.cancel(job_id).touch()
+            try:
+                self.files.cancel(job_id).touch()
+            except OSError as exc:
+                raise SchedulerError(["oellm-local", "cancel", job_id], str(exc)) from exc
             pid = self._live_pid(job_id)
             if pid is not None:
                 # The wrapper leads its own session and process group.
@@ -188,7 +180,13 @@ class LocalScheduler:
             return _finished(outcome)
         if self._live_pid(spec.job_id) is not None:
             return SchedulerJob(
-                spec.job_id, spec.name, "RUNNING", "RUNNING", start=spec.submitted, source="local"
+                job_id=spec.job_id,
+                name=spec.name,
+                state="RUNNING",
+                raw_state="RUNNING",
+                start=spec.submitted,
+                nodes=_HOST,
+                source="local",
             )
         if not self.files.pid(spec.job_id).exists() and _age(spec_path) < SUBMIT_GRACE_S:
             return SchedulerJob(
@@ -208,13 +206,11 @@ class LocalScheduler:
             return None
         pid: int = data["pid"]
         recorded = data.get("starttime")
-        if not _PROC.is_dir():  # no /proc (macOS): existence only, pid reuse is not detected
+        if not _PROC.is_dir():  # no /proc (macOS): existence only, pid reuse goes unnoticed
             try:
                 os.kill(pid, 0)
-            except ProcessLookupError:
+            except OSError:  # gone, or another user's process holds the pid now
                 return None
-            except PermissionError:
-                return None  # another user's process now holds the pid
             return pid
         now = proc_starttime(pid)
         return pid if now is not None and now == recorded else None
@@ -237,21 +233,6 @@ class LocalScheduler:
         finally:
             os.close(fd)  # releases the lock
 
-    def _write_srun_stub(self) -> Path:
-        bin_dir = self.files.root / "bin"
-        stub = bin_dir / "srun"
-        try:
-            if stub.read_text() == SRUN_STUB and os.access(stub, os.X_OK):
-                return bin_dir
-        except OSError:
-            pass
-        bin_dir.mkdir(exist_ok=True)
-        tmp = bin_dir / f".srun.{os.getpid()}.tmp"
-        tmp.write_text(SRUN_STUB)
-        tmp.chmod(0o755)
-        os.replace(tmp, stub)
-        return bin_dir
-
 
 def _finished(outcome: Outcome) -> SchedulerJob:
     return SchedulerJob(
@@ -264,7 +245,7 @@ def _finished(outcome: Outcome) -> SchedulerJob:
         signal=outcome.signal,
         start=outcome.start,
         end=outcome.end,
-        nodes=socket.gethostname(),
+        nodes=_HOST,
         source="local",
     )
 
@@ -274,9 +255,6 @@ def _age(path: Path) -> float:
         return time.time() - path.stat().st_mtime
     except OSError:
         return 0.0
-
-
-_PROC = Path("/proc")
 
 
 def proc_starttime(pid: int) -> int | None:
@@ -291,35 +269,6 @@ def proc_starttime(pid: int) -> int | None:
     if len(fields) < 20 or fields[0] in ("Z", "X"):
         return None
     return int(fields[19])
-
-
-def job_environment(
-    base: Mapping[str, str], spec: JobSpec, bin_dir: Path, cpus_per_task: str | None
-) -> dict[str, str]:
-    """What a batch script sees under SLURM, for one task on one node: the submitter's
-    environment (sbatch's default --export=ALL) without its own SLURM_* variables, the job's,
-    and the srun stub first on PATH."""
-    env = {key: value for key, value in base.items() if not key.startswith("SLURM_")}
-    host = socket.gethostname().split(".")[0]
-    env.update(
-        SLURM_JOB_ID=spec.job_id,
-        SLURM_JOBID=spec.job_id,
-        SLURM_JOB_NAME=spec.name,
-        SLURM_SUBMIT_DIR=spec.workdir,
-        SLURM_SUBMIT_HOST=host,
-        SLURM_JOB_NODELIST=host,
-        SLURMD_NODENAME=host,
-        SLURM_NNODES="1",
-        SLURM_JOB_NUM_NODES="1",
-        SLURM_NTASKS="1",
-        SLURM_PROCID="0",
-        SLURM_LOCALID="0",
-        SLURM_NODEID="0",
-    )
-    if cpus_per_task:
-        env["SLURM_CPUS_PER_TASK"] = cpus_per_task
-    env["PATH"] = os.pathsep.join([str(bin_dir), base.get("PATH", os.defpath)])
-    return env
 
 
 def read_directives(script: str) -> list[str]:
@@ -385,27 +334,13 @@ def parse_time_limit(text: str) -> float | None:
 def substitute(pattern: str, job_id: str, name: str) -> str:
     """sbatch's filename patterns for one job: %j and %A (job id), %x (job name), %u (user),
     %N (host), %% (a percent sign); a number after % pads with zeros (%5j)."""
-    values = {
-        "j": job_id,
-        "A": job_id,
-        "x": name,
-        "u": _user(),
-        "N": socket.gethostname().split(".")[0],
-        "%": "%",
-    }
 
     def one(match: re.Match[str]) -> str:
         width, letter = match.groups()
-        value = values[letter]
-        return value.zfill(int(width)) if width and letter in "jA" else value
+        if letter in "jA":
+            return job_id.zfill(int(width or 0))
+        if letter == "u":
+            return getpass.getuser()
+        return {"x": name, "N": _HOST, "%": "%"}[letter]
 
     return _PATTERN.sub(one, pattern)
-
-
-def _user() -> str:
-    try:
-        import pwd
-
-        return pwd.getpwuid(os.getuid()).pw_name
-    except (ImportError, KeyError):
-        return str(os.getuid())

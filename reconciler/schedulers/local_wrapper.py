@@ -1,7 +1,8 @@
-"""The supervisor of one local job, run detached by `LocalScheduler.submit` as
-`python -m oellm.reconciler.schedulers.local_wrapper <spec.json>`: it runs `bash <script>` in a
-process group of its own, enforces the time limit, forwards a cancellation, and writes the outcome
-record that `LocalScheduler.query` reads. It also owns the record formats both sides share.
+"""One local job as a SLURM batch step would run it. `LocalScheduler.submit` starts this module
+detached (`python -m oellm.reconciler.schedulers.local_wrapper <spec.json>`); it gives
+`bash <script>` SLURM's environment and an srun stub, runs it in a process group of its own,
+enforces the time limit, forwards a cancel, and writes the outcome that `LocalScheduler.query`
+reads. The record formats both sides share live here too.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ import json
 import os
 import select
 import signal
+import socket
 import sys
+import tempfile
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,6 +43,7 @@ class JobSpec:
     time_limit_s: float | None
     kill_wait_s: float
     submitted: str
+    cpus_per_task: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,10 @@ class LocalFiles:
     def log(self, job_id: str) -> Path:
         return self.root / f"{job_id}.wrapper.log"
 
+    @property
+    def bin(self) -> Path:  # the srun stub, first on every job's PATH
+        return self.root / "bin"
+
 
 def stamp() -> str:
     # sacct's format (local time, seconds, no zone), so local and SLURM rows read alike.
@@ -87,8 +96,8 @@ def stamp() -> str:
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
     """Write atomically: a reader sees the old file or the whole new one, never a part."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
         json.dump(data, handle, sort_keys=True)
         handle.flush()
         os.fsync(handle.fileno())
@@ -117,6 +126,76 @@ def read_outcome(path: Path) -> Outcome | None:
         return Outcome(**data) if data is not None else None
     except TypeError:
         return None
+
+
+# srun's options that take their value in the next word (unless written --opt=value or -Xvalue);
+# any other word starting with "-" is a flag. The first other word starts the command.
+_SRUN_VALUE_OPTIONS = (
+    "-A|-c|-C|-D|-d|-e|-G|-i|-J|-m|-n|-N|-o|-p|-q|-t|-T|-W|-w|-x"
+    "|--account|--chdir|--comment|--constraint|--cpu-bind|--cpus-per-gpu|--cpus-per-task"
+    "|--dependency|--distribution|--error|--exclude|--export|--gpu-bind|--gpus|--gpus-per-node"
+    "|--gpus-per-task|--gres|--het-group|--input|--job-name|--mem|--mem-per-cpu|--mem-per-gpu"
+    "|--mpi|--nodelist|--nodes|--ntasks|--ntasks-per-node|--output|--partition|--qos"
+    "|--reservation|--signal|--threads|--time|--wait"
+)
+SRUN_STUB = f"""#!/bin/sh
+# srun for oellm's local scheduler: the job already is the one task on this machine, so drop
+# srun's own options (the words before the first one that does not start with "-", or up to "--")
+# and exec the command; "$@" passes every byte of every argument through.
+while [ "$#" -gt 0 ]; do
+  case $1 in
+    --) shift; break ;;
+    {_SRUN_VALUE_OPTIONS})
+      if [ "$#" -lt 2 ]; then echo "srun (oellm local): option $1 needs a value" >&2; exit 1; fi
+      shift 2 ;;
+    -*) shift ;;
+    *) break ;;
+  esac
+done
+if [ "$#" -eq 0 ]; then echo "srun (oellm local): no command given" >&2; exit 1; fi
+exec "$@"
+"""
+
+
+def install_srun_stub(bin_dir: Path) -> None:
+    """Write the srun stub unless it is there already (atomically: jobs may be running it)."""
+    stub = bin_dir / "srun"
+    with contextlib.suppress(OSError):
+        if stub.read_text() == SRUN_STUB and os.access(stub, os.X_OK):
+            return
+    bin_dir.mkdir(exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".srun.", dir=bin_dir)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(SRUN_STUB)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, stub)
+
+
+def job_environment(base: Mapping[str, str], spec: JobSpec, bin_dir: Path) -> dict[str, str]:
+    """What a batch script sees under SLURM, for one task on one node: the submitter's
+    environment (sbatch's default --export=ALL) without its own SLURM_* variables, the job's,
+    and the srun stub first on PATH."""
+    env = {key: value for key, value in base.items() if not key.startswith("SLURM_")}
+    host = socket.gethostname().split(".")[0]
+    env.update(
+        SLURM_JOB_ID=spec.job_id,
+        SLURM_JOBID=spec.job_id,
+        SLURM_JOB_NAME=spec.name,
+        SLURM_SUBMIT_DIR=spec.workdir,
+        SLURM_SUBMIT_HOST=host,
+        SLURM_JOB_NODELIST=host,
+        SLURMD_NODENAME=host,
+        SLURM_NNODES="1",
+        SLURM_JOB_NUM_NODES="1",
+        SLURM_NTASKS="1",
+        SLURM_PROCID="0",
+        SLURM_LOCALID="0",
+        SLURM_NODEID="0",
+    )
+    if spec.cpus_per_task:
+        env["SLURM_CPUS_PER_TASK"] = spec.cpus_per_task
+    env["PATH"] = os.pathsep.join([str(bin_dir), base.get("PATH", os.defpath)])
+    return env
 
 
 class _Supervisor:
@@ -172,7 +251,7 @@ def _open_log(path: str) -> int:
     return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
 
 
-def _start(spec: JobSpec, out_fd: int, err_fd: int) -> int:
+def _start(spec: JobSpec, out_fd: int, err_fd: int, env: dict[str, str]) -> int:
     pid = os.fork()
     if pid == 0:  # the job: its own process group, so a kill reaches everything it started
         try:
@@ -183,7 +262,7 @@ def _start(spec: JobSpec, out_fd: int, err_fd: int) -> int:
             os.chdir(spec.workdir)
             os.dup2(out_fd, 1)
             os.dup2(err_fd, 2)
-            os.execvp("bash", ["bash", spec.script])
+            os.execvpe("bash", ["bash", spec.script], env)
         except BaseException as exc:
             os.write(2, f"oellm local: cannot start bash {spec.script}: {exc}\n".encode())
         finally:
@@ -216,7 +295,7 @@ def run_job(spec: JobSpec, files: LocalFiles) -> Outcome:
         return Outcome(
             spec.job_id, spec.name, "FAILED", 0, LAUNCH_FAILURE_SIGNAL, start, stamp(), reason
         )
-    pid = _start(spec, out_fd, err_fd)
+    pid = _start(spec, out_fd, err_fd, job_environment(os.environ, spec, files.bin))
     os.close(out_fd)
     if err_fd != out_fd:
         os.close(err_fd)

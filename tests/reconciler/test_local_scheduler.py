@@ -11,6 +11,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -20,14 +21,13 @@ from oellm.compiler.write import write_bundle
 from oellm.reconciler.errors import SchedulerError
 from oellm.reconciler.schedulers import FINISHED, Scheduler, SchedulerJob, Submission
 from oellm.reconciler.schedulers.local import (
-    SRUN_STUB,
     LocalScheduler,
     parse_time_limit,
     pick_options,
     read_directives,
     substitute,
 )
-from oellm.reconciler.schedulers.local_wrapper import LAUNCH_FAILURE_SIGNAL
+from oellm.reconciler.schedulers.local_wrapper import LAUNCH_FAILURE_SIGNAL, SRUN_STUB
 from tests.compiler.hostile import HOSTILE
 from tests.helpers import EXAMPLES
 
@@ -125,6 +125,18 @@ def test_ids_count_up_and_query_selects_by_prefix_or_id(
     assert local.query("zzz", None) == []
     assert LocalScheduler(tmp_path / "elsewhere").query("", None) == []
     assert (script.parent / "slurm-1.out").exists()  # sbatch's default output name
+
+
+def test_concurrent_submitters_get_distinct_ids(local: LocalScheduler, tmp_path: Path) -> None:
+    script = job(tmp_path / "work", "true")
+    others = [LocalScheduler(tmp_path / "state", kill_wait_s=1.0) for _ in range(8)]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = list(
+            pool.map(lambda s: s.submit(Submission(script, "t.many", script.parent)), others)
+        )
+    assert sorted(ids, key=int) == [str(n) for n in range(1, 9)]
+    for job_id in ids:
+        assert wait_until_finished(local, job_id).state == "COMPLETED"
 
 
 def test_non_zero_exit_is_failed_with_its_code(local: LocalScheduler, tmp_path: Path) -> None:

@@ -1,0 +1,106 @@
+"""Reconcile benchmark on the real local SLURM: a bundle of N held jobs.
+
+    python benchmarks/reconcile_bench.py --jobs 10000
+
+Compiles N jobs (`#SBATCH --hold`, so they stay pending), runs one reconcile round that
+submits them all, then times no-op rounds, counting every SLURM command through shims on
+PATH. Needs the cluster (`bash tests/slurm/cluster.sh up`); cancels its jobs at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOOLS = ("sbatch", "squeue", "sacct", "scancel")
+
+
+def shims(folder: Path, log: Path) -> dict[str, str]:
+    folder.mkdir()
+    for tool in TOOLS:
+        real = shutil.which(tool)
+        if real is None:
+            sys.exit(f"{tool} not found: start the cluster with bash tests/slurm/cluster.sh up")
+        shim = folder / tool
+        shim.write_text(f'#!/bin/sh\necho {tool} >> "{log}"\nexec {real} "$@"\n')
+        shim.chmod(0o755)
+    return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
+
+
+def reconcile(
+    bundle: Path, env: dict[str, str], log: Path
+) -> tuple[float, collections.Counter[str], int]:
+    log.write_text("")
+    start = time.perf_counter()
+    run = subprocess.run(
+        [sys.executable, "-m", "oellm", "reconcile", str(bundle)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    seconds = time.perf_counter() - start
+    if run.returncode not in (0, 1):
+        sys.exit(f"reconcile failed ({run.returncode}): {run.stderr}")
+    return seconds, collections.Counter(log.read_text().split()), run.returncode
+
+
+def cancel_own_jobs() -> None:
+    listed = subprocess.run(
+        ["squeue", "--me", "--noheader", "--format=%i|%j"], capture_output=True, text=True
+    )
+    ids = [
+        line.split("|", 1)[0]
+        for line in listed.stdout.splitlines()
+        if line.split("|", 1)[-1].split(".")[2:3] and ".rb_" in line
+    ]
+    for start in range(0, len(ids), 500):
+        subprocess.run(["scancel", *ids[start : start + 500]], check=False)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=3, help="no-op rounds to time")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        values = ", ".join(str(i) for i in range(args.jobs))
+        exp = tmp / "exp.yaml"
+        exp.write_text(
+            "project: {name: rbench}\n"
+            'job: {name: "rb_${vars.i}"}\n'
+            "vars: {i: 0}\n"
+            'backend: {bash: {command: "sleep 1"}}\n'
+            "slurm: {sbatch: {hold: true}}\n"
+            f"sweep:\n  params: {{vars.i: [{values}]}}\n"
+        )
+        env0 = {**os.environ, "OUTPUT_DIR": str(tmp / "out")}
+        subprocess.run(
+            [sys.executable, "-m", "oellm", "compile", str(exp), "-o", str(tmp / "bundle")],
+            env=env0,
+            check=True,
+            capture_output=True,
+        )
+        log = tmp / "calls.log"
+        env = {**shims(tmp / "shims", log), "OUTPUT_DIR": str(tmp / "out")}
+        try:
+            seconds, calls, _ = reconcile(tmp / "bundle", env, log)
+            print(f"submit round: {args.jobs} jobs in {seconds:.1f} s; calls {dict(calls)}")
+            for n in range(args.rounds):
+                seconds, calls, code = reconcile(tmp / "bundle", env, log)
+                print(f"no-op round {n + 1}: {seconds:.2f} s, exit {code}, calls {dict(calls)}")
+        finally:
+            cancel_own_jobs()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

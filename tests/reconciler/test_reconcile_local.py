@@ -1,0 +1,118 @@
+"""The reconciler end to end on the local scheduler (no SLURM needed): the quick start's
+`oellm reconcile b/ --wait`, stages, dry runs and status."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from oellm.cli import main
+from tests.helpers import EXAMPLES, write
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OUTPUT_DIR", raising=False)
+    return tmp_path
+
+
+def test_quick_start_demo_runs_to_completion_without_slurm(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No sbatch on PATH: the local scheduler is the default.
+    bin_dir = in_tmp / "bin"
+    bin_dir.mkdir()
+    for tool in ("bash", "sh", "date", "mkdir", "hostname", "sleep", "cat"):
+        found = shutil.which(tool)
+        assert found
+        os.symlink(found, bin_dir / tool)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert run(["compile", str(EXAMPLES / "demo.yaml"), "-o", "b"], capsys)[0] == 0
+    code, out, err = run(["reconcile", "b", "--wait", "--interval", "0.5"], capsys)
+    assert (code, err) == (0, ""), out
+    assert "submitted demo attempt 1 as job 1" in out
+    assert "demo attempt 1 COMPLETED (exit 0)" in out
+    log = (in_tmp / "output" / "demo" / "current.log").read_text()
+    assert "hello from demo" in log and "done" in log
+    code, out, _ = run(["status", "b", "--json"], capsys)
+    (row,) = json.loads(out)
+    assert (row["state"], row["attempt"], row["job_id"]) == ("COMPLETED", 1, "1")
+
+
+def test_stages_dry_run_and_status_locally(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(
+        in_tmp / "exp.yaml",
+        """
+        project: {name: two}
+        job: {name: "two_${stage}"}
+        backend:
+          bash:
+            command: mkdir -p ${job.base_output_dir}/ckpt && touch ${job.base_output_dir}/ckpt/done
+        sweep:
+          type: list
+          groups:
+            - configs: [{stage: stable}]
+            - configs:
+                - stage: decay
+                  job.start_conditions:
+                    - class_name: FileExistsCondition
+                      path: "\\\\${sibling.stable.output_dir}/ckpt/done"
+        """,
+    )
+    assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+    code, out, _ = run(["reconcile", "b", "--dry-run", "--scheduler", "local"], capsys)
+    assert code == 0
+    assert out.splitlines() == [
+        "two_stable: would submit attempt 1: first submission",
+        "two_decay: no action: waiting for upstream two_stable (not started)",
+    ]
+    assert not (in_tmp / "output" / ".oellm" / "two" / "jobs").exists()  # a dry run records nothing
+    code, out, _ = run(
+        ["reconcile", "b", "--wait", "--interval", "0.3", "--scheduler", "local"], capsys
+    )
+    assert code == 0, out
+    code, out, _ = run(["status", "b", "--scheduler", "local"], capsys)
+    lines = out.splitlines()
+    assert lines[0].split() == ["JOB", "STAGE", "STATE", "ATTEMPT", "ID", "REASON", "LAST", "EVENT"]
+    assert lines[1].split()[:5] == ["two_stable", "stable", "COMPLETED", "1", "1"]
+    assert lines[2].split()[:5] == ["two_decay", "decay", "COMPLETED", "1", "2"]
+
+
+def test_failed_job_is_reported_and_wait_exits_1(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(in_tmp / "exp.yaml", "project: {name: bad}\nbackend: {bash: {command: 'exit 3'}}\n")
+    assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+    code, out, _ = run(
+        ["reconcile", "b", "--wait", "--interval", "0.3", "--scheduler", "local"], capsys
+    )
+    assert code == 1
+    assert "bad attempt 1 FAILED (exit 3)" in out
+    assert "not completed: bad" in out
+
+
+def test_bad_bundle_is_exit_2(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (in_tmp / "empty").mkdir()
+    code, _, err = run(["reconcile", "empty", "--scheduler", "local"], capsys)
+    assert code == 2 and "not a bundle" in err and "Traceback" not in err
+
+
+def test_hand_edited_script_is_refused(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(["compile", str(EXAMPLES / "demo.yaml"), "-o", "b"], capsys)[0] == 0
+    script = in_tmp / "b" / "jobs" / "demo.sbatch"
+    script.write_text(script.read_text() + "\necho edited\n")
+    code, _, err = run(["reconcile", "b", "--scheduler", "local"], capsys)
+    assert code == 2 and "changed after compile" in err and "b/jobs/demo.sbatch" in err
