@@ -19,6 +19,7 @@ from typing import Any
 import jinja2
 
 from .errors import Origin, fail
+from .limits import check_array_spec, signal_directive
 from .load import Path_
 from .megatron import megatron_argv
 from .tree import origin_of
@@ -27,6 +28,15 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # sbatch splits an #SBATCH line at white space outside double quotes; it has no escapes.
 _DIRECTIVE_UNSAFE = re.compile(r'["\\\n\r\x00]')
 _DIRECTIVE_NEEDS_QUOTES = re.compile(r"[\s'#]")
+
+# A per_gpu launch makes each srun task one rank. SLURM numbers the tasks; torch's env:// init
+# reads RANK and WORLD_SIZE, Megatron reads LOCAL_RANK. The values exist only inside each task,
+# so a fixed shell line (script code, never config) exports them and execs the real command.
+RANK_SHIM = (
+    'export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" WORLD_SIZE="$SLURM_NTASKS"; '
+    'exec "$@"'
+)
+LAUNCHES = ("plain", "per_gpu", "per_node")
 
 
 @dataclass(frozen=True)
@@ -67,11 +77,13 @@ def _environment() -> jinja2.Environment:
 def render_script(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> str:
     slurm = config["slurm"]
     job = config["job"]
+    launch = _check_launch(config, origins)
+    check_array_spec(config, origins)
     context = {
         "job_name": job["name"],
         "stage": config.get("stage"),
         "project": config["project"]["name"],
-        "directives": _directives(config, origins),
+        "directives": _directives(config, origins, signal_directive(config, origins, launch)),
         "values": [
             ("oellm_job_name", job["name"]),
             ("oellm_output_dir", job["base_output_dir"]),
@@ -83,7 +95,10 @@ def render_script(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) ->
         ],
         "exports": _exports(config, origins),
         "setup": list(slurm.get("setup") or []),
-        "launch": _launch(config),
+        "launch": _launch(config, launch),
+        # per_gpu and per_node need a rendezvous; torchrun also needs the node count and an id.
+        "rendezvous": launch != "plain",
+        "torchrun": launch == "per_node" and not _is_bash(config),
     }
     try:
         template = _environment().get_template(slurm["template"])
@@ -114,7 +129,7 @@ def _scalar(value: Any) -> str:
 
 
 def _directives(
-    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+    config: Mapping[str, Any], origins: Mapping[Path_, Origin], signal: str | None
 ) -> list[tuple[str, str | None]]:
     job = config["job"]
     out: list[tuple[str, str | None]] = []
@@ -124,6 +139,8 @@ def _directives(
     }
     for key, value in config["slurm"]["sbatch"].items():
         given[key.replace("_", "-")] = (value, ("slurm", "sbatch", key))
+    if signal is not None:
+        given["signal"] = (signal, ("slurm", "limits", "signal_lead_seconds"))
     for option, (value, path) in given.items():
         if value is None or value is False:
             continue

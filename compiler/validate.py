@@ -50,13 +50,57 @@ class Validator:
         """Raise one ConfigError listing every problem, or return quietly."""
         problems = list(_missing_values(config, (), origins))
         if not problems and self._fast is not None and self._fast(config):
+            problems.extend(_semantics(config, origins))
+            if problems:
+                raise ConfigError(problems)
             return
         if not problems:
             errors = experiment_validator().iter_errors(config)
             for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
                 problems.extend(_problems(error, origins))
+        if not problems:
+            problems.extend(_semantics(config, origins))
         if problems:
             raise ConfigError(sorted(set(problems), key=_position))
+
+
+def _semantics(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+    """What a schema cannot say: regexes that compile, signals that reach a handler."""
+    job = config.get("job") or {}
+    for index, event in enumerate(job.get("log_events") or []):
+        if event.get("kind") == "regex" and isinstance(event.get("pattern"), str):
+            try:
+                re.compile(event["pattern"])
+            except re.error as exc:
+                path: Path_ = ("job", "log_events", index, "pattern")
+                yield Problem(
+                    f"invalid regular expression: {exc}",
+                    origin_of(origins, path),
+                    key=_dotted(path),
+                )
+    backend = config.get("backend") or {}
+    if backend.get("kind") != "megatron":
+        return
+    handler = (backend.get("megatron") or {}).get("exit_signal_handler")
+    sbatch = (config.get("slurm") or {}).get("sbatch") or {}
+    signal = sbatch.get("signal")
+    if handler and not signal:
+        path = ("backend", "megatron", "exit_signal_handler")
+        yield Problem(
+            "Megatron's exit signal handler never runs without a signal before the time limit",
+            origin_of(origins, path),
+            key=_dotted(path),
+            hint="set slurm.sbatch.signal, e.g. 'TERM@300' (SIGTERM to the training, 300 s "
+            "before the limit, time enough to save a checkpoint)",
+        )
+    if signal and not handler:
+        path = ("slurm", "sbatch", "signal")
+        yield Problem(
+            f"signal {signal!r} would stop Megatron without saving a checkpoint",
+            origin_of(origins, path),
+            key=_dotted(path),
+            hint="set backend.megatron.exit_signal_handler: true so training saves and exits",
+        )
 
 
 def _fast_validator(names: tuple[str, ...]) -> Callable[[Any], bool] | None:

@@ -338,7 +338,11 @@ def reconcile_command(
             lock.refresh()
     finally:
         lock.release()
-    failed = [a.job for a in report.actions if a.reason != "completed"]
+    failed = [
+        a.job
+        for a in report.actions
+        if a.kind not in ("event", "state") and a.reason != "completed"
+    ]
     if failed:
         click.echo(f"finished; not completed: {', '.join(failed)}")
     sys.exit(1 if failed else 0)
@@ -346,16 +350,22 @@ def reconcile_command(
 
 @cli.command("status")
 @_BUNDLE
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per job, in a list.")
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_SCHEDULER
 @guarded
-def status_command(bundle: Path, as_json: bool, scheduler: str | None) -> None:
-    """Show every job of a bundle: stage, state, attempt, scheduler id and why."""
+def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str | None) -> None:
+    """Show every job of a bundle (stage, state, attempt, scheduler id, why), or with JOB
+    that job's attempt ledger: each attempt's cause, outcome, events and actions."""
     import dataclasses
 
     from oellm.reconciler.reconcile import Session, status
 
-    rows, obs = status(Session(bundle, scheduler))
+    session = Session(bundle, scheduler)
+    if job is not None:
+        _show_ledger(session, job, as_json)
+        return
+    rows, obs = status(session)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
         return
@@ -372,15 +382,70 @@ def status_command(bundle: Path, as_json: bool, scheduler: str | None) -> None:
                 r.last_event or "-",
             )
         )
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
-    for row in table:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        click.echo("  ".join([*cells, row[-1]]).rstrip())
+    _print_table(table)
     if not obs.available:
         click.echo(
             f"(scheduler unavailable: states marked ? are the last known ones: {obs.error})",
             err=True,
         )
+
+
+def _print_table(table: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _show_ledger(session: Any, job: str, as_json: bool) -> None:
+    import dataclasses
+
+    from oellm.reconciler.errors import ReconcileError as _Missing
+
+    if job not in {j.name for j in session.bundle.jobs}:
+        raise _Missing(f"no job named {job} in this bundle")
+    history = session.history()
+    attempts = [dataclasses.asdict(a) for a in history.attempts.get(job, ())]
+    dropped = history.dropped.get(job)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "job": job,
+                    "attempts": attempts,
+                    "dropped": dataclasses.asdict(dropped) if dropped else None,
+                },
+                indent=1,
+            )
+        )
+        return
+    table = [("ATTEMPT", "ID", "STATE", "EXIT", "ITERATION", "STARTED", "ENDED", "CAUSE")]
+    for a in attempts:
+        table.append(
+            (
+                str(a["attempt"]),
+                a["job_id"] or "-",
+                a["final_state"] or a["phase"],
+                "-" if a["exit_code"] is None else str(a["exit_code"]),
+                "-" if a["iteration"] is None else str(a["iteration"]),
+                a["submitted_at"] or "-",
+                a["ended_at"] or "-",
+                a["cause"],
+            )
+        )
+    _print_table(table)
+    for a in attempts:
+        for event in a["events"]:
+            click.echo(
+                f"  attempt {a['attempt']}: {event['event']} at {event.get('at', '?')}: "
+                f"{event.get('line') or event.get('trigger')} -> "
+                f"{', '.join(event.get('done', []))}"
+            )
+        for word in ("restart_requested", "cancel_requested", "finish_requested"):
+            if a[word]:
+                click.echo(f"  attempt {a['attempt']}: {word.replace('_', ' ')}: {a[word]}")
+    if dropped:
+        click.echo(f"  dropped at {dropped.at}: {dropped.reason}")
 
 
 @cli.command("cancel")

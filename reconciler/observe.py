@@ -4,15 +4,17 @@ commands that conditions name. The result is plain data; nothing here decides or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from .bundle import Bundle
 from .conditions import commands_needed, files_needed
 from .errors import SchedulerUnavailable
-from .records import History
+from .logs import LogLine, LogRead, read_new
+from .records import History, LogState, Records
 from .schedulers import Scheduler, SchedulerJob
 
 # sacct looks back from the oldest attempt still in flight, with a margin for clock skew
@@ -38,6 +40,9 @@ class Observation:
     markers: Mapping[str, Markers] = field(default_factory=dict)  # by scheduler job id
     files: Mapping[str, bool] = field(default_factory=dict)
     commands: Mapping[tuple[str, ...], bool] = field(default_factory=dict)
+    logs: Mapping[str, LogRead] = field(default_factory=dict)  # by job: new lines this round
+    log_growth: Mapping[str, datetime] = field(default_factory=dict)  # by job: main log grew
+    progress: Mapping[str, int] = field(default_factory=dict)  # by job: checkpoint iteration
 
 
 CommandRunner = Callable[[tuple[str, ...], Path], bool]
@@ -50,6 +55,7 @@ def observe(
     tag_prefix: str,
     now: datetime,
     run_command: CommandRunner,
+    records: Records | None = None,
 ) -> Observation:
     in_flight = [
         a
@@ -70,11 +76,27 @@ def observe(
     by_tag = {row.name: row for row in rows}
 
     markers: dict[str, Markers] = {}
+    logs: dict[str, LogRead] = {}
+    growth: dict[str, datetime] = {}
+    progress: dict[str, int] = {}
     for attempt in in_flight:
         job_id = attempt.job_id or (by_tag[attempt.tag].job_id if attempt.tag in by_tag else None)
-        if job_id:
-            job = bundle.job(attempt.job)
-            markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)
+        if not job_id:
+            continue
+        job = bundle.job(attempt.job)
+        markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)
+        if job.log_events and records is not None:
+            state = records.load_log_state(job.name, attempt.attempt)
+            logs[job.name], size = _read_logs(bundle, job.log_path, job.log_events, job_id, state)
+            if (size is not None and size != state.last_size) or state.last_growth is None:
+                growth[job.name] = now
+            else:
+                growth[job.name] = datetime.fromisoformat(state.last_growth)
+        progress_file = job.restart.get("progress_file")
+        if progress_file:
+            found = read_iteration(bundle.resolve(progress_file))
+            if found is not None:
+                progress[job.name] = found
 
     files: dict[str, bool] = {}
     commands: dict[tuple[str, ...], bool] = {}
@@ -89,7 +111,41 @@ def observe(
         for argv in commands_needed(conditions):
             if argv not in commands:
                 commands[argv] = run_command(argv, bundle.root)
-    return Observation(asked, available, error, by_id, by_tag, markers, files, commands)
+    return Observation(
+        asked, available, error, by_id, by_tag, markers, files, commands, logs, growth, progress
+    )
+
+
+def _read_logs(
+    bundle: Bundle, log_path: str, events: Sequence[Mapping[str, Any]], job_id: str, state: LogState
+) -> tuple[LogRead, int | None]:
+    main = str(bundle.resolve(log_path.replace("%j", job_id).replace("%A", job_id)))
+    paths = [main]
+    for event in events:
+        for extra in event.get("paths", ()):
+            path = str(bundle.resolve(extra.replace("%j", job_id)))
+            if path not in paths:
+                paths.append(path)
+    lines: list[LogLine] = []
+    offsets: dict[str, int] = {}
+    for path in paths:
+        found, offsets[path] = read_new(Path(path), state.offsets.get(path, 0))
+        lines.extend(found)
+    try:
+        size: int | None = Path(main).stat().st_size
+    except OSError:
+        size = None
+    return LogRead(tuple(lines), offsets, size), size
+
+
+def read_iteration(path: Path) -> int | None:
+    """The checkpoint iteration a progress file holds (Megatron writes an integer, or
+    `release`), or None when there is none yet."""
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
 
 
 def read_markers(output_dir: Path, job_id: str) -> Markers:

@@ -90,16 +90,13 @@ class RunReport:
         return EXIT_QUIET
 
     def finished(self) -> bool:
-        """Every job is over (completed, failed for good, or dropped)."""
-        waiting = [a for a in self.actions if a.kind != "wait" or _in_progress(a)]
-        return not waiting
+        """Every job is settled: completed, or failed/cancelled/dropped for good."""
+        from .decide import main
 
-
-def _in_progress(action: Action) -> bool:
-    return not (
-        action.reason == "completed"
-        or action.reason.startswith(("ended ", "dropped:", "upstream ", "submission failed"))
-    )
+        by_job: dict[str, list[Action]] = {}
+        for action in self.actions:
+            by_job.setdefault(action.job, []).append(action)
+        return all(main(group).settled for group in by_job.values())
 
 
 class Session:
@@ -130,7 +127,9 @@ class Session:
 
     def look(self, history: History) -> tuple[Observation, list[Action]]:
         now = utcnow()
-        obs = observe(self.bundle, history, self.scheduler, self.prefix, now, run_command)
+        obs = observe(
+            self.bundle, history, self.scheduler, self.prefix, now, run_command, self.records
+        )
         return obs, decide(self.bundle.jobs, history, obs, now, intent_grace())
 
 
@@ -160,6 +159,7 @@ def reconcile_once(
             session.key,
             utcnow,
             say,
+            obs,
         )
         return RunReport(actions, obs, outcome)
     finally:
@@ -177,6 +177,8 @@ def _describe(action: Action) -> str:
         "cancel": f"would cancel job {action.job_id}",
         "drop": "would drop",
         "wait": "no action",
+        "event": "would act on",
+        "state": "observed",
     }[action.kind]
     return f"{action.job}: {what}: {action.reason}"
 
@@ -195,7 +197,7 @@ class StatusRow:
 def status(session: Session) -> tuple[list[StatusRow], Observation]:
     history = session.history()
     obs, actions = session.look(history)
-    by_job = {a.job: a for a in actions}
+    by_job = {a.job: a for a in actions if a.kind not in ("event", "state")}
     rows = []
     for job in session.bundle.jobs:
         now_state: Current = current(job.name, history, obs)

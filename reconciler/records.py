@@ -42,10 +42,39 @@ class Attempt:
     ended_at: str | None = None
     reason: str | None = None
     unseen: int = 0  # runs in which the scheduler answered but had no record of it
+    last_state: str | None = None  # the last state observed, to see transitions
+    nodes: str | None = None
+    iteration: int | None = None  # progress (checkpoint iteration) when the attempt ended
+    # Requests made by events; persisted before acting, so a crash cannot lose them.
+    restart_requested: str | None = None
+    cancel_requested: str | None = None
+    finish_requested: str | None = None
+    # The attempt's ledger of fired events: what fired, on which line, and what was done.
+    events: tuple[dict[str, Any], ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.events, list):
+            object.__setattr__(self, "events", tuple(self.events))
 
     @property
     def succeeded(self) -> bool:
-        return self.phase == "finished" and self.final_state == "COMPLETED" and self.exit_code == 0
+        if self.phase != "finished":
+            return False
+        if self.finish_requested:
+            return True
+        return self.final_state == "COMPLETED" and self.exit_code == 0
+
+    def fired(self, key: str) -> bool:
+        return any(event.get("key") == key for event in self.events)
+
+
+@dataclass(frozen=True)
+class LogState:
+    """How far the reconciler has read each watched file of one attempt."""
+
+    offsets: dict[str, int] = dataclasses.field(default_factory=dict)
+    last_size: int | None = None
+    last_growth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -100,6 +129,36 @@ class Records:
     def drop(self, record: Dropped) -> None:
         write_atomic(self.jobs_dir / record.job / "dropped.json", dataclasses.asdict(record))
 
+    def log_state_path(self, job: str, attempt: int) -> Path:
+        return self.jobs_dir / job / f"attempt-{attempt:04d}.log.json"
+
+    def load_log_state(self, job: str, attempt: int) -> LogState:
+        path = self.log_state_path(job, attempt)
+        if not path.exists():
+            return LogState()
+        state: LogState = _read(path, LogState, check_job=False)
+        return state
+
+    def save_log_state(self, job: str, attempt: int, state: LogState) -> None:
+        write_atomic(self.log_state_path(job, attempt), dataclasses.asdict(state))
+
+    def excluded_nodes(self, job: str) -> list[str]:
+        path = self.jobs_dir / job / "exclude.json"
+        if not path.exists():
+            return []
+        try:
+            nodes = json.loads(path.read_text(encoding="utf-8"))["nodes"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ReconcileError(f"damaged state record ({exc})", str(path)) from None
+        return [str(n) for n in nodes]
+
+    def exclude_node(self, job: str, node: str) -> bool:
+        nodes = self.excluded_nodes(job)
+        if node in nodes:
+            return False
+        write_atomic(self.jobs_dir / job / "exclude.json", {"nodes": [*nodes, node]})
+        return True
+
     def undrop(self, job: str) -> None:
         (self.jobs_dir / job / "dropped.json").unlink(missing_ok=True)
 
@@ -122,7 +181,7 @@ class Records:
         return History(attempts, dropped)
 
 
-def _read(path: Path, kind: Any) -> Any:
+def _read(path: Path, kind: Any, check_job: bool = True) -> Any:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         record = kind(**data)
@@ -134,6 +193,6 @@ def _read(path: Path, kind: Any) -> Any:
             "that attempt up in SLURM by its tag before it submits anything",
         ) from None
     expected_job = path.parent.name
-    if getattr(record, "job", expected_job) != expected_job:
+    if check_job and getattr(record, "job", expected_job) != expected_job:
         raise ReconcileError(f"record names job '{record.job}'", str(path))
     return record

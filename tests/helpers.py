@@ -6,6 +6,8 @@ import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
+
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.pipeline import Bundle, CompileRequest, compile_bundle
 
@@ -44,3 +46,10 @@ def compile_error(
 
 def rendered(error: ConfigError) -> str:
     return "\n".join(p.render() for p in error.problems)
+
+
+class TextFile(SingleFileSnapshotExtension):
+    """One plain-text file per snapshot, so a review reads the text itself."""
+
+    _write_mode = WriteMode.TEXT
+    file_extension = "txt"

@@ -191,3 +191,39 @@ def test_compile_uses_the_given_environment(tmp_path: Path) -> None:
 
 def test_examples_dir_is_the_builtin_library() -> None:
     assert (REPO / "config" / "oellm.yaml").is_file()
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (
+            "project: {name: x}\nbackend: {bash: {command: hi}}\njob:\n  log_events:\n"
+            "    - {name: e, kind: regex, pattern: '(unclosed', actions: [{kind: finish}]}\n",
+            "job.log_events.0.pattern: invalid regular expression",
+        ),
+        (
+            "defaults:\n  - /backend: megatron\nproject: {name: x}\n"
+            "backend: {megatron: {exit_signal_handler: true}}\n",
+            "backend.megatron.exit_signal_handler: Megatron's exit signal handler never runs",
+        ),
+        (
+            "defaults:\n  - /backend: megatron\nproject: {name: x}\n"
+            "slurm: {sbatch: {signal: 'TERM@300'}}\n",
+            "slurm.sbatch.signal: signal 'TERM@300' would stop Megatron",
+        ),
+    ],
+)
+def test_semantic_checks(tmp_path: Path, text: str, words: str) -> None:
+    path = write(tmp_path / "bad.yaml", text)
+    assert words in rendered(compile_error(path))
+
+
+def test_signal_with_handler_compiles(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "ok.yaml",
+        "defaults:\n  - /backend: megatron\nproject: {name: x}\n"
+        "slurm: {sbatch: {signal: 'TERM@300'}}\n"
+        "backend: {megatron: {exit_signal_handler: true}}\n",
+    )
+    script = compile_file(path).files["jobs/x.sbatch"].decode()
+    assert "#SBATCH --signal=TERM@300" in script and "--exit-signal-handler" in script

@@ -12,12 +12,16 @@ from ruamel.yaml import YAML
 
 from oellm.reconciler.bundle import LockJob
 from oellm.reconciler.decide import decide
+from oellm.reconciler.logs import LogLine, LogRead
 from oellm.reconciler.observe import Markers, Observation
 from oellm.reconciler.records import Attempt, Dropped, History
 from oellm.reconciler.schedulers import SchedulerJob
 
 CASES = sorted((Path(__file__).parent / "decide_cases").glob("*.yaml"))
 NOW = "2026-11-26T12:00:00+00:00"
+
+
+DEFAULT_RESTART = {"on": ["TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL"], "max_attempts": 5}
 
 
 def lock_job(spec: dict[str, Any]) -> LockJob:
@@ -35,8 +39,10 @@ def lock_job(spec: dict[str, Any]) -> LockJob:
         start_conditions=tuple(spec.get("start_conditions", [])),
         cancel_conditions=tuple(spec.get("cancel_conditions", [])),
         chain_repeat=1,
-        restart={},
+        restart=spec.get("restart", DEFAULT_RESTART),
         array=False,
+        log_events=tuple(spec.get("log_events", [])),
+        state_events=tuple(spec.get("state_events", [])),
     )
 
 
@@ -80,6 +86,14 @@ def test_case(path: Path) -> None:
     )
     seen = case.get("observation") or {}
     rows = [row(r) for r in seen.get("rows", [])]
+    logs = {
+        job: LogRead(
+            tuple(LogLine(line.get("file", "log"), line["offset"], line["text"]) for line in lines),
+            {},
+            None,
+        )
+        for job, lines in (seen.get("logs") or {}).items()
+    }
     obs = Observation(
         asked=True,
         available=seen.get("available", True),
@@ -88,16 +102,26 @@ def test_case(path: Path) -> None:
         markers={k: Markers(**v) for k, v in (seen.get("markers") or {}).items()},
         files=seen.get("files") or {},
         commands={tuple(k.split(" ")): v for k, v in (seen.get("commands") or {}).items()},
+        logs=logs,
+        log_growth={
+            k: datetime.fromisoformat(v) for k, v in (seen.get("log_growth") or {}).items()
+        },
+        progress=seen.get("progress") or {},
     )
     now = datetime.fromisoformat(case.get("now", NOW))
     got = decide(jobs, history, obs, now)
+    mains = [a for a in got if a.kind not in ("event", "state")]
+    assert [a.job for a in mains] == [j.name for j in jobs], "one main action per job"
+    if not case.get("observations"):
+        got = mains
     expected = case["expect"]
-    assert len(got) == len(jobs), "every job gets exactly one entry"
-    assert len(got) == len(expected)
+    assert len(got) == len(expected), got
     for action, want in zip(got, expected, strict=True):
         assert action.job == want["job"]
         assert action.kind == want["kind"], action
-        for field in ("attempt", "job_id", "state", "exit_code"):
+        for field in ("attempt", "job_id", "state", "exit_code", "settled"):
             if field in want:
                 assert getattr(action, field) == want[field], action
         assert want["reason"] in action.reason, action
+        for key, value in want.get("event", {}).items():
+            assert action.event.get(key) == value, action

@@ -1,0 +1,124 @@
+"""Events of one round: state transitions to record, `state_events` that match them, and log
+events (`substring`, `regex`, `inactivity`) that fire. A fired event is keyed (attempt, file,
+byte offset; or the transition; or inactivity once per attempt) and skipped when its key is in
+the attempt's ledger already.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from .actions import Action
+from .bundle import LockJob
+from .current import Current
+from .logs import matches
+from .observe import Observation
+from .records import Attempt
+
+
+def observations(
+    job: LockJob, latest: Attempt, now_state: Current, obs: Observation, now: datetime
+) -> list[Action]:
+    """State changes to record, and the log and state events that fire, in this round."""
+    out: list[Action] = []
+    name, attempt = job.name, latest.attempt
+    seen_state = now_state.state if now_state.state != "UNKNOWN" else None
+    if seen_state and seen_state != latest.last_state:
+        out.append(
+            Action(
+                "state",
+                name,
+                f"{latest.last_state or 'SUBMITTED'} -> {seen_state}",
+                attempt=attempt,
+                job_id=now_state.job_id,
+                state=seen_state,
+            )
+        )
+        for event in job.state_events:
+            source, target = event.get("from", "*"), event["to"]
+            if target in ("*", seen_state) and source in ("*", latest.last_state or "PENDING"):
+                key = f"{event.get('name', 'state')}@state:{latest.last_state}->{seen_state}"
+                if not latest.fired(key):
+                    out.append(
+                        fire(
+                            name,
+                            attempt,
+                            now_state,
+                            key,
+                            event,
+                            {"trigger": f"{latest.last_state or 'SUBMITTED'} -> {seen_state}"},
+                        )
+                    )
+    fired_names = {e.get("event") for e in latest.events}
+    read = obs.logs.get(name)
+    if read is not None:
+        pattern_events = [e for e in job.log_events if e["kind"] in ("substring", "regex")]
+        for match in matches(pattern_events, read.lines):
+            event_name = match.event["name"]
+            if latest.fired(match.key):
+                continue
+            if match.event.get("match_once") and event_name in fired_names:
+                continue
+            fired_names.add(event_name)
+            out.append(
+                fire(
+                    name,
+                    attempt,
+                    now_state,
+                    match.key,
+                    match.event,
+                    {
+                        "trigger": "log",
+                        "file": match.line.file,
+                        "offset": match.line.offset,
+                        "line": match.line.text,
+                        "groups": list(match.groups),
+                        "named": dict(match.named),
+                    },
+                )
+            )
+    if now_state.state == "RUNNING":
+        last_growth = obs.log_growth.get(name)
+        for event in job.log_events:
+            if event["kind"] != "inactivity" or last_growth is None:
+                continue
+            silent = (now - last_growth).total_seconds()
+            key = f"{event['name']}@inactivity"
+            if silent >= event["seconds"] and not latest.fired(key):
+                out.append(
+                    fire(
+                        name,
+                        attempt,
+                        now_state,
+                        key,
+                        event,
+                        {"trigger": f"no log output for {int(silent)} s"},
+                    )
+                )
+    return out
+
+
+def fire(
+    job: str,
+    attempt: int,
+    now_state: Current,
+    key: str,
+    event: Mapping[str, Any],
+    details: Mapping[str, Any],
+) -> Action:
+    record = {
+        "key": key,
+        "event": event.get("name", "state"),
+        **details,
+        "actions": list(event["actions"]),
+    }
+    return Action(
+        "event",
+        job,
+        f"event {record['event']}: {details.get('trigger')}",
+        attempt=attempt,
+        job_id=now_state.job_id,
+        event=record,
+    )
