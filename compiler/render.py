@@ -33,8 +33,7 @@ _DIRECTIVE_NEEDS_QUOTES = re.compile(r"[\s'#]")
 # reads RANK and WORLD_SIZE, Megatron reads LOCAL_RANK. The values exist only inside each task,
 # so a fixed shell line (script code, never config) exports them and execs the real command.
 RANK_SHIM = (
-    'export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" WORLD_SIZE="$SLURM_NTASKS"; '
-    'exec "$@"'
+    'export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" WORLD_SIZE="$SLURM_NTASKS"; exec "$@"'
 )
 LAUNCHES = ("plain", "per_gpu", "per_node")
 
@@ -187,16 +186,48 @@ def _exports(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> list
     return list(out.items())
 
 
-def _launch(config: Mapping[str, Any]) -> list[Word]:
+def _check_launch(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> str:
+    """The launch mode, after checking that the preset's task layout fits it."""
+    slurm = config["slurm"]
+    launch = str(slurm.get("launch") or "plain")
+    tasks = slurm["sbatch"].get("ntasks_per_node", slurm["sbatch"].get("ntasks-per-node"))
+    gpus = int(slurm.get("gpus_per_node") or 0)
+    where = origin_of(origins, ("slurm", "launch"))
+    if launch == "per_gpu" and not slurm.get("use_srun", True):
+        raise fail(
+            "launch per_gpu needs srun: each rank is one srun task",
+            origin_of(origins, ("slurm", "use_srun")),
+            key="slurm.use_srun",
+        )
+    if launch == "per_gpu" and gpus and tasks is not None and tasks != gpus:
+        raise fail(
+            f"launch per_gpu starts one task per GPU, but ntasks_per_node is {tasks} "
+            f"and gpus_per_node is {gpus}",
+            origin_of(origins, ("slurm", "sbatch", "ntasks_per_node")) or where,
+            key="slurm.sbatch.ntasks_per_node",
+            hint="set ntasks_per_node to ${slurm.gpus_per_node}",
+        )
+    if launch == "per_node" and tasks not in (None, 1):
+        raise fail(
+            f"launch per_node starts one task per node, but ntasks_per_node is {tasks}",
+            origin_of(origins, ("slurm", "sbatch", "ntasks_per_node")) or where,
+            key="slurm.sbatch.ntasks_per_node",
+            hint="set ntasks_per_node to 1, or use launch per_gpu",
+        )
+    return launch
+
+
+def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
     slurm = config["slurm"]
     words: list[Word] = []
     if slurm.get("use_srun", True):
         words.append(Word("srun"))
-        for key, value in (slurm.get("srun") or {}).items():
-            option = "--" + key.replace("_", "-")
-            if value is None or value is False:
-                continue
-            words.append(Word(option if value is True else f"{option}={_scalar(value)}", True))
+        words.extend(_options(slurm.get("srun") or {}))
+    if launch == "per_gpu":
+        # `bash -c SHIM NAME ARGV...`: the shim sees ARGV as "$@", so config words stay words.
+        words.extend(
+            [Word("bash", new_line=bool(words)), Word("-c"), Word(RANK_SHIM), Word("oellm-task")]
+        )
     for index, token in enumerate(slurm.get("launcher_cmd") or []):
         words.append(Word(token, new_line=index == 0 and bool(words)))
     container = config["container"]
@@ -216,9 +247,15 @@ def _launch(config: Mapping[str, Any]) -> list[Word]:
     if backend["kind"] == "bash":
         words.extend([Word("bash", first), Word("-c"), Word("oellm_command", ref=True)])
     else:
-        launcher = list(backend.get("launcher") or [])
-        for index, token in enumerate([*launcher, backend["entrypoint"]]):
-            words.append(Word(token, new_line=first and index == 0))
+        launcher = (
+            _torchrun(config)
+            if launch == "per_node"
+            else list(map(Word, backend.get("launcher") or []))
+        )
+        for index, word in enumerate([*launcher, Word(backend["entrypoint"])]):
+            words.append(
+                dataclasses.replace(word, new_line=word.new_line or (first and index == 0))
+            )
         argv = megatron_argv(backend["megatron"])
         for token in argv:
             words.append(Word(token, new_line=token.startswith("--")))
@@ -227,3 +264,45 @@ def _launch(config: Mapping[str, Any]) -> list[Word]:
         dataclasses.replace(w, separator="" if i == 0 else (" \\\n  " if w.new_line else " "))
         for i, w in enumerate(words)
     ]
+
+
+def _options(options: Mapping[str, Any]) -> list[Word]:
+    """`--key=value` words of a long-option map: true is a bare flag, false and null drop it."""
+    words: list[Word] = []
+    for key, value in options.items():
+        option = "--" + key.replace("_", "-")
+        if value is None or value is False:
+            continue
+        words.append(Word(option if value is True else f"{option}={_scalar(value)}", True))
+    return words
+
+
+def _torchrun(config: Mapping[str, Any]) -> list[Word]:
+    """torchrun, one per node: c10d rendezvous at MASTER_ADDR:MASTER_PORT, which the script
+    derives. c10d assigns the node ranks, so no per-node value has to reach the argv (the
+    batch shell runs on the first node only and cannot know the others' SLURM_NODEID)."""
+    torchrun = config["backend"].get("torchrun") or {}
+    nproc = torchrun.get("nproc_per_node") or config["slurm"].get("gpus_per_node") or 0
+    if nproc < 1:
+        raise fail(
+            "launch per_node starts torchrun, which needs the number of GPUs per node",
+            key="slurm.gpus_per_node",
+            hint="set slurm.gpus_per_node (or backend.torchrun.nproc_per_node)",
+        )
+    words = [Word(token) for token in torchrun.get("command") or ["torchrun"]]
+    words += [
+        Word("--nnodes", True),
+        Word("oellm_nnodes", ref=True),
+        Word("--nproc_per_node", True),
+        Word(str(nproc)),
+        Word("--rdzv_backend", True),
+        Word("c10d"),
+        Word("--rdzv_endpoint", True),
+        Word("oellm_rdzv_endpoint", ref=True),
+        Word("--rdzv_id", True),
+        Word("oellm_rdzv_id", ref=True),
+        Word("--max_restarts", True),
+        Word(str(torchrun.get("max_restarts", 0))),
+    ]
+    words += _options(torchrun.get("options") or {})
+    return words

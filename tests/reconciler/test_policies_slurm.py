@@ -27,15 +27,20 @@ def _cluster(slurm_cluster: object) -> None:
 
 def compile_to(tmp_path: Path, text: str) -> Path:
     exp = write(tmp_path / "exp.yaml", text)
-    bundle = compile_bundle(CompileRequest(experiment=exp, env={"OUTPUT_DIR": str(tmp_path / "out")}))
+    bundle = compile_bundle(
+        CompileRequest(experiment=exp, env={"OUTPUT_DIR": str(tmp_path / "out")})
+    )
     write_bundle(bundle, tmp_path / "bundle")
     return tmp_path / "bundle"
 
 
 def oellm(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "oellm", *args], capture_output=True, text=True,
-        timeout=timeout, env=dict(os.environ),
+        [sys.executable, "-m", "oellm", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
     )
 
 
@@ -47,7 +52,9 @@ def ledger(bundle: Path, job: str) -> list[dict[str, Any]]:
 
 
 def test_a_job_that_fails_twice_then_succeeds(tmp_path: Path) -> None:
-    bundle = compile_to(tmp_path, """
+    bundle = compile_to(
+        tmp_path,
+        """
         project: {name: flaky}
         backend:
           bash:
@@ -58,18 +65,24 @@ def test_a_job_that_fails_twice_then_succeeds(tmp_path: Path) -> None:
               [ "$n" -ge 3 ]
         job:
           restart: {on: [FAILED], max_attempts: 3}
-        """)
+        """,
+    )
     run = oellm("reconcile", str(bundle), "--wait", "--interval", "1")
     assert run.returncode == 0, run.stdout + run.stderr
     attempts = ledger(bundle, "flaky")
     assert [(a["attempt"], a["final_state"], a["exit_code"]) for a in attempts] == [
-        (1, "FAILED", 1), (2, "FAILED", 1), (3, "COMPLETED", 0)]
+        (1, "FAILED", 1),
+        (2, "FAILED", 1),
+        (3, "COMPLETED", 0),
+    ]
     assert attempts[1]["cause"] == "restart after FAILED"
     assert len({a["job_id"] for a in attempts}) == 3
 
 
 def test_a_job_killed_by_timeout_is_restarted_and_finishes(tmp_path: Path) -> None:
-    bundle = compile_to(tmp_path, """
+    bundle = compile_to(
+        tmp_path,
+        """
         project: {name: slow}
         slurm: {sbatch: {time: "00:01:00"}}
         backend:
@@ -78,7 +91,8 @@ def test_a_job_killed_by_timeout_is_restarted_and_finishes(tmp_path: Path) -> No
               if [ -e "${job.base_output_dir}/resumed" ]; then echo finished; exit 0; fi
               touch "${job.base_output_dir}/resumed"
               sleep 300
-        """)
+        """,
+    )
     run = oellm("reconcile", str(bundle), "--wait", "--interval", "2", timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     attempts = ledger(bundle, "slow")
@@ -87,7 +101,9 @@ def test_a_job_killed_by_timeout_is_restarted_and_finishes(tmp_path: Path) -> No
 
 
 def test_a_log_line_finishes_the_job_instead_of_a_restart(tmp_path: Path) -> None:
-    bundle = compile_to(tmp_path, r"""
+    bundle = compile_to(
+        tmp_path,
+        r"""
         project: {name: done}
         backend:
           bash:
@@ -107,8 +123,11 @@ def test_a_log_line_finishes_the_job_instead_of_a_restart(tmp_path: Path) -> Non
               pattern: "on node (?P<node>nid[0-9]+)"
               match_once: true
               actions:
-                - {kind: append_to_file, path: "${job.base_output_dir}/nodes.txt", line: "{node} {job_id}"}
-        """)
+                - kind: append_to_file
+                  path: "${job.base_output_dir}/nodes.txt"
+                  line: "{node} {job_id}"
+        """,
+    )
     run = oellm("reconcile", str(bundle), "--wait", "--interval", "1")
     assert run.returncode == 0, run.stdout + run.stderr
     attempts = ledger(bundle, "done")
@@ -116,8 +135,10 @@ def test_a_log_line_finishes_the_job_instead_of_a_restart(tmp_path: Path) -> Non
     assert attempts[0]["final_state"] == "FAILED"
     assert attempts[0]["finish_requested"].startswith("finished: [after training is done]")
     fired = [(e["event"], e["line"]) for e in attempts[0]["events"]]
-    assert fired == [("node", "iteration 10 on node nid007"),
-                     ("finished", "[after training is done]")]
+    assert fired == [
+        ("node", "iteration 10 on node nid007"),
+        ("finished", "[after training is done]"),
+    ]
     job_id = attempts[0]["job_id"]
     assert (tmp_path / "out/done/nodes.txt").read_text() == f"nid007 {job_id}\n"
     rows = {r["job"]: r for r in json.loads(oellm("status", str(bundle), "--json").stdout)}
@@ -125,7 +146,9 @@ def test_a_log_line_finishes_the_job_instead_of_a_restart(tmp_path: Path) -> Non
 
 
 def test_an_inactivity_detector_cancels_a_silent_job(tmp_path: Path) -> None:
-    bundle = compile_to(tmp_path, """
+    bundle = compile_to(
+        tmp_path,
+        """
         project: {name: silent}
         backend: {bash: {command: "echo started; sleep 300"}}
         job:
@@ -134,7 +157,8 @@ def test_an_inactivity_detector_cancels_a_silent_job(tmp_path: Path) -> None:
               kind: inactivity
               seconds: 4
               actions: [{kind: cancel, reason: "no output for 4 s"}]
-        """)
+        """,
+    )
     run = oellm("reconcile", str(bundle), "--wait", "--interval", "1")
     assert run.returncode == 1, run.stdout + run.stderr  # cancelled: not completed
     attempts = ledger(bundle, "silent")
