@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .compose import compose
-from .errors import ConfigError, Problem, fail
+from .errors import ConfigError, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Resolver, static_parts
 from .library import Library
@@ -44,6 +44,7 @@ class CompileRequest:
     config_dirs: Sequence[Path] = ()
     overrides: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    moved: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,8 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
     if not jobs:
         raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
     project = base_project(base, request.env, origins)
-    lock = _lock(project, jobs)
+    moved = _moved(base, request.moved, {j["name"] for j in jobs}, origins)
+    lock = _lock(project, jobs, moved)
     check_lock(lock)
     files = dict(scripts)
     files["plan.lock.json"] = _json_bytes(lock)
@@ -266,11 +268,37 @@ def _has(node: Any, key: str | int) -> bool:
     return isinstance(node, list) and isinstance(key, int) and key < len(node)
 
 
-def _lock(project: dict[str, Any], jobs: list[dict[str, Any]]) -> dict[str, Any]:
-    body = {"version": LOCK_VERSION, "project": project, "jobs": jobs}
+def _moved(
+    base: dict[str, Any], given: Mapping[str, str], names: set[str], origins: Any
+) -> dict[str, str]:
+    """`moved:` from the config plus --moved: each new name must be a job of this bundle."""
+    moved = {**(base.get("moved") or {}), **given}
+    for old, new in sorted(moved.items()):
+        if new not in names:
+            raise fail(
+                f"moved: '{old}' -> '{new}', but this bundle has no job '{new}'",
+                origin_of(origins, ("moved", old)),
+                key="moved",
+                hint=did_you_mean(new, names),
+            )
+        if old in names:
+            raise fail(
+                f"moved: '{old}' is still a job of this bundle",
+                origin_of(origins, ("moved",)),
+                key="moved",
+            )
+    return dict(sorted(moved.items()))
+
+
+def _lock(
+    project: dict[str, Any], jobs: list[dict[str, Any]], moved: dict[str, str] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {"version": LOCK_VERSION, "project": project, "jobs": jobs}
+    if moved:
+        body["moved"] = moved
     compact = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     digest = hashlib.sha256(compact.encode("utf-8")).hexdigest()
-    return {"version": LOCK_VERSION, "bundle_id": digest, "project": project, "jobs": jobs}
+    return {"bundle_id": digest, **body}
 
 
 def _json_bytes(data: Any) -> bytes:

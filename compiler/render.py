@@ -214,6 +214,18 @@ def _check_launch(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) ->
             key="slurm.sbatch.ntasks_per_node",
             hint="set ntasks_per_node to 1, or use launch per_gpu",
         )
+    torchrun = config["backend"].get("torchrun") or {}
+    if (
+        launch == "per_node"
+        and not _is_bash(config)
+        and not (torchrun.get("nproc_per_node") or gpus)
+    ):
+        raise fail(
+            "launch per_node starts torchrun, which needs the number of GPUs per node",
+            origin_of(origins, ("slurm", "gpus_per_node")) or where,
+            key="slurm.gpus_per_node",
+            hint="set slurm.gpus_per_node (or backend.torchrun.nproc_per_node)",
+        )
     return launch
 
 
@@ -266,11 +278,12 @@ def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
     ]
 
 
-def _options(options: Mapping[str, Any]) -> list[Word]:
-    """`--key=value` words of a long-option map: true is a bare flag, false and null drop it."""
+def _options(options: Mapping[str, Any], dashes: bool = True) -> list[Word]:
+    """`--key=value` words of a long-option map: true is a bare flag, false and null drop it.
+    `dashes` spells `a_b` as `--a-b` (SLURM's spelling); torchrun options stay as written."""
     words: list[Word] = []
     for key, value in options.items():
-        option = "--" + key.replace("_", "-")
+        option = "--" + (key.replace("_", "-") if dashes else key)
         if value is None or value is False:
             continue
         words.append(Word(option if value is True else f"{option}={_scalar(value)}", True))
@@ -282,13 +295,7 @@ def _torchrun(config: Mapping[str, Any]) -> list[Word]:
     derives. c10d assigns the node ranks, so no per-node value has to reach the argv (the
     batch shell runs on the first node only and cannot know the others' SLURM_NODEID)."""
     torchrun = config["backend"].get("torchrun") or {}
-    nproc = torchrun.get("nproc_per_node") or config["slurm"].get("gpus_per_node") or 0
-    if nproc < 1:
-        raise fail(
-            "launch per_node starts torchrun, which needs the number of GPUs per node",
-            key="slurm.gpus_per_node",
-            hint="set slurm.gpus_per_node (or backend.torchrun.nproc_per_node)",
-        )
+    nproc = torchrun.get("nproc_per_node") or config["slurm"].get("gpus_per_node")
     words = [Word(token) for token in torchrun.get("command") or ["torchrun"]]
     words += [
         Word("--nnodes", True),
@@ -304,5 +311,5 @@ def _torchrun(config: Mapping[str, Any]) -> list[Word]:
         Word("--max_restarts", True),
         Word(str(torchrun.get("max_restarts", 0))),
     ]
-    words += _options(torchrun.get("options") or {})
+    words += _options(torchrun.get("options") or {}, dashes=False)
     return words

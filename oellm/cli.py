@@ -138,9 +138,28 @@ def _looks_like_override(text: str) -> bool:
     type=click.Path(path_type=Path, file_okay=False),
     help="Extra config library folder, searched before the built-in one (repeatable).",
 )
+@click.option(
+    "--moved",
+    "moved",
+    multiple=True,
+    metavar="OLD=NEW",
+    help="A job renamed since the last compile keeps its history (repeatable; or `moved:` in "
+    "the config).",
+)
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Write nothing: exit 1 with a summary and diff when the bundle on disk differs from "
+    "what the config gives, 0 when it matches (for pre-commit and CI).",
+)
 @guarded
 def compile_command(
-    args: tuple[str, ...], output: Path, config_ref: str | None, config_dirs: tuple[Path, ...]
+    args: tuple[str, ...],
+    output: Path,
+    config_ref: str | None,
+    config_dirs: tuple[Path, ...],
+    moved: tuple[str, ...],
+    check: bool,
 ) -> None:
     """Compile an experiment into a bundle of sbatch scripts and a plan lockfile.
 
@@ -152,10 +171,28 @@ def compile_command(
       ~drop.key                  delete a key
       slurm=leonardo             choose a config group option
     """
+    import dataclasses
+
     from oellm.compiler.pipeline import compile_bundle
     from oellm.compiler.write import write_bundle
 
-    bundle = compile_bundle(_request(args, config_ref, config_dirs), _Progress())
+    pairs = {}
+    for item in moved:
+        old, sep, new = item.partition("=")
+        if not sep or not old or not new:
+            raise click.UsageError(f"--moved {item!r}: write OLD=NEW")
+        pairs[old] = new
+    request = dataclasses.replace(_request(args, config_ref, config_dirs), moved=pairs)
+    bundle = compile_bundle(request, _Progress())
+    if check:
+        from oellm.diff_cli import check_bundle
+
+        same, text = check_bundle(bundle, output)
+        if not same:
+            click.echo(text, nl=not text.endswith("\n"))
+            sys.exit(EXIT_DIFFERENT)
+        click.echo(f"{output} is up to date")
+        return
     write_bundle(bundle, output)
     jobs = len(bundle.lock["jobs"])
     click.echo(
@@ -285,10 +322,29 @@ _SCHEDULER = click.option(
     default=None,
     help="Seconds between rounds with --wait (default: 30 on SLURM, 2 locally).",
 )
+@click.option(
+    "--restart-changed",
+    is_flag=True,
+    help="Restart running jobs whose script changed now (default: they keep running and the "
+    "next attempt uses the new script; queued ones are always resubmitted).",
+)
+@click.option("--prune", is_flag=True, help="Cancel running jobs that are no longer in the bundle.")
+@click.option(
+    "--allow-edited",
+    is_flag=True,
+    help="Run scripts edited by hand after compile (their hash differs from the lock).",
+)
 @_SCHEDULER
 @guarded
 def reconcile_command(
-    bundle: Path, dry_run: bool, wait: bool, interval: float | None, scheduler: str | None
+    bundle: Path,
+    dry_run: bool,
+    wait: bool,
+    interval: float | None,
+    restart_changed: bool,
+    prune: bool,
+    allow_edited: bool,
+    scheduler: str | None,
 ) -> None:
     """Make the scheduler match the bundle: submit what is ready, cancel what must stop,
     record what finished. Stateless and safe to run from cron, or twice at once.
@@ -302,10 +358,12 @@ def reconcile_command(
     """
     import time
 
+    from oellm.reconciler.decide import Options
     from oellm.reconciler.lock import Busy, StateLock
-    from oellm.reconciler.reconcile import EXIT_QUIET, Session, reconcile_once
+    from oellm.reconciler.reconcile import EXIT_QUIET, Session, intent_grace, reconcile_once
 
-    session = Session(bundle, scheduler)
+    options = Options(intent_grace(), restart_changed=restart_changed, prune=prune)
+    session = Session(bundle, scheduler, options, allow_edited=allow_edited)
     if interval is None:
         interval = 2.0 if session.scheduler.name == "local" else 30.0
 
@@ -361,7 +419,7 @@ def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str 
 
     from oellm.reconciler.reconcile import Session, status
 
-    session = Session(bundle, scheduler)
+    session = Session(bundle, scheduler, allow_edited=True)
     if job is not None:
         _show_ledger(session, job, as_json)
         return
@@ -458,6 +516,15 @@ def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -
     from oellm.reconciler.reconcile import Session, cancel_jobs
 
     sys.exit(cancel_jobs(Session(bundle, scheduler), jobs, click.echo))
+
+
+def _register() -> None:
+    from oellm.diff_cli import diff_command
+
+    cli.add_command(diff_command)
+
+
+_register()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -116,6 +116,10 @@ def act(
             records.drop(Dropped(action.job, action.reason, stamp))
             note(f"dropped {action.job}: {action.reason}")
         elif action.kind == "cancel" and action.job_id:
+            if action.cause == "restart" and record is not None:
+                save(dataclasses.replace(record, restart_requested=action.reason))
+            elif action.cause == "prune":
+                records.drop(Dropped(action.job, action.reason, stamp))
             to_cancel.setdefault(action.job_id, f"{action.job}: {action.reason}")
 
     if obs is not None:

@@ -5,6 +5,7 @@ The reconciler knows nothing of configs; the lockfile is its whole contract with
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import importlib.resources
@@ -51,6 +52,7 @@ class Bundle:
     output_dir: str
     state_dir: str
     jobs: tuple[LockJob, ...]
+    moved: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def root(self) -> Path:
@@ -170,6 +172,7 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
         output_dir=data["project"]["output_dir"],
         state_dir=data["project"]["state_dir"],
         jobs=jobs,
+        moved=dict(data.get("moved", {})),
     )
     if check_scripts:
         for job in jobs:
@@ -203,5 +206,6 @@ def _check_script(bundle: Bundle, job: LockJob) -> None:
         raise ReconcileError(
             "the script was changed after compile (its sha256 differs from plan.lock.json)",
             str(script),
-            hint="recompile the bundle from the config instead of editing scripts",
+            hint="recompile the bundle from the config, or pass --allow-edited to run the "
+            "edited script as it is",
         )

@@ -11,6 +11,7 @@ match is keyed by attempt, file and offset so it fires once.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .actions import Action, ActionKind, main
@@ -22,7 +23,16 @@ from .observe import Observation
 from .policy import budget_exhausted
 from .records import Attempt, History
 
-__all__ = ["INTENT_GRACE", "Action", "ActionKind", "Current", "current", "decide", "main"]
+__all__ = [
+    "INTENT_GRACE",
+    "Action",
+    "ActionKind",
+    "Current",
+    "Options",
+    "current",
+    "decide",
+    "main",
+]
 
 # An intent that the scheduler still does not know after this long (and two looks) was never
 # submitted: sbatch died before SLURM accepted it.
@@ -33,13 +43,23 @@ UNSEEN_LIMIT = 3
 SUBMIT_TRIES = 3
 
 
+@dataclass(frozen=True)
+class Options:
+    """What the user asked of this round beyond the defaults."""
+
+    intent_grace: timedelta = INTENT_GRACE
+    restart_changed: bool = False  # restart running jobs whose script changed, now
+    prune: bool = False  # cancel jobs that are no longer in the bundle
+
+
 def decide(
     jobs: Sequence[LockJob],
     history: History,
     obs: Observation,
     now: datetime,
-    intent_grace: timedelta = INTENT_GRACE,
+    intent_grace: timedelta | Options = INTENT_GRACE,
 ) -> list[Action]:
+    options = intent_grace if isinstance(intent_grace, Options) else Options(intent_grace)
     states = {job.name: current(job.name, history, obs) for job in jobs}
     by_name = {job.name: job for job in jobs}
     plans: dict[str, list[Action]] = {}
@@ -53,10 +73,44 @@ def decide(
         if name not in plans:
             job = by_name[name]
             upstream = {u: main(plan(u)) for u in job.depends_on if u in by_name}
-            plans[name] = _one(job, states, upstream, history, obs, now, job_state, intent_grace)
+            plans[name] = _one(job, states, upstream, history, obs, now, job_state, options)
         return plans[name]
 
-    return [action for job in jobs for action in plan(job.name)]
+    planned = [action for job in jobs for action in plan(job.name)]
+    return planned + _removed(set(by_name), history, obs, options)
+
+
+def _removed(names: set[str], history: History, obs: Observation, options: Options) -> list[Action]:
+    """Jobs with records but no longer in the bundle: reported, cancelled only with --prune."""
+    out: list[Action] = []
+    for name in sorted(set(history.attempts) - names):
+        state = current(name, history, obs)
+        if not state.live or name in history.dropped:
+            continue
+        latest = history.latest(name)
+        assert latest is not None
+        if options.prune and state.job_id and obs.available:
+            out.append(
+                Action(
+                    "cancel",
+                    name,
+                    "removed from the bundle (--prune)",
+                    attempt=latest.attempt,
+                    job_id=state.job_id,
+                    cause="prune",
+                )
+            )
+        else:
+            out.append(
+                Action(
+                    "wait",
+                    name,
+                    f"removed from the bundle, still {state.state}; --prune cancels it",
+                    attempt=latest.attempt,
+                    job_id=state.job_id,
+                )
+            )
+    return out
 
 
 def _one(
@@ -67,13 +121,13 @@ def _one(
     obs: Observation,
     now: datetime,
     state_of: Callable[[str], str | None],
-    intent_grace: timedelta,
+    options: Options,
 ) -> list[Action]:
     name = job.name
     now_state = states[name]
     latest = history.latest(name)
     if latest is not None and latest.phase == "intent":
-        return _intent(latest, obs, now, intent_grace)
+        return _intent(latest, obs, now, options.intent_grace)
 
     if latest is not None and latest.phase == "submitted":
         seen = observations(job, latest, now_state, obs, now)
@@ -89,6 +143,9 @@ def _one(
                     job_id=latest.job_id,
                 ),
             ]
+        changed = _changed(job, latest, now_state, obs, options)
+        if changed is not None:
+            return [*seen, changed]
         return [*seen, _submitted(job, latest, now_state, obs, now, state_of, seen)]
 
     if now_state.state == "DROPPED":
@@ -96,7 +153,17 @@ def _one(
 
     if latest is not None and now_state.terminal:
         if now_state.success:
-            return [Action("wait", name, "completed", attempt=latest.attempt, settled=True)]
+            note = (
+                " (its script changed since; rerun with a new job name)"
+                if (latest.script_sha256 != job.sha256)
+                else ""
+            )
+            return [Action("wait", name, "completed" + note, attempt=latest.attempt, settled=True)]
+        if latest.script_sha256 != job.sha256 and not latest.cancel_requested:
+            cause = f"script changed since attempt {latest.attempt} ended {now_state.state}"
+            return [
+                Action("submit", name, cause, attempt=_next_attempt(history, name), cause=cause)
+            ]
         return [_after_failure(job, history, now)]
 
     # Not submitted yet (or the last submission never reached the scheduler).
@@ -128,10 +195,43 @@ def _one(
     return [Action("submit", name, cause, attempt=attempt, cause=cause)]
 
 
+def _changed(
+    job: LockJob, latest: Attempt, now_state: Current, obs: Observation, options: Options
+) -> Action | None:
+    """An attempt in flight that runs an older script than the bundle now holds."""
+    if latest.script_sha256 == job.sha256 or now_state.terminal or not obs.available:
+        return None
+    if latest.restart_requested or now_state.state == "UNKNOWN":
+        return None
+    if now_state.state == "PENDING" or options.restart_changed:
+        return Action(
+            "cancel",
+            job.name,
+            "script changed: resubmitting with the new one",
+            attempt=latest.attempt,
+            job_id=now_state.job_id,
+            cause="restart",
+        )
+    return Action(
+        "wait",
+        job.name,
+        f"{now_state.state.lower() if now_state.state else '?'} "
+        "with the previous script; the next attempt uses the new one "
+        "(--restart-changed restarts it now)",
+        attempt=latest.attempt,
+        job_id=now_state.job_id,
+    )
+
+
 def _after_failure(job: LockJob, history: History, now: datetime) -> Action:
     """A finished attempt that did not succeed: restart it, wait for the backoff, or stop."""
     name = job.name
-    attempts = [a for a in history.attempts.get(name, ()) if a.final_state != "NOT_SUBMITTED"]
+    # Budgets count the attempts of the current script only: a fixed script starts afresh.
+    attempts = [
+        a
+        for a in history.attempts.get(name, ())
+        if a.final_state != "NOT_SUBMITTED" and a.script_sha256 == job.sha256
+    ] or [history.attempts[name][-1]]
     latest = attempts[-1]
     state = latest.final_state or "?"
     policy = job.restart

@@ -57,11 +57,11 @@ def observe(
     run_command: CommandRunner,
     records: Records | None = None,
 ) -> Observation:
+    # Every attempt in flight, also of jobs no longer in the bundle (they are reported).
     in_flight = [
-        a
-        for job in bundle.jobs
-        if (a := history.latest(job.name)) is not None and a.phase != "finished"
+        a for attempts in history.attempts.values() if (a := attempts[-1]).phase != "finished"
     ]
+    names = {job.name for job in bundle.jobs}
     asked = bool(in_flight)
     available, error = True, None
     rows: list[SchedulerJob] = []
@@ -81,7 +81,7 @@ def observe(
     progress: dict[str, int] = {}
     for attempt in in_flight:
         job_id = attempt.job_id or (by_tag[attempt.tag].job_id if attempt.tag in by_tag else None)
-        if not job_id:
+        if not job_id or attempt.job not in names:
             continue
         job = bundle.job(attempt.job)
         markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .act import Outcome, act
 from .bundle import Bundle, load_bundle
-from .decide import INTENT_GRACE, Action, Current, current, decide
+from .decide import INTENT_GRACE, Action, Current, Options, current, decide
 from .errors import ReconcileError, SchedulerError
 from .lock import Busy, StateLock
 from .observe import Observation, observe
@@ -102,8 +102,15 @@ class RunReport:
 class Session:
     """What a command needs about one bundle: the bundle, its records and its scheduler."""
 
-    def __init__(self, path: Path, scheduler: str | None) -> None:
-        self.bundle = load_bundle(path)
+    def __init__(
+        self,
+        path: Path,
+        scheduler: str | None,
+        options: Options | None = None,
+        allow_edited: bool = False,
+    ) -> None:
+        self.bundle = load_bundle(path, check_scripts=not allow_edited)
+        self.options = options or Options(intent_grace())
         self.records = Records(self.bundle.state_path)
         self.key = project_key(self.bundle)
         self.scheduler = make_scheduler(scheduler, self.bundle.state_path)
@@ -130,7 +137,12 @@ class Session:
         obs = observe(
             self.bundle, history, self.scheduler, self.prefix, now, run_command, self.records
         )
-        return obs, decide(self.bundle.jobs, history, obs, now, intent_grace())
+        return obs, decide(self.bundle.jobs, history, obs, now, self.options)
+
+    def apply_moves(self, say: Callable[[str], None]) -> None:
+        for old, new in self.bundle.moved.items():
+            if self.records.move(old, new):
+                say(f"moved the records of {old} to {new}")
 
 
 def reconcile_once(
@@ -144,6 +156,8 @@ def reconcile_once(
         except Busy as busy:
             return RunReport([], Observation(asked=False, available=True), None, busy=str(busy))
     try:
+        if not dry_run:
+            session.apply_moves(say)
         history = session.history()
         obs, actions = session.look(history)
         if dry_run:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -157,6 +158,24 @@ class Records:
         if node in nodes:
             return False
         write_atomic(self.jobs_dir / job / "exclude.json", {"nodes": [*nodes, node]})
+        return True
+
+    def move(self, old: str, new: str) -> bool:
+        """Carry a renamed job's records over (`moved:` in the config). The new folder is
+        built aside and renamed into place, so a crash leaves the old records or both."""
+        source, target = self.jobs_dir / old, self.jobs_dir / new
+        if not source.is_dir() or target.exists():
+            return False
+        staging = Path(tempfile.mkdtemp(prefix=f".{new}.moving-", dir=self.jobs_dir))
+        for path in sorted(source.iterdir()):
+            if path.name.startswith("."):
+                continue
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if isinstance(data, dict) and data.get("job") == old:
+                data["job"] = new
+            write_atomic(staging / path.name, data)
+        os.rename(staging, target)
+        shutil.rmtree(source)
         return True
 
     def undrop(self, job: str) -> None:

@@ -3,6 +3,7 @@ experiments; the text output is a reviewed snapshot."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ def bundle(
     tmp_path: Path, *overrides: str, prefix: str = "exp", lrs: str = "[1, 2]"
 ) -> dict[str, bytes]:
     text = EXPERIMENT.replace("@PREFIX@", prefix).replace("@LRS@", lrs)
-    path = write(tmp_path / f"exp_{abs(hash((text, overrides)))}.yaml", text)
+    digest = hashlib.sha256(repr((text, overrides)).encode()).hexdigest()[:12]
+    path = write(tmp_path / f"exp_{digest}.yaml", text)
     return compile_file(path, overrides, env={}).files
 
 
