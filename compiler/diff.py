@@ -6,7 +6,6 @@ Pure: the callers read the bundles (a folder, a git revision, a compile in memor
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from collections.abc import Iterable, Mapping
@@ -14,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from .errors import fail
+from .textdiff import unified
 
 LOCK_NAME = "plan.lock.json"
 PLAN_NAME = "plan.txt"
@@ -103,6 +103,7 @@ class BundleDiff:
     unchanged: int
     reordered: int
     project: tuple[ValueChange, ...]
+    lock_fields: tuple[ValueChange, ...]  # top-level lockfile keys besides project and jobs
     files: tuple[FileDiff, ...]
     ignored_moves: tuple[IgnoredMove, ...]
 
@@ -117,6 +118,13 @@ class _Side:
     project: dict[str, Any]
     jobs: dict[str, dict[str, Any]]  # name -> lock entry, in lock order
     files: Mapping[str, bytes]
+    top: dict[str, Any]  # the other top-level lockfile keys, but for bundle_id (a digest)
+
+    @property
+    def moved(self) -> dict[str, str]:
+        """The renames the lockfile records (the config's `moved:` and `--moved` at compile)."""
+        found = self.top.get("moved")
+        return {str(k): str(v) for k, v in found.items()} if isinstance(found, dict) else {}
 
     def script(self, name: str) -> bytes | None:
         return self.files.get(str(self.jobs[name].get("script", "")))
@@ -126,11 +134,13 @@ def compare(
     old: Mapping[str, bytes], new: Mapping[str, bytes], moved: Mapping[str, str] | None = None
 ) -> BundleDiff:
     """Compare bundle OLD with bundle NEW. A side without a lockfile has no jobs (a bundle not
-    written yet). `moved` maps old job names to new ones, reported as renames when they apply.
+    written yet). `moved` maps old job names to new ones, reported as renames when they apply,
+    added to those NEW's lockfile records; only the entries of `moved` that do not apply are
+    reported (recorded ones are history, applied by earlier versions).
     """
     a, b = _side(old, "old"), _side(new, "new")
     files = _file_diffs(old, new)
-    moves, ignored = _moves(a, b, dict(moved or {}))
+    moves, ignored = _moves(a, b, b.moved, dict(moved or {}))
     moves.update(_detected_renames(a, b, moves))
 
     changed: list[JobDiff] = []
@@ -163,6 +173,7 @@ def compare(
         unchanged=unchanged,
         reordered=reordered,
         project=_changes(a.project, b.project),
+        lock_fields=_changes(a.top, b.top),
         files=files,
         ignored_moves=tuple(ignored),
     )
@@ -171,22 +182,24 @@ def compare(
 def _side(files: Mapping[str, bytes], which: str) -> _Side:
     raw = files.get(LOCK_NAME)
     if raw is None:
-        return _Side({}, {}, files)
+        return _Side({}, {}, files, {})
     try:
         lock = json.loads(raw.decode("utf-8"))
         jobs = {str(job["name"]): job for job in lock["jobs"]}
         project = dict(lock.get("project", {}))
+        top = {k: v for k, v in lock.items() if k not in ("bundle_id", "jobs", "project")}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise fail(
             f"the {which} bundle's {LOCK_NAME} cannot be read: {exc}",
             hint="recompile the bundle; a lockfile is written by `oellm compile`, not by hand",
         ) from None
-    return _Side(project, jobs, files)
+    return _Side(project, jobs, files, top)
 
 
 def _moves(
-    a: _Side, b: _Side, moved: dict[str, str]
+    a: _Side, b: _Side, recorded: dict[str, str], explicit: dict[str, str]
 ) -> tuple[dict[str, tuple[str, RenameKind]], list[IgnoredMove]]:
+    moved = {**recorded, **explicit}
     targets: dict[str, str] = {}
     for old_name, new_name in sorted(moved.items()):
         if new_name in targets:
@@ -201,7 +214,7 @@ def _moves(
         reason = _why_not_moved(a, b, old_name, new_name)
         if reason is None:
             applied[old_name] = (new_name, "moved")
-        else:
+        elif explicit.get(old_name) == new_name:
             ignored.append(IgnoredMove(old_name, new_name, reason))
     return applied, ignored
 
@@ -326,30 +339,6 @@ def _file_diffs(old: Mapping[str, bytes], new: Mapping[str, bytes]) -> tuple[Fil
         )
         found.append(FileDiff(name, status, unified(before, after, name, name)))
     return tuple(found)
-
-
-def unified(old: bytes | None, new: bytes | None, old_name: str, new_name: str) -> str:
-    """A unified diff (`git diff` labels, /dev/null for a missing side), '' when equal."""
-    if old == new:
-        return ""
-    from_label = "/dev/null" if old is None else f"a/{old_name}"
-    to_label = "/dev/null" if new is None else f"b/{new_name}"
-    try:
-        before = [] if old is None else _lines(old.decode("utf-8"))
-        after = [] if new is None else _lines(new.decode("utf-8"))
-    except UnicodeDecodeError:
-        return f"Binary files {from_label} and {to_label} differ\n"
-    return "".join(difflib.unified_diff(before, after, from_label, to_label, n=3))
-
-
-def _lines(text: str) -> list[str]:
-    # Split on newlines only (str.splitlines also splits on \r, \f and more, which a script may
-    # hold inside a quoted value), marking a missing final newline the way `diff` does.
-    *lines, last = text.split("\n")
-    found = [line + "\n" for line in lines]
-    if last:
-        found.append(last + "\n\\ No newline at end of file\n")
-    return found
 
 
 def _text(data: bytes) -> str:

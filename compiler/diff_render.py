@@ -39,6 +39,7 @@ def summary(result: BundleDiff) -> str:
     if result.reordered:
         lines.append(f"{_jobs(result.reordered)} changed position in the sweep")
     lines += [f"project.{c.key}: {_show(c.old)} -> {_show(c.new)}" for c in result.project]
+    lines += [f"lock {c.key}: {_show(c.old)} -> {_show(c.new)}" for c in result.lock_fields]
     for move in result.ignored_moves:
         lines.append(f"moved {move.old} -> {move.new} ignored: {move.reason}")
     job_files = _job_files(result)
@@ -144,6 +145,7 @@ def render_json(result: BundleDiff) -> dict[str, Any]:
             "reordered": result.reordered,
         },
         "project": [_change_json(c) for c in result.project],
+        "lock": [_change_json(c) for c in result.lock_fields],
         "added": [_entry_json(e) for e in result.added],
         "removed": [_entry_json(e) for e in result.removed],
         "renamed": [_job_json(j) for j in result.renamed],

@@ -1,8 +1,8 @@
 """Site limits (`slurm.limits`, carried by each cluster preset) checked at compile time.
 
-Per job: an explicit `--array` must fit under MaxArraySize, and a Megatron job that handles a
-pre-timeout signal gets its `--signal` directive from the preset's lead time. Per bundle: the
-job count against the submit limit, and each array stage against MaxArraySize.
+Per job: an explicit `--array` must fit under MaxArraySize, and a pre-timeout signal must not
+kill torchrun. Per bundle: the job count against the submit limit, and each array stage
+against MaxArraySize. `signal_lead_seconds` is for configs to use in `slurm.sbatch.signal`.
 """
 
 from __future__ import annotations
@@ -56,33 +56,23 @@ def max_array_index(spec: str) -> int | None:
     return highest
 
 
-def signal_directive(
-    config: Mapping[str, Any], origins: Mapping[Path_, Origin], launch: str
-) -> str | None:
-    """`--signal` for a Megatron job that saves and exits on a signal, or None.
-
-    Without `B:` SLURM signals the job steps, so every rank gets it (and not the batch shell,
-    which still has to write the exit marker). An explicit `slurm.sbatch.signal` wins.
-    """
-    backend = config["backend"]
-    if backend["kind"] != "megatron" or "signal" in config["slurm"]["sbatch"]:
-        return None
-    args = backend.get("megatron") or {}
-    lead = limits_of(config).get("signal_lead_seconds")
-    if not args.get("exit_signal_handler") or lead is None:
-        return None
-    if launch == "per_node":
-        # torchrun has no handler for SIGUSR1/2 (it dies at once) and gives its workers 30 s
-        # after a SIGTERM before it kills them: too short to save a checkpoint reliably.
+def check_signal(config: Mapping[str, Any], origins: Mapping[Path_, Origin], launch: str) -> None:
+    """A pre-timeout signal must reach a handler. Without `B:` SLURM signals every process of
+    the job steps; under launch per_node that includes torchrun, which has no handler for
+    SIGUSR1/SIGUSR2: it dies at once, and srun then stops the ranks in the middle of saving."""
+    signal = config["slurm"]["sbatch"].get("signal")
+    if launch != "per_node" or config["backend"]["kind"] != "megatron" or not signal:
+        return
+    text = str(signal).upper()
+    if not text.startswith("B:") and text.split("@", 1)[0].removeprefix("SIG") in ("USR1", "USR2"):
         raise fail(
-            "a pre-timeout signal would reach torchrun, not only the ranks",
-            origin_of(origins, ("backend", "megatron", "exit_signal_handler")),
-            key="backend.megatron.exit_signal_handler",
-            hint="under slurm.launch per_node let Megatron stop by itself with "
-            "exit_duration_in_mins, or set slurm.sbatch.signal explicitly",
+            f"signal {signal!r} would also reach torchrun, which dies on it",
+            origin_of(origins, ("slurm", "sbatch", "signal")),
+            key="slurm.sbatch.signal",
+            hint="under slurm.launch per_node use TERM (torchrun passes it on to the ranks) "
+            "with backend.megatron.exit_signal: SIGTERM, or let Megatron stop by itself with "
+            "exit_duration_in_mins",
         )
-    name = str(args.get("exit_signal") or "SIGTERM").removeprefix("SIG")
-    return f"{name}@{lead}"
 
 
 def check_bundle_limits(

@@ -18,6 +18,7 @@ from .errors import ConfigError, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Resolver, static_parts
 from .library import Library
+from .limits import check_bundle_limits
 from .overrides import COMMAND_LINE
 from .plan import plan_text
 from .render import render_script
@@ -108,6 +109,7 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
     jobs = [entry for _, entry in sorted(done.items()) if entry is not None]
     if not jobs:
         raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
+    check_bundle_limits(base, request.env, origins, jobs)
     project = base_project(base, request.env, origins)
     moved = _moved(base, request.moved, {j["name"] for j in jobs}, origins)
     lock = _lock(project, jobs, moved)

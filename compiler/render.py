@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 
 from .errors import Origin, fail
-from .limits import check_array_spec, signal_directive
+from .limits import check_array_spec, check_signal
 from .load import Path_
 from .megatron import megatron_argv
 from .tree import origin_of
@@ -35,7 +35,6 @@ _DIRECTIVE_NEEDS_QUOTES = re.compile(r"[\s'#]")
 RANK_SHIM = (
     'export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" WORLD_SIZE="$SLURM_NTASKS"; exec "$@"'
 )
-LAUNCHES = ("plain", "per_gpu", "per_node")
 
 
 @dataclass(frozen=True)
@@ -78,11 +77,12 @@ def render_script(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) ->
     job = config["job"]
     launch = _check_launch(config, origins)
     check_array_spec(config, origins)
+    check_signal(config, origins, launch)
     context = {
         "job_name": job["name"],
         "stage": config.get("stage"),
         "project": config["project"]["name"],
-        "directives": _directives(config, origins, signal_directive(config, origins, launch)),
+        "directives": _directives(config, origins),
         "values": [
             ("oellm_job_name", job["name"]),
             ("oellm_output_dir", job["base_output_dir"]),
@@ -128,7 +128,7 @@ def _scalar(value: Any) -> str:
 
 
 def _directives(
-    config: Mapping[str, Any], origins: Mapping[Path_, Origin], signal: str | None
+    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
 ) -> list[tuple[str, str | None]]:
     job = config["job"]
     out: list[tuple[str, str | None]] = []
@@ -138,8 +138,6 @@ def _directives(
     }
     for key, value in config["slurm"]["sbatch"].items():
         given[key.replace("_", "-")] = (value, ("slurm", "sbatch", key))
-    if signal is not None:
-        given["signal"] = (signal, ("slurm", "limits", "signal_lead_seconds"))
     for option, (value, path) in given.items():
         if value is None or value is False:
             continue
@@ -264,7 +262,9 @@ def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
             if launch == "per_node"
             else list(map(Word, backend.get("launcher") or []))
         )
-        for index, word in enumerate([*launcher, Word(backend["entrypoint"])]):
+        # After torchrun's options the entrypoint starts a line of its own.
+        entrypoint = Word(backend["entrypoint"], new_line=launch == "per_node")
+        for index, word in enumerate([*launcher, entrypoint]):
             words.append(
                 dataclasses.replace(word, new_line=word.new_line or (first and index == 0))
             )

@@ -519,9 +519,11 @@ def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -
 
 
 def _register() -> None:
+    from oellm.container_cli import container_command
     from oellm.diff_cli import diff_command
 
     cli.add_command(diff_command)
+    cli.add_command(container_command)
 
 
 _register()

@@ -1,7 +1,7 @@
 """Act: carry out decided actions, recording before and after each step that touches SLURM.
 
-A submission is an intent record (fsynced), then sbatch, then the job id record: a run killed
-between any two of these leaves a record from which the next run finds the job by its tag.
+Records change first (a request, a link's outcome, a fired event), then one scancel for the
+round, then submissions (`submit.py`: intent, sbatch, job id, for each link of a chain).
 """
 
 from __future__ import annotations
@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import signal
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -20,26 +19,8 @@ from .decide import Action
 from .errors import SchedulerError, SchedulerUnavailable
 from .observe import Observation
 from .records import Attempt, Dropped, History, LogState, Records
-from .schedulers import Scheduler, Submission
-
-# Fault injection for the exactly-once tests: the process kills itself at the named point.
-CRASH_POINTS = ("before-intent", "after-intent", "after-sbatch", "after-record")
-
-
-def _crash_point(name: str) -> None:
-    if os.environ.get("OELLM_CRASH_AT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-@dataclasses.dataclass
-class Outcome:
-    acted: list[str] = dataclasses.field(default_factory=list)
-    errors: list[str] = dataclasses.field(default_factory=list)
-    unavailable: bool = False
-
-
-def tag_for(key: str, job: str, attempt: int) -> str:
-    return f"oellm.{key}.{job}.{attempt}"
+from .schedulers import Scheduler
+from .submit import CRASH_POINTS, Outcome, Submitter, link_current, tag_for
 
 
 def act(
@@ -65,6 +46,7 @@ def act(
         latest[record.job] = record
 
     to_cancel: dict[str, str] = {}  # job id -> why
+    bundle_jobs = {job.name for job in bundle.jobs}
     for action in actions:
         record = latest.get(action.job)
         stamp = now().isoformat()
@@ -72,31 +54,41 @@ def act(
             save(dataclasses.replace(record, last_state=action.state))
         elif action.kind == "event" and record is not None:
             save(_event(action, record, bundle, records, stamp, note, to_cancel, outcome))
+        elif action.kind == "link" and record is not None:
+            save(_link(action, record, stamp, note))
         elif action.kind == "adopt" and record is not None:
-            save(
-                dataclasses.replace(
-                    record,
-                    phase="submitted",
-                    job_id=action.job_id,
-                    submitted_at=record.submitted_at or stamp,
-                    unseen=0,
-                )
+            adopted = dataclasses.replace(
+                record,
+                phase="submitted",
+                job_id=action.job_id,
+                submitted_at=record.submitted_at or stamp,
+                unseen=0,
             )
+            if adopted.links:
+                adopted = adopted.with_link(
+                    1, phase="submitted", job_id=action.job_id, submitted_at=stamp
+                )
+            save(adopted)
             note(f"adopted {action.job} attempt {record.attempt}: {action.reason}")
         elif action.kind == "finish" and record is not None:
             iteration = obs.progress.get(action.job) if obs is not None else None
+            chained = bool(record.links)
             save(
                 dataclasses.replace(
                     record,
                     phase="finished",
-                    job_id=action.job_id or record.job_id,
+                    # A chain keeps its first link's id; its links hold the others.
+                    job_id=record.job_id if chained else (action.job_id or record.job_id),
                     final_state=action.state,
                     exit_code=action.exit_code,
                     ended_at=stamp,
                     iteration=iteration if iteration is not None else record.iteration,
-                    reason=record.reason if action.state != "LOST" else action.reason,
+                    reason=action.reason if chained or action.state == "LOST" else record.reason,
                 )
             )
+            if _follows_chain(action, record, bundle_jobs):
+                assert action.job_id is not None
+                link_current(bundle, bundle.job(action.job), action.job_id)
             exit_text = f" (exit {action.exit_code})" if action.exit_code is not None else ""
             note(f"{action.job} attempt {record.attempt} {action.state}{exit_text}")
         elif action.kind == "unseen" and record is not None:
@@ -115,12 +107,21 @@ def act(
         elif action.kind == "drop":
             records.drop(Dropped(action.job, action.reason, stamp))
             note(f"dropped {action.job}: {action.reason}")
-        elif action.kind == "cancel" and action.job_id:
+        elif action.kind == "cancel":
             if action.cause == "restart" and record is not None:
                 save(dataclasses.replace(record, restart_requested=action.reason))
+            elif action.cause == "condition" and record is not None and record.links:
+                # Recorded, so that a chain between two links queues no further one.
+                save(dataclasses.replace(record, cancel_requested=action.reason))
             elif action.cause == "prune":
                 records.drop(Dropped(action.job, action.reason, stamp))
-            to_cancel.setdefault(action.job_id, f"{action.job}: {action.reason}")
+            for job_id in action.job_ids or ((action.job_id,) if action.job_id else ()):
+                to_cancel.setdefault(job_id, f"{action.job}: {action.reason}")
+        elif action.kind == "wait" and _follows_chain(action, record, bundle_jobs):
+            # The link that runs now (or, below, the one that ended the chain):
+            # `log_path_current` follows it along the chain.
+            assert action.job_id is not None
+            link_current(bundle, bundle.job(action.job), action.job_id)
 
     if obs is not None:
         # Only after the events of these lines are in the ledger: a crash re-reads, never skips.
@@ -140,21 +141,64 @@ def act(
             )
 
     if to_cancel:
+        # Later jobs first, so that a queued link is gone before the one it waits for ends.
+        # scancel sends its requests in parallel, so this is likely, not certain; a link that
+        # starts in that instant is still cancelled by the same call.
+        ids = sorted(to_cancel, key=_id_order, reverse=True)
         try:
-            scheduler.cancel(sorted(to_cancel))
-            for job_id, why in sorted(to_cancel.items()):
-                note(f"cancelled job {job_id} ({why})")
+            scheduler.cancel(ids)
+            for job_id in ids:
+                note(f"cancelled job {job_id} ({to_cancel[job_id]})")
         except SchedulerUnavailable as exc:
             outcome.unavailable = True
             outcome.errors.append(str(exc))
         except SchedulerError as exc:
             outcome.errors.append(str(exc))
 
+    submitter = Submitter(bundle, records, scheduler, key, now, note, outcome)
     for action in actions:
         if action.kind != "submit" or outcome.unavailable:
             continue
-        _submit(action, bundle, records, scheduler, key, now, note, outcome)
+        record = submitter.submit(action, latest.get(action.job))
+        if record is not None:
+            latest[action.job] = record
     return outcome
+
+
+def _follows_chain(action: Action, record: Attempt | None, names: set[str]) -> bool:
+    return bool(record is not None and record.links and action.job_id and action.job in names)
+
+
+def _id_order(job_id: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", job_id)) or (0,)
+
+
+def _link(action: Action, record: Attempt, stamp: str, note: Callable[[str], None]) -> Attempt:
+    """Record what one link of a chain did, in the attempt's record."""
+    assert action.link is not None
+    if not any(link.link == action.link for link in record.links):
+        return record  # written by an older round already
+    change = action.cause
+    if change == "adopt":
+        note(f"adopted {action.job} attempt {record.attempt}: {action.reason}")
+        return record.with_link(
+            action.link, phase="submitted", job_id=action.job_id, submitted_at=stamp, unseen=0
+        )
+    if change == "unseen":
+        unseen = max(link.unseen for link in record.links if link.link == action.link)
+        return record.with_link(action.link, unseen=unseen + 1)
+    if change == "lost":
+        note(f"{action.job} attempt {record.attempt}: {action.reason}")
+        return record.with_link(action.link, phase="finished", state="NOT_SUBMITTED")
+    note(f"{action.job} attempt {record.attempt}: {action.reason}")
+    return record.with_link(
+        action.link,
+        phase="finished",
+        job_id=action.job_id,
+        state=action.state,
+        exit_code=action.exit_code,
+        reason=action.reason,
+    )
 
 
 def _event(
@@ -179,14 +223,15 @@ def _event(
     for step in event["actions"]:
         kind = step["kind"]
         why = step.get("reason") or f"{event['event']}: {event.get('line') or event.get('trigger')}"
+        live = action.job_ids or ((record.job_id,) if record.job_id else ())
         if kind == "restart":
             updated = dataclasses.replace(updated, restart_requested=why)
-            if record.job_id:
-                to_cancel[record.job_id] = f"{record.job}: restart, {why}"
+            for job_id in live:
+                to_cancel[job_id] = f"{record.job}: restart, {why}"
         elif kind == "cancel":
             updated = dataclasses.replace(updated, cancel_requested=why)
-            if record.job_id:
-                to_cancel[record.job_id] = f"{record.job}: {why}"
+            for job_id in live:
+                to_cancel[job_id] = f"{record.job}: {why}"
         elif kind == "finish":
             updated = dataclasses.replace(updated, finish_requested=why)
         elif kind == "append_to_file":
@@ -238,79 +283,6 @@ def _run_hook(command: str | list[str], fields: Mapping[str, str], bundle: Bundl
         return run(argv, timeout=300, cwd=bundle.root, env=env).returncode == 0
     except SchedulerError:
         return False
-
-
-def _submit(
-    action: Action,
-    bundle: Bundle,
-    records: Records,
-    scheduler: Scheduler,
-    key: str,
-    now: Callable[[], datetime],
-    note: Callable[[str], None],
-    outcome: Outcome,
-) -> None:
-    job = bundle.job(action.job)
-    assert action.attempt is not None
-    tag = tag_for(key, job.name, action.attempt)
-    # SLURM does not create the folder of --output; a missing one fails the job silently.
-    log = bundle.resolve(job.log_path)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    bundle.resolve(job.output_dir).mkdir(parents=True, exist_ok=True)
-    _crash_point("before-intent")
-    intent = Attempt(
-        job=job.name,
-        attempt=action.attempt,
-        tag=tag,
-        bundle_id=bundle.bundle_id,
-        script_sha256=job.sha256,
-        scheduler=scheduler.name,
-        cause=action.cause or action.reason,
-        phase="intent",
-        intent_at=now().isoformat(),
-    )
-    records.save(intent)
-    _crash_point("after-intent")
-    excluded = records.excluded_nodes(job.name)
-    extra = (f"--exclude={','.join(excluded)}",) if excluded else ()
-    submission = Submission(
-        script=bundle.script_path(job).resolve(), tag=tag, workdir=bundle.root, extra_args=extra
-    )
-    try:
-        job_id = scheduler.submit(submission)
-    except SchedulerUnavailable as exc:
-        records.save(dataclasses.replace(intent, reason=f"scheduler unavailable: {exc.message}"))
-        outcome.unavailable = True
-        outcome.errors.append(str(exc))
-        return
-    except SchedulerError as exc:
-        records.save(dataclasses.replace(intent, reason=f"submission failed: {exc.message}"))
-        outcome.errors.append(f"{job.name}: {exc}")
-        return
-    _crash_point("after-sbatch")
-    records.save(
-        dataclasses.replace(
-            intent, phase="submitted", job_id=job_id, submitted_at=now().isoformat()
-        )
-    )
-    _crash_point("after-record")
-    _link_current(bundle, job.log_path, job.log_path_current, job_id)
-    note(f"submitted {job.name} attempt {action.attempt} as job {job_id} ({action.reason})")
-
-
-def _link_current(bundle: Bundle, log_path: str, current: str | None, job_id: str) -> None:
-    """Point `log_path_current` at this attempt's log, so tools can follow one stable name."""
-    if not current:
-        return
-    target = bundle.resolve(log_path.replace("%j", job_id).replace("%A", job_id))
-    link = bundle.resolve(current)
-    tmp = link.with_name(f".{link.name}.{job_id}")
-    try:
-        tmp.unlink(missing_ok=True)
-        os.symlink(os.path.relpath(target, link.parent), tmp)
-        os.replace(tmp, link)
-    except OSError:
-        pass  # a convenience link; never worth failing a submission for
 
 
 __all__ = ["CRASH_POINTS", "Outcome", "Path", "act", "tag_for"]

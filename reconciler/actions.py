@@ -1,5 +1,5 @@
 """What decide returns: actions with reasons. A job gets one main action (or a `wait` saying
-why nothing happens) and any number of `event`/`state` observations before it.
+why nothing happens) and any number of `event`/`state`/`link` observations before it.
 """
 
 from __future__ import annotations
@@ -9,8 +9,21 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 ActionKind = Literal[
-    "submit", "adopt", "finish", "unseen", "lost", "cancel", "drop", "wait", "event", "state"
+    "submit",
+    "adopt",
+    "finish",
+    "unseen",
+    "lost",
+    "cancel",
+    "drop",
+    "wait",
+    "event",
+    "state",
+    "link",
 ]
+# What a `link` observation records about one link of a chain (in `Action.cause`).
+LinkChange = Literal["adopt", "unseen", "lost", "ended"]
+OBSERVATIONS = ("event", "state", "link")
 
 
 @dataclass(frozen=True)
@@ -25,8 +38,15 @@ class Action:
     cause: str | None = None
     settled: bool = False  # the job will not change any more without the user
     event: Mapping[str, Any] = field(default_factory=dict)  # for `event`: what fired
+    # Chains: the link a `submit` starts from (None: a new attempt) or a `link` is about; for
+    # `submit`, the job id the first new link is queued behind.
+    link: int | None = None
+    after: str | None = None
+    # Every live job a `cancel` (or an `event` that cancels) must stop, later links first, so
+    # a queued link never starts because the one before it was cancelled.
+    job_ids: tuple[str, ...] = ()
 
 
 def main(actions: Sequence[Action]) -> Action:
     """The one action of a job that is not an observation (`event`/`state`)."""
-    return next(a for a in actions if a.kind not in ("event", "state"))
+    return next(a for a in actions if a.kind not in OBSERVATIONS)

@@ -42,6 +42,10 @@ class LockJob:
     array: bool
     log_events: tuple[dict[str, Any], ...] = ()
     state_events: tuple[dict[str, Any], ...] = ()
+    # An array member: submitted as task `array_index` (`--array=<index>`) of its group's
+    # shared script. The compiler does not emit these yet (see reconciler/arrays.py).
+    array_group: str | None = None
+    array_index: int | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,8 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
             array=j["array"],
             log_events=tuple(_with_inactivity(j)),
             state_events=tuple(j["state_events"]),
+            array_group=j.get("array_group"),
+            array_index=j.get("array_index"),
         )
         for j in data["jobs"]
     )

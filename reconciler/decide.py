@@ -1,7 +1,7 @@
 """Decide: a pure function from (lock, history, observation, now) to actions with reasons.
 
 No I/O, no clock. Every job gets exactly one main action, or a `wait` saying why nothing
-happens (what `--dry-run` prints), plus `event` and `state` entries for what it observed.
+happens (what `--dry-run` prints), plus `event`, `state` and `link` entries for what it observed.
 Rules that keep jobs from being lost or doubled: an unanswered scheduler means no destructive
 action; a job the scheduler does not know is counted, never resubmitted on first sight; an
 intent without a job id is looked up by its tag before anything is submitted again; a log
@@ -16,11 +16,12 @@ from datetime import datetime, timedelta
 
 from .actions import Action, ActionKind, main
 from .bundle import LockJob
+from .chain import chain_main, link_records, shown
 from .conditions import all_hold, any_holds
 from .current import Current, current
 from .events import observations
 from .observe import Observation
-from .policy import budget_exhausted
+from .policy import INTENT_GRACE, SUBMIT_TRIES, UNSEEN_LIMIT, budget_exhausted
 from .records import Attempt, History
 
 __all__ = [
@@ -33,14 +34,6 @@ __all__ = [
     "decide",
     "main",
 ]
-
-# An intent that the scheduler still does not know after this long (and two looks) was never
-# submitted: sbatch died before SLURM accepted it.
-INTENT_GRACE = timedelta(minutes=2)
-# A submitted job that SLURM has no record of, in this many consecutive answers, is lost.
-UNSEEN_LIMIT = 3
-# Submissions that failed this many times in a row are not tried again automatically.
-SUBMIT_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -60,7 +53,7 @@ def decide(
     intent_grace: timedelta | Options = INTENT_GRACE,
 ) -> list[Action]:
     options = intent_grace if isinstance(intent_grace, Options) else Options(intent_grace)
-    states = {job.name: current(job.name, history, obs) for job in jobs}
+    states = {job.name: current(job.name, history, obs, job) for job in jobs}
     by_name = {job.name: job for job in jobs}
     plans: dict[str, list[Action]] = {}
 
@@ -89,7 +82,7 @@ def _removed(names: set[str], history: History, obs: Observation, options: Optio
             continue
         latest = history.latest(name)
         assert latest is not None
-        if options.prune and state.job_id and obs.available:
+        if options.prune and state.live_ids and obs.available:
             out.append(
                 Action(
                     "cancel",
@@ -98,6 +91,7 @@ def _removed(names: set[str], history: History, obs: Observation, options: Optio
                     attempt=latest.attempt,
                     job_id=state.job_id,
                     cause="prune",
+                    job_ids=state.live_ids,
                 )
             )
         else:
@@ -131,6 +125,8 @@ def _one(
 
     if latest is not None and latest.phase == "submitted":
         seen = observations(job, latest, now_state, obs, now)
+        if now_state.chain is not None:
+            seen += link_records(latest, now_state.chain, obs, now, options.intent_grace)
         dropped = history.dropped.get(name)
         if dropped is not None and not now_state.terminal:
             return [
@@ -140,7 +136,7 @@ def _one(
                     name,
                     f"cancel requested: {dropped.reason}",
                     attempt=latest.attempt,
-                    job_id=latest.job_id,
+                    job_id=now_state.job_id or latest.job_id,
                 ),
             ]
         changed = _changed(job, latest, now_state, obs, options)
@@ -203,7 +199,7 @@ def _changed(
         return None
     if latest.restart_requested or now_state.state == "UNKNOWN":
         return None
-    if now_state.state == "PENDING" or options.restart_changed:
+    if (now_state.state == "PENDING" or options.restart_changed) and now_state.live_ids:
         return Action(
             "cancel",
             job.name,
@@ -211,6 +207,7 @@ def _changed(
             attempt=latest.attempt,
             job_id=now_state.job_id,
             cause="restart",
+            job_ids=now_state.live_ids,
         )
     return Action(
         "wait",
@@ -318,7 +315,8 @@ def _submitted(
         return Action(
             "finish",
             name,
-            f"ended {now_state.state}",
+            # A chain says which link ended it, and how.
+            (now_state.chain and now_state.reason) or f"ended {now_state.state}",
             attempt=latest.attempt,
             job_id=now_state.job_id,
             state=now_state.state,
@@ -328,7 +326,7 @@ def _submitted(
         return Action(
             "wait", name, "scheduler unavailable", attempt=latest.attempt, job_id=latest.job_id
         )
-    if now_state.state == "UNKNOWN":
+    if now_state.state == "UNKNOWN" and now_state.chain is None:
         if latest.unseen + 1 >= UNSEEN_LIMIT:
             return Action(
                 "finish",
@@ -346,29 +344,46 @@ def _submitted(
             job_id=latest.job_id,
         )
     requested = latest.restart_requested or latest.cancel_requested
-    if requested:
+    if requested and now_state.live_ids:
         # A request recorded by an earlier round: cancelling again is harmless.
-        return Action("cancel", name, requested, attempt=latest.attempt, job_id=latest.job_id)
+        return Action(
+            "cancel",
+            name,
+            requested,
+            attempt=latest.attempt,
+            job_id=now_state.job_id,
+            job_ids=now_state.live_ids,
+        )
     cancel, why = any_holds(job.cancel_conditions, obs.files, obs.commands, state_of, now)
-    if cancel:
+    if cancel and not requested:
+        # `condition`: a chain between two links has nothing to cancel; the request is
+        # recorded so that no further link is queued.
         return Action(
             "cancel",
             name,
             f"cancel condition holds: {why}",
             attempt=latest.attempt,
-            job_id=latest.job_id,
+            job_id=now_state.job_id,
+            cause="condition",
+            job_ids=now_state.live_ids,
         )
-    shown = "running" if now_state.state == "RUNNING" else (now_state.state or "?")
+    chained = chain_main(latest, now_state, seen, obs)
+    if chained is not None:
+        return chained
+    text = "running" if now_state.state == "RUNNING" else (now_state.state or "?")
     if now_state.reason and now_state.reason not in ("None", "(null)"):
-        shown += f" ({now_state.reason})"
+        text += f" ({now_state.reason})"
+    text += shown(now_state)
+    if requested:
+        text += f"; {requested}: the submission is confirmed first"
     if any(a.kind == "event" for a in seen):
-        shown += "; events fired"
+        text += "; events fired"
     return Action(
         "wait",
         name,
-        shown,
+        text,
         attempt=latest.attempt,
-        job_id=latest.job_id,
+        job_id=now_state.job_id or latest.job_id,
     )
 
 

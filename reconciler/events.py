@@ -76,6 +76,7 @@ def observations(
                         "line": match.line.text,
                         "groups": list(match.groups),
                         "named": dict(match.named),
+                        **({"link": match.line.link} if match.line.link else {}),
                     },
                 )
             )
@@ -111,6 +112,8 @@ def fire(
     record = {
         "key": key,
         "event": event.get("name", "state"),
+        # In a chain: the link it fired on (a log line names its own link).
+        **({"link": now_state.link} if now_state.link is not None else {}),
         **details,
         "actions": list(event["actions"]),
     }
@@ -121,4 +124,5 @@ def fire(
         attempt=attempt,
         job_id=now_state.job_id,
         event=record,
+        job_ids=now_state.live_ids,
     )

@@ -2,12 +2,13 @@
 
 Reading is I/O (observe calls `read_new`); matching is pure (decide calls `matches`). Offsets
 advance only to the end of the last complete line, so a line written in two pieces is seen
-once, whole. Each match is keyed by attempt, file and byte offset: re-reading after a crash
-finds the same keys and fires nothing twice.
+once, whole. Each match is keyed by attempt, file and byte offset (and link, in a chain):
+re-reading after a crash finds the same keys and fires nothing twice.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ class LogLine:
     file: str
     offset: int
     text: str
+    link: int = 0  # the chain link whose log this is (0: not a chain)
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,16 @@ class LogRead:
     size: int | None  # size of the main log, for inactivity
 
 
-def read_new(path: Path, offset: int, limit: int = READ_LIMIT) -> tuple[list[LogLine], int]:
+def read_new(
+    path: Path, offset: int, limit: int = READ_LIMIT, link: int = 0
+) -> tuple[list[LogLine], int]:
     """Complete lines after `offset`, and the offset after the last of them."""
     try:
         with open(path, "rb") as handle:
+            # Shorter than what was read: the file was truncated and written anew (the next
+            # link of a chain that shares one log file); read it from its start.
+            if os.fstat(handle.fileno()).st_size < offset:
+                offset = 0
             handle.seek(offset)
             chunk = handle.read(limit)
     except OSError:
@@ -48,7 +56,7 @@ def read_new(path: Path, offset: int, limit: int = READ_LIMIT) -> tuple[list[Log
     lines: list[LogLine] = []
     position = offset
     for raw in chunk[: end + 1].split(b"\n")[:-1]:
-        lines.append(LogLine(str(path), position, raw.decode("utf-8", errors="replace")))
+        lines.append(LogLine(str(path), position, raw.decode("utf-8", errors="replace"), link))
         position += len(raw) + 1
     return lines, offset + end + 1
 
@@ -62,7 +70,9 @@ class Match:
 
     @property
     def key(self) -> str:
-        return f"{self.event['name']}@{self.line.file}:{self.line.offset}"
+        # Later links of a chain may write the same file again (a log path without %j).
+        link = f"#link{self.line.link}" if self.line.link > 1 else ""
+        return f"{self.event['name']}@{self.line.file}:{self.line.offset}{link}"
 
 
 def matches(events: Sequence[Mapping[str, Any]], lines: Sequence[LogLine]) -> Iterator[Match]:

@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from .arrays import log_for
 from .bundle import Bundle
 from .conditions import commands_needed, files_needed
 from .errors import SchedulerUnavailable
 from .logs import LogLine, LogRead, read_new
-from .records import History, LogState, Records
+from .records import Attempt, History, LogState, Records
 from .schedulers import Scheduler, SchedulerJob
 
 # sacct looks back from the oldest attempt still in flight, with a margin for clock skew
@@ -68,6 +69,7 @@ def observe(
     if in_flight:
         oldest = min(_parse(a.intent_at) for a in in_flight)
         known = [a.job_id for a in in_flight if a.job_id]
+        known += [link.job_id for a in in_flight for link in a.links if link.job_id]
         try:
             rows = scheduler.query(tag_prefix, oldest - LOOKBACK_MARGIN, known_ids=known)
         except SchedulerUnavailable as exc:
@@ -80,14 +82,15 @@ def observe(
     growth: dict[str, datetime] = {}
     progress: dict[str, int] = {}
     for attempt in in_flight:
-        job_id = attempt.job_id or (by_tag[attempt.tag].job_id if attempt.tag in by_tag else None)
-        if not job_id or attempt.job not in names:
+        running = jobs_of(attempt, by_tag)
+        if not running or attempt.job not in names:
             continue
         job = bundle.job(attempt.job)
-        markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)
+        for _, job_id in running:
+            markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)
         if job.log_events and records is not None:
             state = records.load_log_state(job.name, attempt.attempt)
-            logs[job.name], size = _read_logs(bundle, job.log_path, job.log_events, job_id, state)
+            logs[job.name], size = _read_logs(bundle, job.log_path, job.log_events, running, state)
             if (size is not None and size != state.last_size) or state.last_growth is None:
                 growth[job.name] = now
             else:
@@ -116,26 +119,57 @@ def observe(
     )
 
 
+def jobs_of(attempt: Attempt, by_tag: Mapping[str, SchedulerJob]) -> list[tuple[int, str]]:
+    """(link, job id) of each job of an attempt in flight whose markers and logs matter: the
+    attempt's one job (link 0), or each link of a chain not recorded as ended (a link's log
+    is read in the round its end is recorded, so nothing after that is missed)."""
+    if not attempt.links:
+        row = by_tag.get(attempt.tag)
+        job_id = attempt.job_id or (row.job_id if row is not None else None)
+        return [(0, job_id)] if job_id else []
+    found = []
+    for link in attempt.links:
+        row = by_tag.get(link.tag)
+        job_id = link.job_id or (row.job_id if row is not None else None)
+        if link.phase != "finished" and job_id:
+            found.append((link.link, job_id))
+    return found
+
+
 def _read_logs(
-    bundle: Bundle, log_path: str, events: Sequence[Mapping[str, Any]], job_id: str, state: LogState
+    bundle: Bundle,
+    log_path: str,
+    events: Sequence[Mapping[str, Any]],
+    running: Sequence[tuple[int, str]],
+    state: LogState,
 ) -> tuple[LogRead, int | None]:
-    main = str(bundle.resolve(log_path.replace("%j", job_id).replace("%A", job_id)))
-    paths = [main]
-    for event in events:
-        for extra in event.get("paths", ()):
-            path = str(bundle.resolve(extra.replace("%j", job_id)))
-            if path not in paths:
-                paths.append(path)
+    # Each file once, with the newest link that writes it (links may share a log path).
+    paths: dict[str, int] = {}
+    mains: list[str] = []
+    for link, job_id in running:
+        main = str(bundle.resolve(log_for(log_path, job_id)))
+        mains.append(main)
+        paths[main] = link
+        for event in events:
+            for extra in event.get("paths", ()):
+                paths[str(bundle.resolve(extra.replace("%j", job_id)))] = link
     lines: list[LogLine] = []
     offsets: dict[str, int] = {}
-    for path in paths:
-        found, offsets[path] = read_new(Path(path), state.offsets.get(path, 0))
+    for path, link in paths.items():
+        found, offsets[path] = read_new(Path(path), state.offsets.get(path, 0), link=link)
         lines.extend(found)
-    try:
-        size: int | None = Path(main).stat().st_size
-    except OSError:
-        size = None
+    # Growth of any link's log counts against inactivity.
+    sizes = [_size(main) for main in dict.fromkeys(mains)]
+    known = [size for size in sizes if size is not None]
+    size = sum(known) if known else None
     return LogRead(tuple(lines), offsets, size), size
+
+
+def _size(path: str) -> int | None:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return None
 
 
 def read_iteration(path: Path) -> int | None:

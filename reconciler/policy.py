@@ -1,4 +1,5 @@
-"""Restart budgets: when a finished attempt may be followed by another.
+"""Restart budgets: when a finished attempt may be followed by another; and the limits of the
+submission protocol: when an unconfirmed or unseen submission counts as lost.
 
 Failures of the infrastructure and of the code have separate budgets, and with a progress
 file a run of attempts that did not advance the checkpoint stops the restarts.
@@ -7,9 +8,18 @@ file a run of attempts that did not advance the checkpoint stops the restarts.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 from .records import Attempt
+
+# An intent that the scheduler still does not know after this long (and two looks) was never
+# submitted: sbatch died before SLURM accepted it.
+INTENT_GRACE = timedelta(minutes=2)
+# A submitted job that SLURM has no record of, in this many consecutive answers, is lost.
+UNSEEN_LIMIT = 3
+# Submissions that failed this many times in a row are not tried again automatically.
+SUBMIT_TRIES = 3
 
 # Failures of the infrastructure and of the code have separate restart budgets.
 INFRA_FAILURES = frozenset({"TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "LOST", "DEADLINE"})

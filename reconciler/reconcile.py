@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from .act import Outcome, act
+from .actions import OBSERVATIONS
 from .bundle import Bundle, load_bundle
 from .decide import INTENT_GRACE, Action, Current, Options, current, decide
 from .errors import ReconcileError, SchedulerError
@@ -183,7 +184,8 @@ def reconcile_once(
 
 def _describe(action: Action) -> str:
     what = {
-        "submit": f"would submit attempt {action.attempt}",
+        "submit": f"would submit attempt {action.attempt}"
+        + (f" from link {action.link}" if action.link else ""),
         "adopt": f"would adopt job {action.job_id}",
         "finish": f"would record {action.state}",
         "unseen": "would note: not seen by the scheduler",
@@ -193,6 +195,7 @@ def _describe(action: Action) -> str:
         "wait": "no action",
         "event": "would act on",
         "state": "observed",
+        "link": "would record",
     }[action.kind]
     return f"{action.job}: {what}: {action.reason}"
 
@@ -206,15 +209,16 @@ class StatusRow:
     job_id: str | None
     reason: str
     last_event: str
+    link: str | None = None  # a chain: the link `state` and `job_id` are of, as `2/3`
 
 
 def status(session: Session) -> tuple[list[StatusRow], Observation]:
     history = session.history()
     obs, actions = session.look(history)
-    by_job = {a.job: a for a in actions if a.kind not in ("event", "state")}
+    by_job = {a.job: a for a in actions if a.kind not in OBSERVATIONS}
     rows = []
     for job in session.bundle.jobs:
-        now_state: Current = current(job.name, history, obs)
+        now_state: Current = current(job.name, history, obs, job)
         latest = history.latest(job.name)
         state = now_state.state or "NOT_SUBMITTED"
         if not obs.available and now_state.live:
@@ -233,9 +237,17 @@ def status(session: Session) -> tuple[list[StatusRow], Observation]:
                 now_state.job_id or (latest.job_id if latest else None),
                 by_job[job.name].reason,
                 event,
+                _link_of(now_state),
             )
         )
     return rows, obs
+
+
+def _link_of(now_state: Current) -> str | None:
+    chain = now_state.chain
+    if chain is None or now_state.link is None:
+        return None
+    return f"{now_state.link}/{chain.length}"
 
 
 def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], None]) -> int:
@@ -247,15 +259,16 @@ def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], Non
     with StateLock(session.bundle.state_path):
         history = session.history()
         obs, _ = session.look(history)
-        live = []
+        live: list[str] = []
         for name in selected:
-            now_state = current(name, history, obs)
+            now_state = current(name, history, obs, session.bundle.job(name))
             if now_state.terminal:
                 continue
-            if now_state.live and now_state.job_id:
-                live.append((name, now_state.job_id))
+            # Every live job of the attempt: a chain's queued links go with the running one.
+            live.extend(now_state.live_ids)
             session.records.drop(Dropped(name, "cancelled by the user", utcnow().isoformat()))
-            say(f"cancelled {name}" + (f" (job {now_state.job_id})" if now_state.live else ""))
+            ids = ", ".join(now_state.live_ids)
+            say(f"cancelled {name}" + (f" (job {ids})" if ids else ""))
         if live:
-            session.scheduler.cancel([job_id for _, job_id in live])
+            session.scheduler.cancel(live)
     return EXIT_ACTED if selected else EXIT_QUIET

@@ -26,6 +26,24 @@ _ATTEMPT = re.compile(r"attempt-(\d{4,})\.json")
 
 
 @dataclass(frozen=True)
+class Link:
+    """One SLURM job of a chained attempt (`job.chain_repeat`): its own intent, id and outcome,
+    so each link is submitted exactly once. Link 1 carries the attempt's own tag."""
+
+    link: int  # 1-based position in the chain
+    tag: str
+    phase: Phase
+    intent_at: str
+    job_id: str | None = None
+    after: str | None = None  # the job id it was queued behind (--dependency=afterany)
+    submitted_at: str | None = None
+    state: str | None = None  # final state, once it ended
+    exit_code: int | None = None
+    reason: str | None = None
+    unseen: int = 0
+
+
+@dataclass(frozen=True)
 class Attempt:
     job: str
     attempt: int
@@ -52,10 +70,31 @@ class Attempt:
     finish_requested: str | None = None
     # The attempt's ledger of fired events: what fired, on which line, and what was done.
     events: tuple[dict[str, Any], ...] = ()
+    # A chained attempt: how many links it queues, and each link's record (link 1 first).
+    # Records written before chains existed have neither and read as a single job.
+    chain_repeat: int = 1
+    links: tuple[Link, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.events, list):
             object.__setattr__(self, "events", tuple(self.events))
+        # Read back from JSON, links are dicts; anything else is a damaged record (TypeError).
+        links = tuple(Link(**x) if isinstance(x, dict) else x for x in self.links)
+        if not all(isinstance(link, Link) for link in links):
+            raise TypeError("links must be link records")
+        object.__setattr__(self, "links", links)
+
+    @property
+    def chained(self) -> bool:
+        return bool(self.links)
+
+    def with_link(self, number: int, **changes: Any) -> Attempt:
+        """This attempt with the newest record of link `number` changed (a retried link has
+        older records of the same number, which stay as they were)."""
+        index = max(i for i, link in enumerate(self.links) if link.link == number)
+        updated = dataclasses.replace(self.links[index], **changes)
+        links = (*self.links[:index], updated, *self.links[index + 1 :])
+        return dataclasses.replace(self, links=links)
 
     @property
     def succeeded(self) -> bool:
@@ -63,7 +102,9 @@ class Attempt:
             return False
         if self.finish_requested:
             return True
-        return self.final_state == "COMPLETED" and self.exit_code == 0
+        # SLURM says COMPLETED only for exit 0; the code itself may be unknown (an array task's
+        # markers are written under its own job id, which the reconciler does not see).
+        return self.final_state == "COMPLETED" and self.exit_code in (0, None)
 
     def fired(self, key: str) -> bool:
         return any(event.get("key") == key for event in self.events)

@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from ruamel.yaml import YAML
 
+from oellm.cli import main
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.pipeline import Bundle
 from oellm.compiler.write import write_bundle
 from oellm.diff_cli import check_bundle, diff_command
-from tests.helpers import compile_file, write
+from tests.helpers import REPO, compile_file, write
 
 EXPERIMENT = """
 # @package _global_
@@ -242,3 +244,32 @@ def test_check_bundle_refuses_a_folder_that_is_not_a_bundle(tmp_path: Path) -> N
     (tmp_path / "other" / "x").write_text("x")
     with pytest.raises(ConfigError, match="holds no plan"):
         check_bundle(compiled(tmp_path), tmp_path / "other")
+
+
+def test_pre_commit_hook_runs_compile_check() -> None:
+    hooks = YAML(typ="safe").load((REPO / ".pre-commit-hooks.yaml").read_text())
+    hook = next(h for h in hooks if h["id"] == "oellm-compile-check")
+    assert hook["entry"].split() == ["oellm", "compile", "--check"]
+    assert (hook["language"], hook["pass_filenames"]) == ("python", False)
+
+
+def test_compile_check_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    exp = write(tmp_path / "exp.yaml", EXPERIMENT)
+    out = tmp_path / "bundle"
+    # As the hook runs it: the entry, then the user's args.
+    args = ["compile", "--check", str(exp), "-o", str(out)]
+    assert main(args) == 1 and not out.exists()
+    assert "holds no bundle yet" in capsys.readouterr().out
+    assert main(["compile", str(exp), "-o", str(out)]) == 0
+    assert main(args) == 0
+    assert main([*args, "vars.steps=200"]) == 1
+    assert "+oellm_command='train --lr 1 --steps 200'" in capsys.readouterr().out
+
+
+def test_registered_as_oellm_diff(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    write_bundle(compiled(tmp_path, "vars.steps=100"), tmp_path / "a")
+    write_bundle(compiled(tmp_path, "vars.steps=200"), tmp_path / "b")
+    assert main(["diff", str(tmp_path / "a"), str(tmp_path / "a")]) == 0
+    assert main(["diff", str(tmp_path / "a"), str(tmp_path / "b")]) == 1
+    assert main(["diff", str(tmp_path / "a"), str(tmp_path / "nope")]) == 2
+    assert "Traceback" not in capsys.readouterr().err

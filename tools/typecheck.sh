@@ -7,6 +7,6 @@ tree=$(mktemp -d)
 trap 'rm -rf "$tree"' EXIT
 mkdir -p "$tree/oellm"
 for f in "$repo"/oellm/*.py; do ln -s "$f" "$tree/oellm/"; done
-for pkg in compiler reconciler; do ln -s "$repo/$pkg" "$tree/oellm/$pkg"; done
+for pkg in compiler reconciler container; do ln -s "$repo/$pkg" "$tree/oellm/$pkg"; done
 cd "$tree"
 "${MYPY:-mypy}" --config-file "$repo/pyproject.toml" --strict -p oellm

@@ -38,6 +38,7 @@ from oellm.reconciler.schedulers.local_wrapper import (
     read_outcome,
     read_spec,
     stamp,
+    waiting_for,
     write_json,
 )
 
@@ -58,6 +59,8 @@ _OPTIONS = {
     "--job-name": "job-name",
     "-c": "cpus-per-task",
     "--cpus-per-task": "cpus-per-task",
+    "-d": "dependency",
+    "--dependency": "dependency",
 }
 _STATES = frozenset(get_args(JobState))
 _JOB_ID = re.compile(r"[0-9]+")
@@ -89,11 +92,12 @@ class LocalScheduler:
         options.update(pick_options(list(submission.extra_args)))  # the command line wins
         try:
             time_limit = parse_time_limit(options["time"]) if "time" in options else None
+            after = parse_dependency(options.get("dependency", ""))
         except ValueError as exc:
             raise SchedulerError(argv, str(exc)) from exc
         name = submission.tag or options.get("job-name") or script.name
         try:
-            return self._start(workdir, text, options, time_limit, name)
+            return self._start(workdir, text, options, time_limit, name, after)
         except OSError as exc:  # the state dir cannot be written: as if sbatch had failed
             raise SchedulerError(argv, f"{exc.strerror}: {exc.filename}") from exc
 
@@ -104,6 +108,7 @@ class LocalScheduler:
         options: dict[str, str],
         time_limit: float | None,
         name: str,
+        after: tuple[str, ...] = (),
     ) -> str:
         self.files.root.mkdir(parents=True, exist_ok=True)
         install_srun_stub(self.files.bin)
@@ -125,6 +130,7 @@ class LocalScheduler:
             kill_wait_s=self.kill_wait_s,
             submitted=stamp(),
             cpus_per_task=options.get("cpus-per-task"),
+            after=after,
         )
         write_json(self.files.spec(job_id), asdict(spec))
         try:
@@ -179,6 +185,15 @@ class LocalScheduler:
         if outcome is not None:
             return _finished(outcome)
         if self._live_pid(spec.job_id) is not None:
+            if waiting_for(spec, self.files):
+                return SchedulerJob(
+                    spec.job_id,
+                    spec.name,
+                    "PENDING",
+                    "PENDING",
+                    reason="Dependency",
+                    source="local",
+                )
             return SchedulerJob(
                 job_id=spec.job_id,
                 name=spec.name,
@@ -309,6 +324,20 @@ def pick_options(words: list[str]) -> dict[str, str]:
             index += 1
         found[_OPTIONS[key]] = value
     return found
+
+
+def parse_dependency(text: str) -> tuple[str, ...]:
+    """The job ids of `afterany:<id>[:<id>...]`, the one kind of --dependency the local
+    scheduler keeps (what chains use); empty for no dependency."""
+    if not text:
+        return ()
+    kind, _, ids = text.partition(":")
+    parts = tuple(ids.split(":")) if ids else ()
+    if kind != "afterany" or not parts or not all(_JOB_ID.fullmatch(p) for p in parts):
+        raise ValueError(
+            f"the local scheduler supports only --dependency=afterany:<id>[:<id>...], not {text!r}"
+        )
+    return parts
 
 
 def parse_time_limit(text: str) -> float | None:

@@ -27,6 +27,8 @@ from typing import Any
 # SLURM reports a job whose batch step could not start (e.g. its --output folder is missing) as
 # FAILED with ExitCode 0:53 and reason JobLaunchFailure (seen on SLURM 22.05); mirror it.
 LAUNCH_FAILURE_SIGNAL = 53
+# How often a job queued behind another looks whether that one has ended.
+DEPENDENCY_POLL_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,9 @@ class JobSpec:
     kill_wait_s: float
     submitted: str
     cpus_per_task: str | None = None
+    # --dependency=afterany: start only once each of these jobs has ended (or is unknown, as
+    # SLURM 22.05 runs a job whose afterany names no known job).
+    after: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,9 +120,18 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def read_spec(path: Path) -> JobSpec | None:
     data = read_json(path)
     try:
+        if data is not None and isinstance(data.get("after"), list):
+            data["after"] = tuple(str(job_id) for job_id in data["after"])
         return JobSpec(**data) if data is not None else None
     except TypeError:
         return None
+
+
+def waiting_for(spec: JobSpec, files: LocalFiles) -> bool:
+    """Whether the job still waits for a job of its dependency to end."""
+    return any(
+        files.spec(job_id).exists() and not files.outcome(job_id).exists() for job_id in spec.after
+    )
 
 
 def read_outcome(path: Path) -> Outcome | None:
@@ -223,6 +237,12 @@ class _Supervisor:
     def cancelled(self) -> bool:
         return self.stop_signal is not None or self._cancel_file.exists()
 
+    def pause(self, seconds: float) -> None:
+        """Sleep, woken early by a signal (a cancel)."""
+        select.select([self._wake_r], [], [], seconds)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 4096)
+
     def wait(self, pid: int, until: float | None, stoppable: bool) -> int | None:
         """The leader's wait status, or None once `until` (monotonic) has passed or, when
         `stoppable`, a stop signal has come."""
@@ -283,6 +303,8 @@ def _split(status: int) -> tuple[int, int]:
 
 def run_job(spec: JobSpec, files: LocalFiles) -> Outcome:
     supervisor = _Supervisor(files.cancel(spec.job_id))  # first: from here on a cancel is caught
+    while not supervisor.cancelled and waiting_for(spec, files):
+        supervisor.pause(DEPENDENCY_POLL_S)
     if supervisor.cancelled:
         return Outcome(spec.job_id, spec.name, "CANCELLED", 0, 0, None, stamp())
     start = stamp()

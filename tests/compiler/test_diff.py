@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from oellm.compiler.diff import ABSENT, BundleDiff, ValueChange, compare, unified
+from oellm.compiler.diff import ABSENT, BundleDiff, ValueChange, compare
 from oellm.compiler.diff_render import check_text, render_json, render_text
 from oellm.compiler.errors import ConfigError
+from oellm.compiler.textdiff import unified
 from tests.helpers import TextFile, compile_file, write
 
 # Two stages over two learning rates; eval waits for its train sibling's marker file.
@@ -187,6 +188,22 @@ def test_moves_that_do_not_apply_are_reported_not_applied(tmp_path: Path) -> Non
     assert "already applied" in applied_long_ago.ignored_moves[0].reason
 
 
+def test_renames_recorded_in_the_new_lockfile_apply(tmp_path: Path) -> None:
+    old = bundle(tmp_path, "vars.steps=100", prefix="exp")
+    new = bundle(tmp_path, "vars.steps=200", prefix="run")
+    lock = json.loads(new["plan.lock.json"])
+    recorded = {"exp_1_train": "run_1_train", "older": "exp_2_train"}
+    lock["moved"] = recorded
+    new["plan.lock.json"] = json.dumps(lock).encode()
+    result = compare(old, new)
+    assert [(j.old_name, j.name, j.rename) for j in result.renamed] == [
+        ("exp_1_train", "run_1_train", "moved")
+    ]
+    assert result.ignored_moves == ()  # history that no longer applies is not news
+    assert result.lock_fields == (ValueChange("moved", ABSENT, recorded),)
+    assert 'lock moved: (unset) -> {"exp_1_train": "run_1_train"' in render_text(result)
+
+
 def test_two_jobs_moved_to_one_name_is_an_error(tmp_path: Path) -> None:
     old = bundle(tmp_path)
     with pytest.raises(ConfigError, match="both move to 'x'"):
@@ -240,6 +257,7 @@ def test_json_shape(tmp_path: Path) -> None:
         "identical",
         "summary",
         "project",
+        "lock",
         "added",
         "removed",
         "renamed",

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
+from oellm.reconciler.actions import OBSERVATIONS
 from oellm.reconciler.bundle import LockJob
 from oellm.reconciler.decide import decide
 from oellm.reconciler.logs import LogLine, LogRead
 from oellm.reconciler.observe import Markers, Observation
-from oellm.reconciler.records import Attempt, Dropped, History
+from oellm.reconciler.records import Attempt, Dropped, History, Link
 from oellm.reconciler.schedulers import SchedulerJob
 
 CASES = sorted((Path(__file__).parent / "decide_cases").glob("*.yaml"))
@@ -32,13 +33,13 @@ def lock_job(spec: dict[str, Any]) -> LockJob:
         params={},
         depends_on=tuple(spec.get("depends_on", [])),
         script=f"jobs/{spec['name']}.sbatch",
-        sha256="0" * 64,
+        sha256=spec.get("sha256", "0" * 64),
         output_dir=f"out/{spec['name']}",
         log_path="out/x.log",
         log_path_current=None,
         start_conditions=tuple(spec.get("start_conditions", [])),
         cancel_conditions=tuple(spec.get("cancel_conditions", [])),
-        chain_repeat=1,
+        chain_repeat=spec.get("chain_repeat", 1),
         restart=spec.get("restart", DEFAULT_RESTART),
         array=False,
         log_events=tuple(spec.get("log_events", [])),
@@ -46,11 +47,12 @@ def lock_job(spec: dict[str, Any]) -> LockJob:
     )
 
 
-def attempt(job: str, spec: dict[str, Any]) -> Attempt:
+def attempt(job: str, spec: dict[str, Any], chain_repeat: int = 1) -> Attempt:
+    tag = f"oellm.k.{job}.{spec.get('attempt', 1)}"
     defaults: dict[str, Any] = {
         "job": job,
         "attempt": 1,
-        "tag": f"oellm.k.{job}.{spec.get('attempt', 1)}",
+        "tag": tag,
         "bundle_id": "b" * 64,
         "script_sha256": "0" * 64,
         "scheduler": "slurm",
@@ -58,7 +60,23 @@ def attempt(job: str, spec: dict[str, Any]) -> Attempt:
         "phase": "submitted",
         "intent_at": "2026-11-26T11:50:00+00:00",
     }
+    if spec.get("links"):
+        defaults["chain_repeat"] = chain_repeat
+        defaults["job_id"] = spec["links"][0].get("job_id")
+        spec = {**spec, "links": [link(tag, x) for x in spec["links"]]}
     return Attempt(**{**defaults, **spec})
+
+
+def link(tag: str, spec: dict[str, Any]) -> Link:
+    """A chain link of a case file: `{link: 2, job_id: "12"}` is link 2, submitted as job 12;
+    without a job id it is an intent; with `state` it has ended."""
+    number = spec["link"]
+    defaults: dict[str, Any] = {
+        "tag": tag if number == 1 else f"{tag}.link{number}",
+        "phase": "finished" if "state" in spec else ("submitted" if "job_id" in spec else "intent"),
+        "intent_at": "2026-11-26T11:50:00+00:00",
+    }
+    return Link(**{**defaults, **spec})
 
 
 def row(spec: dict[str, Any]) -> SchedulerJob:
@@ -74,9 +92,10 @@ def load_case(path: Path) -> dict[str, Any]:
 def test_case(path: Path) -> None:
     case = load_case(path)
     jobs = [lock_job(j) for j in case["jobs"]]
+    repeats = {j.name: j.chain_repeat for j in jobs}
     history = History(
         attempts={
-            job: tuple(attempt(job, a) for a in attempts)
+            job: tuple(attempt(job, a, repeats.get(job, 1)) for a in attempts)
             for job, attempts in (case.get("history") or {}).items()
         },
         dropped={
@@ -88,7 +107,10 @@ def test_case(path: Path) -> None:
     rows = [row(r) for r in seen.get("rows", [])]
     logs = {
         job: LogRead(
-            tuple(LogLine(line.get("file", "log"), line["offset"], line["text"]) for line in lines),
+            tuple(
+                LogLine(line.get("file", "log"), line["offset"], line["text"], line.get("link", 0))
+                for line in lines
+            ),
             {},
             None,
         )
@@ -110,7 +132,7 @@ def test_case(path: Path) -> None:
     )
     now = datetime.fromisoformat(case.get("now", NOW))
     got = decide(jobs, history, obs, now)
-    mains = [a for a in got if a.kind not in ("event", "state")]
+    mains = [a for a in got if a.kind not in OBSERVATIONS]
     assert [a.job for a in mains] == [j.name for j in jobs], "one main action per job"
     if not case.get("observations"):
         got = mains
@@ -119,9 +141,11 @@ def test_case(path: Path) -> None:
     for action, want in zip(got, expected, strict=True):
         assert action.job == want["job"]
         assert action.kind == want["kind"], action
-        for field in ("attempt", "job_id", "state", "exit_code", "settled"):
+        for field in ("attempt", "job_id", "state", "exit_code", "settled", "link", "after"):
             if field in want:
                 assert getattr(action, field) == want[field], action
+        if "job_ids" in want:
+            assert list(action.job_ids) == want["job_ids"], action
         assert want["reason"] in action.reason, action
         for key, value in want.get("event", {}).items():
             assert action.event.get(key) == value, action

@@ -203,6 +203,57 @@ def test_a_wrapper_killed_without_an_outcome_is_lost(local: LocalScheduler, tmp_
     os.killpg(int(pid_file.read_text()), signal.SIGKILL)  # the orphaned job, for tidiness
 
 
+def test_afterany_waits_for_the_job_it_names_to_end(local: LocalScheduler, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    order = tmp_path / "order"
+    first = job(tmp_path / "one", f"while [ ! -e {gate} ]; do sleep 0.1; done; echo 1 >> {order}")
+    second = job(tmp_path / "two", f"echo 2 >> {order}; exit 3")
+    one = local.submit(Submission(first, "t.chain.1", first.parent))
+    two = local.submit(
+        Submission(
+            second,
+            "t.chain.1.link2",
+            second.parent,
+            extra_args=(f"--dependency=afterany:{one}", "--kill-on-invalid-dep=yes"),
+        )
+    )
+    poll(lambda: row_of(local, one).state == "RUNNING")
+    time.sleep(1)
+    waiting = row_of(local, two)
+    assert (waiting.state, waiting.reason) == ("PENDING", "Dependency")
+    assert not order.exists()
+    gate.touch()
+    assert wait_until_finished(local, two).exit_code == 3
+    assert order.read_text().split() == ["1", "2"]
+    # Behind a job that does not exist it runs at once, as under SLURM 22.05.
+    three = local.submit(
+        Submission(second, "t.x", second.parent, extra_args=("--dependency=afterany:999",))
+    )
+    assert wait_until_finished(local, three).state == "FAILED"
+
+
+def test_a_job_cancelled_while_it_waits_never_runs(local: LocalScheduler, tmp_path: Path) -> None:
+    first = job(tmp_path / "one", "sleep 30")
+    marker = tmp_path / "ran"
+    second = job(tmp_path / "two", f"touch {marker}")
+    one = local.submit(Submission(first, "t.a", first.parent))
+    two = local.submit(
+        Submission(second, "t.b", second.parent, extra_args=("-d", f"afterany:{one}"))
+    )
+    poll(lambda: row_of(local, two).reason == "Dependency")
+    local.cancel([two, one])
+    assert wait_until_finished(local, two).state == "CANCELLED"
+    assert wait_until_finished(local, one).state == "CANCELLED"
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("spec", ["afterok:1", "afterany:", "afterany:1,2", "singleton"])
+def test_other_dependencies_are_refused(local: LocalScheduler, tmp_path: Path, spec: str) -> None:
+    script = job(tmp_path / "work", "true")
+    with pytest.raises(SchedulerError, match="supports only --dependency=afterany"):
+        local.submit(Submission(script, "t", script.parent, extra_args=(f"--dependency={spec}",)))
+
+
 def test_a_missing_output_folder_fails_the_job_like_slurm(
     local: LocalScheduler, tmp_path: Path
 ) -> None:

@@ -116,3 +116,37 @@ def test_hand_edited_script_is_refused(in_tmp: Path, capsys: pytest.CaptureFixtu
     script.write_text(script.read_text() + "\necho edited\n")
     code, _, err = run(["reconcile", "b", "--scheduler", "local"], capsys)
     assert code == 2 and "changed after compile" in err and "b/jobs/demo.sbatch" in err
+
+
+def test_a_chain_runs_its_links_one_after_the_other_locally(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write(
+        in_tmp / "exp.yaml",
+        """
+        project: {name: ch}
+        backend: {bash: {command: 'echo "$SLURM_JOB_ID" >> ${job.base_output_dir}/runs'}}
+        job: {chain_repeat: 3}
+        """,
+    )
+    assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+    code, out, _ = run(["reconcile", "b", "--scheduler", "local"], capsys)
+    assert code == 1
+    assert out.splitlines() == [
+        "submitted ch attempt 1 link 1/3 as job 1 (first submission)",
+        "queued ch attempt 1 link 2/3 as job 2 after job 1",
+        "queued ch attempt 1 link 3/3 as job 3 after job 2",
+    ]
+    code, out, _ = run(
+        ["reconcile", "b", "--wait", "--interval", "0.3", "--scheduler", "local"], capsys
+    )
+    assert code == 0, out
+    assert (in_tmp / "output/ch/runs").read_text().split() == ["1", "2", "3"]
+    assert os.readlink(in_tmp / "output/ch/current.log") == "slurm-3.log"
+    code, out, _ = run(["status", "b", "ch", "--json", "--scheduler", "local"], capsys)
+    (attempt,) = json.loads(out)["attempts"]
+    assert [(x["job_id"], x["after"], x["state"]) for x in attempt["links"]] == [
+        ("1", None, "COMPLETED"),
+        ("2", "1", "COMPLETED"),
+        ("3", "2", "COMPLETED"),
+    ]

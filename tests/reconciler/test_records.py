@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 from oellm.reconciler.errors import ReconcileError
 from oellm.reconciler.lock import Busy, StateLock
-from oellm.reconciler.records import Attempt, Dropped, Records
+from oellm.reconciler.records import Attempt, Dropped, Link, Records
 
 
 def make(job: str = "a", attempt: int = 1, **kw: object) -> Attempt:
@@ -117,3 +118,36 @@ def test_half_written_lock_counts_as_stale(tmp_path: Path) -> None:
     (tmp_path / "reconcile.lock").write_text('{"host": "x", "pi')
     with StateLock(tmp_path):
         pass
+
+
+def test_a_chained_attempt_round_trips_with_its_links(tmp_path: Path) -> None:
+    links = (
+        Link(1, "oellm.k.a.1", "finished", "t0", job_id="7", state="TIMEOUT"),
+        Link(2, "oellm.k.a.1.link2", "submitted", "t1", job_id="8", after="7"),
+        Link(3, "oellm.k.a.1.link3", "intent", "t2", after="8"),
+    )
+    records = Records(tmp_path)
+    records.save(make(phase="submitted", job_id="7", chain_repeat=3, links=links))
+    loaded = records.load().latest("a")
+    assert loaded is not None and loaded.links == links and loaded.chain_repeat == 3
+    updated = loaded.with_link(3, phase="submitted", job_id="9")
+    assert updated.links[2].job_id == "9" and updated.links[:2] == links[:2]
+
+
+def test_a_record_written_before_chains_reads_as_a_single_job(tmp_path: Path) -> None:
+    path = tmp_path / "jobs" / "a" / "attempt-0001.json"
+    path.parent.mkdir(parents=True)
+    old = dataclasses.asdict(make(phase="submitted", job_id="7"))
+    del old["links"], old["chain_repeat"]
+    path.write_text(json.dumps(old))
+    loaded = Records(tmp_path).load().latest("a")
+    assert loaded is not None and (loaded.links, loaded.chain_repeat) == ((), 1)
+
+
+@pytest.mark.parametrize("links", [["x"], [{"link": 1}], [{"link": 1, "tag": "t", "bad": 1}]])
+def test_damaged_links_are_a_damaged_record(tmp_path: Path, links: list[object]) -> None:
+    path = tmp_path / "jobs" / "a" / "attempt-0001.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({**dataclasses.asdict(make()), "links": links}))
+    with pytest.raises(ReconcileError, match="damaged state record"):
+        Records(tmp_path).load()

@@ -1,0 +1,178 @@
+"""Decisions about a chained attempt (`job.chain_repeat: N`): N SLURM jobs of one script, each
+queued behind the one before with `--dependency=afterany`, so a run that needs several wall-time
+limits goes on without waiting for cron.
+
+Each link is submitted exactly once, like an attempt: an intent record, then sbatch, then the
+job id. A round records what each link did (`link` observations), then gives the chain one
+main action: queue the links still missing (after a crash between two links, or a submission
+that never arrived), cancel the links that are no longer needed, or wait.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from .actions import Action
+from .current import ChainNow, Current, LinkNow
+from .observe import Observation
+from .policy import UNSEEN_LIMIT
+from .records import Attempt
+
+
+def link_tag(attempt_tag: str, link: int, tries: int = 0) -> str:
+    """The tag of a link: link 1 carries the attempt's own tag (so the attempt's intent
+    protocol covers it), later ones `<attempt tag>.link<k>`, and a retried submission
+    `.link<k>.try<n>`. The last segments are never all digits, so no tag of a chain can be
+    the tag of another job's attempt, even when job names contain dots."""
+    if link == 1:
+        return attempt_tag
+    return f"{attempt_tag}.link{link}" + (f".try{tries + 1}" if tries else "")
+
+
+def link_records(
+    latest: Attempt, chain: ChainNow, obs: Observation, now: datetime, grace: timedelta
+) -> list[Action]:
+    """What to record about each link this round: a submission found by its tag, one not
+    (yet) seen, one that never arrived, a link that ended."""
+    if not obs.available:
+        return []
+    out: list[Action] = []
+    for link in chain.links:
+        record = link.record
+        where = chain.describe(link.number)
+        if record.phase == "intent":
+            if link.state is not None:
+                out.append(_link(latest, link, "adopt", f"found {record.tag} as job {link.job_id}"))
+                if link.ended:
+                    out.append(_ended(latest, link, where))
+                continue
+            age = now - datetime.fromisoformat(record.intent_at)
+            if record.unseen + 1 >= 2 and age >= grace:
+                out.append(_link(latest, link, "lost", f"{where}: {record.tag} never arrived"))
+            else:
+                out.append(_link(latest, link, "unseen", f"{where}: {record.tag} not seen yet"))
+        elif record.phase == "submitted":
+            if link.state == "UNKNOWN":
+                if record.unseen + 1 >= UNSEEN_LIMIT:
+                    gone = f"{where}: scheduler lost job {record.job_id}"
+                    out.append(_link(latest, link, "ended", gone, state="LOST"))
+                else:
+                    why = f"{where}: scheduler has no record of job {record.job_id}"
+                    out.append(_link(latest, link, "unseen", why))
+            elif link.ended:
+                out.append(_ended(latest, link, where))
+    return out
+
+
+def _ended(latest: Attempt, link: LinkNow, where: str) -> Action:
+    why = f" ({link.reason})" if link.reason and link.reason not in ("None", link.state) else ""
+    return _link(latest, link, "ended", f"{where} ended {link.state}{why}", state=link.state)
+
+
+def _link(
+    latest: Attempt, link: LinkNow, change: str, reason: str, state: str | None = None
+) -> Action:
+    return Action(
+        "link",
+        latest.job,
+        reason,
+        attempt=latest.attempt,
+        job_id=link.job_id,
+        state=state,
+        exit_code=link.exit_code if state not in (None, "LOST") else None,
+        cause=change,
+        link=link.number,
+    )
+
+
+def chain_main(
+    latest: Attempt, now_state: Current, seen: Sequence[Action], obs: Observation
+) -> Action | None:
+    """The chain's own main action when it has one: cancel the links no longer needed, or
+    queue the missing ones. None: the job's usual rules apply (finish, cancel conditions,
+    requests, wait)."""
+    chain = now_state.chain
+    if chain is None or now_state.terminal or not obs.available:
+        return None
+    name, attempt = latest.job, latest.attempt
+    finish_at = chain.finish_link or _finish_fired(seen)
+    if finish_at is not None:
+        later = tuple(x.job_id for x in reversed(chain.live) if x.number > finish_at and x.job_id)
+        if later:
+            return Action(
+                "cancel",
+                name,
+                f"finish event on {chain.describe(finish_at)}: cancelling the links after it",
+                attempt=attempt,
+                job_id=later[-1],
+                job_ids=later,
+                cause="finish",
+            )
+        return None
+    if chain.broken is not None and chain.live_ids:
+        link = chain.broken
+        return Action(
+            "cancel",
+            name,
+            f"{chain.describe(link.number)} ended {link.state}: cancelling the rest of the chain",
+            attempt=attempt,
+            job_id=chain.live_ids[-1],
+            job_ids=chain.live_ids,
+            cause="chain",
+        )
+    stuck = next((x for x in chain.live if x.never_satisfied), None)
+    if stuck is not None:
+        # SLURM never starts it (it cancels it itself under --kill-on-invalid-dep=yes).
+        doomed = tuple(
+            x.job_id for x in reversed(chain.live) if x.number >= stuck.number and x.job_id
+        )
+        return Action(
+            "cancel",
+            name,
+            f"{chain.describe(stuck.number)} can never start (DependencyNeverSatisfied): "
+            "cancelling it and the links after it",
+            attempt=attempt,
+            job_id=stuck.job_id,
+            job_ids=doomed,
+            cause="chain",
+        )
+    if chain.next_link is not None:
+        behind = f" behind job {chain.after}" if chain.after else ""
+        retry = chain.links[-1].state == "NOT_SUBMITTED"
+        what = "retry" if retry else "resume the chain"
+        return Action(
+            "submit",
+            name,
+            f"queue {chain.describe(chain.next_link)}{behind} ({what})",
+            attempt=attempt,
+            link=chain.next_link,
+            after=chain.after,
+            cause=latest.cause,
+        )
+    return None
+
+
+def _finish_fired(seen: Sequence[Action]) -> int | None:
+    """The link a `finish` event fired on in this very round, so the links after it are
+    cancelled now rather than one round later (when the next may already be running)."""
+    links = [
+        int(a.event["link"])
+        for a in seen
+        if a.kind == "event"
+        and a.event.get("link") is not None
+        and any(step.get("kind") == "finish" for step in a.event.get("actions", ()))
+    ]
+    return min(links) if links else None
+
+
+def shown(now_state: Current) -> str:
+    """How the chain's state reads in a `wait`: which link, and a warning for one that can
+    never start."""
+    chain = now_state.chain
+    if chain is None or now_state.link is None:
+        return ""
+    text = f" ({chain.describe(now_state.link)})"
+    if chain.no_more:
+        text += f"; no further links: {chain.no_more}"
+    return text

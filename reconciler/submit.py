@@ -1,0 +1,208 @@
+"""Submit: an intent record (fsynced), then sbatch, then the job id record, for an attempt and
+for each link of a chain. A run killed between any two of these leaves a record from which the
+next run finds the job by its tag, so nothing is submitted twice or lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .actions import Action
+from .arrays import current_for_index, log_for, resubmit_args, split_task_id, task_id
+from .bundle import Bundle, LockJob
+from .chain import link_tag
+from .errors import SchedulerError, SchedulerUnavailable
+from .records import Attempt, Link, Records
+from .schedulers import Scheduler, Submission
+
+# Fault injection for the exactly-once tests: the process kills itself at the named point.
+CRASH_POINTS = (
+    "before-intent",
+    "after-intent",
+    "after-sbatch",
+    "after-record",
+    "between-links",
+    "link-after-sbatch",
+)
+# A link waits for the one before it to end, however it ended (TIMEOUT is the usual way), and
+# SLURM removes it rather than keeping it pending forever if that dependency can never be met.
+CHAIN_DEPENDENCY = ("--dependency=afterany:{after}", "--kill-on-invalid-dep=yes")
+
+
+def crash_point(name: str) -> None:
+    if os.environ.get("OELLM_CRASH_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class Outcome:
+    acted: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    unavailable: bool = False
+
+
+def tag_for(key: str, job: str, attempt: int) -> str:
+    return f"oellm.{key}.{job}.{attempt}"
+
+
+@dataclass(frozen=True)
+class Submitter:
+    """What every submission of one round shares."""
+
+    bundle: Bundle
+    records: Records
+    scheduler: Scheduler
+    key: str
+    now: Callable[[], datetime]
+    note: Callable[[str], None]
+    outcome: Outcome
+
+    def submit(self, action: Action, latest: Attempt | None) -> Attempt | None:
+        """Carry out a `submit`: a new attempt (and, for a chain, all its links), or the
+        missing links of the chain in flight. Returns the newest record."""
+        job = self.bundle.job(action.job)
+        if action.link is None:
+            record = self._start(job, action)
+            first, after = 2, record.job_id if record is not None else None
+        else:
+            record = latest
+            first, after = action.link, action.after
+            assert record is not None and record.attempt == action.attempt, action
+        if record is None or not record.links or (action.link is None and after is None):
+            return record
+        for number in range(first, record.chain_repeat + 1):
+            crash_point("between-links")
+            record, job_id = self._link(job, record, number, after)
+            if job_id is None:
+                break
+            after = job_id
+        return record
+
+    def _start(self, job: LockJob, action: Action) -> Attempt | None:
+        assert action.attempt is not None
+        tag = tag_for(self.key, job.name, action.attempt)
+        # SLURM does not create the folder of --output; a missing one fails the job silently.
+        log = self.bundle.resolve(job.log_path)
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.bundle.resolve(job.output_dir).mkdir(parents=True, exist_ok=True)
+        crash_point("before-intent")
+        stamp = self.now().isoformat()
+        chained = job.chain_repeat > 1
+        intent = Attempt(
+            job=job.name,
+            attempt=action.attempt,
+            tag=tag,
+            bundle_id=self.bundle.bundle_id,
+            script_sha256=job.sha256,
+            scheduler=self.scheduler.name,
+            cause=action.cause or action.reason,
+            phase="intent",
+            intent_at=stamp,
+            chain_repeat=job.chain_repeat,
+            links=(Link(1, tag, "intent", stamp),) if chained else (),
+        )
+        self.records.save(intent)
+        crash_point("after-intent")
+        job_id, error = self._sbatch(job, tag, ())
+        if job_id is None:
+            failed = dataclasses.replace(intent, reason=error)
+            self.records.save(failed.with_link(1, reason=error) if chained else failed)
+            return None
+        crash_point("after-sbatch")
+        stamp = self.now().isoformat()
+        record = dataclasses.replace(intent, phase="submitted", job_id=job_id, submitted_at=stamp)
+        if chained:
+            record = record.with_link(1, phase="submitted", job_id=job_id, submitted_at=stamp)
+        self.records.save(record)
+        crash_point("after-record")
+        link_current(self.bundle, job, job_id)
+        of = f" link 1/{job.chain_repeat}" if chained else ""
+        self.note(
+            f"submitted {job.name} attempt {action.attempt}{of} as job {job_id} ({action.reason})"
+        )
+        return record
+
+    def _link(
+        self, job: LockJob, record: Attempt, number: int, after: str | None
+    ) -> tuple[Attempt, str | None]:
+        """Queue link `number` of a chain behind job `after` (None: it has ended already)."""
+        tries = sum(1 for link in record.links if link.link == number)
+        tag = link_tag(record.tag, number, tries)
+        stamp = self.now().isoformat()
+        record = dataclasses.replace(
+            record, links=(*record.links, Link(number, tag, "intent", stamp, after=after))
+        )
+        self.records.save(record)
+        extra = tuple(arg.format(after=after) for arg in CHAIN_DEPENDENCY) if after else ()
+        job_id, error = self._sbatch(job, tag, extra)
+        if job_id is None:
+            record = record.with_link(number, reason=error)
+            self.records.save(record)
+            return record, None
+        crash_point("link-after-sbatch")
+        stamp = self.now().isoformat()
+        record = record.with_link(number, phase="submitted", job_id=job_id, submitted_at=stamp)
+        self.records.save(record)
+        behind = f" after job {after}" if after else ""
+        self.note(
+            f"queued {job.name} attempt {record.attempt} link {number}/{record.chain_repeat} "
+            f"as job {job_id}{behind}"
+        )
+        return record, job_id
+
+    def _sbatch(
+        self, job: LockJob, tag: str, extra: tuple[str, ...]
+    ) -> tuple[str | None, str | None]:
+        """(job id, None), or (None, why) when the scheduler refused or did not answer; then
+        the outcome is unknown and the intent's tag is looked up before anything is retried."""
+        excluded = self.records.excluded_nodes(job.name)
+        if excluded:
+            extra = (f"--exclude={','.join(excluded)}", *extra)
+        if job.array_index is not None:
+            extra = (*resubmit_args(job.array_index), *extra)
+        submission = Submission(
+            script=self.bundle.script_path(job).resolve(),
+            tag=tag,
+            workdir=self.bundle.root,
+            extra_args=extra,
+        )
+        try:
+            job_id = self.scheduler.submit(submission)
+        except SchedulerUnavailable as exc:
+            self.outcome.unavailable = True
+            self.outcome.errors.append(str(exc))
+            return None, f"scheduler unavailable: {exc.message}"
+        except SchedulerError as exc:
+            self.outcome.errors.append(f"{job.name}: {exc}")
+            return None, f"submission failed: {exc.message}"
+        # One task of an array: squeue and sacct name it `<array job id>_<index>`.
+        return (job_id if job.array_index is None else task_id(job_id, job.array_index)), None
+
+
+def link_current(bundle: Bundle, job: LockJob, job_id: str) -> None:
+    """Point `log_path_current` at this job's log, so tools can follow one stable name (in a
+    chain, the link that runs now; for an array task, `current_<index>.log`)."""
+    if not job.log_path_current:
+        return
+    target = bundle.resolve(log_for(job.log_path, job_id))
+    _, index = split_task_id(job_id)
+    current = job.log_path_current
+    link = bundle.resolve(current if index is None else current_for_index(current, index))
+    relative = os.path.relpath(target, link.parent)
+    tmp = link.with_name(f".{link.name}.{job_id}")
+    try:
+        if os.readlink(link) == relative:
+            return
+    except OSError:
+        pass  # not there yet, or not a link
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(relative, tmp)
+        os.replace(tmp, link)
+    except OSError:
+        pass  # a convenience link; never worth failing a submission for

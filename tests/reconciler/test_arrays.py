@@ -1,0 +1,105 @@
+"""Array task ids, --array specs, log paths and per-task `current_<index>.log` links."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from oellm.reconciler.arrays import (
+    array_spec,
+    current_for_index,
+    expand_task_ids,
+    log_for,
+    parse_indices,
+    resubmit_args,
+    split_task_id,
+    task_id,
+)
+from oellm.reconciler.bundle import Bundle, LockJob
+from oellm.reconciler.submit import link_current
+from tests.reconciler.test_slurm_parsers import recorded
+
+
+def test_task_ids() -> None:
+    assert split_task_id("11227_0") == ("11227", 0)
+    assert split_task_id("42") == ("42", None)
+    assert task_id("11229", 2) == "11229_2"
+    for bad in ("7_[0-3]", "x", "1_", ""):
+        with pytest.raises(ValueError):
+            split_task_id(bad)
+
+
+def test_folded_squeue_rows_expand_to_their_tasks() -> None:
+    # Recorded: without -r, squeue folds an array's pending tasks into one row.
+    folded = [line.split("|")[0] for line in recorded("squeue_mix.txt").stdout.splitlines()]
+    assert "7_[0-3]" in folded
+    assert expand_task_ids("7_[0-3]") == ["7_0", "7_1", "7_2", "7_3"]
+    assert expand_task_ids("11227_[1-3%1]") == ["11227_1", "11227_2", "11227_3"]
+    assert expand_task_ids("9_[1,4-5]") == ["9_1", "9_4", "9_5"]
+    assert expand_task_ids("9_1") == ["9_1"] and expand_task_ids("12") == ["12"]
+
+
+def test_array_specs() -> None:
+    assert array_spec([3, 0, 1, 2, 7]) == "0-3,7"
+    assert array_spec([5], throttle=2) == "5%2"
+    assert array_spec(range(0, 1000)) == "0-999"
+    assert parse_indices("0-3,7") == [0, 1, 2, 3, 7]
+    assert parse_indices("1-7:2") == [1, 3, 5, 7]
+    assert resubmit_args(4) == ("--array=4",)
+    for bad in ("3-1", "a", "1-7:0"):
+        with pytest.raises(ValueError):
+            parse_indices(bad)
+    with pytest.raises(ValueError):
+        array_spec([])
+
+
+def test_log_paths_of_jobs_and_tasks() -> None:
+    assert log_for("out/slurm-%j.log", "42") == "out/slurm-42.log"
+    assert log_for("out/%A.log", "42") == "out/42.log"
+    assert log_for("out/slurm-%A_%a.log", "11229_2") == "out/slurm-11229_2.log"
+    assert current_for_index("out/x/current.log", 4) == "out/x/current_4.log"
+    assert current_for_index("current", 0) == "current_0"
+    assert current_for_index("a.b/cur.rent.log", 1) == "a.b/cur.rent_1.log"
+
+
+def lock_job(**changes: object) -> LockJob:
+    base: dict[str, object] = dict(
+        name="t",
+        stage=None,
+        index=0,
+        params={},
+        depends_on=(),
+        script="jobs/t.sbatch",
+        sha256="0" * 64,
+        output_dir="out",
+        log_path="out/slurm-%A_%a.log",
+        log_path_current="out/current.log",
+        start_conditions=(),
+        cancel_conditions=(),
+        chain_repeat=1,
+        restart={},
+        array=True,
+        array_group="g",
+        array_index=3,
+    )
+    base.update(changes)
+    return LockJob(**base)  # type: ignore[arg-type]
+
+
+def test_each_task_gets_its_own_current_link_repointed_on_each_attempt(tmp_path: Path) -> None:
+    bundle = Bundle(tmp_path / "bundle", "b" * 64, "p", "out", "state", (lock_job(),))
+    (tmp_path / "out").mkdir()
+    link_current(bundle, lock_job(), "100_3")
+    link_current(bundle, lock_job(array_index=4), "100_4")
+    assert os.readlink(tmp_path / "out/current_3.log") == "slurm-100_3.log"
+    assert os.readlink(tmp_path / "out/current_4.log") == "slurm-100_4.log"
+    link_current(bundle, lock_job(), "107_3")  # task 3 submitted again, alone
+    assert os.readlink(tmp_path / "out/current_3.log") == "slurm-107_3.log"
+    assert os.readlink(tmp_path / "out/current_4.log") == "slurm-100_4.log"
+    assert not (tmp_path / "out/current.log").exists()
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "current_3.log",
+        "current_4.log",
+    ]
