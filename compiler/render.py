@@ -91,7 +91,9 @@ def render_script(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) ->
                 if _is_bash(config)
                 else []
             ),
+            *_resume_values(config),
         ],
+        "resume": bool(_resume_values(config)),
         "exports": _exports(config, origins),
         "setup": list(slurm.get("setup") or []),
         "launch": _launch(config, launch),
@@ -268,14 +270,35 @@ def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
             words.append(
                 dataclasses.replace(word, new_line=word.new_line or (first and index == 0))
             )
-        argv = megatron_argv(backend["megatron"])
+        args = dict(backend["megatron"])
+        resume = bool(_resume_values(config))
+        if resume:
+            del args["load"]  # chosen when the job starts: see _resume_values
+        argv = megatron_argv(args)
         for token in argv:
             words.append(Word(token, new_line=token.startswith("--")))
+        if resume:
+            words.extend([Word("--load", True), Word("oellm_load", ref=True)])
     # Layout: long launch lines break before options, so diffs of bundles stay readable.
     return [
         dataclasses.replace(w, separator="" if i == 0 else (" \\\n  " if w.new_line else " "))
         for i, w in enumerate(words)
     ]
+
+
+def _resume_values(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A Megatron job that loads another job's checkpoint (a decay stage loading its stable
+    sibling) must resume from its own once it has saved one, or every restart would start the
+    stage over. The script picks `--load` when it starts: its own `save` folder once Megatron's
+    `latest_checkpointed_iteration.txt` is there, the configured `load` until then."""
+    backend = config["backend"]
+    if backend["kind"] != "megatron":
+        return []
+    args = backend["megatron"]
+    load, save = args.get("load"), args.get("save")
+    if not load or not save or load == save:
+        return []
+    return [("oellm_save", str(save)), ("oellm_load_initial", str(load))]
 
 
 def _options(options: Mapping[str, Any], dashes: bool = True) -> list[Word]:

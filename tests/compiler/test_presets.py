@@ -172,7 +172,9 @@ def test_cluster_example_two_stages_with_sibling_load(name: str) -> None:
             continue
         (stable,) = job["depends_on"]
         assert jobs[stable]["stage"] == "stable"
-        assert f"--load {jobs[stable]['output_dir']}/checkpoints" in script
+        # The sibling's checkpoint on the first start; the job's own once it has saved one.
+        assert f"oellm_load_initial={jobs[stable]['output_dir']}/checkpoints\n" in script
+        assert '--load "${oellm_load}"' in script
         assert jobs[stable]["params"]["backend.megatron.lr"] == job["params"]["backend.megatron.lr"]
         assert "--tokenizer-model ./tokenizer" in script and "--data-path ./data/" in script
         # Each job stops itself before its time limit, by signal or by the clock.

@@ -54,7 +54,8 @@ def test_multistage_wires_each_decay_job_to_its_own_stable_job() -> None:
         assert decay["depends_on"] == [stable]
         assert jobs[stable]["depends_on"] == []
         script = bundle.files[decay["script"]].decode()
-        assert f"--load ./output/{stable}/checkpoints \\\n" in script
+        assert f"oellm_load_initial=./output/{stable}/checkpoints\n" in script
+        assert '--load "${oellm_load}"' in script
         assert decay["start_conditions"] == [
             {"class_name": "FileExistsCondition", "path": f"./output/{stable}/checkpoints/done.txt"}
         ]
@@ -202,3 +203,24 @@ def test_the_same_config_gives_the_same_order_and_bytes() -> None:
     b = compile_file(SWEEPS / "nested.yaml")
     assert a.files == b.files
     assert json.loads(a.files["plan.lock.json"])["jobs"][0]["index"] == 0
+
+
+def test_a_decay_job_resumes_from_its_own_checkpoint_once_it_has_one(tmp_path: Path) -> None:
+    """`--load` is the stable sibling's checkpoint on the first start, the job's own after."""
+    from tests.compiler.hostile import run_script
+
+    bundle = compile_file(SWEEPS / "multistage.yaml", env={"OUTPUT_DIR": str(tmp_path / "o")})
+    script = bundle.files["jobs/ms_0.001_64_decay6B.sbatch"]
+
+    def load_argument(where: Path) -> bytes:
+        argv = run_script(script, where).argv("python")
+        return argv[argv.index(b"--load") + 1]
+
+    assert (
+        load_argument(tmp_path / "first")
+        == str(tmp_path / "o/ms_0.001_64_stable/checkpoints").encode()
+    )
+    own = tmp_path / "o/ms_0.001_64_decay6B/checkpoints"
+    own.mkdir(parents=True)
+    (own / "latest_checkpointed_iteration.txt").write_text("200\n")
+    assert load_argument(tmp_path / "again") == str(own).encode()

@@ -99,14 +99,15 @@ def wait_for(check: Any, seconds: float = 45) -> None:
         time.sleep(0.5)
 
 
-def reconcile_until_settled(bundle: Path, seconds: float = 60) -> list[str]:
+def reconcile_until_settled(bundle: Path, job: str, seconds: float = 60) -> list[str]:
+    """Rounds, as cron would run them, until the job's attempt is recorded as ended."""
     lines: list[str] = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         run = oellm("reconcile", str(bundle))
         assert run.returncode in (0, 1), run.stdout + run.stderr
         lines += run.stdout.splitlines()
-        if run.returncode == 0:
+        if ledger(bundle, job)[-1]["phase"] == "finished":
             return lines
         time.sleep(1)
     raise AssertionError("\n".join(lines))
@@ -147,7 +148,7 @@ def test_one_round_queues_three_links_that_run_back_to_back(tmp_path: Path) -> N
         assert started >= ended, "a link started before the one it waits for ended"
 
     # Later rounds record what the links did; nothing is submitted again.
-    lines = reconcile_until_settled(bundle)
+    lines = reconcile_until_settled(bundle, "chain3")
     assert not [line for line in lines if "submitted" in line or "queued" in line]
     (attempt,) = ledger(bundle, "chain3")
     assert (attempt["final_state"], attempt["exit_code"]) == ("COMPLETED", 0)
@@ -158,6 +159,8 @@ def test_one_round_queues_three_links_that_run_back_to_back(tmp_path: Path) -> N
         (3, ids[2], "COMPLETED", ids[1]),
     ]
     assert (out / "current.log").resolve() == out / f"slurm-{ids[2]}.log"
+    quiet = oellm("reconcile", str(bundle))
+    assert (quiet.returncode, quiet.stdout) == (0, "")
 
 
 def test_a_finish_event_on_link_2_cancels_link_3(tmp_path: Path) -> None:
@@ -204,7 +207,7 @@ def test_killed_between_links_resumes_and_submits_each_link_once(
     crashed = oellm("reconcile", str(bundle), env={"OELLM_CRASH_AT": point})
     assert crashed.returncode == -9
     assert "submitted" in crashed.stdout and "queued" not in crashed.stdout
-    lines = reconcile_until_settled(bundle)
+    lines = reconcile_until_settled(bundle, name)
     if point == "link-after-sbatch":
         # Link 2 reached SLURM but not the record: found by its tag, not submitted again.
         assert any("found oellm." in line and ".link2 as job" in line for line in lines)
