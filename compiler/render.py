@@ -140,6 +140,9 @@ def _directives(
     }
     for key, value in config["slurm"]["sbatch"].items():
         given[key.replace("_", "-")] = (value, ("slurm", "sbatch", key))
+    if "requeue" not in given and "no-requeue" not in given:
+        # One owner of restarts: oellm's policy, unless the config hands them to SLURM.
+        given["no-requeue"] = (True, ("slurm", "sbatch"))
     for option, (value, path) in given.items():
         if value is None or value is False:
             continue

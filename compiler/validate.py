@@ -78,6 +78,18 @@ def _semantics(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> It
                     origin_of(origins, path),
                     key=_dotted(path),
                 )
+    sbatch_options = (config.get("slurm") or {}).get("sbatch") or {}
+    overlap = {"NODE_FAIL", "PREEMPTED"} & set((job.get("restart") or {}).get("on") or ())
+    if sbatch_options.get("requeue") is True and overlap:
+        path = ("slurm", "sbatch", "requeue")
+        yield Problem(
+            f"SLURM requeues this job, and job.restart also restarts it on "
+            f"{', '.join(sorted(overlap))}: the same failure would run twice",
+            origin_of(origins, path),
+            key=_dotted(path),
+            hint="let one of them own restarts: drop requeue, or take those states out of "
+            "job.restart.on",
+        )
     backend = config.get("backend") or {}
     if backend.get("kind") != "megatron":
         return

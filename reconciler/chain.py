@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from .actions import Action
+from .actions import Action, LinkChange
 from .current import ChainNow, Current, LinkNow
 from .observe import Observation
 from .policy import UNSEEN_LIMIT
@@ -71,7 +71,7 @@ def _ended(latest: Attempt, link: LinkNow, where: str) -> Action:
 
 
 def _link(
-    latest: Attempt, link: LinkNow, change: str, reason: str, state: str | None = None
+    latest: Attempt, link: LinkNow, change: LinkChange, reason: str, state: str | None = None
 ) -> Action:
     return Action(
         "link",
@@ -167,8 +167,8 @@ def _finish_fired(seen: Sequence[Action]) -> int | None:
 
 
 def shown(now_state: Current) -> str:
-    """How the chain's state reads in a `wait`: which link, and a warning for one that can
-    never start."""
+    """What a `wait` adds for a chain: which link the state is of, and why no further link
+    will be queued, when that is so."""
     chain = now_state.chain
     if chain is None or now_state.link is None:
         return ""

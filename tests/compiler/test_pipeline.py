@@ -227,3 +227,20 @@ def test_signal_with_handler_compiles(tmp_path: Path) -> None:
     )
     script = compile_file(path).files["jobs/x.sbatch"].decode()
     assert "#SBATCH --signal=TERM@300" in script and "--exit-signal-handler" in script
+
+
+def test_one_owner_of_restarts(tmp_path: Path) -> None:
+    ok = write(tmp_path / "ok.yaml", "project: {name: x}\nbackend: {bash: {command: hi}}\n")
+    assert "#SBATCH --no-requeue\n" in compile_file(ok).files["jobs/x.sbatch"].decode()
+    both = write(
+        tmp_path / "both.yaml",
+        "project: {name: x}\nbackend: {bash: {command: hi}}\nslurm: {sbatch: {requeue: true}}\n",
+    )
+    assert "the same failure would run twice" in rendered(compile_error(both))
+    slurm_owns = write(
+        tmp_path / "slurm.yaml",
+        "project: {name: x}\nbackend: {bash: {command: hi}}\n"
+        "slurm: {sbatch: {requeue: true}}\njob: {restart: {on: [TIMEOUT]}}\n",
+    )
+    script = compile_file(slurm_owns).files["jobs/x.sbatch"].decode()
+    assert "#SBATCH --requeue\n" in script and "--no-requeue" not in script
