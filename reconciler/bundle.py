@@ -58,10 +58,14 @@ class Bundle:
     jobs: tuple[LockJob, ...]
     moved: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    @property
+    @functools.cached_property
     def root(self) -> Path:
         """Relative paths in a bundle are relative to the folder that holds it."""
         return self.path.resolve().parent
+
+    @functools.cached_property
+    def _by_name(self) -> dict[str, LockJob]:
+        return {job.name: job for job in self.jobs}
 
     def resolve(self, path: str) -> Path:
         return (self.root / path) if not Path(path).is_absolute() else Path(path)
@@ -71,10 +75,7 @@ class Bundle:
         return self.resolve(self.state_dir)
 
     def job(self, name: str) -> LockJob:
-        for job in self.jobs:
-            if job.name == name:
-                return job
-        raise KeyError(name)
+        return self._by_name[name]
 
     def script_path(self, job: LockJob) -> Path:
         return self.path / job.script
