@@ -499,6 +499,12 @@ def _show_ledger(session: Any, job: str, as_json: bool) -> None:
                 f"{event.get('line') or event.get('trigger')} -> "
                 f"{', '.join(event.get('done', []))}"
             )
+        for link in a.get("links", ()):
+            after = f" after {link['after']}" if link.get("after") else ""
+            click.echo(
+                f"  attempt {a['attempt']} link {link['link']}: job "
+                f"{link.get('job_id') or '-'} {link.get('state') or link.get('phase')}{after}"
+            )
         for word in ("restart_requested", "cancel_requested", "finish_requested"):
             if a[word]:
                 click.echo(f"  attempt {a['attempt']}: {word.replace('_', ' ')}: {a[word]}")

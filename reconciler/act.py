@@ -197,7 +197,7 @@ def _link(action: Action, record: Attempt, stamp: str, note: Callable[[str], Non
         job_id=action.job_id,
         state=action.state,
         exit_code=action.exit_code,
-        reason=action.reason,
+        reason=action.detail,
     )
 
 

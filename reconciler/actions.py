@@ -45,6 +45,8 @@ class Action:
     # Every live job a `cancel` (or an `event` that cancels) must stop, later links first, so
     # a queued link never starts because the one before it was cancelled.
     job_ids: tuple[str, ...] = ()
+    # For `link`: what the scheduler said of the link (squeue's reason), kept in its record.
+    detail: str | None = None
 
 
 def main(actions: Sequence[Action]) -> Action:

@@ -66,12 +66,20 @@ def link_records(
 
 
 def _ended(latest: Attempt, link: LinkNow, where: str) -> Action:
-    why = f" ({link.reason})" if link.reason and link.reason not in ("None", link.state) else ""
-    return _link(latest, link, "ended", f"{where} ended {link.state}{why}", state=link.state)
+    said = link.reason if link.reason and link.reason not in ("None", link.state) else None
+    why = f" ({said})" if said else ""
+    return _link(
+        latest, link, "ended", f"{where} ended {link.state}{why}", state=link.state, detail=said
+    )
 
 
 def _link(
-    latest: Attempt, link: LinkNow, change: LinkChange, reason: str, state: str | None = None
+    latest: Attempt,
+    link: LinkNow,
+    change: LinkChange,
+    reason: str,
+    state: str | None = None,
+    detail: str | None = None,
 ) -> Action:
     return Action(
         "link",
@@ -83,6 +91,7 @@ def _link(
         exit_code=link.exit_code if state not in (None, "LOST") else None,
         cause=change,
         link=link.number,
+        detail=detail,
     )
 
 

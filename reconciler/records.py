@@ -39,7 +39,7 @@ class Link:
     submitted_at: str | None = None
     state: str | None = None  # final state, once it ended
     exit_code: int | None = None
-    reason: str | None = None
+    reason: str | None = None  # why it ended as it did (squeue's reason), or why it was not
     unseen: int = 0
 
 
