@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -64,8 +65,15 @@ def probe_slurm_cluster() -> SlurmCluster | str:
 
 @pytest.fixture(scope="session")
 def slurm_cluster() -> SlurmCluster:
-    """The real local SLURM; skips (a failure under CI=true) when it is not usable."""
+    """The real local SLURM; skips (a failure under CI=true) when it is not usable.
+
+    Under CI it waits a while for a controller that is restarting (another test may have just
+    stopped it on purpose) before it calls the cluster unusable."""
     found = probe_slurm_cluster()
+    deadline = time.monotonic() + (90 if _in_ci() else 0)
+    while isinstance(found, str) and time.monotonic() < deadline:
+        time.sleep(3)
+        found = probe_slurm_cluster()
     if isinstance(found, str):
         pytest.skip(f"local SLURM cluster not usable ({found}); {START_HINT}")
     return found
