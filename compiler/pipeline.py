@@ -261,6 +261,7 @@ def _lock_entry(
         "log_events": j.get("log_events", []),
         "state_events": j.get("state_events", []),
         "array": bool(config["slurm"].get("array", False)),
+        **({"dependency": "slurm"} if j.get("dependency") == "slurm" else {}),
     }
 
 

@@ -156,13 +156,31 @@ def act(
             outcome.errors.append(str(exc))
 
     submitter = Submitter(bundle, records, scheduler, key, now, note, outcome)
-    for action in actions:
-        if action.kind != "submit" or outcome.unavailable:
-            continue
-        record = submitter.submit(action, latest.get(action.job))
-        if record is not None:
-            latest[action.job] = record
+    pending = [a for a in actions if a.kind == "submit"]
+    submitted: dict[str, str] = {}  # job -> job id, for `job:<name>` afterok references
+    while pending and not outcome.unavailable:
+        ready = [a for a in pending if _resolvable(a, submitted)]
+        if not ready:
+            break  # an upstream's submission failed this round: the next round retries
+        for action in ready:
+            pending.remove(action)
+            behind = tuple(submitted.get(u.removeprefix("job:"), u) for u in action.upstream_ids)
+            record = submitter.submit(
+                dataclasses.replace(action, upstream_ids=behind), latest.get(action.job)
+            )
+            if record is not None:
+                latest[action.job] = record
+                if record.job_id:
+                    submitted[action.job] = record.job_id
+            if outcome.unavailable:
+                break
     return outcome
+
+
+def _resolvable(action: Action, submitted: Mapping[str, str]) -> bool:
+    """A submission queued behind a job of this same round waits until that one has an id."""
+    waiting = {u.removeprefix("job:") for u in action.upstream_ids if u.startswith("job:")}
+    return waiting <= set(submitted)
 
 
 def _follows_chain(action: Action, record: Attempt | None, names: set[str]) -> bool:

@@ -42,6 +42,8 @@ class Action:
     # `submit`, the job id the first new link is queued behind.
     link: int | None = None
     after: str | None = None
+    # `submit` of a job gated by SLURM: the upstream job ids of its --dependency=afterok.
+    upstream_ids: tuple[str, ...] = ()
     # Every live job a `cancel` (or an `event` that cancels) must stop, later links first, so
     # a queued link never starts because the one before it was cancelled.
     job_ids: tuple[str, ...] = ()

@@ -46,6 +46,8 @@ class LockJob:
     # shared script. The compiler does not emit these yet (see reconciler/arrays.py).
     array_group: str | None = None
     array_index: int | None = None
+    # `slurm`: submitted with --dependency=afterok as soon as its upstream jobs are queued.
+    dependency: str = "reconciler"
 
 
 @dataclass(frozen=True)
@@ -169,6 +171,7 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
             state_events=tuple(j["state_events"]),
             array_group=j.get("array_group"),
             array_index=j.get("array_index"),
+            dependency=j.get("dependency", "reconciler"),
         )
         for j in data["jobs"]
     )

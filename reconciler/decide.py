@@ -10,6 +10,7 @@ match is keyed by attempt, file and offset so it fires once.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -160,7 +161,10 @@ def _one(
             return [
                 Action("submit", name, cause, attempt=_next_attempt(history, name), cause=cause)
             ]
-        return [_after_failure(job, history, now)]
+        if not _dependency_broken(latest, now_state):
+            return [_after_failure(job, history, now)]
+        # SLURM cancelled it because an upstream job failed: gate it again like a new job, so
+        # it runs once a restarted upstream completes, and stops if the upstream gives up.
 
     # Not submitted yet (or the last submission never reached the scheduler).
     failed_tries = _failed_submissions(history, name)
@@ -176,6 +180,9 @@ def _one(
     cancel, why = any_holds(job.cancel_conditions, obs.files, obs.commands, state_of, now)
     if cancel:
         return [Action("drop", name, f"cancel condition holds: {why}")]
+    early = _slurm_gated(job, states, upstream)
+    if early is not None:
+        return [dataclasses.replace(early, attempt=(latest.attempt + 1) if latest else 1)]
     for up_name in job.depends_on:
         up, up_action = states.get(up_name), upstream.get(up_name)
         if up is None or not up.success:
@@ -189,6 +196,44 @@ def _one(
     attempt = (latest.attempt + 1) if latest else 1
     cause = "first submission" if latest is None else f"resubmission: {latest.reason or '?'}"
     return [Action("submit", name, cause, attempt=attempt, cause=cause)]
+
+
+def _dependency_broken(latest: Attempt, now_state: Current) -> bool:
+    return bool(
+        latest.upstream_ids
+        and now_state.state == "CANCELLED"
+        and not latest.cancel_requested
+        and not latest.restart_requested
+    )
+
+
+def _slurm_gated(
+    job: LockJob, states: Mapping[str, Current], upstream: Mapping[str, Action]
+) -> Action | None:
+    """`job.dependency: slurm`: submit as soon as every upstream job completed or is queued,
+    with --dependency=afterok on the queued ones, so SLURM starts it without waiting for cron.
+    Start conditions cannot be judged ahead of time, so jobs with some wait for the reconciler."""
+    if job.dependency != "slurm" or job.start_conditions or not job.depends_on:
+        return None
+    waiting_on: list[str] = []
+    for up_name in job.depends_on:
+        up, plan = states.get(up_name), upstream.get(up_name)
+        if up is None or up.success:
+            continue
+        if plan is not None and plan.kind == "submit" and plan.link is None:
+            # Submitted in this same round: act fills in its job id once sbatch returned it.
+            waiting_on.append(f"job:{up_name}")
+            continue
+        if not up.live or not up.job_id or up.state == "UNKNOWN":
+            return None  # not queued yet, or ended: the reconciler's own gating decides
+        waiting_on.append(up.job_id)
+    if not waiting_on:
+        return None
+    ids = ", ".join(w.removeprefix("job:") for w in waiting_on)
+    cause = f"queued behind upstream job{'s' if len(waiting_on) > 1 else ''} {ids} (afterok)"
+    return Action(
+        "submit", job.name, cause, attempt=None, cause=cause, upstream_ids=tuple(waiting_on)
+    )
 
 
 def _changed(

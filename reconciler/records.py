@@ -74,10 +74,14 @@ class Attempt:
     # Records written before chains existed have neither and read as a single job.
     chain_repeat: int = 1
     links: tuple[Link, ...] = ()
+    # Submitted with --dependency=afterok on these job ids (job.dependency: slurm).
+    upstream_ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if isinstance(self.events, list):
             object.__setattr__(self, "events", tuple(self.events))
+        if isinstance(self.upstream_ids, list):
+            object.__setattr__(self, "upstream_ids", tuple(self.upstream_ids))
         # Read back from JSON, links are dicts; anything else is a damaged record (TypeError).
         links = tuple(Link(**x) if isinstance(x, dict) else x for x in self.links)
         if not all(isinstance(link, Link) for link in links):

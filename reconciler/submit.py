@@ -105,10 +105,18 @@ class Submitter:
             intent_at=stamp,
             chain_repeat=job.chain_repeat,
             links=(Link(1, tag, "intent", stamp),) if chained else (),
+            upstream_ids=action.upstream_ids,
         )
         self.records.save(intent)
         crash_point("after-intent")
-        job_id, error = self._sbatch(job, tag, ())
+        gate: tuple[str, ...] = ()
+        if action.upstream_ids:
+            # SLURM holds it until the upstream jobs complete, and cancels it if one fails.
+            gate = (
+                f"--dependency=afterok:{':'.join(action.upstream_ids)}",
+                "--kill-on-invalid-dep=yes",
+            )
+        job_id, error = self._sbatch(job, tag, gate)
         if job_id is None:
             failed = dataclasses.replace(intent, reason=error)
             self.records.save(failed.with_link(1, reason=error) if chained else failed)

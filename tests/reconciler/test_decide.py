@@ -44,6 +44,7 @@ def lock_job(spec: dict[str, Any]) -> LockJob:
         array=False,
         log_events=tuple(spec.get("log_events", [])),
         state_events=tuple(spec.get("state_events", [])),
+        dependency=spec.get("dependency", "reconciler"),
     )
 
 
@@ -144,6 +145,8 @@ def test_case(path: Path) -> None:
         for field in ("attempt", "job_id", "state", "exit_code", "settled", "link", "after"):
             if field in want:
                 assert getattr(action, field) == want[field], action
+        if "upstream_ids" in want:
+            assert list(action.upstream_ids) == want["upstream_ids"], action
         if "job_ids" in want:
             assert list(action.job_ids) == want["job_ids"], action
         assert want["reason"] in action.reason, action

@@ -290,3 +290,38 @@ def test_damaged_state_file_is_named_and_nothing_is_lost(tmp_path: Path) -> None
     assert oellm("cancel", str(bundle)).returncode == 1
     reconcile_until_done(bundle)
     assert len(sacct_names(tag_prefix(bundle), expect=1)) == 1
+
+
+def test_slurm_dependency_queues_downstream_at_once(tmp_path: Path) -> None:
+    """`job.dependency: slurm`: one round queues both stages; SLURM starts the second when
+    the first completed, and cancels it when the first failed."""
+    bundle = compile_to(
+        tmp_path,
+        """
+        project: {name: afterok}
+        job: {name: "ao_${vars.fail}_${stage}", dependency: slurm}
+        vars: {fail: 0, note: ""}
+        backend: {bash: {command: "sleep 2; exit ${vars.fail}"}}
+        sweep:
+          type: product
+          groups:
+            - params: {vars.fail: [0, 1]}
+            - type: list
+              configs:
+                - {stage: first}
+                - {stage: second, vars.note: "\\\\${sibling.first.name}"}
+        """,
+    )
+    first = oellm("reconcile", str(bundle))
+    assert first.returncode == 1, first.stdout + first.stderr
+    submitted = [
+        line.split()[1] for line in first.stdout.splitlines() if line.startswith("submitted")
+    ]
+    assert sorted(submitted) == ["ao_0_first", "ao_0_second", "ao_1_first", "ao_1_second"]
+    assert "afterok" in first.stdout
+    reconcile_until_done(bundle, deadline=120)
+    rows = status(bundle)
+    assert rows["ao_0_second"]["state"] == "COMPLETED"
+    assert rows["ao_1_first"]["state"] == "FAILED"
+    assert rows["ao_1_second"]["state"] == "CANCELLED"
+    assert rows["ao_1_second"]["reason"] == "upstream ao_1_first ended FAILED"
