@@ -150,3 +150,29 @@ def test_a_chain_runs_its_links_one_after_the_other_locally(
         ("2", "1", "COMPLETED"),
         ("3", "2", "COMPLETED"),
     ]
+
+
+@pytest.mark.parametrize("version", [0, 2, "1"])
+def test_lockfile_of_another_version_is_a_clear_error(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], version: object
+) -> None:
+    assert run(["compile", str(EXAMPLES / "demo.yaml"), "-o", "b"], capsys)[0] == 0
+    lock_path = in_tmp / "b" / "plan.lock.json"
+    lock = json.loads(lock_path.read_text())
+    lock["version"] = version
+    lock_path.write_text(json.dumps(lock))
+    code, _, err = run(["reconcile", "b", "--scheduler", "local"], capsys)
+    assert code == 2
+    assert f"lockfile version {version!r} is not supported (this oellm reads version 1)" in err
+    assert "hint: recompile the bundle" in err and "Traceback" not in err
+
+
+def test_every_released_lockfile_version_still_loads() -> None:
+    """The lockfile is a contract: each released version is kept as a fixture that must load."""
+    from oellm.reconciler.bundle import load_bundle
+
+    fixtures = sorted((Path(__file__).parent / "lockfiles").glob("v*"))
+    assert fixtures, "no lockfile fixtures"
+    for folder in fixtures:
+        bundle = load_bundle(folder)
+        assert bundle.jobs and bundle.bundle_id
