@@ -1,0 +1,238 @@
+"""The reconciler's commands: `reconcile`, `status` and `cancel` (registered by `oellm.cli`).
+
+Exit codes of `reconcile`: 0 nothing to do, 1 acted, 2 a problem with the bundle or its state,
+75 SLURM unreachable; with --wait, 0 when every job completed and 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+from oellm.cli import guarded
+
+_BUNDLE = click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
+_SCHEDULER = click.option(
+    "--scheduler",
+    type=click.Choice(["slurm", "local"]),
+    default=None,
+    help="Where jobs run: SLURM, or detached processes on this machine "
+    "(default: slurm when sbatch is installed, else local).",
+)
+
+
+@click.command("reconcile")
+@_BUNDLE
+@click.option("--dry-run", is_flag=True, help="Print what would be done, and why, without acting.")
+@click.option("--wait", is_flag=True, help="Repeat until every job has finished.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Seconds between rounds with --wait (default: 30 on SLURM, 2 locally).",
+)
+@click.option(
+    "--restart-changed",
+    is_flag=True,
+    help="Restart running jobs whose script changed now (default: they keep running and the "
+    "next attempt uses the new script; queued ones are always resubmitted).",
+)
+@click.option("--prune", is_flag=True, help="Cancel running jobs that are no longer in the bundle.")
+@click.option(
+    "--allow-edited",
+    is_flag=True,
+    help="Run scripts edited by hand after compile (their hash differs from the lock).",
+)
+@_SCHEDULER
+@guarded
+def reconcile_command(
+    bundle: Path,
+    dry_run: bool,
+    wait: bool,
+    interval: float | None,
+    restart_changed: bool,
+    prune: bool,
+    allow_edited: bool,
+    scheduler: str | None,
+) -> None:
+    """Make the scheduler match the bundle: submit what is ready, cancel what must stop,
+    record what finished. Stateless and safe to run from cron, or twice at once.
+
+    \b
+    Exit codes: 0 nothing to do, 1 acted (or a submission failed),
+    75 the scheduler was unreachable (nothing destructive done; retry later),
+    2 a problem with the bundle or its state. With --wait: 0 when every job
+    completed, 1 when some failed or were cancelled.
+    Crontab:  */5 * * * *  cd /path/to/experiments && oellm reconcile bundle/
+    """
+    import time
+
+    from oellm.reconciler.decide import Options
+    from oellm.reconciler.lock import Busy, StateLock
+    from oellm.reconciler.reconcile import EXIT_QUIET, Session, intent_grace, reconcile_once
+
+    options = Options(intent_grace(), restart_changed=restart_changed, prune=prune)
+    session = Session(bundle, scheduler, options, allow_edited=allow_edited)
+    if interval is None:
+        interval = 2.0 if session.scheduler.name == "local" else 30.0
+
+    def say(line: str) -> None:
+        click.echo(line)
+
+    if not wait:
+        report = reconcile_once(session, dry_run, say)
+        if report.busy:
+            click.echo(report.busy)
+        for error in report.outcome.errors if report.outcome else []:
+            click.echo(f"error: {error}", err=True)
+        if not report.observation.available:
+            click.echo(f"scheduler unavailable: {report.observation.error}", err=True)
+        sys.exit(report.exit_code)
+    lock = StateLock(session.bundle.state_path)
+    try:
+        lock.acquire()
+    except Busy as busy:
+        click.echo(str(busy))
+        sys.exit(EXIT_QUIET)
+    try:
+        while True:
+            report = reconcile_once(session, dry_run, say, lock=lock)
+            for error in report.outcome.errors if report.outcome else []:
+                click.echo(f"error: {error}", err=True)
+            if report.finished() or dry_run:
+                break
+            time.sleep(interval)
+            lock.refresh()
+    finally:
+        lock.release()
+    failed = [
+        a.job
+        for a in report.actions
+        if a.kind not in ("event", "state") and a.reason != "completed"
+    ]
+    if failed:
+        click.echo(f"finished; not completed: {', '.join(failed)}")
+    sys.exit(1 if failed else 0)
+
+
+@click.command("status")
+@_BUNDLE
+@click.argument("job", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@_SCHEDULER
+@guarded
+def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str | None) -> None:
+    """Show every job of a bundle (stage, state, attempt, scheduler id, why), or with JOB
+    that job's attempt ledger: each attempt's cause, outcome, events and actions."""
+    import dataclasses
+
+    from oellm.reconciler.reconcile import Session, status
+
+    session = Session(bundle, scheduler, allow_edited=True)
+    if job is not None:
+        _show_ledger(session, job, as_json)
+        return
+    rows, obs = status(session)
+    if as_json:
+        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+        return
+    table = [("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "REASON", "LAST EVENT")]
+    for r in rows:
+        table.append(
+            (
+                r.job,
+                r.stage or "-",
+                r.state,
+                str(r.attempt or "-"),
+                r.job_id or "-",
+                r.reason,
+                r.last_event or "-",
+            )
+        )
+    _print_table(table)
+    if not obs.available:
+        click.echo(
+            f"(scheduler unavailable: states marked ? are the last known ones: {obs.error})",
+            err=True,
+        )
+
+
+def _print_table(table: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[-1]]).rstrip())
+
+
+def _show_ledger(session: Any, job: str, as_json: bool) -> None:
+    import dataclasses
+
+    from oellm.reconciler.errors import ReconcileError as _Missing
+
+    if job not in {j.name for j in session.bundle.jobs}:
+        raise _Missing(f"no job named {job} in this bundle")
+    history = session.history()
+    attempts = [dataclasses.asdict(a) for a in history.attempts.get(job, ())]
+    dropped = history.dropped.get(job)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "job": job,
+                    "attempts": attempts,
+                    "dropped": dataclasses.asdict(dropped) if dropped else None,
+                },
+                indent=1,
+            )
+        )
+        return
+    table = [("ATTEMPT", "ID", "STATE", "EXIT", "ITERATION", "STARTED", "ENDED", "CAUSE")]
+    for a in attempts:
+        table.append(
+            (
+                str(a["attempt"]),
+                a["job_id"] or "-",
+                a["final_state"] or a["phase"],
+                "-" if a["exit_code"] is None else str(a["exit_code"]),
+                "-" if a["iteration"] is None else str(a["iteration"]),
+                a["submitted_at"] or "-",
+                a["ended_at"] or "-",
+                a["cause"],
+            )
+        )
+    _print_table(table)
+    for a in attempts:
+        for event in a["events"]:
+            click.echo(
+                f"  attempt {a['attempt']}: {event['event']} at {event.get('at', '?')}: "
+                f"{event.get('line') or event.get('trigger')} -> "
+                f"{', '.join(event.get('done', []))}"
+            )
+        for link in a.get("links", ()):
+            after = f" after {link['after']}" if link.get("after") else ""
+            click.echo(
+                f"  attempt {a['attempt']} link {link['link']}: job "
+                f"{link.get('job_id') or '-'} {link.get('state') or link.get('phase')}{after}"
+            )
+        for word in ("restart_requested", "cancel_requested", "finish_requested"):
+            if a[word]:
+                click.echo(f"  attempt {a['attempt']}: {word.replace('_', ' ')}: {a[word]}")
+    if dropped:
+        click.echo(f"  dropped at {dropped.at}: {dropped.reason}")
+
+
+@click.command("cancel")
+@_BUNDLE
+@click.argument("jobs", nargs=-1)
+@_SCHEDULER
+@guarded
+def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -> None:
+    """Cancel jobs of a bundle (all of them when none are named); they are not resubmitted."""
+    from oellm.reconciler.reconcile import Session, cancel_jobs
+
+    sys.exit(cancel_jobs(Session(bundle, scheduler), jobs, click.echo))
