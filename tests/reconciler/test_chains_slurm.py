@@ -9,21 +9,15 @@ both alike under afterany), so each test takes seconds, not wall-time limits.
 from __future__ import annotations
 
 import itertools
-import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from oellm.compiler.pipeline import CompileRequest, compile_bundle
-from oellm.compiler.write import write_bundle
-from oellm.reconciler.bundle import load_bundle
-from oellm.reconciler.reconcile import project_key
-from tests.helpers import write
+from tests.reconciler.slurm_helpers import compile_to, ledger, oellm
+from tests.reconciler.slurm_helpers import tag_prefix as prefix
 
 pytestmark = pytest.mark.slurm
 
@@ -42,29 +36,6 @@ job:
 @pytest.fixture(autouse=True)
 def _cluster(slurm_cluster: object) -> None:
     return None
-
-
-def compile_to(tmp_path: Path, text: str) -> Path:
-    exp = write(tmp_path / "exp.yaml", text)
-    bundle = compile_bundle(
-        CompileRequest(experiment=exp, env={"OUTPUT_DIR": str(tmp_path / "out")})
-    )
-    write_bundle(bundle, tmp_path / "bundle")
-    return tmp_path / "bundle"
-
-
-def oellm(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "oellm", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, "OELLM_INTENT_GRACE_SECONDS": "3", **(env or {})},
-    )
-
-
-def prefix(bundle: Path) -> str:
-    return f"oellm.{project_key(load_bundle(bundle))}."
 
 
 def slurm_jobs(tag_prefix: str) -> dict[str, tuple[str, str]]:
@@ -111,13 +82,6 @@ def reconcile_until_settled(bundle: Path, job: str, seconds: float = 60) -> list
             return lines
         time.sleep(1)
     raise AssertionError("\n".join(lines))
-
-
-def ledger(bundle: Path, job: str) -> list[dict[str, Any]]:
-    run = oellm("status", str(bundle), job, "--json")
-    assert run.returncode == 0, run.stderr
-    attempts: list[dict[str, Any]] = json.loads(run.stdout)["attempts"]
-    return attempts
 
 
 def test_one_round_queues_three_links_that_run_back_to_back(tmp_path: Path) -> None:

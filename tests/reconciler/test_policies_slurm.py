@@ -5,17 +5,11 @@ rounds, then reads the attempt ledger with `oellm status JOB --json`."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from oellm.compiler.pipeline import CompileRequest, compile_bundle
-from oellm.compiler.write import write_bundle
-from tests.helpers import write
+from tests.reconciler.slurm_helpers import compile_to, ledger, oellm
 
 pytestmark = pytest.mark.slurm
 
@@ -23,32 +17,6 @@ pytestmark = pytest.mark.slurm
 @pytest.fixture(autouse=True)
 def _cluster(slurm_cluster: object) -> None:
     return None
-
-
-def compile_to(tmp_path: Path, text: str) -> Path:
-    exp = write(tmp_path / "exp.yaml", text)
-    bundle = compile_bundle(
-        CompileRequest(experiment=exp, env={"OUTPUT_DIR": str(tmp_path / "out")})
-    )
-    write_bundle(bundle, tmp_path / "bundle")
-    return tmp_path / "bundle"
-
-
-def oellm(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "oellm", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=dict(os.environ),
-    )
-
-
-def ledger(bundle: Path, job: str) -> list[dict[str, Any]]:
-    run = oellm("status", str(bundle), job, "--json")
-    assert run.returncode == 0, run.stderr
-    attempts: list[dict[str, Any]] = json.loads(run.stdout)["attempts"]
-    return attempts
 
 
 def test_a_job_that_fails_twice_then_succeeds(tmp_path: Path) -> None:

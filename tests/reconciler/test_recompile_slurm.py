@@ -6,18 +6,15 @@ their history through `moved:`. Everything shows in --dry-run first."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from oellm.compiler.pipeline import CompileRequest, compile_bundle
-from oellm.compiler.write import write_bundle
-from tests.helpers import write
+from tests.reconciler.slurm_helpers import compile_to, oellm
+from tests.reconciler.slurm_helpers import status_rows as rows
 
 pytestmark = pytest.mark.slurm
 
@@ -25,30 +22,6 @@ pytestmark = pytest.mark.slurm
 @pytest.fixture(autouse=True)
 def _cluster(slurm_cluster: object) -> None:
     return None
-
-
-def compile_to(tmp_path: Path, text: str, moved: dict[str, str] | None = None) -> Path:
-    exp = write(tmp_path / "exp.yaml", text)
-    env = {"OUTPUT_DIR": str(tmp_path / "out")}
-    bundle = compile_bundle(CompileRequest(experiment=exp, env=env, moved=moved or {}))
-    write_bundle(bundle, tmp_path / "bundle")
-    return tmp_path / "bundle"
-
-
-def oellm(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "oellm", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=dict(os.environ),
-    )
-
-
-def rows(bundle: Path) -> dict[str, dict[str, Any]]:
-    run = oellm("status", str(bundle), "--json")
-    assert run.returncode == 0, run.stderr
-    return {r["job"]: r for r in json.loads(run.stdout)}
 
 
 def wait_for(bundle: Path, job: str, states: set[str], deadline: float = 60) -> dict[str, Any]:

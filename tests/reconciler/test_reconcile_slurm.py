@@ -7,7 +7,6 @@ Each run is a separate `oellm` process, as cron would start it.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import subprocess
 import sys
@@ -17,36 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from oellm.compiler.pipeline import CompileRequest, compile_bundle
-from oellm.compiler.write import write_bundle
-from tests.helpers import REPO, write
+from tests.helpers import REPO
+from tests.reconciler.slurm_helpers import compile_to, oellm, tag_prefix
+from tests.reconciler.slurm_helpers import status_rows as status
 
 pytestmark = pytest.mark.slurm
 
 CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
-
-
-def oellm(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "OELLM_INTENT_GRACE_SECONDS": "3", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "oellm", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full,
-    )
-
-
-def compile_to(tmp_path: Path, text: str, name: str = "bundle") -> Path:
-    exp = write(tmp_path / "exp.yaml", text)
-    out = tmp_path / name
-    bundle = compile_bundle(
-        CompileRequest(experiment=exp, env={"OUTPUT_DIR": str(tmp_path / "out")})
-    )
-    write_bundle(bundle, out)
-    return out
 
 
 def sacct_names(prefix: str, expect: int | None = None) -> list[str]:
@@ -94,12 +70,6 @@ def squeue_names(prefix: str) -> list[str]:
     return [n for n in result.stdout.split() if n.startswith(prefix)]
 
 
-def status(bundle: Path) -> dict[str, dict[str, object]]:
-    result = oellm("status", str(bundle), "--json")
-    assert result.returncode == 0, result.stderr
-    return {row["job"]: row for row in json.loads(result.stdout)}
-
-
 def reconcile_until_done(bundle: Path, deadline: float = 150) -> list[str]:
     lines: list[str] = []
     end = time.monotonic() + deadline
@@ -122,13 +92,6 @@ def reconcile_until_done(bundle: Path, deadline: float = 150) -> list[str]:
             return lines + final.stdout.splitlines()
         time.sleep(1)
     raise AssertionError(f"not done in {deadline}s: {status(bundle)}\n" + "\n".join(lines))
-
-
-def tag_prefix(bundle: Path) -> str:
-    from oellm.reconciler.bundle import load_bundle
-    from oellm.reconciler.reconcile import project_key
-
-    return f"oellm.{project_key(load_bundle(bundle))}."
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,58 @@
+"""Shared by the reconciler's real-SLURM tests: compile a bundle into tmp_path, run `oellm` as
+a separate process (as cron would), and read status and ledgers back as JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from oellm.compiler.pipeline import CompileRequest, compile_bundle
+from oellm.compiler.write import write_bundle
+from oellm.reconciler.bundle import load_bundle
+from oellm.reconciler.reconcile import project_key
+from tests.helpers import write
+
+
+def compile_to(
+    tmp_path: Path, text: str, moved: dict[str, str] | None = None, name: str = "bundle"
+) -> Path:
+    exp = write(tmp_path / "exp.yaml", text)
+    env = {"OUTPUT_DIR": str(tmp_path / "out")}
+    bundle = compile_bundle(CompileRequest(experiment=exp, env=env, moved=moved or {}))
+    write_bundle(bundle, tmp_path / name)
+    return tmp_path / name
+
+
+def oellm(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 400
+) -> subprocess.CompletedProcess[str]:
+    # A short intent grace, so the tests that kill a round see lost intents within seconds.
+    full = {**os.environ, "OELLM_INTENT_GRACE_SECONDS": "3", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "oellm", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full,
+    )
+
+
+def status_rows(bundle: Path) -> dict[str, dict[str, Any]]:
+    run = oellm("status", str(bundle), "--json")
+    assert run.returncode == 0, run.stderr
+    return {row["job"]: row for row in json.loads(run.stdout)}
+
+
+def ledger(bundle: Path, job: str) -> list[dict[str, Any]]:
+    run = oellm("status", str(bundle), job, "--json")
+    assert run.returncode == 0, run.stderr
+    attempts: list[dict[str, Any]] = json.loads(run.stdout)["attempts"]
+    return attempts
+
+
+def tag_prefix(bundle: Path) -> str:
+    return f"oellm.{project_key(load_bundle(bundle))}."
