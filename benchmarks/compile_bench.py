@@ -1,6 +1,7 @@
 """Compile benchmark: wall time and peak memory of `oellm compile` for generated sweeps.
 
-    python benchmarks/compile_bench.py            # 100, 1,000, 10,000 jobs; 2 x 1,000 staged
+    python benchmarks/compile_bench.py            # 100, 1,000, 10,000 jobs (also as arrays);
+                                                  # 2 x 1,000 staged
     python benchmarks/compile_bench.py --quick    # 100 and 1,000 only
 
 Each case runs in a fresh process (so peak memory is the compile's own) and writes a real bundle.
@@ -34,7 +35,8 @@ CHILD = textwrap.dedent(
 )
 
 
-def grid(n: int, m: int) -> str:
+def grid(n: int, m: int, array: bool = False) -> str:
+    """n x m jobs; with `array`, submitted as SLURM job arrays (`slurm.array: true`)."""
     a = ", ".join(str(i) for i in range(n))
     b = ", ".join(str(i) for i in range(m))
     return textwrap.dedent(
@@ -43,6 +45,7 @@ def grid(n: int, m: int) -> str:
         job: {{name: "bench_${{vars.a}}_${{vars.b}}"}}
         backend: {{bash: {{command: "echo ${{vars.a}} ${{vars.b}}"}}}}
         vars: {{a: 0, b: 0}}
+        slurm: {{array: {"true" if array else "false"}}}
         sweep:
           grids:
             - vars.a: [{a}]
@@ -79,9 +82,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="skip the 10,000-job cases")
     args = parser.parse_args()
-    cases = [("grid 10 x 10", grid(10, 10)), ("grid 10 x 100", grid(10, 100))]
+    cases = [
+        ("grid 10 x 10", grid(10, 10)),
+        ("grid 10 x 100", grid(10, 100)),
+        ("arrays 10 x 100", grid(10, 100, array=True)),
+    ]
     if not args.quick:
-        cases += [("grid 100 x 100", grid(100, 100)), ("two stages 2 x 1,000", two_stage(1000))]
+        cases += [
+            ("grid 100 x 100", grid(100, 100)),
+            ("arrays 100 x 100", grid(100, 100, array=True)),
+            ("two stages 2 x 1,000", two_stage(1000)),
+        ]
     print(f"{'case':<24} {'jobs':>7} {'compile s':>10} {'write s':>8} {'peak MiB':>9}")
     with tempfile.TemporaryDirectory() as tmp:
         for name, text in cases:

@@ -1,6 +1,7 @@
 """Reconcile benchmark on the real local SLURM: a bundle of N held jobs.
 
     python benchmarks/reconcile_bench.py --jobs 10000
+    python benchmarks/reconcile_bench.py --jobs 10000 --array    # as SLURM job arrays
 
 Compiles N jobs (`#SBATCH --hold`, so they stay pending), runs one reconcile round that
 submits them all, then times no-op rounds, counting every SLURM command through shims on
@@ -52,15 +53,18 @@ def reconcile(
     return seconds, collections.Counter(log.read_text().split()), run.returncode
 
 
-def cancel_own_jobs() -> None:
+def cancel_own_jobs(prefix: str) -> None:
+    """Every job whose tag starts with `prefix`; an array as a whole (by its job id)."""
     listed = subprocess.run(
         ["squeue", "--me", "--noheader", "--format=%i|%j"], capture_output=True, text=True
     )
-    ids = [
-        line.split("|", 1)[0]
-        for line in listed.stdout.splitlines()
-        if line.split("|", 1)[-1].split(".")[2:3] and ".rb_" in line
-    ]
+    ids = sorted(
+        {
+            job_id.split("_", 1)[0]
+            for job_id, _, name in (line.partition("|") for line in listed.stdout.splitlines())
+            if name.startswith(prefix)
+        }
+    )
     for start in range(0, len(ids), 500):
         subprocess.run(["scancel", *ids[start : start + 500]], check=False)
 
@@ -69,6 +73,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3, help="no-op rounds to time")
+    parser.add_argument(
+        "--array", action="store_true", help="submit the jobs as SLURM job arrays (slurm.array)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -79,7 +86,7 @@ def main() -> int:
             'job: {name: "rb_${vars.i}"}\n'
             "vars: {i: 0}\n"
             'backend: {bash: {command: "sleep 1"}}\n'
-            "slurm: {sbatch: {hold: true}}\n"
+            f"slurm: {{array: {'true' if args.array else 'false'}, sbatch: {{hold: true}}}}\n"
             f"sweep:\n  params: {{vars.i: [{values}]}}\n"
         )
         env0 = {**os.environ, "OUTPUT_DIR": str(tmp / "out")}
@@ -91,6 +98,10 @@ def main() -> int:
         )
         log = tmp / "calls.log"
         env = {**shims(tmp / "shims", log), "OUTPUT_DIR": str(tmp / "out")}
+        from oellm.reconciler.bundle import load_bundle
+        from oellm.reconciler.reconcile import project_key
+
+        prefix = f"oellm.{project_key(load_bundle(tmp / 'bundle'))}."
         try:
             seconds, calls, _ = reconcile(tmp / "bundle", env, log)
             print(f"submit round: {args.jobs} jobs in {seconds:.1f} s; calls {dict(calls)}")
@@ -98,7 +109,7 @@ def main() -> int:
                 seconds, calls, code = reconcile(tmp / "bundle", env, log)
                 print(f"no-op round {n + 1}: {seconds:.2f} s, exit {code}, calls {dict(calls)}")
         finally:
-            cancel_own_jobs()
+            cancel_own_jobs(prefix)
     return 0
 
 

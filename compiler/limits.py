@@ -1,14 +1,13 @@
 """Site limits (`slurm.limits`, carried by each cluster preset) checked at compile time.
 
 Per job: an explicit `--array` must fit under MaxArraySize, and a pre-timeout signal must not
-kill torchrun. Per bundle: the job count against the submit limit, and each array stage
-against MaxArraySize. `signal_lead_seconds` is for configs to use in `slurm.sbatch.signal`.
+kill torchrun. Per bundle: the job count against the submit limit. `signal_lead_seconds` is for
+configs to use in `slurm.sbatch.signal`.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -81,8 +80,9 @@ def check_bundle_limits(
     origins: Mapping[Path_, Origin],
     jobs: Sequence[Mapping[str, Any]],
 ) -> None:
-    """The whole bundle against the preset's limits: at most `max_jobs` jobs, and at most
-    `max_array_size` jobs in a stage that is submitted as one array.
+    """The whole bundle against the preset's limits: at most `max_jobs` SLURM jobs, counting
+    each link of a chain (an array
+    larger than `max_array_size` is split, see `arrays.py`, so it needs no check here).
 
     Needs every job at once, so the pipeline calls it after rendering (`jobs` are lock entries).
     """
@@ -93,24 +93,14 @@ def check_bundle_limits(
         return
     where = origin_of(origins, ("slurm", "limits"))
     max_jobs = limits.get("max_jobs")
-    if max_jobs is not None and len(jobs) > max_jobs:
+    # Each link of a chain is a SLURM job of its own, queued at once behind the one before.
+    queued = sum(int(job.get("chain_repeat") or 1) for job in jobs)
+    if max_jobs is not None and queued > max_jobs:
+        links = f" ({queued} SLURM jobs with their chain links)" if queued != len(jobs) else ""
         raise fail(
-            f"the bundle holds {len(jobs)} jobs; the site lets one user queue {max_jobs}",
+            f"the bundle holds {len(jobs)} jobs{links}; the site lets one user queue {max_jobs}",
             where,
             key="slurm.limits.max_jobs",
             hint="split the sweep into several bundles, or raise slurm.limits.max_jobs if your "
             "QoS allows more (`sacctmgr show qos format=name,maxsubmitpu`)",
         )
-    max_array = limits.get("max_array_size")
-    if max_array is None:
-        return
-    per_stage = Counter(str(job.get("stage")) for job in jobs if job.get("array"))
-    for stage, count in sorted(per_stage.items()):
-        if count > max_array:
-            raise fail(
-                f"stage '{stage}' would be an array of {count} tasks; the site's "
-                f"MaxArraySize allows {max_array}",
-                where,
-                key="slurm.limits.max_array_size",
-                hint="set slurm.array false for this sweep, or split the stage",
-            )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import arrays
 from .compose import compose
 from .errors import ConfigError, Problem, did_you_mean, fail
 from .expand import Point, expand
@@ -88,6 +89,7 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
     done: dict[int, dict[str, Any] | None] = {}  # point index -> lock entry, None if filtered
     names: dict[str, Point] = {}
     scripts: dict[str, bytes] = {}
+    members: list[arrays.Member] = []
     validate = Validator()
     static = static_parts(base)
     for stage in order:
@@ -101,7 +103,7 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
             if job is None:
                 done[point.index] = None
             else:
-                entry, script = _job(job, point, overridden, depends_on, names, validate)
+                entry, script = _job(job, point, overridden, depends_on, names, validate, members)
                 scripts[entry["script"]] = script
                 done[point.index] = entry
             if progress is not None:
@@ -110,9 +112,11 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
     if not jobs:
         raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
     check_bundle_limits(base, request.env, origins, jobs)
+    groups, group_scripts = arrays.group(members, {j["name"]: j for j in jobs}, scripts)
+    scripts.update(group_scripts)
     project = base_project(base, request.env, origins)
     moved = _moved(base, request.moved, {j["name"] for j in jobs}, origins)
-    lock = _lock(project, jobs, moved)
+    lock = _lock(project, jobs, moved, groups)
     check_lock(lock)
     files = dict(scripts)
     files["plan.lock.json"] = _json_bytes(lock)
@@ -173,13 +177,19 @@ def _job(
     depends_on: list[str],
     names: dict[str, Point],
     validate: Validator,
+    members: list[arrays.Member],
 ) -> tuple[dict[str, Any], bytes]:
     validate(job.config, job.origins)
     name = job.config["job"]["name"]
     if name in names:
         raise _collision(name, names[name], point, job)
     names[name] = point
-    script = render_script(job.config, job.origins).encode("utf-8")
+    array = arrays.is_member(job.config, job.origins)
+    if array:
+        # Every task of an array writes into the array's one --output pattern.
+        job.config["job"]["log_path"] = arrays.member_log_path(job.config)
+        members.append(arrays.member(job.config, job.origins))
+    script = render_script(job.config, job.origins, array=array).encode("utf-8")
     entry = _lock_entry(job, point, overridden, f"jobs/{name}.sbatch", script)
     entry["depends_on"] = depends_on
     return entry, script
@@ -294,11 +304,16 @@ def _moved(
 
 
 def _lock(
-    project: dict[str, Any], jobs: list[dict[str, Any]], moved: dict[str, str] | None = None
+    project: dict[str, Any],
+    jobs: list[dict[str, Any]],
+    moved: dict[str, str] | None = None,
+    groups: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"version": LOCK_VERSION, "project": project, "jobs": jobs}
     if moved:
         body["moved"] = moved
+    if groups:
+        body["arrays"] = groups
     compact = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     digest = hashlib.sha256(compact.encode("utf-8")).hexdigest()
     return {"bundle_id": digest, **body}

@@ -117,6 +117,7 @@ def plan_text(lock: dict[str, Any], max_jobs_per_stage: int = DEFAULT_JOBS_PER_S
             gating = [*gating, "Start conditions:", *(f"  • {c}" for c in start)]
         if cancel:
             gating = [*gating, "Cancel conditions:", *(f"  • {c}" for c in cancel)]
+        gating += _arrays(lock, members)
         shown = [f"{job['name']}" for job in members[:max_jobs_per_stage]]
         if len(members) > max_jobs_per_stage:
             shown.append(f"... and {len(members) - max_jobs_per_stage} more")
@@ -124,6 +125,19 @@ def plan_text(lock: dict[str, Any], max_jobs_per_stage: int = DEFAULT_JOBS_PER_S
         lines += _box(title, [gating, shown])
     lines.append("")
     return "\n".join(lines)
+
+
+def _arrays(lock: dict[str, Any], members: list[dict[str, Any]]) -> list[str]:
+    """How a stage's jobs go to SLURM when `slurm.array` groups them."""
+    groups = list(dict.fromkeys(j["array_group"] for j in members if j.get("array_group")))
+    if not groups:
+        return []
+    lines = [f"Submitted as {_plural(len(groups), 'array')}:"]
+    for name in groups:
+        group = lock["arrays"][name]
+        throttle = f", at most {group['throttle']} at once" if group["throttle"] else ""
+        lines.append(f"  • {name} ({_plural(group['size'], 'task')}{throttle})")
+    return lines
 
 
 def _dot_id(text: str) -> str:

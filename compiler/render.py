@@ -37,6 +37,9 @@ RANK_SHIM = (
 )
 
 
+Directive = tuple[str, str | None]  # ("--time", "10"); a bare flag has None
+
+
 @dataclass(frozen=True)
 class Word:
     """One argv word of the launch line; `ref` words expand a script variable."""
@@ -72,7 +75,10 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def render_script(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> str:
+def render_script(
+    config: Mapping[str, Any], origins: Mapping[Path_, Origin], array: bool = False
+) -> str:
+    """`array`: the job runs as a task of an array (its markers are named by the task)."""
     slurm = config["slurm"]
     job = config["job"]
     launch = _check_launch(config, origins)
@@ -100,6 +106,7 @@ def render_script(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) ->
         # per_gpu and per_node need a rendezvous; torchrun also needs the node count and an id.
         "rendezvous": launch != "plain",
         "torchrun": launch == "per_node" and not _is_bash(config),
+        "array": array,
     }
     try:
         template = _environment().get_template(slurm["template"])
@@ -110,6 +117,27 @@ def render_script(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) ->
             key="slurm.template",
         ) from None
     return template.render(**context)
+
+
+def array_directives(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> list[Directive]:
+    """The directives that decide whether jobs can share one array: all but the job name
+    (the array has its own; all its tasks write to one `--output` pattern)."""
+    return [d for d in _directives(config, origins) if d[0] != "--job-name"]
+
+
+def render_array_script(
+    *,
+    group: str,
+    stage: str | None,
+    project: str,
+    directives: list[Directive],
+    tasks: list[tuple[int, str, str]],
+) -> str:
+    """The shared script of one array: `tasks` are (index, job script, its sha256)."""
+    template = _environment().get_template("array.sbatch.j2")
+    return template.render(
+        group=group, stage=stage, project=project, directives=directives, tasks=tasks
+    )
 
 
 def _comment(value: object) -> str:
@@ -129,11 +157,9 @@ def _scalar(value: Any) -> str:
     return str(value)
 
 
-def _directives(
-    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
-) -> list[tuple[str, str | None]]:
+def _directives(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> list[Directive]:
     job = config["job"]
-    out: list[tuple[str, str | None]] = []
+    out: list[Directive] = []
     given: dict[str, tuple[Any, Path_]] = {
         "job-name": (job["name"], ("job", "name")),
         "output": (job["log_path"], ("job", "log_path")),

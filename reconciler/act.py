@@ -53,7 +53,9 @@ def act(
         if action.kind == "state" and record is not None:
             save(dataclasses.replace(record, last_state=action.state))
         elif action.kind == "event" and record is not None:
-            save(_event(action, record, bundle, records, stamp, note, to_cancel, outcome))
+            queued = _queued(action, obs)
+            steps = _Steps(bundle, records, scheduler, note, to_cancel, outcome, queued)
+            save(_event(action, record, stamp, steps))
         elif action.kind == "link" and record is not None:
             save(_link(action, record, stamp, note))
         elif action.kind == "adopt" and record is not None:
@@ -158,6 +160,12 @@ def act(
     submitter = Submitter(bundle, records, scheduler, key, now, note, outcome)
     pending = [a for a in actions if a.kind == "submit"]
     submitted: dict[str, str] = {}  # job -> job id, for `job:<name>` afterok references
+    for group, members in _array_batches(pending, bundle, records, scheduler).items():
+        if outcome.unavailable:
+            break
+        for action in members:
+            pending.remove(action)
+        submitted.update(submitter.submit_array(bundle.arrays[group], members))
     while pending and not outcome.unavailable:
         ready = [a for a in pending if _resolvable(a, submitted)]
         if not ready:
@@ -175,6 +183,25 @@ def act(
             if outcome.unavailable:
                 break
     return outcome
+
+
+def _array_batches(
+    pending: Sequence[Action], bundle: Bundle, records: Records, scheduler: Scheduler
+) -> dict[str, list[Action]]:
+    """New attempts of members of one array, two or more, that can go as one `--array` job:
+    not gated by SLURM dependencies and with no nodes to avoid (those go one by one)."""
+    if not scheduler.arrays:
+        return {}
+    names = {job.name for job in bundle.jobs}
+    batches: dict[str, list[Action]] = {}
+    for action in pending:
+        if action.link is not None or action.upstream_ids or action.job not in names:
+            continue
+        job = bundle.job(action.job)
+        if job.array_group is None or records.excluded_nodes(job.name):
+            continue
+        batches.setdefault(job.array_group, []).append(action)
+    return {group: members for group, members in batches.items() if len(members) > 1}
 
 
 def _resolvable(action: Action, submitted: Mapping[str, str]) -> bool:
@@ -219,21 +246,56 @@ def _link(action: Action, record: Attempt, stamp: str, note: Callable[[str], Non
     )
 
 
-def _event(
-    action: Action,
-    record: Attempt,
-    bundle: Bundle,
-    records: Records,
-    stamp: str,
-    note: Callable[[str], None],
-    to_cancel: dict[str, str],
-    outcome: Outcome,
-) -> Attempt:
+def _queued(action: Action, obs: Observation | None) -> tuple[str, ...]:
+    """The jobs of this attempt still waiting in the queue (a chain's later links)."""
+    if obs is None:
+        return ()
+    return tuple(
+        job_id
+        for job_id in action.job_ids
+        if (row := obs.by_id.get(job_id)) is not None and row.state == "PENDING"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Steps:
+    """What the steps of a fired event act on."""
+
+    bundle: Bundle
+    records: Records
+    scheduler: Scheduler
+    note: Callable[[str], None]
+    to_cancel: dict[str, str]
+    outcome: Outcome
+    queued: tuple[str, ...]  # this attempt's jobs still pending in the queue
+
+    def exclude(self, job: str, node: str) -> None:
+        """Record the node for every later submission of the job, and move the job's queued
+        links off it now (`scontrol update`). Runs before the event is recorded, so a crash
+        re-fires the event and repeats the update rather than losing it."""
+        self.records.exclude_node(job, node)
+        if not self.queued:
+            return
+        nodes = self.records.excluded_nodes(job)
+        try:
+            self.scheduler.exclude(self.queued, nodes)
+        except SchedulerUnavailable as exc:
+            self.outcome.unavailable = True
+            self.outcome.errors.append(str(exc))
+            return
+        except SchedulerError as exc:
+            # A link that started meanwhile cannot be moved; the pending ones still are.
+            self.outcome.errors.append(f"{job}: {exc}")
+        self.note(f"{job}: queued job(s) {', '.join(self.queued)} now avoid {','.join(nodes)}")
+
+
+def _event(action: Action, record: Attempt, stamp: str, steps: _Steps) -> Attempt:
     """Carry out one fired event's actions; return the attempt with the event in its ledger.
 
     Requests (restart, cancel, finish) are written into the attempt record, so a crash cannot
-    lose them; `run` and `append_to_file` run at least once.
+    lose them; `run`, `append_to_file` and `exclude_node` run at least once.
     """
+    bundle, note, to_cancel = steps.bundle, steps.note, steps.to_cancel
     event = dict(action.event)
     fields = _fields(action, record, event)
     done: list[str] = []
@@ -260,11 +322,11 @@ def _event(
         elif kind == "exclude_node":
             node = _format(step["node"], fields).strip()
             if node:
-                records.exclude_node(record.job, node)
+                steps.exclude(record.job, node)
         elif kind == "run":
             ok = _run_hook(step["command"], fields, bundle)
             if not ok:
-                outcome.errors.append(f"{record.job}: event {event['event']}: command failed")
+                steps.outcome.errors.append(f"{record.job}: event {event['event']}: command failed")
         done.append(kind)
     event["at"] = stamp
     event["done"] = done

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 _TASK = re.compile(r"(\d+)_(\d+)")
 # squeue without -r folds an array's pending tasks into one row: `7_[0-3,5%2]`.
-_FOLDED = re.compile(r"(\d+)_\[([0-9,\-]+)(?:%\d+)?\]")
+_FOLDED = re.compile(r"(\d+)_\[([0-9,:\-]+)(?:%\d+)?\]")
 _SPEC_PART = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
 
 
@@ -30,6 +30,12 @@ def split_task_id(job_id: str) -> tuple[str, int | None]:
 
 def task_id(array_job_id: str, index: int) -> str:
     return f"{array_job_id}_{index}"
+
+
+def member_tag(tag: str, index: int) -> str:
+    """The tag an array member's record is found by: task `index` of the array tagged `tag`
+    (every task of an array carries the array's one tag as its job name)."""
+    return f"{tag}[{index}]"
 
 
 def expand_task_ids(job_id: str) -> list[str]:
@@ -81,13 +87,15 @@ def resubmit_args(index: int) -> tuple[str, ...]:
     return (f"--array={index}",)
 
 
-def log_for(log_path: str, job_id: str) -> str:
+def log_for(log_path: str, job_id: str, index: int | None = None) -> str:
     """The log of one job: `%j` and `%A` are its id; for an array task `123_4`, `%A` is 123
-    and `%a` is 4 (`%j`, the task's own job id, is not known outside the task)."""
-    base, index = split_task_id(job_id) if _TASK.fullmatch(job_id) else (job_id, None)
-    if index is None:
-        return log_path.replace("%j", job_id).replace("%A", job_id)
-    return log_path.replace("%A", base).replace("%a", str(index))
+    and `%a` is 4 (`%j`, the task's own job id, is not known outside the task). `index`: the
+    array index of a member that a scheduler without arrays ran as a plain job."""
+    base, task = split_task_id(job_id) if _TASK.fullmatch(job_id) else (job_id, None)
+    if task is None:
+        plain = log_path.replace("%j", job_id).replace("%A", job_id)
+        return plain if index is None else plain.replace("%a", str(index))
+    return log_path.replace("%A", base).replace("%a", str(task))
 
 
 def current_for_index(current: str, index: int) -> str:

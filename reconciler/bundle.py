@@ -42,12 +42,23 @@ class LockJob:
     array: bool
     log_events: tuple[dict[str, Any], ...] = ()
     state_events: tuple[dict[str, Any], ...] = ()
-    # An array member: submitted as task `array_index` (`--array=<index>`) of its group's
-    # shared script. The compiler does not emit these yet (see reconciler/arrays.py).
+    # An array member (`slurm.array: true`): task `array_index` of its group's shared script;
+    # submitted with the other ready members as one --array job, or alone as --array=<index>.
     array_group: str | None = None
     array_index: int | None = None
     # `slurm`: submitted with --dependency=afterok as soon as its upstream jobs are queued.
     dependency: str = "reconciler"
+
+
+@dataclass(frozen=True)
+class ArrayGroup:
+    """One SLURM job array of the bundle: its shared script picks a member by task index."""
+
+    name: str
+    script: str
+    sha256: str
+    size: int
+    throttle: int | None
 
 
 @dataclass(frozen=True)
@@ -59,6 +70,7 @@ class Bundle:
     state_dir: str
     jobs: tuple[LockJob, ...]
     moved: dict[str, str] = dataclasses.field(default_factory=dict)
+    arrays: dict[str, ArrayGroup] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def root(self) -> Path:
@@ -81,6 +93,9 @@ class Bundle:
 
     def script_path(self, job: LockJob) -> Path:
         return self.path / job.script
+
+    def array_of(self, job: LockJob) -> ArrayGroup | None:
+        return self.arrays.get(job.array_group) if job.array_group else None
 
 
 _SCHEMAS = ("lock.schema.json", "experiment.schema.json", "megatron.schema.json")
@@ -183,10 +198,24 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
         state_dir=data["project"]["state_dir"],
         jobs=jobs,
         moved=dict(data.get("moved", {})),
+        arrays={
+            name: ArrayGroup(name, a["script"], a["sha256"], a["size"], a["throttle"])
+            for name, a in data.get("arrays", {}).items()
+        },
     )
+    for job in jobs:
+        if job.array_group and job.array_group not in bundle.arrays:
+            raise ReconcileError(
+                f"job {job.name} is in array {job.array_group!r}, which the lockfile does not "
+                "describe",
+                str(lock_path),
+                hint="recompile the bundle rather than editing plan.lock.json",
+            )
     if check_scripts:
         for job in jobs:
-            _check_script(bundle, job)
+            _check_script(bundle.path / job.script, job.sha256)
+        for group in bundle.arrays.values():
+            _check_script(bundle.path / group.script, group.sha256)
     return bundle
 
 
@@ -206,13 +235,12 @@ def _with_inactivity(job: dict[str, Any]) -> list[dict[str, Any]]:
     return events
 
 
-def _check_script(bundle: Bundle, job: LockJob) -> None:
-    script = bundle.script_path(job)
+def _check_script(script: Path, sha256: str) -> None:
     try:
         digest = hashlib.sha256(script.read_bytes()).hexdigest()
     except OSError as exc:
         raise ReconcileError(f"cannot read the job script: {exc.strerror}", str(script)) from None
-    if digest != job.sha256:
+    if digest != sha256:
         raise ReconcileError(
             "the script was changed after compile (its sha256 differs from plan.lock.json)",
             str(script),

@@ -8,10 +8,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
-from .arrays import log_for
-from .bundle import Bundle
+from .arrays import log_for, member_tag, split_task_id
+from .bundle import Bundle, LockJob
 from .conditions import commands_needed, files_needed
 from .errors import SchedulerUnavailable
 from .logs import LogLine, LogRead, read_new
@@ -75,7 +74,7 @@ def observe(
         except SchedulerUnavailable as exc:
             available, error = False, str(exc)
     by_id = {row.job_id: row for row in rows}
-    by_tag = {row.name: row for row in rows}
+    by_tag = tags_of(rows)
 
     markers: dict[str, Markers] = {}
     logs: dict[str, LogRead] = {}
@@ -90,7 +89,7 @@ def observe(
             markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)
         if job.log_events and records is not None:
             state = records.load_log_state(job.name, attempt.attempt)
-            logs[job.name], size = _read_logs(bundle, job.log_path, job.log_events, running, state)
+            logs[job.name], size = _read_logs(bundle, job, running, state)
             if (size is not None and size != state.last_size) or state.last_growth is None:
                 growth[job.name] = now
             else:
@@ -119,6 +118,18 @@ def observe(
     )
 
 
+def tags_of(rows: Sequence[SchedulerJob]) -> dict[str, SchedulerJob]:
+    """Rows by tag (the job name). The tasks of an array share its tag, so each task is also
+    found as `<tag>[<index>]`, the tag its member's record holds."""
+    by_tag: dict[str, SchedulerJob] = {}
+    for row in rows:
+        by_tag[row.name] = row
+        if "_" in row.job_id:
+            _, index = split_task_id(row.job_id)
+            by_tag[member_tag(row.name, index) if index is not None else row.name] = row
+    return by_tag
+
+
 def jobs_of(attempt: Attempt, by_tag: Mapping[str, SchedulerJob]) -> list[tuple[int, str]]:
     """(link, job id) of each job of an attempt in flight whose markers and logs matter: the
     attempt's one job (link 0), or each link of a chain not recorded as ended (a link's log
@@ -137,20 +148,16 @@ def jobs_of(attempt: Attempt, by_tag: Mapping[str, SchedulerJob]) -> list[tuple[
 
 
 def _read_logs(
-    bundle: Bundle,
-    log_path: str,
-    events: Sequence[Mapping[str, Any]],
-    running: Sequence[tuple[int, str]],
-    state: LogState,
+    bundle: Bundle, job: LockJob, running: Sequence[tuple[int, str]], state: LogState
 ) -> tuple[LogRead, int | None]:
     # Each file once, with the newest link that writes it (links may share a log path).
     paths: dict[str, int] = {}
     mains: list[str] = []
     for link, job_id in running:
-        main = str(bundle.resolve(log_for(log_path, job_id)))
+        main = str(bundle.resolve(log_for(job.log_path, job_id, job.array_index)))
         mains.append(main)
         paths[main] = link
-        for event in events:
+        for event in job.log_events:
             for extra in event.get("paths", ()):
                 paths[str(bundle.resolve(extra.replace("%j", job_id)))] = link
     lines: list[LogLine] = []

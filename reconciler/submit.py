@@ -6,15 +6,25 @@ next run finds the job by its tag, so nothing is submitted twice or lost.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from .actions import Action
-from .arrays import current_for_index, log_for, resubmit_args, split_task_id, task_id
-from .bundle import Bundle, LockJob
+from .arrays import (
+    array_spec,
+    current_for_index,
+    log_for,
+    member_tag,
+    resubmit_args,
+    split_task_id,
+    task_id,
+)
+from .bundle import ArrayGroup, Bundle, LockJob
 from .chain import link_tag
 from .errors import SchedulerError, SchedulerUnavailable
 from .records import Attempt, Link, Records
@@ -86,10 +96,7 @@ class Submitter:
     def _start(self, job: LockJob, action: Action) -> Attempt | None:
         assert action.attempt is not None
         tag = tag_for(self.key, job.name, action.attempt)
-        # SLURM does not create the folder of --output; a missing one fails the job silently.
-        log = self.bundle.resolve(job.log_path)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        self.bundle.resolve(job.output_dir).mkdir(parents=True, exist_ok=True)
+        self._folders(job)
         crash_point("before-intent")
         stamp = self.now().isoformat()
         chained = job.chain_repeat > 1
@@ -163,33 +170,110 @@ class Submitter:
         )
         return record, job_id
 
+    def submit_array(self, group: ArrayGroup, actions: Sequence[Action]) -> dict[str, str]:
+        """Carry out the `submit`s of several members of one array as one `sbatch --array`:
+        an intent per member, all under one tag (`<tag>[<index>]`), then one sbatch, then
+        each member's task id. A run killed in between finds the tasks by tag and index.
+        Returns the task id of each member submitted."""
+        jobs = [self.bundle.job(action.job) for action in actions]
+        attempts = sorted(f"{action.job}:{action.attempt}" for action in actions)
+        digest = hashlib.sha256("\n".join(attempts).encode()).hexdigest()[:12]
+        tag = f"oellm.{self.key}.{group.name}.array-{digest}"
+        crash_point("before-intent")
+        stamp = self.now().isoformat()
+        intents = []
+        for job, action in zip(jobs, actions, strict=True):
+            assert action.attempt is not None and job.array_index is not None
+            self._folders(job)
+            intent = Attempt(
+                job=job.name,
+                attempt=action.attempt,
+                tag=member_tag(tag, job.array_index),
+                bundle_id=self.bundle.bundle_id,
+                script_sha256=job.sha256,
+                scheduler=self.scheduler.name,
+                cause=action.cause or action.reason,
+                phase="intent",
+                intent_at=stamp,
+                chain_repeat=job.chain_repeat,
+            )
+            self.records.save(intent)
+            intents.append(intent)
+        crash_point("after-intent")
+        indices = [job.array_index for job in jobs if job.array_index is not None]
+        spec = array_spec(indices, group.throttle)
+        job_id, error = self._run(
+            jobs[0], self.bundle.path / group.script, tag, (f"--array={spec}",), len(jobs)
+        )
+        if job_id is None:
+            for intent in intents:
+                self.records.save(dataclasses.replace(intent, reason=error))
+            return {}
+        crash_point("after-sbatch")
+        stamp = self.now().isoformat()
+        tasks: dict[str, str] = {}
+        for job, intent, action in zip(jobs, intents, actions, strict=True):
+            assert job.array_index is not None
+            task = tasks[job.name] = task_id(job_id, job.array_index)
+            self.records.save(
+                dataclasses.replace(intent, phase="submitted", job_id=task, submitted_at=stamp)
+            )
+            link_current(self.bundle, job, task)
+            self.note(
+                f"submitted {job.name} attempt {intent.attempt} as task {task} of array "
+                f"{group.name} ({action.reason})"
+            )
+        crash_point("after-record")
+        return tasks
+
+    def _folders(self, job: LockJob) -> None:
+        # SLURM does not create the folder of --output; a missing one fails the job silently.
+        self.bundle.resolve(job.log_path).parent.mkdir(parents=True, exist_ok=True)
+        self.bundle.resolve(job.output_dir).mkdir(parents=True, exist_ok=True)
+
     def _sbatch(
         self, job: LockJob, tag: str, extra: tuple[str, ...]
     ) -> tuple[str | None, str | None]:
         """(job id, None), or (None, why) when the scheduler refused or did not answer; then
         the outcome is unknown and the intent's tag is looked up before anything is retried."""
+        group = self.bundle.array_of(job)
+        if group is None or job.array_index is None:
+            return self._run(job, self.bundle.script_path(job), tag, extra)
+        if not self.scheduler.arrays:
+            # Its own script, as a plain job, logging where its task would.
+            output = log_for(job.log_path, "%j", job.array_index)
+            return self._run(job, self.bundle.script_path(job), tag, (f"--output={output}", *extra))
+        script = self.bundle.path / group.script
+        job_id, error = self._run(job, script, tag, (*resubmit_args(job.array_index), *extra))
+        # One task of an array: squeue and sacct name it `<array job id>_<index>`.
+        return (None, error) if job_id is None else (task_id(job_id, job.array_index), None)
+
+    def _run(
+        self, job: LockJob, script: Path, tag: str, extra: tuple[str, ...], members: int = 1
+    ) -> tuple[str | None, str | None]:
         excluded = self.records.excluded_nodes(job.name)
         if excluded:
             extra = (f"--exclude={','.join(excluded)}", *extra)
-        if job.array_index is not None:
-            extra = (*resubmit_args(job.array_index), *extra)
+        array = job.array_group is not None and self.scheduler.arrays
         submission = Submission(
-            script=self.bundle.script_path(job).resolve(),
+            script=script.resolve(),
             tag=tag,
-            workdir=self.bundle.root,
+            # An array's script finds its members' scripts under SLURM_SUBMIT_DIR (the bundle);
+            # the tasks run, and relative paths resolve, where every other job's do.
+            workdir=self.bundle.path.resolve() if array else self.bundle.root,
             extra_args=extra,
+            chdir=self.bundle.root if array else None,
         )
         try:
-            job_id = self.scheduler.submit(submission)
+            return self.scheduler.submit(submission), None
         except SchedulerUnavailable as exc:
             self.outcome.unavailable = True
             self.outcome.errors.append(str(exc))
             return None, f"scheduler unavailable: {exc.message}"
         except SchedulerError as exc:
-            self.outcome.errors.append(f"{job.name}: {exc}")
+            who = job.name if members == 1 else f"array {job.array_group}"
+            self.outcome.errors.append(f"{who}: {exc}")
             return None, f"submission failed: {exc.message}"
-        # One task of an array: squeue and sacct name it `<array job id>_<index>`.
-        return (job_id if job.array_index is None else task_id(job_id, job.array_index)), None
 
 
 def link_current(bundle: Bundle, job: LockJob, job_id: str) -> None:
@@ -197,8 +281,9 @@ def link_current(bundle: Bundle, job: LockJob, job_id: str) -> None:
     chain, the link that runs now; for an array task, `current_<index>.log`)."""
     if not job.log_path_current:
         return
-    target = bundle.resolve(log_for(job.log_path, job_id))
+    target = bundle.resolve(log_for(job.log_path, job_id, job.array_index))
     _, index = split_task_id(job_id)
+    index = job.array_index if index is None else index
     current = job.log_path_current
     link = bundle.resolve(current if index is None else current_for_index(current, index))
     relative = os.path.relpath(target, link.parent)

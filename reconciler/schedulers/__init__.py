@@ -66,16 +66,21 @@ class SchedulerJob:
 
 @dataclass(frozen=True)
 class Submission:
-    """One submission: the script, the tag it carries, the folder it runs from."""
+    """One submission: the script, the tag it carries, the folder it runs from (and, when the
+    job must run elsewhere, `chdir`: SLURM_SUBMIT_DIR stays `workdir`)."""
 
     script: Path
     tag: str
     workdir: Path
     extra_args: tuple[str, ...] = ()
+    chdir: Path | None = None
 
 
 class Scheduler(Protocol):
     name: str
+    # Whether it runs `--array` jobs: tasks are then `<array job id>_<index>` in `query`.
+    # Without arrays, each member of a `slurm.array` group is submitted as a job of its own.
+    arrays: bool
 
     def submit(self, submission: Submission) -> str:
         """Submit and return the job id. Any failure raises SchedulerError (or its subclass
@@ -93,4 +98,9 @@ class Scheduler(Protocol):
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel jobs (one call); unknown or finished ids are not an error."""
+        ...
+
+    def exclude(self, job_ids: Sequence[str], nodes: Sequence[str]) -> None:
+        """Keep queued jobs off these nodes from now on (one call). Raises SchedulerError
+        when the scheduler refuses, e.g. for a job that started meanwhile."""
         ...

@@ -73,6 +73,7 @@ class LocalScheduler:
     """The `Scheduler` Protocol on this machine: a job is a detached `local_wrapper` process."""
 
     name: str = "local"
+    arrays: bool = False  # each member of a `slurm.array` group runs as a job of its own
 
     def __init__(self, state_dir: Path, *, kill_wait_s: float = DEFAULT_KILL_WAIT_S) -> None:
         self.files = LocalFiles(Path(state_dir).absolute() / "local")
@@ -179,6 +180,9 @@ class LocalScheduler:
                 # The wrapper leads its own session and process group.
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, signal.SIGTERM)
+
+    def exclude(self, job_ids: Sequence[str], nodes: Sequence[str]) -> None:
+        """Jobs here run on this one machine: there is no other node to send them to."""
 
     def _row(self, spec: JobSpec, spec_path: Path) -> SchedulerJob:
         outcome = read_outcome(self.files.outcome(spec.job_id))

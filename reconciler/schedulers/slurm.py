@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol, get_args
 
 from oellm.reconciler import runner
+from oellm.reconciler.arrays import expand_task_ids
 from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable
 from oellm.reconciler.runner import Completed
 from oellm.reconciler.schedulers import FINISHED, JobState, SchedulerJob, Submission
@@ -75,6 +76,7 @@ def sbatch_argv(submission: Submission) -> list[str]:
         "--parsable",
         f"--job-name={submission.tag}",
         f"--comment={submission.tag}",
+        *([f"--chdir={submission.chdir}"] if submission.chdir is not None else []),
         *submission.extra_args,
         str(submission.script),
     ]
@@ -113,6 +115,13 @@ def scancel_argv(job_ids: Iterable[str]) -> list[str]:
     return ["scancel", *job_ids]
 
 
+def exclude_argv(job_ids: Iterable[str], nodes: Iterable[str]) -> list[str]:
+    """`scontrol update` of pending jobs' ExcNodeList (it replaces the list, so pass all the
+    nodes to avoid). A job that is no longer pending makes it exit 1 (recorded in
+    tests/slurm/recorded/scontrol_exclude_running.txt)."""
+    return ["scontrol", "update", f"JobId={','.join(job_ids)}", f"ExcNodeList={','.join(nodes)}"]
+
+
 def sacct_time(moment: datetime) -> str:
     """sacct reads times in the machine's local zone: convert an aware datetime to it; a naive
     one is taken as local already. Seconds only (sacct rejects fractions)."""
@@ -145,27 +154,32 @@ def split_squeue_line(line: str) -> tuple[str, str, str, str | None, str | None]
 
 
 def parse_squeue(text: str) -> list[SchedulerJob]:
+    """One row per job; the tasks of an array that squeue folds into one row (`7_[2-3%2]`,
+    pending ones) get one row each."""
     jobs = []
     for line in text.splitlines():
         if not line.strip():
             continue
-        job_id, name, raw_state, reason, _comment = split_squeue_line(line)
-        jobs.append(
-            SchedulerJob(
-                job_id=job_id,
-                name=name,
-                state=job_state(raw_state),
-                raw_state=raw_state,
-                reason=reason,
-                source="queue",
+        folded, name, raw_state, reason, _comment = split_squeue_line(line)
+        for job_id in expand_task_ids(folded):
+            jobs.append(
+                SchedulerJob(
+                    job_id=job_id,
+                    name=name,
+                    state=job_state(raw_state),
+                    raw_state=raw_state,
+                    reason=reason,
+                    source="queue",
+                )
             )
-        )
     return jobs
 
 
 def parse_sacct(text: str) -> list[SchedulerJob]:
     """Rows of `sacct -P` with SACCT_FIELDS. A job name is the only free text: take the id from
-    the left and the five fixed fields from the right, so a `|` in a name cannot shift them."""
+    the left and the five fixed fields from the right, so a `|` in a name cannot shift them.
+    Array tasks that never started come folded (`7_[0,2,5]`, tests/slurm/recorded): one row
+    each."""
     jobs = []
     for line in text.splitlines():
         if not line.strip():
@@ -176,20 +190,21 @@ def parse_sacct(text: str) -> list[SchedulerJob]:
             raise ValueError(f"sacct line has too few fields: {line!r}")
         name, raw_state, exit_code, start, end, nodes = tail
         code, signal = parse_exit_code(exit_code)
-        jobs.append(
-            SchedulerJob(
-                job_id=head[0],
-                name=name,
-                state=job_state(raw_state),
-                raw_state=raw_state,
-                exit_code=code,
-                signal=signal,
-                start=_value(start),
-                end=_value(end),
-                nodes=_value(nodes),
-                source="accounting",
+        for job_id in expand_task_ids(head[0]):
+            jobs.append(
+                SchedulerJob(
+                    job_id=job_id,
+                    name=name,
+                    state=job_state(raw_state),
+                    raw_state=raw_state,
+                    exit_code=code,
+                    signal=signal,
+                    start=_value(start),
+                    end=_value(end),
+                    nodes=_value(nodes),
+                    source="accounting",
+                )
             )
-        )
     return jobs
 
 
@@ -276,6 +291,7 @@ class SlurmScheduler:
     one `sacct`, or one `scancel` (anchors 3.7: the cost does not grow with the number of jobs)."""
 
     name = "slurm"
+    arrays = True
 
     def __init__(
         self,
@@ -333,6 +349,13 @@ class SlurmScheduler:
         done = self._run(scancel_argv(job_ids), self._cancel_timeout)
         if done.returncode != 0:
             raise failure(done, "scancel")
+
+    def exclude(self, job_ids: Sequence[str], nodes: Sequence[str]) -> None:
+        if not job_ids or not nodes:
+            return
+        done = self._run(exclude_argv(job_ids, nodes), self._cancel_timeout)
+        if done.returncode != 0:
+            raise failure(done, "scontrol update")
 
 
 def _value(text: str) -> str | None:

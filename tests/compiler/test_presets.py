@@ -374,13 +374,15 @@ def test_job_count_over_the_submit_limit_is_an_error() -> None:
     assert caught.value.problems[0].key == "slurm.limits.max_jobs"
 
 
-def test_array_stage_over_max_array_size_is_an_error() -> None:
-    jobs = [{"name": f"j{i}", "stage": "s", "array": True} for i in range(3)]
-    jobs.append({"name": "other", "stage": "t", "array": False})
-    check_bundle_limits(limits_base(max_array_size=3), {}, {}, jobs)
+def test_each_chain_link_counts_against_the_submit_limit() -> None:
+    jobs = [
+        {"name": "chained", "stage": None, "array": False, "chain_repeat": 4},
+        {"name": "single", "stage": None, "array": False, "chain_repeat": 1},
+    ]
+    check_bundle_limits(limits_base(max_jobs=5), {}, {}, jobs)
     with pytest.raises(ConfigError) as caught:
-        check_bundle_limits(limits_base(max_array_size=2), {}, {}, jobs)
-    assert "stage 's' would be an array of 3 tasks" in rendered(caught.value)
+        check_bundle_limits(limits_base(max_jobs=4), {}, {}, jobs)
+    assert "holds 2 jobs (5 SLURM jobs with their chain links)" in rendered(caught.value)
 
 
 def test_limits_are_interpolated() -> None:

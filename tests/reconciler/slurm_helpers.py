@@ -56,3 +56,23 @@ def ledger(bundle: Path, job: str) -> list[dict[str, Any]]:
 
 def tag_prefix(bundle: Path) -> str:
     return f"oellm.{project_key(load_bundle(bundle))}."
+
+
+def cancel_prefix(prefix: str) -> None:
+    """Cancel every job of ours whose name starts with `prefix` (held jobs stay queued
+    otherwise, and later tests and benchmarks would see them). By id: `scancel --name`
+    takes one name, not a list."""
+    listed = subprocess.run(
+        ["squeue", "--me", "-h", "-o", "%i|%j"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    ids = [
+        job_id
+        for job_id, _, name in (line.partition("|") for line in listed.stdout.splitlines())
+        if name.startswith(prefix)
+    ]
+    if ids:
+        subprocess.run(["scancel", *ids], check=False, timeout=60)

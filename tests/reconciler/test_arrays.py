@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from oellm.compiler.pipeline import CompileRequest, compile_bundle
+from oellm.compiler.write import write_bundle
+from oellm.reconciler.act import act
+from oellm.reconciler.actions import Action
 from oellm.reconciler.arrays import (
     array_spec,
     current_for_index,
@@ -17,9 +22,13 @@ from oellm.reconciler.arrays import (
     split_task_id,
     task_id,
 )
-from oellm.reconciler.bundle import Bundle, LockJob
+from oellm.reconciler.bundle import Bundle, LockJob, load_bundle
+from oellm.reconciler.observe import tags_of
+from oellm.reconciler.records import Records
+from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_squeue
 from oellm.reconciler.submit import link_current
-from tests.reconciler.test_slurm_parsers import recorded
+from tests.helpers import write
+from tests.reconciler.test_slurm_parsers import FakeRun, ok, recorded
 
 
 def test_task_ids() -> None:
@@ -103,3 +112,92 @@ def test_each_task_gets_its_own_current_link_repointed_on_each_attempt(tmp_path:
         "current_3.log",
         "current_4.log",
     ]
+
+
+# --- arrays in the reconciler: rows by member tag, batching, one sbatch per array ----------
+
+
+ARRAY_EXPERIMENT = """
+project: {name: arr}
+stage: train
+job: {name: "t_${vars.i}"}
+vars: {i: 0}
+backend: {bash: {command: "echo ${vars.i}"}}
+slurm: {array: true, array_throttle: 2}
+sweep:
+  params: {vars.i: [0, 1, 2]}
+"""
+
+
+def now() -> datetime:
+    return datetime.now().astimezone()
+
+
+def array_bundle(tmp_path: Path) -> Bundle:
+    exp = write(tmp_path / "exp.yaml", ARRAY_EXPERIMENT)
+    compiled = compile_bundle(CompileRequest(experiment=exp, env={"OUTPUT_DIR": "out"}))
+    write_bundle(compiled, tmp_path / "b")
+    return load_bundle(tmp_path / "b")
+
+
+def test_each_array_task_is_found_by_its_member_tag() -> None:
+    rows = parse_squeue("7_[1-2%2]|oellm.k.train.array-ab|PENDING|JobArrayTaskLimit|x\n"
+                        "7_0|oellm.k.train.array-ab|RUNNING|None|x\n"
+                        "9|oellm.k.solo.1|RUNNING|None|x\n")  # fmt: skip
+    by_tag = tags_of(rows)
+    assert {tag: row.job_id for tag, row in by_tag.items() if "[" in tag} == {
+        "oellm.k.train.array-ab[0]": "7_0",
+        "oellm.k.train.array-ab[1]": "7_1",
+        "oellm.k.train.array-ab[2]": "7_2",
+    }
+    assert by_tag["oellm.k.solo.1"].job_id == "9"
+
+
+def test_ready_members_of_one_array_go_as_one_sbatch(tmp_path: Path) -> None:
+    bundle = array_bundle(tmp_path)
+    records = Records(tmp_path / "state")
+    fake = FakeRun({"sbatch": ok("500\n")})
+    actions = [
+        Action("submit", f"t_{i}", "first submission", attempt=1, cause="first submission")
+        for i in (0, 2)
+    ]
+    said: list[str] = []
+    outcome = act(
+        actions, bundle, records.load(), records, SlurmScheduler(run=fake), "k",
+        now, said.append,
+    )  # fmt: skip
+    assert outcome.errors == []
+    ((argv, _, cwd),) = fake.calls
+    assert cwd == bundle.path.resolve(), "SLURM_SUBMIT_DIR is the bundle: members are found"
+    assert f"--chdir={bundle.root}" in argv
+    assert "--array=0,2%2" in argv
+    assert argv[-1] == str((bundle.path / "jobs/arrays/train.sbatch").resolve())
+    history = records.load()
+    assert [history.latest(f"t_{i}").job_id for i in (0, 2)] == ["500_0", "500_2"]  # type: ignore[union-attr]
+    tags = {history.latest(f"t_{i}").tag for i in (0, 2)}  # type: ignore[union-attr]
+    (name,) = {argv_word.removeprefix("--job-name=") for argv_word in argv if
+               argv_word.startswith("--job-name=")}  # fmt: skip
+    assert tags == {f"{name}[0]", f"{name}[2]"}
+    assert said == [
+        "submitted t_0 attempt 1 as task 500_0 of array train (first submission)",
+        "submitted t_2 attempt 1 as task 500_2 of array train (first submission)",
+    ]
+
+
+def test_a_lone_member_or_one_with_excluded_nodes_goes_as_its_own_task(tmp_path: Path) -> None:
+    bundle = array_bundle(tmp_path)
+    records = Records(tmp_path / "state")
+    records.exclude_node("t_1", "bad01")
+    fake = FakeRun({"sbatch": ok("600\n")})
+    actions = [
+        Action("submit", f"t_{i}", "restart after FAILED", attempt=2, cause="restart")
+        for i in (0, 1)
+    ]
+    act(
+        actions, bundle, records.load(), records, SlurmScheduler(run=fake), "k",
+        now, lambda _: None,
+    )  # fmt: skip
+    arrays = [next(w for w in argv if w.startswith("--array=")) for argv, _, _ in fake.calls]
+    assert sorted(arrays) == ["--array=0", "--array=1"]
+    (excluded,) = [argv for argv, _, _ in fake.calls if "--array=1" in argv]
+    assert "--exclude=bad01" in excluded

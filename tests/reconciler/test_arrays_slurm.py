@@ -1,19 +1,47 @@
-"""One array task on the real local SLURM: a job with an `array_index` in the lockfile runs as
-that task of a one-task array, keeps its own `current_<index>.log`, and a restart submits that
-index alone again (the lockfile fields are written by hand here: the compiler's grouping of
-jobs into arrays does not exist yet)."""
+"""`slurm.array: true` on the real local SLURM: the members of an array go as one
+`sbatch --array`, each keeps its own `current_<index>.log`, a failed task is restarted alone
+as its index, and a reconcile killed in the middle of an array submission adopts every task
+by its index instead of submitting the array again."""
 
 from __future__ import annotations
 
-import json
 import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.reconciler.test_chains_slurm import compile_to, ledger, oellm
+from tests.reconciler.slurm_helpers import (
+    cancel_prefix,
+    compile_to,
+    ledger,
+    oellm,
+    status_rows,
+    tag_prefix,
+)
 
 pytestmark = pytest.mark.slurm
+
+# Task 1 fails its first attempt; the others succeed at once.
+ARRAY = """
+project: {name: arr}
+stage: train
+job:
+  name: "t_${vars.i}"
+  restart: {on: [FAILED], max_attempts: 3}
+vars: {i: 0}
+backend:
+  bash:
+    command: |
+      echo "job t_${vars.i} is task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_JOB_ID"
+      n=$(( $(cat "${job.base_output_dir}/count" 2>/dev/null || echo 0) + 1 ))
+      echo "$n" > "${job.base_output_dir}/count"
+      [ "${vars.i}" != 1 ] || [ "$n" -ge 2 ]
+slurm: {array: true, array_throttle: 2, sbatch: {time: 1}}
+sweep:
+  params: {vars.i: [0, 1, 2]}
+"""
 
 
 @pytest.fixture(autouse=True)
@@ -21,37 +49,83 @@ def _cluster(slurm_cluster: object) -> None:
     return None
 
 
-def test_a_restarted_array_task_keeps_its_index_and_its_current_link(tmp_path: Path) -> None:
-    bundle = compile_to(
-        tmp_path,
-        """
-        project: {name: arr}
-        backend:
-          bash:
-            command: |
-              echo "task $SLURM_ARRAY_TASK_ID of $SLURM_ARRAY_JOB_ID"
-              n=$(( $(cat "${job.base_output_dir}/count" 2>/dev/null || echo 0) + 1 ))
-              echo "$n" > "${job.base_output_dir}/count"
-              [ "$n" -ge 2 ]
-        job:
-          log_path: "${job.base_output_dir}/slurm-%A_%a.log"
-          restart: {on: [FAILED], max_attempts: 3}
-        """,
-    )
-    lock = bundle / "plan.lock.json"
-    data = json.loads(lock.read_text())
-    data["jobs"][0].update(array_group="arr", array_index=3)
-    lock.write_text(json.dumps(data))
+def sacct_rows(prefix: str, expect: int) -> list[tuple[str, str]]:
+    """(job id, name) of our jobs in accounting, polled until `expect` rows show (slurmdbd
+    lags, and names a just-ended job `allocation` for a few seconds)."""
+    end = time.monotonic() + 30
+    while True:
+        done = subprocess.run(
+            ["sacct", "-X", "-P", "-n", "-S", "now-1hour", "-E", "now", "-s",
+             "CA,CD,F,PD,R,TO", "--format=JobID,JobName"],
+            capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        rows = [
+            (job_id, name)
+            for job_id, _, name in (line.partition("|") for line in done.stdout.splitlines())
+            if name.startswith(prefix)
+        ]
+        if len(rows) >= expect or time.monotonic() > end:
+            return rows
+        time.sleep(1)
 
+
+def test_an_array_is_one_submission_and_a_failed_task_restarts_alone(tmp_path: Path) -> None:
+    bundle = compile_to(tmp_path, ARRAY)
     run = oellm("reconcile", str(bundle), "--wait", "--interval", "1")
     assert run.returncode == 0, run.stdout + run.stderr
-    attempts = ledger(bundle, "arr")
+    assert run.stdout.count("of array train") == 3, run.stdout
+
+    firsts = {job: ledger(bundle, job)[0]["job_id"] for job in ("t_0", "t_1", "t_2")}
+    array_ids = {job_id.split("_")[0] for job_id in firsts.values()}
+    assert len(array_ids) == 1, f"one sbatch for all three: {firsts}"
+    (array_id,) = array_ids
+    assert firsts == {f"t_{i}": f"{array_id}_{i}" for i in range(3)}
+
+    attempts = ledger(bundle, "t_1")
     assert [a["final_state"] for a in attempts] == ["FAILED", "COMPLETED"]
-    first, second = (a["job_id"] for a in attempts)
-    assert first.endswith("_3") and second.endswith("_3") and first != second
-    out = tmp_path / "out" / "arr"
-    assert os.readlink(out / "current_3.log") == f"slurm-{second}.log"
-    array_id = second.split("_")[0]
-    assert (out / "current_3.log").read_text() == f"task 3 of {array_id}\n"
-    # srun's own line about the failed step may come first.
-    assert f"task 3 of {first.split('_')[0]}\n" in (out / f"slurm-{first}.log").read_text()
+    assert attempts[1]["cause"] == "restart after FAILED"
+    again = attempts[1]["job_id"]
+    assert again.endswith("_1") and not again.startswith(array_id + "_"), again
+    for job in ("t_0", "t_2"):
+        assert [a["final_state"] for a in ledger(bundle, job)] == ["COMPLETED"]
+
+    out = tmp_path / "out"
+    logs = out / "arrays" / "train"
+    link = out / "t_1" / "current_1.log"
+    assert os.readlink(link) == f"../arrays/train/slurm-{again}.log"
+    assert link.read_text() == f"job t_1 is task 1 of {again.split('_')[0]}\n"
+    assert f"job t_1 is task 1 of {array_id}\n" in (logs / f"slurm-{array_id}_1.log").read_text()
+    assert (out / "t_2" / "current_2.log").read_text() == f"job t_2 is task 2 of {array_id}\n"
+    # The markers each task wrote are named by the task, as squeue and sacct name it.
+    assert (out / "t_1" / ".oellm" / f"{again}.exit").read_text() == "0\n"
+
+    rows = sacct_rows(tag_prefix(bundle), expect=4)
+    assert sorted(job_id for job_id, _ in rows) == sorted([*firsts.values(), again]), rows
+    assert status_rows(bundle)["t_1"]["state"] == "COMPLETED"
+
+
+@pytest.mark.parametrize("point", ["after-intent", "after-sbatch", "after-record"])
+def test_killed_during_an_array_submission_submits_each_task_once(
+    tmp_path: Path, point: str
+) -> None:
+    bundle = compile_to(tmp_path, ARRAY.replace("[0, 1, 2]", "[0, 2, 3]"))
+    try:
+        crashed = oellm("reconcile", str(bundle), env={"OELLM_CRASH_AT": point})
+        assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+        run = oellm("reconcile", str(bundle), "--wait", "--interval", "1")
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        cancel_prefix(tag_prefix(bundle))
+    jobs = ("t_0", "t_2", "t_3")
+    ledgers = {job: ledger(bundle, job) for job in jobs}
+    # Intents that never reached SLURM are given up once their grace is over, and the array
+    # goes again, once, as the next attempt of each member.
+    states = ["NOT_SUBMITTED", "COMPLETED"] if point == "after-intent" else ["COMPLETED"]
+    for attempts in ledgers.values():
+        assert [a["final_state"] for a in attempts] == states, ledgers
+    ids = [attempts[-1]["job_id"] for attempts in ledgers.values()]
+    assert run.stdout.count("adopted") == (3 if point == "after-sbatch" else 0), run.stdout
+    assert len({job_id.split("_")[0] for job_id in ids}) == 1, ids
+    assert sorted(job_id.split("_")[1] for job_id in ids) == ["0", "1", "2"]
+    rows = sacct_rows(tag_prefix(bundle), expect=3)
+    assert sorted(job_id for job_id, _ in rows) == sorted(ids), rows

@@ -186,3 +186,52 @@ def test_killed_between_links_resumes_and_submits_each_link_once(
     assert len(jobs) == 3, jobs
     runs = (tmp_path / "out" / name / "runs").read_text().split()
     assert sorted(runs) == sorted(job_id for job_id, _ in jobs.values())
+
+
+def test_exclude_node_moves_the_queued_links_off_the_node(tmp_path: Path) -> None:
+    """A log line names a bad node while link 1 runs: link 2, queued behind it, gets the node
+    in its ExcNodeList at once (`scontrol update`), and later submissions get --exclude."""
+    bundle = compile_to(
+        tmp_path,
+        """
+        project: {name: exclude}
+        backend:
+          bash:
+            command: |
+              echo "bad node: $SLURMD_NODENAME"
+              sleep 300
+        job:
+          chain_repeat: 2
+          log_events:
+            - name: bad_node
+              kind: regex
+              pattern: "bad node: (?P<node>\\\\S+)"
+              match_once: true
+              actions: [{kind: exclude_node, node: "{node}"}]
+        """,
+    )
+    node = subprocess.run(
+        ["sinfo", "-h", "-N", "-o", "%N"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout.split()[0]
+    try:
+        first = oellm("reconcile", str(bundle))
+        assert first.returncode in (0, 1), first.stdout + first.stderr
+        log = tmp_path / "out" / "exclude" / "current.log"
+        wait_for(lambda: log.exists() and "bad node" in log.read_text())
+        run = oellm("reconcile", str(bundle))
+        assert run.returncode in (0, 1), run.stdout + run.stderr
+        (attempt,) = ledger(bundle, "exclude")
+        second = attempt["links"][1]["job_id"]
+        assert f"queued job(s) {second} now avoid {node}" in run.stdout, run.stdout
+        shown = subprocess.run(
+            ["scontrol", "show", "job", second],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout
+        assert f"ExcNodeList={node}" in shown, shown
+        (event,) = attempt["events"]
+        assert event["done"] == ["exclude_node"] and event["named"] == {"node": node}
+    finally:
+        oellm("cancel", str(bundle))

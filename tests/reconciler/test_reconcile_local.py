@@ -176,3 +176,38 @@ def test_every_released_lockfile_version_still_loads() -> None:
     for folder in fixtures:
         bundle = load_bundle(folder)
         assert bundle.jobs and bundle.bundle_id
+
+
+def test_array_members_run_one_by_one_on_the_local_scheduler(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The local scheduler has no arrays: each member runs its own script as a job of its
+    own, logs where its task would (`slurm-<id>_<index>.log`) and gets `current_<index>.log`."""
+    write(
+        in_tmp / "exp.yaml",
+        """
+        project: {name: arr}
+        stage: train
+        job: {name: "t_${vars.i}"}
+        vars: {i: 0}
+        backend: {bash: {command: "echo job t_${vars.i}"}}
+        slurm: {array: true}
+        sweep:
+          params: {vars.i: [0, 1]}
+        """,
+    )
+    assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+    code, out, err = run(
+        ["reconcile", "b", "--scheduler", "local", "--wait", "--interval", "0.5"], capsys
+    )
+    assert (code, err) == (0, ""), out
+    code, out, _ = run(["status", "b", "--json"], capsys)
+    rows = {row["job"]: row for row in json.loads(out)}
+    for index in (0, 1):
+        row = rows[f"t_{index}"]
+        assert row["state"] == "COMPLETED" and "_" not in row["job_id"], row
+        link = in_tmp / "output" / f"t_{index}" / f"current_{index}.log"
+        assert os.readlink(link) == f"../arrays/train/slurm-{row['job_id']}_{index}.log"
+        assert link.read_text() == f"job t_{index}\n"
+        markers = in_tmp / "output" / f"t_{index}" / ".oellm"
+        assert (markers / f"{row['job_id']}.exit").read_text() == "0\n"

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO
-from tests.reconciler.slurm_helpers import compile_to, oellm, tag_prefix
+from tests.reconciler.slurm_helpers import cancel_prefix, compile_to, oellm, tag_prefix
 from tests.reconciler.slurm_helpers import status_rows as status
 
 pytestmark = pytest.mark.slurm
@@ -217,11 +217,7 @@ def test_concurrent_reconcilers_never_submit_twice(tmp_path: Path) -> None:
         names = squeue_names(tag_prefix(bundle))
         assert len(names) == 50 and len(set(n.rsplit(".", 1)[0] for n in names)) == 50, names
     finally:
-        subprocess.run(
-            ["scancel", "--me", "--name", ",".join(squeue_names(tag_prefix(bundle)))],
-            check=False,
-            timeout=60,
-        )
+        cancel_prefix(tag_prefix(bundle))
 
 
 def test_controller_down_then_back(tmp_path: Path) -> None:

@@ -189,7 +189,7 @@ def test_parse_sbatch_rejects_anything_else(stdout: str) -> None:
 
 def test_parse_squeue_on_a_mix_of_states() -> None:
     jobs = parse_squeue(recorded("squeue_mix.txt").stdout)
-    assert len(jobs) == 13
+    assert len(jobs) == 16, "13 rows, one of them 4 folded pending tasks"
     assert jobs[0].job_id == "3", "rows keep squeue's (unsorted) order"
     rows = by_id(jobs)
     assert rows["3"] == SchedulerJob(
@@ -201,7 +201,9 @@ def test_parse_squeue_on_a_mix_of_states() -> None:
         source="queue",
     )
     assert (rows["9_0"].state, rows["9_0"].reason) == ("RUNNING", None)
-    assert (rows["7_[0-3]"].state, rows["7_[0-3]"].reason) == ("PENDING", "BeginTime")
+    assert "7_[0-3]" not in rows
+    for task in ("7_0", "7_1", "7_2", "7_3"):
+        assert (rows[task].state, rows[task].reason) == ("PENDING", "BeginTime")
     assert (rows["8"].reason, rows["6"].reason) == ("Dependency", "JobHeldUser")
     assert (rows["5"].name, rows["5"].state) == ("oellm.rec.running", "RUNNING")
     assert all(job.exit_code is None and job.source == "queue" for job in jobs)
@@ -240,7 +242,7 @@ def test_parse_squeue_of_nothing_is_empty() -> None:
 def test_parse_sacct_on_finished_jobs_including_those_cancelled_while_pending() -> None:
     jobs = parse_sacct(sacct_stdout("sacct_finished_with_states.txt"))
     rows = by_id(jobs)
-    assert len(jobs) == 13
+    assert len(jobs) == 16, "13 rows, one of them 4 folded tasks cancelled while pending"
     assert rows["3"] == SchedulerJob(
         job_id="3",
         name="oellm.rec.fail",
@@ -256,7 +258,7 @@ def test_parse_sacct_on_finished_jobs_including_those_cancelled_while_pending() 
     held = rows["6"]
     assert (held.state, held.raw_state) == ("CANCELLED", "CANCELLED by 0")
     assert (held.start, held.end, held.nodes) == (None, "2026-11-26T12:26:52", None)
-    assert rows["7_[0-3]"].state == "CANCELLED"
+    assert [rows[f"7_{i}"].state for i in range(4)] == ["CANCELLED"] * 4
     assert (rows["1"].state, rows["1"].exit_code) == ("TIMEOUT", 0)
     assert (rows["4_2"].state, rows["4_2"].exit_code) == ("FAILED", 2)
     assert [job.job_id for job in jobs if job.state == "COMPLETED"] == ["2", "4_0", "4_1", "4_3"]
@@ -383,7 +385,7 @@ def test_merge_takes_the_name_from_squeue_over_sacct_placeholder() -> None:
 def test_select_filters_by_prefix() -> None:
     jobs = parse_squeue(recorded("squeue_mix.txt").stdout)
     assert {j.job_id for j in select(jobs, "oellm.rec.array")} == {"4_0", "4_1", "4_2", "4_3"}
-    assert len(select(jobs, "oellm.rec.")) == 13
+    assert len(select(jobs, "oellm.rec.")) == 16
     assert select(jobs, "oellm.other.") == []
 
 
@@ -531,6 +533,26 @@ def test_cancel_with_controller_down_is_unavailable() -> None:
     fake = FakeRun({"scancel": recorded("scancel_ctld_down.txt").completed()})
     with pytest.raises(SchedulerUnavailable, match="exit 8"):
         SlurmScheduler(run=fake).cancel(["999999"])
+
+
+def test_exclude_is_one_scontrol_update_of_all_queued_ids() -> None:
+    fake = FakeRun({"scontrol": ok()})
+    scheduler = SlurmScheduler(run=fake)
+    scheduler.exclude([], ["bad01"])
+    scheduler.exclude(["7"], [])
+    assert fake.calls == []
+    scheduler.exclude(["7", "8_2"], ["bad01", "bad02"])
+    assert [argv for argv, _, _ in fake.calls] == [
+        ["scontrol", "update", "JobId=7,8_2", "ExcNodeList=bad01,bad02"]
+    ]
+
+
+def test_exclude_of_a_job_that_started_meanwhile_is_an_error() -> None:
+    recording = recorded("scontrol_exclude_running.txt")
+    fake = FakeRun({"scontrol": recording.completed()})
+    with pytest.raises(SchedulerError, match="no longer pending") as caught:
+        SlurmScheduler(run=fake).exclude(["32962", "32961"], ["vm"])
+    assert not isinstance(caught.value, SchedulerUnavailable)
 
 
 # --- the runner (the one door to the shell) ---------------------------------------------------
