@@ -63,6 +63,16 @@ def is_member(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> boo
             "<project.output_dir>/arrays/<stage>/slurm-%A_%a.log, and each job's "
             "log_path_current (current_<index>.log) points at its own",
         )
+    for number, event in enumerate(job.get("log_events") or []):
+        for which, path in enumerate(event.get("paths") or []):
+            if "%j" in str(path):
+                raise fail(
+                    "slurm.array: %j in a log event path is the task's own job id, which only "
+                    "the task knows; name an array task's files by %A_%a",
+                    origin_of(origins, ("job", "log_events", number, "paths", which)) or where,
+                    key=f"job.log_events.{number}.paths",
+                    hint="write %A_%a (the array's job id and the task's index) instead of %j",
+                )
     if "array" in slurm["sbatch"]:
         raise fail(
             "slurm.array builds the --array option itself; slurm.sbatch.array cannot be set too",

@@ -46,6 +46,7 @@ def act(
         latest[record.job] = record
 
     to_cancel: dict[str, str] = {}  # job id -> why
+    refire: set[str] = set()  # jobs whose fired event could not be carried out this round
     bundle_jobs = {job.name for job in bundle.jobs}
     for action in actions:
         record = latest.get(action.job)
@@ -53,9 +54,15 @@ def act(
         if action.kind == "state" and record is not None:
             save(dataclasses.replace(record, last_state=action.state))
         elif action.kind == "event" and record is not None:
-            queued = _queued(action, obs)
-            steps = _Steps(bundle, records, scheduler, note, to_cancel, outcome, queued)
-            save(_event(action, record, stamp, steps))
+            steps = _Steps(bundle, records, scheduler, note, outcome, action.queued_ids)
+            fired = _event(action, record, stamp, steps)
+            if fired is None:
+                # The scheduler did not answer an exclude_node: nothing of this event is kept,
+                # and its lines are read again next round, so it fires again then.
+                refire.add(action.job)
+            else:
+                save(fired)
+                to_cancel.update(steps.to_cancel)
         elif action.kind == "link" and record is not None:
             save(_link(action, record, stamp, note))
         elif action.kind == "adopt" and record is not None:
@@ -129,7 +136,7 @@ def act(
         # Only after the events of these lines are in the ledger: a crash re-reads, never skips.
         for job, read in obs.logs.items():
             record = latest.get(job)
-            if record is None:
+            if record is None or job in refire:
                 continue
             growth = obs.log_growth.get(job)
             records.save_log_state(
@@ -246,17 +253,6 @@ def _link(action: Action, record: Attempt, stamp: str, note: Callable[[str], Non
     )
 
 
-def _queued(action: Action, obs: Observation | None) -> tuple[str, ...]:
-    """The jobs of this attempt still waiting in the queue (a chain's later links)."""
-    if obs is None:
-        return ()
-    return tuple(
-        job_id
-        for job_id in action.job_ids
-        if (row := obs.by_id.get(job_id)) is not None and row.state == "PENDING"
-    )
-
-
 @dataclasses.dataclass(frozen=True)
 class _Steps:
     """What the steps of a fired event act on."""
@@ -265,32 +261,38 @@ class _Steps:
     records: Records
     scheduler: Scheduler
     note: Callable[[str], None]
-    to_cancel: dict[str, str]
     outcome: Outcome
     queued: tuple[str, ...]  # this attempt's jobs still pending in the queue
+    # What the event cancels; the caller cancels it only once the event is recorded.
+    to_cancel: dict[str, str] = dataclasses.field(default_factory=dict)
 
-    def exclude(self, job: str, node: str) -> None:
+    def exclude(self, job: str, node: str) -> bool:
         """Record the node for every later submission of the job, and move the job's queued
         links off it now (`scontrol update`). Runs before the event is recorded, so a crash
-        re-fires the event and repeats the update rather than losing it."""
+        re-fires the event and repeats the update rather than losing it. False: the
+        scheduler did not answer, and the event must fire again."""
         self.records.exclude_node(job, node)
         if not self.queued:
-            return
+            return True
         nodes = self.records.excluded_nodes(job)
         try:
             self.scheduler.exclude(self.queued, nodes)
         except SchedulerUnavailable as exc:
             self.outcome.unavailable = True
             self.outcome.errors.append(str(exc))
-            return
+            return False
         except SchedulerError as exc:
             # A link that started meanwhile cannot be moved; the pending ones still are.
             self.outcome.errors.append(f"{job}: {exc}")
+            self.note(f"{job}: not every queued job could be moved off {','.join(nodes)}")
+            return True
         self.note(f"{job}: queued job(s) {', '.join(self.queued)} now avoid {','.join(nodes)}")
+        return True
 
 
-def _event(action: Action, record: Attempt, stamp: str, steps: _Steps) -> Attempt:
-    """Carry out one fired event's actions; return the attempt with the event in its ledger.
+def _event(action: Action, record: Attempt, stamp: str, steps: _Steps) -> Attempt | None:
+    """Carry out one fired event's actions; return the attempt with the event in its ledger,
+    or None when a step must be tried again (the event then fires again next round).
 
     Requests (restart, cancel, finish) are written into the attempt record, so a crash cannot
     lose them; `run`, `append_to_file` and `exclude_node` run at least once.
@@ -321,8 +323,8 @@ def _event(action: Action, record: Attempt, stamp: str, steps: _Steps) -> Attemp
                 handle.write(_format(step["line"], fields) + "\n")
         elif kind == "exclude_node":
             node = _format(step["node"], fields).strip()
-            if node:
-                steps.exclude(record.job, node)
+            if node and not steps.exclude(record.job, node):
+                return None
         elif kind == "run":
             ok = _run_hook(step["command"], fields, bundle)
             if not ok:

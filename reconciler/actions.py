@@ -49,6 +49,9 @@ class Action:
     job_ids: tuple[str, ...] = ()
     # For `link`: what the scheduler said of the link (squeue's reason), kept in its record.
     detail: str | None = None
+    # For `event`: this attempt's jobs still pending in the queue (a chain's later links),
+    # which an `exclude_node` step moves off the node at once.
+    queued_ids: tuple[str, ...] = ()
 
 
 def main(actions: Sequence[Action]) -> Action:

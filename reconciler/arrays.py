@@ -42,6 +42,9 @@ def expand_task_ids(job_id: str) -> list[str]:
     """Every task a squeue id names: `7_[0-3,5%2]` -> 7_0 .. 7_3, 7_5; other ids as they are."""
     found = _FOLDED.fullmatch(job_id)
     if not found:
+        if "[" in job_id:
+            # A list cut short (SLURM_BITSTR_LEN unset, say): its missing tasks are unknown.
+            raise ValueError(f"not a whole array id: {job_id!r}")
         return [job_id]
     base = found.group(1)
     return [task_id(base, index) for index in parse_indices(found.group(2))]

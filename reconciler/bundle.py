@@ -46,6 +46,9 @@ class LockJob:
     # submitted with the other ready members as one --array job, or alone as --array=<index>.
     array_group: str | None = None
     array_index: int | None = None
+    # The group's `slurm.array_throttle` (from the lockfile's `arrays`): at most this many of
+    # its members in flight at once, across all the arrays they were submitted in.
+    array_throttle: int | None = None
     # `slurm`: submitted with --dependency=afterok as soon as its upstream jobs are queued.
     dependency: str = "reconciler"
 
@@ -211,8 +214,17 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
                 str(lock_path),
                 hint="recompile the bundle rather than editing plan.lock.json",
             )
+    bundle = dataclasses.replace(
+        bundle,
+        jobs=tuple(
+            dataclasses.replace(job, array_throttle=bundle.arrays[job.array_group].throttle)
+            if job.array_group
+            else job
+            for job in jobs
+        ),
+    )
     if check_scripts:
-        for job in jobs:
+        for job in bundle.jobs:
             _check_script(bundle.path / job.script, job.sha256)
         for group in bundle.arrays.values():
             _check_script(bundle.path / group.script, group.sha256)

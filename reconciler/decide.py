@@ -71,7 +71,49 @@ def decide(
         return plans[name]
 
     planned = [action for job in jobs for action in plan(job.name)]
-    return planned + _removed(set(by_name), history, obs, options)
+    return _throttled(jobs, planned, history) + _removed(set(by_name), history, obs, options)
+
+
+def _throttled(jobs: Sequence[LockJob], planned: list[Action], history: History) -> list[Action]:
+    """`slurm.array_throttle: N` holds across submissions: SLURM applies `%N` within one array
+    job only, and members that start later or restart go as arrays of their own. So while any
+    member is in flight, at most N minus those in flight are submitted (lowest index first);
+    the rest wait. With none in flight, all ready members go as one `--array=...%N`."""
+    groups: dict[str, list[LockJob]] = {}
+    for job in jobs:
+        if job.array_group is not None and job.array_throttle:
+            groups.setdefault(job.array_group, []).append(job)
+    held: dict[str, Action] = {}
+    for group, members in groups.items():
+        throttle = members[0].array_throttle
+        assert throttle is not None
+        in_flight = sum(
+            1
+            for job in members
+            if (latest := history.latest(job.name)) is not None and latest.phase != "finished"
+        )
+        if not in_flight:
+            continue
+        index = {job.name: job.array_index or 0 for job in members}
+        ready = sorted(
+            (a for a in planned if a.kind == "submit" and a.link is None and a.job in index),
+            key=lambda a: index[a.job],
+        )
+        for action in ready[max(0, throttle - in_flight) :]:
+            latest = history.latest(action.job)
+            held[action.job] = Action(
+                "wait",
+                action.job,
+                f"ready; array {group} has {in_flight} of at most {throttle} tasks in flight "
+                "(slurm.array_throttle)",
+                attempt=latest.attempt if latest is not None else None,
+            )
+    if not held:
+        return planned
+    return [
+        held[a.job] if a.kind == "submit" and a.link is None and a.job in held else a
+        for a in planned
+    ]
 
 
 def _removed(names: set[str], history: History, obs: Observation, options: Options) -> list[Action]:

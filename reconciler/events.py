@@ -125,4 +125,17 @@ def fire(
         job_id=now_state.job_id,
         event=record,
         job_ids=now_state.live_ids,
+        queued_ids=queued(now_state),
     )
+
+
+def queued(now_state: Current) -> tuple[str, ...]:
+    """The attempt's jobs that are still pending in the queue."""
+    if now_state.chain is not None:
+        return tuple(
+            link.job_id
+            for link in now_state.chain.live
+            if link.job_id is not None and link.state == "PENDING"
+        )
+    pending = now_state.state == "PENDING" and now_state.job_id is not None
+    return (now_state.job_id,) if pending and now_state.job_id else ()

@@ -124,9 +124,9 @@ def tags_of(rows: Sequence[SchedulerJob]) -> dict[str, SchedulerJob]:
     by_tag: dict[str, SchedulerJob] = {}
     for row in rows:
         by_tag[row.name] = row
-        if "_" in row.job_id:
-            _, index = split_task_id(row.job_id)
-            by_tag[member_tag(row.name, index) if index is not None else row.name] = row
+        _, index = split_task_id(row.job_id)
+        if index is not None:
+            by_tag[member_tag(row.name, index)] = row
     return by_tag
 
 
@@ -159,7 +159,7 @@ def _read_logs(
         paths[main] = link
         for event in job.log_events:
             for extra in event.get("paths", ()):
-                paths[str(bundle.resolve(extra.replace("%j", job_id)))] = link
+                paths[str(bundle.resolve(log_for(extra, job_id, job.array_index)))] = link
     lines: list[LogLine] = []
     offsets: dict[str, int] = {}
     for path, link in paths.items():

@@ -203,7 +203,11 @@ class Submitter:
         indices = [job.array_index for job in jobs if job.array_index is not None]
         spec = array_spec(indices, group.throttle)
         job_id, error = self._run(
-            jobs[0], self.bundle.path / group.script, tag, (f"--array={spec}",), len(jobs)
+            jobs[0],
+            self.bundle.path / group.script,
+            tag,
+            (f"--array={spec}",),
+            f"array {group.name}",
         )
         if job_id is None:
             for intent in intents:
@@ -249,8 +253,9 @@ class Submitter:
         return (None, error) if job_id is None else (task_id(job_id, job.array_index), None)
 
     def _run(
-        self, job: LockJob, script: Path, tag: str, extra: tuple[str, ...], members: int = 1
+        self, job: LockJob, script: Path, tag: str, extra: tuple[str, ...], who: str = ""
     ) -> tuple[str | None, str | None]:
+        """Submit `script` for `job` (`who`: what an error names, the job by default)."""
         excluded = self.records.excluded_nodes(job.name)
         if excluded:
             extra = (f"--exclude={','.join(excluded)}", *extra)
@@ -271,8 +276,7 @@ class Submitter:
             self.outcome.errors.append(str(exc))
             return None, f"scheduler unavailable: {exc.message}"
         except SchedulerError as exc:
-            who = job.name if members == 1 else f"array {job.array_group}"
-            self.outcome.errors.append(f"{who}: {exc}")
+            self.outcome.errors.append(f"{who or job.name}: {exc}")
             return None, f"submission failed: {exc.message}"
 
 

@@ -6,9 +6,10 @@ as "anchors 3.x" are in shared/reference/anchors.md; recorded outputs are in tes
 from __future__ import annotations
 
 import getpass
+import os
 import re
 import shutil
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +42,9 @@ UNAVAILABLE_MARKERS = (
     "Slurm temporarily unable to accept job",
 )
 
+# squeue and sacct cut an array's folded index list at 64 characters unless this is 0
+# (tests/slurm/recorded/squeue_array_truncated.txt); a cut list would lose tasks.
+QUERY_ENV = {"SLURM_BITSTR_LEN": "0"}
 _STATES: dict[str, JobState] = {state: state for state in get_args(JobState)}
 _JOB_ID = re.compile(r"\d+")
 # Values sacct/squeue print for "no value".
@@ -325,13 +329,13 @@ class SlurmScheduler:
         *,
         known_ids: Collection[str] = (),
     ) -> list[SchedulerJob]:
-        done = self._run(squeue_argv(), self._query_timeout)
+        done = self._run(squeue_argv(), self._query_timeout, env=_query_env())
         if done.returncode != 0:
             raise failure(done, "squeue")
-        queue = parse_squeue(done.stdout)
+        queue = _parsed(parse_squeue, done)
         accounting: list[SchedulerJob] = []
         if since is not None:
-            done = self._run(sacct_argv(since, self._user), self._query_timeout)
+            done = self._run(sacct_argv(since, self._user), self._query_timeout, env=_query_env())
             if done.returncode != 0:
                 # sacct asks slurmdbd, not slurmctld, so it may fail while squeue works (or
                 # answer while slurmctld is down); either way finished jobs cannot be seen now.
@@ -339,7 +343,7 @@ class SlurmScheduler:
                 raise SchedulerUnavailable(
                     list(done.argv), f"sacct failed (exit {done.returncode})", output
                 )
-            accounting = parse_sacct(done.stdout)
+            accounting = _parsed(parse_sacct, done)
         return select(merge(queue, accounting), tag_prefix, known_ids)
 
     def cancel(self, job_ids: Sequence[str]) -> None:
@@ -356,6 +360,21 @@ class SlurmScheduler:
         done = self._run(exclude_argv(job_ids, nodes), self._cancel_timeout)
         if done.returncode != 0:
             raise failure(done, "scontrol update")
+
+
+def _query_env() -> dict[str, str]:
+    return {**os.environ, **QUERY_ENV}
+
+
+def _parsed(parse: Callable[[str], list[SchedulerJob]], done: Completed) -> list[SchedulerJob]:
+    """Rows we cannot read are never guessed at: the round waits, as for a controller that
+    did not answer, rather than deciding on a partial view of the queue."""
+    try:
+        return parse(done.stdout)
+    except ValueError as exc:
+        raise SchedulerUnavailable(
+            list(done.argv), f"{done.argv[0]} printed a row oellm cannot read: {exc}", done.stdout
+        ) from exc
 
 
 def _value(text: str) -> str | None:

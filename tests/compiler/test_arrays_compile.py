@@ -541,6 +541,24 @@ def _check_groups_consistent(bundle: Bundle) -> None:
 # --- 4. What an array cannot be -----------------------------------------------------------
 
 REFUSED = {
+    "log_event_path_with_job_id": (
+        """
+        project: {name: arr}
+        backend: {bash: {command: "true"}}
+        slurm: {array: true}
+        job:
+          name: c
+          log_events:
+            - name: nccl
+              kind: substring
+              pattern: NCCL WARN
+              paths: [ok-%A_%a.err, "err-%j.log"]
+              actions: [{kind: restart}]
+        """,
+        "job.log_events.0.paths",
+        (10, 29),
+        "slurm.array: %j in a log event path is the task's own job id",
+    ),
     "chain_repeat": (
         """
         project: {name: arr}

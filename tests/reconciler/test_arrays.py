@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from datetime import datetime
 from pathlib import Path
@@ -23,8 +24,8 @@ from oellm.reconciler.arrays import (
     task_id,
 )
 from oellm.reconciler.bundle import Bundle, LockJob, load_bundle
-from oellm.reconciler.observe import tags_of
-from oellm.reconciler.records import Records
+from oellm.reconciler.observe import _read_logs, tags_of
+from oellm.reconciler.records import LogState, Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_squeue
 from oellm.reconciler.submit import link_current
 from tests.helpers import write
@@ -201,3 +202,22 @@ def test_a_lone_member_or_one_with_excluded_nodes_goes_as_its_own_task(tmp_path:
     assert sorted(arrays) == ["--array=0", "--array=1"]
     (excluded,) = [argv for argv, _, _ in fake.calls if "--array=1" in argv]
     assert "--exclude=bad01" in excluded
+
+
+def test_an_array_tasks_extra_log_paths_are_named_by_the_task(tmp_path: Path) -> None:
+    """`%A_%a` in a log event's `paths` is the task as SLURM names it (`7_1`): the lines an
+    array task writes there are read; for a plain job `%j` and `%A` are its id."""
+    bundle = array_bundle(tmp_path)
+    job = dataclasses.replace(
+        bundle.job("t_1"),
+        log_events=({"name": "e", "kind": "substring", "pattern": "X",
+                     "paths": ["out/extra-%A_%a.err"], "actions": []},),
+    )  # fmt: skip
+    (tmp_path / "out").mkdir(exist_ok=True)
+    (tmp_path / "out" / "extra-7_1.err").write_text("NCCL WARN on nid9\n")
+    read, _ = _read_logs(bundle, job, [(0, "7_1")], LogState())
+    assert [line.text for line in read.lines] == ["NCCL WARN on nid9"]
+    plain = dataclasses.replace(job, array_group=None, array_index=None)
+    (tmp_path / "out" / "extra-8_%a.err").write_text("plain\n")
+    read, _ = _read_logs(bundle, plain, [(0, "8")], LogState())
+    assert [line.text for line in read.lines] == ["plain"]

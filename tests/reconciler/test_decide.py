@@ -14,7 +14,7 @@ from oellm.reconciler.actions import OBSERVATIONS
 from oellm.reconciler.bundle import LockJob
 from oellm.reconciler.decide import decide
 from oellm.reconciler.logs import LogLine, LogRead
-from oellm.reconciler.observe import Markers, Observation
+from oellm.reconciler.observe import Markers, Observation, tags_of
 from oellm.reconciler.records import Attempt, Dropped, History, Link
 from oellm.reconciler.schedulers import SchedulerJob
 
@@ -45,6 +45,9 @@ def lock_job(spec: dict[str, Any]) -> LockJob:
         log_events=tuple(spec.get("log_events", [])),
         state_events=tuple(spec.get("state_events", [])),
         dependency=spec.get("dependency", "reconciler"),
+        array_group=spec.get("array_group"),
+        array_index=spec.get("array_index"),
+        array_throttle=spec.get("array_throttle"),
     )
 
 
@@ -121,7 +124,7 @@ def test_case(path: Path) -> None:
         asked=True,
         available=seen.get("available", True),
         by_id={r.job_id: r for r in rows},
-        by_tag={r.name: r for r in rows},
+        by_tag=tags_of(rows),
         markers={k: Markers(**v) for k, v in (seen.get("markers") or {}).items()},
         files=seen.get("files") or {},
         commands={tuple(k.split(" ")): v for k, v in (seen.get("commands") or {}).items()},

@@ -425,10 +425,12 @@ def test_an_unknown_job_id_is_an_error_not_unavailable() -> None:
 
 @dataclass
 class FakeRun:
-    """Stands in for runner.run: answers from a table keyed by program name, records calls."""
+    """Stands in for runner.run: answers from a table keyed by program name, records calls
+    (and the environment each was given)."""
 
     answers: dict[str, Completed]
     calls: list[tuple[list[str], float, Path | None]] = field(default_factory=list)
+    envs: list[Mapping[str, str] | None] = field(default_factory=list)
 
     def __call__(
         self,
@@ -438,6 +440,7 @@ class FakeRun:
         env: Mapping[str, str] | None = None,
     ) -> Completed:
         self.calls.append((list(argv), timeout, cwd))
+        self.envs.append(env)
         answer = self.answers[argv[0]]
         return Completed(tuple(argv), answer.returncode, answer.stdout, answer.stderr)
 
@@ -533,6 +536,40 @@ def test_cancel_with_controller_down_is_unavailable() -> None:
     fake = FakeRun({"scancel": recorded("scancel_ctld_down.txt").completed()})
     with pytest.raises(SchedulerUnavailable, match="exit 8"):
         SlurmScheduler(run=fake).cancel(["999999"])
+
+
+def test_pending_array_tasks_are_read_whole_or_not_at_all() -> None:
+    """squeue and sacct cut a folded index list at 64 characters: such a row must never be
+    read as fewer tasks (their records would be called lost and submitted again)."""
+    for name, parse in (
+        ("squeue_array_bitstr_len_0.txt", parse_squeue),
+        ("sacct_array_bitstr_len_0.txt", parse_sacct),
+    ):
+        whole = parse(recorded(name).stdout)
+        assert len(whole) == 60, name
+        assert (whole[0].job_id, whole[-1].job_id) == ("33287_2", "33287_992")
+        assert "33287_779" in {job.job_id for job in whole} and "33287_780" in {
+            job.job_id for job in whole
+        }
+    for name, parse in (
+        ("squeue_array_truncated.txt", parse_squeue),
+        ("sacct_array_truncated.txt", parse_sacct),
+    ):
+        with pytest.raises(ValueError, match="not a whole array id"):
+            parse(recorded(name).stdout)
+    stepped = parse_sacct("7_[0-117:3%4]|x|CANCELLED by 0|0:0|None|None|None assigned\n")
+    assert [job.job_id for job in stepped][:3] == ["7_0", "7_3", "7_6"] and len(stepped) == 40
+
+
+def test_queries_ask_for_whole_lists_and_wait_on_a_cut_one() -> None:
+    fake = FakeRun({"squeue": recorded("squeue_array_truncated.txt").completed()})
+    with pytest.raises(SchedulerUnavailable, match="cannot read"):
+        SlurmScheduler(run=fake).query("oellm.", None)
+    assert fake.envs[0] is not None and fake.envs[0]["SLURM_BITSTR_LEN"] == "0"
+    assert fake.envs[0]["PATH"] == os.environ["PATH"], "the rest of the environment is kept"
+    fake = FakeRun({"squeue": ok(), "sacct": ok()})
+    SlurmScheduler(run=fake).query("oellm.", SINCE)
+    assert [env["SLURM_BITSTR_LEN"] for env in fake.envs if env is not None] == ["0", "0"]
 
 
 def test_exclude_is_one_scontrol_update_of_all_queued_ids() -> None:
