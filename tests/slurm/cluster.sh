@@ -20,6 +20,7 @@ readonly DB_PASS=oellm-local-test
 readonly DB_PORT=3306
 readonly PACKAGES=(slurm-wlm munge slurmdbd mariadb-server)
 readonly LOG_DIR="$RUN_DIR/log"
+readonly GPU_DIR="$RUN_DIR/gpu"
 readonly MY_CNF="$RUN_DIR/mysql/my.cnf"
 readonly MY_SOCK="$RUN_DIR/mysql/mysqld.sock"
 NODE="$(hostname)"
@@ -228,11 +229,24 @@ Waittime=0
 MaxArraySize=1001
 MaxJobCount=20000
 ReturnToService=2
-# Declare more CPUs than the 2 real cores so that many tiny test jobs run at once.
+# Declare more CPUs than the 2 real cores so that many tiny test jobs run at once, and 8
+# GPUs that do not exist (no device files: nothing is bound) so that the cluster presets'
+# GPU requests are judged by the controller like any other resource.
 SlurmdParameters=config_overrides
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=16 RealMemory=4096 State=UNKNOWN
+GresTypes=gpu
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=16 RealMemory=4096 Gres=gpu:8 State=UNKNOWN
 PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
 PartitionName=batch Nodes=$NODE Default=NO MaxTime=INFINITE State=UP
+EOF
+    # The 8 GPUs of slurm.conf. slurmd counts a GPU only by its device file, so each is a
+    # character device like /dev/null (1,3): a job that opens one reads nothing, binds nothing.
+    mkdir -p "$GPU_DIR"
+    local i
+    for i in 0 1 2 3 4 5 6 7; do
+        [[ -c "$GPU_DIR/nvidia$i" ]] || mknod "$GPU_DIR/nvidia$i" c 1 3
+    done
+    install_file "$CONF_DIR/gres.conf" 644 <<EOF
+NodeName=$NODE Name=gpu File=$GPU_DIR/nvidia[0-7]
 EOF
     # CgroupPlugin=disabled does not exist in 22.05 (slurmd: "cannot find cgroup plugin").
     install_file "$CONF_DIR/cgroup.conf" 644 <<EOF
@@ -354,7 +368,8 @@ start_slurmdbd() {
 
 start_slurm() {
     # Both read slurm.conf and cgroup.conf: restart on change rather than trust reconfigure.
-    if changed "$CONF_DIR/slurm.conf" || changed "$CONF_DIR/cgroup.conf"; then
+    if changed "$CONF_DIR/slurm.conf" || changed "$CONF_DIR/cgroup.conf" \
+        || changed "$CONF_DIR/gres.conf"; then
         stop_daemon slurmd
         stop_daemon slurmctld
     fi

@@ -2,15 +2,17 @@
 
 Only the account (the local cluster's `root`) and the partition (`debug`) are overridden, then
 `sbatch --test-only` reads the script as the site's sbatch would. The local node is one VM with
-16 CPUs, 4 GB and no GPUs, so a preset's node shape (GPUs, several nodes, 72 cores per task,
-480 GB) cannot be granted here. Two facts make the check meaningful all the same:
+16 CPUs, 4 GB and 8 GPUs that the controller counts like real ones (fake device files, see
+cluster.sh), so every preset's GPU request is judged as asked; its other node shape (several
+nodes, 72 cores per task, 480 GB) cannot be granted here. Two facts make the check meaningful
+all the same:
 
 * sbatch parses every `#SBATCH` line itself before it asks the controller; an unknown option or
   a malformed value is refused at that point, whatever else the script asks for
   (`test_parse_errors_come_before_the_node_shape` proves the order). So a preset rejected only
-  with one of the controller's node-shape errors has had every directive parsed.
-* The controller's own checks (partition, time, QoS, --exclusive, --signal, the task layout)
-  then run on the same script with the node shape scaled to this VM: GPU requests and memory
+  with the controller's node-shape error has had every directive parsed.
+* The controller's own checks (partition, time, QoS, --exclusive, --signal, the task layout,
+  the GPUs per node) then run on the same script with the node shape scaled to this VM: memory
   dropped, one node, 2 CPUs per task. Those overrides are listed per preset below, so the test
   says exactly what SLURM did not see.
 
@@ -43,44 +45,36 @@ ENV = {
     "SLURM_QOS": "acc_ehpc",
     "CONTAINER_CACHE_DIR": "/containers",
 }
-# What the controller answers when a request does not fit the one GPU-less node.
-NODE_SHAPE_ERRORS = (
-    "Invalid generic resource (gres) specification",  # a GPU request; no GresTypes here
-    "Requested node configuration is not available",  # more nodes, CPUs, memory, threads
-)
+# What the controller answers when a request does not fit the one node (more nodes, CPUs,
+# memory, threads, or GPUs than its 8).
+NODE_SHAPE_ERROR = "Requested node configuration is not available"
 # The node shape of each preset, scaled to the VM: (what the preset asks, the override).
 SCALED: dict[str, list[str]] = {
     "local": [],
     "lumi": [
         "slurm.sbatch.nodes=1",
-        "slurm.sbatch.gpus_per_node=null",  # 8 GCDs
         "slurm.sbatch.cpus_per_task=2",  # 8 tasks x 7 cores
         "slurm.sbatch.mem=null",  # 480G
     ],
     "leonardo": [
         "slurm.sbatch.nodes=1",
-        "slurm.sbatch.gres=null",  # gpu:4
         "slurm.sbatch.cpus_per_task=2",  # 32 cores
     ],
     "juwels": [
         "slurm.sbatch.nodes=1",
-        "slurm.sbatch.gres=null",
         "slurm.sbatch.cpus_per_task=2",  # 4 tasks x 12 cores
     ],
     "jupiter": [
         "slurm.sbatch.nodes=1",
-        "slurm.sbatch.gres=null",
         "slurm.sbatch.cpus_per_task=2",  # 4 tasks x 72 cores
     ],
     "marenostrum5": [
         "slurm.sbatch.nodes=1",
-        "slurm.sbatch.gres=null",
         "slurm.sbatch.cpus_per_task=2",  # 160 hardware threads
         "slurm.sbatch.threads_per_core=null",  # 2 per core; the VM has 1
     ],
     "snellius": [
         "slurm.sbatch.nodes=1",
-        "slurm.sbatch.gpus_per_node=null",
         "slurm.sbatch.cpus_per_task=2",  # 64 cores
     ],
 }
@@ -123,9 +117,7 @@ def test_every_directive_parses(preset: str, tmp_path: Path) -> None:
         assert "to start at" in said
         return
     # Refused, but only for the node shape: the parser accepted every line before that.
-    assert any(error in said for error in NODE_SHAPE_ERRORS), said
-    asks_gpus = "--gres=gpu" in script.read_text() or "--gpus-per-node" in script.read_text()
-    assert asks_gpus == (NODE_SHAPE_ERRORS[0] in said), said
+    assert NODE_SHAPE_ERROR in said, said
 
 
 @pytest.mark.parametrize("preset", PRESETS)
@@ -155,10 +147,20 @@ def test_cluster_examples_are_accepted_scaled(preset: str, tmp_path: Path) -> No
     ],
 )
 def test_parse_errors_come_before_the_node_shape(override: str, error: str, tmp_path: Path) -> None:
-    """The LUMI script asks for 8 GPUs, which this node cannot give: a bad directive is still
-    what sbatch reports, so a node-shape refusal means no directive was bad."""
+    """The LUMI script asks for more than this node has: a bad directive is still what sbatch
+    reports, so a node-shape refusal means no directive was bad."""
     code, said = sbatch_test_only(preset_script(tmp_path, "lumi", [override]))
-    assert code != 0 and error in said and NODE_SHAPE_ERRORS[0] not in said, said
+    assert code != 0 and error in said and NODE_SHAPE_ERROR not in said, said
+
+
+@pytest.mark.parametrize(("preset", "gpus"), [("lumi", "9"), ("leonardo", "gpu:9")])
+def test_more_gpus_than_the_node_has_are_refused(preset: str, gpus: str, tmp_path: Path) -> None:
+    """The GPU requests are judged, not waved through: one GPU more than the node's 8 is the
+    node-shape refusal."""
+    key = "gpus_per_node" if preset == "lumi" else "gres"
+    script = preset_script(tmp_path, preset, [*SCALED[preset], f"slurm.sbatch.{key}={gpus}"])
+    code, said = sbatch_test_only(script)
+    assert code != 0 and NODE_SHAPE_ERROR in said, said
 
 
 def srun_options(script: Path) -> list[str]:
