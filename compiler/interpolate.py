@@ -144,15 +144,30 @@ class Resolver:
     def _render(self, template: Template, path: Path_, keep: bool = False) -> Any:
         if len(template) == 1 and not isinstance(template[0], str):
             value = self._part(template[0], path)
-            return _protect(value) if keep else value
+            return self._protected(value, path) if keep else value
         out = []
         for part in template:
             if isinstance(part, str):
                 out.append(part)
             else:
                 text = text_of(self._part(part, path))
-                out.append(_protect(text) if keep else text)
+                out.append(self._protected(text, path) if keep else text)
         return "".join(out)
+
+    def _protected(self, value: Any, path: Path_) -> Any:
+        """A value resolved inside the sweep, escaped so that the per-job stage keeps it as
+        text. A backslash right before `${` cannot be carried through that stage (it would
+        read as an escape), so such a value is refused rather than changed."""
+        if _holds_escape(value):
+            raise fail(
+                "a value resolved inside the sweep holds a backslash right before '${', which "
+                "the per-job stage would read as an escape",
+                self._origin(path),
+                key=_dotted(path),
+                hint="let each job resolve it instead: set it outside the sweep (vars.x: "
+                "${oc.env:NAME}) and write \\${vars.x} in the sweep",
+            )
+        return _protect(value)
 
     def _part(self, part: Part, path: Path_) -> Any:
         if isinstance(part, str):
@@ -261,6 +276,16 @@ class Resolver:
         if all(isinstance(p, str) for p in arg.parts):
             return primitive("".join(arg.parts))  # type: ignore[arg-type]
         return "".join(text_of(self._part(p, path)) for p in arg.parts)
+
+
+def _holds_escape(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\\${" in value
+    if isinstance(value, list):
+        return any(_holds_escape(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_escape(v) for v in value.values())
+    return False
 
 
 def _protect(value: Any) -> Any:

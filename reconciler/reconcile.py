@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .act import Outcome, act
 from .actions import OBSERVATIONS
-from .bundle import Bundle, load_bundle
+from .bundle import Bundle, LockJob, load_bundle
 from .decide import INTENT_GRACE, Action, Current, Options, current, decide
 from .errors import ReconcileError, SchedulerError
 from .lock import Busy, StateLock
@@ -162,8 +162,10 @@ def reconcile_once(
         history = session.history()
         obs, actions = session.look(history)
         if dry_run:
+            names = {job.name for job in session.bundle.jobs}
             for action in actions:
-                say(_describe(action))
+                job = session.bundle.job(action.job) if action.job in names else None
+                say(_describe(action, job if session.scheduler.arrays else None))
             return RunReport(actions, obs, None)
         outcome = act(
             actions,
@@ -182,9 +184,15 @@ def reconcile_once(
             lock.release()
 
 
-def _describe(action: Action) -> str:
+def _describe(action: Action, job: LockJob | None = None) -> str:
+    """A dry run's line; `job` (when the scheduler runs arrays) names a member's array."""
+    task = (
+        f" as task {job.array_index} of array {job.array_group}"
+        if job is not None and job.array_group is not None
+        else ""
+    )
     what = {
-        "submit": f"would submit attempt {action.attempt}"
+        "submit": f"would submit attempt {action.attempt}{task}"
         + (f" from link {action.link}" if action.link else ""),
         "adopt": f"would adopt job {action.job_id}",
         "finish": f"would record {action.state}",

@@ -224,3 +224,39 @@ def test_a_decay_job_resumes_from_its_own_checkpoint_once_it_has_one(tmp_path: P
     own.mkdir(parents=True)
     (own / "latest_checkpointed_iteration.txt").write_text("200\n")
     assert load_argument(tmp_path / "again") == str(own).encode()
+
+
+def test_a_backslash_before_dollar_brace_from_the_env_is_refused_in_the_sweep_or_kept_per_job(
+    tmp_path: Path,
+) -> None:
+    """Resolved inside the sweep, `a\\${HOME}b` would read as an escape per job: refused with
+    the key named. Resolved per job (the hint's way), it arrives as written."""
+    env = {"HV": "a\\${HOME}b"}
+    inside = write(
+        tmp_path / "inside.yaml",
+        """
+        project: {name: q}
+        job: {name: "j_${vars.i}"}
+        vars: {i: 0, v: x}
+        backend: {bash: {command: "${vars.v}"}}
+        sweep:
+          params: {vars.i: [0], vars.v: ["${oc.env:HV}"]}
+        """,
+    )
+    (problem,) = compile_error(inside, env=env).problems
+    assert problem.key == "sweep.params.vars.v.0" and "backslash right before" in problem.message
+    per_job = write(
+        tmp_path / "per_job.yaml",
+        """
+        project: {name: q}
+        job: {name: "j_${vars.i}"}
+        vars: {i: 0, v: x, hv: "${oc.env:HV}"}
+        backend: {bash: {command: "${vars.v}"}}
+        sweep:
+          params: {vars.i: [0], vars.v: ["\\\\${vars.hv}"]}
+        """,
+    )
+    bundle = compile_file(per_job, env=env)
+    assert bundle.lock["jobs"][0]["name"] == "j_0"
+    script = bundle.files["jobs/j_0.sbatch"].decode()
+    assert "oellm_command='a\\${HOME}b'" in script

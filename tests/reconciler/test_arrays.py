@@ -25,6 +25,7 @@ from oellm.reconciler.arrays import (
 )
 from oellm.reconciler.bundle import Bundle, LockJob, load_bundle
 from oellm.reconciler.observe import _read_logs, tags_of
+from oellm.reconciler.reconcile import _describe
 from oellm.reconciler.records import LogState, Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_squeue
 from oellm.reconciler.submit import link_current
@@ -221,3 +222,12 @@ def test_an_array_tasks_extra_log_paths_are_named_by_the_task(tmp_path: Path) ->
     (tmp_path / "out" / "extra-8_%a.err").write_text("plain\n")
     read, _ = _read_logs(bundle, plain, [(0, "8")], LogState())
     assert [line.text for line in read.lines] == ["plain"]
+
+
+def test_a_dry_run_names_each_members_array_task(tmp_path: Path) -> None:
+    bundle = array_bundle(tmp_path)
+    action = Action("submit", "t_2", "first submission", attempt=1)
+    assert _describe(action, bundle.job("t_2")) == (
+        "t_2: would submit attempt 1 as task 2 of array train: first submission"
+    )
+    assert _describe(action) == "t_2: would submit attempt 1: first submission"
