@@ -100,17 +100,8 @@ class Submitter:
         crash_point("before-intent")
         stamp = self.now().isoformat()
         chained = job.chain_repeat > 1
-        intent = Attempt(
-            job=job.name,
-            attempt=action.attempt,
-            tag=tag,
-            bundle_id=self.bundle.bundle_id,
-            script_sha256=job.sha256,
-            scheduler=self.scheduler.name,
-            cause=action.cause or action.reason,
-            phase="intent",
-            intent_at=stamp,
-            chain_repeat=job.chain_repeat,
+        intent = dataclasses.replace(
+            self._intent(job, action, tag, stamp),
             links=(Link(1, tag, "intent", stamp),) if chained else (),
             upstream_ids=action.upstream_ids,
         )
@@ -185,18 +176,7 @@ class Submitter:
         for job, action in zip(jobs, actions, strict=True):
             assert action.attempt is not None and job.array_index is not None
             self._folders(job)
-            intent = Attempt(
-                job=job.name,
-                attempt=action.attempt,
-                tag=member_tag(tag, job.array_index),
-                bundle_id=self.bundle.bundle_id,
-                script_sha256=job.sha256,
-                scheduler=self.scheduler.name,
-                cause=action.cause or action.reason,
-                phase="intent",
-                intent_at=stamp,
-                chain_repeat=job.chain_repeat,
-            )
+            intent = self._intent(job, action, member_tag(tag, job.array_index), stamp)
             self.records.save(intent)
             intents.append(intent)
         crash_point("after-intent")
@@ -229,6 +209,23 @@ class Submitter:
             )
         crash_point("after-record")
         return tasks
+
+    def _intent(self, job: LockJob, action: Action, tag: str, stamp: str) -> Attempt:
+        """The record written before sbatch: a new attempt, found by `tag` if sbatch's answer
+        is lost."""
+        assert action.attempt is not None
+        return Attempt(
+            job=job.name,
+            attempt=action.attempt,
+            tag=tag,
+            bundle_id=self.bundle.bundle_id,
+            script_sha256=job.sha256,
+            scheduler=self.scheduler.name,
+            cause=action.cause or action.reason,
+            phase="intent",
+            intent_at=stamp,
+            chain_repeat=job.chain_repeat,
+        )
 
     def _folders(self, job: LockJob) -> None:
         # SLURM does not create the folder of --output; a missing one fails the job silently.
