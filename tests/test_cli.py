@@ -142,9 +142,8 @@ def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
         backend: {bash: {command: "true"}}
         sweep:
           type: product
-          params: {vars.i: %s, vars.j: [0, 1, 2, 3, 4]}
-        """
-        % list(range(400)),
+          params: {vars.i: VALUES, vars.j: [0, 1, 2, 3, 4]}
+        """.replace("VALUES", str(list(range(400)))),
     )
     bundle = tmp_path / "b"
     assert main(["compile", str(exp), "-o", str(bundle)]) == 0
