@@ -19,6 +19,7 @@ from referencing import Registry, Resource
 
 from .errors import ConfigError, Origin, Problem, did_you_mean
 from .load import Path_
+from .slurm_options import check_slurm_options
 from .tree import origin_of
 
 MISSING = "???"
@@ -65,7 +66,9 @@ class Validator:
 
 
 def _semantics(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
-    """What a schema cannot say: regexes that compile, signals that reach a handler."""
+    """What a schema cannot say: option names sbatch and srun know, regexes that compile,
+    signals that reach a handler."""
+    yield from check_slurm_options(config.get("slurm") or {}, origins)
     job = config.get("job") or {}
     for index, event in enumerate(job.get("log_events") or []):
         if event.get("kind") == "regex" and isinstance(event.get("pattern"), str):
