@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .grammar import GrammarError, decode
 from .safeeval import ExpressionError, evaluate
 
 _INT = re.compile(r"[-+]?[0-9][0-9_]*")
@@ -47,18 +48,60 @@ class ResolverError(Exception):
         super().__init__(message)
 
 
+# Resolvers whose unquoted literal arguments arrive as the text written, not typed.
+TEXT_ARGUMENTS = frozenset({"oc.env"})
+
+
 def _env(env: Mapping[str, str], args: list[Any]) -> Any:
+    """OmegaConf's `oc.env` (2.1+): the variable's text when set; else the default as text
+    (`${oc.env:N,5}` gives "5" either way), except that a null default stays null."""
     if not 1 <= len(args) <= 2:
         raise ResolverError("takes a variable name and an optional default")
     name = text_of(args[0])
     if name in env:
         return env[name]
     if len(args) == 2:
-        return args[1]
+        default = args[1]
+        if default is None or isinstance(default, str):
+            return default
+        if isinstance(default, (list, dict)):
+            raise ResolverError(
+                "the default must be text or null",
+                hint=f"for a list, decode text: ${{oc.decode:${{oc.env:{name},'[a, b]'}}}}",
+            )
+        return text_of(default).lower() if isinstance(default, bool) else text_of(default)
     raise ResolverError(
         f"environment variable '{name}' is not set",
         hint=f"export {name}=... before compiling, or give a default: ${{oc.env:{name},default}}",
     )
+
+
+def _decode(env: Mapping[str, str], args: list[Any]) -> Any:
+    """OmegaConf's `oc.decode`: text read as a value (int, float, bool, null, list, dict)."""
+    if len(args) != 1:
+        raise ResolverError("takes one string")
+    (value,) = args
+    if not isinstance(value, str):
+        return value  # null stays null; an already typed value has nothing to decode
+    try:
+        decoded = decode(value)
+    except GrammarError as exc:
+        raise ResolverError(f"cannot decode {value!r}: {exc.message}", hint=exc.hint) from None
+    if _holds_interpolation(decoded):
+        raise ResolverError(
+            f"cannot decode {value!r}: it holds an interpolation, which oc.decode does not resolve"
+        )
+    return decoded
+
+
+def _holds_interpolation(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, list):
+        return any(_holds_interpolation(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_interpolation(v) for v in value.values())
+    return False
 
 
 def _eval(env: Mapping[str, str], args: list[Any]) -> Any:
@@ -174,6 +217,7 @@ def _join(env: Mapping[str, str], args: list[Any]) -> Any:
 
 RESOLVERS: dict[str, Callable[[Mapping[str, str], list[Any]], Any]] = {
     "oc.env": _env,
+    "oc.decode": _decode,
     "oc.select": lambda r, a: None,  # handled by Resolver._select (it takes a key)
     "oc.eval": _eval,
     "oc.if": _if,
