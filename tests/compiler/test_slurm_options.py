@@ -3,12 +3,14 @@ with a did-you-mean, and with `slurm.site_options` for what a site adds."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from oellm.compiler.slurm_options import SBATCH_22_05, SRUN_22_05
+from tests.compiler.test_presets import env_for
 from tests.helpers import REPO, compile_error, compile_file, rendered, write
 
 DEMO = """
@@ -97,8 +99,6 @@ def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in (REPO / "config/slurm").glob("*.yaml")))
 def test_every_preset_uses_known_option_names(preset: str) -> None:
-    from tests.compiler.test_presets import env_for
-
     compile_file(REPO / "config/experiments/demo.yaml", [f"slurm={preset}"], env=env_for(preset))
 
 
@@ -109,8 +109,6 @@ def _installed_long_options(command: str) -> set[str] | None:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    import re
-
     plain = re.sub(".\b", "", text)
     heads = re.findall(r"^ {0,8}(?:-[A-Za-z], )?--([a-z][a-z0-9-]*)", plain, re.MULTILINE)
     return set(heads) or None
