@@ -19,6 +19,7 @@ from referencing import Registry, Resource
 
 from .errors import ConfigError, Origin, Problem, did_you_mean
 from .load import Path_
+from .megatron import suggest_argument
 from .slurm_options import check_slurm_options
 from .tree import origin_of
 
@@ -180,12 +181,12 @@ def _problems(
         for extra in sorted(instance):
             if extra in known or any(re.search(p, extra) for p in patterns):
                 continue
-            what = "argument" if path == ("backend", "megatron") else "key"
+            megatron = path == ("backend", "megatron")
             yield Problem(
-                f"unknown {what} '{extra}'",
+                f"unknown {'argument' if megatron else 'key'} '{extra}'",
                 origin_of(origins, (*path, extra)),
                 key=key,
-                hint=did_you_mean(extra, known),
+                hint=suggest_argument(extra) if megatron else did_you_mean(extra, known),
             )
     elif kind == "required":
         for name in expected:
