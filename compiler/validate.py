@@ -17,6 +17,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
+from .env_values import check_env_values
 from .errors import ConfigError, Origin, Problem, did_you_mean
 from .load import Path_
 from .megatron import suggest_argument
@@ -67,9 +68,10 @@ class Validator:
 
 
 def _semantics(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
-    """What a schema cannot say: option names sbatch and srun know, regexes that compile,
-    signals that reach a handler."""
+    """What a schema cannot say: option names sbatch and srun know, env values without shell
+    syntax, regexes that compile, signals that reach a handler."""
     yield from check_slurm_options(config.get("slurm") or {}, origins)
+    yield from check_env_values(config, origins)
     job = config.get("job") or {}
     for index, event in enumerate(job.get("log_events") or []):
         if event.get("kind") == "regex" and isinstance(event.get("pattern"), str):
