@@ -45,7 +45,7 @@ def check_env_values(
                 f"{reference} would reach the job as the literal text {reference}: env values "
                 "are quoted, never expanded by a shell",
                 origin_of(origins, path),
-                key=".".join(path),
+                key=f"{section}.env.{name}",
                 hint=f"take it from the environment of the compile with ${{oc.env:{variable}}}; "
                 "or, to let the job's shell expand it when the job starts, export the variable "
                 f'in slurm.setup, which is shell code: export {name}="..."',
