@@ -94,6 +94,10 @@ def compose(
     choices: dict[str, list[str]] = {}
     files: list[str] = []
     seen_groups: set[str] = set()
+    chosen = root_groups | {e.group for e in primary.entries if e.group}
+    appended, late_overrides = _appended(
+        library, selections, chosen, replaced, seen_groups, choices
+    )
 
     def visit(node: _Node, stack: tuple[str, ...]) -> None:
         if node.loaded.display in stack:
@@ -115,6 +119,15 @@ def compose(
                 visit(child, stack)
 
     visit(root, ())
+    for node in appended:
+        visit(node, ())
+    for entry in late_overrides:
+        if entry.group not in seen_groups:
+            raise fail(
+                f"'override /{entry.group}' names a group that nothing chose before",
+                entry.origin,
+                hint="drop 'override' to add the group",
+            )
     for key, sel in selections.items():
         if key not in seen_groups:
             # `group=option` for a group nobody chose: add it, as Hydra's `+group=option`.
@@ -126,6 +139,38 @@ def compose(
         if override.kind != "group":
             _apply_value_override(tree, origins, override)
     return Composed(tree, origins, choices, files)
+
+
+def _appended(
+    library: Library,
+    selections: dict[str, Override],
+    chosen: set[str],
+    replaced: dict[str, _Entry],
+    seen_groups: set[str],
+    choices: dict[str, list[str]],
+) -> tuple[list[_Node], list[_Entry]]:
+    """`+group=option` for a group nobody chose appends it to the experiment's defaults, as in
+    Hydra's experiment pattern (`+experiment=e1`). It is read before the tree is built, so that
+    its `override /group: option` entries replace choices made anywhere in the tree; a choice
+    on the command line still wins over them."""
+    nodes: list[_Node] = []
+    overrides: list[_Entry] = []
+    for key, sel in selections.items():
+        if key in chosen or not sel.text.startswith("+"):
+            continue
+        entry = _Entry(origin=sel.origin, group=key, options=[str(sel.value)])
+        for node in _children(library, entry, {}, seen_groups, choices):
+            kept: list[_Entry] = []
+            for child in node.entries:
+                if child.override and child.group is not None:
+                    if child.group not in selections:
+                        replaced[child.group] = child
+                    overrides.append(child)
+                else:
+                    kept.append(child)
+            node.entries = kept
+            nodes.append(node)
+    return nodes, overrides
 
 
 def _children(
@@ -342,6 +387,13 @@ def _apply_value_override(
                 f"cannot delete '{override.key}': no such key",
                 override.origin,
                 hint=did_you_mean(path[-1], parent_keys),
+            )
+        if override.has_value and _value_at(tree, path) != override.value:
+            raise fail(
+                f"cannot delete '{override.key}': its value is {_value_at(tree, path)!r}, "
+                f"not {override.value!r}",
+                override.origin,
+                hint=f"write ~{override.key} to delete it whatever its value",
             )
         delete_path(tree, origins, path)
         return

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .load import Path_
-from .resolvers import RESOLVERS, ResolverError, primitive, text_of
+from .resolvers import RESOLVERS, TEXT_ARGUMENTS, ResolverError, primitive, text_of
 from .template import (
     Arg,
     Call,
@@ -238,7 +238,8 @@ class Resolver:
             )
         if call.name == "oc.select":
             return self._select(call, path)
-        args = [self._arg(a, path) for a in call.args]
+        raw = call.name in TEXT_ARGUMENTS
+        args = [self._arg(a, path, raw) for a in call.args]
         try:
             return impl(self.env, args)
         except ResolverError as exc:
@@ -268,13 +269,17 @@ class Resolver:
         value = self._value(self._target(key, path), node)
         return default if value is None else value
 
-    def _arg(self, arg: Arg, path: Path_) -> Any:
+    def _arg(self, arg: Arg, path: Path_, raw: bool = False) -> Any:
         if arg.quoted:
             return "".join(text_of(self._part(p, path)) for p in arg.parts)
         if len(arg.parts) == 1 and not isinstance(arg.parts[0], str):
             return self._part(arg.parts[0], path)
         if all(isinstance(p, str) for p in arg.parts):
-            return primitive("".join(arg.parts))  # type: ignore[arg-type]
+            text = "".join(arg.parts)  # type: ignore[arg-type]
+            if raw:
+                # Text as written (`1e-4` stays `1e-4`); only null still means null.
+                return None if text.lower() in ("null", "~") else text
+            return primitive(text)
         return "".join(text_of(self._part(p, path)) for p in arg.parts)
 
 

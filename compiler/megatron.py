@@ -6,7 +6,9 @@ The schema (schemas/megatron.schema.json, from tools/gen_megatron_schema.py) car
 
 from __future__ import annotations
 
+import difflib
 import json
+import math
 from collections.abc import Mapping
 from functools import cache
 from importlib.resources import files
@@ -31,6 +33,92 @@ def _annotations() -> dict[str, dict[str, Any]]:
 def megatron_dests() -> frozenset[str]:
     """Every known dest, for did-you-mean suggestions on unknown keys."""
     return frozenset(_annotations())
+
+
+# Megatron's abbreviations, spelled out so that `learning_rate` finds `lr` and
+# `sequence_length` finds `seq_length` (word by word, as in the argparse dests).
+_WORDS: dict[str, tuple[str, ...]] = {
+    "lr": ("learning", "rate"),
+    "seq": ("sequence",),
+    "len": ("length",),
+    "iters": ("iterations",),
+    "iter": ("iteration",),
+    "num": ("number",),
+    "attn": ("attention",),
+    "init": ("initialization",),
+    "ckpt": ("checkpoint",),
+    "tp": ("tensor", "parallel"),
+    "pp": ("pipeline", "parallel"),
+    "dp": ("data", "parallel"),
+    "grad": ("gradient",),
+    "fp": ("floating", "point"),
+}
+_CUTOFF = 0.6
+
+
+@cache
+def _words(name: str) -> tuple[str, ...]:
+    out: list[str] = []
+    for word in name.lower().strip("-").replace("-", "_").split("_"):
+        if word:
+            out.extend(_WORDS.get(word, (word,)))
+    return tuple(out)
+
+
+@cache
+def _ratio(a: str, b: str) -> float:
+    return difflib.SequenceMatcher(None, a, b).ratio()
+
+
+def _coverage(words: tuple[str, ...], other: tuple[str, ...]) -> float:
+    return sum(max(_ratio(word, o) for o in other) for word in words) / len(words)
+
+
+def _word_score(typed: tuple[str, ...], known: tuple[str, ...]) -> float:
+    """How well the words match both ways (geometric mean), so a name with words of its own
+    (`lr_decay_style` for `learning_rate`) or one that leaves typed words out scores lower."""
+    if not typed or not known:
+        return 0.0
+    return math.sqrt(_coverage(typed, known) * _coverage(known, typed))
+
+
+@cache
+def _names() -> dict[str, tuple[str, str]]:
+    """Every spelling a user might write -> (dest, how to write it): the dests, and the flags
+    (`--disable-bias-linear` -> `add_bias_linear: false`)."""
+    names: dict[str, tuple[str, str]] = {dest: (dest, f"'{dest}'") for dest in _annotations()}
+    for dest, meta in _annotations().items():
+        flag = meta["flag"].lstrip("-").replace("-", "_")
+        if meta["action"] == "store_false":
+            names.setdefault(flag, (dest, f"'{dest}: false' (it renders {meta['flag']})"))
+        else:
+            names.setdefault(flag, (dest, f"'{dest}' (the key of {meta['flag']})"))
+        negative = meta.get("negative_flag")
+        if negative:
+            names.setdefault(
+                negative.lstrip("-").replace("-", "_"),
+                (dest, f"'{dest}: false' (it renders {negative})"),
+            )
+    return names
+
+
+@cache
+def suggest_argument(typed: str) -> str | None:
+    """A did-you-mean for an unknown `backend.megatron` key, or None when nothing is close."""
+    names = _names()
+    normal = typed.lower().strip("-").replace("-", "_")
+    if normal in names:
+        return f"did you mean {names[normal][1]}?"
+    typed_words = _words(normal)
+    best: tuple[float, str] | None = None
+    for name in sorted(names):
+        whole = difflib.SequenceMatcher(None, normal, name).ratio()
+        words = _word_score(typed_words, _words(name))
+        # The better measure decides; the other breaks near ties.
+        score = max(whole, words) + 0.25 * min(whole, words)
+        if max(whole, words) >= _CUTOFF and (best is None or score > best[0]):
+            best = (score, name)
+    return f"did you mean {names[best[1]][1]}?" if best else None
 
 
 def _token(value: Any, token_type: str | None) -> str:

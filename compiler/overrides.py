@@ -1,7 +1,9 @@
 """Command-line overrides: `a.b=1`, `+a.b=1` (add), `++a.b=1` (add or set), `~a.b` (delete),
 and `group=option` (choose a config group option, as `slurm=leonardo`).
 
-Values are read as YAML flow scalars, so `lr=1e-4` is a float and `tags=[a,b]` a list.
+Values follow Hydra's override grammar (compiler/grammar.py): `lr=1e-4` is a float,
+`tags=[a,b]` a list, `x={a:1,b:2}` a dict, `x='a b'` text; what Hydra would refuse or read
+another way (`x=1,2` is a sweep there, `#` is no comment) is refused with a hint.
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import ConfigError, Origin, fail
-from .load import load_text
+from .errors import Origin, fail
+from .grammar import GrammarError, SweepError, parse_value
 
 if TYPE_CHECKING:
     from .library import Library
@@ -28,6 +30,8 @@ class Override:
     value: Any
     origin: Origin
     text: str
+    # `~key=value` deletes only while the key holds that value (Hydra's rule).
+    has_value: bool = False
 
 
 def parse_overrides(texts: Sequence[str], library: Library) -> list[Override]:
@@ -41,9 +45,12 @@ def parse_overrides(texts: Sequence[str], library: Library) -> list[Override]:
 
 def _parse_one(text: str, origin: Origin, library: Library) -> Override:
     if text.startswith("~"):
-        key, _, _ = text[1:].partition("=")
+        key, eq, raw = text[1:].partition("=")
         _check_key(key, text, origin)
-        return Override("delete", key, None, origin, text)
+        if not eq:
+            return Override("delete", key, None, origin, text)
+        value = _value(key, raw, text, _shifted(origin, len(key) + 2))
+        return Override("delete", key, value, origin, text, has_value=True)
     if "=" not in text:
         raise fail(
             f"override '{text}' has no '='",
@@ -52,12 +59,13 @@ def _parse_one(text: str, origin: Origin, library: Library) -> Override:
         )
     head, _, raw = text.partition("=")
     kind: Literal["set", "add", "force", "delete", "group"] = "set"
+    value_origin = _shifted(origin, len(head) + 1)
     if head.startswith("++"):
         kind, head = "force", head[2:]
     elif head.startswith("+"):
         kind, head = "add", head[1:]
     _check_key(head, text, origin)
-    value = _value(raw, text, origin)
+    value = _value(head, raw, text, value_origin)
     if "." not in head and kind in ("set", "add") and library.is_group(head):
         if not isinstance(value, str):
             raise fail(f"'{head}' is a config group: its value must be an option name", origin)
@@ -70,12 +78,20 @@ def _check_key(key: str, text: str, origin: Origin) -> None:
         raise fail(f"override '{text}': '{key}' is not a dotted key", origin)
 
 
-def _value(raw: str, text: str, origin: Origin) -> Any:
-    if raw == "":
-        return ""
+def _shifted(origin: Origin, by: int) -> Origin:
+    return Origin(origin.file, origin.line, origin.col + by)
+
+
+def _value(key: str, raw: str, text: str, origin: Origin) -> Any:
     try:
-        loaded = load_text(f"v: {raw}\n", COMMAND_LINE)
-    except ConfigError:
-        # Not YAML (e.g. an unbalanced bracket): keep the text as it was typed.
-        return raw
-    return loaded.data.get("v")
+        return parse_value(raw)
+    except GrammarError as exc:
+        hint = exc.hint
+        if isinstance(exc, SweepError):
+            hint = (
+                f"write {key}='{raw.strip()}' for a string or {key}=[{raw.strip()}] for a list; "
+                "oellm sweeps live in the `sweep:` section"
+            )
+        raise fail(
+            f"override '{text}': {exc.message}", _shifted(origin, exc.pos), hint=hint
+        ) from None

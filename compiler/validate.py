@@ -17,8 +17,11 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
+from .env_values import check_env_values
 from .errors import ConfigError, Origin, Problem, did_you_mean
 from .load import Path_
+from .megatron import suggest_argument
+from .slurm_options import check_slurm_options
 from .tree import origin_of
 
 MISSING = "???"
@@ -65,7 +68,10 @@ class Validator:
 
 
 def _semantics(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
-    """What a schema cannot say: regexes that compile, signals that reach a handler."""
+    """What a schema cannot say: option names sbatch and srun know, env values without shell
+    syntax, regexes that compile, signals that reach a handler."""
+    yield from check_slurm_options(config.get("slurm") or {}, origins)
+    yield from check_env_values(config, origins)
     job = config.get("job") or {}
     for index, event in enumerate(job.get("log_events") or []):
         if event.get("kind") == "regex" and isinstance(event.get("pattern"), str):
@@ -177,12 +183,12 @@ def _problems(
         for extra in sorted(instance):
             if extra in known or any(re.search(p, extra) for p in patterns):
                 continue
-            what = "argument" if path == ("backend", "megatron") else "key"
+            megatron = path == ("backend", "megatron")
             yield Problem(
-                f"unknown {what} '{extra}'",
+                f"unknown {'argument' if megatron else 'key'} '{extra}'",
                 origin_of(origins, (*path, extra)),
                 key=key,
-                hint=did_you_mean(extra, known),
+                hint=suggest_argument(extra) if megatron else did_you_mean(extra, known),
             )
     elif kind == "required":
         for name in expected:

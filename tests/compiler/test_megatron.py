@@ -11,7 +11,13 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from oellm.compiler.megatron import megatron_argv, megatron_dests, megatron_schema
+from oellm.compiler.megatron import (
+    megatron_argv,
+    megatron_dests,
+    megatron_schema,
+    suggest_argument,
+)
+from tests.helpers import compile_error, rendered, write
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = ROOT / "tools" / "megatron-args.json"
@@ -234,3 +240,49 @@ def test_every_property_renders_its_flag() -> None:
         # Some value of every argument reaches the command line, led by one of its flags.
         assert any(argvs), dest
         assert all(argv[0] in (meta["flag"], meta.get("negative_flag")) for argv in argvs if argv)
+
+
+@pytest.mark.parametrize(
+    ("typed", "suggestion"),
+    [
+        ("lerning_rate", "'lr'"),
+        ("learning_rate", "'lr'"),
+        ("min_learning_rate", "'min_lr'"),
+        ("sequence_length", "'seq_length'"),
+        ("seq_len", "'seq_length'"),
+        ("hiden_size", "'hidden_size'"),
+        ("num_layer", "'num_layers'"),
+        ("tensor_parallel", "'tensor_model_parallel_size'"),
+        ("warmup_iters", "'lr_warmup_iters'"),
+        ("save_intervall", "'save_interval'"),
+        ("flash_attention", "'use_flash_attn'"),
+        ("lrr", "'lr'"),
+        ("fp8_format", "'fp8' (the key of --fp8-format)"),
+        ("disable_bias_linear", "'add_bias_linear: false' (it renders --disable-bias-linear)"),
+        ("no-rope-fusion", "'apply_rope_fusion: false' (it renders --no-rope-fusion)"),
+    ],
+)
+def test_did_you_mean_for_realistic_typos(typed: str, suggestion: str) -> None:
+    assert suggest_argument(typed) == f"did you mean {suggestion}?"
+
+
+def test_nothing_close_gives_no_suggestion() -> None:
+    assert suggest_argument("xyzzy") is None
+
+
+def test_the_suggestion_reaches_the_error(tmp_path: Path) -> None:
+    exp = write(
+        tmp_path / "exp.yaml",
+        """
+        # @package _global_
+        defaults:
+          - /backend: megatron
+        project: {name: t}
+        backend:
+          megatron:
+            lerning_rate: 1.0e-4
+        """,
+    )
+    text = rendered(compile_error(exp))
+    assert "exp.yaml:7:5: backend.megatron: unknown argument 'lerning_rate'" in text
+    assert "hint: did you mean 'lr'?" in text

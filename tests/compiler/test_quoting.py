@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from oellm.compiler.env_values import shell_reference
 from oellm.compiler.errors import ConfigError
 from tests.compiler.hostile import HOSTILE, JOB_ID, Run, run_script
 from tests.helpers import compile_file, write
@@ -55,6 +56,11 @@ class Channel:
     refused: Callable[[str], str | None] = lambda value: None
     env_name: str = "HOSTILE"
     overrides: Sequence[str] = ()
+
+
+def refuse_shell_syntax(key: str) -> Callable[[str], str | None]:
+    """Env values with `$NAME` or `${NAME}` are refused: they would arrive unexpanded."""
+    return lambda value: key if shell_reference(value) else None
 
 
 def refuse_empty(key: str) -> Callable[[str], str | None]:
@@ -165,6 +171,7 @@ CHANNELS: dict[str, Channel] = {
     "slurm_env": Channel(
         doc(BASH, f"slurm: {{env: {{OELLM_HOSTILE: {IN}}}}}\n"),
         env_value("srun", "OELLM_HOSTILE"),
+        refuse_shell_syntax("slurm.env.OELLM_HOSTILE"),
     ),
     "backend_env": Channel(
         doc(
@@ -176,10 +183,12 @@ CHANNELS: dict[str, Channel] = {
             """,
         ),
         env_value("python", "OELLM_HOSTILE"),
+        refuse_shell_syntax("backend.env.OELLM_HOSTILE"),
     ),
     "apptainer_env": Channel(
         doc(APPTAINER, f"container: {{image: {IMAGE}, env: {{OELLM_HOSTILE: {IN}}}}}\n"),
         env_value("apptainer", "APPTAINERENV_OELLM_HOSTILE"),
+        refuse_shell_syntax("container.env.OELLM_HOSTILE"),
     ),
     "singularity_env": Channel(
         doc(
@@ -187,6 +196,7 @@ CHANNELS: dict[str, Channel] = {
             f"container: {{runtime: singularity, image: {IMAGE}, env: {{OELLM_HOSTILE: {IN}}}}}\n",
         ),
         env_value("singularity", "SINGULARITYENV_OELLM_HOSTILE"),
+        refuse_shell_syntax("container.env.OELLM_HOSTILE"),
     ),
     "container_image": Channel(
         doc(APPTAINER, f"container: {{image: {IN}}}\n"),
