@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError, Origin, fail
+from .guard import unencodable
 from .load import load_text
 
 if TYPE_CHECKING:
@@ -40,6 +41,9 @@ def parse_overrides(texts: Sequence[str], library: Library) -> list[Override]:
 
 
 def _parse_one(text: str, origin: Origin, library: Library) -> Override:
+    if unencodable(text):
+        # Python keeps argv bytes that are not UTF-8 as lone surrogates; a script cannot hold them.
+        raise fail(f"override {text!r} is not valid UTF-8", origin)
     if text.startswith("~"):
         key, _, _ = text[1:].partition("=")
         _check_key(key, text, origin)

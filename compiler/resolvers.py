@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .guard import unencodable
 from .safeeval import ExpressionError, evaluate
 
 _INT = re.compile(r"[-+]?[0-9][0-9_]*")
@@ -52,6 +53,12 @@ def _env(env: Mapping[str, str], args: list[Any]) -> Any:
         raise ResolverError("takes a variable name and an optional default")
     name = text_of(args[0])
     if name in env:
+        if unencodable(env[name]):
+            # Python keeps bytes that are not UTF-8 as lone surrogates; a script cannot hold them.
+            raise ResolverError(
+                f"environment variable '{name}' is not valid UTF-8",
+                hint=f"export {name} as UTF-8 text",
+            )
         return env[name]
     if len(args) == 2:
         return args[1]
