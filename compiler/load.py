@@ -150,7 +150,8 @@ def _merged_position(node: CommentedMap, key: Any) -> tuple[int, int]:
     while pending:
         source = pending.pop()
         if key in (source.lc.data or {}):
-            return tuple(source.lc.key(key))  # type: ignore[return-value]
+            line, col = source.lc.key(key)
+            return line, col
         if isinstance(source, CommentedMap):
             pending.extend(reversed(list(source.merge)))
     line, col = node.lc.line, node.lc.col

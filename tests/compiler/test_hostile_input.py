@@ -9,6 +9,7 @@ import pytest
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.guard import MAX_FILE_BYTES
 from oellm.compiler.load import load_file, load_text
+from oellm.compiler.pipeline import CompileRequest, compile_bundle
 
 BASE = "project: {name: fz}\nbackend: {bash: {command: 'true'}}\n"
 
@@ -220,3 +221,55 @@ def test_integers_beyond_64_bits_are_refused(text: str, where: str) -> None:
 def test_64_bit_integers_load() -> None:
     text = "a: 18446744073709551615\nb: -9223372036854775808\nc: 000000000000000000000001\n"
     assert load_text(text, "f.yaml").data == {"a": 2**64 - 1, "b": -(2**63), "c": 1}
+
+
+# -- interpolation
+
+
+def compile_refused(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        compile_bundle(CompileRequest(experiment=path))
+    rendered = "\n".join(problem.render() for problem in info.value.problems)
+    return rendered.replace(f"{tmp_path}/", "")
+
+
+def test_a_long_reference_chain_is_refused_at_its_start(tmp_path: Path) -> None:
+    chain = "".join(f"  a{i}: ${{.a{i + 1}}}\n" for i in range(3000))
+    text = BASE.replace("'true'", "'${vars.a0}'") + "vars:\n" + chain + "  a3000: 1\n"
+    message = compile_refused(tmp_path, text)
+    assert message.startswith("exp.yaml:2:18: backend.bash.command: interpolations refer through")
+    assert "more than 100 keys: backend.bash.command -> vars.a0 -> vars.a1 -> ..." in message
+
+
+def test_a_reference_chain_below_the_limit_resolves(tmp_path: Path) -> None:
+    chain = "".join(f"  a{i}: ${{.a{i + 1}}}\n" for i in range(90))
+    text = BASE.replace("'true'", "'${vars.a0}'") + "vars:\n" + chain + "  a90: echo\n"
+    path = tmp_path / "exp.yaml"
+    path.write_text(text, encoding="utf-8")
+    bundle = compile_bundle(CompileRequest(experiment=path))
+    assert b"echo" in bundle.files[bundle.lock["jobs"][0]["script"]]
+
+
+def test_a_string_bomb_is_refused_at_the_key(tmp_path: Path) -> None:
+    text = BASE + "vars:\n  a: xxxxxxxxxx\n"
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        text += f"  {name}: " + f"${{.{prev}}}" * 10 + "\n"
+    message = compile_refused(tmp_path, text)
+    assert message.startswith("exp.yaml:10:3: vars.g: interpolations make this value larger")
+
+
+def test_a_structure_bomb_is_refused_at_the_key(tmp_path: Path) -> None:
+    text = BASE + "vars:\n  a: {x: 1}\n"
+    for prev, name in zip("abcdefghi", "bcdefghij", strict=True):
+        refs = ", ".join(f"k{i}: '${{..{prev}}}'" for i in range(10))
+        text += f"  {name}: {{{refs}}}\n"
+    message = compile_refused(tmp_path, text)
+    assert message.startswith("exp.yaml:10:3: vars.g: references make this value hold 2,111,111")
+
+
+def test_deeply_nested_interpolations_are_refused(tmp_path: Path) -> None:
+    value = "${oc.concat:" * 500 + "x" + "}" * 500
+    message = compile_refused(tmp_path, BASE + f"vars: {{a: '{value}'}}\n")
+    assert message.startswith("exp.yaml:3:8: vars.a: interpolations are nested more than 32 deep")
