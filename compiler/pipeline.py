@@ -19,7 +19,7 @@ from .errors import ConfigError, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Resolver, static_parts
 from .library import Library
-from .limits import check_bundle_limits
+from .limits import check_bundle_limits, check_sweep_size
 from .overrides import COMMAND_LINE
 from .plan import plan_text
 from .render import render_script
@@ -70,6 +70,7 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
         if "sweep" in base
         else None
     )
+    check_sweep_size(base, request.env, origins, sweep)
     points = expand(sweep, lambda rel: origin_of(origins, ("sweep", *rel)))
     overridden = [
         o.split("=", 1)[0].lstrip("+")
