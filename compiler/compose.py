@@ -76,6 +76,12 @@ def compose(
     kept: list[_Entry] = []
     for entry in primary.entries:
         if entry.group is not None and entry.group in root_groups and entry.options is not None:
+            if entry.optional and not any(
+                library.find(f"{entry.group}/{option}") for option in entry.options
+            ):
+                # `optional /container: mine` without a mine.yaml keeps the root's choice:
+                # skipping the group altogether would leave the config without one.
+                continue
             replaced[entry.group] = entry
         elif entry.override and entry.group is not None:
             raise fail(
