@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ConfigError, Origin, fail
-from .guard import unencodable
+from .guard import MAX_DEPTH, unencodable
 from .load import load_text
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ def _parse_one(text: str, origin: Origin, library: Library) -> Override:
 def _check_key(key: str, text: str, origin: Origin) -> None:
     if not _KEY.fullmatch(key):
         raise fail(f"override '{text}': '{key}' is not a dotted key", origin)
+    if key.count(".") >= MAX_DEPTH:
+        raise fail(f"override key '{key[:40]}...' has more than {MAX_DEPTH} parts", origin)
 
 
 def _value(raw: str, text: str, origin: Origin) -> Any:
