@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import Origin, did_you_mean, fail
 from .library import Library
-from .load import Loaded, Path_, load_text
+from .load import Loaded, Path_, load_file
 from .overrides import Override, parse_overrides
 from .tree import delete_path, get_path, merge, set_path
 
@@ -76,6 +76,12 @@ def compose(
     kept: list[_Entry] = []
     for entry in primary.entries:
         if entry.group is not None and entry.group in root_groups and entry.options is not None:
+            if entry.optional and not any(
+                library.find(f"{entry.group}/{option}") for option in entry.options
+            ):
+                # `optional /container: mine` without a mine.yaml keeps the root's choice:
+                # skipping the group altogether would leave the config without one.
+                continue
             replaced[entry.group] = entry
         elif entry.override and entry.group is not None:
             raise fail(
@@ -272,11 +278,7 @@ def _load_node(
 
 
 def _read(path: Path, display: str) -> Loaded:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise fail(f"cannot read config file: {exc.strerror}", Origin(display, 1, 1)) from None
-    loaded = load_text(text, display)
+    loaded = load_file(path, display)
     if not isinstance(loaded.data, dict):
         raise fail("a config file must hold a mapping at the top", Origin(display, 1, 1))
     return loaded

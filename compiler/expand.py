@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from .errors import ConfigError, Origin, did_you_mean, fail
+from .guard import MAX_DEPTH
 
 Path = tuple[str | int, ...]
 """A path below the `sweep` mapping: mapping keys and list indices."""
@@ -345,9 +346,11 @@ def _list(node: object, path: Path, where: Where, what: str) -> list[object]:
 
 
 def _check_value_key(key: object, path: Path, where: Where) -> None:
+    key_path = (*path, str(key))
+    if isinstance(key, str) and key.count(".") >= MAX_DEPTH:
+        raise fail(f"a key of more than {MAX_DEPTH} parts", where(key_path), _key(key_path))
     if isinstance(key, str) and key and "" not in key.split("."):
         return
-    key_path = (*path, str(key))
     raise fail(
         f"{key!r} is not a config key",
         where(key_path),

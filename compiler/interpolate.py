@@ -29,28 +29,88 @@ from .tree import origin_of
 
 _MISSING = object()
 
+MAX_CHAIN = 100
+"""Keys one value may be looked up through (`a: ${b}`, `b: ${c}`, ...); resolution recurses."""
 
-def static_parts(tree: Any) -> frozenset[int]:
-    """Ids of the mappings and lists in `tree` that hold no interpolation at all.
+MAX_TEXT = 1_000_000
+"""Characters (or values, for a mapping or list made text) one interpolation may produce."""
+
+MAX_INT_BITS = 10_000
+"""As `safeeval.MAX_INT_BITS`: any such integer can still be printed."""
+
+
+MAX_VALUES = 1_000_000
+"""Values one resolved config may hold, counting a value each time a reference repeats it."""
+
+
+def static_parts(tree: Any) -> dict[int, int]:
+    """Ids of the mappings and lists in `tree` that hold no interpolation at all, with the
+    number of values in each.
 
     The per-job stage shares such parts with the base config instead of walking them again;
     the base stays alive for the whole compile, so these ids cannot be reused meanwhile.
     """
-    found: set[int] = set()
+    found: dict[int, int] = {}
 
-    def walk(node: Any) -> bool:
+    def walk(node: Any) -> tuple[bool, int]:
         if isinstance(node, dict):
-            clean = all([walk(v) for v in node.values()])
+            walked = [walk(v) for v in node.values()]
         elif isinstance(node, list):
-            clean = all([walk(v) for v in node])
+            walked = [walk(v) for v in node]
         else:
-            return not (isinstance(node, str) and "$" in node)
+            return not (isinstance(node, str) and "$" in node), 1
+        size = 1 + sum(size for _, size in walked)
+        clean = all(ok for ok, _ in walked)
         if clean:
-            found.add(id(node))
-        return clean
+            found[id(node)] = size
+        return clean, size
 
     walk(tree)
-    return frozenset(found)
+    return found
+
+
+def check_expanded(
+    config: dict[str, Any], origins: Mapping[Path_, Origin], static: Mapping[int, int]
+) -> None:
+    """Refuse a resolved config that repeats values past MAX_VALUES.
+
+    A resolved value is shared wherever it is referenced, so `b: {x: ${a}, y: ${a}}` and so on
+    for a few levels builds little but stands for billions of values to whatever walks it
+    (validation, rendering). Sizes are counted once per shared part, so this is linear.
+    """
+    sizes = dict(static)
+
+    def size_of(node: Any) -> int:
+        return sizes.get(id(node), 1) if isinstance(node, (dict, list)) else 1
+
+    pending: list[tuple[Any, bool]] = [(config, False)]
+    while pending:
+        node, children_done = pending.pop()
+        if id(node) in sizes:
+            continue
+        children = list(node.values()) if isinstance(node, dict) else list(node)
+        if children_done:
+            sizes[id(node)] = 1 + sum(size_of(child) for child in children)
+            continue
+        pending.append((node, True))
+        pending.extend((c, False) for c in children if isinstance(c, (dict, list)))
+    if sizes[id(config)] <= MAX_VALUES:
+        return
+    path: Path_ = ()
+    node = config
+    while isinstance(node, (dict, list)):
+        items = node.items() if isinstance(node, dict) else enumerate(node)
+        bigger = [(k, v) for k, v in items if size_of(v) > MAX_VALUES]
+        if not bigger:
+            break
+        key, node = bigger[0]
+        path = (*path, key)
+    raise fail(
+        f"references make this value hold {size_of(node):,} values; the limit is {MAX_VALUES:,}",
+        origin_of(origins, path),
+        key=_dotted(path),
+        hint="references that repeat other references multiply their size",
+    )
 
 
 class Resolver:
@@ -65,10 +125,10 @@ class Resolver:
         origins: Mapping[Path_, Origin],
         env: Mapping[str, str],
         keep_escaped: str | None = None,
-        static: frozenset[int] = frozenset(),
+        static: Mapping[int, int] | None = None,
     ) -> None:
         self.tree = tree
-        self.static = static
+        self.static = static or {}
         self.origins = origins
         self.env = env
         self.keep_escaped = keep_escaped
@@ -125,6 +185,15 @@ class Resolver:
                 origin_of(self.origins, path),
                 key=_dotted(path),
             )
+        if len(self._active) >= MAX_CHAIN:
+            start = self._active[0]
+            chain = " -> ".join(_dotted(p) for p in self._active[:3])
+            raise fail(
+                f"interpolations refer through more than {MAX_CHAIN} keys: {chain} -> ...",
+                origin_of(self.origins, start),
+                key=_dotted(start),
+                hint="refer to the value directly instead of through a long chain of keys",
+            )
         self._active.append(path)
         try:
             keep = self.keep_escaped is not None and path[:1] == (self.keep_escaped,)
@@ -146,13 +215,57 @@ class Resolver:
             value = self._part(template[0], path)
             return self._protected(value, path) if keep else value
         out = []
+        size = 0
         for part in template:
             if isinstance(part, str):
                 out.append(part)
             else:
-                text = text_of(self._part(part, path))
+                value = self._part(part, path)
+                self._check_size(value, path, MAX_TEXT - size)
+                text = text_of(value)
                 out.append(self._protected(text, path) if keep else text)
+            size += len(out[-1])
+            if size > MAX_TEXT:
+                raise self._too_big(path)
         return "".join(out)
+
+    def _check_size(self, value: Any, path: Path_, budget: int = MAX_TEXT) -> None:
+        """Refuse a value too large to carry on: strings past MAX_TEXT characters, mappings
+        and lists past MAX_TEXT values (counted with every shared part expanded, without ever
+        expanding them), integers too long to print."""
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value.bit_length() > MAX_INT_BITS:
+                raise fail(
+                    f"an interpolation makes an integer of more than {MAX_INT_BITS} bits",
+                    self._origin(path),
+                    key=_dotted(path),
+                )
+            return
+        if isinstance(value, str):
+            if len(value) > budget:
+                raise self._too_big(path)
+            return
+        if not isinstance(value, (dict, list)):
+            return
+        count = 0
+        pending = [value]
+        while pending:
+            node = pending.pop()
+            count += len(node) + 1 if isinstance(node, (str, dict, list)) else 1
+            if count > budget:
+                raise self._too_big(path)
+            if isinstance(node, dict):
+                pending.extend(node.values())
+            elif isinstance(node, list):
+                pending.extend(node)
+
+    def _too_big(self, path: Path_) -> ConfigError:
+        return fail(
+            f"interpolations make this value larger than {MAX_TEXT:,} characters",
+            self._origin(path),
+            key=_dotted(path),
+            hint="references that repeat other references multiply their size",
+        )
 
     def _protected(self, value: Any, path: Path_) -> Any:
         """A value resolved inside the sweep, escaped so that the per-job stage keeps it as
@@ -241,7 +354,7 @@ class Resolver:
         raw = call.name in TEXT_ARGUMENTS
         args = [self._arg(a, path, raw) for a in call.args]
         try:
-            return impl(self.env, args)
+            result = impl(self.env, args)
         except ResolverError as exc:
             raise fail(
                 f"{call.text}: {exc.message}",
@@ -249,6 +362,8 @@ class Resolver:
                 key=_dotted(path),
                 hint=exc.hint,
             ) from None
+        self._check_size(result, path)
+        return result
 
     def _select(self, call: Call, path: Path_) -> Any:
         # `oc.select` takes a key, not a value: a missing key gives the default.

@@ -1,8 +1,9 @@
 """Site limits (`slurm.limits`, carried by each cluster preset) checked at compile time.
 
 Per job: an explicit `--array` must fit under MaxArraySize, and a pre-timeout signal must not
-kill torchrun. Per bundle: the job count against the submit limit. `signal_lead_seconds` is for
-configs to use in `slurm.sbatch.signal`.
+kill torchrun. Per bundle: the job count against the submit limit, and before anything is
+expanded, the sweep's size against that limit and `max_sweep_points`. `signal_lead_seconds` is
+for configs to use in `slurm.sbatch.signal`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,11 @@ from typing import Any
 from .errors import Origin, fail
 from .interpolate import Resolver
 from .load import Path_
+from .sweep_size import sweep_size
 from .tree import origin_of
+
+MAX_SWEEP_POINTS = 100_000
+"""The default for `slurm.limits.max_sweep_points`: past it, compiling takes many minutes."""
 
 # One element of an --array spec: `7`, `0-31` or `1-31:2` (the `%N` throttle is split off first).
 _ARRAY_PART = re.compile(r"(\d+)(?:-(\d+)(?::\d+)?)?")
@@ -74,6 +79,52 @@ def check_signal(config: Mapping[str, Any], origins: Mapping[Path_, Origin], lau
         )
 
 
+def check_sweep_size(
+    base: dict[str, Any], env: Mapping[str, str], origins: Mapping[Path_, Origin], sweep: Any
+) -> None:
+    """Refuse a sweep too large to expand, counted from its factors, before it is expanded."""
+    size = sweep_size(sweep)
+    if size.points <= 1:
+        return
+    limits = _resolved_limits(base, env, origins)
+    cap = _int(limits.get("max_sweep_points")) or MAX_SWEEP_POINTS
+    where = origin_of(origins, ("sweep",))
+    if size.points > cap:
+        raise fail(
+            f"the sweep has {size.points:,} points ({size}); the limit is {cap:,}",
+            where,
+            key="sweep",
+            hint="sweep fewer values, split the sweep into several experiments, or raise "
+            "slurm.limits.max_sweep_points",
+        )
+    # Without a filter every point is a job, so the job limit can be judged now; with one,
+    # only the expanded bundle can tell (check_bundle_limits).
+    max_jobs = _int(limits.get("max_jobs"))
+    if max_jobs is not None and not size.filtered and size.points > max_jobs:
+        raise fail(
+            f"the sweep has {size.points:,} points ({size}), each a job; the site lets one "
+            f"user queue {max_jobs}",
+            where,
+            key="slurm.limits.max_jobs",
+            hint="split the sweep into several bundles, or raise slurm.limits.max_jobs if your "
+            "QoS allows more (`sacctmgr show qos format=name,maxsubmitpu`)",
+        )
+
+
+def _resolved_limits(
+    base: dict[str, Any], env: Mapping[str, str], origins: Mapping[Path_, Origin]
+) -> Mapping[str, Any]:
+    if "limits" not in (base.get("slurm") or {}):
+        return {}
+    limits = Resolver(base, origins, env).resolve(("slurm", "limits"))
+    return limits if isinstance(limits, Mapping) else {}
+
+
+def _int(value: Any) -> int | None:
+    """An integer limit, or None when it is unset (or not an integer: validation says so)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def check_bundle_limits(
     base: dict[str, Any],
     env: Mapping[str, str],
@@ -86,11 +137,7 @@ def check_bundle_limits(
 
     Needs every job at once, so the pipeline calls it after rendering (`jobs` are lock entries).
     """
-    if "limits" not in (base.get("slurm") or {}):
-        return
-    limits = Resolver(base, origins, env).resolve(("slurm", "limits"))
-    if not isinstance(limits, Mapping):
-        return
+    limits = _resolved_limits(base, env, origins)
     where = origin_of(origins, ("slurm", "limits"))
     max_jobs = limits.get("max_jobs")
     # Each link of a chain is a SLURM job of its own, queued at once behind the one before.

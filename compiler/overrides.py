@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import Origin, fail
 from .grammar import GrammarError, SweepError, parse_value
+from .guard import MAX_DEPTH, unencodable
 
 if TYPE_CHECKING:
     from .library import Library
@@ -44,6 +45,9 @@ def parse_overrides(texts: Sequence[str], library: Library) -> list[Override]:
 
 
 def _parse_one(text: str, origin: Origin, library: Library) -> Override:
+    if unencodable(text):
+        # Python keeps argv bytes that are not UTF-8 as lone surrogates; a script cannot hold them.
+        raise fail(f"override {text!r} is not valid UTF-8", origin)
     if text.startswith("~"):
         key, eq, raw = text[1:].partition("=")
         _check_key(key, text, origin)
@@ -76,6 +80,8 @@ def _parse_one(text: str, origin: Origin, library: Library) -> Override:
 def _check_key(key: str, text: str, origin: Origin) -> None:
     if not _KEY.fullmatch(key):
         raise fail(f"override '{text}': '{key}' is not a dotted key", origin)
+    if key.count(".") >= MAX_DEPTH:
+        raise fail(f"override key '{key[:40]}...' has more than {MAX_DEPTH} parts", origin)
 
 
 def _shifted(origin: Origin, by: int) -> Origin:

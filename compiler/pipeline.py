@@ -15,11 +15,11 @@ from typing import Any
 
 from . import arrays
 from .compose import compose
-from .errors import ConfigError, Problem, did_you_mean, fail
+from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Resolver, static_parts
 from .library import Library
-from .limits import check_bundle_limits
+from .limits import check_bundle_limits, check_sweep_size
 from .overrides import COMMAND_LINE
 from .plan import plan_text
 from .render import render_script
@@ -61,6 +61,19 @@ Progress = Callable[[int, int], None]
 
 
 def compile_bundle(request: CompileRequest, progress: Progress | None = None) -> Bundle:
+    try:
+        return _compile(request, progress)
+    except RecursionError:
+        # A backstop: the loader, the overrides and the resolver each bound their depth.
+        where = request.experiment or request.config_ref or COMMAND_LINE
+        raise fail(
+            "the config is nested too deeply to compile",
+            Origin(str(where), 1, 1),
+            hint="flatten deeply nested mappings, lists or dotted keys",
+        ) from None
+
+
+def _compile(request: CompileRequest, progress: Progress | None) -> Bundle:
     library = Library.for_experiment(request.experiment, request.config_dirs)
     composed = compose(library, request.experiment, request.config_ref, request.overrides)
     base, origins = composed.tree, composed.origins
@@ -70,6 +83,7 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
         if "sweep" in base
         else None
     )
+    check_sweep_size(base, request.env, origins, sweep)
     points = expand(sweep, lambda rel: origin_of(origins, ("sweep", *rel)))
     overridden = [
         o.split("=", 1)[0].lstrip("+")

@@ -14,7 +14,7 @@ from typing import Any
 
 from .errors import Origin, fail
 from .expand import Point
-from .interpolate import Resolver
+from .interpolate import Resolver, check_expanded
 from .load import Path_
 
 
@@ -86,7 +86,7 @@ def resolve_job(
     point: Point,
     env: Mapping[str, str],
     siblings: Mapping[str, Mapping[str, Any]] | None = None,
-    static: frozenset[int] = frozenset(),
+    static: Mapping[int, int] | None = None,
 ) -> JobConfig | None:
     """The job's resolved config, or None when one of the point's filters rejects it."""
     values = dict(point.values)
@@ -115,4 +115,5 @@ def resolve_job(
                 return None
         del tree[_FILTERS]
     config = {key: resolver.resolve((key,)) for key in tree}
+    check_expanded(config, ChainMap(resolver.derived, point_origins, base_origins), static or {})
     return JobConfig(config, ChainMap(resolver.derived, point_origins, base_origins))

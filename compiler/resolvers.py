@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .grammar import GrammarError, decode
+from .guard import unencodable
 from .safeeval import ExpressionError, evaluate
 
 _INT = re.compile(r"[-+]?[0-9][0-9_]*")
@@ -63,6 +64,12 @@ def _env(env: Mapping[str, str], args: list[Any]) -> Any:
         raise ResolverError("takes a variable name and an optional default")
     name = text_of(args[0])
     if name in env:
+        if unencodable(env[name]):
+            # Python keeps bytes that are not UTF-8 as lone surrogates; a script cannot hold them.
+            raise ResolverError(
+                f"environment variable '{name}' is not valid UTF-8",
+                hint=f"export {name} as UTF-8 text",
+            )
         return env[name]
     if len(args) == 2:
         default = args[1]

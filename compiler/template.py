@@ -39,6 +39,9 @@ Template = tuple[Part, ...]
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*(?=:)")
 
+MAX_NESTING = 32
+"""Interpolations inside interpolations, at most; parsing and resolving them recurse."""
+
 
 class ParseError(Exception):
     def __init__(self, message: str) -> None:
@@ -53,12 +56,14 @@ def has_interpolation(text: str) -> bool:
 @functools.lru_cache(maxsize=65536)
 def parse(text: str, keep_escaped: bool = False) -> Template:
     """Split a string into text and interpolations; cached, as strings repeat across jobs."""
-    parts, end = _parse_parts(text, 0, keep_escaped, stop="")
+    parts, end = _parse_parts(text, 0, keep_escaped, stop="", depth=0)
     assert end == len(text)
     return parts
 
 
-def _parse_parts(text: str, i: int, keep_escaped: bool, stop: str) -> tuple[Template, int]:
+def _parse_parts(
+    text: str, i: int, keep_escaped: bool, stop: str, depth: int
+) -> tuple[Template, int]:
     parts: list[Part] = []
     buf: list[str] = []
     n = len(text)
@@ -77,7 +82,7 @@ def _parse_parts(text: str, i: int, keep_escaped: bool, stop: str) -> tuple[Temp
             if buf:
                 parts.append("".join(buf))
                 buf = []
-            node, i = _parse_interp(text, i + 2, keep_escaped)
+            node, i = _parse_interp(text, i + 2, keep_escaped, depth + 1)
             parts.append(node)
             continue
         if stop and text[i] == "\\" and i + 1 < n:
@@ -91,14 +96,16 @@ def _parse_parts(text: str, i: int, keep_escaped: bool, stop: str) -> tuple[Temp
     return tuple(parts), i
 
 
-def _parse_interp(text: str, i: int, keep_escaped: bool) -> tuple[Key | Call, int]:
+def _parse_interp(text: str, i: int, keep_escaped: bool, depth: int) -> tuple[Key | Call, int]:
     start = i - 2
+    if depth > MAX_NESTING:
+        raise ParseError(f"interpolations are nested more than {MAX_NESTING} deep")
     name = _NAME.match(text, i)
     if name:
         i = name.end() + 1
         args: list[Arg] = []
         while True:
-            arg, i = _parse_arg(text, i, keep_escaped)
+            arg, i = _parse_arg(text, i, keep_escaped, depth)
             args.append(arg)
             if i >= len(text):
                 raise ParseError(f"unclosed interpolation '{text[start:]}'")
@@ -128,24 +135,26 @@ def split_key(path: str) -> list[str]:
     return [s for s in re.split(r"\.|\[|\]", path.replace("].", "]")) if s != ""] or [""]
 
 
-def _parse_arg(text: str, i: int, keep_escaped: bool) -> tuple[Arg, int]:
+def _parse_arg(text: str, i: int, keep_escaped: bool, depth: int) -> tuple[Arg, int]:
     n = len(text)
     while i < n and text[i] in " \t":
         i += 1
     if i < n and text[i] in "'\"":
         quote = text[i]
-        parts, j = _parse_quoted(text, i + 1, quote, keep_escaped)
+        parts, j = _parse_quoted(text, i + 1, quote, keep_escaped, depth)
         j += 1
         while j < n and text[j] in " \t":
             j += 1
         if j >= n or text[j] not in ",}":
             raise ParseError(f"expected ',' or '}}' after a quoted argument in '{text}'")
         return Arg(parts, quoted=True), j
-    parts, j = _parse_parts(text, i, keep_escaped, stop=",}")
+    parts, j = _parse_parts(text, i, keep_escaped, stop=",}", depth=depth)
     return Arg(_strip(parts), quoted=False), j
 
 
-def _parse_quoted(text: str, i: int, quote: str, keep_escaped: bool) -> tuple[Template, int]:
+def _parse_quoted(
+    text: str, i: int, quote: str, keep_escaped: bool, depth: int
+) -> tuple[Template, int]:
     parts: list[Part] = []
     buf: list[str] = []
     n = len(text)
@@ -167,7 +176,7 @@ def _parse_quoted(text: str, i: int, quote: str, keep_escaped: bool) -> tuple[Te
             if buf:
                 parts.append("".join(buf))
                 buf = []
-            node, i = _parse_interp(text, i + 2, keep_escaped)
+            node, i = _parse_interp(text, i + 2, keep_escaped, depth + 1)
             parts.append(node)
             continue
         buf.append(ch)

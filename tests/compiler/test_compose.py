@@ -83,6 +83,22 @@ def test_package_global_header_and_optional(lib: Path, tmp_path: Path) -> None:
     assert tree["from_global"] is True
 
 
+def test_a_missing_optional_choice_keeps_the_root_choice(lib: Path, tmp_path: Path) -> None:
+    tree = run(lib, "defaults:\n  - optional /slurm: nothing_here\n", tmp_path)
+    assert tree["slurm"]["sbatch"] == {"nodes": 1, "time": "01:00:00"}
+    assert tree["order"] == ["root"]
+
+
+def test_an_existing_optional_choice_replaces_the_root_choice(lib: Path, tmp_path: Path) -> None:
+    tree = run(lib, "defaults:\n  - optional /slurm: big\n", tmp_path)
+    assert tree["slurm"]["sbatch"]["nodes"] == 8
+
+
+def test_a_missing_optional_group_of_its_own_is_skipped(lib: Path, tmp_path: Path) -> None:
+    tree = run(lib, "defaults:\n  - optional /extras: nothing_here\n", tmp_path)
+    assert "extras" not in tree and tree["slurm"]["sbatch"]["nodes"] == 1
+
+
 def test_relative_entries_resolve_against_the_experiment_folder(lib: Path, tmp_path: Path) -> None:
     exp = write(
         lib / "experiments/mine.yaml", "defaults:\n  - base\n  - _self_\nproject: {name: m}\n"

@@ -304,3 +304,65 @@ def test_random_overrides_compile_or_fail_cleanly(
             override_list,
             env,
         )
+
+
+def compile_bytes_or_clean_error(folder: Path, data: bytes) -> Bundle | ConfigError:
+    """As compile_or_clean_error, for a file of any bytes."""
+    path = folder / "experiment.yaml"
+    path.write_bytes(data)
+    try:
+        return compile_bundle(CompileRequest(experiment=path))
+    except ConfigError as error:
+        assert error.problems and all(p.message.strip() for p in error.problems)
+        return error
+
+
+WORKING = b"project: {name: fz}\nbackend: {bash: {command: 'true'}}\n"
+RAW_PIECES = [
+    b"\xff", b"\xfe", b"\x00", b"\xe9", b"\xc3", b"\xef\xbb\xbf", b"\xff\xfe", b"\xed\xa0\x80",
+    b"\r", b"\r\n", b"\t", b"\x1b", b"\x85", b"\xe2\x80\xa8", b'"\\ud800"', b"&a ", b"*a",
+    b"<<: *a\n", b"!!omap ", b"!!python/object:os.system ", b"!!set ", b"!x ", b"[[[[", b"]]",
+    b"${a}", b"vars:\n  ", b": ", b"- ", b"# caf\xe9\n", b"9" * 30, b"0x" + b"f" * 30,
+]  # fmt: skip
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.binary(max_size=120)
+    | st.lists(st.sampled_from(RAW_PIECES) | st.binary(max_size=4), max_size=12).map(
+        lambda parts: WORKING + b"".join(parts)
+    )
+)
+def test_random_bytes_compile_or_fail_cleanly(data: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        compile_bytes_or_clean_error(Path(folder), data)
+
+
+# fmt: off
+ALIAS_ITEMS = [
+    "*a", "*b", "&b *a", "[*a, *a]", "{k: *a}", "{<<: *a}", "{<<: [*a, *b]}", "*nope",
+    "!!omap [{k: 1}]", "!!set {k}", "!!str 1", "!!int '3'", "!t x", "!!binary eA==",
+    '"\\ud800"', '"\\U0001F600"', "9" * 25, "-9223372036854775808", "'${..x}'", "'${.k0}'",
+]
+# fmt: on
+
+
+@st.composite
+def yaml_with_aliases(draw: st.DrawFn) -> str:
+    """A working config plus `vars` written by hand with anchors, aliases, merge keys and tags,
+    which a YAML dumper would never produce."""
+    lines = ["project: {name: fz}", "backend: {bash: {command: '${vars.x}'}}", "vars:"]
+    lines.append("  x: " + draw(st.sampled_from(["hi", "&a {k: 1}", "&a [1, 2]", "&a v", "1"])))
+    items = st.sampled_from(ALIAS_ITEMS) | texts.map(repr)
+    for number, item in enumerate(draw(st.lists(items, max_size=5))):
+        lines.append(f"  k{number}: {item}")
+    if draw(st.booleans()):
+        lines.append("  m:\n    <<: " + draw(st.sampled_from(["*a", "[*a]", "{z: 1}", "1"])))
+    return "\n".join(lines) + "\n"
+
+
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(yaml_with_aliases())
+def test_anchors_merges_and_tags_compile_or_fail_cleanly(text: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        compile_or_clean_error(Path(folder), text)
