@@ -260,6 +260,7 @@ def _register() -> None:
     """Commands that live in their own modules."""
     from oellm.container_cli import container_command
     from oellm.diff_cli import diff_command
+    from oellm.prepare_cli import prepare_command
     from oellm.reconcile_cli import cancel_command, reconcile_command, status_command
 
     for command in (
@@ -268,6 +269,7 @@ def _register() -> None:
         reconcile_command,
         status_command,
         cancel_command,
+        prepare_command,
     ):
         cli.add_command(command)
 

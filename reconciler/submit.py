@@ -229,8 +229,9 @@ class Submitter:
 
     def _folders(self, job: LockJob) -> None:
         # SLURM does not create the folder of --output; a missing one fails the job silently.
-        self.bundle.resolve(job.log_path).parent.mkdir(parents=True, exist_ok=True)
-        self.bundle.resolve(job.output_dir).mkdir(parents=True, exist_ok=True)
+        from .folders import make_job_folders
+
+        make_job_folders(self.bundle, job)
 
     def _sbatch(
         self, job: LockJob, tag: str, extra: tuple[str, ...]
