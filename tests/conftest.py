@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-START_HINT = "start it with: sudo bash tests/slurm/cluster.sh up"
+START_HINT = "start it (as root) with: bash tests/slurm/cluster.sh up"
 # sinfo long states in which the node accepts jobs; a suffix (*, ~, #, !, %) means it does not.
 USABLE_NODE_STATES = frozenset({"idle", "mixed", "allocated", "completing"})
 # sinfo and sacct retry for several seconds when a daemon is down; bound them.

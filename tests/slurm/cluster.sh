@@ -4,7 +4,7 @@
 # slurmctld and slurmd by pid files kept under one runtime directory. Facts behind the odd lines
 # are in shared/reference/local-slurm.md.
 #
-# Usage: sudo bash tests/slurm/cluster.sh up|down|status|stop-ctld|start-ctld
+# Usage (as root): bash tests/slurm/cluster.sh up|down|status|stop-ctld|start-ctld
 # Environment: OELLM_SLURM_DIR (runtime dir, default /var/tmp/oellm-slurm),
 #              OELLM_SLURM_WAIT (seconds to wait for health, default 60).
 set -euo pipefail
