@@ -12,13 +12,14 @@ from pathlib import Path
 
 import click
 
-from oellm.cli import guarded
+from oellm.errors import EXIT_OK
+from oellm.guard import guarded
 
 
 @click.command("prepare")
 @click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
 @guarded
-def prepare_command(bundle: Path) -> None:
+def prepare_command(bundle: Path) -> int:
     """Create the log folder and output dir of every job of BUNDLE, so that its scripts can be
     submitted by hand (`sbatch BUNDLE/jobs/JOB.sbatch`, from the folder that holds BUNDLE).
 
@@ -39,6 +40,7 @@ def prepare_command(bundle: Path) -> None:
     root = loaded.root
     where = "this folder" if root == Path.cwd().resolve() else str(root)
     click.echo(f"submit by hand from {where}: relative paths in the bundle start there")
+    return EXIT_OK
 
 
 def _shown(folder: Path) -> str:

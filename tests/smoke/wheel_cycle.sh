@@ -41,11 +41,11 @@ json_check() {
 data = json.load(open(sys.argv[1]))
 assert eval(sys.argv[2]), (sys.argv[2], data)' "$1" "$2" || fail "$1: expected $2"
 }
-# state_of DIR [OPTION...]: the state `oellm status --json` gives the one job of DIR/bundle.
-state_of() {
-  (cd "$1" && oellm status bundle --json "${@:2}") >"$work/status.json" || fail "status of $1"
-  "$venv/bin/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))[0]["state"])' \
-    "$work/status.json"
+# field_of DIR FIELD [OPTION...]: FIELD of the one job of DIR/bundle in `oellm status --json`.
+field_of() {
+  (cd "$1" && oellm status bundle --json "${@:3}") >"$work/status.json" || fail "status of $1"
+  "$venv/bin/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))[0][sys.argv[2]])' \
+    "$work/status.json" "$2"
 }
 
 step "build the wheel ($python)"
@@ -76,7 +76,7 @@ expect 0 oellm compile "$demo" -o bundle --check
 expect 0 oellm reconcile bundle --wait --scheduler local --interval 1
 grep -q "hello from demo" output/demo/slurm-*.log || fail "the local job's log lacks its output"
 expect 0 oellm status bundle --scheduler local
-test "$(state_of "$work/local" --scheduler local)" = COMPLETED || fail "the local job is not completed"
+test "$(field_of "$work/local" state --scheduler local)" = COMPLETED || fail "the local job is not completed"
 
 step "SLURM: compile, reconcile --wait, status, status --json"
 mkdir -p "$work/slurm" && cd "$work/slurm"
@@ -91,19 +91,19 @@ step "SLURM: cancel a long job"
 mkdir -p "$work/cancel" && cd "$work/cancel"
 expect 0 oellm compile "$demo" -o bundle "backend.bash.command=sleep 300"
 expect 1 oellm reconcile bundle --scheduler slurm  # 1: it acted (submitted)
-state=$(state_of "$work/cancel")
-submitted+=("$("$venv/bin/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))[0]["job_id"])' "$work/status.json")")
+job_id=$(field_of "$work/cancel" job_id)
+submitted+=("$job_id")
 for _ in $(seq 60); do
+  state=$(field_of "$work/cancel" state)
   [ "$state" = RUNNING ] && break
   sleep 1
-  state=$(state_of "$work/cancel")
 done
 [ "$state" = RUNNING ] || fail "the long job is $state, not running"
 expect 1 oellm cancel bundle  # 1: it acted (cancelled)
 expect 0 oellm status bundle
-state=$(state_of "$work/cancel")
+state=$(field_of "$work/cancel" state)
 [ "$state" = CANCELLED ] || fail "after cancel the job is $state, not cancelled"
-test -z "$(squeue -h -j "${submitted[-1]}" -t PD,R 2>/dev/null)" || fail "job ${submitted[-1]} still in squeue"
+test -z "$(squeue -h -j "$job_id" -t PD,R 2>/dev/null)" || fail "job $job_id is still in squeue"
 
 step "diff two bundles"
 cd "$work"
