@@ -222,6 +222,16 @@ def base_project(base: dict[str, Any], env: Mapping[str, str], origins: Any) -> 
             )
             for p in error.problems
         ) from None
+    for key in ("name", "output_dir", "state_dir"):
+        # Jobs are validated one by one; the project as the whole bundle sees it is checked
+        # here (a sweep may set it per job while the base holds something else).
+        if key in project and not isinstance(project[key], str):
+            raise fail(
+                f"must be text, not {type(project[key]).__name__} {project[key]!r}",
+                origin_of(origins, ("project", key)),
+                key=f"project.{key}",
+                hint="project.* names the whole experiment: give it one text value",
+            )
     return {k: project[k] for k in ("name", "output_dir", "state_dir") if k in project}
 
 

@@ -244,3 +244,20 @@ def test_one_owner_of_restarts(tmp_path: Path) -> None:
     )
     script = compile_file(slurm_owns).files["jobs/x.sbatch"].decode()
     assert "#SBATCH --requeue\n" in script and "--no-requeue" not in script
+
+
+def test_a_project_value_that_is_not_text_is_refused_even_when_swept(tmp_path: Path) -> None:
+    """The sweep sets project.output_dir per job; the bundle's own project comes from the base
+    config, which the per-job validation does not see."""
+    exp = write(
+        tmp_path / "exp.yaml",
+        """
+        project: {name: x, output_dir: false}
+        backend: {bash: {command: "true"}}
+        job: {name: "j_${vars.i}_${project.output_dir}"}
+        vars: {i: 0}
+        sweep: {params: {vars.i: [1, 2], project.output_dir: [a, b]}}
+        """,
+    )
+    error = compile_error(exp)
+    assert rendered(error).startswith(f"{exp}:1:20: project.output_dir: must be text")
