@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from oellm.errors import OellmError
+
 
 @dataclass(frozen=True)
 class Origin:
@@ -40,14 +42,20 @@ class Problem:
         return text
 
 
-class ConfigError(Exception):
+class ConfigError(OellmError):
     """One or more user errors in the config; the CLI prints them and exits 2."""
+
+    positioned = True
 
     def __init__(self, problems: Problem | Iterable[Problem]) -> None:
         self.problems: tuple[Problem, ...] = (
             (problems,) if isinstance(problems, Problem) else tuple(problems)
         )
         super().__init__("\n".join(p.render() for p in self.problems))
+
+    def render(self) -> str:
+        """One block per problem; a problem with no file says `error:` first."""
+        return "\n".join(p.render() if p.origin else f"error: {p.render()}" for p in self.problems)
 
     def __iter__(self) -> Iterator[Problem]:
         return iter(self.problems)

@@ -18,22 +18,16 @@ from pathlib import Path
 
 import jinja2
 
+from oellm.errors import OellmError
+
 RUNTIMES = ("apptainer", "singularity")
 # Header lines and %labels are read by the runtime, not by a shell: no quoting exists there,
 # so a value must be one printable word (labels may hold spaces, not line breaks).
 _HEADER_WORD = re.compile(r"[^\s\"'\\]+")
 
 
-class ContainerError(Exception):
+class ContainerError(OellmError):
     """A bad request (unknown variant, a value a definition cannot hold); the CLI exits 2."""
-
-    def __init__(self, message: str, hint: str | None = None) -> None:
-        self.message = message
-        self.hint = hint
-        super().__init__(message)
-
-    def render(self) -> str:
-        return self.message + (f"\n  hint: {self.hint}" if self.hint else "")
 
 
 @dataclass(frozen=True)

@@ -1,37 +1,28 @@
-"""The `oellm` command: a thin dispatcher that renders errors and owns the exit codes.
-
-Exit codes: 0 ok; 1 ran fine and found a difference; 2 user error (bad config or usage);
-3 internal error (a bug: the traceback goes to a log file, not the terminal).
+"""The `oellm` command: a thin dispatcher. Commands return their exit code; `oellm.guard`
+renders errors (the exit-code table is in `oellm.errors`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
 import sys
-import tempfile
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING
 
 import click
 
 from oellm import __version__
-from oellm.compiler.errors import ConfigError
-from oellm.reconciler.errors import ReconcileError
+from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_USER
+from oellm.guard import guarded, protect_stdout
 
 if TYPE_CHECKING:
     from oellm.compiler.pipeline import CompileRequest
 
-EXIT_OK = 0
-EXIT_DIFFERENT = 1
-EXIT_USER_ERROR = 2
-EXIT_INTERNAL = 3
-
 log = logging.getLogger("oellm")
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _setup_logging(verbose: bool, debug: bool) -> None:
@@ -43,49 +34,12 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
         level = logging.INFO
     if debug:
         level = logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-
-
-def _fail_user(error: ConfigError) -> NoReturn:
-    for problem in error.problems:
-        click.echo(
-            f"error: {problem.render()}" if not problem.origin else problem.render(), err=True
-        )
-    sys.exit(EXIT_USER_ERROR)
-
-
-def _fail_internal(exc: BaseException) -> NoReturn:
-    fd, name = tempfile.mkstemp(prefix="oellm-crash-", suffix=".log")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"oellm {__version__}\nargv: {sys.argv!r}\n\n")
-        handle.write("".join(traceback.format_exception(exc)))
-    click.echo(
-        f"internal error: {type(exc).__name__}: {exc}\n"
-        f"  this is a bug in oellm; the traceback is in {name}",
-        err=True,
+    logging.basicConfig(
+        level=level,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
     )
-    sys.exit(EXIT_INTERNAL)
-
-
-def guarded(func: F) -> F:
-    """Turn user errors into exit 2 and anything unexpected into exit 3 with a crash log."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except ConfigError as error:
-            _fail_user(error)
-        except ReconcileError as error:
-            click.echo(f"error: {error.render()}", err=True)
-            sys.exit(EXIT_USER_ERROR)
-        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            _fail_internal(exc)
-
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
-    return wrapper  # type: ignore[return-value]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -160,7 +114,7 @@ def compile_command(
     config_dirs: tuple[Path, ...],
     moved: tuple[str, ...],
     check: bool,
-) -> None:
+) -> int:
     """Compile an experiment into a bundle of sbatch scripts and a plan lockfile.
 
     \b
@@ -171,8 +125,6 @@ def compile_command(
       ~drop.key                  delete a key
       slurm=leonardo             choose a config group option
     """
-    import dataclasses
-
     from oellm.compiler.pipeline import compile_bundle
     from oellm.compiler.write import write_bundle
 
@@ -190,15 +142,16 @@ def compile_command(
         same, text = check_bundle(bundle, output)
         if not same:
             click.echo(text, nl=not text.endswith("\n"))
-            sys.exit(EXIT_DIFFERENT)
+            return EXIT_DIFFERENT
         click.echo(f"{output} is up to date")
-        return
+        return EXIT_OK
     write_bundle(bundle, output)
     jobs = len(bundle.lock["jobs"])
     click.echo(
         f"wrote {output}: {jobs} job{'s' if jobs != 1 else ''}, "
         f"bundle {bundle.lock['bundle_id'][:12]}"
     )
+    return EXIT_OK
 
 
 class _Progress:
@@ -274,7 +227,7 @@ def plan_command(
     config_dirs: tuple[Path, ...],
     max_jobs_per_stage: int,
     fmt: str,
-) -> None:
+) -> int:
     """Show the plan of an experiment (compiled in memory) or of a compiled bundle.
 
     \b
@@ -300,10 +253,11 @@ def plan_command(
         click.echo(plan_mermaid(lock), nl=False)
     else:
         click.echo(plan_text(lock, max_jobs_per_stage), nl=False)
+    return EXIT_OK
 
 
 def _register() -> None:
-    """Commands that live in their own modules (they import `guarded` from here)."""
+    """Commands that live in their own modules."""
     from oellm.container_cli import container_command
     from oellm.diff_cli import diff_command
     from oellm.reconcile_cli import cancel_command, reconcile_command, status_command
@@ -322,13 +276,14 @@ _register()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    protect_stdout()
     try:
         cli.main(
             args=list(argv) if argv is not None else None, prog_name="oellm", standalone_mode=True
         )
     except SystemExit as exit_:
         code = exit_.code
-        return code if isinstance(code, int) else (0 if code is None else EXIT_USER_ERROR)
+        return code if isinstance(code, int) else (0 if code is None else EXIT_USER)
     return EXIT_OK
 
 

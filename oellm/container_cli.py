@@ -9,9 +9,7 @@ failed (its output is shown); 2 a usage error, or no container runtime on this m
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
@@ -23,11 +21,11 @@ from oellm.container.build import (
     build_argv,
     render_definition,
 )
-from oellm.reconciler.errors import SchedulerError
-from oellm.reconciler.runner import run
+from oellm.errors import EXIT_DIFFERENT, EXIT_OK, CommandError
+from oellm.guard import guarded
+from oellm.shell import run
 
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_FAILED = EXIT_DIFFERENT  # the build ran and failed
 # Pulling a vendor PyTorch image and installing into it takes minutes to an hour.
 DEFAULT_BUILD_TIMEOUT_S = 4 * 3600.0
 
@@ -73,11 +71,6 @@ def _request(
     return Request(variant, base, megatron_repo, megatron_ref, packages)
 
 
-def _user_error(message: str) -> NoReturn:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(EXIT_USAGE)
-
-
 @click.group("container")
 def container_command() -> None:
     """Render or build the Megatron training images (Apptainer definitions).
@@ -98,6 +91,7 @@ def container_command() -> None:
     type=click.Path(path_type=Path, dir_okay=False),
     help="Write the definition to this file instead of standard output.",
 )
+@guarded
 def render_command(
     variant: str,
     base: str | None,
@@ -105,17 +99,15 @@ def render_command(
     megatron_ref: str,
     packages: tuple[str, ...],
     output: Path | None,
-) -> None:
+) -> int:
     """Print the Apptainer definition of a training image."""
-    try:
-        text = render_definition(_request(variant, base, megatron_repo, megatron_ref, packages))
-    except ContainerError as error:
-        _user_error(error.render())
+    text = render_definition(_request(variant, base, megatron_repo, megatron_ref, packages))
     if output is None:
         click.echo(text, nl=False)
-        return
+        return EXIT_OK
     output.write_text(text, encoding="utf-8")
     click.echo(f"wrote {output}")
+    return EXIT_OK
 
 
 @container_command.command("build")
@@ -136,6 +128,7 @@ def render_command(
     show_default=True,
     help="Give up after this many seconds.",
 )
+@guarded
 def build_command(
     variant: str,
     image: Path,
@@ -147,33 +140,31 @@ def build_command(
     fakeroot: bool,
     force: bool,
     timeout: float,
-) -> None:
+) -> int:
     """Build a training image IMAGE (.sif) with apptainer or singularity."""
-    try:
-        text = render_definition(_request(variant, base, megatron_repo, megatron_ref, packages))
-        found = _runtime(runtime)
-        if image.exists() and not force:
-            raise ContainerError(f"{image} exists", hint="pass --force to overwrite it")
-        definition = image.with_name(image.name + ".def")
-        argv = build_argv(found, definition, image, fakeroot=fakeroot, force=force)
-    except ContainerError as error:
-        _user_error(error.render())
+    text = render_definition(_request(variant, base, megatron_repo, megatron_ref, packages))
+    found = _runtime(runtime)
+    if image.exists() and not force:
+        raise ContainerError(f"{image} exists", hint="pass --force to overwrite it")
+    definition = image.with_name(image.name + ".def")
+    argv = build_argv(found, definition, image, fakeroot=fakeroot, force=force)
     image.parent.mkdir(parents=True, exist_ok=True)
     definition.write_text(text, encoding="utf-8")
     click.echo(f"wrote {definition}; running: {' '.join(argv)}", err=True)
     try:
         done = run(argv, timeout=timeout)
-    except SchedulerError as error:
+    except CommandError as error:
         click.echo(f"error: {error}", err=True)
-        sys.exit(EXIT_FAILED)
+        return EXIT_FAILED
     output = (done.stdout + done.stderr).rstrip()
     if done.returncode != 0:
         click.echo(output, err=True)
         click.echo(f"error: {argv[0]} build failed (exit {done.returncode})", err=True)
-        sys.exit(EXIT_FAILED)
+        return EXIT_FAILED
     if output:
         click.echo(output, err=True)
     click.echo(f"built {image}")
+    return EXIT_OK
 
 
 def _runtime(wanted: str | None) -> str:

@@ -1,7 +1,7 @@
 """`oellm diff OLD NEW` (each side a bundle folder or a git revision of one) and the comparison
 behind `oellm compile --check`.
 
-Git is asked through the one door to the shell (`reconciler/runner.py`); a revision's bundle
+Git is asked through the one door to the shell (`oellm/shell.py`); a revision's bundle
 arrives as a `git archive` tar file, so every byte is read as committed.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tarfile
 import tempfile
 from collections.abc import Sequence
@@ -21,11 +20,10 @@ from oellm.compiler.diff import LOCK_NAME, compare
 from oellm.compiler.diff_render import check_text, render_json, render_text
 from oellm.compiler.errors import fail
 from oellm.compiler.pipeline import Bundle
-from oellm.reconciler.errors import SchedulerError
-from oellm.reconciler.runner import Completed, run
+from oellm.errors import EXIT_DIFFERENT, EXIT_OK, CommandError
+from oellm.guard import guarded
+from oellm.shell import Completed, run
 
-EXIT_SAME = 0
-EXIT_DIFFERENT = 1
 # A big repository can take a while to pack a tree; a hung git must still not hang a hook.
 GIT_TIMEOUT_S = 120.0
 _PATH_HINT = (
@@ -95,7 +93,7 @@ def _read_tar(path: Path) -> dict[str, bytes]:
 def _git(args: Sequence[str], cwd: Path | None) -> Completed:
     try:
         return run(["git", *args], timeout=GIT_TIMEOUT_S, cwd=cwd)
-    except SchedulerError as error:
+    except CommandError as error:
         raise fail(
             f"cannot run git: {error.message}",
             hint="install git, or compare two bundle folders",
@@ -180,9 +178,10 @@ def check_bundle(bundle: Bundle, out: Path, color: bool = False) -> tuple[bool, 
     help="Job OLD is now called NEW: shown as a rename (repeatable).",
 )
 @click.option("--color/--no-color", default=None, help="Color the text (default: on a terminal).")
+@guarded
 def diff_command(
     old: str, new: str, as_json: bool, moved: tuple[str, ...], color: bool | None
-) -> None:
+) -> int:
     """Show what changed between two bundles: jobs added, removed, renamed and changed (which
     params, which lock fields, the script diff), and how many are unchanged.
 
@@ -193,17 +192,10 @@ def diff_command(
       oellm diff main:exp/bundle HEAD:exp/bundle
     Exit codes: 0 identical, 1 different, 2 a side is not a bundle or not a revision.
     """
-    # Imported here: oellm.cli registers this command, so it imports this module first.
-    from oellm.cli import guarded
-
-    guarded(_diff)(old, new, as_json, moved, color)
-
-
-def _diff(old: str, new: str, as_json: bool, moved: tuple[str, ...], color: bool | None) -> None:
     renames = parse_moved(moved)
     result = compare(read_side(old, new), read_side(new, old), renames)
     if as_json:
         click.echo(json.dumps(render_json(result), indent=2, ensure_ascii=False))
     else:
         click.echo(render_text(result, color=color is not False), nl=False, color=color)
-    sys.exit(EXIT_SAME if result.identical else EXIT_DIFFERENT)
+    return EXIT_OK if result.identical else EXIT_DIFFERENT

@@ -7,14 +7,14 @@ Exit codes of `reconcile`: 0 nothing to do, 1 acted, 2 a problem with the bundle
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
-from oellm.cli import guarded
+from oellm.errors import EXIT_DIFFERENT, EXIT_OK
+from oellm.guard import guarded
 
 _BUNDLE = click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
 _SCHEDULER = click.option(
@@ -59,7 +59,7 @@ def reconcile_command(
     prune: bool,
     allow_edited: bool,
     scheduler: str | None,
-) -> None:
+) -> int:
     """Make the scheduler match the bundle: submit what is ready, cancel what must stop,
     record what finished. Stateless and safe to run from cron, or twice at once.
 
@@ -92,13 +92,13 @@ def reconcile_command(
             click.echo(f"error: {error}", err=True)
         if not report.observation.available:
             click.echo(f"scheduler unavailable: {report.observation.error}", err=True)
-        sys.exit(report.exit_code)
+        return report.exit_code
     lock = StateLock(session.bundle.state_path)
     try:
         lock.acquire()
     except Busy as busy:
         click.echo(str(busy))
-        sys.exit(EXIT_QUIET)
+        return EXIT_QUIET
     try:
         while True:
             report = reconcile_once(session, dry_run, say, lock=lock)
@@ -117,7 +117,7 @@ def reconcile_command(
     ]
     if failed:
         click.echo(f"finished; not completed: {', '.join(failed)}")
-    sys.exit(1 if failed else 0)
+    return EXIT_DIFFERENT if failed else EXIT_OK
 
 
 @click.command("status")
@@ -126,7 +126,7 @@ def reconcile_command(
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @_SCHEDULER
 @guarded
-def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str | None) -> None:
+def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str | None) -> int:
     """Show every job of a bundle (stage, state, attempt, scheduler id, why), or with JOB
     that job's attempt ledger: each attempt's cause, outcome, events and actions."""
     import dataclasses
@@ -136,11 +136,11 @@ def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str 
     session = Session(bundle, scheduler, allow_edited=True)
     if job is not None:
         _show_ledger(session, job, as_json)
-        return
+        return EXIT_OK
     rows, obs = status(session)
     if as_json:
         click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
-        return
+        return EXIT_OK
     table = [("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "REASON", "LAST EVENT")]
     for r in rows:
         table.append(
@@ -160,6 +160,7 @@ def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str 
             f"(scheduler unavailable: states marked ? are the last known ones: {obs.error})",
             err=True,
         )
+    return EXIT_OK
 
 
 def _print_table(table: Sequence[Sequence[str]]) -> None:
@@ -231,8 +232,8 @@ def _show_ledger(session: Any, job: str, as_json: bool) -> None:
 @click.argument("jobs", nargs=-1)
 @_SCHEDULER
 @guarded
-def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -> None:
+def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -> int:
     """Cancel jobs of a bundle (all of them when none are named); they are not resubmitted."""
     from oellm.reconciler.reconcile import Session, cancel_jobs
 
-    sys.exit(cancel_jobs(Session(bundle, scheduler), jobs, click.echo))
+    return cancel_jobs(Session(bundle, scheduler), jobs, click.echo)

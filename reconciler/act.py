@@ -14,6 +14,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from oellm.errors import CommandError
+from oellm.shell import run
+
 from .bundle import Bundle
 from .decide import Action
 from .errors import SchedulerError, SchedulerUnavailable
@@ -357,13 +360,11 @@ def _format(template: str, fields: Mapping[str, str]) -> str:
 
 
 def _run_hook(command: str | list[str], fields: Mapping[str, str], bundle: Bundle) -> bool:
-    from .runner import run
-
     argv = ["bash", "-c", command] if isinstance(command, str) else list(command)
     env = {**os.environ, **{f"OELLM_{k.upper()}": v for k, v in fields.items()}}
     try:
         return run(argv, timeout=300, cwd=bundle.root, env=env).returncode == 0
-    except SchedulerError:
+    except CommandError:
         return False
 
 

@@ -13,11 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from oellm.errors import CommandError
+from oellm.shell import run
+
 from .act import Outcome, act
 from .actions import OBSERVATIONS
 from .bundle import Bundle, LockJob, load_bundle
 from .decide import INTENT_GRACE, Action, Current, Options, current, decide
-from .errors import ReconcileError, SchedulerError
+from .errors import ReconcileError
 from .lock import Busy, StateLock
 from .observe import Observation, observe
 from .records import Dropped, History, Records
@@ -52,11 +55,9 @@ def make_scheduler(name: str | None, state_dir: Path) -> Scheduler:
 
 
 def run_command(argv: tuple[str, ...], cwd: Path) -> bool:
-    from .runner import run
-
     try:
         return run(list(argv), timeout=60, cwd=cwd).returncode == 0
-    except SchedulerError:
+    except CommandError:
         return False
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,43 @@ def test_log_level_from_environment(
     assert logging.getLogger().level == logging.INFO
     run(["--debug", "compile", str(EXAMPLES / "demo.yaml"), "-o", str(tmp_path / "b")], capsys)
     assert logging.getLogger().level == logging.DEBUG
+
+
+def _closed_early(args: list[str]) -> tuple[int, str]:
+    """Run `oellm ARGS`, read one line of its output, then close the pipe (as `| head -1`
+    does); return its exit status and what it wrote to stderr."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "oellm", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return proc.wait(timeout=120), err
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+    exp = write(
+        tmp_path / "exp.yaml",
+        """
+        project: {name: pipe}
+        job: {name: "p_${vars.i}_${vars.j}"}
+        vars: {i: 0, j: 0}
+        backend: {bash: {command: "true"}}
+        sweep:
+          type: product
+          params: {vars.i: VALUES, vars.j: [0, 1, 2, 3, 4]}
+        """.replace("VALUES", str(list(range(400)))),
+    )
+    bundle = tmp_path / "b"
+    assert main(["compile", str(exp), "-o", str(bundle)]) == 0
+    # 2,000 rows: more than a pipe buffer holds, so the writer meets the closed pipe.
+    for args in (
+        ["status", str(bundle), "--scheduler", "local"],
+        ["reconcile", str(bundle), "--dry-run", "--scheduler", "local"],
+    ):
+        code, err = _closed_early(args)
+        assert (code, err) == (0, ""), args

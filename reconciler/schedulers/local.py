@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import cast, get_args
 
+from oellm.errors import CommandError
 from oellm.reconciler.errors import SchedulerError
-from oellm.reconciler.runner import spawn_detached
 from oellm.reconciler.schedulers import JobState, SchedulerJob, Submission
 from oellm.reconciler.schedulers.local_wrapper import (
     JobSpec,
@@ -41,6 +41,7 @@ from oellm.reconciler.schedulers.local_wrapper import (
     waiting_for,
     write_json,
 )
+from oellm.shell import spawn_detached
 
 WRAPPER_MODULE = "oellm.reconciler.schedulers.local_wrapper"
 # SLURM's default KillWait: seconds between SIGTERM and SIGKILL at a time limit or cancel.
@@ -144,9 +145,9 @@ class LocalScheduler:
                 env=None,
                 stdout_path=self.files.log(job_id),
             )
-        except SchedulerError:
+        except CommandError as exc:
             self.files.spec(job_id).unlink(missing_ok=True)  # never started: no such job
-            raise
+            raise SchedulerError(exc.argv, exc.message, exc.output) from exc
         write_json(self.files.pid(job_id), {"pid": pid, "starttime": proc_starttime(pid)})
         return job_id
 

@@ -1,6 +1,7 @@
 """The SLURM scheduler: pure argv builders, pure parsers of `sbatch`/`squeue`/`sacct` output into
-`SchedulerJob` rows, and `SlurmScheduler`, which joins them through the one runner. Facts cited
-as "anchors 3.x" are in shared/reference/anchors.md; recorded outputs are in tests/slurm/recorded.
+`SchedulerJob` rows, and `SlurmScheduler`, which joins them through the one door to the shell
+(`oellm.shell`). Facts cited as "anchors 3.x" are in shared/reference/anchors.md; recorded
+outputs are in tests/slurm/recorded.
 """
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol, get_args
 
-from oellm.reconciler import runner
+from oellm import shell
+from oellm.errors import CommandError, CommandTimeout
 from oellm.reconciler.arrays import expand_task_ids
 from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable
-from oellm.reconciler.runner import Completed
 from oellm.reconciler.schedulers import FINISHED, JobState, SchedulerJob, Submission
+from oellm.shell import Completed
 
 SUBMIT_TIMEOUT_S = 60.0  # sbatch alone retries ~9 s when slurmctld is down; a busy one is slower
 QUERY_TIMEOUT_S = 30.0
@@ -52,7 +54,7 @@ _EMPTY = frozenset({"", "None", "Unknown", "None assigned", "(null)"})
 
 
 class Run(Protocol):
-    """The shape of `runner.run`, so a test can pass a fake at the subprocess boundary."""
+    """The shape of `shell.run`, so a test can pass a fake at the subprocess boundary."""
 
     def __call__(
         self,
@@ -299,17 +301,33 @@ class SlurmScheduler:
 
     def __init__(
         self,
-        run: Run = runner.run,
+        run: Run = shell.run,
         user: str | None = None,
         submit_timeout: float = SUBMIT_TIMEOUT_S,
         query_timeout: float = QUERY_TIMEOUT_S,
         cancel_timeout: float = CANCEL_TIMEOUT_S,
     ) -> None:
-        self._run = run
+        self._shell_run = run
         self._user = user
         self._submit_timeout = submit_timeout
         self._query_timeout = query_timeout
         self._cancel_timeout = cancel_timeout
+
+    def _run(
+        self,
+        argv: Sequence[str],
+        timeout: float,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Completed:
+        """One SLURM command; a timeout means SLURM did not answer (retry later), a command
+        that cannot be started is the scheduler saying no."""
+        try:
+            return self._shell_run(argv, timeout, cwd=cwd, env=env)
+        except CommandTimeout as exc:
+            raise SchedulerUnavailable(exc.argv, exc.message, exc.output) from exc
+        except CommandError as exc:
+            raise SchedulerError(exc.argv, exc.message, exc.output) from exc
 
     def submit(self, submission: Submission) -> str:
         # Any error here leaves the outcome unknown (a timed-out sbatch may have created the

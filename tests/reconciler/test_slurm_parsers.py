@@ -1,13 +1,11 @@
 """The SLURM scheduler's pure pieces on output recorded from the real local cluster
 (tests/slurm/recorded): parsers, argv builders, the squeue/sacct merge, error classification,
-and the scheduler's calls through a fake runner. Last, the runner itself on harmless commands.
+and the scheduler's calls through a fake at the subprocess boundary.
 """
 
 from __future__ import annotations
 
 import os
-import sys
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -15,9 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from oellm.reconciler import runner
 from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable
-from oellm.reconciler.runner import Completed
 from oellm.reconciler.schedulers import SchedulerJob, Submission
 from oellm.reconciler.schedulers.slurm import (
     SACCT_FIELDS,
@@ -38,6 +34,7 @@ from oellm.reconciler.schedulers.slurm import (
     split_squeue_line,
     squeue_argv,
 )
+from oellm.shell import Completed
 
 RECORDED = Path(__file__).resolve().parents[1] / "slurm" / "recorded"
 STDOUT_MARK = "# --- stdout ---"
@@ -425,7 +422,7 @@ def test_an_unknown_job_id_is_an_error_not_unavailable() -> None:
 
 @dataclass
 class FakeRun:
-    """Stands in for runner.run: answers from a table keyed by program name, records calls
+    """Stands in for shell.run: answers from a table keyed by program name, records calls
     (and the environment each was given)."""
 
     answers: dict[str, Completed]
@@ -590,58 +587,3 @@ def test_exclude_of_a_job_that_started_meanwhile_is_an_error() -> None:
     with pytest.raises(SchedulerError, match="no longer pending") as caught:
         SlurmScheduler(run=fake).exclude(["32962", "32961"], ["vm"])
     assert not isinstance(caught.value, SchedulerUnavailable)
-
-
-# --- the runner (the one door to the shell) ---------------------------------------------------
-
-
-def test_run_returns_output_and_status_without_judging() -> None:
-    done = runner.run([sys.executable, "-c", "import sys; print('out'); sys.exit('err')"], 10)
-    assert (done.returncode, done.stdout, done.stderr) == (1, "out\n", "err\n")
-    assert done.argv[0] == sys.executable
-
-
-def test_run_uses_cwd_and_env_and_never_a_shell(tmp_path: Path) -> None:
-    code = "import os; print(os.getcwd(), os.environ.get('OELLM_X'))"
-    done = runner.run([sys.executable, "-c", code], 10, cwd=tmp_path, env={"OELLM_X": "$(id)"})
-    assert done.stdout == f"{tmp_path} $(id)\n"
-    assert runner.run(["echo", "$HOME;", "`id`"], 10).stdout == "$HOME; `id`\n"
-
-
-def test_run_timeout_is_unavailable_and_shows_the_command() -> None:
-    started = time.monotonic()
-    with pytest.raises(SchedulerUnavailable, match=r"sleep 30: no answer within 0.3 s"):
-        runner.run(["sleep", "30"], 0.3)
-    assert time.monotonic() - started < 5
-
-
-def test_run_missing_executable_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(SchedulerError, match="cannot start: No such file") as caught:
-        runner.run(["oellm-no-such-command", "x"], 10)
-    assert type(caught.value) is SchedulerError
-    assert caught.value.argv == ["oellm-no-such-command", "x"]
-    with pytest.raises(SchedulerError, match="missing"):
-        runner.run(["true"], 10, cwd=tmp_path / "missing")
-
-
-def test_spawn_detached_appends_output_in_a_new_session(tmp_path: Path) -> None:
-    log = tmp_path / "out.log"
-    log.write_text("before\n")
-    code = "import os, sys; print(os.getsid(0), os.getcwd()); print('e', file=sys.stderr)"
-    pid = runner.spawn_detached([sys.executable, "-c", code], tmp_path, None, log)
-    deadline = time.monotonic() + 10
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _alive(pid), "the child ended and was reaped (no zombie)"
-    lines = log.read_text().splitlines()
-    assert lines[0] == "before" and lines[1] == f"{pid} {tmp_path}" and lines[2] == "e"
-    with pytest.raises(SchedulerError, match="cannot start"):
-        runner.spawn_detached(["oellm-no-such-command"], tmp_path, None, log)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True

@@ -1,17 +1,22 @@
 """The one door to the shell (HOUSE_STYLE 3): the only module of the package that starts
 processes. `run` waits for a command with a timeout and returns what it printed, without judging
 the exit status; `spawn_detached` starts a process that outlives us (the local scheduler).
+Each command is logged at INFO with its duration and exit status.
 """
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable
+from oellm.errors import CommandError, CommandTimeout
+
+log = logging.getLogger("oellm.shell")
 
 
 @dataclass(frozen=True)
@@ -33,10 +38,11 @@ def run(
     """Run `argv` (never through a shell) and wait at most `timeout` seconds.
 
     `env` replaces the environment, as in `subprocess`; None inherits ours. A timeout raises
-    `SchedulerUnavailable` (the child is killed); a command or folder that cannot be started
-    raises `SchedulerError`. A non-zero exit status is returned, not raised: callers judge it.
+    `CommandTimeout` (the child is killed); a command or folder that cannot be started raises
+    `CommandError`. A non-zero exit status is returned, not raised: callers judge it.
     """
     args = [str(a) for a in argv]
+    started = time.monotonic()
     try:
         proc = subprocess.run(
             args,
@@ -52,10 +58,13 @@ def run(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
+        log.info("%s: no answer within %g s", _shown(args), timeout)
         partial = _text(exc.stdout) + _text(exc.stderr)
-        raise SchedulerUnavailable(args, f"no answer within {timeout:g} s", partial) from exc
+        raise CommandTimeout(args, f"no answer within {timeout:g} s", partial) from exc
     except OSError as exc:
-        raise SchedulerError(args, _cannot_start(exc)) from exc
+        log.info("%s: %s", _shown(args), _cannot_start(exc))
+        raise CommandError(args, _cannot_start(exc)) from exc
+    log.info("%s: exit %d in %.3f s", _shown(args), proc.returncode, time.monotonic() - started)
     return Completed(tuple(args), proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -72,22 +81,28 @@ def spawn_detached(
     """
     args = [str(a) for a in argv]
     try:
-        with open(stdout_path, "ab") as log:
+        with open(stdout_path, "ab") as output:
             proc = subprocess.Popen(
                 args,
                 cwd=cwd,
                 env=None if env is None else dict(env),
                 stdin=subprocess.DEVNULL,
-                stdout=log,
+                stdout=output,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
     except OSError as exc:
-        raise SchedulerError(args, _cannot_start(exc)) from exc
+        raise CommandError(args, _cannot_start(exc)) from exc
+    log.info("%s: started as pid %d", _shown(args), proc.pid)
     # Reap the child when it ends, so that a long-lived caller (a test run) does not see a
     # zombie that still answers `kill -0`. The thread dies with us; the child does not.
     threading.Thread(target=proc.wait, name=f"reap-{proc.pid}", daemon=True).start()
     return proc.pid
+
+
+def _shown(args: Sequence[str]) -> str:
+    text = " ".join(args)
+    return text if len(text) <= 300 else text[:300] + "..."
 
 
 def _cannot_start(exc: OSError) -> str:
