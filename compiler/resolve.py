@@ -16,6 +16,7 @@ from .errors import Origin, fail
 from .expand import Point
 from .interpolate import Resolver
 from .load import Path_
+from .siblings import Sibling
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def resolve_job(
     base_origins: dict[Path_, Origin],
     point: Point,
     env: Mapping[str, str],
-    siblings: Mapping[str, Mapping[str, Any]] | None = None,
+    siblings: Mapping[str, Sibling] | None = None,
     static: frozenset[int] = frozenset(),
 ) -> JobConfig | None:
     """The job's resolved config, or None when one of the point's filters rejects it."""
@@ -94,7 +95,9 @@ def resolve_job(
     tree, point_origins = with_values(base, values, point.origins)
     tree.pop("sweep", None)
     if siblings:
-        tree["sibling"] = {stage: dict(fields) for stage, fields in siblings.items()}
+        # A sibling's config is resolved already: its values are taken as they are.
+        tree["sibling"] = {stage: s.view for stage, s in siblings.items()}
+        static = static.union(*(s.ids for s in siblings.values()))
     origins = ChainMap(point_origins, base_origins)
     resolver = Resolver(tree, origins, env, static=static)
     if point.filters:
@@ -114,5 +117,5 @@ def resolve_job(
             if not verdict:
                 return None
         del tree[_FILTERS]
-    config = {key: resolver.resolve((key,)) for key in tree}
+    config = {key: resolver.resolve((key,)) for key in tree if key != "sibling"}
     return JobConfig(config, ChainMap(resolver.derived, point_origins, base_origins))
