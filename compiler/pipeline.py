@@ -22,6 +22,7 @@ from .library import Library
 from .limits import check_bundle_limits
 from .overrides import COMMAND_LINE
 from .plan import plan_text
+from .reads import job_reads
 from .render import render_script
 from .resolve import JobConfig, key_path, resolve_job
 from .siblings import (
@@ -59,9 +60,13 @@ class Bundle:
 
 
 Progress = Callable[[int, int], None]
+JobHook = Callable[[str, JobConfig], None]
+"""Called with each job's name and resolved config (`oellm config --job`)."""
 
 
-def compile_bundle(request: CompileRequest, progress: Progress | None = None) -> Bundle:
+def compile_bundle(
+    request: CompileRequest, progress: Progress | None = None, on_job: JobHook | None = None
+) -> Bundle:
     library = Library.for_experiment(request.experiment, request.config_dirs)
     composed = compose(library, request.experiment, request.config_ref, request.overrides)
     base, origins = composed.tree, composed.origins
@@ -106,8 +111,15 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
             if job is None:
                 done[point.index] = seen[point.index] = None
             else:
-                depends_on = sorted({s.name for s in siblings.values()} if siblings else ())
+                upstream = list(siblings.values()) if siblings else []
+                depends_on = sorted({s.name for s in upstream})
                 entry, script = _job(job, point, overridden, depends_on, names, validate, members)
+                written = [entry["output_dir"], *(str(s.view["output_dir"]) for s in upstream)]
+                reads = job_reads(job.config, written)
+                if reads:
+                    entry["reads"] = reads
+                if on_job is not None:
+                    on_job(entry["name"], job)
                 scripts[entry["script"]] = script
                 done[point.index] = entry
                 if point.values.get("stage") in referenced:
