@@ -22,14 +22,16 @@ from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .overrides import COMMAND_LINE
 from .plan import plan_text
+from .reads import job_reads
 from .render import render_script
 from .resolve import JobConfig, key_path, resolve_job
 from .siblings import (
-    Reference,
+    Sibling,
     SiblingIndex,
     base_references,
-    check_fields,
+    gather,
     references,
+    sibling_of,
     stage_order,
 )
 from .tree import origin_of
@@ -58,11 +60,15 @@ class Bundle:
 
 
 Progress = Callable[[int, int], None]
+JobHook = Callable[[str, JobConfig], None]
+"""Called with each job's name and resolved config (`oellm config --job`)."""
 
 
-def compile_bundle(request: CompileRequest, progress: Progress | None = None) -> Bundle:
+def compile_bundle(
+    request: CompileRequest, progress: Progress | None = None, on_job: JobHook | None = None
+) -> Bundle:
     try:
-        return _compile(request, progress)
+        return _compile(request, progress, on_job)
     except RecursionError:
         # A backstop: the loader, the overrides and the resolver each bound their depth.
         where = request.experiment or request.config_ref or COMMAND_LINE
@@ -73,7 +79,7 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
         ) from None
 
 
-def _compile(request: CompileRequest, progress: Progress | None) -> Bundle:
+def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook | None) -> Bundle:
     library = Library.for_experiment(request.experiment, request.config_dirs)
     composed = compose(library, request.experiment, request.config_ref, request.overrides)
     base, origins = composed.tree, composed.origins
@@ -92,7 +98,6 @@ def _compile(request: CompileRequest, progress: Progress | None) -> Bundle:
     ]
     base_refs = base_references(base, origins)
     refs = {p.index: references(p, base_refs) for p in points}
-    check_fields(r for rs in refs.values() for r in rs)
     order = stage_order(points, refs)
     index = SiblingIndex(points)
     by_stage: dict[str | None, list[Point]] = {}
@@ -101,6 +106,9 @@ def _compile(request: CompileRequest, progress: Progress | None) -> Bundle:
         by_stage.setdefault(stage if isinstance(stage, str) else None, []).append(point)
 
     done: dict[int, dict[str, Any] | None] = {}  # point index -> lock entry, None if filtered
+    # Only the jobs of a referenced stage are kept whole, for their dependents to read.
+    referenced = {r.stage for rs in refs.values() for r in rs}
+    seen: dict[int, Sibling | None] = {}
     names: dict[str, Point] = {}
     scripts: dict[str, bytes] = {}
     members: list[arrays.Member] = []
@@ -108,18 +116,28 @@ def _compile(request: CompileRequest, progress: Progress | None) -> Bundle:
     static = static_parts(base)
     for stage in order:
         for point in by_stage.get(stage, []):
-            siblings, depends_on = _siblings(point, refs[point.index], index, done)
+            siblings = gather(point, refs[point.index], index, seen)
             job = (
                 None
                 if siblings is None
                 else resolve_job(base, origins, point, request.env, siblings, static)
             )
             if job is None:
-                done[point.index] = None
+                done[point.index] = seen[point.index] = None
             else:
+                upstream = list(siblings.values()) if siblings else []
+                depends_on = sorted({s.name for s in upstream})
                 entry, script = _job(job, point, overridden, depends_on, names, validate, members)
+                written = [entry["output_dir"], *(str(s.view["output_dir"]) for s in upstream)]
+                reads = job_reads(job.config, written)
+                if reads:
+                    entry["reads"] = reads
+                if on_job is not None:
+                    on_job(entry["name"], job)
                 scripts[entry["script"]] = script
                 done[point.index] = entry
+                if point.values.get("stage") in referenced:
+                    seen[point.index] = sibling_of(job.config)
             if progress is not None:
                 progress(len(done), len(points))
     jobs = [entry for _, entry in sorted(done.items()) if entry is not None]
@@ -136,52 +154,6 @@ def _compile(request: CompileRequest, progress: Progress | None) -> Bundle:
     files["plan.lock.json"] = _json_bytes(lock)
     files["plan.txt"] = plan_text(lock).encode("utf-8")
     return Bundle(files, lock)
-
-
-def _siblings(
-    point: Point,
-    refs: list[Reference],
-    index: SiblingIndex,
-    done: dict[int, dict[str, Any] | None],
-) -> tuple[dict[str, dict[str, Any]] | None, list[str]]:
-    """The sibling fields a point may reference, or None when a sibling was filtered out."""
-    siblings: dict[str, dict[str, Any]] = {}
-    for ref in refs:
-        if ref.stage in siblings:
-            continue
-        matches = index.find(point, ref.stage)
-        if len(matches) != 1:
-            raise _sibling_problem(point, ref, matches)
-        entry = done[matches[0].index]
-        if entry is None:
-            # Filters only remove: a job whose sibling was filtered out goes with it.
-            return None, []
-        siblings[ref.stage] = {
-            "name": entry["name"],
-            "output_dir": entry["output_dir"],
-            "log_path": entry["log_path"],
-            "log_path_current": entry["log_path_current"],
-        }
-    return siblings, sorted(s["name"] for s in siblings.values())
-
-
-def _show(point: Point) -> str:
-    shown = ", ".join(f"{k}={v!r}" for k, v in point.values.items() if "${" not in str(v))
-    return f"sweep point {point.index} {{{shown}}}"
-
-
-def _sibling_problem(point: Point, ref: Reference, matches: list[Point]) -> ConfigError:
-    if not matches:
-        message = f"{_show(point)} has no sibling in stage '{ref.stage}'"
-        hint = (
-            "a sibling agrees on every swept key both jobs set, except stage and the keys set "
-            "together with it; sweep the same values in both stages"
-        )
-    else:
-        listed = "; ".join(_show(m) for m in matches[:5])
-        message = f"{_show(point)} has {len(matches)} siblings in stage '{ref.stage}': {listed}"
-        hint = "sweep a key that tells them apart in both stages, or give them different stages"
-    return ConfigError(Problem(message, ref.origin, key=ref.key, hint=hint))
 
 
 def _job(

@@ -16,6 +16,7 @@ from .errors import Origin, fail
 from .expand import Point
 from .interpolate import Resolver, check_expanded
 from .load import Path_
+from .siblings import Sibling
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,7 @@ def resolve_job(
     base_origins: dict[Path_, Origin],
     point: Point,
     env: Mapping[str, str],
-    siblings: Mapping[str, Mapping[str, Any]] | None = None,
+    siblings: Mapping[str, Sibling] | None = None,
     static: Mapping[int, int] | None = None,
 ) -> JobConfig | None:
     """The job's resolved config, or None when one of the point's filters rejects it."""
@@ -94,9 +95,14 @@ def resolve_job(
     tree, point_origins = with_values(base, values, point.origins)
     tree.pop("sweep", None)
     if siblings:
-        tree["sibling"] = {stage: dict(fields) for stage, fields in siblings.items()}
+        # A sibling's config is resolved already: its values are taken as they are.
+        tree["sibling"] = {stage: s.view for stage, s in siblings.items()}
     origins = ChainMap(point_origins, base_origins)
-    resolver = Resolver(tree, origins, env, static=static)
+    sizes = dict(static or {})
+    # Parts that hold no interpolation are shared, not walked: the base's, and a sibling's
+    # (its config is resolved already).
+    shared = {**sizes, **{i: 0 for s in (siblings or {}).values() for i in s.ids}}
+    resolver = Resolver(tree, origins, env, static=shared)
     if point.filters:
         tree[_FILTERS] = [unescape(f.expr) for f in point.filters]
         for n, sweep_filter in enumerate(point.filters):
@@ -114,6 +120,7 @@ def resolve_job(
             if not verdict:
                 return None
         del tree[_FILTERS]
-    config = {key: resolver.resolve((key,)) for key in tree}
-    check_expanded(config, ChainMap(resolver.derived, point_origins, base_origins), static or {})
+    config = {key: resolver.resolve((key,)) for key in tree if key != "sibling"}
+    # Sizes are known for the base's parts; a sibling's parts are counted here, once each.
+    check_expanded(config, ChainMap(resolver.derived, point_origins, base_origins), sizes)
     return JobConfig(config, ChainMap(resolver.derived, point_origins, base_origins))

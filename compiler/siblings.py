@@ -1,24 +1,34 @@
-"""Sibling references between stages: `${sibling.STAGE.FIELD}`.
+"""Sibling references between stages: `${sibling.STAGE.KEY}`.
 
 The sibling of a job in stage STAGE is the job of that stage whose swept values agree with the
 job's own on every key both set, leaving out `stage` and the keys set together with it (same
 `configs` entry or same group `defaults`). Matching goes through an index per stage and key
 set, never through all pairs of jobs. The stages form a DAG (graphlib); a cycle is an error.
+KEY is any key of the sibling's resolved config (`job.base_output_dir`,
+`backend.megatron.save`, `vars.x`), or one of the short names in `SHORTCUTS`; siblings are
+resolved first, so a reference reads a finished value.
 """
 
 from __future__ import annotations
 
 import graphlib
+import itertools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError, Origin, Problem
+from .errors import ConfigError, Origin, Problem, did_you_mean
 from .expand import Point
 
-FIELDS = ("name", "output_dir", "log_path", "log_path_current")
+# The short names of the first design, kept: they read the sibling's job section.
+SHORTCUTS = {
+    "name": ("job", "name"),
+    "output_dir": ("job", "base_output_dir"),
+    "log_path": ("job", "log_path"),
+    "log_path_current": ("job", "log_path_current"),
+}
 _REFERENCE = re.compile(r"\$\{\s*sibling\.([^.}\s]+)\.([^}\s]*)\s*\}")
 
 
@@ -76,64 +86,64 @@ def _scan(value: Any) -> Iterable[tuple[str, str]]:
             yield from _scan(item)
 
 
-def check_fields(refs: Iterable[Reference]) -> None:
-    problems = [
-        Problem(
-            f"sibling field '{r.field}' does not exist",
-            r.origin,
-            key=r.key,
-            hint=f"a sibling offers: {', '.join(FIELDS)}",
-        )
-        for r in refs
-        if r.field not in FIELDS
-    ]
-    if problems:
-        raise ConfigError(problems)
-
-
 def stage_order(points: Sequence[Point], refs: Mapping[int, list[Reference]]) -> list[str | None]:
     """Stages in an order where every stage comes after the stages it references."""
     graph: dict[str | None, set[str | None]] = {}
-    where: dict[tuple[str | None, str], Reference] = {}
+    edges: dict[tuple[str | None, str], list[Reference]] = {}
     for point in points:
         stage = _stage(point)
         graph.setdefault(stage, set())
         for ref in refs.get(point.index, []):
             graph[stage].add(ref.stage)
-            where.setdefault((stage, ref.stage), ref)
+            found = edges.setdefault((stage, ref.stage), [])
+            if ref not in found:
+                found.append(ref)
     stages = set(graph)
-    for (stage, target), ref in where.items():
+    for (stage, target), found in edges.items():
         if target not in stages:
             raise ConfigError(
                 Problem(
                     f"no job has stage '{target}' (referenced by stage '{stage}')",
-                    ref.origin,
-                    key=ref.key,
-                    hint=_closest(target, [s for s in stages if s]),
+                    found[0].origin,
+                    key=found[0].key,
+                    hint=did_you_mean(target, [s for s in stages if s]),
                 )
             )
     sorter = graphlib.TopologicalSorter({k: v for k, v in graph.items()})
     try:
         order = list(sorter.static_order())
     except graphlib.CycleError as exc:
-        cycle = [str(s) for s in exc.args[1]]
-        first: Reference | None = None
-        if len(exc.args[1]) > 1:
-            first = where.get((exc.args[1][0], exc.args[1][1]))
-        raise ConfigError(
-            Problem(
-                "stages reference each other in a cycle: " + " -> ".join(cycle),
-                first.origin if first else None,
-                key=first.key if first else None,
-            )
-        ) from None
+        # graphlib lists the cycle against the reference direction: reverse it.
+        raise _cycle([*reversed(exc.args[1])], edges) from None
     return order
 
 
-def _closest(word: str, choices: list[str]) -> str | None:
-    from .errors import did_you_mean
+def _cycle(
+    stages: list[str | None], edges: Mapping[tuple[str | None, str], list[Reference]]
+) -> ConfigError:
+    """Name the chain of references around a stage cycle, key by key where the keys line up:
+    `a: vars.x = ${sibling.b.vars.y}` is followed by the reference that `b`'s `vars.y` makes."""
+    chain: list[Reference] = []
+    for stage, target in itertools.pairwise(stages):
+        found = edges[(stage, str(target))]
+        wanted = chain[-1].field if chain else None
+        chain.append(next((r for r in found if wanted and _feeds(wanted, r.key)), found[0]))
+    links = [
+        f"stage '{s}' {r.key} -> ${{sibling.{r.stage}.{r.field}}}"
+        for s, r in zip(stages, chain, strict=False)
+    ]
+    if len(chain) == 1:
+        message = f"stage '{stages[0]}' refers to a sibling in its own stage: {links[0]}"
+        hint = "a sibling is a job of another stage; give the two jobs different stages"
+    else:
+        message = "sibling references form a cycle: " + ", then ".join(links)
+        hint = "a stage can read only from stages that do not read from it"
+    return ConfigError(Problem(message, chain[0].origin, key=chain[0].key, hint=hint))
 
-    return did_you_mean(word, choices)
+
+def _feeds(field: str, key: str) -> bool:
+    """Whether reading `field` of a job reads the value written at `key` (or below it)."""
+    return field == key or key.startswith(field + ".") or field.startswith(key + ".")
 
 
 def _stage(point: Point) -> str | None:
@@ -179,3 +189,105 @@ class SiblingIndex:
                 self._indexes[(stage, keys, shared)] = index
             out.extend(index.get(tuple(_canonical(point.values[k]) for k in ordered), []))
         return sorted((c for c in out if c.index != point.index), key=lambda p: p.index)
+
+
+@dataclass(frozen=True)
+class Sibling:
+    """A resolved job as its dependents see it: its config (less its own `sibling` part) and
+    the short names, plus the ids of everything in it, so that a dependent's resolver takes
+    the values as they are instead of reading `${` in finished text as an interpolation."""
+
+    name: str
+    view: Mapping[str, Any]
+    ids: frozenset[int]
+
+
+def sibling_of(config: Mapping[str, Any]) -> Sibling:
+    view: dict[str, Any] = {k: v for k, v in config.items() if k != "sibling"}
+    job = config["job"]
+    for short, (_, key) in SHORTCUTS.items():
+        view[short] = job.get(key)
+    ids: set[int] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ids.add(id(node))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            ids.add(id(node))
+            for value in node:
+                walk(value)
+        elif isinstance(node, str) and "$" in node:
+            ids.add(id(node))
+
+    walk(view)
+    return Sibling(job["name"], view, frozenset(ids))
+
+
+def gather(
+    point: Point,
+    refs: Sequence[Reference],
+    index: SiblingIndex,
+    done: Mapping[int, Sibling | None],
+) -> dict[str, Sibling] | None:
+    """The siblings a point references by stage, or None when one was filtered out."""
+    found: dict[str, Sibling] = {}
+    for ref in refs:
+        sibling = found.get(ref.stage)
+        if sibling is None:
+            matches = index.find(point, ref.stage)
+            if len(matches) != 1:
+                raise _match_problem(point, ref, matches)
+            match = done[matches[0].index]
+            if match is None:
+                # Filters only remove: a job whose sibling was filtered out goes with it.
+                return None
+            sibling = found[ref.stage] = match
+        _check_key(sibling, ref)
+    return found
+
+
+def _check_key(sibling: Sibling, ref: Reference) -> None:
+    node: Any = sibling.view
+    parts = ref.field.split(".") if ref.field else [""]
+    for depth, part in enumerate(parts):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            known = list(node) if isinstance(node, dict) else []
+            where = ".".join(parts[:depth])
+            has = f"'{where}' has no key '{part}'" if where else f"has no key '{part}'"
+            raise ConfigError(
+                Problem(
+                    f"'${{sibling.{ref.stage}.{ref.field}}}': the sibling job '{sibling.name}' "
+                    f"(stage '{ref.stage}') {has}",
+                    ref.origin,
+                    key=ref.key,
+                    hint=did_you_mean(part, known)
+                    or "a sibling offers every key of its resolved config (job.base_output_dir, "
+                    "backend.megatron.save, vars.x, ...) and the short names "
+                    + ", ".join(SHORTCUTS),
+                )
+            )
+
+
+def _show(point: Point) -> str:
+    shown = ", ".join(f"{k}={v!r}" for k, v in point.values.items() if "${" not in str(v))
+    return f"sweep point {point.index} {{{shown}}}"
+
+
+def _match_problem(point: Point, ref: Reference, matches: list[Point]) -> ConfigError:
+    if not matches:
+        message = f"{_show(point)} has no sibling in stage '{ref.stage}'"
+        hint = (
+            "a sibling agrees on every swept key both jobs set, except stage and the keys set "
+            "together with it; sweep the same values in both stages"
+        )
+    else:
+        listed = "; ".join(_show(m) for m in matches[:5])
+        message = f"{_show(point)} has {len(matches)} siblings in stage '{ref.stage}': {listed}"
+        hint = "sweep a key that tells them apart in both stages, or give them different stages"
+    return ConfigError(Problem(message, ref.origin, key=ref.key, hint=hint))

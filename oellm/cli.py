@@ -245,19 +245,33 @@ def plan_command(
         if not lock_path.is_file():
             raise click.UsageError(f"'{args[0]}' holds no plan.lock.json")
         lock = json.loads(lock_path.read_text(encoding="utf-8"))
+        folder = Path(args[0])
+
+        def script(path: str) -> str:
+            return (folder / path).read_text(encoding="utf-8")
     else:
-        lock = compile_bundle(_request(args, config_ref, config_dirs), _Progress()).lock
+        compiled = compile_bundle(_request(args, config_ref, config_dirs), _Progress())
+        lock = compiled.lock
+
+        def script(path: str) -> str:
+            return compiled.files[path].decode("utf-8")
+
     if fmt == "dot":
         click.echo(plan_dot(lock), nl=False)
     elif fmt == "mermaid":
         click.echo(plan_mermaid(lock), nl=False)
     else:
+        from oellm.resources import totals
+
         click.echo(plan_text(lock, max_jobs_per_stage), nl=False)
+        click.echo(totals(lock, script).line())
     return EXIT_OK
 
 
 def _register() -> None:
     """Commands that live in their own modules."""
+    from oellm.authoring_cli import config_command, schema_command
+    from oellm.check_cli import check_command
     from oellm.container_cli import container_command
     from oellm.diff_cli import diff_command
     from oellm.prepare_cli import prepare_command
@@ -270,6 +284,9 @@ def _register() -> None:
         status_command,
         cancel_command,
         prepare_command,
+        schema_command,
+        config_command,
+        check_command,
     ):
         cli.add_command(command)
 

@@ -161,10 +161,21 @@ def test_filtered_sibling_removes_its_dependents(tmp_path: Path) -> None:
         ),
         (
             """
-          params: {vars.x: [1]}
-          defaults: {stage: a, vars.note: "\\\\${sibling.a.checkpoint}"}
+          type: list
+          groups:
+            - params: {vars.x: [1]}
+              defaults: {stage: a}
+            - params: {vars.x: [1]}
+              defaults: {stage: b, vars.note: "\\\\${sibling.a.checkpoint}"}
         """,
-            "sibling field 'checkpoint' does not exist",
+            "the sibling job 'j_1_0_a' (stage 'a') has no key 'checkpoint'",
+        ),
+        (
+            """
+          params: {vars.x: [1]}
+          defaults: {stage: a, vars.note: "\\\\${sibling.a.name}"}
+        """,
+            "stage 'a' refers to a sibling in its own stage",
         ),
         (
             """
