@@ -43,7 +43,10 @@ class StateLock:
         self.token = secrets.token_hex(8)
         self.held = False
 
-    def acquire(self) -> None:
+    def verify(self) -> None:
+        """Placeholder fence until the lock rewrite lands."""
+
+    def acquire(self, wait: float = 0) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             if self._create():

@@ -741,8 +741,8 @@ def test_odd_but_allowed_names_compile_and_run(tmp_path: Path) -> None:
 def test_group_names_from_any_stage_are_safe(stage: str, tmp_path: Path) -> None:
     """The schema keeps such stages out; the group still never trusts one."""
     directives = (("--output", "/o/arrays/x/slurm-%A_%a.log"), ("--time", "1"))
-    one = arrays.Member("a", stage or None, directives, None, None, "p")
-    two = arrays.Member("b", stage or None, directives, 3, None, "p")  # another throttle
+    one = arrays.Member("a", stage or None, directives, None, None, "p", "out/.oellm/p")
+    two = arrays.Member("b", stage or None, directives, 3, None, "p", "out/.oellm/p")  # throttle
     entries = {name: {"script": f"jobs/{name}.sbatch", "sha256": "0" * 64} for name in ("a", "b")}
     groups, files = arrays.group([one, two], entries, {})
     assert len(groups) == 2
