@@ -228,8 +228,8 @@ def test_a_garbled_record_is_named_and_the_other_jobs_still_act(tmp_path: Path) 
     run = oellm("reconcile", str(bundle))
     assert run.returncode == 2, run.stdout + run.stderr
     assert str(damaged) in run.stderr and "Traceback" not in run.stderr, run.stderr
-    hints = [line for line in run.stderr.splitlines() if "hint:" in line]
-    assert hints and "aside" in hints[0] and "move" in hints[0], run.stderr
+    hint = run.stderr.partition("hint:")[2]
+    assert "move" in hint and "aside" in hint, run.stderr
     # The damaged record stops only its own job: gb_b is submitted in the same round.
     assert submitted(run.stdout) == ["gb_b"], run.stdout + run.stderr
 
@@ -322,8 +322,8 @@ def test_two_experiments_sharing_one_state_dir_are_refused(tmp_path: Path) -> No
     assert run.returncode == 2, run.stdout + run.stderr
     assert str(first) in run.stderr or str(first.resolve()) in run.stderr, run.stderr
     assert str(state_dir(second)) in run.stderr, run.stderr
-    hints = [line for line in run.stderr.splitlines() if "hint:" in line]
-    assert hints and ("project.state_dir" in hints[0] or "project.name" in hints[0]), run.stderr
+    hint = run.stderr.partition("hint:")[2]
+    assert "project.state_dir" in hint or "project.name" in hint, run.stderr
     assert submitted(run.stdout) == [], run.stdout
     assert submissions(tmp_path) == {"one_a": 1}
 
@@ -354,7 +354,9 @@ def test_a_cancel_slurm_did_not_take_is_sent_by_the_next_round(tmp_path: Path) -
     assert status(bundle)["cn_a"]["state"] == "CANCELLED"
     for _ in range(2):
         reconcile(bundle)
-    assert status(bundle)["cn_a"]["state"] == "CANCELLED"
+    # Later rounds record the cancel (the row may read DROPPED then); none submits it again.
+    row = status(bundle)["cn_a"]
+    assert (row["state"], row["attempt"]) in (("CANCELLED", 1), ("DROPPED", 1)), row
     assert submissions(tmp_path) == {"cn_a": 1}
 
 
@@ -534,7 +536,8 @@ def test_a_removed_array_member_still_queued_runs_as_compiled(tmp_path: Path) ->
 
 
 def test_a_finished_chain_shows_the_link_that_ended_it(tmp_path: Path) -> None:
-    # Link 1 runs into its 1-minute limit (TIMEOUT); link 2 finds the marker and completes.
+    # Link 1 runs into its 1-minute limit (TIMEOUT; SLURM enforces it within about 30 s more);
+    # link 2 finds the marker and completes.
     bundle = compile_to(
         tmp_path,
         """
@@ -553,7 +556,7 @@ def test_a_finished_chain_shows_the_link_that_ended_it(tmp_path: Path) -> None:
     assert "link 2/2" in out, out
     (attempt,) = ledger(bundle, "nt_chain")
     first, second = (link["job_id"] for link in attempt["links"])
-    wait_until(lambda: state_of(second, tmp_path) in ENDED, f"link 2 (job {second}) to end", 110)
+    wait_until(lambda: state_of(second, tmp_path) in ENDED, f"link 2 (job {second}) to end", 150)
 
     def settled() -> bool:
         reconcile(bundle, codes=(0, 1, 75))
