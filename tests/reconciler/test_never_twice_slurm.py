@@ -287,8 +287,8 @@ def test_a_moved_output_dir_is_refused_then_the_state_moves(tmp_path: Path) -> N
 
     moved = compile_cli(exp, bundle, b, "--move-state")
     assert moved.returncode == 0, moved.stdout + moved.stderr
+    assert "moved the state" in moved.stdout, moved.stdout
     out = reconcile(bundle)
-    assert any("moved the state" in line for line in out.splitlines()), out
     assert submitted(out) == [], out
     rows = status(bundle)
     assert {job: rows[job]["job_id"] for job in ids} == ids
