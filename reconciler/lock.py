@@ -167,13 +167,7 @@ class StateLock:
 
         One small read; renews the lease once less than half of it is left, so a round that
         takes longer than a lease stays safe as long as it keeps calling this."""
-        if not self.held:
-            raise LockLost(self.path, "not held")
-        seen = self._read(self.path)
-        if seen is None or seen.holder is None or seen.holder.token != self.token:
-            self.held = False
-            raise LockLost(self.path, "another reconcile took it over")
-        left = seen.holder.expires - time.time()
+        left = self._ours().expires - time.time()
         if left <= 0:
             self.held = False
             raise LockLost(self.path, "the lease ran out")
@@ -183,12 +177,7 @@ class StateLock:
     def refresh(self) -> None:
         """Extend the lease (long --wait runs call this every round). Raises LockLost rather
         than replace a lock that is no longer ours."""
-        if not self.held:
-            raise LockLost(self.path, "not held")
-        seen = self._read(self.path)
-        if seen is None or seen.holder is None or seen.holder.token != self.token:
-            self.held = False
-            raise LockLost(self.path, "another reconcile took it over")
+        self._ours()
         # A contender replaces a lock only once it judged it stale, which a live holder within
         # its lease never is; so checked just before, the replace overwrites only our own.
         tmp = self._write_temp()
@@ -307,6 +296,16 @@ class StateLock:
             handle.flush()
             os.fsync(handle.fileno())
         return True
+
+    def _ours(self) -> Holder:
+        """Our holder as the lock file has it, or LockLost."""
+        if not self.held:
+            raise LockLost(self.path, "not held")
+        seen = self._read(self.path)
+        if seen is None or seen.holder is None or seen.holder.token != self.token:
+            self.held = False
+            raise LockLost(self.path, "another reconcile took it over")
+        return seen.holder
 
     def _confirm(self) -> bool:
         """Re-read the lock after writing it: ours only if it names our token."""
