@@ -113,6 +113,9 @@ def reconcile_command(
             _errors(report)
             if report.damaged:
                 return EXIT_USER
+            if report.busy:
+                click.echo(report.busy)
+                return EXIT_QUIET
             if report.finished() or dry_run:
                 break
             time.sleep(interval)

@@ -23,7 +23,7 @@ from .bundle import Bundle, LockJob, load_bundle
 from .decide import INTENT_GRACE, Action, Current, Options, current, decide
 from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
 from .identity import claim, key_for, read_identity
-from .lock import Busy, StateLock
+from .lock import Busy, LockLost, StateLock
 from .observe import Observation, observe
 from .records import Dropped, History, Records
 from .schedulers import Scheduler
@@ -239,18 +239,22 @@ def reconcile_once(
                 job = session.bundle.job(action.job) if action.job in names else None
                 say(_describe(action, job if session.scheduler.arrays else None))
             return RunReport(actions, obs, None, damaged=damaged)
-        outcome = act(
-            actions,
-            session.bundle,
-            history,
-            session.records,
-            session.scheduler,
-            session.key,
-            utcnow,
-            say,
-            obs,
-            fence=lock.verify if lock is not None else None,
-        )
+        try:
+            outcome = act(
+                actions,
+                session.bundle,
+                history,
+                session.records,
+                session.scheduler,
+                session.key,
+                utcnow,
+                say,
+                obs,
+                fence=lock.verify if lock is not None else None,
+            )
+        except LockLost as lost:
+            # Another round holds the state now: it reads what this one recorded.
+            return RunReport(actions, obs, None, busy=str(lost), damaged=damaged)
         return RunReport(actions, obs, outcome, damaged=damaged)
     finally:
         if own_lock and lock is not None:

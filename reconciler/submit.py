@@ -239,6 +239,7 @@ class Submitter:
     def _create(self, intent: Attempt) -> bool:
         """Write a new attempt's intent, unless a record of that attempt exists already (only
         another round can have written it): then this round does not submit it."""
+        self.fence()
         try:
             self.records.create(intent)
         except RecordExists as exists:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from oellm.reconciler.lock import Busy, StateLock
 from oellm.reconciler.records import Attempt, Dropped, Link, RecordExists, Records
 
 
@@ -103,64 +102,6 @@ def test_an_intent_is_never_written_over(tmp_path: Path) -> None:
         records.create(make(cause="another round"))
     assert records.load().latest("a") == make()
     assert sorted(p.name for p in (tmp_path / "jobs" / "a").iterdir()) == ["attempt-0001.json"]
-
-
-def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
-    first = StateLock(tmp_path)
-    first.acquire()
-    with pytest.raises(Busy, match="another reconcile is running"):
-        StateLock(tmp_path).acquire()
-    first.release()
-    with StateLock(tmp_path):
-        assert (tmp_path / "reconcile.lock").exists()
-    assert not (tmp_path / "reconcile.lock").exists()
-
-
-def test_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0)
-    os.waitpid(pid, 0)
-    lock_path = tmp_path / "reconcile.lock"
-    import socket
-    import time
-
-    lock_path.write_text(
-        json.dumps(
-            {
-                "host": socket.gethostname(),
-                "pid": pid,
-                "token": "dead",
-                "expires": time.time() + 600,
-            }
-        )
-    )
-    with StateLock(tmp_path) as lock:
-        assert json.loads(lock_path.read_text())["token"] == lock.token
-
-
-def test_expired_lease_from_another_host_is_taken_over(tmp_path: Path) -> None:
-    lock_path = tmp_path / "reconcile.lock"
-    lock_path.write_text(json.dumps({"host": "login9", "pid": 1, "token": "old", "expires": 1.0}))
-    with StateLock(tmp_path) as lock:
-        assert json.loads(lock_path.read_text())["token"] == lock.token
-
-
-def test_live_lease_from_another_host_is_respected(tmp_path: Path) -> None:
-    import time
-
-    lock_path = tmp_path / "reconcile.lock"
-    lock_path.write_text(
-        json.dumps({"host": "login9", "pid": 1, "token": "x", "expires": time.time() + 600})
-    )
-    with pytest.raises(Busy, match="login9 pid 1"):
-        StateLock(tmp_path).acquire()
-
-
-def test_half_written_lock_counts_as_stale(tmp_path: Path) -> None:
-    (tmp_path / "reconcile.lock").write_text('{"host": "x", "pi')
-    with StateLock(tmp_path):
-        pass
 
 
 def test_a_chained_attempt_round_trips_with_its_links(tmp_path: Path) -> None:
