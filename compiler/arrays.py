@@ -100,6 +100,7 @@ class Member:
     throttle: int | None
     max_size: int | None
     project: str
+    state_dir: str  # where the reconciler keeps each submitted member's script, by sha256
 
 
 def member(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Member:
@@ -113,6 +114,7 @@ def member(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Member
         throttle=int(throttle) if throttle else None,
         max_size=int(max_size) if max_size else None,
         project=config["project"]["name"],
+        state_dir=config["project"]["state_dir"],
     )
 
 
@@ -160,6 +162,7 @@ def group(
             project=first.project,
             directives=[("--job-name", name), *first.directives],
             tasks=listed,
+            snapshots=f"{first.state_dir}/scripts",
         ).encode("utf-8")
         files[path] = text
         arrays[name] = {

@@ -132,11 +132,19 @@ def render_array_script(
     project: str,
     directives: list[Directive],
     tasks: list[tuple[int, str, str]],
+    snapshots: str,
 ) -> str:
-    """The shared script of one array: `tasks` are (index, job script, its sha256)."""
+    """The shared script of one array: `tasks` are (index, job script, its sha256);
+    `snapshots` the folder (relative to the bundle's root) where the reconciler keeps a copy
+    of each member script it submitted, named by its sha256."""
     template = _environment().get_template("array.sbatch.j2")
     return template.render(
-        group=group, stage=stage, project=project, directives=directives, tasks=tasks
+        group=group,
+        stage=stage,
+        project=project,
+        directives=directives,
+        tasks=tasks,
+        snapshots=snapshots,
     )
 
 

@@ -101,6 +101,18 @@ def _looks_like_override(text: str) -> bool:
     "the config).",
 )
 @click.option(
+    "--move-state",
+    is_flag=True,
+    help="The state dir moves with this compile (another output dir, say): move the records "
+    "of the running experiment along.",
+)
+@click.option(
+    "--fresh-state",
+    is_flag=True,
+    help="The state dir moves with this compile: start over there; jobs recorded in the old "
+    "one are no longer followed.",
+)
+@click.option(
     "--check",
     is_flag=True,
     help="Write nothing: exit 1 with a summary and diff when the bundle on disk differs from "
@@ -113,6 +125,8 @@ def compile_command(
     config_ref: str | None,
     config_dirs: tuple[Path, ...],
     moved: tuple[str, ...],
+    move_state: bool,
+    fresh_state: bool,
     check: bool,
 ) -> int:
     """Compile an experiment into a bundle of sbatch scripts and a plan lockfile.
@@ -145,6 +159,13 @@ def compile_command(
             return EXIT_DIFFERENT
         click.echo(f"{output} is up to date")
         return EXIT_OK
+    if move_state and fresh_state:
+        raise click.UsageError("--move-state and --fresh-state exclude each other")
+    from oellm.reconciler.identity import state_change
+
+    changed = state_change(output, bundle.lock["project"], move_state, fresh_state)
+    if changed:
+        click.echo(changed)
     write_bundle(bundle, output)
     jobs = len(bundle.lock["jobs"])
     click.echo(

@@ -13,6 +13,7 @@ EXIT_DIFFERENT = 1  # ran fine and found a difference (`diff`, `compile --check`
 EXIT_USER = 2  # a user error: bad config, bad usage, a damaged state file
 EXIT_INTERNAL = 3  # a bug in oellm: the traceback is in a log file whose path is printed
 EXIT_TEMPFAIL = 75  # the scheduler could not be asked: nothing destructive done, retry later
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT), as a shell reports it
 
 
 class OellmError(Exception):

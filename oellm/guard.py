@@ -20,7 +20,7 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 
 from oellm import __version__
-from oellm.errors import EXIT_INTERNAL, EXIT_OK, OellmError
+from oellm.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, OellmError
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("oellm")
@@ -36,7 +36,12 @@ def guarded(func: F) -> F:
         except OellmError as error:
             click.echo(_rendered(error), err=True)
             sys.exit(error.exit_code)
-        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+        except KeyboardInterrupt:
+            # Ctrl-C: every step a round takes is recorded before and after, so stopping
+            # anywhere is safe; the next round picks up. 130 is the shell's code for SIGINT.
+            click.echo("interrupted", err=True)
+            sys.exit(EXIT_INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:
             fail_internal(exc)

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from oellm.errors import EXIT_DIFFERENT, EXIT_OK
+from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_USER
 from oellm.guard import guarded
 
 _BUNDLE = click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
@@ -48,6 +48,12 @@ _SCHEDULER = click.option(
     is_flag=True,
     help="Run scripts edited by hand after compile (their hash differs from the lock).",
 )
+@click.option(
+    "--claim-state",
+    is_flag=True,
+    help="This bundle takes over a state dir that another bundle folder used (the same "
+    "experiment, moved or checked out again).",
+)
 @_SCHEDULER
 @guarded
 def reconcile_command(
@@ -58,6 +64,7 @@ def reconcile_command(
     restart_changed: bool,
     prune: bool,
     allow_edited: bool,
+    claim_state: bool,
     scheduler: str | None,
 ) -> int:
     """Make the scheduler match the bundle: submit what is ready, cancel what must stop,
@@ -77,7 +84,9 @@ def reconcile_command(
     from oellm.reconciler.reconcile import EXIT_QUIET, Session, intent_grace, reconcile_once
 
     options = Options(intent_grace(), restart_changed=restart_changed, prune=prune)
-    session = Session(bundle, scheduler, options, allow_edited=allow_edited)
+    session = Session(
+        bundle, scheduler, options, allow_edited=allow_edited, claim_state=claim_state
+    )
     if interval is None:
         interval = 2.0 if session.scheduler.name == "local" else 30.0
 
@@ -88,8 +97,7 @@ def reconcile_command(
         report = reconcile_once(session, dry_run, say)
         if report.busy:
             click.echo(report.busy)
-        for error in report.outcome.errors if report.outcome else []:
-            click.echo(f"error: {error}", err=True)
+        _errors(report)
         if not report.observation.available:
             click.echo(f"scheduler unavailable: {report.observation.error}", err=True)
         return report.exit_code
@@ -102,8 +110,12 @@ def reconcile_command(
     try:
         while True:
             report = reconcile_once(session, dry_run, say, lock=lock)
-            for error in report.outcome.errors if report.outcome else []:
-                click.echo(f"error: {error}", err=True)
+            _errors(report)
+            if report.damaged:
+                return EXIT_USER
+            if report.busy:
+                click.echo(report.busy)
+                return EXIT_QUIET
             if report.finished() or dry_run:
                 break
             time.sleep(interval)
@@ -118,6 +130,13 @@ def reconcile_command(
     if failed:
         click.echo(f"finished; not completed: {', '.join(failed)}")
     return EXIT_DIFFERENT if failed else EXIT_OK
+
+
+def _errors(report: Any) -> None:
+    for error in report.outcome.errors if report.outcome else []:
+        click.echo(f"error: {error}", err=True)
+    for damaged in report.damaged:
+        click.echo(f"error: {damaged}", err=True)
 
 
 @click.command("status")
@@ -233,7 +252,17 @@ def _show_ledger(session: Any, job: str, as_json: bool) -> None:
 @_SCHEDULER
 @guarded
 def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -> int:
-    """Cancel jobs of a bundle (all of them when none are named); they are not resubmitted."""
+    """Cancel jobs of a bundle (all of them when none are named); they are not resubmitted.
+
+    \b
+    The cancel is recorded first, then sent to SLURM; one SLURM did not take is sent again
+    by every `oellm reconcile` until SLURM confirms. Exit codes: 1 cancelled (or recorded),
+    0 nothing to cancel, 75 SLURM unreachable or another reconcile holds the state (waits
+    up to OELLM_LOCK_WAIT_SECONDS, default 60, for it).
+    """
     from oellm.reconciler.reconcile import Session, cancel_jobs
 
-    return cancel_jobs(Session(bundle, scheduler), jobs, click.echo)
+    report = cancel_jobs(Session(bundle, scheduler), jobs, click.echo)
+    for error in report.errors:
+        click.echo(f"error: {error}", err=True)
+    return report.exit_code

@@ -21,7 +21,7 @@ from .bundle import Bundle
 from .decide import Action
 from .errors import SchedulerError, SchedulerUnavailable
 from .observe import Observation
-from .records import Attempt, Dropped, History, LogState, Records
+from .records import Attempt, Dropped, History, Link, LogState, Records
 from .schedulers import Scheduler
 from .submit import CRASH_POINTS, Outcome, Submitter, link_current, tag_for
 
@@ -36,6 +36,7 @@ def act(
     now: Callable[[], datetime],
     say: Callable[[str], None],
     obs: Observation | None = None,
+    fence: Callable[[], None] | None = None,
 ) -> Outcome:
     outcome = Outcome()
     latest = {job: attempts[-1] for job, attempts in history.attempts.items() if attempts}
@@ -82,6 +83,11 @@ def act(
                 )
             save(adopted)
             note(f"adopted {action.job} attempt {record.attempt}: {action.reason}")
+        elif action.kind == "recover":
+            recovered = _recovered(action, bundle, scheduler.name, stamp)
+            records.create(recovered)
+            latest[action.job] = recovered
+            note(f"recovered {action.job} attempt {action.attempt}: {action.reason}")
         elif action.kind == "finish" and record is not None:
             iteration = obs.progress.get(action.job) if obs is not None else None
             chained = bool(record.links)
@@ -167,7 +173,9 @@ def act(
         except SchedulerError as exc:
             outcome.errors.append(str(exc))
 
-    submitter = Submitter(bundle, records, scheduler, key, now, note, outcome)
+    submitter = Submitter(
+        bundle, records, scheduler, key, now, note, outcome, fence or (lambda: None)
+    )
     pending = [a for a in actions if a.kind == "submit"]
     submitted: dict[str, str] = {}  # job -> job id, for `job:<name>` afterok references
     for group, members in _array_batches(pending, bundle, records, scheduler).items():
@@ -193,6 +201,36 @@ def act(
             if outcome.unavailable:
                 break
     return outcome
+
+
+def _recovered(action: Action, bundle: Bundle, scheduler: str, stamp: str) -> Attempt:
+    """The record of a submission found in SLURM (by its tag) that had none: what SLURM says
+    is taken as submitted now; the script is taken to be the bundle's current one."""
+    assert action.attempt is not None and action.found
+    job = bundle.job(action.job)
+    first = action.found[0]
+    # A chain's attempt tag is its first link's, whether or not SLURM still lists that link.
+    tag = re.sub(r"\.link\d+(\.try\d+)?$", "", first[1]) if first[0] > 1 else first[1]
+    chained = job.chain_repeat > 1 and job.array_group is None
+    links = tuple(
+        Link(number, link_tag, "submitted", stamp, job_id=job_id, submitted_at=stamp)
+        for number, link_tag, job_id in action.found
+    )
+    return Attempt(
+        job=job.name,
+        attempt=action.attempt,
+        tag=tag,
+        bundle_id=bundle.bundle_id,
+        script_sha256=job.sha256,
+        scheduler=scheduler,
+        cause=f"recovered from SLURM: {action.reason}",
+        phase="submitted",
+        intent_at=stamp,
+        job_id=first[2],
+        submitted_at=stamp,
+        chain_repeat=job.chain_repeat if chained else 1,
+        links=links if chained else (),
+    )
 
 
 def _array_batches(

@@ -11,6 +11,7 @@ from typing import Any, Literal
 ActionKind = Literal[
     "submit",
     "adopt",
+    "recover",
     "finish",
     "unseen",
     "lost",
@@ -52,6 +53,9 @@ class Action:
     # For `event`: this attempt's jobs still pending in the queue (a chain's later links),
     # which an `exclude_node` step moves off the node at once.
     queued_ids: tuple[str, ...] = ()
+    # For `recover`: the submission found in SLURM with no record, as (link, tag, job id) of
+    # each of its jobs (one, or a chain's links), to be written as the attempt's record.
+    found: tuple[tuple[int, str, str], ...] = ()
 
 
 def main(actions: Sequence[Action]) -> Action:

@@ -115,13 +115,23 @@ def current(job: str, history: History, obs: Observation, lock: LockJob | None =
         return Current(
             latest.final_state,
             success=latest.succeeded,
-            job_id=latest.job_id,
+            job_id=ended_by(latest),
             exit_code=latest.exit_code,
             reason=latest.reason,
         )
     if latest.links and latest.phase == "submitted":
         return chain_current(latest, obs, lock, dropped=job in history.dropped)
     return observed(latest.job_id, latest.tag, obs, bool(latest.finish_requested))
+
+
+def ended_by(attempt: Attempt) -> str | None:
+    """The SLURM job whose end ended a finished attempt: the job itself, or for a chain the
+    link that ended it as the attempt did (its record keeps link 1's id, for its tag)."""
+    ran = [link for link in attempt.links if link.job_id and link.phase == "finished"]
+    for link in reversed(ran):
+        if link.state == attempt.final_state:
+            return link.job_id
+    return ran[-1].job_id if ran else attempt.job_id
 
 
 def observed(job_id: str | None, tag: str, obs: Observation, finished_by_event: bool) -> Current:

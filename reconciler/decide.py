@@ -24,6 +24,7 @@ from .events import observations
 from .observe import Observation
 from .policy import INTENT_GRACE, SUBMIT_TRIES, UNSEEN_LIMIT, budget_exhausted
 from .records import Attempt, History
+from .recover import unclaimed
 
 __all__ = [
     "INTENT_GRACE",
@@ -59,19 +60,73 @@ def decide(
     plans: dict[str, list[Action]] = {}
 
     def job_state(name: str) -> str | None:
+        """What conditions see of another job: its state once its restart policy has spoken.
+        A job that ended and is about to run again counts as PENDING, not as how it ended."""
         found = states.get(name)
-        return found.state if found else None
+        if found is None:
+            return None
+        job = by_name.get(name)
+        if (
+            job is not None
+            and found.terminal
+            and not found.success
+            and _runs_again(job, found, history, now)
+        ):
+            return "PENDING"
+        return found.state
 
     def plan(name: str) -> list[Action]:
         # Upstream jobs are planned first: whether they will run again decides our wait.
         if name not in plans:
             job = by_name[name]
+            if name in history.damaged:
+                plans[name] = [Action("wait", name, f"left alone: {history.damaged[name]}")]
+                return plans[name]
             upstream = {u: main(plan(u)) for u in job.depends_on if u in by_name}
-            plans[name] = _one(job, states, upstream, history, obs, now, job_state, options)
+            planned = _one(job, states, upstream, history, obs, now, job_state, options)
+            plans[name] = [_unless_found(a, job, history, obs) for a in planned]
         return plans[name]
 
     planned = [action for job in jobs for action in plan(job.name)]
     return _throttled(jobs, planned, history) + _removed(set(by_name), history, obs, options)
+
+
+def _unless_found(action: Action, job: LockJob, history: History, obs: Observation) -> Action:
+    """A new attempt is submitted only if SLURM has no submission of the job that no record
+    names (a record lost or moved aside): such a submission is adopted instead."""
+    if action.kind != "submit" or action.link is not None or action.attempt is None:
+        return action
+    records = history.attempts.get(job.name, ())
+    claimed = [
+        job_id
+        for attempt in records
+        for job_id in (attempt.job_id, *(link.job_id for link in attempt.links))
+        if job_id
+    ]
+    newest_recorded = max((a.attempt for a in records if a.job_id), default=0)
+    found = unclaimed(
+        obs.submissions.of(job.name, job.array_group, job.array_index), claimed, newest_recorded
+    )
+    if not found:
+        return action
+    newest = found[0]
+    # The record's number never reuses one on disk; its tag is the one SLURM knows.
+    attempt = max(newest.attempt or 0, action.attempt)
+    # A chain: every link of that attempt that SLURM knows, in order.
+    jobs = sorted(
+        {f.link: f for f in found if f.attempt is not None and f.attempt == newest.attempt}.values()
+        or [newest],
+        key=lambda f: f.link,
+    )
+    return Action(
+        "recover",
+        job.name,
+        f"found {newest.tag} as job {newest.row.job_id} ({newest.row.state}) in SLURM, with "
+        "no record of it",
+        attempt=attempt,
+        job_id=jobs[0].row.job_id,
+        found=tuple((f.link, f.tag, f.row.job_id) for f in jobs),
+    )
 
 
 def _throttled(jobs: Sequence[LockJob], planned: list[Action], history: History) -> list[Action]:
@@ -172,6 +227,19 @@ def _one(
             seen += link_records(latest, now_state.chain, obs, now, options.intent_grace)
         dropped = history.dropped.get(name)
         if dropped is not None and not now_state.terminal:
+            # Written by an older oellm's cancel: sent again until SLURM confirms the end.
+            if now_state.live_ids and obs.available:
+                return [
+                    *seen,
+                    Action(
+                        "cancel",
+                        name,
+                        f"cancel requested: {dropped.reason}",
+                        attempt=latest.attempt,
+                        job_id=now_state.job_id,
+                        job_ids=now_state.live_ids,
+                    ),
+                ]
             return [
                 *seen,
                 Action(
@@ -189,6 +257,9 @@ def _one(
 
     if now_state.state == "DROPPED":
         return [Action("wait", name, f"dropped: {now_state.reason}", settled=True)]
+    if latest is not None and latest.phase == "finished" and latest.cancel_requested:
+        # Cancelled before SLURM ever had it (its intent was never confirmed): not submitted.
+        return [Action("wait", name, f"cancelled: {latest.cancel_requested}", settled=True)]
 
     if latest is not None and now_state.terminal:
         if now_state.success:
@@ -240,6 +311,28 @@ def _one(
     return [Action("submit", name, cause, attempt=attempt, cause=cause)]
 
 
+def _runs_again(job: LockJob, now_state: Current, history: History, now: datetime) -> bool:
+    """Whether a job that ended without success gets another attempt: its restart policy
+    restarts it (now or after a backoff), or its script changed since."""
+    latest = history.latest(job.name)
+    if latest is None or latest.cancel_requested or job.name in history.dropped:
+        return False
+    if latest.script_sha256 != job.sha256:
+        return True
+    if latest.phase != "finished":
+        # Ended in this round's view, recorded by this round: judge it as recorded.
+        latest = dataclasses.replace(
+            latest,
+            phase="finished",
+            final_state=now_state.state,
+            exit_code=now_state.exit_code,
+            ended_at=now.isoformat(),
+        )
+        attempts = (*history.attempts[job.name][:-1], latest)
+        history = dataclasses.replace(history, attempts={**history.attempts, job.name: attempts})
+    return not _after_failure(job, history, now).settled
+
+
 def _dependency_broken(latest: Attempt, now_state: Current) -> bool:
     return bool(
         latest.upstream_ids
@@ -284,7 +377,7 @@ def _changed(
     """An attempt in flight that runs an older script than the bundle now holds."""
     if latest.script_sha256 == job.sha256 or now_state.terminal or not obs.available:
         return None
-    if latest.restart_requested or now_state.state == "UNKNOWN":
+    if latest.restart_requested or latest.cancel_requested or now_state.state == "UNKNOWN":
         return None
     if (now_state.state == "PENDING" or options.restart_changed) and now_state.live_ids:
         return Action(

@@ -1,24 +1,52 @@
 """One reconcile at a time per state dir, across login nodes.
 
-`flock` is node-local on many shared filesystems, so the lock is a file created atomically
-(O_CREAT|O_EXCL) holding host, pid, a random token and a lease. A lock whose lease ran out,
-or whose holder on this host is dead, is taken over: renamed aside first (only one contender's
-rename can succeed), then re-created.
+`flock` is node-local on many shared filesystems (Lustre, metomi/rose#1897), so the lock is a
+file holding host, pid, a random token and a lease. It is never visible without its holder: the
+holder is written to a uniquely named file that is then hard-linked to the lock's name, which
+fails when the lock exists, also on NFS and Lustre (open(2), O_EXCL). A lock is taken over only
+when its lease ran out, its holder on this host is dead, or it is unreadable or invalid (and has
+not changed for a grace period): renamed aside first (only one contender's rename can succeed),
+checked to be the very lock judged stale, else given back. `verify()` is the fence a holder
+calls before each irreversible step.
+
+The file format (four keys: host, pid, token, expires) is the one every oellm version writes;
+older versions read a lock with any other key as damaged, so no key is added.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import json
+import math
 import os
 import secrets
 import socket
+import stat
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
+from oellm.errors import EXIT_TEMPFAIL, OellmError
+
+from .errors import ReconcileError
+
+LOCK_NAME = "reconcile.lock"
 LEASE_SECONDS = 15 * 60
+# The largest lease any oellm writes is LEASE_SECONDS from its own clock; an expiry further ahead
+# than that plus this much clock skew between login nodes was never written by a live holder.
+CLOCK_SLACK_SECONDS = 10 * 60
+# A lock that cannot be parsed is damage, or an older oellm between creating the file and writing
+# it (O_EXCL then write): it counts as abandoned once its file has not changed for this long.
+DAMAGED_GRACE_SECONDS = 60.0
+# Fault injection: sleep between writing the holder and publishing the lock (tests only).
+STALL_ENV = "OELLM_LOCK_STALL_SECONDS"
+# link() answers these where the filesystem has no hard links (some FUSE and SMB/CIFS mounts,
+# FAT): fall back to O_CREAT|O_EXCL and write, which the grace above keeps safe.
+_NO_HARD_LINKS = frozenset(
+    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
+)
+_PERMISSION_HINT = "the state dir and its lock must be readable and writable by whoever runs oellm"
 
 
 @dataclass(frozen=True)
@@ -28,47 +56,163 @@ class Holder:
     token: str
     expires: float
 
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+
+def parse_holder(raw: bytes) -> Holder | None:
+    """The holder in a lock file's bytes, or None when they are not a complete, well-typed one."""
+    try:
+        data = json.loads(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    host, pid, token, expires = (data.get(k) for k in ("host", "pid", "token", "expires"))
+    if not (isinstance(host, str) and host and isinstance(token, str) and token):
+        return None
+    # bool is an int to Python; a lock saying `"pid": true` is not a pid.
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    if not isinstance(expires, int | float) or isinstance(expires, bool):
+        return None
+    if not math.isfinite(expires):
+        return None
+    return Holder(host, pid, token, float(expires))
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One read of a lock file: its bytes, which file it was, and the holder they name."""
+
+    raw: bytes
+    dev: int
+    ino: int
+    mtime_ns: int
+    holder: Holder | None
+
+    @property
+    def mtime(self) -> float:
+        return self.mtime_ns / 1e9
+
+    def same_as(self, other: Seen) -> bool:
+        return (self.raw, self.dev, self.ino, self.mtime_ns) == (
+            other.raw,
+            other.dev,
+            other.ino,
+            other.mtime_ns,
+        )
+
 
 class Busy(Exception):
-    def __init__(self, holder: Holder | None) -> None:
+    def __init__(self, holder: Holder | None, detail: str = "") -> None:
         self.holder = holder
-        who = f"{holder.host} pid {holder.pid}" if holder else "someone"
+        who = f"{holder.host} pid {holder.pid}" if holder else detail or "someone"
         super().__init__(f"another reconcile is running ({who})")
 
 
+class LockLost(OellmError):
+    """The lock is no longer ours (taken over, or our lease ran out): stop acting. Nothing is
+    lost: what this round recorded, the round that holds the lock now reads."""
+
+    exit_code = EXIT_TEMPFAIL
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: lost the state lock ({why}); stopping this round")
+
+
 class StateLock:
-    def __init__(self, state_dir: Path, lease: float = LEASE_SECONDS) -> None:
-        self.path = state_dir / "reconcile.lock"
+    """`acquire` once, `verify` before each irreversible step, `refresh` between rounds of a
+    long run, `release` at the end (or use it as a context manager)."""
+
+    def __init__(
+        self,
+        state_dir: Path,
+        lease: float = LEASE_SECONDS,
+        grace: float = DAMAGED_GRACE_SECONDS,
+    ) -> None:
+        if not 0 < lease <= LEASE_SECONDS:
+            raise ValueError(f"lease must be in (0, {LEASE_SECONDS}] seconds, not {lease}")
+        self.path = state_dir / LOCK_NAME
         self.lease = lease
+        self.grace = grace
         self.token = secrets.token_hex(8)
         self.held = False
+        self.expires = 0.0
+        self._hard_links = True
 
-    def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(3):
-            if self._create():
+    # -- the API ------------------------------------------------------------------------------
+
+    def acquire(self, wait: float = 0) -> None:
+        """Take the lock, or raise Busy. With `wait`, keep trying for up to that many seconds."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReconcileError(
+                f"cannot create the state dir: {exc.strerror}",
+                str(self.path.parent),
+                hint=_PERMISSION_HINT,
+            ) from None
+        deadline = time.monotonic() + wait
+        pause = 0.05
+        while True:
+            busy = self._attempt()
+            if busy is None:
                 self.held = True
                 return
-            holder = self._read()
-            if holder is not None and not self._stale(holder):
-                raise Busy(holder)
-            self._take_over(holder)
-        raise Busy(self._read())
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise busy
+            time.sleep(min(pause, left))
+            pause = min(pause * 1.5, 1.0)
+
+    def verify(self) -> None:
+        """Raise LockLost unless the lock file still names us and our lease has not run out.
+
+        One small read; renews the lease once less than half of it is left, so a round that
+        takes longer than a lease stays safe as long as it keeps calling this."""
+        left = self._ours().expires - time.time()
+        if left <= 0:
+            self.held = False
+            raise LockLost(self.path, "the lease ran out")
+        if left < self.lease / 2:
+            self.refresh()
 
     def refresh(self) -> None:
-        """Extend the lease (long --wait runs call this every round)."""
-        if self.held:
-            tmp = self.path.with_name(f".{self.path.name}.{self.token}")
-            tmp.write_text(json.dumps(self._holder().__dict__))
+        """Extend the lease (long --wait runs call this every round). Raises LockLost rather
+        than replace a lock that is no longer ours."""
+        self._ours()
+        # A contender replaces a lock only once it judged it stale, which a live holder within
+        # its lease never is; so checked just before, the replace overwrites only our own.
+        tmp = self._write_temp()
+        try:
             os.replace(tmp, self.path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._error("cannot write the state lock", exc) from None
+        if not self._confirm():
+            self.held = False
+            raise LockLost(self.path, "another reconcile took it over")
 
     def release(self) -> None:
         if not self.held:
             return
-        holder = self._read()
-        if holder is not None and holder.token == self.token:
-            self.path.unlink(missing_ok=True)
         self.held = False
+        # Move it aside before deleting: between a check and an unlink, a contender could put
+        # its own lock in place, and that one must not be deleted.
+        aside = self.path.with_name(f".{LOCK_NAME}.release.{self.token}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            moved = self._read(aside)
+        except ReconcileError:
+            moved = None
+        if moved is None or moved.holder is None or moved.holder.token != self.token:
+            self._give_back(aside)
+        aside.unlink(missing_ok=True)
 
     def __enter__(self) -> StateLock:
         self.acquire()
@@ -82,53 +226,208 @@ class StateLock:
     ) -> None:
         self.release()
 
-    def _holder(self) -> Holder:
-        return Holder(socket.gethostname(), os.getpid(), self.token, time.time() + self.lease)
+    # -- acquiring ----------------------------------------------------------------------------
 
-    def _create(self) -> bool:
-        try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        with os.fdopen(fd, "w") as handle:
-            handle.write(json.dumps(self._holder().__dict__))
-            handle.flush()
-            os.fsync(handle.fileno())
-        return True
+    def _attempt(self) -> Busy | None:
+        """One try: None when we hold the lock, else the Busy to report."""
+        for _ in range(3):
+            if self._create():
+                return None if self._confirm() else Busy(None, "lost a race for the lock")
+            seen = self._read(self.path)
+            if seen is None:
+                continue  # released between our create and our read: try again
+            if not self._stale(seen, time.time()):
+                return Busy(seen.holder, "lock being written, or damaged")
+            if not self._take_over(seen):
+                return self._busy_now()
+        return self._busy_now()
 
-    def _read(self) -> Holder | None:
-        try:
-            return Holder(**json.loads(self.path.read_text()))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, TypeError):
-            # A half-written lock (its writer died mid-write) counts as stale.
-            return Holder("?", -1, "", 0.0)
+    def _busy_now(self) -> Busy:
+        seen = self._read(self.path)
+        return Busy(seen.holder if seen else None)
 
-    def _stale(self, holder: Holder) -> bool:
-        if holder.expires < time.time():
+    def _stale(self, seen: Seen, now: float) -> bool:
+        holder = seen.holder
+        if holder is None or holder.expires > now + LEASE_SECONDS + CLOCK_SLACK_SECONDS:
+            # Unreadable or impossible. Link creation never shows an incomplete lock, so this is
+            # damage or an older oellm mid-write: wait until the file has been still a while.
+            age = now - seen.mtime
+            return age > self.grace or age < -CLOCK_SLACK_SECONDS
+        if holder.expires < now:
             return True
-        if holder.host == socket.gethostname() and holder.pid > 0:
+        if holder.host == socket.gethostname():
             try:
                 os.kill(holder.pid, 0)
             except ProcessLookupError:
                 return True
             except PermissionError:
-                return False
+                return False  # alive, another user's process
         return False
 
-    def _take_over(self, stale: Holder | None) -> None:
-        aside = self.path.with_name(f".{self.path.name}.stale.{self.token}")
+    def _create(self) -> bool:
+        """Publish our holder under the lock's name; False when a lock exists."""
+        if not self._hard_links:
+            return self._create_exclusive()
+        tmp = self._write_temp()
+        try:
+            _stall()
+            try:
+                os.link(tmp, self.path)
+            except FileExistsError:
+                # NFSv2/3 link() is not idempotent: a retried request whose first try succeeded
+                # answers EEXIST. Our file having two links means it did succeed (open(2)).
+                return os.stat(tmp).st_nlink == 2
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise self._error("cannot create the state lock", exc) from None
+                self._hard_links = False
+                return self._create_exclusive()
+            return True
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _create_exclusive(self) -> bool:
+        """Without hard links: create empty, then write. A reader in between sees an empty lock,
+        which counts as busy until `grace` has passed."""
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            raise self._error("cannot create the state lock", exc) from None
+        with os.fdopen(fd, "wb") as handle:
+            _stall()
+            handle.write(self._holder().to_bytes())
+            handle.flush()
+            os.fsync(handle.fileno())
+        return True
+
+    def _ours(self) -> Holder:
+        """Our holder as the lock file has it, or LockLost."""
+        if not self.held:
+            raise LockLost(self.path, "not held")
+        seen = self._read(self.path)
+        if seen is None or seen.holder is None or seen.holder.token != self.token:
+            self.held = False
+            raise LockLost(self.path, "another reconcile took it over")
+        return seen.holder
+
+    def _confirm(self) -> bool:
+        """Re-read the lock after writing it: ours only if it names our token."""
+        seen = self._read(self.path)
+        return seen is not None and seen.holder is not None and seen.holder.token == self.token
+
+    def _take_over(self, stale: Seen) -> bool:
+        """Move the stale lock out of the way; False when it turned out not to be stale."""
+        # Cheap re-check first: a contender that took over since our read has replaced the file.
+        again = self._read(self.path)
+        if again is None:
+            return True
+        if not again.same_as(stale):
+            return False
+        aside = self.path.with_name(f".{LOCK_NAME}.stale.{self.token}")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
-            return
+            return True
         try:
-            moved = Holder(**json.loads(aside.read_text()))
-        except (OSError, ValueError, TypeError):
-            moved = Holder("?", -1, "", 0.0)
-        if stale is not None and moved.token != stale.token:
-            # Between our read and our rename someone else took the lock: give it back.
-            with contextlib.suppress(FileExistsError):
-                os.link(aside, self.path)
+            moved = self._read(aside)
+        except ReconcileError:
+            moved = None
+        if moved is not None and moved.same_as(stale):
+            aside.unlink(missing_ok=True)
+            return True
+        # We moved someone's fresh lock (taken between our check and our rename): give it back.
+        self._give_back(aside)
         aside.unlink(missing_ok=True)
+        return False
+
+    def _give_back(self, aside: Path) -> None:
+        # When a third contender created a lock meanwhile, the owner of the moved one finds out
+        # at its next verify().
+        try:
+            os.link(aside, self.path)
+        except FileExistsError:
+            pass
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise self._error("cannot restore the state lock", exc) from None
+            # No hard links here: rename back unless a lock appeared (a small race, accepted).
+            if not self.path.exists():
+                os.rename(aside, self.path)
+
+    # -- files --------------------------------------------------------------------------------
+
+    def _holder(self) -> Holder:
+        self.expires = time.time() + self.lease
+        return Holder(socket.gethostname(), os.getpid(), self.token, self.expires)
+
+    def _write_temp(self) -> Path:
+        tmp = self.path.with_name(f".{LOCK_NAME}.{self.token}.{os.getpid()}.tmp")
+        try:
+            fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(self._holder().to_bytes())
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise self._error("cannot write the state lock", exc) from None
+        return tmp
+
+    def _read(self, path: Path) -> Seen | None:
+        """The lock at `path`, None when there is none; a folder or an unreadable file is the
+        user's to fix (ReconcileError), never a crash."""
+        for _ in range(3):
+            try:
+                # O_NONBLOCK: a FIFO in the lock's place must not hang the round.
+                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            except FileNotFoundError:
+                return None
+            except IsADirectoryError:
+                raise self._folder(path) from None
+            except OSError as exc:
+                if exc.errno == errno.ESTALE:
+                    continue  # NFS: replaced between lookup and open
+                raise self._error("cannot read the state lock", exc, path) from None
+            try:
+                info = os.fstat(fd)
+                if stat.S_ISDIR(info.st_mode):
+                    raise self._folder(path)
+                if not stat.S_ISREG(info.st_mode):
+                    raise ReconcileError(
+                        "the state lock is not a regular file",
+                        str(path),
+                        hint="remove it; oellm creates the lock file itself",
+                    )
+                raw = os.read(fd, 64 * 1024)
+            except OSError as exc:
+                if exc.errno == errno.ESTALE:
+                    continue
+                raise self._error("cannot read the state lock", exc, path) from None
+            finally:
+                os.close(fd)
+            return Seen(raw, info.st_dev, info.st_ino, info.st_mtime_ns, parse_holder(raw))
+        return None
+
+    def _folder(self, path: Path) -> ReconcileError:
+        return ReconcileError(
+            "the state lock is a folder, not a file",
+            str(path),
+            hint="remove that folder (no oellm creates it); the lock is a file oellm makes itself",
+        )
+
+    def _error(self, what: str, exc: OSError, path: Path | None = None) -> ReconcileError:
+        return ReconcileError(
+            f"{what}: {exc.strerror or exc}", str(path or self.path), hint=_PERMISSION_HINT
+        )
+
+
+def _stall() -> None:
+    """Fault injection for tests: a slow shared filesystem between writing and publishing."""
+    try:
+        seconds = float(os.environ.get(STALL_ENV, "0"))
+    except ValueError:
+        return
+    if seconds > 0:
+        time.sleep(seconds)

@@ -15,6 +15,7 @@ from .conditions import commands_needed, files_needed
 from .errors import SchedulerUnavailable
 from .logs import LogLine, LogRead, read_new
 from .records import Attempt, History, LogState, Records
+from .recover import NOTHING, Submissions, index_tags
 from .schedulers import Scheduler, SchedulerJob
 
 # sacct looks back from the oldest attempt still in flight, with a margin for clock skew
@@ -43,6 +44,11 @@ class Observation:
     logs: Mapping[str, LogRead] = field(default_factory=dict)  # by job: new lines this round
     log_growth: Mapping[str, datetime] = field(default_factory=dict)  # by job: main log grew
     progress: Mapping[str, int] = field(default_factory=dict)  # by job: checkpoint iteration
+    # Our SLURM jobs by the job their tags name, for finding submissions no record names.
+    submissions: Submissions = NOTHING
+    # Whether accounting was asked back to the lookback horizon (see `observe`), so that a
+    # submission missing from `submissions` is one SLURM does not know.
+    looked_back: bool = False
 
 
 CommandRunner = Callable[[tuple[str, ...], Path], bool]
@@ -56,21 +62,26 @@ def observe(
     now: datetime,
     run_command: CommandRunner,
     records: Records | None = None,
+    lookback: datetime | None = None,
 ) -> Observation:
+    """`lookback`: also ask accounting back to this moment (the round is about to submit
+    attempts it has no record of, and must first see whether SLURM knows them)."""
     # Every attempt in flight, also of jobs no longer in the bundle (they are reported).
     in_flight = [
         a for attempts in history.attempts.values() if (a := attempts[-1]).phase != "finished"
     ]
     names = {job.name for job in bundle.jobs}
-    asked = bool(in_flight)
+    asked = bool(in_flight) or lookback is not None
     available, error = True, None
     rows: list[SchedulerJob] = []
-    if in_flight:
-        oldest = min(_parse(a.intent_at) for a in in_flight)
+    if asked:
+        since = [_parse(a.intent_at) - LOOKBACK_MARGIN for a in in_flight]
+        if lookback is not None:
+            since.append(lookback)
         known = [a.job_id for a in in_flight if a.job_id]
         known += [link.job_id for a in in_flight for link in a.links if link.job_id]
         try:
-            rows = scheduler.query(tag_prefix, oldest - LOOKBACK_MARGIN, known_ids=known)
+            rows = scheduler.query(tag_prefix, min(since), known_ids=known)
         except SchedulerUnavailable as exc:
             available, error = False, str(exc)
     by_id = {row.job_id: row for row in rows}
@@ -114,7 +125,19 @@ def observe(
             if argv not in commands:
                 commands[argv] = run_command(argv, bundle.root)
     return Observation(
-        asked, available, error, by_id, by_tag, markers, files, commands, logs, growth, progress
+        asked,
+        available,
+        error,
+        by_id,
+        by_tag,
+        markers,
+        files,
+        commands,
+        logs,
+        growth,
+        progress,
+        index_tags(rows, tag_prefix),
+        lookback is not None and available,
     )
 
 

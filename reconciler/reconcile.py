@@ -6,29 +6,39 @@ scheduler could not be reached (nothing destructive happened; cron retries next 
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from oellm.errors import CommandError
+from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_TEMPFAIL, EXIT_USER, CommandError
 from oellm.shell import run
 
 from .act import Outcome, act
 from .actions import OBSERVATIONS
 from .bundle import Bundle, LockJob, load_bundle
 from .decide import INTENT_GRACE, Action, Current, Options, current, decide
-from .errors import ReconcileError
-from .lock import Busy, StateLock
+from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
+from .identity import claim, key_for, read_identity
+from .lock import Busy, LockLost, StateLock
 from .observe import Observation, observe
 from .records import Dropped, History, Records
 from .schedulers import Scheduler
 
-EXIT_QUIET = 0
-EXIT_ACTED = 1
-EXIT_UNAVAILABLE = 75
+EXIT_QUIET = EXIT_OK
+EXIT_ACTED = EXIT_DIFFERENT
+EXIT_DAMAGED = EXIT_USER
+EXIT_UNAVAILABLE = EXIT_TEMPFAIL
+# How far back a round asks SLURM for submissions it has no record of, before it submits an
+# attempt (OELLM_LOOKBACK_DAYS changes it): older ones are not found, and are submitted again.
+LOOKBACK = timedelta(days=30)
+# How long `oellm cancel` waits for a round that holds the state lock (OELLM_LOCK_WAIT_SECONDS).
+CANCEL_LOCK_WAIT_S = 60.0
+
+log = logging.getLogger("oellm.reconcile")
 
 
 def utcnow() -> datetime:
@@ -36,8 +46,16 @@ def utcnow() -> datetime:
 
 
 def project_key(bundle: Bundle) -> str:
-    """Stable across recompiles of one experiment: the tag prefix of all its submissions."""
-    return hashlib.sha256(f"{bundle.project}\0{bundle.state_dir}".encode()).hexdigest()[:8]
+    """The tag key of all of a bundle's submissions (see `identity`)."""
+    return key_for(bundle.path, bundle.project, bundle.state_dir, bundle.state_path)
+
+
+def _seconds(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        return float(raw) if raw else default
+    except ValueError:
+        return default
 
 
 def make_scheduler(name: str | None, state_dir: Path) -> Scheduler:
@@ -80,6 +98,7 @@ class RunReport:
     observation: Observation
     outcome: Outcome | None
     busy: str | None = None
+    damaged: tuple[str, ...] = ()  # records that could not be read: their jobs were left alone
 
     @property
     def exit_code(self) -> int:
@@ -87,6 +106,8 @@ class RunReport:
             return EXIT_QUIET
         if not self.observation.available or (self.outcome and self.outcome.unavailable):
             return EXIT_UNAVAILABLE
+        if self.damaged:
+            return EXIT_DAMAGED
         if self.outcome and (self.outcome.acted or self.outcome.errors):
             return EXIT_ACTED
         return EXIT_QUIET
@@ -110,11 +131,16 @@ class Session:
         scheduler: str | None,
         options: Options | None = None,
         allow_edited: bool = False,
+        claim_state: bool = False,
     ) -> None:
         self.bundle = load_bundle(path, check_scripts=not allow_edited)
         self.options = options or Options(intent_grace())
         self.records = Records(self.bundle.state_path)
-        self.key = project_key(self.bundle)
+        self.claim_state = claim_state
+        # --claim-state: this bundle takes over a state dir another bundle path used (the
+        # same experiment moved or checked out twice); the key of its tags stays.
+        found = read_identity(self.bundle.state_path) if claim_state else None
+        self.key = found.key if found is not None else project_key(self.bundle)
         self.scheduler = make_scheduler(scheduler, self.bundle.state_path)
 
     @property
@@ -135,16 +161,57 @@ class Session:
         return history
 
     def look(self, history: History) -> tuple[Observation, list[Action]]:
+        """Observe and decide. A round that would submit an attempt it has no record of
+        first asks SLURM back to the lookback horizon for that job's earlier submissions
+        (a record lost or moved aside), and decides again on that fuller view."""
         now = utcnow()
-        obs = observe(
-            self.bundle, history, self.scheduler, self.prefix, now, run_command, self.records
+        obs = self._observe(history, now, None)
+        actions = decide(self.bundle.jobs, history, obs, now, self.options)
+        if any(_new_attempt(a) for a in actions) and not obs.looked_back:
+            horizon = now - timedelta(days=_seconds("OELLM_LOOKBACK_DAYS", LOOKBACK.days))
+            obs = self._observe(history, now, horizon)
+            actions = decide(self.bundle.jobs, history, obs, now, self.options)
+            if not obs.available:
+                # Without SLURM's answer nothing is submitted: it may know these attempts.
+                actions = [_unconfirmed(a) if _new_attempt(a) else a for a in actions]
+        for action in actions:
+            log.info("%s: %s: %s", action.job, action.kind, action.reason)
+        return obs, actions
+
+    def _observe(self, history: History, now: datetime, lookback: datetime | None) -> Observation:
+        return observe(
+            self.bundle,
+            history,
+            self.scheduler,
+            self.prefix,
+            now,
+            run_command,
+            self.records,
+            lookback=lookback,
         )
-        return obs, decide(self.bundle.jobs, history, obs, now, self.options)
+
+    def claim(self) -> None:
+        """Record that this bundle uses its state dir (held lock only)."""
+        claim(self.bundle.path, self.bundle.project, self.key, self.records.state_dir)
 
     def apply_moves(self, say: Callable[[str], None]) -> None:
         for old, new in self.bundle.moved.items():
             if self.records.move(old, new):
                 say(f"moved the records of {old} to {new}")
+
+
+def _new_attempt(action: Action) -> bool:
+    return action.kind == "submit" and action.link is None
+
+
+def _unconfirmed(action: Action) -> Action:
+    return Action(
+        "wait",
+        action.job,
+        "ready, but SLURM did not answer whether it knows an earlier submission; not "
+        "submitted this round",
+        attempt=action.attempt,
+    )
 
 
 def reconcile_once(
@@ -159,27 +226,36 @@ def reconcile_once(
             return RunReport([], Observation(asked=False, available=True), None, busy=str(busy))
     try:
         if not dry_run:
+            claim(
+                session.bundle.path, session.bundle.project, session.key, session.records.state_dir
+            )
             session.apply_moves(say)
         history = session.history()
         obs, actions = session.look(history)
+        damaged = tuple(history.damaged.values())
         if dry_run:
             names = {job.name for job in session.bundle.jobs}
             for action in actions:
                 job = session.bundle.job(action.job) if action.job in names else None
                 say(_describe(action, job if session.scheduler.arrays else None))
-            return RunReport(actions, obs, None)
-        outcome = act(
-            actions,
-            session.bundle,
-            history,
-            session.records,
-            session.scheduler,
-            session.key,
-            utcnow,
-            say,
-            obs,
-        )
-        return RunReport(actions, obs, outcome)
+            return RunReport(actions, obs, None, damaged=damaged)
+        try:
+            outcome = act(
+                actions,
+                session.bundle,
+                history,
+                session.records,
+                session.scheduler,
+                session.key,
+                utcnow,
+                say,
+                obs,
+                fence=lock.verify if lock is not None else None,
+            )
+        except LockLost as lost:
+            # Another round holds the state now: it reads what this one recorded.
+            return RunReport(actions, obs, None, busy=str(lost), damaged=damaged)
+        return RunReport(actions, obs, outcome, damaged=damaged)
     finally:
         if own_lock and lock is not None:
             lock.release()
@@ -196,6 +272,7 @@ def _describe(action: Action, job: LockJob | None = None) -> str:
         "submit": f"would submit attempt {action.attempt}{task}"
         + (f" from link {action.link}" if action.link else ""),
         "adopt": f"would adopt job {action.job_id}",
+        "recover": f"would record attempt {action.attempt} from SLURM (job {action.job_id})",
         "finish": f"would record {action.state}",
         "unseen": "would note: not seen by the scheduler",
         "lost": "would record: never submitted",
@@ -259,25 +336,76 @@ def _link_of(now_state: Current) -> str | None:
     return f"{now_state.link}/{chain.length}"
 
 
-def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], None]) -> int:
+@dataclass(frozen=True)
+class CancelReport:
+    exit_code: int
+    errors: tuple[str, ...] = ()
+
+
+def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], None]) -> CancelReport:
+    """The user's cancel: recorded as a request on each live attempt (and a drop for jobs
+    never submitted), then sent to SLURM. A request SLURM did not take is sent again by every
+    round until SLURM says the job ended; nothing is resubmitted."""
     known = {job.name for job in session.bundle.jobs}
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ReconcileError(f"no job named {', '.join(unknown)} in this bundle")
     selected = list(names) or [job.name for job in session.bundle.jobs]
-    with StateLock(session.bundle.state_path):
+    lock = StateLock(session.bundle.state_path)
+    wait = _seconds("OELLM_LOCK_WAIT_SECONDS", CANCEL_LOCK_WAIT_S)
+    try:
+        lock.acquire(wait=wait)
+    except Busy as busy:
+        return CancelReport(
+            EXIT_UNAVAILABLE,
+            (f"{busy}; waited {wait:g} s for it. Nothing was cancelled: run oellm cancel again",),
+        )
+    try:
+        session.claim()
         history = session.history()
         obs, _ = session.look(history)
         live: list[str] = []
+        stamp = utcnow().isoformat()
         for name in selected:
-            now_state = current(name, history, obs, session.bundle.job(name))
-            if now_state.terminal:
+            if name in history.damaged:
+                say(f"{name}: not cancelled: {history.damaged[name]}")
                 continue
-            # Every live job of the attempt: a chain's queued links go with the running one.
-            live.extend(now_state.live_ids)
-            session.records.drop(Dropped(name, "cancelled by the user", utcnow().isoformat()))
-            ids = ", ".join(now_state.live_ids)
-            say(f"cancelled {name}" + (f" (job {ids})" if ids else ""))
-        if live:
+            now_state = current(name, history, obs, session.bundle.job(name))
+            latest = history.latest(name)
+            if latest is not None and latest.phase != "finished":
+                if not latest.cancel_requested:
+                    session.records.save(dataclasses.replace(latest, cancel_requested=USER_CANCEL))
+                live.extend(now_state.live_ids)
+                ids = ", ".join(now_state.live_ids)
+                say(f"cancel recorded for {name}" + (f" (job {ids})" if ids else ""))
+            elif name not in history.dropped and not (latest is not None and latest.succeeded):
+                session.records.drop(Dropped(name, USER_CANCEL, stamp))
+                say(f"dropped {name}: it will not be submitted")
+        if not live:
+            return CancelReport(EXIT_ACTED if selected else EXIT_QUIET)
+        try:
+            lock.verify()
             session.scheduler.cancel(live)
-    return EXIT_ACTED if selected else EXIT_QUIET
+        except SchedulerUnavailable as exc:
+            return CancelReport(
+                EXIT_UNAVAILABLE,
+                (
+                    f"SLURM did not take the cancel ({exc.message}); it is recorded, and every "
+                    "`oellm reconcile` sends it again until SLURM confirms",
+                ),
+            )
+        except SchedulerError as exc:
+            return CancelReport(
+                EXIT_ACTED,
+                (
+                    f"scancel failed ({exc}); the cancel is recorded, and the next "
+                    "`oellm reconcile` sends it again",
+                ),
+            )
+        say(f"cancelled job {', '.join(live)}")
+        return CancelReport(EXIT_ACTED)
+    finally:
+        lock.release()
+
+
+USER_CANCEL = "cancelled by the user"

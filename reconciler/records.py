@@ -1,15 +1,20 @@
 """The reconciler's records on the shared filesystem: one file per job attempt, written
 atomically (temp file, fsync, rename), so a run killed at any instant leaves either the old
-record or the new one, never half of one.
+record or the new one, never half of one. A new attempt's first record (its intent) is created
+exclusively: a round never overwrites another round's intent.
 
     <state_dir>/jobs/<job>/attempt-0001.json   intent, then job id, then outcome
     <state_dir>/jobs/<job>/dropped.json        cancelled before it was ever submitted
+
+Records are read strictly (`codec.decode`): one that does not check out is reported with its
+file, and its job gets no action until the user has looked at it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import re
 import shutil
@@ -17,9 +22,13 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
+from .codec import RecordInvalid, decode
 from .errors import ReconcileError
+
+log = logging.getLogger("oellm.records")
+T = TypeVar("T")
 
 Phase = Literal["intent", "submitted", "finished"]
 _ATTEMPT = re.compile(r"attempt-(\d{4,})\.json")
@@ -134,13 +143,23 @@ class Dropped:
 class History:
     attempts: Mapping[str, tuple[Attempt, ...]]  # job -> attempts, oldest first
     dropped: Mapping[str, Dropped]
+    # job -> what is wrong with one of its records (the file and why); such a job is not
+    # acted on, and the round ends with exit 2 naming the file.
+    damaged: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def latest(self, job: str) -> Attempt | None:
         found = self.attempts.get(job, ())
         return found[-1] if found else None
 
 
-def write_atomic(path: Path, data: Mapping[str, Any]) -> None:
+class RecordExists(Exception):
+    """An intent record that another round already wrote: this round must not submit."""
+
+
+def write_atomic(path: Path, data: Mapping[str, Any], exclusive: bool = False) -> None:
+    """Write `data` as JSON to `path` at once (temp file, fsync, rename). `exclusive`: create
+    it only if no file is there (a hard link, which fails when the name exists, also on NFS
+    and Lustre), else RecordExists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
@@ -149,7 +168,15 @@ def write_atomic(path: Path, data: Mapping[str, Any]) -> None:
             handle.write("\n")
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise RecordExists(str(path)) from None
+            finally:
+                os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -159,6 +186,7 @@ def write_atomic(path: Path, data: Mapping[str, Any]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    log.debug("wrote %s", path)
 
 
 class Records:
@@ -172,6 +200,11 @@ class Records:
     def save(self, record: Attempt) -> None:
         write_atomic(self.attempt_path(record.job, record.attempt), dataclasses.asdict(record))
 
+    def create(self, record: Attempt) -> None:
+        """A new attempt's first record; RecordExists when another round wrote it already."""
+        path = self.attempt_path(record.job, record.attempt)
+        write_atomic(path, dataclasses.asdict(record), exclusive=True)
+
     def drop(self, record: Dropped) -> None:
         write_atomic(self.jobs_dir / record.job / "dropped.json", dataclasses.asdict(record))
 
@@ -182,8 +215,7 @@ class Records:
         path = self.log_state_path(job, attempt)
         if not path.exists():
             return LogState()
-        state: LogState = _read(path, LogState, check_job=False)
-        return state
+        return _read(path, LogState)
 
     def save_log_state(self, job: str, attempt: int, state: LogState) -> None:
         write_atomic(self.log_state_path(job, attempt), dataclasses.asdict(state))
@@ -227,36 +259,62 @@ class Records:
         (self.jobs_dir / job / "dropped.json").unlink(missing_ok=True)
 
     def load(self) -> History:
+        """Every job's records. A job with a record that cannot be read is listed in
+        `damaged` (with none of its records), so the round leaves it alone."""
         attempts: dict[str, tuple[Attempt, ...]] = {}
         dropped: dict[str, Dropped] = {}
+        damaged: dict[str, str] = {}
         if not self.jobs_dir.is_dir():
             return History(attempts, dropped)
         for job_dir in sorted(self.jobs_dir.iterdir()):
-            if not job_dir.is_dir():
+            if not job_dir.is_dir() or job_dir.name.startswith("."):
                 continue
+            job = job_dir.name
             found: list[Attempt] = []
-            for path in sorted(job_dir.iterdir()):
-                if _ATTEMPT.fullmatch(path.name):
-                    found.append(_read(path, Attempt))
-                elif path.name == "dropped.json":
-                    dropped[job_dir.name] = _read(path, Dropped)
+            try:
+                for path in sorted(job_dir.iterdir()):
+                    number = _ATTEMPT.fullmatch(path.name)
+                    if number:
+                        record = _read(path, Attempt)
+                        if record.job != job or record.attempt != int(number.group(1)):
+                            raise ReconcileError(
+                                f"damaged state record: it names job {record.job!r} attempt "
+                                f"{record.attempt}, not the job and attempt of its file name",
+                                str(path),
+                                hint=DAMAGED_HINT,
+                            )
+                        found.append(record)
+                    elif path.name == "dropped.json":
+                        dropped[job] = _read(path, Dropped)
+            except ReconcileError as error:
+                damaged[job] = error.render()
+                dropped.pop(job, None)
+                continue
             if found:
-                attempts[job_dir.name] = tuple(sorted(found, key=lambda a: a.attempt))
-        return History(attempts, dropped)
+                attempts[job] = tuple(sorted(found, key=lambda a: a.attempt))
+        return History(attempts, dropped, damaged)
 
 
-def _read(path: Path, kind: Any, check_job: bool = True) -> Any:
+DAMAGED_HINT = (
+    "its job is left alone until this is mended; if the file is beyond repair, move it "
+    "aside: the next round looks that attempt up in SLURM by its tag and adopts what it "
+    "finds there rather than submitting again"
+)
+
+
+def _read(path: Path, kind: type[T]) -> T:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        record = kind(**data)
-    except (OSError, ValueError, TypeError) as exc:
+        record = decode(kind, data)
+    except OSError as exc:
         raise ReconcileError(
-            f"damaged state record ({type(exc).__name__}: {exc})",
-            str(path),
-            hint="nothing was changed; move the file aside to continue: the next run looks "
-            "that attempt up in SLURM by its tag before it submits anything",
+            f"cannot read the state record: {exc.strerror}", str(path), hint=DAMAGED_HINT
         ) from None
-    expected_job = path.parent.name
-    if check_job and getattr(record, "job", expected_job) != expected_job:
-        raise ReconcileError(f"record names job '{record.job}'", str(path))
+    except RecordInvalid as exc:
+        raise ReconcileError(f"damaged state record: {exc}", str(path), hint=DAMAGED_HINT) from None
+    except ValueError as exc:
+        raise ReconcileError(
+            f"damaged state record (not JSON: {exc})", str(path), hint=DAMAGED_HINT
+        ) from None
+    log.debug("read %s", path)
     return record

@@ -27,7 +27,7 @@ from .arrays import (
 from .bundle import ArrayGroup, Bundle, LockJob
 from .chain import link_tag
 from .errors import SchedulerError, SchedulerUnavailable
-from .records import Attempt, Link, Records
+from .records import Attempt, Link, RecordExists, Records
 from .schedulers import Scheduler, Submission
 
 # Fault injection for the exactly-once tests: the process kills itself at the named point.
@@ -71,6 +71,9 @@ class Submitter:
     now: Callable[[], datetime]
     note: Callable[[str], None]
     outcome: Outcome
+    # Called right before each sbatch: raises when this round no longer holds the state lock
+    # (another round took it over), so that no submission happens outside the lock.
+    fence: Callable[[], None] = lambda: None
 
     def submit(self, action: Action, latest: Attempt | None) -> Attempt | None:
         """Carry out a `submit`: a new attempt (and, for a chain, all its links), or the
@@ -105,7 +108,8 @@ class Submitter:
             links=(Link(1, tag, "intent", stamp),) if chained else (),
             upstream_ids=action.upstream_ids,
         )
-        self.records.save(intent)
+        if not self._create(intent):
+            return None
         crash_point("after-intent")
         gate: tuple[str, ...] = ()
         if action.upstream_ids:
@@ -177,9 +181,17 @@ class Submitter:
             assert action.attempt is not None and job.array_index is not None
             self._folders(job)
             intent = self._intent(job, action, member_tag(tag, job.array_index), stamp)
-            self.records.save(intent)
-            intents.append(intent)
+            if self._create(intent):
+                intents.append(intent)
         crash_point("after-intent")
+        written = {intent.job for intent in intents}
+        pairs = [
+            (job, action) for job, action in zip(jobs, actions, strict=True) if job.name in written
+        ]
+        if not pairs:
+            return {}
+        jobs, actions = [job for job, _ in pairs], [action for _, action in pairs]
+        self._keep_scripts(jobs)
         indices = [job.array_index for job in jobs if job.array_index is not None]
         spec = array_spec(indices, group.throttle)
         job_id, error = self._run(
@@ -209,6 +221,34 @@ class Submitter:
             )
         crash_point("after-record")
         return tasks
+
+    def _keep_scripts(self, jobs: Sequence[LockJob]) -> None:
+        """A copy of each member script an array task will run, named by its sha256 under the
+        state dir: the array script falls back to it when a recompile removed the job from
+        the bundle while its task was still queued (it then runs as it was compiled)."""
+        folder = self.bundle.state_path / "scripts"
+        folder.mkdir(parents=True, exist_ok=True)
+        for job in jobs:
+            target = folder / f"{job.sha256}.sbatch"
+            if not target.exists():
+                data = self.bundle.script_path(job).read_bytes()
+                tmp = folder / f".{job.sha256}.{os.getpid()}"
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+
+    def _create(self, intent: Attempt) -> bool:
+        """Write a new attempt's intent, unless a record of that attempt exists already (only
+        another round can have written it): then this round does not submit it."""
+        self.fence()
+        try:
+            self.records.create(intent)
+        except RecordExists as exists:
+            self.outcome.errors.append(
+                f"{intent.job}: attempt {intent.attempt} was recorded by another round "
+                f"meanwhile ({exists}); not submitted again"
+            )
+            return False
+        return True
 
     def _intent(self, job: LockJob, action: Action, tag: str, stamp: str) -> Attempt:
         """The record written before sbatch: a new attempt, found by `tag` if sbatch's answer
@@ -246,6 +286,7 @@ class Submitter:
             output = log_for(job.log_path, "%j", job.array_index)
             return self._run(job, self.bundle.script_path(job), tag, (f"--output={output}", *extra))
         script = self.bundle.path / group.script
+        self._keep_scripts([job])
         job_id, error = self._run(job, script, tag, (*resubmit_args(job.array_index), *extra))
         # One task of an array: squeue and sacct name it `<array job id>_<index>`.
         return (None, error) if job_id is None else (task_id(job_id, job.array_index), None)
@@ -258,6 +299,7 @@ class Submitter:
         if excluded:
             extra = (f"--exclude={','.join(excluded)}", *extra)
         array = job.array_group is not None and self.scheduler.arrays
+        self.fence()
         submission = Submission(
             script=script.resolve(),
             tag=tag,

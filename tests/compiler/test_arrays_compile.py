@@ -741,8 +741,8 @@ def test_odd_but_allowed_names_compile_and_run(tmp_path: Path) -> None:
 def test_group_names_from_any_stage_are_safe(stage: str, tmp_path: Path) -> None:
     """The schema keeps such stages out; the group still never trusts one."""
     directives = (("--output", "/o/arrays/x/slurm-%A_%a.log"), ("--time", "1"))
-    one = arrays.Member("a", stage or None, directives, None, None, "p")
-    two = arrays.Member("b", stage or None, directives, 3, None, "p")  # another throttle
+    one = arrays.Member("a", stage or None, directives, None, None, "p", "out/.oellm/p")
+    two = arrays.Member("b", stage or None, directives, 3, None, "p", "out/.oellm/p")  # throttle
     entries = {name: {"script": f"jobs/{name}.sbatch", "sha256": "0" * 64} for name in ("a", "b")}
     groups, files = arrays.group([one, two], entries, {})
     assert len(groups) == 2
@@ -824,3 +824,23 @@ def test_compiling_in_separate_processes_is_byte_identical(tmp_path: Path) -> No
         assert done.returncode == 0, done.stderr
         outputs.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()})
     assert outputs[0] == outputs[1]
+
+
+def test_a_member_removed_after_submission_runs_from_the_kept_copy(
+    written: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """A recompile that drops a job whose task is still queued: the task runs the copy of its
+    script the reconciler kept (by sha256) when it submitted it, and nothing else."""
+    bundle_dir, lock = written
+    member = bundle_dir / "jobs" / "t_1.sbatch"
+    (entry,) = [j for j in lock["jobs"] if j["name"] == "t_1"]
+    kept = Path(lock["project"]["state_dir"]) / "scripts" / f"{entry['sha256']}.sbatch"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(member.read_bytes())
+    member.unlink()
+    done = run_array(bundle_dir, "jobs/arrays/train.sbatch", "1", tmp_path / "run")
+    assert (done.returncode, done.stdout) == (0, "task 1\n"), done.stderr
+    # Without a kept copy it refuses, as for any script it cannot check.
+    kept.unlink()
+    done = run_array(bundle_dir, "jobs/arrays/train.sbatch", "1", tmp_path / "run2")
+    assert done.returncode == 2 and "cannot read" in done.stderr

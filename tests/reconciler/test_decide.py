@@ -16,6 +16,7 @@ from oellm.reconciler.decide import decide
 from oellm.reconciler.logs import LogLine, LogRead
 from oellm.reconciler.observe import Markers, Observation, tags_of
 from oellm.reconciler.records import Attempt, Dropped, History, Link
+from oellm.reconciler.recover import index_tags
 from oellm.reconciler.schedulers import SchedulerJob
 
 CASES = sorted((Path(__file__).parent / "decide_cases").glob("*.yaml"))
@@ -106,6 +107,7 @@ def test_case(path: Path) -> None:
             job: Dropped(job, reason, "2026-11-26T11:00:00+00:00")
             for job, reason in (case.get("dropped") or {}).items()
         },
+        damaged=case.get("damaged") or {},
     )
     seen = case.get("observation") or {}
     rows = [row(r) for r in seen.get("rows", [])]
@@ -133,6 +135,7 @@ def test_case(path: Path) -> None:
             k: datetime.fromisoformat(v) for k, v in (seen.get("log_growth") or {}).items()
         },
         progress=seen.get("progress") or {},
+        submissions=index_tags(rows, "oellm.k."),
     )
     now = datetime.fromisoformat(case.get("now", NOW))
     got = decide(jobs, history, obs, now)

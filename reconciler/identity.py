@@ -1,0 +1,168 @@
+"""Which bundle a state dir belongs to, and the key its submissions are tagged with.
+
+The key (`oellm.<key>.<job>.<attempt>`) is made once, from the project name and the state dir,
+and kept in `<state_dir>/identity.json` with the bundle that uses it: a state dir lost whole gets
+the same key back (so its jobs are found again in SLURM), a state dir moved with
+`oellm compile --move-state` keeps its key, and a second bundle that would share the state dir
+is refused rather than mixing its records and tags with the first one's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .codec import RecordInvalid, decode
+from .errors import ReconcileError
+from .lock import Busy, StateLock
+from .records import write_atomic
+
+IDENTITY_NAME = "identity.json"
+
+
+@dataclass(frozen=True)
+class Identity:
+    project: str
+    key: str
+    bundle: str  # the bundle folder that uses this state dir, as an absolute path
+
+
+def default_key(project: str, state_dir: str) -> str:
+    return hashlib.sha256(f"{project}\0{state_dir}".encode()).hexdigest()[:8]
+
+
+def read_identity(state_path: Path) -> Identity | None:
+    path = state_path / IDENTITY_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ReconcileError(
+            f"cannot read the state dir's identity: {exc.strerror}", str(path)
+        ) from None
+    try:
+        return decode(Identity, json.loads(text))
+    except (RecordInvalid, ValueError) as exc:
+        raise ReconcileError(
+            f"damaged state identity ({exc})",
+            str(path),
+            hint="it names the bundle this state dir belongs to and the key of its jobs' tags; "
+            "restore it, or move it aside: it is made again from the project name and the "
+            "state dir",
+        ) from None
+
+
+def key_for(bundle_path: Path, project: str, state_dir: str, state_path: Path) -> str:
+    """The tag key of this bundle's jobs; refuses a state dir that belongs to another bundle."""
+    found = read_identity(state_path)
+    if found is None:
+        return default_key(project, state_dir)
+    check(found, bundle_path, project, state_path)
+    return found.key
+
+
+def check(found: Identity, bundle_path: Path, project: str, state_path: Path) -> None:
+    here = str(bundle_path.resolve())
+    if found.bundle != here or found.project != project:
+        raise ReconcileError(
+            f"the state dir {state_path} belongs to bundle {found.bundle} (project "
+            f"{found.project!r}), not to this bundle {here} (project {project!r}): the two "
+            "would share records and SLURM tags",
+            str(state_path / IDENTITY_NAME),
+            hint="give this experiment its own project.state_dir (or project.name) and "
+            "recompile; if this bundle is that one moved, or a second checkout of it, pass "
+            "--claim-state",
+        )
+
+
+def claim(bundle_path: Path, project: str, key: str, state_path: Path) -> None:
+    """Record that this bundle uses the state dir (under the state lock)."""
+    wanted = Identity(project, key, str(bundle_path.resolve()))
+    if read_identity(state_path) != wanted:
+        write_atomic(state_path / IDENTITY_NAME, dataclasses.asdict(wanted))
+
+
+def has_records(state_path: Path) -> bool:
+    jobs = state_path / "jobs"
+    try:
+        return any(not p.name.startswith(".") for p in jobs.iterdir())
+    except OSError:
+        return False
+
+
+def move_state(old: Path, new: Path, wait: float = 30.0) -> None:
+    """Move a state dir (records, identity, lock folder and all) to a new place, holding the
+    old one's lock so that no round works on it meanwhile."""
+    if new.exists() and any(new.iterdir()):
+        raise ReconcileError(
+            f"cannot move the state to {new}: that folder is not empty",
+            str(new),
+            hint="choose another project.state_dir, or move that folder aside first",
+        )
+    lock = StateLock(old)
+    try:
+        lock.acquire()
+    except Busy as busy:
+        raise ReconcileError(
+            f"cannot move the state now: {busy}", str(old), hint="try again in a moment"
+        ) from None
+    try:
+        new.parent.mkdir(parents=True, exist_ok=True)
+        if new.exists():
+            new.rmdir()
+        try:
+            os.rename(old, new)
+        except OSError:
+            # Another filesystem: copy, then keep the old folder aside rather than delete it.
+            shutil.copytree(old, new, symlinks=True)
+            os.rename(old, old.with_name(old.name + ".moved"))
+    finally:
+        lock.path = new / lock.path.name
+        lock.release()
+
+
+def state_change(
+    bundle_dir: Path, project: Mapping[str, Any], move: bool, fresh: bool
+) -> str | None:
+    """Before a recompile replaces `bundle_dir`: whether its state dir moves (the new lock's
+    `project`), and with records there, what to do. Refused unless the user said --move-state
+    (the records go along, and the jobs they follow stay followed) or --fresh-state (start
+    over). Returns what was done, to be told."""
+    try:
+        old = json.loads((bundle_dir / "plan.lock.json").read_text(encoding="utf-8"))["project"]
+        old_dir = str(old["state_dir"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # no bundle there yet (or not one oellm can read): nothing to carry over
+    root = bundle_dir.resolve().parent
+    old_state = _under(root, old_dir)
+    new_state = _under(root, str(project["state_dir"]))
+    if old_state == new_state or not has_records(old_state):
+        return None
+    if move:
+        move_state(old_state, new_state)
+        return f"moved the state from {old_state} to {new_state}"
+    if fresh:
+        return (
+            f"fresh state in {new_state}: the jobs recorded in {old_state} are no longer "
+            "followed (cancel them with the previous bundle if they still run)"
+        )
+    raise ReconcileError(
+        f"this compile moves the bundle's state from {old_state} to {new_state} (the state dir "
+        "follows project.output_dir, e.g. from OUTPUT_DIR): every job recorded there would "
+        "be submitted again",
+        str(bundle_dir),
+        hint="compile with the same output dir as before, or pass --move-state to take the "
+        "records along (running jobs stay followed), or --fresh-state to start over",
+    )
+
+
+def _under(root: Path, path: str) -> Path:
+    return (root / path) if not Path(path).is_absolute() else Path(path)

@@ -1,0 +1,515 @@
+"""The reconciler's state lock: exclusive, never visible without its holder, taken over only
+from a stale holder (and then only the very one judged stale), a fence before each `sbatch`,
+and clear errors for a lock path the user must fix. The contention tests start 10 processes
+together and check from their own records that no two ever held the lock at once."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oellm.cli import main
+from oellm.reconciler.bundle import load_bundle
+from oellm.reconciler.errors import ReconcileError
+from oellm.reconciler.lock import (
+    CLOCK_SLACK_SECONDS,
+    LEASE_SECONDS,
+    STALL_ENV,
+    Busy,
+    LockLost,
+    StateLock,
+    parse_holder,
+)
+from tests.helpers import EXAMPLES
+
+
+def lock_file(state: Path) -> Path:
+    return state / "reconcile.lock"
+
+
+def put(state: Path, content: str | dict[str, Any], age: float = 0.0) -> Path:
+    """Write a lock file by hand; `age` seconds old by its mtime."""
+    path = lock_file(state)
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    if age:
+        then = time.time() - age
+        os.utime(path, (then, then))
+    return path
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def holder_of(state: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(lock_file(state).read_text())
+    return data
+
+
+def live(host: str = "login9", token: str = "theirs") -> dict[str, Any]:
+    return {"host": host, "pid": 1, "token": token, "expires": time.time() + 600}
+
+
+# -- exclusion and takeover -------------------------------------------------------------------
+
+
+def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    first = StateLock(tmp_path)
+    first.acquire()
+    assert holder_of(tmp_path)["token"] == first.token
+    with pytest.raises(Busy, match=f"another reconcile is running \\({socket.gethostname()} pid"):
+        StateLock(tmp_path).acquire()
+    first.release()
+    assert not lock_file(tmp_path).exists()
+    with StateLock(tmp_path) as lock:
+        assert holder_of(tmp_path)["token"] == lock.token
+    assert not lock_file(tmp_path).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no temp or aside file left
+
+
+def test_the_file_format_is_the_four_keys_every_oellm_reads(tmp_path: Path) -> None:
+    with StateLock(tmp_path, lease=100) as lock:
+        data = holder_of(tmp_path)
+    assert sorted(data) == ["expires", "host", "pid", "token"]
+    mine = (socket.gethostname(), os.getpid(), lock.token)
+    assert (data["host"], data["pid"], data["token"]) == mine
+    assert time.time() + 90 < data["expires"] <= time.time() + 100
+
+
+def test_lock_of_a_dead_process_is_taken_over(tmp_path: Path) -> None:
+    put(tmp_path, {**live(socket.gethostname(), "dead"), "pid": dead_pid()})
+    with StateLock(tmp_path) as lock:
+        assert holder_of(tmp_path)["token"] == lock.token
+
+
+def test_expired_lease_from_another_host_is_taken_over(tmp_path: Path) -> None:
+    put(tmp_path, {"host": "login9", "pid": 1, "token": "old", "expires": 1.0})
+    with StateLock(tmp_path) as lock:
+        assert holder_of(tmp_path)["token"] == lock.token
+
+
+def test_live_lease_from_another_host_is_respected(tmp_path: Path) -> None:
+    path = put(tmp_path, live(), age=3600)  # an old file, but its lease is refreshed content
+    before = path.read_bytes()
+    with pytest.raises(Busy, match="login9 pid 1"):
+        StateLock(tmp_path).acquire()
+    assert path.read_bytes() == before
+
+
+def test_a_live_holder_on_this_host_is_respected(tmp_path: Path) -> None:
+    put(tmp_path, {**live(socket.gethostname()), "pid": os.getpid()})
+    with pytest.raises(Busy):
+        StateLock(tmp_path).acquire()
+
+
+UNREADABLE = {
+    "empty": "",
+    "half written": '{"host": "x", "pi',
+    "not json": "garbage{",
+    "a list": "[1, 2]",
+    "string pid": json.dumps({"host": "h", "pid": "12", "token": "t", "expires": 1e12}),
+    "string expires": json.dumps({"host": "h", "pid": 12, "token": "t", "expires": "soon"}),
+    "bool pid": json.dumps({"host": "h", "pid": True, "token": "t", "expires": 1.0}),
+    "missing token": json.dumps({"host": "h", "pid": 12, "expires": 1.0}),
+    "empty token": json.dumps({"host": "h", "pid": 12, "token": "", "expires": 1.0}),
+    "null host": json.dumps({"host": None, "pid": 12, "token": "t", "expires": 1.0}),
+    "binary": "\udcff\udcfe",
+}
+
+
+@pytest.mark.parametrize("content", UNREADABLE.values(), ids=UNREADABLE.keys())
+def test_an_unreadable_lock_is_busy_while_fresh_and_stale_after_the_grace(
+    tmp_path: Path, content: str
+) -> None:
+    path = lock_file(tmp_path)
+    path.write_bytes(content.encode(errors="surrogateescape"))
+    with pytest.raises(Busy, match="lock being written, or damaged"):
+        StateLock(tmp_path).acquire()
+    assert path.read_bytes() == content.encode(errors="surrogateescape")
+    old = time.time() - 61
+    os.utime(path, (old, old))
+    with StateLock(tmp_path) as lock:
+        assert holder_of(tmp_path)["token"] == lock.token
+
+
+def test_a_lease_beyond_what_oellm_writes_is_invalid(tmp_path: Path) -> None:
+    years = {**live(), "expires": time.time() + 3 * 365 * 86400}
+    put(tmp_path, years)
+    with pytest.raises(Busy):  # still within the grace of its mtime
+        StateLock(tmp_path).acquire()
+    put(tmp_path, years, age=61)
+    with StateLock(tmp_path) as lock:
+        assert holder_of(tmp_path)["token"] == lock.token
+
+
+def test_a_lease_within_the_clock_slack_is_honoured(tmp_path: Path) -> None:
+    ahead = {**live(), "expires": time.time() + LEASE_SECONDS + CLOCK_SLACK_SECONDS - 60}
+    put(tmp_path, ahead, age=3600)
+    with pytest.raises(Busy, match="login9"):
+        StateLock(tmp_path).acquire()
+
+
+def test_parse_holder_accepts_an_integer_expiry_and_extra_keys() -> None:
+    holder = parse_holder(b'{"host": "h", "pid": 3, "token": "t", "expires": 5, "new": 1}')
+    assert holder is not None and holder.expires == 5.0
+    assert parse_holder(b'{"host": "h", "pid": 3, "token": "t", "expires": NaN}') is None
+
+
+def test_the_lease_may_not_exceed_what_others_accept(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="lease"):
+        StateLock(tmp_path, lease=LEASE_SECONDS + 1)
+
+
+# -- never visible without its holder ---------------------------------------------------------
+
+
+def test_during_a_stalled_write_the_lock_is_absent_never_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(STALL_ENV, "0.5")
+    lock = StateLock(tmp_path)
+    worker = threading.Thread(target=lock.acquire)
+    worker.start()
+    seen: list[bytes | None] = []
+    while worker.is_alive():
+        try:
+            seen.append(lock_file(tmp_path).read_bytes())
+        except FileNotFoundError:
+            seen.append(None)
+        time.sleep(0.005)
+    worker.join()
+    assert lock.held
+    assert seen.count(None) > 20, "the stall did not happen before the lock appeared"
+    assert all(parse_holder(raw) is not None for raw in seen if raw is not None), seen
+    assert holder_of(tmp_path)["token"] == lock.token
+    lock.release()
+
+
+def test_a_stalled_writer_that_lost_the_race_reports_busy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(STALL_ENV, "0.4")
+    slow = StateLock(tmp_path)
+    failure: list[BaseException] = []
+
+    def take() -> None:
+        try:
+            slow.acquire()
+        except Busy as busy:
+            failure.append(busy)
+
+    worker = threading.Thread(target=take)
+    worker.start()
+    time.sleep(0.1)
+    monkeypatch.delenv(STALL_ENV)
+    with StateLock(tmp_path) as fast:
+        worker.join()
+        assert not slow.held and len(failure) == 1
+        assert holder_of(tmp_path)["token"] == fast.token
+
+
+def test_without_hard_links_it_falls_back_to_exclusive_create(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fake link() that fails as on a filesystem without hard links (EPERM, as FAT and some
+    FUSE mounts answer); no such filesystem can be mounted in a test."""
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    first = StateLock(tmp_path)
+    first.acquire()
+    assert holder_of(tmp_path)["token"] == first.token
+    with pytest.raises(Busy):
+        StateLock(tmp_path).acquire()
+    first.release()
+    assert sorted(tmp_path.iterdir()) == []
+
+
+# -- takeover hands back what was not stale ---------------------------------------------------
+
+
+def test_a_takeover_that_moved_a_fresh_lock_gives_it_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between our check and our rename a contender replaced the stale lock with its own: a
+    fake rename() puts that lock in place just before the real rename runs."""
+    put(tmp_path, {"host": "login9", "pid": 1, "token": "old", "expires": 1.0})
+    fresh = json.dumps(live(token="winner"))
+    real_rename = os.rename
+
+    def contender_first(src: Any, dst: Any) -> None:
+        if Path(src) == lock_file(tmp_path) and ".stale." in str(dst):
+            tmp = tmp_path / "winner.tmp"
+            tmp.write_text(fresh)
+            real_rename(tmp, src)
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", contender_first)
+    with pytest.raises(Busy, match="login9 pid 1"):
+        StateLock(tmp_path).acquire()
+    assert lock_file(tmp_path).read_text() == fresh
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reconcile.lock"]
+
+
+def test_a_takeover_rechecks_the_file_before_moving_it(tmp_path: Path) -> None:
+    put(tmp_path, {"host": "login9", "pid": 1, "token": "old", "expires": 1.0})
+    lock = StateLock(tmp_path)
+    judged = lock._read(lock_file(tmp_path))
+    assert judged is not None and lock._stale(judged, time.time())
+    put(tmp_path, live(token="winner"))  # a contender took over after our read
+    assert not lock._take_over(judged)
+    assert holder_of(tmp_path)["token"] == "winner"
+
+
+# -- the fence, refresh and release -----------------------------------------------------------
+
+
+def test_verify_passes_while_held_and_fails_once_taken(tmp_path: Path) -> None:
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    lock.verify()
+    put(tmp_path, live(token="thief"))
+    with pytest.raises(LockLost, match="another reconcile took it over"):
+        lock.verify()
+    assert not lock.held
+    lock.release()  # not ours any more: left alone
+    assert holder_of(tmp_path)["token"] == "thief"
+
+
+def test_verify_fails_when_the_lock_is_gone(tmp_path: Path) -> None:
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    lock_file(tmp_path).unlink()
+    with pytest.raises(LockLost, match=str(lock_file(tmp_path))):
+        lock.verify()
+
+
+def test_verify_fails_when_our_lease_ran_out(tmp_path: Path) -> None:
+    lock = StateLock(tmp_path, lease=0.2)
+    lock.acquire()
+    time.sleep(0.3)
+    with pytest.raises(LockLost, match="lease ran out"):
+        lock.verify()
+
+
+def test_verify_renews_a_lease_past_its_half(tmp_path: Path) -> None:
+    lock = StateLock(tmp_path, lease=1.0)
+    lock.acquire()
+    first = holder_of(tmp_path)["expires"]
+    lock.verify()
+    assert holder_of(tmp_path)["expires"] == first  # more than half left: one read, no write
+    time.sleep(0.6)
+    lock.verify()
+    assert holder_of(tmp_path)["expires"] > first + 0.5
+    assert holder_of(tmp_path)["token"] == lock.token
+    lock.release()
+
+
+def test_refresh_extends_our_lease_and_never_replaces_another(tmp_path: Path) -> None:
+    lock = StateLock(tmp_path, lease=60)
+    lock.acquire()
+    first = holder_of(tmp_path)["expires"]
+    time.sleep(0.01)
+    lock.refresh()
+    assert holder_of(tmp_path)["expires"] > first
+    theirs = put(tmp_path, live(token="theirs")).read_bytes()
+    with pytest.raises(LockLost):
+        lock.refresh()
+    assert lock_file(tmp_path).read_bytes() == theirs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reconcile.lock"]
+
+
+def test_release_leaves_a_lock_that_is_not_ours(tmp_path: Path) -> None:
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    theirs = put(tmp_path, live(token="theirs")).read_bytes()
+    lock.release()
+    assert lock_file(tmp_path).read_bytes() == theirs
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reconcile.lock"]
+
+
+# -- waiting ----------------------------------------------------------------------------------
+
+
+def test_acquire_waits_for_a_holder_that_lets_go(tmp_path: Path) -> None:
+    first = StateLock(tmp_path)
+    first.acquire()
+    timer = threading.Timer(0.4, first.release)
+    timer.start()
+    started = time.monotonic()
+    second = StateLock(tmp_path)
+    second.acquire(wait=3)
+    waited = time.monotonic() - started
+    assert holder_of(tmp_path)["token"] == second.token
+    second.release()
+    timer.join()
+    assert 0.35 < waited < 3.0
+
+
+def test_acquire_gives_up_after_its_wait(tmp_path: Path) -> None:
+    put(tmp_path, live())
+    started = time.monotonic()
+    with pytest.raises(Busy, match="login9"):
+        StateLock(tmp_path).acquire(wait=0.5)
+    assert 0.45 < time.monotonic() - started < 1.5
+
+
+# -- paths the user must fix ------------------------------------------------------------------
+
+
+def test_a_lock_that_is_a_folder_is_a_reconcile_error(tmp_path: Path) -> None:
+    lock_file(tmp_path).mkdir()
+    with pytest.raises(ReconcileError) as info:
+        StateLock(tmp_path).acquire()
+    assert info.value.path == str(lock_file(tmp_path))
+    assert "is a folder" in info.value.message and info.value.hint
+
+
+def test_a_lock_that_is_a_fifo_does_not_hang(tmp_path: Path) -> None:
+    os.mkfifo(lock_file(tmp_path))
+    with pytest.raises(ReconcileError, match="not a regular file"):
+        StateLock(tmp_path).acquire()
+
+
+def _acquire_as_nobody(state: Path) -> str:
+    """Run in a child that dropped root (root reads any file): what acquire() raised."""
+    os.setgid(65534)
+    os.setuid(65534)
+    try:
+        StateLock(state).acquire()
+    except ReconcileError as error:
+        return error.render()
+    return "acquired"
+
+
+def test_an_unreadable_lock_is_a_reconcile_error(tmp_path: Path) -> None:
+    state = Path(tmp_path.root) / "tmp" / f"oellm-lock-test-{os.getpid()}"
+    state.mkdir(mode=0o777)
+    os.chmod(state, 0o777)
+    try:
+        put(state, live()).chmod(0o000)
+        if os.geteuid() == 0:
+            with multiprocessing.get_context("fork").Pool(1) as pool:
+                rendered = pool.apply(_acquire_as_nobody, (state,))
+        else:
+            try:
+                StateLock(state).acquire()
+                rendered = "acquired"
+            except ReconcileError as error:
+                rendered = error.render()
+        assert rendered.startswith(f"{lock_file(state)}: cannot read the state lock"), rendered
+        assert "Permission denied" in rendered and "hint:" in rendered
+    finally:
+        lock_file(state).unlink()
+        state.rmdir()
+
+
+def test_a_folder_lock_is_exit_2_at_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OUTPUT_DIR", raising=False)
+    assert main(["compile", str(EXAMPLES / "demo.yaml"), "-o", "b"]) == 0
+    state = load_bundle(tmp_path / "b").state_path
+    state.mkdir(parents=True, exist_ok=True)
+    lock_file(state).mkdir()
+    capsys.readouterr()
+    code = main(["reconcile", "b", "--scheduler", "local"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{lock_file(state)}: the state lock is a folder" in err
+    assert "hint:" in err and "Traceback" not in err
+
+
+# -- contention: 10 processes started together ------------------------------------------------
+
+PROCESSES = 10
+HOLD_SECONDS = 0.06
+
+
+def _contend(state: str, log: str, barrier: Any, stall: str) -> None:
+    """One contender: start with the others, try until it held the lock once, and record
+    (pid, entered, left) while holding it. Uses only acquire()/release() with no arguments, so
+    the same worker can be run against older versions of the lock."""
+    if stall:
+        os.environ[STALL_ENV] = stall
+    barrier.wait()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        lock = StateLock(Path(state))
+        try:
+            lock.acquire()
+        except Busy:
+            time.sleep(0.01)
+            continue
+        entered = time.monotonic()
+        time.sleep(HOLD_SECONDS)
+        left = time.monotonic()
+        lock.release()
+        with open(log, "a") as handle:
+            handle.write(f"{os.getpid()} {entered} {left}\n")
+        return
+
+
+def overlaps(intervals: list[tuple[float, float]]) -> int:
+    ordered = sorted(intervals)
+    return sum(1 for a, b in itertools.pairwise(ordered) if b[0] < a[1])
+
+
+def contend_once(tmp_path: Path, present: str, stall: str = "") -> list[tuple[float, float]]:
+    state = tmp_path / "state"
+    state.mkdir(parents=True)
+    if present == "dead pid":
+        put(state, {**live(socket.gethostname(), "dead"), "pid": dead_pid()})
+    elif present == "empty":
+        put(state, "", age=120)
+    elif present == "garbled":
+        put(state, '{"host": "x", "pid": "7", "tok', age=120)
+    log = tmp_path / "holders.log"
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(PROCESSES)
+    procs = [
+        context.Process(target=_contend, args=(str(state), str(log), barrier, stall))
+        for _ in range(PROCESSES)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+    rows = [line.split() for line in log.read_text().splitlines()]
+    assert len(rows) == PROCESSES, f"only {len(rows)} of {PROCESSES} contenders ever held it"
+    assert not lock_file(state).exists()
+    return [(float(entered), float(left)) for _, entered, left in rows]
+
+
+@pytest.mark.parametrize("present", ["none", "dead pid", "empty", "garbled"])
+def test_ten_processes_started_together_hold_it_one_at_a_time(tmp_path: Path, present: str) -> None:
+    found = []
+    for rep in range(6):
+        intervals = contend_once(tmp_path / str(rep), present)
+        found.append(overlaps(intervals))
+    assert found == [0] * len(found), f"overlapping holders per repetition: {found}"
+
+
+def test_ten_processes_with_a_stalled_write_hold_it_one_at_a_time(tmp_path: Path) -> None:
+    found = []
+    for rep in range(3):
+        intervals = contend_once(tmp_path / str(rep), "empty", stall="0.05")
+        found.append(overlaps(intervals))
+    assert found == [0] * len(found), f"overlapping holders per repetition: {found}"
