@@ -20,6 +20,7 @@ from .expand import Point, expand
 from .interpolate import Resolver, static_parts
 from .library import Library
 from .limits import check_bundle_limits
+from .megatron_checks import Loader, check_loads, loader
 from .overrides import COMMAND_LINE
 from .plan import plan_text
 from .render import render_script
@@ -90,6 +91,7 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
     names: dict[str, Point] = {}
     scripts: dict[str, bytes] = {}
     members: list[arrays.Member] = []
+    loaders: list[Loader] = []
     validate = Validator()
     static = static_parts(base)
     for stage in order:
@@ -104,6 +106,9 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
                 done[point.index] = None
             else:
                 entry, script = _job(job, point, overridden, depends_on, names, validate, members)
+                found = loader(entry["name"], job.config, job.origins)
+                if found is not None:
+                    loaders.append(found)
                 scripts[entry["script"]] = script
                 done[point.index] = entry
             if progress is not None:
@@ -112,6 +117,7 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
     if not jobs:
         raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
     check_bundle_limits(base, request.env, origins, jobs)
+    check_loads(loaders)
     groups, group_scripts = arrays.group(members, {j["name"]: j for j in jobs}, scripts)
     scripts.update(group_scripts)
     project = base_project(base, request.env, origins)
