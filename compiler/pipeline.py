@@ -33,6 +33,7 @@ from .siblings import (
     references,
     stage_order,
 )
+from .time_limits import apply_time_limits
 from .tree import origin_of
 from .validate import Validator, check_lock
 
@@ -186,6 +187,7 @@ def _job(
     members: list[arrays.Member],
 ) -> tuple[dict[str, Any], bytes]:
     validate(job.config, job.origins)
+    apply_time_limits(job.config, job.origins)
     name = job.config["job"]["name"]
     if name in names:
         raise _collision(name, names[name], point, job)
