@@ -19,7 +19,7 @@ from typing import Any
 import jinja2
 
 from .errors import Origin, fail
-from .limits import check_array_spec, check_signal
+from .limits import check_array_spec, check_machine, check_signal
 from .load import Path_
 from .megatron import megatron_argv
 from .tree import origin_of
@@ -83,6 +83,7 @@ def render_script(
     job = config["job"]
     launch = _check_launch(config, origins)
     check_array_spec(config, origins)
+    check_machine(config, origins)
     check_signal(config, origins, launch)
     context = {
         "job_name": job["name"],
