@@ -23,6 +23,8 @@ from .limits import check_bundle_limits
 from .megatron_checks import Loader, check_loads, loader
 from .overrides import COMMAND_LINE
 from .plan import plan_text
+from .provenance import FIELD as PROVENANCE
+from .provenance import compiled_with
 from .render import render_script
 from .resolve import JobConfig, key_path, resolve_job
 from .siblings import (
@@ -49,6 +51,8 @@ class CompileRequest:
     overrides: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     moved: Mapping[str, str] = field(default_factory=dict)
+    # The folder the bundle is for: the lockfile records paths relative to it.
+    bundle_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,7 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
     done: dict[int, dict[str, Any] | None] = {}  # point index -> lock entry, None if filtered
     names: dict[str, Point] = {}
     scripts: dict[str, bytes] = {}
+    configs: dict[str, bytes] = {}
     members: list[arrays.Member] = []
     loaders: list[Loader] = []
     validate = Validator()
@@ -111,6 +116,9 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
                 if found is not None:
                     loaders.append(found)
                 scripts[entry["script"]] = script
+                # The job's whole resolved config, for people and tools: what the script was
+                # rendered from. No origins (they hold the compiling machine's paths).
+                configs[f"jobs/{entry['name']}.config.json"] = _json_bytes(job.config)
                 done[point.index] = entry
             if progress is not None:
                 progress(len(done), len(points))
@@ -123,9 +131,17 @@ def compile_bundle(request: CompileRequest, progress: Progress | None = None) ->
     scripts.update(group_scripts)
     project = base_project(base, request.env, origins)
     moved = _moved(base, request.moved, {j["name"] for j in jobs}, origins)
-    lock = _lock(project, jobs, moved, groups)
+    provenance = compiled_with(
+        experiment=request.experiment,
+        config_ref=request.config_ref,
+        config_dirs=request.config_dirs,
+        overrides=request.overrides,
+        moved=request.moved,
+        bundle_dir=request.bundle_dir,
+    )
+    lock = _lock(project, jobs, moved, groups, provenance)
     check_lock(lock)
-    files = dict(scripts)
+    files = {**scripts, **configs}
     files["plan.lock.json"] = _json_bytes(lock)
     files["plan.txt"] = plan_text(lock).encode("utf-8")
     return Bundle(files, lock)
@@ -316,6 +332,7 @@ def _lock(
     jobs: list[dict[str, Any]],
     moved: dict[str, str] | None = None,
     groups: dict[str, dict[str, Any]] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"version": LOCK_VERSION, "project": project, "jobs": jobs}
     if moved:
@@ -324,11 +341,14 @@ def _lock(
         body["arrays"] = groups
     compact = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     digest = hashlib.sha256(compact.encode("utf-8")).hexdigest()
-    return {"bundle_id": digest, **body}
+    # The provenance stays out of the digest: a new oellm version or another spelling of the
+    # same arguments is not another bundle for the reconciler.
+    return {"bundle_id": digest, **body, **({PROVENANCE: provenance} if provenance else {})}
 
 
 def _json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return (text + "\n").encode("utf-8")
 
 
 __all__ = ["COMMAND_LINE", "Bundle", "CompileRequest", "compile_bundle"]
