@@ -296,6 +296,8 @@ def _lock_entry(
         "state_events": j.get("state_events", []),
         "array": bool(config["slurm"].get("array", False)),
         **({"dependency": "slurm"} if j.get("dependency") == "slurm" else {}),
+        # Optional, and only written when set: bundles without one keep their bytes.
+        **({"finish_condition": j["finish_condition"]} if j.get("finish_condition") else {}),
     }
 
 
