@@ -51,6 +51,9 @@ class LockJob:
     array_throttle: int | None = None
     # `slurm`: submitted with --dependency=afterok as soon as its upstream jobs are queued.
     dependency: str = "reconciler"
+    # `job.finish_condition`: when it holds, the job's output already exists and it is not
+    # submitted (a condition like the start conditions; None: none).
+    finish_condition: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +193,7 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
             array_group=j.get("array_group"),
             array_index=j.get("array_index"),
             dependency=j.get("dependency", "reconciler"),
+            finish_condition=j.get("finish_condition"),
         )
         for j in data["jobs"]
     )

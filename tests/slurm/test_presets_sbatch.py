@@ -100,7 +100,7 @@ def preset_script(
     choice = [f"slurm={preset}", f"container={container}", "container.image=/c/train.sif"]
     path = write(tmp_path / "exp.yaml", experiment)
     bundle = compile_file(path, [*choice, *LOCAL, *overrides], ENV)
-    (name,) = [n for n in bundle.files if n.startswith("jobs/")]
+    (name,) = [n for n in bundle.files if n.startswith("jobs/") and n.endswith(".sbatch")]
     return write(tmp_path / "job.sbatch", bundle.files[name].decode())
 
 
