@@ -16,71 +16,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import Origin, fail
 from .limits import limits_of
-from .load import Path_
-from .render import Directive, array_directives, render_array_script
-from .tree import origin_of
+from .render import render_array_script
+from .script import ScriptPlan
+from .words import Directive
 
 NO_STAGE = "jobs"
-# Where the default job.log_path comes from (as the library names its own files); one set
-# anywhere else is the user's.
-DEFAULT_JOB = "<oellm>/config/job/default.yaml"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]")
-
-
-def is_member(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> bool:
-    """Whether this job runs as a task of an array; refuses what an array task cannot be."""
-    slurm = config["slurm"]
-    if not slurm.get("array"):
-        return False
-    job = config["job"]
-    where = origin_of(origins, ("slurm", "array"))
-    if int(job.get("chain_repeat", 1)) > 1:
-        raise fail(
-            "slurm.array and job.chain_repeat cannot be combined: each link of a chain waits "
-            "for the one before it, so links cannot share one array",
-            origin_of(origins, ("job", "chain_repeat")) or where,
-            key="job.chain_repeat",
-            hint="set slurm.array false for chained jobs",
-        )
-    if job.get("dependency") == "slurm":
-        raise fail(
-            "slurm.array and job.dependency: slurm cannot be combined: the tasks of one array "
-            "would each wait for a different upstream job",
-            origin_of(origins, ("job", "dependency")) or where,
-            key="job.dependency",
-            hint="leave job.dependency at its default (the reconciler gates each task)",
-        )
-    log_origin = origin_of(origins, ("job", "log_path"))
-    if log_origin is not None and log_origin.file != DEFAULT_JOB:
-        raise fail(
-            "slurm.array: every task of an array writes to the array's one log, so "
-            "job.log_path cannot be set",
-            log_origin,
-            key="job.log_path",
-            hint="remove job.log_path: array logs go to "
-            "<project.output_dir>/arrays/<stage>/slurm-%A_%a.log, and each job's "
-            "log_path_current (current_<index>.log) points at its own",
-        )
-    for number, event in enumerate(job.get("log_events") or []):
-        for which, path in enumerate(event.get("paths") or []):
-            if "%j" in str(path):
-                raise fail(
-                    "slurm.array: %j in a log event path is the task's own job id, which only "
-                    "the task knows; name an array task's files by %A_%a",
-                    origin_of(origins, ("job", "log_events", number, "paths", which)) or where,
-                    key=f"job.log_events.{number}.paths",
-                    hint="write %A_%a (the array's job id and the task's index) instead of %j",
-                )
-    if "array" in slurm["sbatch"]:
-        raise fail(
-            "slurm.array builds the --array option itself; slurm.sbatch.array cannot be set too",
-            origin_of(origins, ("slurm", "sbatch", "array")) or where,
-            key="slurm.sbatch.array",
-            hint="remove slurm.sbatch.array; limit concurrent tasks with slurm.array_throttle",
-        )
-    return True
 
 
 def member_log_path(config: Mapping[str, Any]) -> str:
@@ -103,14 +45,20 @@ class Member:
     state_dir: str  # where the reconciler keeps each submitted member's script, by sha256
 
 
-def member(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Member:
+def with_member_log_path(config: dict[str, Any]) -> dict[str, Any]:
+    """The config of an array member: its `job.log_path` is the array's (a new mapping; the
+    given one is not changed)."""
+    return {**config, "job": {**config["job"], "log_path": member_log_path(config)}}
+
+
+def member(config: Mapping[str, Any], plan: ScriptPlan) -> Member:
     slurm = config["slurm"]
     throttle = slurm.get("array_throttle")
     max_size = limits_of(config).get("max_array_size")
     return Member(
         name=config["job"]["name"],
         stage=config.get("stage"),
-        directives=tuple(array_directives(config, origins)),
+        directives=plan.array_directives(),
         throttle=int(throttle) if throttle else None,
         max_size=int(max_size) if max_size else None,
         project=config["project"]["name"],

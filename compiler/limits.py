@@ -1,8 +1,8 @@
 """Site limits (`slurm.limits`, carried by each cluster preset) checked at compile time.
 
-Per job: an explicit `--array` must fit under MaxArraySize, and a pre-timeout signal must not
-kill torchrun. Per bundle: the job count against the submit limit, and before anything is
-expanded, the sweep's size against that limit and `max_sweep_points`. `signal_lead_seconds` is
+Per bundle: the job count against the submit limit, and before anything is expanded, the
+sweep's size against that limit and `max_sweep_points`. The per-job checks of limits (an
+explicit `--array` under MaxArraySize) are in `checks.py`. `signal_lead_seconds` is
 for configs to use in `slurm.sbatch.signal`.
 """
 
@@ -30,23 +30,6 @@ def limits_of(config: Mapping[str, Any]) -> Mapping[str, Any]:
     return limits if isinstance(limits, Mapping) else {}
 
 
-def check_array_spec(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> None:
-    """An explicit `slurm.sbatch.array` must not name an index SLURM refuses."""
-    spec = config["slurm"]["sbatch"].get("array")
-    maximum = limits_of(config).get("max_array_size")
-    if not isinstance(spec, (str, int)) or isinstance(spec, bool) or maximum is None:
-        return
-    highest = max_array_index(str(spec))
-    if highest is not None and highest >= maximum:
-        raise fail(
-            f"array index {highest} is not below the site's MaxArraySize ({maximum})",
-            origin_of(origins, ("slurm", "sbatch", "array")),
-            key="slurm.sbatch.array",
-            hint="split the array, or check slurm.limits.max_array_size against "
-            "`scontrol show config | grep MaxArraySize` on the cluster",
-        )
-
-
 def max_array_index(spec: str) -> int | None:
     """The highest index of an --array spec, or None when the spec is not one we read
     (sbatch then judges it itself)."""
@@ -58,46 +41,6 @@ def max_array_index(spec: str) -> int | None:
         top = int(match.group(2) or match.group(1))
         highest = top if highest is None else max(highest, top)
     return highest
-
-
-ANY_MACHINE = "any"
-
-
-def check_machine(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> None:
-    """A container preset made for another machine than the cluster preset (LUMI's SLURM with
-    Leonardo's image and binds) would fail only when the job starts, after its wait in the
-    queue. Each preset names its machine; `container.machine: any` says the image runs
-    anywhere (the generic `apptainer` and `none` presets do)."""
-    cluster = config["slurm"].get("machine")
-    machine = config["container"].get("machine")
-    if cluster is None or machine is None or machine in (ANY_MACHINE, cluster):
-        return
-    raise fail(
-        f"the container preset is made for {machine}, the slurm preset for {cluster}",
-        origin_of(origins, ("container", "machine")),
-        key="container.machine",
-        hint=f"choose container={cluster} (or a container preset made for {cluster}); if this "
-        f"image and its binds do work on {cluster}, set container.machine: {ANY_MACHINE}",
-    )
-
-
-def check_signal(config: Mapping[str, Any], origins: Mapping[Path_, Origin], launch: str) -> None:
-    """A pre-timeout signal must reach a handler. Without `B:` SLURM signals every process of
-    the job steps; under launch per_node that includes torchrun, which has no handler for
-    SIGUSR1/SIGUSR2: it dies at once, and srun then stops the ranks in the middle of saving."""
-    signal = config["slurm"]["sbatch"].get("signal")
-    if launch != "per_node" or config["backend"]["kind"] != "megatron" or not signal:
-        return
-    text = str(signal).upper()
-    if not text.startswith("B:") and text.split("@", 1)[0].removeprefix("SIG") in ("USR1", "USR2"):
-        raise fail(
-            f"signal {signal!r} would also reach torchrun, which dies on it",
-            origin_of(origins, ("slurm", "sbatch", "signal")),
-            key="slurm.sbatch.signal",
-            hint="under slurm.launch per_node use TERM (torchrun passes it on to the ranks) "
-            "with backend.megatron.exit_signal: SIGTERM, or let Megatron stop by itself with "
-            "exit_duration_in_mins",
-        )
 
 
 def check_sweep_size(

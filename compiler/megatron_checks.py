@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .backends.megatron import OVERRIDE, USE_CHECKPOINT, megatron_default
 from .errors import ConfigError, Origin, Problem
 from .load import Path_
-from .megatron import megatron_default
 from .tree import origin_of
 
 # The values `_check_and_set` compares, in the order Megatron checks them, with the arguments
@@ -33,9 +33,6 @@ _FIELDS: tuple[tuple[str, str], ...] = (
     ("wd_incr_steps", "train_iters x global_batch_size, or train_samples"),
     ("wd_incr_style", "weight_decay_incr_style"),
 )
-
-OVERRIDE = "override_opt_param_scheduler"
-USE_CHECKPOINT = "use_checkpoint_opt_param_scheduler"
 
 
 @dataclass(frozen=True)
@@ -102,23 +99,11 @@ def _folder(path: Any) -> str | None:
 
 
 def loader(name: str, config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Loader | None:
-    """The record of one job for `check_loads`; None for a job that is not Megatron's.
-
-    Also refuses both flags at once, which Megatron's scheduler asserts on by itself."""
+    """The record of one job for `check_loads`; None for a job that is not Megatron's."""
     backend = config["backend"]
     if backend.get("kind") != "megatron":
         return None
     args: Mapping[str, Any] = backend.get("megatron") or {}
-    if args.get(OVERRIDE) and args.get(USE_CHECKPOINT):
-        raise ConfigError(
-            Problem(
-                f"{OVERRIDE} and {USE_CHECKPOINT} are both set; Megatron refuses that",
-                origin_of(origins, ("backend", "megatron", OVERRIDE)),
-                key=f"backend.megatron.{OVERRIDE}",
-                hint=f"keep {OVERRIDE} to train with this job's schedule, or {USE_CHECKPOINT} "
-                "to keep the checkpoint's",
-            )
-        )
     checks = not (
         args.get(OVERRIDE)
         or args.get(USE_CHECKPOINT)

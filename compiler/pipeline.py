@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import arrays
+from .checks import check_job
 from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
@@ -26,8 +26,9 @@ from .plan import plan_text
 from .provenance import FIELD as PROVENANCE
 from .provenance import compiled_with
 from .reads import job_reads
-from .render import render_script
+from .render import render
 from .resolve import JobConfig, key_path, resolve_job
+from .script import plan_script
 from .siblings import (
     Sibling,
     SiblingIndex,
@@ -37,12 +38,11 @@ from .siblings import (
     sibling_of,
     stage_order,
 )
-from .time_limits import apply_time_limits
+from .time_limits import clamp_debug_time
 from .tree import origin_of
 from .validate import Validator, check_lock
 
 LOCK_VERSION = 1
-_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,9 @@ def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook
             else:
                 upstream = list(siblings.values()) if siblings else []
                 depends_on = sorted({s.name for s in upstream})
-                entry, script = _job(job, point, overridden, depends_on, names, validate, members)
+                entry, script, job = _job(
+                    job, point, overridden, depends_on, names, validate, members
+                )
                 written = [entry["output_dir"], *(str(s.view["output_dir"]) for s in upstream)]
                 reads = job_reads(job.config, written)
                 if reads:
@@ -187,22 +189,28 @@ def _job(
     names: dict[str, Point],
     validate: Validator,
     members: list[arrays.Member],
-) -> tuple[dict[str, Any], bytes]:
+) -> tuple[dict[str, Any], bytes, JobConfig]:
+    """The job's lock entry and script, and its config as the script was planned from it
+    (the debug time clamp and an array member's log path applied)."""
     validate(job.config, job.origins)
-    apply_time_limits(job.config, job.origins)
-    name = job.config["job"]["name"]
+    config = clamp_debug_time(job.config)
+    array = bool(config["slurm"].get("array"))
+    if array:
+        # Every task of an array writes into the array's one --output pattern.
+        config = arrays.with_member_log_path(config)
+    job = JobConfig(config, job.origins)
+    check_job(config, job.origins)
+    name = config["job"]["name"]
     if name in names:
         raise _collision(name, names[name], point, job)
     names[name] = point
-    array = arrays.is_member(job.config, job.origins)
+    plan = plan_script(config, array=array)
     if array:
-        # Every task of an array writes into the array's one --output pattern.
-        job.config["job"]["log_path"] = arrays.member_log_path(job.config)
-        members.append(arrays.member(job.config, job.origins))
-    script = render_script(job.config, job.origins, array=array).encode("utf-8")
+        members.append(arrays.member(config, plan))
+    script = render(plan).encode("utf-8")
     entry = _lock_entry(job, point, overridden, f"jobs/{name}.sbatch", script)
     entry["depends_on"] = depends_on
-    return entry, script
+    return entry, script, job
 
 
 def base_project(base: dict[str, Any], env: Mapping[str, str], origins: Any) -> dict[str, Any]:
@@ -256,10 +264,6 @@ def _lock_entry(
 ) -> dict[str, Any]:
     config = job.config
     j = config["job"]
-    if not _SAFE_NAME.fullmatch(j["name"]):
-        raise fail(
-            f"'{j['name']}' is not a safe file name", origin_of(job.origins, ("job", "name"))
-        )
     params: dict[str, Any] = {}
     # Values written as templates (names, sibling paths) are derived, not swept: leave them out.
     swept = [k for k, v in point.values.items() if "${" not in json.dumps(v)]

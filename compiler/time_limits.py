@@ -10,10 +10,10 @@ partition's does.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .errors import Origin, fail
+from .errors import Origin, Problem
 from .load import Path_
 from .tree import origin_of
 
@@ -72,28 +72,39 @@ def _maximum(config: Mapping[str, Any]) -> tuple[int, str, Path_] | None:
     return None
 
 
-def apply_time_limits(config: dict[str, Any], origins: Mapping[Path_, Origin]) -> None:
-    """Clamp `--time` under `slurm.debug` and check it against the site's maximum.
+def clamp_debug_time(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with `--time` clamped under `slurm.debug`: the debug partitions and QoS are
+    for short tries, at most 30 minutes, less where the site allows less.
 
-    Replaces `config["slurm"]` with a copy when it changes the time: parts of a job's config
-    may be shared with other jobs (see `interpolate.static_parts`)."""
+    Returns a new mapping when the time changes, never changing `config`: parts of a job's
+    config may be shared with other jobs (see `interpolate.static_parts`)."""
     slurm = config["slurm"]
+    if slurm.get("debug") is not True:
+        return config
     sbatch = slurm["sbatch"]
-    given = sbatch.get("time")
+    requested = seconds(sbatch.get("time"))
+    maximum = _maximum(config)
+    ceiling = min(DEBUG_SECONDS, maximum[0] if maximum else DEBUG_SECONDS)
+    clamped = ceiling if requested is None else min(requested, ceiling)
+    if clamped == requested:
+        return config
+    return {**config, "slurm": {**slurm, "sbatch": {**sbatch, "time": clock(clamped)}}}
+
+
+def check_time_limit(
+    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+) -> Iterator[Problem]:
+    """A `--time` above the site's maximum (a debug job's is clamped instead)."""
+    slurm = config["slurm"]
+    if slurm.get("debug") is True:
+        return
+    given = slurm["sbatch"].get("time")
     requested = seconds(given)
     maximum = _maximum(config)
-    if slurm.get("debug") is True:
-        # The debug partitions and QoS are for short tries: at most 30 minutes, less where the
-        # site allows less.
-        ceiling = min(DEBUG_SECONDS, maximum[0] if maximum else DEBUG_SECONDS)
-        clamped = ceiling if requested is None else min(requested, ceiling)
-        if clamped != requested:
-            config["slurm"] = {**slurm, "sbatch": {**sbatch, "time": clock(clamped)}}
-        return
     if requested is None or maximum is None or requested <= maximum[0]:
         return
     total, what, where = maximum
-    raise fail(
+    yield Problem(
         f"time limit {given} is above the {what} maximum of {clock(total)}",
         origin_of(origins, ("slurm", "sbatch", "time")),
         key="slurm.sbatch.time",

@@ -2,6 +2,7 @@
 
 Every error is reported, each from jsonschema's structured fields (validator, path, schema),
 never by parsing its message text, with the position of the offending key and a did-you-mean.
+What a schema cannot say is checked next, in `checks.py`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,9 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
-from .env_values import check_env_values
+from .backends.megatron import suggest_argument
 from .errors import ConfigError, Origin, Problem, did_you_mean
 from .load import Path_
-from .megatron import suggest_argument
-from .slurm_options import check_slurm_options
 from .tree import origin_of
 
 MISSING = "???"
@@ -53,72 +52,13 @@ class Validator:
         """Raise one ConfigError listing every problem, or return quietly."""
         problems = list(_missing_values(config, (), origins))
         if not problems and self._fast is not None and self._fast(config):
-            problems.extend(_semantics(config, origins))
-            if problems:
-                raise ConfigError(problems)
             return
         if not problems:
             errors = experiment_validator().iter_errors(config)
             for error in sorted(errors, key=lambda e: [str(p) for p in e.absolute_path]):
                 problems.extend(_problems(error, origins))
-        if not problems:
-            problems.extend(_semantics(config, origins))
         if problems:
             raise ConfigError(sorted(set(problems), key=_position))
-
-
-def _semantics(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
-    """What a schema cannot say: option names sbatch and srun know, env values without shell
-    syntax, regexes that compile, signals that reach a handler."""
-    yield from check_slurm_options(config.get("slurm") or {}, origins)
-    yield from check_env_values(config, origins)
-    job = config.get("job") or {}
-    for index, event in enumerate(job.get("log_events") or []):
-        if event.get("kind") == "regex" and isinstance(event.get("pattern"), str):
-            try:
-                re.compile(event["pattern"])
-            except re.error as exc:
-                path: Path_ = ("job", "log_events", index, "pattern")
-                yield Problem(
-                    f"invalid regular expression: {exc}",
-                    origin_of(origins, path),
-                    key=_dotted(path),
-                )
-    sbatch_options = (config.get("slurm") or {}).get("sbatch") or {}
-    overlap = {"NODE_FAIL", "PREEMPTED"} & set((job.get("restart") or {}).get("on") or ())
-    if sbatch_options.get("requeue") is True and overlap:
-        path = ("slurm", "sbatch", "requeue")
-        yield Problem(
-            f"SLURM requeues this job, and job.restart also restarts it on "
-            f"{', '.join(sorted(overlap))}: the same failure would run twice",
-            origin_of(origins, path),
-            key=_dotted(path),
-            hint="let one of them own restarts: drop requeue, or take those states out of "
-            "job.restart.on",
-        )
-    backend = config.get("backend") or {}
-    if backend.get("kind") != "megatron":
-        return
-    handler = (backend.get("megatron") or {}).get("exit_signal_handler")
-    sbatch = (config.get("slurm") or {}).get("sbatch") or {}
-    signal = sbatch.get("signal")
-    if handler and not signal:
-        path = ("backend", "megatron", "exit_signal_handler")
-        yield Problem(
-            "Megatron's exit signal handler never runs without a signal before the time limit",
-            origin_of(origins, path),
-            key=_dotted(path),
-            hint="set slurm.sbatch.signal, e.g. 'TERM@300' (SIGTERM to the training, 300 s "
-            "before the limit, time enough to save a checkpoint)",
-        )
-    if signal and not handler:
-        path = ("slurm", "sbatch", "signal")
-        yield Problem(
-            f"signal {signal!r} would stop Megatron without saving a checkpoint",
-            origin_of(origins, path),
-            key=_dotted(path),
-            hint="set backend.megatron.exit_signal_handler: true so training saves and exits",
-        )
 
 
 def _fast_validator(names: tuple[str, ...]) -> Callable[[Any], bool] | None:

@@ -1,7 +1,7 @@
 """Generate schemas/megatron.schema.json from the recorded Megatron-LM argument table.
 
 The schema validates the `backend.megatron` map (dest -> value); its `x-megatron` annotations
-tell compiler/megatron.py how to turn each value into command-line flags.
+tell compiler/backends/megatron.py how to turn each value into command-line flags.
 
     python tools/gen_megatron_schema.py          # rewrite the schema
     python tools/gen_megatron_schema.py --check  # exit 1 if the committed schema is stale

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from oellm.compiler.megatron import (
+from oellm.compiler.backends.megatron import (
     megatron_argv,
     megatron_dests,
     megatron_schema,

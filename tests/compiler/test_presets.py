@@ -16,7 +16,7 @@ from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.limits import check_bundle_limits, max_array_index
-from oellm.compiler.render import RANK_SHIM
+from oellm.compiler.script import RANK_SHIM
 from tests.compiler.hostile import HOSTILE, bash_syntax_errors, install_fakes
 from tests.helpers import EXAMPLES, REPO, compile_file, rendered, write
 

@@ -1,7 +1,9 @@
-"""Megatron-LM arguments: the generated schema of `backend.megatron` and the argv it renders to.
+"""The `megatron` backend: Megatron-LM's training script with its arguments as flags.
 
-The schema (schemas/megatron.schema.json, from tools/gen_megatron_schema.py) carries one
-`x-megatron` annotation per argparse dest; this module turns validated values into flags.
+The argument table is the generated schema of `backend.megatron` (schemas/megatron.schema.json,
+from tools/gen_megatron_schema.py), which carries one `x-megatron` annotation per argparse dest;
+this module turns validated values into flags, starts torchrun under `slurm.launch: per_node`,
+lets a job resume from its own checkpoint, and keeps a W&B run across restarts.
 """
 
 from __future__ import annotations
@@ -9,10 +11,16 @@ from __future__ import annotations
 import difflib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
 from importlib.resources import files
 from typing import Any
+
+from oellm.compiler.errors import Origin, Problem
+from oellm.compiler.load import Path_
+from oellm.compiler.tree import origin_of
+from oellm.compiler.wandb import wandb_args, wandb_exports
+from oellm.compiler.words import Word, long_options
 
 
 @cache
@@ -179,3 +187,113 @@ def megatron_argv(args: Mapping[str, Any]) -> list[str]:
             raise ValueError(f"unknown Megatron argument {dest!r} (validate the config first)")
         argv.extend(_flags(annotations[dest], value))
     return argv
+
+
+OVERRIDE = "override_opt_param_scheduler"
+USE_CHECKPOINT = "use_checkpoint_opt_param_scheduler"
+
+
+class Megatron:
+    def torchrun(self, launch: str) -> bool:
+        return launch == "per_node"
+
+    def launch_words(self, config: Mapping[str, Any], launch: str) -> list[Word]:
+        backend = config["backend"]
+        launcher = (
+            _torchrun(config)
+            if self.torchrun(launch)
+            else list(map(Word, backend.get("launcher") or []))
+        )
+        # After torchrun's options the entrypoint starts a line of its own.
+        words = [*launcher, Word(backend["entrypoint"], new_line=self.torchrun(launch))]
+        args = {**backend["megatron"], **wandb_args(config)}
+        resume = self.resume(config)
+        if resume:
+            del args["load"]  # chosen when the job starts: see _resume_values
+        for token in megatron_argv(args):
+            words.append(Word(token, new_line=token.startswith("--")))
+        if resume:
+            words.extend([Word("--load", True), Word("oellm_load", ref=True)])
+        return words
+
+    def values(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return _resume_values(config)
+
+    def exports(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+        return wandb_exports(config)
+
+    def resume(self, config: Mapping[str, Any]) -> bool:
+        return bool(_resume_values(config))
+
+    def checks(
+        self, config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+    ) -> Iterator[Problem]:
+        """A pre-timeout signal and Megatron's handler for it go together; and Megatron
+        refuses both scheduler flags at once."""
+        args = config["backend"].get("megatron") or {}
+        handler = args.get("exit_signal_handler")
+        signal = config["slurm"]["sbatch"].get("signal")
+        if handler and not signal:
+            path: Path_ = ("backend", "megatron", "exit_signal_handler")
+            yield Problem(
+                "Megatron's exit signal handler never runs without a signal before the time limit",
+                origin_of(origins, path),
+                key="backend.megatron.exit_signal_handler",
+                hint="set slurm.sbatch.signal, e.g. 'TERM@300' (SIGTERM to the training, 300 s "
+                "before the limit, time enough to save a checkpoint)",
+            )
+        if signal and not handler:
+            yield Problem(
+                f"signal {signal!r} would stop Megatron without saving a checkpoint",
+                origin_of(origins, ("slurm", "sbatch", "signal")),
+                key="slurm.sbatch.signal",
+                hint="set backend.megatron.exit_signal_handler: true so training saves and exits",
+            )
+        if args.get(OVERRIDE) and args.get(USE_CHECKPOINT):
+            yield Problem(
+                f"{OVERRIDE} and {USE_CHECKPOINT} are both set; Megatron refuses that",
+                origin_of(origins, ("backend", "megatron", OVERRIDE)),
+                key=f"backend.megatron.{OVERRIDE}",
+                hint=f"keep {OVERRIDE} to train with this job's schedule, or {USE_CHECKPOINT} "
+                "to keep the checkpoint's",
+            )
+
+
+BACKEND = Megatron()
+
+
+def _resume_values(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A Megatron job that loads another job's checkpoint (a decay stage loading its stable
+    sibling) must resume from its own once it has saved one, or every restart would start the
+    stage over. The script picks `--load` when it starts: its own `save` folder once Megatron's
+    `latest_checkpointed_iteration.txt` is there, the configured `load` until then."""
+    args = config["backend"]["megatron"]
+    load, save = args.get("load"), args.get("save")
+    if not load or not save or load == save:
+        return []
+    return [("oellm_save", str(save)), ("oellm_load_initial", str(load))]
+
+
+def _torchrun(config: Mapping[str, Any]) -> list[Word]:
+    """torchrun, one per node: c10d rendezvous at MASTER_ADDR:MASTER_PORT, which the script
+    derives. c10d assigns the node ranks, so no per-node value has to reach the argv (the
+    batch shell runs on the first node only and cannot know the others' SLURM_NODEID)."""
+    torchrun = config["backend"].get("torchrun") or {}
+    nproc = torchrun.get("nproc_per_node") or config["slurm"].get("gpus_per_node")
+    words = [Word(token) for token in torchrun.get("command") or ["torchrun"]]
+    words += [
+        Word("--nnodes", True),
+        Word("oellm_nnodes", ref=True),
+        Word("--nproc_per_node", True),
+        Word(str(nproc)),
+        Word("--rdzv_backend", True),
+        Word("c10d"),
+        Word("--rdzv_endpoint", True),
+        Word("oellm_rdzv_endpoint", ref=True),
+        Word("--rdzv_id", True),
+        Word("oellm_rdzv_id", ref=True),
+        Word("--max_restarts", True),
+        Word(str(torchrun.get("max_restarts", 0))),
+    ]
+    words += long_options(torchrun.get("options") or {}, dashes=False)
+    return words

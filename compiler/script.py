@@ -1,0 +1,179 @@
+"""Plan one job's sbatch script: every decision about what the script says, made once.
+
+`plan_script` turns a checked, resolved job config into a `ScriptPlan`: the `#SBATCH`
+directives, the values and exports the script sets, the setup lines and the words of the
+launch line. The renderer only lays a plan out through a template; array grouping compares
+plans' directives. Refusals live in `checks.py`, which runs before this.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .backends import backend_of
+from .load import Path_
+from .words import Directive, Word, long_options, scalar
+
+# sbatch splits an #SBATCH line at white space outside double quotes; it has no escapes.
+DIRECTIVE_UNSAFE = re.compile(r'["\\\n\r\x00]')
+_DIRECTIVE_NEEDS_QUOTES = re.compile(r"[\s'#]")
+
+# A per_gpu launch makes each srun task one rank. SLURM numbers the tasks; torch's env:// init
+# reads RANK and WORLD_SIZE, Megatron reads LOCAL_RANK. The values exist only inside each task,
+# so a fixed shell line (script code, never config) exports them and execs the real command.
+RANK_SHIM = (
+    'export RANK="$SLURM_PROCID" LOCAL_RANK="$SLURM_LOCALID" WORLD_SIZE="$SLURM_NTASKS"; exec "$@"'
+)
+
+
+@dataclass(frozen=True)
+class ScriptPlan:
+    """Everything a template lays out for one job."""
+
+    template: str
+    job_name: str
+    stage: str | None
+    project: str
+    directives: tuple[Directive, ...]
+    values: tuple[tuple[str, str], ...]
+    exports: tuple[tuple[str, str], ...]
+    setup: tuple[str, ...]
+    launch: tuple[Word, ...]
+    resume: bool
+    # per_gpu and per_node need a rendezvous; torchrun also needs the node count and an id.
+    rendezvous: bool
+    torchrun: bool
+    array: bool  # the job runs as a task of an array (its markers are named by the task)
+
+    def array_directives(self) -> tuple[Directive, ...]:
+        """The directives that decide whether jobs can share one array: all but the job name
+        (the array has its own; all its tasks write to one `--output` pattern)."""
+        return tuple(d for d in self.directives if d[0] != "--job-name")
+
+
+def launch_mode(config: Mapping[str, Any]) -> str:
+    return str(config["slurm"].get("launch") or "plain")
+
+
+def plan_script(config: Mapping[str, Any], array: bool = False) -> ScriptPlan:
+    slurm = config["slurm"]
+    job = config["job"]
+    backend = backend_of(config)
+    launch = launch_mode(config)
+    return ScriptPlan(
+        template=slurm["template"],
+        job_name=job["name"],
+        stage=config.get("stage"),
+        project=config["project"]["name"],
+        directives=tuple(_directives(config)),
+        values=(
+            ("oellm_job_name", job["name"]),
+            ("oellm_output_dir", job["base_output_dir"]),
+            *backend.values(config),
+        ),
+        exports=tuple(_exports(config)),
+        setup=tuple(slurm.get("setup") or ()),
+        launch=tuple(_launch(config, launch)),
+        resume=backend.resume(config),
+        rendezvous=launch != "plain",
+        torchrun=backend.torchrun(launch),
+        array=array,
+    )
+
+
+def sbatch_options(config: Mapping[str, Any]) -> Iterator[tuple[str, Any, Path_]]:
+    """(option, value, where it is set) of every `#SBATCH` line, before formatting."""
+    job = config["job"]
+    given: dict[str, tuple[Any, Path_]] = {
+        "job-name": (job["name"], ("job", "name")),
+        "output": (job["log_path"], ("job", "log_path")),
+    }
+    for key, value in config["slurm"]["sbatch"].items():
+        given[key.replace("_", "-")] = (value, ("slurm", "sbatch", key))
+    if "requeue" not in given and "no-requeue" not in given:
+        # One owner of restarts: oellm's policy, unless the config hands them to SLURM.
+        given["no-requeue"] = (True, ("slurm", "sbatch"))
+    for option, (value, path) in given.items():
+        yield option, value, path
+
+
+def _directives(config: Mapping[str, Any]) -> list[Directive]:
+    out: list[Directive] = []
+    for option, value, _ in sbatch_options(config):
+        if value is None or value is False:
+            continue
+        if value is True:
+            out.append((f"--{option}", None))
+            continue
+        text = scalar(value)
+        if _DIRECTIVE_NEEDS_QUOTES.search(text) or text == "":
+            text = f'"{text}"'
+        out.append((f"--{option}", text))
+    return out
+
+
+def env_sources(config: Mapping[str, Any]) -> list[tuple[Path_, Mapping[str, Any], str]]:
+    """(where, env map, name prefix) of each env map the script exports, in order."""
+    container = config["container"]
+    prefix = "SINGULARITYENV_" if container["runtime"] == "singularity" else "APPTAINERENV_"
+    sources: list[tuple[Path_, Mapping[str, Any], str]] = [
+        (("slurm", "env"), config["slurm"].get("env") or {}, ""),
+        (("backend", "env"), config["backend"].get("env") or {}, ""),
+    ]
+    if container["runtime"] != "none":
+        # The runtime copies <PREFIX>NAME into the container as NAME: values pass unchanged.
+        sources.append((("container", "env"), container.get("env") or {}, prefix))
+    return sources
+
+
+def _exports(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    # The backend's first, so that a config's own WANDB_RUN_ID or WANDB_RESUME wins.
+    out: dict[str, str] = dict(backend_of(config).exports(config))
+    for _, env, name_prefix in env_sources(config):
+        for name, value in env.items():
+            if value is None:
+                out.pop(name_prefix + name, None)
+                continue
+            out[name_prefix + name] = scalar(value)
+    return list(out.items())
+
+
+def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
+    slurm = config["slurm"]
+    words: list[Word] = []
+    if slurm.get("use_srun", True):
+        words.append(Word("srun"))
+        words.extend(long_options(slurm.get("srun") or {}))
+    if launch == "per_gpu":
+        # `bash -c SHIM NAME ARGV...`: the shim sees ARGV as "$@", so config words stay words.
+        words.extend(
+            [Word("bash", new_line=bool(words)), Word("-c"), Word(RANK_SHIM), Word("oellm-task")]
+        )
+    for index, token in enumerate(slurm.get("launcher_cmd") or []):
+        words.append(Word(token, new_line=index == 0 and bool(words)))
+    container = config["container"]
+    if container["runtime"] != "none":
+        words.append(Word(container["runtime"], new_line=bool(words)))
+        words.append(Word("exec"))
+        gpu = container.get("gpu", "none")
+        if gpu != "none":
+            words.append(Word(f"--{gpu}"))
+        for bind in container.get("binds") or []:
+            words.extend([Word("--bind", True), Word(bind)])
+        for option in container.get("options") or []:
+            words.append(Word(option, True))
+        words.append(Word(container["image"], True))
+    program = backend_of(config).launch_words(config, launch)
+    if words and program:
+        # The program starts a line of its own after srun's and the container's words.
+        program[0] = dataclasses.replace(program[0], new_line=True)
+    words.extend(program)
+    # Layout: long launch lines break before options, so diffs of bundles stay readable.
+    return [
+        dataclasses.replace(w, separator="" if i == 0 else (" \\\n  " if w.new_line else " "))
+        for i, w in enumerate(words)
+    ]
