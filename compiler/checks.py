@@ -23,15 +23,14 @@ from .backends import backend_of
 from .env_values import check_env_values
 from .errors import ConfigError, Origin, Problem
 from .limits import limits_of, max_array_index
-from .load import Path_
 from .render import has_template
 from .script import DIRECTIVE_UNSAFE, env_sources, launch_mode, sbatch_options
 from .slurm_options import check_slurm_options
 from .time_limits import check_time_limit
-from .tree import origin_of
+from .tree import KeyPath, dotted, origin_of
 from .words import scalar
 
-Check = Callable[[Mapping[str, Any], Mapping[Path_, Origin]], Iterator[Problem]]
+Check = Callable[[Mapping[str, Any], Mapping[KeyPath, Origin]], Iterator[Problem]]
 
 ANY_MACHINE = "any"
 # Where the default job.log_path comes from (as the library names its own files); one set
@@ -41,7 +40,7 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
 
 
-def check_job(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> None:
+def check_job(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> None:
     """Raise one ConfigError for the job's problems, or return quietly."""
     problems = [problem for check in GATHERED for problem in check(config, origins)]
     if problems:
@@ -51,19 +50,15 @@ def check_job(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Non
             raise ConfigError(problem)
 
 
-def _dotted(path: Path_) -> str:
-    return ".".join(str(p) for p in path)
-
-
 def slurm_option_names(
-    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
     """Option names sbatch and srun know (`slurm_options.py`)."""
     return check_slurm_options(config.get("slurm") or {}, origins)
 
 
 def log_event_patterns(
-    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
     """Regexes of log events compile."""
     job = config.get("job") or {}
@@ -72,39 +67,41 @@ def log_event_patterns(
             try:
                 re.compile(event["pattern"])
             except re.error as exc:
-                path: Path_ = ("job", "log_events", index, "pattern")
+                path: KeyPath = ("job", "log_events", index, "pattern")
                 yield Problem(
                     f"invalid regular expression: {exc}",
                     origin_of(origins, path),
-                    key=_dotted(path),
+                    key=dotted(path),
                 )
 
 
 def one_restart_owner(
-    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
     """SLURM's requeue and oellm's restart policy must not both restart one failure."""
     job = config.get("job") or {}
     sbatch_options = (config.get("slurm") or {}).get("sbatch") or {}
     overlap = {"NODE_FAIL", "PREEMPTED"} & set((job.get("restart") or {}).get("on") or ())
     if sbatch_options.get("requeue") is True and overlap:
-        path: Path_ = ("slurm", "sbatch", "requeue")
+        path: KeyPath = ("slurm", "sbatch", "requeue")
         yield Problem(
             f"SLURM requeues this job, and job.restart also restarts it on "
             f"{', '.join(sorted(overlap))}: the same failure would run twice",
             origin_of(origins, path),
-            key=_dotted(path),
+            key=dotted(path),
             hint="let one of them own restarts: drop requeue, or take those states out of "
             "job.restart.on",
         )
 
 
-def backend_checks(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+def backend_checks(
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
+) -> Iterator[Problem]:
     """What only the backend can judge (`backends/`)."""
     return backend_of(config).checks(config, origins)
 
 
-def array_member(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+def array_member(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> Iterator[Problem]:
     """What a task of an array (`slurm.array: true`) cannot be."""
     slurm = config["slurm"]
     if not slurm.get("array"):
@@ -157,7 +154,9 @@ def array_member(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> 
         )
 
 
-def launch_layout(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+def launch_layout(
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
+) -> Iterator[Problem]:
     """The preset's task layout fits its launch mode."""
     slurm = config["slurm"]
     launch = launch_mode(config)
@@ -195,7 +194,7 @@ def launch_layout(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) ->
         )
 
 
-def array_spec(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+def array_spec(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> Iterator[Problem]:
     """An explicit `slurm.sbatch.array` must not name an index SLURM refuses."""
     spec = config["slurm"]["sbatch"].get("array")
     maximum = limits_of(config).get("max_array_size")
@@ -212,7 +211,7 @@ def array_spec(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> It
         )
 
 
-def machine(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+def machine(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> Iterator[Problem]:
     """A container preset made for another machine than the cluster preset (LUMI's SLURM with
     Leonardo's image and binds) would fail only when the job starts, after its wait in the
     queue. Each preset names its machine; `container.machine: any` says the image runs
@@ -230,7 +229,9 @@ def machine(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Itera
     )
 
 
-def signal_handled(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+def signal_handled(
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
+) -> Iterator[Problem]:
     """A pre-timeout signal must reach a handler. Without `B:` SLURM signals every process of
     the job steps; when torchrun starts the ranks that includes torchrun, which has no handler
     for SIGUSR1/SIGUSR2: it dies at once, and srun then stops the ranks in the middle of
@@ -251,7 +252,7 @@ def signal_handled(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -
 
 
 def directive_values(
-    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
     """sbatch reads `#SBATCH` lines itself, without a shell: no quoting can protect a value."""
     for _, value, path in sbatch_options(config):
@@ -262,23 +263,23 @@ def directive_values(
             yield Problem(
                 f"value {text!r} cannot be written on an #SBATCH line",
                 origin_of(origins, path),
-                key=_dotted(path),
+                key=dotted(path),
                 hint="sbatch reads #SBATCH lines itself: no double quotes, backslashes or newlines",
             )
 
 
-def env_names(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+def env_names(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> Iterator[Problem]:
     for path, env, _ in env_sources(config):
         for name in env:
             if not _ENV_NAME.fullmatch(name):
                 yield Problem(
                     f"'{name}' is not a valid environment variable name",
                     origin_of(origins, (*path, name)),
-                    key=_dotted(path),
+                    key=dotted(path),
                 )
 
 
-def template(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+def template(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> Iterator[Problem]:
     name = config["slurm"]["template"]
     if not has_template(name):
         yield Problem(
@@ -288,7 +289,7 @@ def template(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iter
         )
 
 
-def safe_name(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+def safe_name(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> Iterator[Problem]:
     """The job's name names its files in the bundle."""
     name = config["job"]["name"]
     if not SAFE_NAME.fullmatch(name):

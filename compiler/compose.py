@@ -16,9 +16,9 @@ from typing import Any
 
 from .errors import Origin, did_you_mean, fail
 from .library import Library
-from .load import Loaded, Path_, load_file
+from .load import Loaded, load_file
 from .overrides import Override, parse_overrides
-from .tree import delete_path, get_path, merge, set_path
+from .tree import KeyPath, delete_path, get_path, merge, set_path
 
 ROOT_CONFIG = "oellm"
 
@@ -28,7 +28,7 @@ class Composed:
     """The merged tree, where each key came from, and the group choices that made it."""
 
     tree: dict[str, Any]
-    origins: dict[Path_, Origin]
+    origins: dict[KeyPath, Origin]
     choices: dict[str, list[str]]
     files: list[str]
 
@@ -96,7 +96,7 @@ def compose(
         replaced[key] = _Entry(origin=sel.origin, group=key, options=[str(sel.value)])
 
     tree: dict[str, Any] = {}
-    origins: dict[Path_, Origin] = {}
+    origins: dict[KeyPath, Origin] = {}
     choices: dict[str, list[str]] = {}
     files: list[str] = []
     seen_groups: set[str] = set()
@@ -379,7 +379,7 @@ def _absolute(name: str, group: str, origin: Origin) -> str:
 
 
 def _apply_value_override(
-    tree: dict[str, Any], origins: dict[Path_, Origin], override: Override
+    tree: dict[str, Any], origins: dict[KeyPath, Origin], override: Override
 ) -> None:
     path = tuple(override.key.split("."))
     exists, parent_keys = get_path(tree, path)
@@ -415,7 +415,7 @@ def _apply_value_override(
     set_path(tree, origins, path, copy.deepcopy(override.value), override.origin)
 
 
-def _value_at(tree: dict[str, Any], path: Path_) -> Any:
+def _value_at(tree: dict[str, Any], path: KeyPath) -> Any:
     node: Any = tree
     for key in path:
         node = node[int(key)] if isinstance(node, list) else node[key]

@@ -13,8 +13,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import Origin, Problem
-from .load import Path_
-from .tree import origin_of
+from .tree import KeyPath, origin_of
 
 _REFERENCE = re.compile(
     r"\$(?:\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)[^}]*\}|(?P<bare>[A-Za-z_][A-Za-z0-9_]*))"
@@ -31,7 +30,7 @@ def shell_reference(value: str) -> tuple[str, str] | None:
 
 
 def check_env_values(
-    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
     for section in SECTIONS:
         env = (config.get(section) or {}).get("env") or {}
@@ -40,7 +39,7 @@ def check_env_values(
             if found is None:
                 continue
             reference, variable = found
-            path: Path_ = (section, "env", name)
+            path: KeyPath = (section, "env", name)
             yield Problem(
                 f"{reference} would reach the job as the literal text {reference}: env values "
                 "are quoted, never expanded by a shell",

@@ -21,11 +21,11 @@ from typing import NamedTuple
 
 from .errors import ConfigError, Origin, did_you_mean, fail
 from .guard import MAX_DEPTH
+from .tree import KeyPath
 
-Path = tuple[str | int, ...]
 """A path below the `sweep` mapping: mapping keys and list indices."""
 
-Where = Callable[[Path], Origin | None]
+Where = Callable[[KeyPath], Origin | None]
 """Where a node below `sweep` was written, or None when nobody knows."""
 
 _KINDS = ("groups", "params", "configs")
@@ -129,7 +129,7 @@ def _grid_format(sweep: Mapping[str, object], where: Where) -> list[_Part]:
     grids = _list(sweep["grids"], ("grids",), where, "grids")
     parts: list[_Part] = []
     for number, grid in enumerate(grids):
-        path: Path = ("grids", number)
+        path: KeyPath = ("grids", number)
         node = _mapping(grid, path, where, "a grid")
         if not node:
             raise fail("a grid needs at least one swept key", where(path), _key(path))
@@ -145,7 +145,7 @@ def _top_group(sweep: Mapping[str, object], where: Where) -> list[_Part]:
 
 def _group(
     node: object,
-    path: Path,
+    path: KeyPath,
     where: Where,
     what: str,
     extra_words: tuple[str, ...] = (),
@@ -204,7 +204,7 @@ def _group(
     return [_Part((*prefix, *part.layers), (*filters, *part.filters)) for part in inner]
 
 
-def _groups(group: Mapping[str, object], path: Path, where: Where, combine: str) -> list[_Part]:
+def _groups(group: Mapping[str, object], path: KeyPath, where: Where, combine: str) -> list[_Part]:
     groups_path = (*path, "groups")
     items = _list(group["groups"], groups_path, where, "groups")
     children = [
@@ -223,7 +223,7 @@ def _groups(group: Mapping[str, object], path: Path, where: Where, combine: str)
     ]
 
 
-def _configs(group: Mapping[str, object], path: Path, where: Where) -> list[_Part]:
+def _configs(group: Mapping[str, object], path: KeyPath, where: Where) -> list[_Part]:
     configs_path = (*path, "configs")
     entries = _list(group["configs"], configs_path, where, "configs")
     parts: list[_Part] = []
@@ -240,7 +240,7 @@ def _configs(group: Mapping[str, object], path: Path, where: Where) -> list[_Par
     return parts
 
 
-def _params(node: Mapping[str, object], path: Path, where: Where) -> list[tuple[_Layer, ...]]:
+def _params(node: Mapping[str, object], path: KeyPath, where: Where) -> list[tuple[_Layer, ...]]:
     """The product of `key: [alternatives]` lists, first key slowest, one layer per key."""
     choices: list[list[_Layer]] = []
     for key, alternatives in node.items():
@@ -269,7 +269,7 @@ def _params(node: Mapping[str, object], path: Path, where: Where) -> list[tuple[
     return list(itertools.product(*choices))
 
 
-def _defaults(group: Mapping[str, object], path: Path, where: Where) -> _Layer | None:
+def _defaults(group: Mapping[str, object], path: KeyPath, where: Where) -> _Layer | None:
     """`defaults` plus the dotted keys written beside it: one layer, all set together."""
     values: dict[str, object] = {}
     origins: dict[str, Origin | None] = {}
@@ -294,7 +294,7 @@ def _defaults(group: Mapping[str, object], path: Path, where: Where) -> _Layer |
 
 
 def _values(
-    node: Mapping[str, object], path: Path, where: Where
+    node: Mapping[str, object], path: KeyPath, where: Where
 ) -> tuple[dict[str, object], dict[str, Origin | None]]:
     values: dict[str, object] = {}
     origins: dict[str, Origin | None] = {}
@@ -305,7 +305,7 @@ def _values(
     return values, origins
 
 
-def _type(group: Mapping[str, object], path: Path, where: Where) -> str:
+def _type(group: Mapping[str, object], path: KeyPath, where: Where) -> str:
     combine = group.get("type", "product")
     if isinstance(combine, str) and combine in _TYPES:
         return combine
@@ -318,7 +318,7 @@ def _type(group: Mapping[str, object], path: Path, where: Where) -> str:
     )
 
 
-def _filter(node: Mapping[str, object], path: Path, where: Where) -> SweepFilter:
+def _filter(node: Mapping[str, object], path: KeyPath, where: Where) -> SweepFilter:
     expr = node["filter"]
     filter_path = (*path, "filter")
     if not isinstance(expr, (bool, str)):
@@ -331,13 +331,13 @@ def _filter(node: Mapping[str, object], path: Path, where: Where) -> SweepFilter
     return SweepFilter(expr, where(filter_path))
 
 
-def _mapping(node: object, path: Path, where: Where, what: str) -> Mapping[str, object]:
+def _mapping(node: object, path: KeyPath, where: Where, what: str) -> Mapping[str, object]:
     if isinstance(node, Mapping):
         return node
     raise fail(f"{what} must be a mapping, got {_kind(node)}", where(path), _key(path))
 
 
-def _list(node: object, path: Path, where: Where, what: str) -> list[object]:
+def _list(node: object, path: KeyPath, where: Where, what: str) -> list[object]:
     if not isinstance(node, list):
         raise fail(f"{what} must be a list, got {_kind(node)}", where(path), _key(path))
     if not node:
@@ -345,7 +345,7 @@ def _list(node: object, path: Path, where: Where, what: str) -> list[object]:
     return node
 
 
-def _check_value_key(key: object, path: Path, where: Where) -> None:
+def _check_value_key(key: object, path: KeyPath, where: Where) -> None:
     key_path = (*path, str(key))
     if isinstance(key, str) and key.count(".") >= MAX_DEPTH:
         raise fail(f"a key of more than {MAX_DEPTH} parts", where(key_path), _key(key_path))
@@ -360,7 +360,7 @@ def _check_value_key(key: object, path: Path, where: Where) -> None:
 
 
 def _unknown_key(
-    key: object, path: Path, where: Where, choices: tuple[str, ...], what: str
+    key: object, path: KeyPath, where: Where, choices: tuple[str, ...], what: str
 ) -> ConfigError:
     key_path = (*path, str(key))
     hint = did_you_mean(str(key), choices)
@@ -375,7 +375,7 @@ def _is_dotted(key: object) -> bool:
     return isinstance(key, str) and "." in key
 
 
-def _key(path: Path) -> str:
+def _key(path: KeyPath) -> str:
     """`sweep.groups[0].params.backend.megatron.lr`: the error's key for a path."""
     return "sweep" + "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
 

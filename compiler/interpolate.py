@@ -12,8 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
-from .load import Path_
-from .resolvers import RESOLVERS, TEXT_ARGUMENTS, ResolverError, primitive, text_of
+from .functions import FUNCTIONS, TEXT_ARGUMENTS, FunctionError, primitive, text_of
 from .template import (
     Arg,
     Call,
@@ -23,9 +22,8 @@ from .template import (
     Template,
     has_interpolation,
     parse,
-    split_key,
 )
-from .tree import origin_of
+from .tree import KeyPath, dotted, origin_of, split_key
 
 _MISSING = object()
 
@@ -70,7 +68,7 @@ def static_parts(tree: Any) -> dict[int, int]:
 
 
 def check_expanded(
-    config: dict[str, Any], origins: Mapping[Path_, Origin], static: Mapping[int, int]
+    config: dict[str, Any], origins: Mapping[KeyPath, Origin], static: Mapping[int, int]
 ) -> None:
     """Refuse a resolved config that repeats values past MAX_VALUES.
 
@@ -96,7 +94,7 @@ def check_expanded(
         pending.extend((c, False) for c in children if isinstance(c, (dict, list)))
     if sizes[id(config)] <= MAX_VALUES:
         return
-    path: Path_ = ()
+    path: KeyPath = ()
     node = config
     while isinstance(node, (dict, list)):
         items = node.items() if isinstance(node, dict) else enumerate(node)
@@ -108,12 +106,12 @@ def check_expanded(
     raise fail(
         f"references make this value hold {size_of(node):,} values; the limit is {MAX_VALUES:,}",
         origin_of(origins, path),
-        key=_dotted(path),
+        key=dotted(path),
         hint="references that repeat other references multiply their size",
     )
 
 
-class Resolver:
+class Interpolator:
     """Resolves one tree. Values are memoised per path; a cycle is an error naming its keys.
 
     `keep_escaped` names a top-level key (the sweep) whose `\\${` stays escaped.
@@ -122,7 +120,7 @@ class Resolver:
     def __init__(
         self,
         tree: dict[str, Any],
-        origins: Mapping[Path_, Origin],
+        origins: Mapping[KeyPath, Origin],
         env: Mapping[str, str],
         keep_escaped: str | None = None,
         static: Mapping[int, int] | None = None,
@@ -132,24 +130,24 @@ class Resolver:
         self.origins = origins
         self.env = env
         self.keep_escaped = keep_escaped
-        self._done: dict[Path_, Any] = {}
-        self._active: list[Path_] = []
+        self._done: dict[KeyPath, Any] = {}
+        self._active: list[KeyPath] = []
         # Where a value really came from when its key only points elsewhere (`name: ${a.b}`),
         # so that an invalid value is reported where it was written.
-        self.derived: dict[Path_, Origin] = {}
+        self.derived: dict[KeyPath, Origin] = {}
 
     # -- public
 
-    def resolve(self, path: Path_ = ()) -> Any:
+    def resolve(self, path: KeyPath = ()) -> Any:
         """The fully resolved value at `path` (a copy; the input tree is not changed)."""
         return self._value(path, self._node(path))
 
-    def where(self, path: Path_) -> Origin | None:
+    def where(self, path: KeyPath) -> Origin | None:
         return origin_of(self.origins, path)
 
     # -- tree walking
 
-    def _node(self, path: Path_) -> Any:
+    def _node(self, path: KeyPath) -> Any:
         node: Any = self.tree
         for depth, key in enumerate(path):
             node = self._child(node, key, path[:depth])
@@ -157,7 +155,7 @@ class Resolver:
                 raise KeyError(path)
         return node
 
-    def _child(self, node: Any, key: str | int, parent: Path_) -> Any:
+    def _child(self, node: Any, key: str | int, parent: KeyPath) -> Any:
         if isinstance(node, str) and has_interpolation(node):
             node = self._value(parent, node)
         if isinstance(node, dict):
@@ -167,7 +165,7 @@ class Resolver:
             return node[index] if 0 <= index < len(node) else _MISSING
         return _MISSING
 
-    def _value(self, path: Path_, node: Any) -> Any:
+    def _value(self, path: KeyPath, node: Any) -> Any:
         if id(node) in self.static:
             return node  # shared with the base config: nothing inside it to resolve
         if isinstance(node, dict):
@@ -181,17 +179,17 @@ class Resolver:
         if path in self._active:
             cycle = [*self._active[self._active.index(path) :], path]
             raise fail(
-                "interpolation cycle: " + " -> ".join(_dotted(p) for p in cycle),
+                "interpolation cycle: " + " -> ".join(dotted(p) for p in cycle),
                 origin_of(self.origins, path),
-                key=_dotted(path),
+                key=dotted(path),
             )
         if len(self._active) >= MAX_CHAIN:
             start = self._active[0]
-            chain = " -> ".join(_dotted(p) for p in self._active[:3])
+            chain = " -> ".join(dotted(p) for p in self._active[:3])
             raise fail(
                 f"interpolations refer through more than {MAX_CHAIN} keys: {chain} -> ...",
                 origin_of(self.origins, start),
-                key=_dotted(start),
+                key=dotted(start),
                 hint="refer to the value directly instead of through a long chain of keys",
             )
         self._active.append(path)
@@ -200,17 +198,17 @@ class Resolver:
             try:
                 template = parse(node, keep)
             except ParseError as exc:
-                raise fail(exc.message, self._origin(path), key=_dotted(path)) from None
+                raise fail(exc.message, self._origin(path), key=dotted(path)) from None
             value = self._render(template, path, keep)
         finally:
             self._active.pop()
         self._done[path] = value
         return value
 
-    def _origin(self, path: Path_) -> Origin | None:
+    def _origin(self, path: KeyPath) -> Origin | None:
         return origin_of(self.origins, path)
 
-    def _render(self, template: Template, path: Path_, keep: bool = False) -> Any:
+    def _render(self, template: Template, path: KeyPath, keep: bool = False) -> Any:
         if len(template) == 1 and not isinstance(template[0], str):
             value = self._part(template[0], path)
             return self._protected(value, path) if keep else value
@@ -229,7 +227,7 @@ class Resolver:
                 raise self._too_big(path)
         return "".join(out)
 
-    def _check_size(self, value: Any, path: Path_, budget: int = MAX_TEXT) -> None:
+    def _check_size(self, value: Any, path: KeyPath, budget: int = MAX_TEXT) -> None:
         """Refuse a value too large to carry on: strings past MAX_TEXT characters, mappings
         and lists past MAX_TEXT values (counted with every shared part expanded, without ever
         expanding them), integers too long to print."""
@@ -238,7 +236,7 @@ class Resolver:
                 raise fail(
                     f"an interpolation makes an integer of more than {MAX_INT_BITS} bits",
                     self._origin(path),
-                    key=_dotted(path),
+                    key=dotted(path),
                 )
             return
         if isinstance(value, str):
@@ -259,15 +257,15 @@ class Resolver:
             elif isinstance(node, list):
                 pending.extend(node)
 
-    def _too_big(self, path: Path_) -> ConfigError:
+    def _too_big(self, path: KeyPath) -> ConfigError:
         return fail(
             f"interpolations make this value larger than {MAX_TEXT:,} characters",
             self._origin(path),
-            key=_dotted(path),
+            key=dotted(path),
             hint="references that repeat other references multiply their size",
         )
 
-    def _protected(self, value: Any, path: Path_) -> Any:
+    def _protected(self, value: Any, path: KeyPath) -> Any:
         """A value resolved inside the sweep, escaped so that the per-job stage keeps it as
         text. A backslash right before `${` cannot be carried through that stage (it would
         read as an escape), so such a value is refused rather than changed."""
@@ -276,20 +274,20 @@ class Resolver:
                 "a value resolved inside the sweep holds a backslash right before '${', which "
                 "the per-job stage would read as an escape",
                 self._origin(path),
-                key=_dotted(path),
+                key=dotted(path),
                 hint="let each job resolve it instead: set it outside the sweep (vars.x: "
                 "${oc.env:NAME}) and write \\${vars.x} in the sweep",
             )
         return _protect(value)
 
-    def _part(self, part: Part, path: Path_) -> Any:
+    def _part(self, part: Part, path: KeyPath) -> Any:
         if isinstance(part, str):
             return part
         if isinstance(part, Key):
             return self._lookup(part, path)
         return self._call(part, path)
 
-    def _target(self, key: Key, path: Path_) -> Path_:
+    def _target(self, key: Key, path: KeyPath) -> KeyPath:
         if key.up == 0:
             return key.parts
         base = path[: -key.up] if key.up <= len(path) else None
@@ -297,11 +295,11 @@ class Resolver:
             raise fail(
                 f"'{key.text}' climbs above the top of the config",
                 self._origin(path),
-                key=_dotted(path),
+                key=dotted(path),
             )
         return (*base, *key.parts)
 
-    def _lookup(self, key: Key, path: Path_) -> Any:
+    def _lookup(self, key: Key, path: KeyPath) -> Any:
         target = self._target(key, path)
         try:
             node = self._node(target)
@@ -314,7 +312,7 @@ class Resolver:
                 self.derived[path] = source
         return value
 
-    def _whole(self, path: Path_) -> bool:
+    def _whole(self, path: KeyPath) -> bool:
         node = self._done.get(path, _MISSING)
         if node is not _MISSING:
             return False
@@ -324,7 +322,7 @@ class Resolver:
             return False
         return isinstance(raw, str) and raw.startswith("${") and raw.count("${") == 1
 
-    def _missing(self, text: str, target: Path_, path: Path_) -> ConfigError:
+    def _missing(self, text: str, target: KeyPath, path: KeyPath) -> ConfigError:
         parent: Any = self.tree
         known: list[str] = []
         for k in target[:-1]:
@@ -333,21 +331,21 @@ class Resolver:
             known = list(parent)
         return ConfigError(
             Problem(
-                f"'{text}' refers to '{_dotted(target)}', which does not exist",
+                f"'{text}' refers to '{dotted(target)}', which does not exist",
                 self._origin(path),
-                key=_dotted(path),
+                key=dotted(path),
                 hint=did_you_mean(str(target[-1]), known) if target else None,
             )
         )
 
-    def _call(self, call: Call, path: Path_) -> Any:
-        impl = RESOLVERS.get(call.name)
+    def _call(self, call: Call, path: KeyPath) -> Any:
+        impl = FUNCTIONS.get(call.name)
         if impl is None:
             raise fail(
                 f"unknown resolver '{call.name}' in '{call.text}'",
                 self._origin(path),
-                key=_dotted(path),
-                hint=did_you_mean(call.name, RESOLVERS),
+                key=dotted(path),
+                hint=did_you_mean(call.name, FUNCTIONS),
             )
         if call.name == "oc.select":
             return self._select(call, path)
@@ -355,23 +353,23 @@ class Resolver:
         args = [self._arg(a, path, raw) for a in call.args]
         try:
             result = impl(self.env, args)
-        except ResolverError as exc:
+        except FunctionError as exc:
             raise fail(
                 f"{call.text}: {exc.message}",
                 self._origin(path),
-                key=_dotted(path),
+                key=dotted(path),
                 hint=exc.hint,
             ) from None
         self._check_size(result, path)
         return result
 
-    def _select(self, call: Call, path: Path_) -> Any:
+    def _select(self, call: Call, path: KeyPath) -> Any:
         # `oc.select` takes a key, not a value: a missing key gives the default.
         if not call.args or len(call.args) > 2:
             raise fail(
                 f"{call.text}: takes a key and an optional default",
                 self._origin(path),
-                key=_dotted(path),
+                key=dotted(path),
             )
         name = text_of(self._arg(call.args[0], path))
         default = self._arg(call.args[1], path) if len(call.args) == 2 else None
@@ -384,7 +382,7 @@ class Resolver:
         value = self._value(self._target(key, path), node)
         return default if value is None else value
 
-    def _arg(self, arg: Arg, path: Path_, raw: bool = False) -> Any:
+    def _arg(self, arg: Arg, path: KeyPath, raw: bool = False) -> Any:
         if arg.quoted:
             return "".join(text_of(self._part(p, path)) for p in arg.parts)
         if len(arg.parts) == 1 and not isinstance(arg.parts[0], str):
@@ -421,7 +419,3 @@ def _protect(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _protect(v) for k, v in value.items()}
     return value
-
-
-def _dotted(path: Path_) -> str:
-    return ".".join(str(p) for p in path)

@@ -13,10 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .errors import Origin, fail
-from .interpolate import Resolver
-from .load import Path_
+from .interpolate import Interpolator
 from .sweep_size import sweep_size
-from .tree import origin_of
+from .tree import KeyPath, origin_of
 
 MAX_SWEEP_POINTS = 100_000
 """The default for `slurm.limits.max_sweep_points`: past it, compiling takes many minutes."""
@@ -44,7 +43,7 @@ def max_array_index(spec: str) -> int | None:
 
 
 def check_sweep_size(
-    base: dict[str, Any], env: Mapping[str, str], origins: Mapping[Path_, Origin], sweep: Any
+    base: dict[str, Any], env: Mapping[str, str], origins: Mapping[KeyPath, Origin], sweep: Any
 ) -> None:
     """Refuse a sweep too large to expand, counted from its factors, before it is expanded."""
     size = sweep_size(sweep)
@@ -76,11 +75,11 @@ def check_sweep_size(
 
 
 def _resolved_limits(
-    base: dict[str, Any], env: Mapping[str, str], origins: Mapping[Path_, Origin]
+    base: dict[str, Any], env: Mapping[str, str], origins: Mapping[KeyPath, Origin]
 ) -> Mapping[str, Any]:
     if "limits" not in (base.get("slurm") or {}):
         return {}
-    limits = Resolver(base, origins, env).resolve(("slurm", "limits"))
+    limits = Interpolator(base, origins, env).resolve(("slurm", "limits"))
     return limits if isinstance(limits, Mapping) else {}
 
 
@@ -92,12 +91,12 @@ def _int(value: Any) -> int | None:
 def check_bundle_limits(
     base: dict[str, Any],
     env: Mapping[str, str],
-    origins: Mapping[Path_, Origin],
+    origins: Mapping[KeyPath, Origin],
     jobs: Sequence[Mapping[str, Any]],
 ) -> None:
     """The whole bundle against the preset's limits: at most `max_jobs` SLURM jobs, counting
     each link of a chain (an array
-    larger than `max_array_size` is split, see `arrays.py`, so it needs no check here).
+    larger than `max_array_size` is split, see `array_groups.py`, so it needs no check here).
 
     Needs every job at once, so the pipeline calls it after rendering (`jobs` are lock entries).
     """

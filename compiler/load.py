@@ -21,9 +21,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .errors import Origin, fail
 from .guard import INT_RANGE, MAX_DEPTH, GuardedComposer, Refused, decode, unencodable
-
-Path_ = tuple[str | int, ...]
-"""A path into a config tree: mapping keys and list indices."""
+from .tree import KeyPath
 
 _PACKAGE_HEADER = re.compile(r"#\s*@package\s+(\S+)")
 
@@ -33,7 +31,7 @@ class Loaded:
     """One file's data, where each part of it was written, and its `# @package` header."""
 
     data: Any
-    origins: dict[Path_, Origin]
+    origins: dict[KeyPath, Origin]
     package: str | None
     display: str
 
@@ -66,7 +64,7 @@ def load_text(text: str, display: str) -> Loaded:
     except RecursionError:
         # A backstop: MAX_DEPTH keeps ruamel's recursive composer well inside the stack.
         raise fail("the YAML is nested too deeply", Origin(display, 1, 1)) from None
-    origins: dict[Path_, Origin] = {(): Origin(display, 1, 1)}
+    origins: dict[KeyPath, Origin] = {(): Origin(display, 1, 1)}
     data = _plain(raw, (), origins, display)
     if data is None:
         data = {}
@@ -100,7 +98,7 @@ def _yaml_problem(exc: MarkedYAMLError, display: str, what: str) -> Exception:
     return fail(f"{what}: {detail}" if detail else what, origin)
 
 
-def _plain(node: Any, path: Path_, origins: dict[Path_, Origin], display: str) -> Any:
+def _plain(node: Any, path: KeyPath, origins: dict[KeyPath, Origin], display: str) -> Any:
     """Turn ruamel's round-trip nodes into plain data, recording positions on the way.
 
     An alias becomes a copy of its anchor's value at each place it is used (the composer has
@@ -166,7 +164,7 @@ def _surrogate(origin: Origin) -> Exception:
     )
 
 
-def _scalar(node: Any, path: Path_, origins: dict[Path_, Origin], display: str) -> Any:
+def _scalar(node: Any, path: KeyPath, origins: dict[KeyPath, Origin], display: str) -> Any:
     if node is None or isinstance(node, bool):
         return node
     where = origins.get(path, Origin(display, 1, 1))

@@ -17,8 +17,7 @@ from typing import Any
 
 from .backends.megatron import OVERRIDE, USE_CHECKPOINT, megatron_default
 from .errors import ConfigError, Origin, Problem
-from .load import Path_
-from .tree import origin_of
+from .tree import KeyPath, origin_of
 
 # The values `_check_and_set` compares, in the order Megatron checks them, with the arguments
 # they come from (megatron/training/training.py: get_optimizer_param_scheduler).
@@ -98,7 +97,9 @@ def _folder(path: Any) -> str | None:
     return posixpath.normpath(str(path)) if path else None
 
 
-def loader(name: str, config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> Loader | None:
+def loader(
+    name: str, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
+) -> Loader | None:
     """The record of one job for `check_loads`; None for a job that is not Megatron's."""
     backend = config["backend"]
     if backend.get("kind") != "megatron":

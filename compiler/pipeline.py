@@ -12,12 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import arrays
+from . import array_groups
 from .checks import check_job
 from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
-from .interpolate import Resolver, static_parts
+from .interpolate import Interpolator, static_parts
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader
@@ -27,7 +27,7 @@ from .provenance import FIELD as PROVENANCE
 from .provenance import compiled_with
 from .reads import job_reads
 from .render import render
-from .resolve import JobConfig, key_path, resolve_job
+from .resolve import JobConfig, resolve_job
 from .script import plan_script
 from .siblings import (
     Sibling,
@@ -39,7 +39,7 @@ from .siblings import (
     stage_order,
 )
 from .time_limits import clamp_debug_time
-from .tree import origin_of
+from .tree import key_path, origin_of
 from .validate import Validator, check_lock
 
 LOCK_VERSION = 1
@@ -58,7 +58,7 @@ class CompileRequest:
 
 
 @dataclass(frozen=True)
-class Bundle:
+class CompiledBundle:
     """A compiled bundle in memory: file name (relative) -> bytes, plus the lock data."""
 
     files: dict[str, bytes]
@@ -72,7 +72,7 @@ JobHook = Callable[[str, JobConfig], None]
 
 def compile_bundle(
     request: CompileRequest, progress: Progress | None = None, on_job: JobHook | None = None
-) -> Bundle:
+) -> CompiledBundle:
     try:
         return _compile(request, progress, on_job)
     except RecursionError:
@@ -85,13 +85,15 @@ def compile_bundle(
         ) from None
 
 
-def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook | None) -> Bundle:
+def _compile(
+    request: CompileRequest, progress: Progress | None, on_job: JobHook | None
+) -> CompiledBundle:
     library = Library.for_experiment(request.experiment, request.config_dirs)
     composed = compose(library, request.experiment, request.config_ref, request.overrides)
     base, origins = composed.tree, composed.origins
 
     sweep = (
-        Resolver(base, origins, request.env, keep_escaped="sweep").resolve(("sweep",))
+        Interpolator(base, origins, request.env, keep_escaped="sweep").resolve(("sweep",))
         if "sweep" in base
         else None
     )
@@ -118,7 +120,7 @@ def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook
     names: dict[str, Point] = {}
     scripts: dict[str, bytes] = {}
     configs: dict[str, bytes] = {}
-    members: list[arrays.Member] = []
+    members: list[array_groups.Member] = []
     loaders: list[Loader] = []
     validate = Validator()
     static = static_parts(base)
@@ -161,7 +163,7 @@ def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook
         raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
     check_bundle_limits(base, request.env, origins, jobs)
     check_loads(loaders)
-    groups, group_scripts = arrays.group(members, {j["name"]: j for j in jobs}, scripts)
+    groups, group_scripts = array_groups.group(members, {j["name"]: j for j in jobs}, scripts)
     scripts.update(group_scripts)
     project = base_project(base, request.env, origins)
     moved = _moved(base, request.moved, {j["name"] for j in jobs}, origins)
@@ -178,7 +180,7 @@ def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook
     files = {**scripts, **configs}
     files["plan.lock.json"] = _json_bytes(lock)
     files["plan.txt"] = plan_text(lock).encode("utf-8")
-    return Bundle(files, lock)
+    return CompiledBundle(files, lock)
 
 
 def _job(
@@ -188,7 +190,7 @@ def _job(
     depends_on: list[str],
     names: dict[str, Point],
     validate: Validator,
-    members: list[arrays.Member],
+    members: list[array_groups.Member],
 ) -> tuple[dict[str, Any], bytes, JobConfig]:
     """The job's lock entry and script, and its config as the script was planned from it
     (the debug time clamp and an array member's log path applied)."""
@@ -197,7 +199,7 @@ def _job(
     array = bool(config["slurm"].get("array"))
     if array:
         # Every task of an array writes into the array's one --output pattern.
-        config = arrays.with_member_log_path(config)
+        config = array_groups.with_member_log_path(config)
     job = JobConfig(config, job.origins)
     check_job(config, job.origins)
     name = config["job"]["name"]
@@ -206,7 +208,7 @@ def _job(
     names[name] = point
     plan = plan_script(config, array=array)
     if array:
-        members.append(arrays.member(config, plan))
+        members.append(array_groups.member(config, plan))
     script = render(plan).encode("utf-8")
     entry = _lock_entry(job, point, overridden, f"jobs/{name}.sbatch", script)
     entry["depends_on"] = depends_on
@@ -215,7 +217,7 @@ def _job(
 
 def base_project(base: dict[str, Any], env: Mapping[str, str], origins: Any) -> dict[str, Any]:
     try:
-        project = Resolver(base, origins, env).resolve(("project",))
+        project = Interpolator(base, origins, env).resolve(("project",))
     except ConfigError as error:
         # The project names the whole bundle (and where its state lives), so it cannot vary.
         raise ConfigError(
@@ -353,4 +355,4 @@ def _json_bytes(data: Any) -> bytes:
     return (text + "\n").encode("utf-8")
 
 
-__all__ = ["COMMAND_LINE", "Bundle", "CompileRequest", "compile_bundle"]
+__all__ = ["COMMAND_LINE", "CompileRequest", "CompiledBundle", "compile_bundle"]

@@ -14,19 +14,15 @@ from typing import Any
 
 from .errors import Origin, fail
 from .expand import Point
-from .interpolate import Resolver, check_expanded
-from .load import Path_
+from .interpolate import Interpolator, check_expanded
 from .siblings import Sibling
+from .tree import KeyPath, key_path
 
 
 @dataclass(frozen=True)
 class JobConfig:
     config: dict[str, Any]
-    origins: Mapping[Path_, Origin]
-
-
-def key_path(dotted: str) -> Path_:
-    return tuple(int(p) if p.isdigit() else p for p in dotted.split("."))
+    origins: Mapping[KeyPath, Origin]
 
 
 def unescape(value: Any) -> Any:
@@ -42,10 +38,10 @@ def unescape(value: Any) -> Any:
 
 def with_values(
     base: dict[str, Any], values: Mapping[str, Any], origins: Mapping[str, Origin | None]
-) -> tuple[dict[str, Any], dict[Path_, Origin]]:
+) -> tuple[dict[str, Any], dict[KeyPath, Origin]]:
     """A copy of `base` with dotted keys set; only mappings along the set paths are copied."""
     tree = dict(base)
-    where: dict[Path_, Origin] = {}
+    where: dict[KeyPath, Origin] = {}
     for dotted, value in values.items():
         path = key_path(dotted)
         node: Any = tree
@@ -83,7 +79,7 @@ _FILTERS = "\0filters"  # a key no config can write, holding the point's filters
 
 def resolve_job(
     base: dict[str, Any],
-    base_origins: dict[Path_, Origin],
+    base_origins: dict[KeyPath, Origin],
     point: Point,
     env: Mapping[str, str],
     siblings: Mapping[str, Sibling] | None = None,
@@ -102,7 +98,7 @@ def resolve_job(
     # Parts that hold no interpolation are shared, not walked: the base's, and a sibling's
     # (its config is resolved already).
     shared = {**sizes, **{i: 0 for s in (siblings or {}).values() for i in s.ids}}
-    resolver = Resolver(tree, origins, env, static=shared)
+    resolver = Interpolator(tree, origins, env, static=shared)
     if point.filters:
         tree[_FILTERS] = [unescape(f.expr) for f in point.filters]
         for n, sweep_filter in enumerate(point.filters):

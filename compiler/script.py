@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends import backend_of
-from .load import Path_
+from .tree import KeyPath
 from .words import Directive, Word, long_options, scalar
 
 # sbatch splits an #SBATCH line at white space outside double quotes; it has no escapes.
@@ -85,10 +85,10 @@ def plan_script(config: Mapping[str, Any], array: bool = False) -> ScriptPlan:
     )
 
 
-def sbatch_options(config: Mapping[str, Any]) -> Iterator[tuple[str, Any, Path_]]:
+def sbatch_options(config: Mapping[str, Any]) -> Iterator[tuple[str, Any, KeyPath]]:
     """(option, value, where it is set) of every `#SBATCH` line, before formatting."""
     job = config["job"]
-    given: dict[str, tuple[Any, Path_]] = {
+    given: dict[str, tuple[Any, KeyPath]] = {
         "job-name": (job["name"], ("job", "name")),
         "output": (job["log_path"], ("job", "log_path")),
     }
@@ -116,11 +116,11 @@ def _directives(config: Mapping[str, Any]) -> list[Directive]:
     return out
 
 
-def env_sources(config: Mapping[str, Any]) -> list[tuple[Path_, Mapping[str, Any], str]]:
+def env_sources(config: Mapping[str, Any]) -> list[tuple[KeyPath, Mapping[str, Any], str]]:
     """(where, env map, name prefix) of each env map the script exports, in order."""
     container = config["container"]
     prefix = "SINGULARITYENV_" if container["runtime"] == "singularity" else "APPTAINERENV_"
-    sources: list[tuple[Path_, Mapping[str, Any], str]] = [
+    sources: list[tuple[KeyPath, Mapping[str, Any], str]] = [
         (("slurm", "env"), config["slurm"].get("env") or {}, ""),
         (("backend", "env"), config["backend"].get("env") or {}, ""),
     ]

@@ -16,8 +16,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import Origin, Problem, did_you_mean
-from .load import Path_
-from .tree import origin_of
+from .tree import KeyPath, origin_of
 
 
 def _names(text: str) -> frozenset[str]:
@@ -118,7 +117,7 @@ def option_name(key: str) -> str:
 
 
 def check_slurm_options(
-    slurm: Mapping[str, Any], origins: Mapping[Path_, Origin]
+    slurm: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
     """One problem per unknown or refused option name under `slurm.sbatch` and `slurm.srun`."""
     site = slurm.get("site_options") or {}
@@ -128,7 +127,7 @@ def check_slurm_options(
         other = "srun" if command == "sbatch" else "sbatch"
         for key in options:
             name = option_name(key)
-            path: Path_ = ("slurm", command, key)
+            path: KeyPath = ("slurm", command, key)
             if name in REFUSED[command]:
                 yield Problem(
                     f"--{name} cannot be set here: {REFUSED[command][name]}",

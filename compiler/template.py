@@ -11,6 +11,8 @@ import functools
 import re
 from dataclasses import dataclass
 
+from .tree import split_key
+
 
 @dataclass(frozen=True)
 class Key:
@@ -128,11 +130,6 @@ def _parse_interp(text: str, i: int, keep_escaped: bool, depth: int) -> tuple[Ke
     if any(not s for s in segments):
         raise ParseError(f"'{text[start : end + 1]}' is not a valid key")
     return Key(up, segments, text[start : end + 1]), end + 1
-
-
-def split_key(path: str) -> list[str]:
-    # `a.b[0].c` and `a.b.0.c` name the same thing.
-    return [s for s in re.split(r"\.|\[|\]", path.replace("].", "]")) if s != ""] or [""]
 
 
 def _parse_arg(text: str, i: int, keep_escaped: bool, depth: int) -> tuple[Arg, int]:

@@ -14,8 +14,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .errors import Origin, Problem
-from .load import Path_
-from .tree import origin_of
+from .tree import KeyPath, origin_of
 
 DEBUG_SECONDS = 30 * 60
 # sbatch's --time forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S.
@@ -54,7 +53,7 @@ def clock(total: int) -> str:
     return f"{total // 3600:02d}:{total // 60 % 60:02d}:{total % 60:02d}"
 
 
-def _maximum(config: Mapping[str, Any]) -> tuple[int, str, Path_] | None:
+def _maximum(config: Mapping[str, Any]) -> tuple[int, str, KeyPath] | None:
     """The chosen QoS's or partition's maximum: (seconds, what it is, where it is set)."""
     limits = config["slurm"].get("limits") or {}
     sbatch = config["slurm"]["sbatch"]
@@ -92,7 +91,7 @@ def clamp_debug_time(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_time_limit(
-    config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
     """A `--time` above the site's maximum (a debug job's is clamped instead)."""
     slurm = config["slurm"]

@@ -6,18 +6,36 @@ replaced whole. An origin is kept for every key and list item, so errors can poi
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import Origin
-from .load import Path_
+
+KeyPath = tuple[str | int, ...]
+"""A path into a config tree: mapping keys and list indices."""
+
+
+def dotted(path: KeyPath) -> str:
+    """`('backend', 'megatron', 'lr')` -> `backend.megatron.lr`: the key an error names."""
+    return ".".join(str(p) for p in path)
+
+
+def key_path(text: str) -> KeyPath:
+    """A dotted key as a path; digits are list indices (`a.0.b`)."""
+    return tuple(int(p) if p.isdigit() else p for p in text.split("."))
+
+
+def split_key(path: str) -> list[str]:
+    """The segments of an interpolation's key: `a.b[0].c` and `a.b.0.c` name the same thing."""
+    return [s for s in re.split(r"\.|\[|\]", path.replace("].", "]")) if s != ""] or [""]
 
 
 def merge(
     tree: dict[str, Any],
-    origins: dict[Path_, Origin],
+    origins: dict[KeyPath, Origin],
     data: dict[str, Any],
-    data_origins: dict[Path_, Origin],
+    data_origins: dict[KeyPath, Origin],
     prefix: tuple[str, ...] = (),
 ) -> None:
     """Merge `data` (one file's content, placed at `prefix`) into `tree` in place."""
@@ -33,11 +51,11 @@ def merge(
 
 def _merge_into(
     node: dict[str, Any],
-    origins: dict[Path_, Origin],
+    origins: dict[KeyPath, Origin],
     data: dict[str, Any],
-    data_origins: dict[Path_, Origin],
-    prefix: Path_,
-    rel: Path_,
+    data_origins: dict[KeyPath, Origin],
+    prefix: KeyPath,
+    rel: KeyPath,
 ) -> None:
     for key, value in data.items():
         here = (*rel, key)
@@ -64,9 +82,9 @@ def _copy(value: Any) -> Any:
 
 
 def _origins_below(
-    data_origins: dict[Path_, Origin], path: Path_, value: Any
-) -> list[tuple[Path_, Origin]]:
-    out: list[tuple[Path_, Origin]] = []
+    data_origins: dict[KeyPath, Origin], path: KeyPath, value: Any
+) -> list[tuple[KeyPath, Origin]]:
+    out: list[tuple[KeyPath, Origin]] = []
     origin = data_origins.get(path)
     if origin is not None:
         out.append((path, origin))
@@ -79,14 +97,14 @@ def _origins_below(
     return out
 
 
-def _forget(origins: dict[Path_, Origin], path: Path_) -> None:
+def _forget(origins: dict[KeyPath, Origin], path: KeyPath) -> None:
     """Drop the origins of a replaced subtree (rare, so a scan is fine)."""
     n = len(path)
     for stale in [p for p in origins if len(p) > n and p[:n] == path]:
         del origins[stale]
 
 
-def get_path(tree: Any, path: Path_) -> tuple[bool, list[str]]:
+def get_path(tree: Any, path: KeyPath) -> tuple[bool, list[str]]:
     """Whether `path` exists, and the keys of its deepest existing parent (for did-you-mean)."""
     node = tree
     for key in path:
@@ -103,8 +121,8 @@ def get_path(tree: Any, path: Path_) -> tuple[bool, list[str]]:
 
 def set_path(
     tree: dict[str, Any],
-    origins: dict[Path_, Origin],
-    path: Path_,
+    origins: dict[KeyPath, Origin],
+    path: KeyPath,
     value: Any,
     origin: Origin | None,
 ) -> None:
@@ -130,7 +148,7 @@ def set_path(
         origins[path] = origin
 
 
-def delete_path(tree: dict[str, Any], origins: dict[Path_, Origin], path: Path_) -> None:
+def delete_path(tree: dict[str, Any], origins: dict[KeyPath, Origin], path: KeyPath) -> None:
     node: Any = tree
     for key in path[:-1]:
         node = node[int(key)] if isinstance(node, list) else node[key]
@@ -143,7 +161,7 @@ def delete_path(tree: dict[str, Any], origins: dict[Path_, Origin], path: Path_)
     origins.pop(path, None)
 
 
-def origin_of(origins: Mapping[Path_, Origin], path: Path_) -> Origin | None:
+def origin_of(origins: Mapping[KeyPath, Origin], path: KeyPath) -> Origin | None:
     """The origin of `path` or of its nearest ancestor that has one."""
     for n in range(len(path), -1, -1):
         found = origins.get(path[:n])

@@ -20,8 +20,7 @@ from referencing import Registry, Resource
 
 from .backends.megatron import suggest_argument
 from .errors import ConfigError, Origin, Problem, did_you_mean
-from .load import Path_
-from .tree import origin_of
+from .tree import KeyPath, dotted, origin_of
 
 MISSING = "???"
 
@@ -48,7 +47,7 @@ class Validator:
     def __init__(self) -> None:
         self._fast = _fast_validator(("experiment.schema.json", "megatron.schema.json"))
 
-    def __call__(self, config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> None:
+    def __call__(self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> None:
         """Raise one ConfigError listing every problem, or return quietly."""
         problems = list(_missing_values(config, (), origins))
         if not problems and self._fast is not None and self._fast(config):
@@ -74,7 +73,7 @@ def _fast_validator(names: tuple[str, ...]) -> Callable[[Any], bool] | None:
     return is_valid
 
 
-def validate(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> None:
+def validate(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> None:
     """Validate one config (no memory across calls)."""
     Validator()(config, origins)
 
@@ -84,20 +83,22 @@ def _position(p: Problem) -> tuple[str, int, int, str]:
     return (o.file, o.line, o.col, p.message) if o else ("", 0, 0, p.message)
 
 
-def _missing_values(value: Any, path: Path_, origins: Mapping[Path_, Origin]) -> Iterator[Problem]:
+def _missing_values(
+    value: Any, path: KeyPath, origins: Mapping[KeyPath, Origin]
+) -> Iterator[Problem]:
     # `???` marks a value the library cannot choose for the user (OmegaConf's mandatory value).
     if isinstance(value, str) and "\x00" in value:
         yield Problem(
             "a NUL character cannot be passed to a program or kept in a script",
             origin_of(origins, path),
-            key=_dotted(path),
+            key=dotted(path),
         )
     elif value == MISSING:
         yield Problem(
             "missing mandatory value",
             origin_of(origins, path),
-            key=_dotted(path),
-            hint=f"set it in the experiment or on the command line: {_dotted(path)}=...",
+            key=dotted(path),
+            hint=f"set it in the experiment or on the command line: {dotted(path)}=...",
         )
     elif isinstance(value, dict):
         for key, child in value.items():
@@ -108,10 +109,10 @@ def _missing_values(value: Any, path: Path_, origins: Mapping[Path_, Origin]) ->
 
 
 def _problems(
-    error: ValidationError, origins: Mapping[Path_, Origin], prefix: Path_ = ()
+    error: ValidationError, origins: Mapping[KeyPath, Origin], prefix: KeyPath = ()
 ) -> Iterator[Problem]:
-    path: Path_ = prefix + tuple(error.absolute_path)
-    key = _dotted(path) or "(top)"
+    path: KeyPath = prefix + tuple(error.absolute_path)
+    key = dotted(path) or "(top)"
     where = origin_of(origins, path)
     kind = error.validator
     schema: Any = error.schema
@@ -165,7 +166,7 @@ def _problems(
         yield Problem(f"invalid value {_show(instance)} ({kind})", where, key=key)
 
 
-def _pattern_hint(path: Path_) -> str | None:
+def _pattern_hint(path: KeyPath) -> str | None:
     if path == ("job", "name"):
         return "job names become file names: letters, digits, '_', '.', '+' and '-' only"
     return None
@@ -174,10 +175,6 @@ def _pattern_hint(path: Path_) -> str | None:
 def _show(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _dotted(path: Path_) -> str:
-    return ".".join(str(p) for p in path)
 
 
 @functools.cache

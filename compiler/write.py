@@ -12,12 +12,12 @@ import tempfile
 from pathlib import Path
 
 from .errors import fail
-from .pipeline import Bundle
+from .pipeline import CompiledBundle
 
 LOCK_NAME = "plan.lock.json"
 
 
-def write_bundle(bundle: Bundle, out: Path) -> None:
+def write_bundle(bundle: CompiledBundle, out: Path) -> None:
     out = out.absolute()
     if out.exists():
         if not out.is_dir():

@@ -19,7 +19,7 @@ import click
 from oellm.compiler.diff import LOCK_NAME, compare
 from oellm.compiler.diff_render import check_text, render_json, render_text
 from oellm.compiler.errors import fail
-from oellm.compiler.pipeline import Bundle
+from oellm.compiler.pipeline import CompiledBundle
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, CommandError
 from oellm.guard import guarded
 from oellm.shell import Completed, run
@@ -145,7 +145,7 @@ def parse_moved(values: Sequence[str]) -> dict[str, str]:
     return moved
 
 
-def check_bundle(bundle: Bundle, out: Path, color: bool = False) -> tuple[bool, str]:
+def check_bundle(bundle: CompiledBundle, out: Path, color: bool = False) -> tuple[bool, str]:
     """Compare a bundle compiled in memory with the folder `out` (absent: everything is new).
     Returns (up to date, text to print): a summary, and the unified diff of every file that
     `compile` would write differently."""

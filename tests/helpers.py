@@ -9,7 +9,7 @@ from pathlib import Path
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from oellm.compiler.errors import ConfigError
-from oellm.compiler.pipeline import Bundle, CompileRequest, compile_bundle
+from oellm.compiler.pipeline import CompiledBundle, CompileRequest, compile_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "config" / "experiments"
@@ -26,7 +26,7 @@ def compile_file(
     overrides: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
     config_dirs: Sequence[Path] = (),
-) -> Bundle:
+) -> CompiledBundle:
     # A bundle beside the experiment: the lockfile records paths relative to it, so the
     # same bytes wherever the checkout or the temporary folder is.
     return compile_bundle(

@@ -13,7 +13,7 @@ from ruamel.yaml import YAML
 
 from oellm.cli import main
 from oellm.compiler.errors import ConfigError
-from oellm.compiler.pipeline import Bundle
+from oellm.compiler.pipeline import CompiledBundle
 from oellm.compiler.write import write_bundle
 from oellm.diff_cli import check_bundle, diff_command
 from tests.helpers import REPO, compile_file, write
@@ -35,7 +35,7 @@ sweep:
 """
 
 
-def compiled(root: Path, *overrides: str) -> Bundle:
+def compiled(root: Path, *overrides: str) -> CompiledBundle:
     return compile_file(write(root / "exp.yaml", EXPERIMENT), overrides, env={})
 
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from oellm.compiler.errors import Origin, Problem
-from oellm.compiler.load import Path_
+from oellm.compiler.tree import KeyPath
 from oellm.compiler.words import Word
 
 from . import bash, megatron
@@ -41,7 +41,7 @@ class Backend(Protocol):
         ...
 
     def checks(
-        self, config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+        self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
     ) -> Iterator[Problem]:
         """What the schema cannot say about this backend's settings."""
         ...

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from oellm.compiler.errors import Origin, Problem
-from oellm.compiler.load import Path_
+from oellm.compiler.tree import KeyPath
 from oellm.compiler.words import Word
 
 
@@ -31,7 +31,7 @@ class Bash:
         return False
 
     def checks(
-        self, config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+        self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
     ) -> Iterator[Problem]:
         return iter(())
 

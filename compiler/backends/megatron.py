@@ -17,8 +17,7 @@ from importlib.resources import files
 from typing import Any
 
 from oellm.compiler.errors import Origin, Problem
-from oellm.compiler.load import Path_
-from oellm.compiler.tree import origin_of
+from oellm.compiler.tree import KeyPath, origin_of
 from oellm.compiler.wandb import wandb_args, wandb_exports
 from oellm.compiler.words import Word, long_options
 
@@ -226,7 +225,7 @@ class Megatron:
         return bool(_resume_values(config))
 
     def checks(
-        self, config: Mapping[str, Any], origins: Mapping[Path_, Origin]
+        self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
     ) -> Iterator[Problem]:
         """A pre-timeout signal and Megatron's handler for it go together; and Megatron
         refuses both scheduler flags at once."""
@@ -234,7 +233,7 @@ class Megatron:
         handler = args.get("exit_signal_handler")
         signal = config["slurm"]["sbatch"].get("signal")
         if handler and not signal:
-            path: Path_ = ("backend", "megatron", "exit_signal_handler")
+            path: KeyPath = ("backend", "megatron", "exit_signal_handler")
             yield Problem(
                 "Megatron's exit signal handler never runs without a signal before the time limit",
                 origin_of(origins, path),

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from oellm.cli import main
-from oellm.compiler import arrays
+from oellm.compiler import array_groups
 from oellm.compiler.errors import ConfigError
-from oellm.compiler.pipeline import Bundle
+from oellm.compiler.pipeline import CompiledBundle
 from oellm.compiler.validate import lock_validator
 from oellm.compiler.write import write_bundle
 from oellm.reconciler.bundle import load_bundle
@@ -54,11 +54,11 @@ def text_snapshot(snapshot: Any) -> Any:
 
 def compile_text(
     tmp_path: Path, text: str, env: dict[str, str] | None = None, name: str = "exp.yaml"
-) -> Bundle:
+) -> CompiledBundle:
     return compile_file(write(tmp_path / name, text), env=FIXED_ENV if env is None else env)
 
 
-def members_of(bundle: Bundle) -> list[tuple[str, str | None, int | None]]:
+def members_of(bundle: CompiledBundle) -> list[tuple[str, str | None, int | None]]:
     """(job, array group, index) in job order."""
     return [(j["name"], j.get("array_group"), j.get("array_index")) for j in bundle.lock["jobs"]]
 
@@ -522,7 +522,7 @@ def test_array_group_names_are_unique_with_and_without_stage(tmp_path: Path) -> 
     assert sorted(bundle.lock["arrays"]) == ["jobs", "jobs.2"]
 
 
-def _check_groups_consistent(bundle: Bundle) -> None:
+def _check_groups_consistent(bundle: CompiledBundle) -> None:
     """Every member is listed by its group's script at its index, with its own script; every
     group's size is its member count."""
     lock = bundle.lock
@@ -741,10 +741,12 @@ def test_odd_but_allowed_names_compile_and_run(tmp_path: Path) -> None:
 def test_group_names_from_any_stage_are_safe(stage: str, tmp_path: Path) -> None:
     """The schema keeps such stages out; the group still never trusts one."""
     directives = (("--output", "/o/arrays/x/slurm-%A_%a.log"), ("--time", "1"))
-    one = arrays.Member("a", stage or None, directives, None, None, "p", "out/.oellm/p")
-    two = arrays.Member("b", stage or None, directives, 3, None, "p", "out/.oellm/p")  # throttle
+    one = array_groups.Member("a", stage or None, directives, None, None, "p", "out/.oellm/p")
+    two = array_groups.Member(
+        "b", stage or None, directives, 3, None, "p", "out/.oellm/p"
+    )  # throttle
     entries = {name: {"script": f"jobs/{name}.sbatch", "sha256": "0" * 64} for name in ("a", "b")}
-    groups, files = arrays.group([one, two], entries, {})
+    groups, files = array_groups.group([one, two], entries, {})
     assert len(groups) == 2
     for name, group in groups.items():
         assert re.fullmatch(r"[A-Za-z0-9_.+-]+", name)
@@ -755,7 +757,7 @@ def test_group_names_from_any_stage_are_safe(stage: str, tmp_path: Path) -> None
         script.write_bytes(files[group["script"]])
         assert not bash_syntax_errors(script)
     assert [e["array_group"] for e in entries.values()] == list(groups)
-    log = arrays.member_log_path({"stage": stage, "project": {"output_dir": "/o"}})
+    log = array_groups.member_log_path({"stage": stage, "project": {"output_dir": "/o"}})
     folder = log.removeprefix("/o/arrays/").removesuffix("/slurm-%A_%a.log")
     assert re.fullmatch(r"[A-Za-z0-9_.+-]+", folder) and folder not in (".", "..")
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from oellm.compiler.errors import ConfigError, Origin
-from oellm.compiler.expand import Path, Point, SweepFilter, expand
+from oellm.compiler.expand import Point, SweepFilter, expand
+from oellm.compiler.tree import KeyPath
 
 LR = "backend.megatron.lr"
 GBS = "backend.megatron.global_batch_size"
@@ -26,7 +27,7 @@ def at(*path: str | int) -> Origin:
     return Origin("/".join(str(part) for part in path), 1, 1)
 
 
-def where(path: Path) -> Origin:
+def where(path: KeyPath) -> Origin:
     return at(*path)
 
 

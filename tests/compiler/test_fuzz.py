@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from oellm.compiler.errors import ConfigError
-from oellm.compiler.pipeline import Bundle, CompileRequest, compile_bundle
+from oellm.compiler.pipeline import CompiledBundle, CompileRequest, compile_bundle
 from tests.compiler.hostile import HOSTILE, bash_syntax_errors
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -236,8 +236,8 @@ def compile_or_clean_error(
     text: str,
     overrides: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
-) -> Bundle | ConfigError:
-    """The property: a Bundle, or a ConfigError whose every problem says something."""
+) -> CompiledBundle | ConfigError:
+    """The property: a CompiledBundle, or a ConfigError whose every problem says something."""
     path = folder / "experiment.yaml"
     path.write_text(text, encoding="utf-8")
     try:
@@ -306,7 +306,7 @@ def test_random_overrides_compile_or_fail_cleanly(
         )
 
 
-def compile_bytes_or_clean_error(folder: Path, data: bytes) -> Bundle | ConfigError:
+def compile_bytes_or_clean_error(folder: Path, data: bytes) -> CompiledBundle | ConfigError:
     """As compile_or_clean_error, for a file of any bytes."""
     path = folder / "experiment.yaml"
     path.write_bytes(data)

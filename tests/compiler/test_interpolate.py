@@ -5,13 +5,13 @@ from typing import Any
 import pytest
 
 from oellm.compiler.errors import ConfigError
-from oellm.compiler.interpolate import Resolver
+from oellm.compiler.interpolate import Interpolator
 from oellm.compiler.load import load_text
 
 
 def resolve(text: str, env: dict[str, str] | None = None, keep: str | None = None) -> Any:
     loaded = load_text(text, "t.yaml")
-    return Resolver(loaded.data, loaded.origins, env or {}, keep_escaped=keep).resolve()
+    return Interpolator(loaded.data, loaded.origins, env or {}, keep_escaped=keep).resolve()
 
 
 def error(text: str, env: dict[str, str] | None = None) -> str:

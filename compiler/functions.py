@@ -1,10 +1,10 @@
-"""The resolvers of `${name:args}` interpolations: `oc.env`, `oc.decode`, `oc.eval`, `oc.if`,
+"""The functions of `${name:args}` interpolations: `oc.env`, `oc.decode`, `oc.eval`, `oc.if`,
 the helpers the predecessor's configs use (arithmetic, `oc.slurmtime`, `oc.pad_iter`,
 `oc.split`, `oc.slice`, `oc.sqrt`, `oc.timestring`, `oc.exclude_nodes`), and their argument
 typing.
 
-Every resolver takes the environment and its evaluated arguments; a bad argument raises
-`ResolverError`, which the resolver turns into a positioned config error.
+Every function takes the environment and its evaluated arguments; a bad argument raises
+`FunctionError`, which the interpolator turns into a positioned config error.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def text_of(value: Any) -> str:
     return str(value)
 
 
-class ResolverError(Exception):
+class FunctionError(Exception):
     def __init__(self, message: str, hint: str | None = None) -> None:
         self.message = message
         self.hint = hint
@@ -61,12 +61,12 @@ def _env(env: Mapping[str, str], args: list[Any]) -> Any:
     """OmegaConf's `oc.env` (2.1+): the variable's text when set; else the default as text
     (`${oc.env:N,5}` gives "5" either way), except that a null default stays null."""
     if not 1 <= len(args) <= 2:
-        raise ResolverError("takes a variable name and an optional default")
+        raise FunctionError("takes a variable name and an optional default")
     name = text_of(args[0])
     if name in env:
         if unencodable(env[name]):
             # Python keeps bytes that are not UTF-8 as lone surrogates; a script cannot hold them.
-            raise ResolverError(
+            raise FunctionError(
                 f"environment variable '{name}' is not valid UTF-8",
                 hint=f"export {name} as UTF-8 text",
             )
@@ -76,12 +76,12 @@ def _env(env: Mapping[str, str], args: list[Any]) -> Any:
         if default is None or isinstance(default, str):
             return default
         if isinstance(default, (list, dict)):
-            raise ResolverError(
+            raise FunctionError(
                 "the default must be text or null",
                 hint=f"for a list, decode text: ${{oc.decode:${{oc.env:{name},'[a, b]'}}}}",
             )
         return text_of(default).lower() if isinstance(default, bool) else text_of(default)
-    raise ResolverError(
+    raise FunctionError(
         f"environment variable '{name}' is not set",
         hint=f"export {name}=... before compiling, or give a default: ${{oc.env:{name},default}}",
     )
@@ -90,16 +90,16 @@ def _env(env: Mapping[str, str], args: list[Any]) -> Any:
 def _decode(env: Mapping[str, str], args: list[Any]) -> Any:
     """OmegaConf's `oc.decode`: text read as a value (int, float, bool, null, list, dict)."""
     if len(args) != 1:
-        raise ResolverError("takes one string")
+        raise FunctionError("takes one string")
     (value,) = args
     if not isinstance(value, str):
         return value  # null stays null; an already typed value has nothing to decode
     try:
         decoded = decode(value)
     except GrammarError as exc:
-        raise ResolverError(f"cannot decode {value!r}: {exc.message}", hint=exc.hint) from None
+        raise FunctionError(f"cannot decode {value!r}: {exc.message}", hint=exc.hint) from None
     if _holds_interpolation(decoded):
-        raise ResolverError(
+        raise FunctionError(
             f"cannot decode {value!r}: it holds an interpolation, which oc.decode does not resolve"
         )
     return decoded
@@ -117,11 +117,11 @@ def _holds_interpolation(value: Any) -> bool:
 
 def _eval(env: Mapping[str, str], args: list[Any]) -> Any:
     if len(args) != 1:
-        raise ResolverError("takes one expression (quote it if it contains commas)")
+        raise FunctionError("takes one expression (quote it if it contains commas)")
     try:
         return evaluate(text_of(args[0]))
     except ExpressionError as exc:
-        raise ResolverError(exc.message) from None
+        raise FunctionError(exc.message) from None
 
 
 def _truthy(value: Any) -> bool:
@@ -132,7 +132,7 @@ def _truthy(value: Any) -> bool:
 
 def _if(env: Mapping[str, str], args: list[Any]) -> Any:
     if len(args) != 3:
-        raise ResolverError("takes a condition, a value if true and a value if false")
+        raise FunctionError("takes a condition, a value if true and a value if false")
     return args[1] if _truthy(args[0]) else args[2]
 
 
@@ -144,21 +144,21 @@ def _concat(env: Mapping[str, str], args: list[Any]) -> Any:
 
 def _number(value: Any) -> int | float:
     if isinstance(value, bool):
-        raise ResolverError(f"expected a number, got {value!r}")
+        raise FunctionError(f"expected a number, got {value!r}")
     if isinstance(value, (int, float)):
         return value
     if isinstance(value, str):
         parsed = primitive(value.strip())
         if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
             return parsed
-    raise ResolverError(f"expected a number, got {value!r}")
+    raise FunctionError(f"expected a number, got {value!r}")
 
 
 def _numbers(args: list[Any], count: int | None = None) -> list[int | float]:
     if count is not None and len(args) != count:
-        raise ResolverError(f"takes {count} numbers")
+        raise FunctionError(f"takes {count} numbers")
     if not args:
-        raise ResolverError("takes at least one number")
+        raise FunctionError("takes at least one number")
     return [_number(a) for a in args]
 
 
@@ -191,21 +191,21 @@ def _subi(env: Mapping[str, str], args: list[Any]) -> Any:
 def _div(env: Mapping[str, str], args: list[Any]) -> Any:
     a, b = _numbers(args, 2)
     if b == 0:
-        raise ResolverError("division by zero")
+        raise FunctionError("division by zero")
     return a / b
 
 
 def _divi(env: Mapping[str, str], args: list[Any]) -> Any:
     a, b = _numbers(args, 2)
     if b == 0:
-        raise ResolverError("division by zero")
+        raise FunctionError("division by zero")
     return int(a // b)
 
 
 def _cdivi(env: Mapping[str, str], args: list[Any]) -> Any:
     a, b = _numbers(args, 2)
     if b == 0:
-        raise ResolverError("division by zero")
+        raise FunctionError("division by zero")
     return int(-(-a // b))
 
 
@@ -216,20 +216,20 @@ def _int(env: Mapping[str, str], args: list[Any]) -> Any:
 
 def _len(env: Mapping[str, str], args: list[Any]) -> Any:
     if len(args) != 1 or not isinstance(args[0], (list, dict, str)):
-        raise ResolverError("takes one list, mapping or string")
+        raise FunctionError("takes one list, mapping or string")
     return len(args[0])
 
 
 def _join(env: Mapping[str, str], args: list[Any]) -> Any:
     if len(args) != 2 or not isinstance(args[1], list):
-        raise ResolverError("takes a separator and a list")
+        raise FunctionError("takes a separator and a list")
     return text_of(args[0]).join(text_of(v) for v in args[1])
 
 
 def _sqrt(env: Mapping[str, str], args: list[Any]) -> Any:
     (value,) = _numbers(args, 1)
     if value < 0:
-        raise ResolverError(f"the square root of a negative number ({value!r})")
+        raise FunctionError(f"the square root of a negative number ({value!r})")
     return math.sqrt(value)
 
 
@@ -238,7 +238,7 @@ def _slurmtime(env: Mapping[str, str], args: list[Any]) -> Any:
     form: 3600 -> `0-1:0:0`), which sbatch's --time reads."""
     (value,) = _numbers(args, 1)
     if value < 0 or value != int(value):
-        raise ResolverError(f"expected a whole number of seconds, got {value!r}")
+        raise FunctionError(f"expected a whole number of seconds, got {value!r}")
     minutes, seconds = divmod(int(value), 60)
     hours, minutes = divmod(minutes, 60)
     days, hours = divmod(hours, 24)
@@ -249,23 +249,23 @@ def _pad_iter(env: Mapping[str, str], args: list[Any]) -> Any:
     """Megatron's checkpoint folder name of an iteration: 1000 -> `iter_0001000`."""
     (value,) = _numbers(args, 1)
     if value < 0 or value != int(value):
-        raise ResolverError(f"expected an iteration number, got {value!r}")
+        raise FunctionError(f"expected an iteration number, got {value!r}")
     return f"iter_{int(value):07d}"
 
 
 def _split(env: Mapping[str, str], args: list[Any]) -> Any:
     if not 1 <= len(args) <= 2 or not isinstance(args[0], str):
-        raise ResolverError("takes a string and an optional separator (default: white space)")
+        raise FunctionError("takes a string and an optional separator (default: white space)")
     separator = text_of(args[1]) if len(args) == 2 and args[1] is not None else None
     if separator == "":
-        raise ResolverError("the separator cannot be empty")
+        raise FunctionError("the separator cannot be empty")
     return args[0].split(separator)
 
 
 def _slice(env: Mapping[str, str], args: list[Any]) -> Any:
     """`value[start:end]` of a string or list; a null bound is open."""
     if not 2 <= len(args) <= 3 or not isinstance(args[0], (str, list)):
-        raise ResolverError("takes a string or list, a start and an optional end")
+        raise FunctionError("takes a string or list, a start and an optional end")
     bounds: list[int | None] = []
     for bound in args[1:]:
         if bound is None:
@@ -273,7 +273,7 @@ def _slice(env: Mapping[str, str], args: list[Any]) -> Any:
             continue
         number = _number(bound)
         if number != int(number):
-            raise ResolverError(f"expected a whole number, got {bound!r}")
+            raise FunctionError(f"expected a whole number, got {bound!r}")
         bounds.append(int(number))
     start, end = bounds[0], bounds[1] if len(bounds) == 2 else None
     return args[0][start:end]
@@ -284,10 +284,10 @@ def _timestring(env: Mapping[str, str], args: list[Any]) -> Any:
     never depends on when it was compiled (two compiles give the same bytes, and the
     reconciler knows jobs by name), so the time must be given on purpose."""
     if args:
-        raise ResolverError("takes no arguments: ${oc.timestring:}")
+        raise FunctionError("takes no arguments: ${oc.timestring:}")
     raw = env.get("SOURCE_DATE_EPOCH")
     if raw is None:
-        raise ResolverError(
+        raise FunctionError(
             "the time of the compile would make every compile a different bundle",
             hint="set SOURCE_DATE_EPOCH (seconds since 1970, e.g. "
             "SOURCE_DATE_EPOCH=$(date +%s)) to stamp a compile on purpose, or name jobs "
@@ -296,7 +296,7 @@ def _timestring(env: Mapping[str, str], args: list[Any]) -> Any:
     try:
         stamp = datetime.fromtimestamp(int(raw), tz=timezone.utc)
     except (ValueError, OverflowError, OSError):
-        raise ResolverError(f"SOURCE_DATE_EPOCH={raw!r} is not a number of seconds") from None
+        raise FunctionError(f"SOURCE_DATE_EPOCH={raw!r} is not a number of seconds") from None
     return stamp.strftime("%Y%m%d_%H%M%S_") + f"{stamp.microsecond // 1000:03d}"
 
 
@@ -305,10 +305,10 @@ def _exclude_nodes(env: Mapping[str, str], args: list[Any]) -> Any:
     separated), `#` starts a comment, repeats dropped; null when the file is missing or
     empty, which drops the directive. The file is read at compile time."""
     if len(args) != 1 or not isinstance(args[0], str):
-        raise ResolverError("takes the path of a node list file")
+        raise FunctionError("takes the path of a node list file")
     path = Path(args[0])
     if not path.is_absolute():
-        raise ResolverError(
+        raise FunctionError(
             f"'{path}' is relative: it would depend on where the compile runs",
             hint="give an absolute path, e.g. ${oc.env:HOME}/exclude_nodes.txt",
         )
@@ -317,7 +317,7 @@ def _exclude_nodes(env: Mapping[str, str], args: list[Any]) -> Any:
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ResolverError(f"cannot read '{path}': {exc}") from None
+        raise FunctionError(f"cannot read '{path}': {exc}") from None
     nodes: dict[str, None] = {}
     for line in text.splitlines():
         for node in re.split(r"[\s,]+", line.partition("#")[0]):
@@ -326,10 +326,10 @@ def _exclude_nodes(env: Mapping[str, str], args: list[Any]) -> Any:
     return ",".join(nodes) or None
 
 
-RESOLVERS: dict[str, Callable[[Mapping[str, str], list[Any]], Any]] = {
+FUNCTIONS: dict[str, Callable[[Mapping[str, str], list[Any]], Any]] = {
     "oc.env": _env,
     "oc.decode": _decode,
-    "oc.select": lambda r, a: None,  # handled by Resolver._select (it takes a key)
+    "oc.select": lambda r, a: None,  # handled by Interpolator._select (it takes a key)
     "oc.eval": _eval,
     "oc.if": _if,
     "oc.concat": _concat,

@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 
 from oellm.compiler.errors import ConfigError
-from oellm.compiler.interpolate import Resolver
+from oellm.compiler.interpolate import Interpolator
 from oellm.compiler.load import load_text
 from tests.helpers import compile_file, write
 
 
 def resolve(text: str, env: dict[str, str] | None = None) -> Any:
     loaded = load_text(text, "t.yaml")
-    return Resolver(loaded.data, loaded.origins, env or {}).resolve()
+    return Interpolator(loaded.data, loaded.origins, env or {}).resolve()
 
 
 def error(text: str, env: dict[str, str] | None = None) -> ConfigError:
