@@ -23,7 +23,7 @@ from .template import (
     has_interpolation,
     parse,
 )
-from .tree import KeyPath, dotted, origin_of, split_key
+from .tree import KeyPath, dotted, map_strings, origin_of, split_key, strings
 
 _MISSING = object()
 
@@ -397,13 +397,7 @@ class Interpolator:
 
 
 def _holds_escape(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\\${" in value
-    if isinstance(value, list):
-        return any(_holds_escape(v) for v in value)
-    if isinstance(value, dict):
-        return any(_holds_escape(v) for v in value.values())
-    return False
+    return any("\\${" in text for text in strings(value))
 
 
 def _protect(value: Any) -> Any:
@@ -412,10 +406,4 @@ def _protect(value: Any) -> Any:
     The per-job stage turns an escaped `\\${` into a live `${`; text that resolution produced
     (an environment variable holding `${HOME}`, say) is escaped once more so it stays text.
     """
-    if isinstance(value, str):
-        return value.replace("${", "\\\\${")
-    if isinstance(value, list):
-        return [_protect(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _protect(v) for k, v in value.items()}
-    return value
+    return map_strings(value, lambda text: text.replace("${", "\\\\${"))

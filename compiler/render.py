@@ -8,10 +8,11 @@ cannot hold are refused before (`checks.py`), since sbatch, not a shell, parses 
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import shlex
 
 import jinja2
+
+from oellm.templating import jinja_env
 
 from .script import ScriptPlan
 from .words import Directive, Word, scalar
@@ -26,18 +27,7 @@ def quote(value: object) -> str:
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    loader = jinja2.FileSystemLoader(str(importlib.resources.files("oellm.templates")))
-    env = jinja2.Environment(
-        loader=loader,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    env.filters["q"] = quote
-    env.filters["comment"] = _comment
-    return env
+    return jinja_env("oellm.templates", {"q": quote, "comment": _comment})
 
 
 def has_template(name: str) -> bool:

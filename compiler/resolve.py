@@ -16,7 +16,7 @@ from .errors import Origin, fail
 from .expand import Point
 from .interpolate import Interpolator, check_expanded
 from .siblings import Sibling
-from .tree import KeyPath, key_path
+from .tree import KeyPath, key_path, map_strings
 
 
 @dataclass(frozen=True)
@@ -27,13 +27,7 @@ class JobConfig:
 
 def unescape(value: Any) -> Any:
     """Make a sweep value's escaped interpolations live for the per-job stage."""
-    if isinstance(value, str):
-        return value.replace("\\${", "${")
-    if isinstance(value, list):
-        return [unescape(v) for v in value]
-    if isinstance(value, dict):
-        return {k: unescape(v) for k, v in value.items()}
-    return value
+    return map_strings(value, lambda text: text.replace("\\${", "${"))
 
 
 def with_values(

@@ -21,6 +21,7 @@ from typing import Any
 
 from .errors import ConfigError, Origin, Problem, did_you_mean
 from .expand import Point
+from .tree import strings
 
 # The short names of the first design, kept: they read the sibling's job section.
 SHORTCUTS = {
@@ -74,16 +75,10 @@ def base_references(tree: Mapping[str, Any], origins: Mapping[Any, Origin]) -> l
 
 
 def _scan(value: Any) -> Iterable[tuple[str, str]]:
-    if isinstance(value, str):
-        if "sibling." in value:
-            for match in _REFERENCE.finditer(value.replace("\\${", "${")):
+    for text in strings(value):
+        if "sibling." in text:
+            for match in _REFERENCE.finditer(text.replace("\\${", "${")):
                 yield match.group(1), match.group(2)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _scan(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _scan(item)
 
 
 def stage_order(points: Sequence[Point], refs: Mapping[int, list[Reference]]) -> list[str | None]:

@@ -7,7 +7,7 @@ replaced whole. An origin is kept for every key and list item, so errors can poi
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from .errors import Origin
@@ -168,3 +168,26 @@ def origin_of(origins: Mapping[KeyPath, Origin], path: KeyPath) -> Origin | None
         if found is not None:
             return found
     return None
+
+
+def map_strings(value: Any, fn: Callable[[str], str]) -> Any:
+    """A copy of a config value with `fn` applied to every string in it."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [map_strings(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: map_strings(v, fn) for k, v in value.items()}
+    return value
+
+
+def strings(value: Any) -> Iterator[str]:
+    """Every string in a config value."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from strings(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from strings(v)

@@ -9,7 +9,6 @@ lands in the definition's shell sections; `build_argv` only composes the command
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import re
 import shlex
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 import jinja2
 
 from oellm.errors import OellmError
+from oellm.templating import jinja_env
 
 RUNTIMES = ("apptainer", "singularity")
 # Header lines and %labels are read by the runtime, not by a shell: no quoting exists there,
@@ -157,15 +157,5 @@ def build_argv(
 
 @functools.cache
 def _environment() -> jinja2.Environment:
-    loader = jinja2.FileSystemLoader(str(importlib.resources.files("oellm.container")))
-    env = jinja2.Environment(
-        loader=loader,
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
     # Values in %post are shell words: quoted once, as in the job scripts.
-    env.filters["q"] = shlex.quote
-    return env
+    return jinja_env("oellm.container", {"q": shlex.quote})

@@ -17,6 +17,12 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from oellm.errors import EXIT_OK
 from oellm.guard import guarded
+from oellm.options import (
+    CONFIG_DIR_HELP,
+    CONFIG_REF_HELP,
+    compile_request,
+    config_source_options,
+)
 
 _GROUPS = ("slurm", "container", "backend", "job")
 _COLUMN = 48  # where origin comments start, so that they line up
@@ -65,18 +71,7 @@ def schema_command(which: str, group: str | None) -> int:
 @click.option(
     "--show-origin", is_flag=True, help="Follow each value with '# file:line:col' of its source."
 )
-@click.option(
-    "--config-ref",
-    metavar="experiments/NAME",
-    help="Take the experiment from the config dirs instead of a file.",
-)
-@click.option(
-    "--config-dir",
-    "config_dirs",
-    multiple=True,
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Extra config library folder, searched before the built-in one (repeatable).",
-)
+@config_source_options(CONFIG_REF_HELP, CONFIG_DIR_HELP)
 @guarded
 def config_command(
     args: tuple[str, ...],
@@ -92,14 +87,13 @@ def config_command(
     oellm config exp.yaml slurm=lumi --show-origin
     oellm config exp.yaml --job ms_0.0001_stable
     """
-    from oellm.cli import _request
     from oellm.compiler.compose import compose
     from oellm.compiler.errors import did_you_mean, fail
     from oellm.compiler.library import Library
     from oellm.compiler.pipeline import compile_bundle
     from oellm.compiler.resolve import JobConfig
 
-    request = _request(args, config_ref, config_dirs)
+    request = compile_request(args, config_ref, config_dirs)
     tree: Mapping[str, Any]
     origins: Mapping[Any, Any]
     if job is None:

@@ -5,19 +5,26 @@ renders errors (the exit-code table is in `oellm.errors`).
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
 import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from oellm import __version__
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_USER
 from oellm.guard import guarded, protect_stdout
+from oellm.options import (
+    CONFIG_DIR_HELP,
+    CONFIG_REF_HELP,
+    compile_request,
+    config_source_options,
+)
 
 if TYPE_CHECKING:
     from oellm.compiler.pipeline import CompileRequest
@@ -42,7 +49,41 @@ def _setup_logging(verbose: bool, debug: bool) -> None:
     )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """Commands of their own modules are imported only when they run (or when --help lists
+    them), so that `oellm --version` or `oellm compile` loads no other command's code."""
+
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy  # command name -> "module:attribute"
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.lazy and cmd_name not in self.commands:
+            module, attribute = self.lazy[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), attribute)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+# Commands that live in their own modules.
+_LAZY = {
+    "diff": "oellm.diff_cli:diff_command",
+    "container": "oellm.container_cli:container_command",
+    "reconcile": "oellm.reconcile_cli:reconcile_command",
+    "status": "oellm.reconcile_cli:status_command",
+    "cancel": "oellm.reconcile_cli:cancel_command",
+    "prepare": "oellm.prepare_cli:prepare_command",
+    "schema": "oellm.authoring_cli:schema_command",
+    "config": "oellm.authoring_cli:config_command",
+    "check": "oellm.check_cli:check_command",
+}
+
+
+@click.group(cls=_LazyGroup, lazy=_LAZY, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="oellm")
 @click.option("-v", "--verbose", is_flag=True, help="Log progress (INFO).")
 @click.option("--debug", is_flag=True, help="Log everything (DEBUG).")
@@ -57,19 +98,6 @@ def cli(verbose: bool, debug: bool) -> None:
     _setup_logging(verbose, debug)
 
 
-def _split_positionals(
-    args: Sequence[str], config_ref: str | None
-) -> tuple[Path | None, list[str]]:
-    """The first positional is the experiment file unless it looks like an override."""
-    if args and config_ref is None and not _looks_like_override(args[0]):
-        return Path(args[0]), list(args[1:])
-    return None, list(args)
-
-
-def _looks_like_override(text: str) -> bool:
-    return "=" in text or text.startswith("~")
-
-
 @cli.command("compile")
 @click.argument("args", nargs=-1, metavar="[EXPERIMENT.yaml] [OVERRIDES]...")
 @click.option(
@@ -80,18 +108,7 @@ def _looks_like_override(text: str) -> bool:
     required=True,
     help="Bundle folder to write (replaced atomically when complete).",
 )
-@click.option(
-    "--config-ref",
-    metavar="experiments/NAME",
-    help="Take the experiment from the config dirs instead of a file.",
-)
-@click.option(
-    "--config-dir",
-    "config_dirs",
-    multiple=True,
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Extra config library folder, searched before the built-in one (repeatable).",
-)
+@config_source_options(CONFIG_REF_HELP, CONFIG_DIR_HELP)
 @click.option(
     "--moved",
     "moved",
@@ -153,7 +170,7 @@ def compile_command(
         request = _recorded_request(output)
     else:
         request = dataclasses.replace(
-            _request(args, config_ref, config_dirs), moved=pairs, bundle_dir=output
+            compile_request(args, config_ref, config_dirs), moved=pairs, bundle_dir=output
         )
     bundle = compile_bundle(request, _Progress())
     if check:
@@ -225,37 +242,10 @@ def _recorded_request(output: Path) -> CompileRequest:
     return CompileRequest(env=dict(os.environ), bundle_dir=output, **recorded)
 
 
-def _request(
-    args: Sequence[str], config_ref: str | None, config_dirs: Sequence[Path]
-) -> CompileRequest:
-    from oellm.compiler.pipeline import CompileRequest
-
-    experiment, overrides = _split_positionals(args, config_ref)
-    if experiment is not None and not experiment.is_file():
-        raise click.UsageError(f"experiment file '{experiment}' does not exist")
-    if experiment is None and config_ref is None:
-        raise click.UsageError("give an experiment file or --config-ref experiments/NAME")
-    for directory in config_dirs:
-        if not directory.is_dir():
-            raise click.UsageError(f"--config-dir '{directory}' is not a folder")
-    return CompileRequest(
-        experiment=experiment,
-        config_ref=config_ref,
-        config_dirs=tuple(config_dirs),
-        overrides=overrides,
-        env=dict(os.environ),
-    )
-
-
 @cli.command("plan")
 @click.argument("args", nargs=-1, metavar="EXPERIMENT.yaml|BUNDLE [OVERRIDES]...")
-@click.option("--config-ref", metavar="experiments/NAME", help="Plan an experiment of the library.")
-@click.option(
-    "--config-dir",
-    "config_dirs",
-    multiple=True,
-    type=click.Path(path_type=Path, file_okay=False),
-    help="Extra config library folder (repeatable).",
+@config_source_options(
+    "Plan an experiment of the library.", "Extra config library folder (repeatable)."
 )
 @click.option(
     "--max-jobs-per-stage",
@@ -302,7 +292,7 @@ def plan_command(
         def script(path: str) -> str:
             return (folder / path).read_text(encoding="utf-8")
     else:
-        compiled = compile_bundle(_request(args, config_ref, config_dirs), _Progress())
+        compiled = compile_bundle(compile_request(args, config_ref, config_dirs), _Progress())
         lock = compiled.lock
 
         def script(path: str) -> str:
@@ -318,32 +308,6 @@ def plan_command(
         click.echo(plan_text(lock, max_jobs_per_stage), nl=False)
         click.echo(totals(lock, script).line())
     return EXIT_OK
-
-
-def _register() -> None:
-    """Commands that live in their own modules."""
-    from oellm.authoring_cli import config_command, schema_command
-    from oellm.check_cli import check_command
-    from oellm.container_cli import container_command
-    from oellm.diff_cli import diff_command
-    from oellm.prepare_cli import prepare_command
-    from oellm.reconcile_cli import cancel_command, reconcile_command, status_command
-
-    for command in (
-        diff_command,
-        container_command,
-        reconcile_command,
-        status_command,
-        cancel_command,
-        prepare_command,
-        schema_command,
-        config_command,
-        check_command,
-    ):
-        cli.add_command(command)
-
-
-_register()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
