@@ -36,14 +36,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import soak_audit  # a sibling module: benchmarks/ is not a package
+import soak_audit  # sibling modules: benchmarks/ is not a package
+from soak_experiment import Experiment, Point
+from soak_report import SETTLED, Tally, print_table, summary
 
 CRASH_POINTS = (
     "before-intent",
@@ -53,7 +54,6 @@ CRASH_POINTS = (
     "between-links",
     "link-after-sbatch",
 )
-SETTLED = ("COMPLETED", "FAILED", "CANCELLED", "DROPPED")
 # A round may take this long before it counts as hung (it is then killed).
 ROUND_TIMEOUT_S = 240.0
 # Runs on the far side of the barrier: imports oellm first, so that every round starts its
@@ -71,164 +71,7 @@ sys.exit(main(sys.argv[3:]))
 """
 
 
-# --- the experiment -------------------------------------------------------------------------
-
-
-@dataclass
-class Point:
-    """One sweep point: a job (or, for stable/decay, the pair) and its command revision."""
-
-    kind: str  # stable (with its decay), chain, array, flaky
-    index: int
-    sleep: int
-    rev: int = 0
-
-
-@dataclass
-class Experiment:
-    run: str  # in every stage name, so no other bundle's jobs share a name or an array group
-    markers: Path
-    points: list[Point] = field(default_factory=list)
-
-    def stage(self, kind: str) -> str:
-        return {"stable": "st", "decay": "dc", "chain": "ch", "array": "ar", "flaky": "fl"}[
-            kind
-        ] + self.run
-
-    @classmethod
-    def make(cls, jobs: int, rng: random.Random, run: str, markers: Path) -> Experiment:
-        pairs = max(1, jobs // 5)
-        chains = max(1, jobs // 8)
-        arrays = max(2, jobs // 5)
-        flaky = max(1, jobs - 2 * pairs - chains - arrays)
-        exp = cls(run, markers)
-        for kind, count in (("stable", pairs), ("chain", chains), ("array", arrays)):
-            exp.points += [Point(kind, i, rng.randint(1, 5)) for i in range(count)]
-        exp.points += [Point("flaky", i, rng.randint(1, 5)) for i in range(flaky)]
-        for point in exp.points:
-            if point.kind == "chain":
-                point.sleep = 1  # two links back to back: keep each short
-        return exp
-
-    def jobs_of(self, point: Point) -> list[str]:
-        kinds = ("stable", "decay") if point.kind == "stable" else (point.kind,)
-        return [f"{self.stage(kind)}_{point.index}" for kind in kinds]
-
-    def names(self) -> set[str]:
-        return {name for point in self.points for name in self.jobs_of(point)}
-
-    def release(self, point: Point) -> None:
-        """Meet the start condition of the point's jobs."""
-        folder = self.markers / "go"
-        folder.mkdir(parents=True, exist_ok=True)
-        for name in self.jobs_of(point):
-            (folder / name).touch()
-
-    def change_one(self, rng: random.Random) -> str:
-        """A new command for one point (a stable job changes with its decay sibling)."""
-        point = rng.choice(self.points)
-        point.rev += 1
-        return f"command of {' and '.join(self.jobs_of(point))} changed (rev {point.rev})"
-
-    def config(self) -> dict[str, Any]:
-        def configs(kind: str) -> list[dict[str, Any]]:
-            return [
-                {"vars.i": p.index, "vars.sleep": p.sleep, "vars.rev": p.rev}
-                for p in self.points
-                if p.kind == kind
-            ]
-
-        stable, decay = self.stage("stable"), self.stage("decay")
-        command = (
-            'echo "job ${job.name} rev ${vars.rev} after ${vars.up}"\n'
-            'if [ "${vars.flaky}" = 1 ] && [ ! -e "${vars.markers}/${job.name}" ]; then\n'
-            '  mkdir -p "${vars.markers}"; touch "${vars.markers}/${job.name}"; exit 1\n'
-            "fi\n"
-            "sleep ${vars.sleep}\n"
-        )
-        return {
-            "project": {"name": f"soak{self.run}"},
-            "job": {
-                "name": "${stage}_${vars.i}",
-                "restart": {"on": ["FAILED"], "max_attempts": 3},
-                # Released by the soak a few at a time, so that rounds keep submitting.
-                "start_conditions": [
-                    {"class_name": "FileExistsCondition", "path": "${vars.markers}/go/${job.name}"}
-                ],
-            },
-            "vars": {
-                "i": 0,
-                "rev": 0,
-                "flaky": 0,
-                "up": "",
-                "sleep": 1,
-                "markers": str(self.markers),
-            },
-            "backend": {"bash": {"command": command}},
-            "slurm": {"sbatch": {"time": 2}},
-            "sweep": {
-                "type": "list",
-                "groups": [
-                    {
-                        "type": "product",
-                        "groups": [
-                            {"type": "list", "configs": configs("stable")},
-                            {
-                                "type": "list",
-                                "configs": [
-                                    {"stage": stable},
-                                    # Escaped: resolved per job, to its stable sibling.
-                                    {"stage": decay, "vars.up": f"\\${{sibling.{stable}.name}}"},
-                                ],
-                            },
-                        ],
-                    },
-                    {
-                        "type": "list",
-                        "defaults": {"stage": self.stage("chain"), "job.chain_repeat": 2},
-                        "configs": configs("chain"),
-                    },
-                    {
-                        "type": "list",
-                        "defaults": {"stage": self.stage("array"), "slurm.array": True},
-                        "configs": configs("array"),
-                    },
-                    {
-                        "type": "list",
-                        "defaults": {"stage": self.stage("flaky"), "vars.flaky": 1},
-                        "configs": configs("flaky"),
-                    },
-                ],
-            },
-        }
-
-
 # --- running oellm --------------------------------------------------------------------------
-
-
-@dataclass
-class Tally:
-    rounds: int = 0
-    settle_rounds: int = 0
-    oellm_runs: int = 0
-    kills: int = 0  # SIGKILLs that hit a live round
-    crash_rounds: int = 0
-    crashes: int = 0  # of those, rounds that reached their crash point
-    concurrent_rounds: int = 0
-    concurrent_processes: int = 0
-    stale_locks: int = 0
-    empty_locks: int = 0
-    stalled_rounds: int = 0
-    record_deletions: int = 0
-    state_dir_deletions: int = 0
-    recompiles: int = 0
-    recompiles_mid_round: int = 0
-    moves: int = 0
-    exit_codes: Counter[str] = field(default_factory=Counter)
-    exit3: list[dict[str, Any]] = field(default_factory=list)
-    hung: list[dict[str, Any]] = field(default_factory=list)
-    unexpected: list[dict[str, Any]] = field(default_factory=list)
-    move_failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -653,123 +496,6 @@ class Soak:
         return "; ".join(hits) or "a settle round"
 
 
-def summary(
-    soak: Soak, found: soak_audit.Audit, rows: list[dict[str, Any]], extra: dict[str, Any]
-) -> dict[str, Any]:
-    tally = soak.tally
-    names = {row["job"] for row in rows}
-    lost = [
-        f"{row['job']}: {row['state']} ({row.get('reason', '')})"
-        for row in rows
-        if row["state"] not in SETTLED
-    ]
-    lost += [f"{name}: not in the final status" for name in sorted(soak.experiment.names() - names)]
-
-    def scenario(problem: soak_audit.Problem) -> str:
-        ordered = sorted(problem.involved, key=lambda sub: sub.row.submit or datetime.max)
-        where = [f"{sub.row.job_id} in {soak.rounds_at(sub.row.submit)}" for sub in ordered]
-        return f"{problem.text}\n    submitted: " + "\n    submitted: ".join(where)
-
-    return {
-        "seed": soak.args.seed,
-        "rounds": tally.rounds,
-        "settle_rounds": tally.settle_rounds,
-        "jobs": len(soak.experiment.names()),
-        "oellm_runs": tally.oellm_runs,
-        "kills": tally.kills,
-        "crash_rounds": tally.crash_rounds,
-        "crash_points_reached": tally.crashes,
-        "concurrent_rounds": tally.concurrent_rounds,
-        "concurrent_processes": tally.concurrent_processes,
-        "stale_locks": tally.stale_locks,
-        "empty_locks": tally.empty_locks,
-        "stalled_lock_rounds": tally.stalled_rounds,
-        "record_deletions": tally.record_deletions,
-        "state_dir_deletions": tally.state_dir_deletions,
-        "recompiles": tally.recompiles,
-        "recompiles_mid_round": tally.recompiles_mid_round,
-        "moves": tally.moves,
-        "slurm_jobs": len({sub.base for sub in found.submissions}),
-        "submissions": len(found.submissions),
-        "keys": sorted(found.keys),
-        # Jobs, not findings: one job submitted twice trips several checks at once.
-        "duplicates": len({sub.job for p in found.duplicates for sub in p.involved}),
-        "live_at_once": len({sub.job for p in found.overlaps for sub in p.involved}),
-        "lost": len(lost),
-        "not_completed": sum(1 for row in rows if row["state"] != "COMPLETED"),
-        "exit3": len(tally.exit3),
-        "hung": len(tally.hung),
-        "unexpected_exits": len(tally.unexpected),
-        "move_failures": len(tally.move_failures),
-        "exit_codes": dict(sorted(tally.exit_codes.items())),
-        **extra,
-        "details": {
-            "duplicates": [scenario(p) for p in found.duplicates],
-            "live_at_once": [scenario(p) for p in found.overlaps],
-            "lost": lost,
-            "not_completed": [
-                f"{row['job']}: {row['state']} ({row.get('reason', '')})"
-                for row in rows
-                if row["state"] != "COMPLETED"
-            ],
-            "exit3": [_brief(e) for e in tally.exit3],
-            "hung": [_brief(e) for e in tally.hung],
-            "unexpected_exits": [_brief(e) for e in tally.unexpected],
-            "move_failures": tally.move_failures,
-            "unmatched_array_tasks": found.unmatched,
-        },
-    }
-
-
-def _brief(entry: dict[str, Any]) -> str:
-    return (
-        f"round {entry['round']} {entry['what']} env={entry['env']} exit {entry['exit']}: "
-        f"{entry['stderr'].strip()[-1500:]}"
-    )
-
-
-def print_table(result: dict[str, Any]) -> None:
-    r = result
-
-    def pair(first: str, second: str, form: str = "{} / {}") -> str:
-        return form.format(r[first], r[second])
-
-    lines: list[tuple[str, object]] = [
-        ("seed", r["seed"]),
-        ("rounds (+ settle rounds)", pair("rounds", "settle_rounds", "{} (+{})")),
-        ("oellm processes", r["oellm_runs"]),
-        ("SIGKILLs at a random instant", r["kills"]),
-        ("crash points reached / tried", pair("crash_points_reached", "crash_rounds")),
-        ("started together (rounds)", pair("concurrent_processes", "concurrent_rounds", "{} ({})")),
-        ("stale / empty locks planted", pair("stale_locks", "empty_locks")),
-        ("rounds with stalled lock writes", r["stalled_lock_rounds"]),
-        ("record / state dir deletions", pair("record_deletions", "state_dir_deletions")),
-        ("recompiles (while a round ran)", pair("recompiles", "recompiles_mid_round", "{} ({})")),
-        ("output dir moves", r["moves"]),
-        ("jobs", r["jobs"]),
-        ("SLURM jobs (rows, tasks apart)", pair("slurm_jobs", "submissions", "{} ({})")),
-        ("duplicates", r["duplicates"]),
-        ("one job live twice at once", r["live_at_once"]),
-        ("lost", r["lost"]),
-        ("settled but not COMPLETED", r["not_completed"]),
-        ("exit 3 / traceback", r["exit3"]),
-        ("hung", r["hung"]),
-        ("other unexpected exits", r["unexpected_exits"]),
-        ("SLURM ids in no record", r["untracked"]),
-        ("recorded ids not in SLURM", r["missing_in_slurm"]),
-        ("settle time", f"{r['settle_seconds']:.0f} s"),
-        ("wall time", f"{r['wall_seconds']:.0f} s"),
-    ]  # fmt: skip
-    width = max(len(k) for k, _ in lines)
-    print()
-    for key, value in lines:
-        print(f"{key:<{width}}  {value}")
-    print(f"{'exit codes':<{width}}  {result['exit_codes']}")
-    for kind, items in result["details"].items():
-        for item in items:
-            print(f"{kind}: {item}")
-
-
 def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__,
@@ -836,10 +562,13 @@ def main(argv: list[str] | None = None) -> int:
         rows, settle_seconds = soak.settle()
         found, missing, untracked = soak.count()
         result = summary(
-            soak,
+            soak.tally,
+            soak.experiment.names(),
             found,
             rows,
+            soak.rounds_at,
             {
+                "seed": args.seed,
                 "identity_keys": sorted(soak.identity_keys),
                 "untracked": len(untracked),
                 "missing_in_slurm": len(missing),
