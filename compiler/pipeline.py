@@ -173,7 +173,24 @@ def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook
     )
     lock = _lock(project, jobs, moved, groups, provenance)
     check_lock(lock)
-    files = {**scripts, **configs}
+    return _with_lock(Bundle({**scripts, **configs}, lock), lock)
+
+
+def with_state_key(bundle: Bundle, key: str) -> Bundle:
+    """The bundle with the tag key of the state it follows recorded in its lockfile: kept
+    when its state dir moved (`compile --move-state`), so that a state dir lost later still
+    finds its jobs in SLURM by tag. A lockfile field like any other (it is in the bundle id)."""
+    lock = bundle.lock
+    project = {**lock["project"], "key": key}
+    body = {k: v for k, v in lock.items() if k not in ("bundle_id", PROVENANCE)}
+    moved, groups = body.get("moved"), body.get("arrays")
+    updated = _lock(project, body["jobs"], moved, groups, lock.get(PROVENANCE))
+    check_lock(updated)
+    return _with_lock(bundle, updated)
+
+
+def _with_lock(bundle: Bundle, lock: dict[str, Any]) -> Bundle:
+    files = dict(bundle.files)
     files["plan.lock.json"] = _json_bytes(lock)
     files["plan.txt"] = plan_text(lock).encode("utf-8")
     return Bundle(files, lock)
