@@ -163,6 +163,13 @@ def state_change(
         return StateChange(old_key if isinstance(old_key, str) else None)
     if not has_records(old_state):
         return StateChange(None)
+    if old.get("name") != project.get("name"):
+        # Another experiment compiled into this folder: its state is its own.
+        return StateChange(
+            None,
+            note=f"this bundle was project {old.get('name')!r}: its jobs recorded in "
+            f"{old_state} are no longer followed from here",
+        )
     if move:
         found = read_identity(old_state)
         key = found.key if found is not None else old_key or default_key(old["name"], old_dir)
