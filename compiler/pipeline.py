@@ -291,6 +291,8 @@ def _lock_entry(
         "log_events": j.get("log_events", []),
         "state_events": j.get("state_events", []),
         "array": bool(config["slurm"].get("array", False)),
+        # What runs: the reconciler reads a Megatron job's log for its training progress.
+        "backend": config["backend"]["kind"],
         **({"dependency": "slurm"} if j.get("dependency") == "slurm" else {}),
         # Optional, and only written when set: bundles without one keep their bytes.
         **({"finish_condition": j["finish_condition"]} if j.get("finish_condition") else {}),

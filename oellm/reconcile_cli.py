@@ -150,6 +150,7 @@ def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str 
     that job's attempt ledger: each attempt's cause, outcome, events and actions."""
     import dataclasses
 
+    from oellm.reconciler.metrics_store import latest_metrics
     from oellm.reconciler.reconcile import Session, status
 
     session = Session(bundle, scheduler, allow_edited=True)
@@ -157,11 +158,22 @@ def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str 
         _show_ledger(session, job, as_json)
         return EXIT_OK
     rows, obs = status(session)
+    # Training progress of Megatron jobs, as the last round read it from their logs.
+    progress = {r.job: latest_metrics(session.records, r.job, r.attempt) for r in rows}
     if as_json:
-        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
+        click.echo(
+            json.dumps(
+                [
+                    {**dataclasses.asdict(r), "metrics": _metrics_json(progress[r.job])}
+                    for r in rows
+                ],
+                indent=1,
+            )
+        )
         return EXIT_OK
-    table = [("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "REASON", "LAST EVENT")]
+    table = [("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "PROGRESS", "REASON", "LAST EVENT")]
     for r in rows:
+        found = progress[r.job]
         table.append(
             (
                 r.job,
@@ -169,6 +181,7 @@ def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str 
                 r.state,
                 str(r.attempt or "-"),
                 r.job_id or "-",
+                found.summary() if found else "-",
                 r.reason,
                 r.last_event or "-",
             )
@@ -180,6 +193,17 @@ def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str 
             err=True,
         )
     return EXIT_OK
+
+
+def _metrics_json(found: Any) -> dict[str, Any] | None:
+    import dataclasses
+
+    if found is None:
+        return None
+    data = dataclasses.asdict(found)
+    for key in ("offsets", "seq_length", "stride", "points", "last_point"):
+        data.pop(key)
+    return data
 
 
 def _print_table(table: Sequence[Sequence[str]]) -> None:
@@ -196,23 +220,32 @@ def _show_ledger(session: Any, job: str, as_json: bool) -> None:
 
     if job not in {j.name for j in session.bundle.jobs}:
         raise _Missing(f"no job named {job} in this bundle")
+    from oellm.reconciler.metrics_store import latest_metrics
+
     history = session.history()
     attempts = [dataclasses.asdict(a) for a in history.attempts.get(job, ())]
+    # Each attempt's last logged iteration and loss (Megatron jobs).
+    logged = {a["attempt"]: latest_metrics(session.records, job, a["attempt"]) for a in attempts}
     dropped = history.dropped.get(job)
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "job": job,
-                    "attempts": attempts,
+                    "attempts": [
+                        {**a, "metrics": _metrics_json(logged[a["attempt"]])} for a in attempts
+                    ],
                     "dropped": dataclasses.asdict(dropped) if dropped else None,
                 },
                 indent=1,
             )
         )
         return
-    table = [("ATTEMPT", "ID", "STATE", "EXIT", "ITERATION", "STARTED", "ENDED", "CAUSE")]
+    table = [
+        ("ATTEMPT", "ID", "STATE", "EXIT", "ITERATION", "LAST LOGGED", "STARTED", "ENDED", "CAUSE")
+    ]
     for a in attempts:
+        found = logged[a["attempt"]]
         table.append(
             (
                 str(a["attempt"]),
@@ -220,6 +253,7 @@ def _show_ledger(session: Any, job: str, as_json: bool) -> None:
                 a["final_state"] or a["phase"],
                 "-" if a["exit_code"] is None else str(a["exit_code"]),
                 "-" if a["iteration"] is None else str(a["iteration"]),
+                found.summary() if found else "-",
                 a["submitted_at"] or "-",
                 a["ended_at"] or "-",
                 a["cause"],

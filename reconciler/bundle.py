@@ -54,6 +54,8 @@ class LockJob:
     # `job.finish_condition`: when it holds, the job's output already exists and it is not
     # submitted (a condition like the start conditions; None: none).
     finish_condition: dict[str, Any] | None = None
+    # What the script runs (`megatron`, `bash`): a Megatron job's log is read for metrics.
+    backend: str = "bash"
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
             array_index=j.get("array_index"),
             dependency=j.get("dependency", "reconciler"),
             finish_condition=j.get("finish_condition"),
+            backend=j.get("backend", "bash"),
         )
         for j in data["jobs"]
     )
