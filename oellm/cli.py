@@ -328,6 +328,7 @@ def _register() -> None:
     from oellm.diff_cli import diff_command
     from oellm.prepare_cli import prepare_command
     from oellm.reconcile_cli import cancel_command, reconcile_command, status_command
+    from oellm.report_cli import report_command
 
     for command in (
         diff_command,
@@ -339,6 +340,7 @@ def _register() -> None:
         schema_command,
         config_command,
         check_command,
+        report_command,
     ):
         cli.add_command(command)
 
