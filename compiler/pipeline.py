@@ -21,6 +21,7 @@ from .interpolate import Resolver, static_parts
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader
+from .megatron_source import schema_from
 from .overrides import COMMAND_LINE
 from .plan import plan_text
 from .provenance import FIELD as PROVENANCE
@@ -74,7 +75,9 @@ def compile_bundle(
     request: CompileRequest, progress: Progress | None = None, on_job: JobHook | None = None
 ) -> Bundle:
     try:
-        return _compile(request, progress, on_job)
+        # A fork's Megatron arguments, when a --config-dir holds its megatron.schema.json.
+        with schema_from(request.config_dirs):
+            return _compile(request, progress, on_job)
     except RecursionError:
         # A backstop: the loader, the overrides and the resolver each bound their depth.
         where = request.experiment or request.config_ref or COMMAND_LINE

@@ -326,6 +326,7 @@ def _register() -> None:
     from oellm.check_cli import check_command
     from oellm.container_cli import container_command
     from oellm.diff_cli import diff_command
+    from oellm.megatron_args_cli import megatron_args_command
     from oellm.prepare_cli import prepare_command
     from oellm.reconcile_cli import cancel_command, reconcile_command, status_command
     from oellm.report_cli import report_command
@@ -341,6 +342,7 @@ def _register() -> None:
         config_command,
         check_command,
         report_command,
+        megatron_args_command,
     ):
         cli.add_command(command)
 
