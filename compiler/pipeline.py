@@ -41,6 +41,7 @@ from .siblings import (
 from .time_limits import apply_time_limits
 from .tree import origin_of
 from .validate import Validator, check_lock
+from .wandb import wandb_lock
 
 LOCK_VERSION = 1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
@@ -299,6 +300,7 @@ def _lock_entry(
         **({"dependency": "slurm"} if j.get("dependency") == "slurm" else {}),
         # Optional, and only written when set: bundles without one keep their bytes.
         **({"finish_condition": j["finish_condition"]} if j.get("finish_condition") else {}),
+        **({"wandb": found} if (found := wandb_lock(config)) else {}),
     }
 
 

@@ -54,6 +54,12 @@ _SCHEDULER = click.option(
     help="This bundle takes over a state dir that another bundle folder used (the same "
     "experiment, moved or checked out again).",
 )
+@click.option(
+    "--sync-wandb",
+    is_flag=True,
+    help="After each round, upload the W&B offline runs of the bundle's jobs that have new "
+    "data (`wandb sync`; only where the wandb command is installed).",
+)
 @_SCHEDULER
 @guarded
 def reconcile_command(
@@ -65,6 +71,7 @@ def reconcile_command(
     prune: bool,
     allow_edited: bool,
     claim_state: bool,
+    sync_wandb: bool,
     scheduler: str | None,
 ) -> int:
     """Make the scheduler match the bundle: submit what is ready, cancel what must stop,
@@ -93,10 +100,19 @@ def reconcile_command(
     def say(line: str) -> None:
         click.echo(line)
 
+    def after(held: bool) -> None:
+        # W&B offline runs (reconciler/wandb_sync): problems are warnings, never the exit code.
+        if sync_wandb and not dry_run:
+            from oellm.reconciler.wandb_sync import sync_round
+
+            sync_round(session, say, lambda line: click.echo(line, err=True), held)
+
     if not wait:
         report = reconcile_once(session, dry_run, say)
         if report.busy:
             click.echo(report.busy)
+        else:
+            after(held=False)
         _errors(report)
         if not report.observation.available:
             click.echo(f"scheduler unavailable: {report.observation.error}", err=True)
@@ -116,6 +132,7 @@ def reconcile_command(
             if report.busy:
                 click.echo(report.busy)
                 return EXIT_QUIET
+            after(held=True)
             if report.finished() or dry_run:
                 break
             time.sleep(interval)

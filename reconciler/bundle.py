@@ -56,6 +56,8 @@ class LockJob:
     finish_condition: dict[str, Any] | None = None
     # What the script runs (`megatron`, `bash`): a Megatron job's log is read for metrics.
     backend: str = "bash"
+    # W&B: {"dir", "run_id"} of a job that logs to it, for `oellm reconcile --sync-wandb`.
+    wandb: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +199,7 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
             dependency=j.get("dependency", "reconciler"),
             finish_condition=j.get("finish_condition"),
             backend=j.get("backend", "bash"),
+            wandb=j.get("wandb"),
         )
         for j in data["jobs"]
     )

@@ -3,6 +3,7 @@ Megatron's `training_log` (2024 format), with a loss that falls faster for a lar
 
 import argparse
 import math
+import os
 import sys
 
 parser = argparse.ArgumentParser()
@@ -10,6 +11,8 @@ parser.add_argument("--lr", type=float, default=1e-4)
 parser.add_argument("--train-iters", type=int, default=20)
 parser.add_argument("--seq-length", type=int, default=256)
 parser.add_argument("--global-batch-size", type=int, default=8)
+parser.add_argument("--save", default=None)
+parser.add_argument("--wandb-project", default=None)
 args, _ = parser.parse_known_args()
 
 print("------------------------ arguments ------------------------")
@@ -28,4 +31,11 @@ for it in range(1, args.train_iters + 1):
     line += " loss scale: 1.0 | grad norm: 1.000 |"
     line += " number of skipped iterations:   0 | number of nan iterations:   0 |"
     print(line)
+if args.wandb_project and args.save:
+    # As wandb.init(dir=<save>/wandb) does in offline mode (megatron/training/global_vars.py).
+    run = os.path.join(args.save, "wandb", "wandb", "offline-run-20240906_080000-")
+    run += os.environ["WANDB_RUN_ID"]
+    os.makedirs(run, exist_ok=True)
+    with open(os.path.join(run, "run.wandb"), "a") as handle:
+        handle.write(f"{args.train_iters} iterations\n")
 sys.exit(0)
