@@ -330,8 +330,10 @@ def _register() -> None:
     from oellm.check_cli import check_command
     from oellm.container_cli import container_command
     from oellm.diff_cli import diff_command
+    from oellm.megatron_args_cli import megatron_args_command
     from oellm.prepare_cli import prepare_command
     from oellm.reconcile_cli import cancel_command, reconcile_command, status_command
+    from oellm.report_cli import report_command
 
     for command in (
         diff_command,
@@ -343,6 +345,8 @@ def _register() -> None:
         schema_command,
         config_command,
         check_command,
+        report_command,
+        megatron_args_command,
     ):
         cli.add_command(command)
 
