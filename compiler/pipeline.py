@@ -21,6 +21,7 @@ from .interpolate import Interpolator, static_parts
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader
+from .megatron_source import schema_from
 from .overrides import COMMAND_LINE
 from .plan import plan_text
 from .provenance import FIELD as PROVENANCE
@@ -41,6 +42,7 @@ from .siblings import (
 from .time_limits import clamp_debug_time
 from .tree import key_path, origin_of
 from .validate import Validator, check_lock
+from .wandb import wandb_lock
 
 LOCK_VERSION = 1
 
@@ -74,7 +76,9 @@ def compile_bundle(
     request: CompileRequest, progress: Progress | None = None, on_job: JobHook | None = None
 ) -> CompiledBundle:
     try:
-        return _compile(request, progress, on_job)
+        # A fork's Megatron arguments, when a --config-dir holds its megatron.schema.json.
+        with schema_from(request.config_dirs):
+            return _compile(request, progress, on_job)
     except RecursionError:
         # A backstop: the loader, the overrides and the resolver each bound their depth.
         where = request.experiment or request.config_ref or COMMAND_LINE
@@ -177,7 +181,24 @@ def _compile(
     )
     lock = _lock(project, jobs, moved, groups, provenance)
     check_lock(lock)
-    files = {**scripts, **configs}
+    return _with_lock(CompiledBundle({**scripts, **configs}, lock), lock)
+
+
+def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:
+    """The bundle with the tag key of the state it follows recorded in its lockfile: kept
+    when its state dir moved (`compile --move-state`), so that a state dir lost later still
+    finds its jobs in SLURM by tag. A lockfile field like any other (it is in the bundle id)."""
+    lock = bundle.lock
+    project = {**lock["project"], "key": key}
+    body = {k: v for k, v in lock.items() if k not in ("bundle_id", PROVENANCE)}
+    moved, groups = body.get("moved"), body.get("arrays")
+    updated = _lock(project, body["jobs"], moved, groups, lock.get(PROVENANCE))
+    check_lock(updated)
+    return _with_lock(bundle, updated)
+
+
+def _with_lock(bundle: CompiledBundle, lock: dict[str, Any]) -> CompiledBundle:
+    files = dict(bundle.files)
     files["plan.lock.json"] = _json_bytes(lock)
     files["plan.txt"] = plan_text(lock).encode("utf-8")
     return CompiledBundle(files, lock)
@@ -297,9 +318,12 @@ def _lock_entry(
         "log_events": j.get("log_events", []),
         "state_events": j.get("state_events", []),
         "array": bool(config["slurm"].get("array", False)),
+        # What runs: the reconciler reads a Megatron job's log for its training progress.
+        "backend": config["backend"]["kind"],
         **({"dependency": "slurm"} if j.get("dependency") == "slurm" else {}),
         # Optional, and only written when set: bundles without one keep their bytes.
         **({"finish_condition": j["finish_condition"]} if j.get("finish_condition") else {}),
+        **({"wandb": found} if (found := wandb_lock(config)) else {}),
     }
 
 

@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
-from .backends.megatron import suggest_argument
+from .backends.megatron import megatron_schema, suggest_argument
 from .errors import ConfigError, Origin, Problem, did_you_mean
 from .tree import KeyPath, dotted, origin_of
 
@@ -26,6 +26,8 @@ MISSING = "???"
 
 
 def load_schema(name: str) -> dict[str, Any]:
+    if name == "megatron.schema.json":
+        return megatron_schema()  # the shipped one, or a fork's (megatron_source)
     text = importlib.resources.files("oellm.schemas").joinpath(name).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -80,6 +80,8 @@ _LAZY = {
     "schema": "oellm.authoring_cli:schema_command",
     "config": "oellm.authoring_cli:config_command",
     "check": "oellm.check_cli:check_command",
+    "report": "oellm.report_cli:report_command",
+    "megatron-args": "oellm.megatron_args_cli:megatron_args_command",
 }
 
 
@@ -157,7 +159,7 @@ def compile_command(
       ~drop.key                  delete a key
       slurm=leonardo             choose a config group option
     """
-    from oellm.compiler.pipeline import compile_bundle
+    from oellm.compiler.pipeline import compile_bundle, with_state_key
     from oellm.compiler.write import write_bundle
 
     pairs = {}
@@ -172,7 +174,15 @@ def compile_command(
         request = dataclasses.replace(
             compile_request(args, config_ref, config_dirs), moved=pairs, bundle_dir=output
         )
+    if move_state and fresh_state:
+        raise click.UsageError("--move-state and --fresh-state exclude each other")
+    from oellm.reconciler.identity import apply_state_change, state_change
+
     bundle = compile_bundle(request, _Progress())
+    # The state dir it follows: kept, moved (with its tag key) or started afresh.
+    change = state_change(output, bundle.lock["project"], move_state, fresh_state)
+    if change.key is not None:
+        bundle = with_state_key(bundle, change.key)
     if check:
         from oellm.diff_cli import check_bundle
 
@@ -182,13 +192,9 @@ def compile_command(
             return EXIT_DIFFERENT
         click.echo(f"{output} is up to date")
         return EXIT_OK
-    if move_state and fresh_state:
-        raise click.UsageError("--move-state and --fresh-state exclude each other")
-    from oellm.reconciler.identity import state_change
-
-    changed = state_change(output, bundle.lock["project"], move_state, fresh_state)
-    if changed:
-        click.echo(changed)
+    apply_state_change(change)
+    if change.note:
+        click.echo(change.note)
     write_bundle(bundle, output)
     jobs = len(bundle.lock["jobs"])
     click.echo(
