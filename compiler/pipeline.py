@@ -18,6 +18,7 @@ from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Interpolator, static_parts
+from .jsonbytes import PrettyJson, pretty_json
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader
@@ -126,8 +127,10 @@ def _compile(
     configs: dict[str, bytes] = {}
     members: list[array_groups.Member] = []
     loaders: list[Loader] = []
-    validate = Validator()
     static = static_parts(base)
+    # Parts of the base that every job shares unchanged are encoded once.
+    encoder = PrettyJson(static)
+    validate = Validator(static)
     for stage in order:
         for point in by_stage.get(stage, []):
             siblings = gather(point, refs[point.index], index, seen)
@@ -156,7 +159,7 @@ def _compile(
                 scripts[entry["script"]] = script
                 # The job's whole resolved config, for people and tools: what the script was
                 # rendered from. No origins (they hold the compiling machine's paths).
-                configs[f"jobs/{entry['name']}.config.json"] = _json_bytes(job.config)
+                configs[f"jobs/{entry['name']}.config.json"] = pretty_json(job.config, encoder)
                 done[point.index] = entry
                 if point.values.get("stage") in referenced:
                     seen[point.index] = sibling_of(job.config)
@@ -199,7 +202,7 @@ def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:
 
 def _with_lock(bundle: CompiledBundle, lock: dict[str, Any]) -> CompiledBundle:
     files = dict(bundle.files)
-    files["plan.lock.json"] = _json_bytes(lock)
+    files["plan.lock.json"] = pretty_json(lock)
     files["plan.txt"] = plan_text(lock).encode("utf-8")
     return CompiledBundle(files, lock)
 
@@ -372,11 +375,6 @@ def _lock(
     # The provenance stays out of the digest: a new oellm version or another spelling of the
     # same arguments is not another bundle for the reconciler.
     return {"bundle_id": digest, **body, **({PROVENANCE: provenance} if provenance else {})}
-
-
-def _json_bytes(data: Any) -> bytes:
-    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str)
-    return (text + "\n").encode("utf-8")
 
 
 __all__ = ["COMMAND_LINE", "CompileRequest", "CompiledBundle", "compile_bundle"]

@@ -30,6 +30,7 @@ def _environment() -> jinja2.Environment:
     return jinja_env("oellm.templates", {"q": quote, "comment": _comment})
 
 
+@functools.cache
 def has_template(name: str) -> bool:
     try:
         _environment().get_template(name)

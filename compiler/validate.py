@@ -11,7 +11,7 @@ import functools
 import importlib.resources
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -46,12 +46,16 @@ class Validator:
     detailed walk with positions and hints only for a config that has a problem.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, shared: Container[int] = ()) -> None:
+        """`shared`: ids of containers that stay alive and unchanged while this validator is
+        used (see `interpolate.static_parts`); they are walked once, not once per job."""
         self._fast = _fast_validator(("experiment.schema.json", "megatron.schema.json"))
+        self._shared = shared
+        self._clean: set[int] = set()
 
     def __call__(self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> None:
         """Raise one ConfigError listing every problem, or return quietly."""
-        problems = list(_missing_values(config, (), origins))
+        problems = list(_missing_values(config, (), origins, self._shared, self._clean))
         if not problems and self._fast is not None and self._fast(config):
             return
         if not problems:
@@ -86,28 +90,40 @@ def _position(p: Problem) -> tuple[str, int, int, str]:
 
 
 def _missing_values(
-    value: Any, path: KeyPath, origins: Mapping[KeyPath, Origin]
+    value: Any,
+    path: KeyPath,
+    origins: Mapping[KeyPath, Origin],
+    shared: Container[int] = (),
+    clean: set[int] | None = None,
 ) -> Iterator[Problem]:
+    """`shared`: ids of containers that stay alive and unchanged across calls (the base
+    config's parts that jobs share); once one is found clean it joins `clean` and is not
+    walked again."""
     # `???` marks a value the library cannot choose for the user (OmegaConf's mandatory value).
-    if isinstance(value, str) and "\x00" in value:
-        yield Problem(
-            "a NUL character cannot be passed to a program or kept in a script",
-            origin_of(origins, path),
-            key=dotted(path),
-        )
-    elif value == MISSING:
-        yield Problem(
-            "missing mandatory value",
-            origin_of(origins, path),
-            key=dotted(path),
-            hint=f"set it in the experiment or on the command line: {dotted(path)}=...",
-        )
-    elif isinstance(value, dict):
-        for key, child in value.items():
-            yield from _missing_values(child, (*path, key), origins)
-    elif isinstance(value, list):
-        for index, child in enumerate(value):
-            yield from _missing_values(child, (*path, index), origins)
+    if isinstance(value, str):
+        if "\x00" in value:
+            yield Problem(
+                "a NUL character cannot be passed to a program or kept in a script",
+                origin_of(origins, path),
+                key=dotted(path),
+            )
+        elif value == MISSING:
+            yield Problem(
+                "missing mandatory value",
+                origin_of(origins, path),
+                key=dotted(path),
+                hint=f"set it in the experiment or on the command line: {dotted(path)}=...",
+            )
+    elif isinstance(value, (dict, list)):
+        if clean is not None and id(value) in clean:
+            return
+        found = False
+        for key, child in value.items() if isinstance(value, dict) else enumerate(value):
+            for problem in _missing_values(child, (*path, key), origins, shared, clean):
+                found = True
+                yield problem
+        if not found and clean is not None and id(value) in shared:
+            clean.add(id(value))
 
 
 def _problems(

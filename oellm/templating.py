@@ -19,6 +19,8 @@ def jinja_env(package: str, filters: Mapping[str, Callable[..., Any]]) -> jinja2
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        # Templates are package data: no need to look at each file again before each use.
+        auto_reload=False,
     )
     env.filters.update(filters)
     return env

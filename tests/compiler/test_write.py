@@ -1,0 +1,59 @@
+"""Writing a bundle: every file written once and synced once, executable scripts, and a
+recompile that leaves a file unchanged does not write it again (the new bundle links it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from pathlib import Path
+
+from oellm.compiler.write import write_bundle
+from tests.helpers import EXAMPLES, compile_file
+
+
+def _files(folder: Path) -> dict[str, os.stat_result]:
+    return {
+        p.relative_to(folder).as_posix(): p.stat() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+def test_written_bytes_and_modes(tmp_path: Path) -> None:
+    bundle = compile_file(EXAMPLES / "sweeps" / "grid.yaml")
+    out = tmp_path / "bundle"
+    write_bundle(bundle, out)
+    found = _files(out)
+    assert set(found) == set(bundle.files)
+    for name, data in bundle.files.items():
+        assert (out / name).read_bytes() == data
+        executable = bool(found[name].st_mode & stat.S_IXUSR)
+        assert executable == name.endswith(".sbatch"), name
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no staging left"
+
+
+def test_a_recompile_writes_only_what_changed(tmp_path: Path) -> None:
+    bundle = compile_file(EXAMPLES / "sweeps" / "grid.yaml")
+    out = tmp_path / "bundle"
+    write_bundle(bundle, out)
+    before = _files(out)
+    changed_name = next(n for n in sorted(bundle.files) if n.endswith(".sbatch"))
+    files = dict(bundle.files)
+    files[changed_name] = files[changed_name] + b"# changed\n"
+    write_bundle(dataclasses.replace(bundle, files=files), out)
+    after = _files(out)
+    assert set(after) == set(before)
+    for name in after:
+        same_inode = after[name].st_ino == before[name].st_ino
+        assert same_inode == (name != changed_name), name
+    assert (out / changed_name).read_bytes() == files[changed_name]
+    assert os.access(out / changed_name, os.X_OK)
+
+
+def test_a_file_removed_from_the_old_bundle_is_written(tmp_path: Path) -> None:
+    bundle = compile_file(EXAMPLES / "demo.yaml")
+    out = tmp_path / "bundle"
+    write_bundle(bundle, out)
+    gone = next(n for n in bundle.files if n.endswith(".config.json"))
+    (out / gone).unlink()
+    write_bundle(bundle, out)
+    assert (out / gone).read_bytes() == bundle.files[gone]
