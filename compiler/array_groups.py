@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,7 +67,7 @@ def member(config: Mapping[str, Any], plan: ScriptPlan) -> Member:
 
 
 def group(
-    members: Sequence[Member], entries: Mapping[str, dict[str, Any]], scripts: Mapping[str, bytes]
+    members: Sequence[Member], entries: Mapping[str, dict[str, Any]], scripts: Collection[str]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
     """Put members of one stage and identical resources into arrays, in job order; set
     `array_group` and `array_index` on their lock entries. Returns the lockfile's `arrays`
@@ -120,5 +120,5 @@ def group(
             "size": len(tasks),
             "throttle": first.throttle,
         }
-    assert not set(files) & set(scripts), "array scripts live in their own folder"
+    assert not any(path in scripts for path in files), "array scripts live in their own folder"
     return arrays, files

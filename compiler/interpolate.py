@@ -26,6 +26,7 @@ from .template import (
 from .tree import KeyPath, dotted, map_strings, origin_of, split_key, strings
 
 _MISSING = object()
+_PLAIN = frozenset({int, float, bool, type(None)})
 
 MAX_CHAIN = 100
 """Keys one value may be looked up through (`a: ${b}`, `b: ${c}`, ...); resolution recurses."""
@@ -169,7 +170,13 @@ class Interpolator:
         if id(node) in self.static:
             return node  # shared with the base config: nothing inside it to resolve
         if isinstance(node, dict):
-            return {k: self._value((*path, k), v) for k, v in node.items()}
+            # Plain text and numbers (most values) are taken as they are, without a call.
+            return {
+                k: v
+                if (type(v) is str and "$" not in v) or type(v) in _PLAIN
+                else self._value((*path, k), v)
+                for k, v in node.items()
+            }
         if isinstance(node, list):
             return [self._value((*path, i), v) for i, v in enumerate(node)]
         if not isinstance(node, str) or "$" not in node:

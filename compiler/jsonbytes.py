@@ -6,12 +6,14 @@ parts (configuration that thousands of jobs share, unchanged) written once.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 _string = json.encoder.encode_basestring  # the C function where available, as json uses
 _INDENT = "  "
+_PIECE = 4096  # parts gathered before they are written
 
 
 class PrettyJson:
@@ -21,11 +23,31 @@ class PrettyJson:
     def __init__(self, shared: Mapping[int, object] | None = None) -> None:
         self._shared = shared or {}
         self._texts: dict[int, str] = {}
+        # While `dump` runs: its parts (shared parts are encoded into lists of their own) and
+        # where they go once there are many.
+        self._out: list[str] | None = None
+        self._write: Callable[[str], object] | None = None
 
     def dumps(self, value: Any) -> str:
         out: list[str] = []
         self._value(value, 0, out)
         return "".join(out)
+
+    def dump(self, value: Any, write: Callable[[str], object]) -> None:
+        """Write the text and its final newline in pieces of a bounded size (a lockfile of
+        100,000 jobs is never one string in memory)."""
+        out: list[str] = []
+        self._out, self._write = out, write
+        try:
+            self._value(value, 0, out)
+        finally:
+            self._out = self._write = None
+        write("".join(out) + "\n")
+
+    def _flush(self, out: list[str]) -> None:
+        assert self._write is not None
+        self._write("".join(out))
+        out.clear()
 
     def _value(self, value: Any, level: int, out: list[str]) -> None:
         if isinstance(value, str):
@@ -59,15 +81,29 @@ class PrettyJson:
 
     def _container(self, value: Any, level: int, out: list[str]) -> None:
         inner = "\n" + _INDENT * (level + 1)
+        if all(
+            type(item) in _SCALARS
+            for item in (value.values() if isinstance(value, dict) else value)
+        ):
+            # Only scalars inside: the C encoder writes them, its item separator carrying
+            # the line break and this level's indentation.
+            text = _flat(level).encode(value)
+            out.append(text[0] + inner + text[1:-1] + "\n" + _INDENT * level + text[-1])
+            return
         if isinstance(value, dict):
             out.append("{")
             first = True
             for key, item in sorted(value.items(), key=_first):
                 out.append(inner if first else "," + inner)
                 first = False
-                out.append(_key(key))
+                out.append(_string(key) if type(key) is str else _key(key))
                 out.append(": ")
-                self._value(item, level + 1, out)
+                if type(item) is str:
+                    out.append(_string(item))  # most values: no call needed
+                else:
+                    self._value(item, level + 1, out)
+                if len(out) > _PIECE and out is self._out:
+                    self._flush(out)
             out.append("\n" + _INDENT * level + "}")
         else:
             out.append("[")
@@ -76,7 +112,20 @@ class PrettyJson:
                 out.append(inner if first else "," + inner)
                 first = False
                 self._value(item, level + 1, out)
+                if len(out) > _PIECE and out is self._out:
+                    self._flush(out)
             out.append("\n" + _INDENT * level + "]")
+
+
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+@functools.cache
+def _flat(level: int) -> json.JSONEncoder:
+    """An encoder of a container of scalars at `level`, less its opening and closing lines."""
+    return json.JSONEncoder(
+        ensure_ascii=False, sort_keys=True, separators=(",\n" + _INDENT * (level + 1), ": ")
+    )
 
 
 def _first(item: tuple[Any, Any]) -> Any:

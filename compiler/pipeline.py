@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,12 +40,15 @@ from .siblings import (
     sibling_of,
     stage_order,
 )
+from .staging import StagedFiles
 from .time_limits import clamp_debug_time
 from .tree import key_path, origin_of
 from .validate import Validator, check_lock
 from .wandb import wandb_lock
 
 LOCK_VERSION = 1
+# One list for every job without dependencies (a large sweep holds many lock entries).
+_NO_JOBS: list[str] = []
 
 
 @dataclass(frozen=True)
@@ -62,9 +65,10 @@ class CompileRequest:
 
 @dataclass(frozen=True)
 class CompiledBundle:
-    """A compiled bundle in memory: file name (relative) -> bytes, plus the lock data."""
+    """A compiled bundle: file name (relative) -> bytes (in memory, or staged in a folder),
+    plus the lock data."""
 
-    files: dict[str, bytes]
+    files: MutableMapping[str, bytes]
     lock: dict[str, Any]
 
 
@@ -74,12 +78,17 @@ JobHook = Callable[[str, JobConfig], None]
 
 
 def compile_bundle(
-    request: CompileRequest, progress: Progress | None = None, on_job: JobHook | None = None
+    request: CompileRequest,
+    progress: Progress | None = None,
+    on_job: JobHook | None = None,
+    files: MutableMapping[str, bytes] | None = None,
 ) -> CompiledBundle:
+    """`files` receives each file as it is produced (`write.stage` gives a staging folder, so
+    that a large sweep is not held in memory); by default they are kept in a dict."""
     try:
         # A fork's Megatron arguments, when a --config-dir holds its megatron.schema.json.
         with schema_from(request.config_dirs):
-            return _compile(request, progress, on_job)
+            return _compile(request, progress, on_job, {} if files is None else files)
     except RecursionError:
         # A backstop: the loader, the overrides and the resolver each bound their depth.
         where = request.experiment or request.config_ref or COMMAND_LINE
@@ -91,7 +100,10 @@ def compile_bundle(
 
 
 def _compile(
-    request: CompileRequest, progress: Progress | None, on_job: JobHook | None
+    request: CompileRequest,
+    progress: Progress | None,
+    on_job: JobHook | None,
+    files: MutableMapping[str, bytes],
 ) -> CompiledBundle:
     library = Library.for_experiment(request.experiment, request.config_dirs)
     composed = compose(library, request.experiment, request.config_ref, request.overrides)
@@ -110,7 +122,8 @@ def _compile(
         if "=" in o and not o.startswith("~")
     ]
     base_refs = base_references(base, origins)
-    refs = {p.index: references(p, base_refs) for p in points}
+    # Only points that reference a sibling are listed (a large sweep has many that do not).
+    refs = {p.index: made for p in points if (made := references(p, base_refs))}
     order = stage_order(points, refs)
     index = SiblingIndex(points)
     by_stage: dict[str | None, list[Point]] = {}
@@ -123,8 +136,6 @@ def _compile(
     referenced = {r.stage for rs in refs.values() for r in rs}
     seen: dict[int, Sibling | None] = {}
     names: dict[str, Point] = {}
-    scripts: dict[str, bytes] = {}
-    configs: dict[str, bytes] = {}
     members: list[array_groups.Member] = []
     loaders: list[Loader] = []
     static = static_parts(base)
@@ -133,7 +144,7 @@ def _compile(
     validate = Validator(static)
     for stage in order:
         for point in by_stage.get(stage, []):
-            siblings = gather(point, refs[point.index], index, seen)
+            siblings = gather(point, refs.get(point.index, ()), index, seen)
             job = (
                 None
                 if siblings is None
@@ -143,7 +154,7 @@ def _compile(
                 done[point.index] = seen[point.index] = None
             else:
                 upstream = list(siblings.values()) if siblings else []
-                depends_on = sorted({s.name for s in upstream})
+                depends_on = sorted({s.name for s in upstream}) if upstream else _NO_JOBS
                 entry, script, job = _job(
                     job, point, overridden, depends_on, names, validate, members
                 )
@@ -156,10 +167,10 @@ def _compile(
                 found = loader(entry["name"], job.config, job.origins)
                 if found is not None:
                     loaders.append(found)
-                scripts[entry["script"]] = script
+                files[entry["script"]] = script
                 # The job's whole resolved config, for people and tools: what the script was
                 # rendered from. No origins (they hold the compiling machine's paths).
-                configs[f"jobs/{entry['name']}.config.json"] = pretty_json(job.config, encoder)
+                files[f"jobs/{entry['name']}.config.json"] = pretty_json(job.config, encoder)
                 done[point.index] = entry
                 if point.values.get("stage") in referenced:
                     seen[point.index] = sibling_of(job.config)
@@ -170,8 +181,8 @@ def _compile(
         raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
     check_bundle_limits(base, request.env, origins, jobs)
     check_loads(loaders)
-    groups, group_scripts = array_groups.group(members, {j["name"]: j for j in jobs}, scripts)
-    scripts.update(group_scripts)
+    groups, group_scripts = array_groups.group(members, {j["name"]: j for j in jobs}, files)
+    files.update(group_scripts)
     project = base_project(base, request.env, origins)
     moved = _moved(base, request.moved, {j["name"] for j in jobs}, origins)
     provenance = compiled_with(
@@ -184,7 +195,7 @@ def _compile(
     )
     lock = _lock(project, jobs, moved, groups, provenance)
     check_lock(lock)
-    return _with_lock(CompiledBundle({**scripts, **configs}, lock), lock)
+    return _with_lock(CompiledBundle(files, lock), lock)
 
 
 def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:
@@ -201,8 +212,13 @@ def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:
 
 
 def _with_lock(bundle: CompiledBundle, lock: dict[str, Any]) -> CompiledBundle:
-    files = dict(bundle.files)
-    files["plan.lock.json"] = pretty_json(lock)
+    """The bundle with `lock` written. Staged files are one folder, changed in place."""
+    files = bundle.files if isinstance(bundle.files, StagedFiles) else dict(bundle.files)
+    if isinstance(files, StagedFiles):
+        with files.text("plan.lock.json") as handle:
+            PrettyJson().dump(lock, handle.write)
+    else:
+        files["plan.lock.json"] = pretty_json(lock)
     files["plan.txt"] = plan_text(lock).encode("utf-8")
     return CompiledBundle(files, lock)
 
@@ -370,11 +386,36 @@ def _lock(
         body["moved"] = moved
     if groups:
         body["arrays"] = groups
-    compact = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    digest = hashlib.sha256(compact.encode("utf-8")).hexdigest()
+    digest = _digest(body)
     # The provenance stays out of the digest: a new oellm version or another spelling of the
     # same arguments is not another bundle for the reconciler.
     return {"bundle_id": digest, **body, **({PROVENANCE: provenance} if provenance else {})}
+
+
+def _digest(body: dict[str, Any]) -> str:
+    """sha256 of the body's compact JSON (sorted keys), hashed job by job: the same digest as
+    of the whole text, without that text in memory."""
+    digest = hashlib.sha256()
+
+    def put(text: str) -> None:
+        digest.update(text.encode("utf-8"))
+
+    put("{")
+    for number, key in enumerate(sorted(body)):
+        put(("," if number else "") + _compact(key) + ":")
+        if key == "jobs":
+            put("[")
+            for index, job in enumerate(body[key]):
+                put(("," if index else "") + _compact(job))
+            put("]")
+        else:
+            put(_compact(body[key]))
+    put("}")
+    return digest.hexdigest()
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 __all__ = ["COMMAND_LINE", "CompileRequest", "CompiledBundle", "compile_bundle"]

@@ -53,9 +53,30 @@ class Validator:
         self._shared = shared
         self._clean: set[int] = set()
 
+    def _suspect(self, config: Mapping[str, Any]) -> bool:
+        """Whether the config holds a `???` or a NUL character: a quick scan without paths
+        (the positions are found only for a config that has one). Shared parts found clean
+        are not scanned again."""
+        shared: list[int] = []
+        pending: list[Any] = [config]
+        while pending:
+            value = pending.pop()
+            if isinstance(value, str):
+                if value == MISSING or "\x00" in value:
+                    return True
+            elif isinstance(value, (dict, list)):
+                key = id(value)
+                if key in self._clean:
+                    continue
+                if key in self._shared:
+                    shared.append(key)
+                pending.extend(value.values() if isinstance(value, dict) else value)
+        self._clean.update(shared)
+        return False
+
     def __call__(self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> None:
         """Raise one ConfigError listing every problem, or return quietly."""
-        problems = list(_missing_values(config, (), origins, self._shared, self._clean))
+        problems = list(_missing_values(config, (), origins)) if self._suspect(config) else []
         if not problems and self._fast is not None and self._fast(config):
             return
         if not problems:
@@ -90,40 +111,28 @@ def _position(p: Problem) -> tuple[str, int, int, str]:
 
 
 def _missing_values(
-    value: Any,
-    path: KeyPath,
-    origins: Mapping[KeyPath, Origin],
-    shared: Container[int] = (),
-    clean: set[int] | None = None,
+    value: Any, path: KeyPath, origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
-    """`shared`: ids of containers that stay alive and unchanged across calls (the base
-    config's parts that jobs share); once one is found clean it joins `clean` and is not
-    walked again."""
     # `???` marks a value the library cannot choose for the user (OmegaConf's mandatory value).
-    if isinstance(value, str):
-        if "\x00" in value:
-            yield Problem(
-                "a NUL character cannot be passed to a program or kept in a script",
-                origin_of(origins, path),
-                key=dotted(path),
-            )
-        elif value == MISSING:
-            yield Problem(
-                "missing mandatory value",
-                origin_of(origins, path),
-                key=dotted(path),
-                hint=f"set it in the experiment or on the command line: {dotted(path)}=...",
-            )
-    elif isinstance(value, (dict, list)):
-        if clean is not None and id(value) in clean:
-            return
-        found = False
-        for key, child in value.items() if isinstance(value, dict) else enumerate(value):
-            for problem in _missing_values(child, (*path, key), origins, shared, clean):
-                found = True
-                yield problem
-        if not found and clean is not None and id(value) in shared:
-            clean.add(id(value))
+    if isinstance(value, str) and "\x00" in value:
+        yield Problem(
+            "a NUL character cannot be passed to a program or kept in a script",
+            origin_of(origins, path),
+            key=dotted(path),
+        )
+    elif value == MISSING:
+        yield Problem(
+            "missing mandatory value",
+            origin_of(origins, path),
+            key=dotted(path),
+            hint=f"set it in the experiment or on the command line: {dotted(path)}=...",
+        )
+    elif isinstance(value, dict):
+        for key, child in value.items():
+            yield from _missing_values(child, (*path, key), origins)
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _missing_values(child, (*path, index), origins)
 
 
 def _problems(

@@ -3,8 +3,8 @@
 An existing bundle is replaced only once the new one is complete; a folder that is not a
 bundle is never replaced. Durable without one fsync per file: every file is written, the
 staging folder's file system is synced once, then the folders are swapped and the swap synced.
-A file that a recompile leaves unchanged is not written again: the new bundle links the old
-file.
+`oellm compile` stages files while it compiles (`stage`); a bundle compiled in memory is
+staged here.
 """
 
 from __future__ import annotations
@@ -19,11 +19,13 @@ from pathlib import Path
 
 from .errors import fail
 from .pipeline import CompiledBundle
+from .staging import StagedFiles
 
 LOCK_NAME = "plan.lock.json"
 
 
-def write_bundle(bundle: CompiledBundle, out: Path) -> None:
+def stage(out: Path) -> StagedFiles:
+    """An empty staging folder beside `out`, after checking that `out` may be replaced."""
     out = out.absolute()
     if out.exists():
         if not out.is_dir():
@@ -34,57 +36,35 @@ def write_bundle(bundle: CompiledBundle, out: Path) -> None:
                 hint="choose a new folder for the bundle, or empty this one",
             )
     out.parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
     previous = out if (out / LOCK_NAME).is_file() else None
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.new-", dir=out.parent))
-    try:
-        folders: set[str] = set()
-        for name, data in sorted(bundle.files.items()):
-            folder, _, _ = name.rpartition("/")
-            if folder and folder not in folders:
-                (staging / folder).mkdir(parents=True, exist_ok=True)
-                folders.add(folder)
-            target = staging / name
-            if previous is None or not _link_if_same(previous / name, target, data):
-                _write(target, data, 0o755 if name.endswith(".sbatch") else None)
-        staging.chmod(0o755)
-        _sync_file_system(staging)
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.rename(out, retired / out.name)
-            os.rename(staging, out)
-            _sync_folder(out.parent)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.rename(staging, out)
-            _sync_folder(out.parent)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    return StagedFiles(folder, out, previous)
 
 
-def _write(target: Path, data: bytes, mode: int | None) -> None:
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        if mode is not None:
-            os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
+def write_bundle(bundle: CompiledBundle, out: Path) -> None:
+    files = bundle.files
+    if isinstance(files, StagedFiles) and files.target == out.absolute():
+        _swap_in(files)
+        return
+    with stage(out) as staged:
+        for name, data in sorted(files.items()):
+            staged[name] = data
+        _swap_in(staged)
 
 
-def _link_if_same(old: Path, target: Path, data: bytes) -> bool:
-    """Link the old bundle's file when it holds exactly `data` (a recompile that changed
-    nothing writes nothing). The old file is never written to afterwards: bundles are only
-    ever replaced whole."""
-    try:
-        if old.stat().st_size != len(data) or old.read_bytes() != data:
-            return False
-        os.link(old, target)
-    except OSError:
-        return False  # gone, unreadable, or a file system without hard links: write it
-    return True
+def _swap_in(staged: StagedFiles) -> None:
+    out, folder = staged.target, staged.folder
+    folder.chmod(0o755)
+    _sync_file_system(folder)
+    if out.exists():
+        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, retired / out.name)
+        os.rename(folder, out)
+        _sync_folder(out.parent)
+        shutil.rmtree(retired, ignore_errors=True)
+    else:
+        os.rename(folder, out)
+        _sync_folder(out.parent)
 
 
 @functools.cache

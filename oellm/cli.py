@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import MutableMapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,8 @@ from oellm.options import (
 )
 
 if TYPE_CHECKING:
-    from oellm.compiler.pipeline import CompileRequest
+    from oellm.compiler.pipeline import CompiledBundle, CompileRequest
+    from oellm.reconciler.identity import StateChange
 
 log = logging.getLogger("oellm")
 
@@ -159,8 +160,7 @@ def compile_command(
       ~drop.key                  delete a key
       slurm=leonardo             choose a config group option
     """
-    from oellm.compiler.pipeline import compile_bundle, with_state_key
-    from oellm.compiler.write import write_bundle
+    from oellm.compiler.write import stage, write_bundle
 
     pairs = {}
     for item in moved:
@@ -176,14 +176,11 @@ def compile_command(
         )
     if move_state and fresh_state:
         raise click.UsageError("--move-state and --fresh-state exclude each other")
-    from oellm.reconciler.identity import apply_state_change, state_change
+    from oellm.reconciler.identity import apply_state_change
 
-    bundle = compile_bundle(request, _Progress())
-    # The state dir it follows: kept, moved (with its tag key) or started afresh.
-    change = state_change(output, bundle.lock["project"], move_state, fresh_state)
-    if change.key is not None:
-        bundle = with_state_key(bundle, change.key)
     if check:
+        # Compiled in memory and compared: nothing is written.
+        bundle, change = _compile(request, output, move_state, fresh_state)
         from oellm.diff_cli import check_bundle
 
         same, text = check_bundle(bundle, output)
@@ -192,16 +189,39 @@ def compile_command(
             return EXIT_DIFFERENT
         click.echo(f"{output} is up to date")
         return EXIT_OK
-    apply_state_change(change)
-    if change.note:
-        click.echo(change.note)
-    write_bundle(bundle, output)
+    # Each file goes to the staging folder as it is compiled: a large sweep is never held in
+    # memory; the folder replaces the bundle once complete (or is removed on an error).
+    with stage(output) as files:
+        bundle, change = _compile(request, output, move_state, fresh_state, files)
+        apply_state_change(change)
+        if change.note:
+            click.echo(change.note)
+        write_bundle(bundle, output)
     jobs = len(bundle.lock["jobs"])
     click.echo(
         f"wrote {output}: {jobs} job{'s' if jobs != 1 else ''}, "
         f"bundle {bundle.lock['bundle_id'][:12]}"
     )
     return EXIT_OK
+
+
+def _compile(
+    request: CompileRequest,
+    output: Path,
+    move_state: bool,
+    fresh_state: bool,
+    files: MutableMapping[str, bytes] | None = None,
+) -> tuple[CompiledBundle, StateChange]:
+    """The bundle, with the state dir it follows: kept, moved (with its tag key) or started
+    afresh."""
+    from oellm.compiler.pipeline import compile_bundle, with_state_key
+    from oellm.reconciler.identity import state_change
+
+    bundle = compile_bundle(request, _Progress(), files=files)
+    change = state_change(output, bundle.lock["project"], move_state, fresh_state)
+    if change.key is not None:
+        bundle = with_state_key(bundle, change.key)
+    return bundle, change
 
 
 class _Progress:

@@ -157,10 +157,16 @@ def check_bundle(bundle: CompiledBundle, out: Path, color: bool = False) -> tupl
             f"'{out}' is not empty and holds no {LOCK_NAME}: it is not a bundle",
             hint="point -o at the bundle folder",
         )
+    jobs = len(bundle.lock["jobs"])
+    up_to_date = f"{out}: up to date ({jobs} job{'' if jobs == 1 else 's'})\n"
+    # The usual answer, found without parsing either lockfile: every file is the same.
+    if current.keys() == bundle.files.keys() and all(
+        data == bundle.files[name] for name, data in current.items()
+    ):
+        return True, up_to_date
     result = compare(current, bundle.files)
     if result.identical:
-        jobs = len(bundle.lock["jobs"])
-        return True, f"{out}: up to date ({jobs} job{'' if jobs == 1 else 's'})\n"
+        return True, up_to_date
     what = "is out of date" if current else "holds no bundle yet"
     head = f"{out} {what}: run the same `oellm compile` without --check to write it\n"
     return False, head + check_text(result, color)
