@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -135,7 +136,11 @@ def compile_case(case: str, text: str, where: Path, label: str, phases: bool = T
         )
         wall = time.perf_counter() - start
         peak = json.loads(done.stderr.strip().splitlines()[-1])["peak_mib"]
-        jobs = len(json.loads((Path(tmp) / "bundle" / "plan.lock.json").read_text())["jobs"])
+        # From the command's own line ("wrote DIR: N jobs, ..."): reading a large lockfile here
+        # would grow this process, and Linux hands a parent's peak memory on to its children.
+        found = re.search(r": (\d+) jobs?,", done.stdout)
+        assert found is not None, done.stdout
+        jobs = int(found.group(1))
         if not phases:
             return Row(case, label, jobs, wall, None, None, peak)
         out = subprocess.run(
