@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from .actions import Action, LinkChange
+from .actions import Cancel, Fired, LinkChange, LinkSeen, MainAction, Observed, Submit
 from .current import ChainNow, Current, LinkNow
 from .observe import Observation
 from .policy import UNSEEN_LIMIT
@@ -32,12 +32,12 @@ def link_tag(attempt_tag: str, link: int, tries: int = 0) -> str:
 
 def link_records(
     latest: Attempt, chain: ChainNow, obs: Observation, now: datetime, grace: timedelta
-) -> list[Action]:
+) -> list[LinkSeen]:
     """What to record about each link this round: a submission found by its tag, one not
     (yet) seen, one that never arrived, a link that ended."""
     if not obs.available:
         return []
-    out: list[Action] = []
+    out: list[LinkSeen] = []
     for link in chain.links:
         record = link.record
         where = chain.describe(link.number)
@@ -65,7 +65,7 @@ def link_records(
     return out
 
 
-def _ended(latest: Attempt, link: LinkNow, where: str) -> Action:
+def _ended(latest: Attempt, link: LinkNow, where: str) -> LinkSeen:
     said = link.reason if link.reason and link.reason not in ("None", link.state) else None
     why = f" ({said})" if said else ""
     return _link(
@@ -80,24 +80,23 @@ def _link(
     reason: str,
     state: str | None = None,
     detail: str | None = None,
-) -> Action:
-    return Action(
-        "link",
+) -> LinkSeen:
+    return LinkSeen(
         latest.job,
         reason,
         attempt=latest.attempt,
+        link=link.number,
+        change=change,
         job_id=link.job_id,
         state=state,
         exit_code=link.exit_code if state not in (None, "LOST") else None,
-        cause=change,
-        link=link.number,
         detail=detail,
     )
 
 
 def chain_main(
-    latest: Attempt, now_state: Current, seen: Sequence[Action], obs: Observation
-) -> Action | None:
+    latest: Attempt, now_state: Current, seen: Sequence[Observed], obs: Observation
+) -> MainAction | None:
     """The chain's own main action when it has one: cancel the links no longer needed, or
     queue the missing ones. None: the job's usual rules apply (finish, cancel conditions,
     requests, wait)."""
@@ -109,26 +108,24 @@ def chain_main(
     if finish_at is not None:
         later = tuple(x.job_id for x in reversed(chain.live) if x.number > finish_at and x.job_id)
         if later:
-            return Action(
-                "cancel",
+            return Cancel(
                 name,
                 f"finish event on {chain.describe(finish_at)}: cancelling the links after it",
                 attempt=attempt,
                 job_id=later[-1],
+                origin="finish",
                 job_ids=later,
-                cause="finish",
             )
         return None
     if chain.broken is not None and chain.live_ids:
         link = chain.broken
-        return Action(
-            "cancel",
+        return Cancel(
             name,
             f"{chain.describe(link.number)} ended {link.state}: cancelling the rest of the chain",
             attempt=attempt,
             job_id=chain.live_ids[-1],
+            origin="chain",
             job_ids=chain.live_ids,
-            cause="chain",
         )
     stuck = next((x for x in chain.live if x.never_satisfied), None)
     if stuck is not None:
@@ -136,22 +133,20 @@ def chain_main(
         doomed = tuple(
             x.job_id for x in reversed(chain.live) if x.number >= stuck.number and x.job_id
         )
-        return Action(
-            "cancel",
+        return Cancel(
             name,
             f"{chain.describe(stuck.number)} can never start (DependencyNeverSatisfied): "
             "cancelling it and the links after it",
             attempt=attempt,
             job_id=stuck.job_id,
+            origin="chain",
             job_ids=doomed,
-            cause="chain",
         )
     if chain.next_link is not None:
         behind = f" behind job {chain.after}" if chain.after else ""
         retry = chain.links[-1].state == "NOT_SUBMITTED"
         what = "retry" if retry else "resume the chain"
-        return Action(
-            "submit",
+        return Submit(
             name,
             f"queue {chain.describe(chain.next_link)}{behind} ({what})",
             attempt=attempt,
@@ -162,13 +157,13 @@ def chain_main(
     return None
 
 
-def _finish_fired(seen: Sequence[Action]) -> int | None:
+def _finish_fired(seen: Sequence[Observed]) -> int | None:
     """The link a `finish` event fired on in this very round, so the links after it are
     cancelled now rather than one round later (when the next may already be running)."""
     links = [
         int(a.event["link"])
         for a in seen
-        if a.kind == "event"
+        if isinstance(a, Fired)
         and a.event.get("link") is not None
         and any(step.get("kind") == "finish" for step in a.event.get("actions", ()))
     ]

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from .actions import Action
+from .actions import Fired, Observed, StateSeen
 from .bundle import LockJob
 from .current import Current
 from .logs import matches
@@ -20,15 +20,14 @@ from .records import Attempt
 
 def observations(
     job: LockJob, latest: Attempt, now_state: Current, obs: Observation, now: datetime
-) -> list[Action]:
+) -> list[Observed]:
     """State changes to record, and the log and state events that fire, in this round."""
-    out: list[Action] = []
+    out: list[Observed] = []
     name, attempt = job.name, latest.attempt
     seen_state = now_state.state if now_state.state != "UNKNOWN" else None
     if seen_state and seen_state != latest.last_state:
         out.append(
-            Action(
-                "state",
+            StateSeen(
                 name,
                 f"{latest.last_state or 'SUBMITTED'} -> {seen_state}",
                 attempt=attempt,
@@ -108,7 +107,7 @@ def fire(
     key: str,
     event: Mapping[str, Any],
     details: Mapping[str, Any],
-) -> Action:
+) -> Fired:
     record = {
         "key": key,
         "event": event.get("name", "state"),
@@ -117,8 +116,7 @@ def fire(
         **details,
         "actions": list(event["actions"]),
     }
-    return Action(
-        "event",
+    return Fired(
         job,
         f"event {record['event']}: {details.get('trigger')}",
         attempt=attempt,

@@ -17,16 +17,19 @@ from pathlib import Path
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_TEMPFAIL, EXIT_USER, CommandError
 from oellm.shell import run
 
-from .act import Outcome, act
-from .actions import OBSERVATIONS
-from .bundle import Bundle, LockJob, load_bundle
-from .decide import INTENT_GRACE, Action, Current, Options, current, decide
+from .act import act
+from .actions import Action, MainAction, Observed, Submit, Wait, main
+from .bundle import Bundle, load_bundle
+from .current import Current, current
+from .decide import Options, decide
 from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
 from .identity import claim, key_for, read_identity
 from .lock import Busy, LockLost, StateLock
 from .observe import Observation, observe
+from .policy import INTENT_GRACE
 from .records import Dropped, History, Records
 from .schedulers import Scheduler
+from .submit import Outcome
 
 EXIT_QUIET = EXIT_OK
 EXIT_ACTED = EXIT_DIFFERENT
@@ -112,14 +115,21 @@ class RunReport:
             return EXIT_ACTED
         return EXIT_QUIET
 
-    def finished(self) -> bool:
-        """Every job is settled: completed, or failed/cancelled/dropped for good."""
-        from .decide import main
-
+    def _mains(self) -> list[MainAction]:
         by_job: dict[str, list[Action]] = {}
         for action in self.actions:
             by_job.setdefault(action.job, []).append(action)
-        return all(main(group).settled for group in by_job.values())
+        return [main(group) for group in by_job.values()]
+
+    def finished(self) -> bool:
+        """Every job is settled: completed, or failed/cancelled/dropped for good."""
+        return all(isinstance(a, Wait) and a.settled for a in self._mains())
+
+    def not_completed(self) -> list[str]:
+        """The jobs whose decided outcome is not `completed`."""
+        return [
+            a.job for a in self._mains() if not (isinstance(a, Wait) and a.outcome == "completed")
+        ]
 
 
 class Session:
@@ -201,16 +211,15 @@ class Session:
 
 
 def _new_attempt(action: Action) -> bool:
-    return action.kind == "submit" and action.link is None
+    return isinstance(action, Submit) and action.link is None
 
 
 def _unconfirmed(action: Action) -> Action:
-    return Action(
-        "wait",
+    return Wait(
         action.job,
         "ready, but SLURM did not answer whether it knows an earlier submission; not "
         "submitted this round",
-        attempt=action.attempt,
+        attempt=action.attempt if isinstance(action, Submit) else None,
     )
 
 
@@ -237,7 +246,7 @@ def reconcile_once(
             names = {job.name for job in session.bundle.jobs}
             for action in actions:
                 job = session.bundle.job(action.job) if action.job in names else None
-                say(_describe(action, job if session.scheduler.arrays else None))
+                say(action.describe(job if session.scheduler.arrays else None))
             return RunReport(actions, obs, None, damaged=damaged)
         try:
             outcome = act(
@@ -261,31 +270,6 @@ def reconcile_once(
             lock.release()
 
 
-def _describe(action: Action, job: LockJob | None = None) -> str:
-    """A dry run's line; `job` (when the scheduler runs arrays) names a member's array."""
-    task = (
-        f" as task {job.array_index} of array {job.array_group}"
-        if job is not None and job.array_group is not None
-        else ""
-    )
-    what = {
-        "submit": f"would submit attempt {action.attempt}{task}"
-        + (f" from link {action.link}" if action.link else ""),
-        "adopt": f"would adopt job {action.job_id}",
-        "recover": f"would record attempt {action.attempt} from SLURM (job {action.job_id})",
-        "finish": f"would record {action.state}",
-        "unseen": "would note: not seen by the scheduler",
-        "lost": "would record: never submitted",
-        "cancel": f"would cancel job {action.job_id}",
-        "drop": "would drop",
-        "wait": "no action",
-        "event": "would act on",
-        "state": "observed",
-        "link": "would record",
-    }[action.kind]
-    return f"{action.job}: {what}: {action.reason}"
-
-
 @dataclass(frozen=True)
 class StatusRow:
     job: str
@@ -301,7 +285,7 @@ class StatusRow:
 def status(session: Session) -> tuple[list[StatusRow], Observation]:
     history = session.history()
     obs, actions = session.look(history)
-    by_job = {a.job: a for a in actions if a.kind not in OBSERVATIONS}
+    by_job = {a.job: a for a in actions if not isinstance(a, Observed)}
     rows = []
     for job in session.bundle.jobs:
         now_state: Current = current(job.name, history, obs, job)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .actions import Action
+from .actions import Submit
 from .arrays import (
     array_spec,
     current_for_index,
@@ -75,7 +75,7 @@ class Submitter:
     # (another round took it over), so that no submission happens outside the lock.
     fence: Callable[[], None] = lambda: None
 
-    def submit(self, action: Action, latest: Attempt | None) -> Attempt | None:
+    def submit(self, action: Submit, latest: Attempt | None) -> Attempt | None:
         """Carry out a `submit`: a new attempt (and, for a chain, all its links), or the
         missing links of the chain in flight. Returns the newest record."""
         job = self.bundle.job(action.job)
@@ -96,8 +96,7 @@ class Submitter:
             after = job_id
         return record
 
-    def _start(self, job: LockJob, action: Action) -> Attempt | None:
-        assert action.attempt is not None
+    def _start(self, job: LockJob, action: Submit) -> Attempt | None:
         tag = tag_for(self.key, job.name, action.attempt)
         self._folders(job)
         crash_point("before-intent")
@@ -165,7 +164,7 @@ class Submitter:
         )
         return record, job_id
 
-    def submit_array(self, group: ArrayGroup, actions: Sequence[Action]) -> dict[str, str]:
+    def submit_array(self, group: ArrayGroup, actions: Sequence[Submit]) -> dict[str, str]:
         """Carry out the `submit`s of several members of one array as one `sbatch --array`:
         an intent per member, all under one tag (`<tag>[<index>]`), then one sbatch, then
         each member's task id. A run killed in between finds the tasks by tag and index.
@@ -178,7 +177,7 @@ class Submitter:
         stamp = self.now().isoformat()
         intents = []
         for job, action in zip(jobs, actions, strict=True):
-            assert action.attempt is not None and job.array_index is not None
+            assert job.array_index is not None
             self._folders(job)
             intent = self._intent(job, action, member_tag(tag, job.array_index), stamp)
             if self._create(intent):
@@ -250,10 +249,9 @@ class Submitter:
             return False
         return True
 
-    def _intent(self, job: LockJob, action: Action, tag: str, stamp: str) -> Attempt:
+    def _intent(self, job: LockJob, action: Submit, tag: str, stamp: str) -> Attempt:
         """The record written before sbatch: a new attempt, found by `tag` if sbatch's answer
         is lost."""
-        assert action.attempt is not None
         return Attempt(
             job=job.name,
             attempt=action.attempt,

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from oellm.reconciler.act import act
-from oellm.reconciler.actions import Action
+from oellm.reconciler.actions import Fired
 from oellm.reconciler.bundle import Bundle
 from oellm.reconciler.logs import LogLine, LogRead
 from oellm.reconciler.observe import Observation
@@ -52,8 +52,7 @@ def running(bundle: Bundle, records: Records) -> None:
 
 def round_with(fake: FakeRun, bundle: Bundle, records: Records) -> list[str]:
     said: list[str] = []
-    event = Action(
-        "event",
+    event = Fired(
         "t_0",
         "event bad: log",
         attempt=1,

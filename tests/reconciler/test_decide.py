@@ -148,7 +148,16 @@ def test_case(path: Path) -> None:
     for action, want in zip(got, expected, strict=True):
         assert action.job == want["job"]
         assert action.kind == want["kind"], action
-        for field in ("attempt", "job_id", "state", "exit_code", "settled", "link", "after"):
+        for field in (
+            "attempt",
+            "job_id",
+            "state",
+            "exit_code",
+            "settled",
+            "outcome",
+            "link",
+            "after",
+        ):
             if field in want:
                 assert getattr(action, field) == want[field], action
         if "upstream_ids" in want:
