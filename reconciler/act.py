@@ -33,8 +33,8 @@ from .actions import (
 )
 from .bundle import Bundle
 from .errors import SchedulerError, SchedulerUnavailable
-from .observe import Observation
-from .records import Attempt, Dropped, History, Link, LogState, Records
+from .model import Attempt, Dropped, History, Link, LogState, Observation
+from .records import Records
 from .schedulers import Scheduler
 from .submit import Outcome, Submitter, link_current
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from .bundle import LockJob
+from .model import LockJob
 
 ActionKind = Literal[
     "submit",

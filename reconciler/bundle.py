@@ -18,50 +18,10 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
 from .errors import ReconcileError
+from .model import ArrayGroup, LockJob
 
 SUPPORTED_VERSION = 1
 LOCK_NAME = "plan.lock.json"
-
-
-@dataclass(frozen=True)
-class LockJob:
-    name: str
-    stage: str | None
-    index: int
-    params: dict[str, Any]
-    depends_on: tuple[str, ...]
-    script: str
-    sha256: str
-    output_dir: str
-    log_path: str
-    log_path_current: str | None
-    start_conditions: tuple[dict[str, Any], ...]
-    cancel_conditions: tuple[dict[str, Any], ...]
-    chain_repeat: int
-    restart: dict[str, Any]
-    array: bool
-    log_events: tuple[dict[str, Any], ...] = ()
-    state_events: tuple[dict[str, Any], ...] = ()
-    # An array member (`slurm.array: true`): task `array_index` of its group's shared script;
-    # submitted with the other ready members as one --array job, or alone as --array=<index>.
-    array_group: str | None = None
-    array_index: int | None = None
-    # The group's `slurm.array_throttle` (from the lockfile's `arrays`): at most this many of
-    # its members in flight at once, across all the arrays they were submitted in.
-    array_throttle: int | None = None
-    # `slurm`: submitted with --dependency=afterok as soon as its upstream jobs are queued.
-    dependency: str = "reconciler"
-
-
-@dataclass(frozen=True)
-class ArrayGroup:
-    """One SLURM job array of the bundle: its shared script picks a member by task index."""
-
-    name: str
-    script: str
-    sha256: str
-    size: int
-    throttle: int | None
 
 
 @dataclass(frozen=True)

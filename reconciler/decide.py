@@ -32,14 +32,12 @@ from .actions import (
     Wait,
     main,
 )
-from .bundle import LockJob
 from .chain import chain_main, link_records, shown
 from .conditions import all_hold, any_holds
-from .current import Current, current
+from .current import current
 from .events import observations
-from .observe import Observation
+from .model import Attempt, Current, History, LockJob, Observation
 from .policy import INTENT_GRACE, SUBMIT_TRIES, UNSEEN_LIMIT, budget_exhausted
-from .records import Attempt, History
 from .recover import unclaimed
 
 StateOf = Callable[[str], str | None]

@@ -5,50 +5,22 @@ commands that conditions name. The result is plain data; nothing here decides or
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
 from .arrays import log_for, member_tag, split_task_id
-from .bundle import Bundle, LockJob
+from .bundle import Bundle
 from .conditions import commands_needed, files_needed
 from .errors import SchedulerUnavailable
-from .logs import LogLine, LogRead, read_new
-from .records import Attempt, History, LogState, Records
-from .recover import NOTHING, Submissions, index_tags
+from .logs import read_new
+from .model import Attempt, History, LockJob, LogLine, LogRead, LogState, Markers, Observation
+from .records import Records
+from .recover import index_tags
 from .schedulers import Scheduler, SchedulerJob
 
 # sacct looks back from the oldest attempt still in flight, with a margin for clock skew
 # between login nodes (sacct without -S would only look since midnight).
 LOOKBACK_MARGIN = timedelta(minutes=10)
-
-
-@dataclass(frozen=True)
-class Markers:
-    """What a job's script wrote into `<output_dir>/.oellm/`."""
-
-    started: bool
-    exit_code: int | None
-
-
-@dataclass(frozen=True)
-class Observation:
-    asked: bool  # whether the scheduler was asked at all (nothing in flight: no need)
-    available: bool
-    error: str | None = None
-    by_id: Mapping[str, SchedulerJob] = field(default_factory=dict)
-    by_tag: Mapping[str, SchedulerJob] = field(default_factory=dict)
-    markers: Mapping[str, Markers] = field(default_factory=dict)  # by scheduler job id
-    files: Mapping[str, bool] = field(default_factory=dict)
-    commands: Mapping[tuple[str, ...], bool] = field(default_factory=dict)
-    logs: Mapping[str, LogRead] = field(default_factory=dict)  # by job: new lines this round
-    log_growth: Mapping[str, datetime] = field(default_factory=dict)  # by job: main log grew
-    progress: Mapping[str, int] = field(default_factory=dict)  # by job: checkpoint iteration
-    # Our SLURM jobs by the job their tags name, for finding submissions no record names.
-    submissions: Submissions = NOTHING
-    # Whether accounting was asked back to the lookback horizon (see `observe`), so that a
-    # submission missing from `submissions` is one SLURM does not know.
-    looked_back: bool = False
 
 
 CommandRunner = Callable[[tuple[str, ...], Path], bool]

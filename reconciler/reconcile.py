@@ -20,14 +20,15 @@ from oellm.shell import run
 from .act import act
 from .actions import Action, MainAction, Observed, Submit, Wait, main
 from .bundle import Bundle, load_bundle
-from .current import Current, current
+from .current import current
 from .decide import Options, decide
 from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
 from .identity import claim, key_for, read_identity
 from .lock import Busy, LockLost, StateLock
-from .observe import Observation, observe
+from .model import Current, Dropped, History, Observation
+from .observe import observe
 from .policy import INTENT_GRACE
-from .records import Dropped, History, Records
+from .records import Records
 from .schedulers import Scheduler
 from .submit import Outcome
 

@@ -24,10 +24,11 @@ from .arrays import (
     split_task_id,
     task_id,
 )
-from .bundle import ArrayGroup, Bundle, LockJob
+from .bundle import Bundle
 from .chain import link_tag
 from .errors import SchedulerError, SchedulerUnavailable
-from .records import Attempt, Link, RecordExists, Records
+from .model import ArrayGroup, Attempt, Link, LockJob
+from .records import RecordExists, Records
 from .schedulers import Scheduler, Submission
 
 # Fault injection for the exactly-once tests: the process kills itself at the named point.

@@ -10,9 +10,8 @@ from pathlib import Path
 from oellm.reconciler.act import act
 from oellm.reconciler.actions import Fired
 from oellm.reconciler.bundle import Bundle
-from oellm.reconciler.logs import LogLine, LogRead
-from oellm.reconciler.observe import Observation
-from oellm.reconciler.records import Attempt, Records
+from oellm.reconciler.model import Attempt, LogLine, LogRead, Observation
+from oellm.reconciler.records import Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler
 from tests.reconciler.test_arrays import array_bundle
 from tests.reconciler.test_slurm_parsers import FakeRun, ok, recorded

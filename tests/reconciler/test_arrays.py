@@ -23,9 +23,10 @@ from oellm.reconciler.arrays import (
     split_task_id,
     task_id,
 )
-from oellm.reconciler.bundle import Bundle, LockJob, load_bundle
+from oellm.reconciler.bundle import Bundle, load_bundle
+from oellm.reconciler.model import LockJob, LogState
 from oellm.reconciler.observe import _read_logs, tags_of
-from oellm.reconciler.records import LogState, Records
+from oellm.reconciler.records import Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_squeue
 from oellm.reconciler.submit import link_current
 from tests.helpers import write
