@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oellm.bundle_files import LOCK_NAME, PLAN_NAME
+
 from . import arrays
 from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
@@ -151,8 +153,8 @@ def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook
     lock = _lock(project, jobs, moved, groups)
     check_lock(lock)
     files = dict(scripts)
-    files["plan.lock.json"] = _json_bytes(lock)
-    files["plan.txt"] = plan_text(lock).encode("utf-8")
+    files[LOCK_NAME] = _json_bytes(lock)
+    files[PLAN_NAME] = plan_text(lock).encode("utf-8")
     return Bundle(files, lock)
 
 

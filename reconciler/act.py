@@ -32,11 +32,12 @@ from .actions import (
     Wait,
 )
 from .bundle import Bundle
+from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable
 from .model import Attempt, Dropped, History, Link, LogState, Observation
 from .records import Records
 from .schedulers import Scheduler
-from .submit import Outcome, Submitter, link_current
+from .submit import RoundOutcome, Submitter
 
 
 def act(
@@ -50,10 +51,10 @@ def act(
     say: Callable[[str], None],
     obs: Observation | None = None,
     fence: Callable[[], None] | None = None,
-) -> Outcome:
+) -> RoundOutcome:
     """Record what changed, then cancel, then submit: a crash in between leaves records
     from which the next round carries on (a request is recorded before its scancel)."""
-    done = _Round(bundle, records, scheduler, now, say, Outcome(), history, obs)
+    done = _Round(bundle, records, scheduler, now, say, RoundOutcome(), history, obs)
     for action in actions:
         _record(action, done)
     if obs is not None:
@@ -76,7 +77,7 @@ class _Round:
         scheduler: Scheduler,
         now: Callable[[], datetime],
         say: Callable[[str], None],
-        outcome: Outcome,
+        outcome: RoundOutcome,
         history: History,
         obs: Observation | None,
     ) -> None:
@@ -100,7 +101,7 @@ class _Round:
         """Point a chain's `log_path_current` at the link that runs now (or that ended it)."""
         record = self.latest.get(job)
         if record is not None and record.links and job_id and job in self.names:
-            link_current(self.bundle, self.bundle.job(job), job_id)
+            point_current_log(self.bundle, self.bundle.job(job), job_id)
 
 
 def _record(action: Action, done: _Round) -> None:
@@ -390,7 +391,7 @@ class _Steps:
     records: Records
     scheduler: Scheduler
     note: Callable[[str], None]
-    outcome: Outcome
+    outcome: RoundOutcome
     queued: tuple[str, ...]  # this attempt's jobs still pending in the queue
     # What the event cancels; the caller cancels it only once the event is recorded.
     to_cancel: dict[str, str] = dataclasses.field(default_factory=dict)

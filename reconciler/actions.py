@@ -33,7 +33,7 @@ OBSERVATIONS = ("event", "state", "link")
 CancelOrigin = Literal["restart", "condition", "prune", "finish", "chain", "user", "request"]
 # How a job that will not change any more without the user ended (`Wait.outcome`):
 # `pending` never ran (an upstream job ended without success).
-Outcome = Literal["pending", "completed", "failed", "cancelled"]
+Settled = Literal["pending", "completed", "failed", "cancelled"]
 # What a `LinkSeen` records about one link of a chain.
 LinkChange = Literal["adopt", "unseen", "lost", "ended"]
 
@@ -171,7 +171,7 @@ class Wait(_Action):
     kind: ClassVar[ActionKind] = "wait"
     attempt: int | None = None
     job_id: str | None = None
-    outcome: Outcome | None = None
+    outcome: Settled | None = None
 
     @property
     def settled(self) -> bool:
@@ -233,6 +233,6 @@ Observed = Fired | StateSeen | LinkSeen
 Action = MainAction | Observed
 
 
-def main(actions: Sequence[Action]) -> MainAction:
+def main_action(actions: Sequence[Action]) -> MainAction:
     """The one action of a job that is not an observation."""
     return next(a for a in actions if not isinstance(a, Observed))

@@ -17,11 +17,12 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+from oellm.bundle_files import LOCK_NAME
+
 from .errors import ReconcileError
 from .model import ArrayGroup, LockJob
 
 SUPPORTED_VERSION = 1
-LOCK_NAME = "plan.lock.json"
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
     lock_path = path / LOCK_NAME
     if not lock_path.is_file():
         raise ReconcileError(
-            "not a bundle: it holds no plan.lock.json",
+            f"not a bundle: it holds no {LOCK_NAME}",
             str(path),
             hint="compile one first: oellm compile exp.yaml -o " + str(path),
         )

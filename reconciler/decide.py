@@ -25,12 +25,12 @@ from .actions import (
     Lost,
     MainAction,
     Observed,
-    Outcome,
     Recover,
+    Settled,
     Submit,
     Unseen,
     Wait,
-    main,
+    main_action,
 )
 from .chain import chain_main, link_records, shown
 from .conditions import all_hold, any_holds
@@ -104,7 +104,7 @@ def decide(
             if name in history.damaged:
                 plans[name] = [Wait(name, f"left alone: {history.damaged[name]}")]
                 return plans[name]
-            upstream = {u: main(plan(u)) for u in job.depends_on if u in by_name}
+            upstream = {u: main_action(plan(u)) for u in job.depends_on if u in by_name}
             planned = _decide_job(job, upstream, round_)
             plans[name] = [_unless_found(a, job, history, obs) for a in planned]
         return plans[name]
@@ -467,7 +467,7 @@ def _after_failure(job: LockJob, history: History, now: datetime) -> Submit | Wa
     return Submit(name, cause, attempt=_next_attempt(history, name), cause=cause)
 
 
-def _failed(state: str) -> Outcome:
+def _failed(state: str) -> Settled:
     """How a job that ended in `state` and will not run again ended."""
     return "cancelled" if state == "CANCELLED" else "failed"
 

@@ -18,7 +18,7 @@ from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_TEMPFAIL, EXIT_USER, Comm
 from oellm.shell import run
 
 from .act import act
-from .actions import Action, MainAction, Observed, Submit, Wait, main
+from .actions import Action, MainAction, Observed, Submit, Wait, main_action
 from .bundle import Bundle, load_bundle
 from .current import current
 from .decide import Options, decide
@@ -30,7 +30,7 @@ from .observe import observe
 from .policy import INTENT_GRACE
 from .records import Records
 from .schedulers import Scheduler
-from .submit import Outcome
+from .submit import RoundOutcome
 
 EXIT_QUIET = EXIT_OK
 EXIT_ACTED = EXIT_DIFFERENT
@@ -100,7 +100,7 @@ def intent_grace() -> timedelta:
 class RunReport:
     actions: list[Action]
     observation: Observation
-    outcome: Outcome | None
+    outcome: RoundOutcome | None
     busy: str | None = None
     damaged: tuple[str, ...] = ()  # records that could not be read: their jobs were left alone
 
@@ -120,7 +120,7 @@ class RunReport:
         by_job: dict[str, list[Action]] = {}
         for action in self.actions:
             by_job.setdefault(action.job, []).append(action)
-        return [main(group) for group in by_job.values()]
+        return [main_action(group) for group in by_job.values()]
 
     def finished(self) -> bool:
         """Every job is settled: completed, or failed/cancelled/dropped for good."""

@@ -17,15 +17,14 @@ from pathlib import Path
 from .actions import Submit
 from .arrays import (
     array_spec,
-    current_for_index,
     log_for,
     member_tag,
     resubmit_args,
-    split_task_id,
     task_id,
 )
 from .bundle import Bundle
 from .chain import link_tag
+from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable
 from .model import ArrayGroup, Attempt, Link, LockJob
 from .records import RecordExists, Records
@@ -51,7 +50,7 @@ def crash_point(name: str) -> None:
 
 
 @dataclass
-class Outcome:
+class RoundOutcome:
     acted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     unavailable: bool = False
@@ -71,7 +70,7 @@ class Submitter:
     key: str
     now: Callable[[], datetime]
     note: Callable[[str], None]
-    outcome: Outcome
+    outcome: RoundOutcome
     # Called right before each sbatch: raises when this round no longer holds the state lock
     # (another round took it over), so that no submission happens outside the lock.
     fence: Callable[[], None] = lambda: None
@@ -130,7 +129,7 @@ class Submitter:
             record = record.with_link(1, phase="submitted", job_id=job_id, submitted_at=stamp)
         self.records.save(record)
         crash_point("after-record")
-        link_current(self.bundle, job, job_id)
+        point_current_log(self.bundle, job, job_id)
         of = f" link 1/{job.chain_repeat}" if chained else ""
         self.note(
             f"submitted {job.name} attempt {action.attempt}{of} as job {job_id} ({action.reason})"
@@ -214,7 +213,7 @@ class Submitter:
             self.records.save(
                 dataclasses.replace(intent, phase="submitted", job_id=task, submitted_at=stamp)
             )
-            link_current(self.bundle, job, task)
+            point_current_log(self.bundle, job, task)
             self.note(
                 f"submitted {job.name} attempt {intent.attempt} as task {task} of array "
                 f"{group.name} ({action.reason})"
@@ -317,28 +316,3 @@ class Submitter:
         except SchedulerError as exc:
             self.outcome.errors.append(f"{who or job.name}: {exc}")
             return None, f"submission failed: {exc.message}"
-
-
-def link_current(bundle: Bundle, job: LockJob, job_id: str) -> None:
-    """Point `log_path_current` at this job's log, so tools can follow one stable name (in a
-    chain, the link that runs now; for an array task, `current_<index>.log`)."""
-    if not job.log_path_current:
-        return
-    target = bundle.resolve(log_for(job.log_path, job_id, job.array_index))
-    _, index = split_task_id(job_id)
-    index = job.array_index if index is None else index
-    current = job.log_path_current
-    link = bundle.resolve(current if index is None else current_for_index(current, index))
-    relative = os.path.relpath(target, link.parent)
-    tmp = link.with_name(f".{link.name}.{job_id}")
-    try:
-        if os.readlink(link) == relative:
-            return
-    except OSError:
-        pass  # not there yet, or not a link
-    try:
-        tmp.unlink(missing_ok=True)
-        os.symlink(relative, tmp)
-        os.replace(tmp, link)
-    except OSError:
-        pass  # a convenience link; never worth failing a submission for

@@ -24,11 +24,11 @@ from oellm.reconciler.arrays import (
     task_id,
 )
 from oellm.reconciler.bundle import Bundle, load_bundle
+from oellm.reconciler.current_log import point_current_log
 from oellm.reconciler.model import LockJob, LogState
 from oellm.reconciler.observe import _read_logs, tags_of
 from oellm.reconciler.records import Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_squeue
-from oellm.reconciler.submit import link_current
 from tests.helpers import write
 from tests.reconciler.test_slurm_parsers import FakeRun, ok, recorded
 
@@ -102,11 +102,11 @@ def lock_job(**changes: object) -> LockJob:
 def test_each_task_gets_its_own_current_link_repointed_on_each_attempt(tmp_path: Path) -> None:
     bundle = Bundle(tmp_path / "bundle", "b" * 64, "p", "out", "state", (lock_job(),))
     (tmp_path / "out").mkdir()
-    link_current(bundle, lock_job(), "100_3")
-    link_current(bundle, lock_job(array_index=4), "100_4")
+    point_current_log(bundle, lock_job(), "100_3")
+    point_current_log(bundle, lock_job(array_index=4), "100_4")
     assert os.readlink(tmp_path / "out/current_3.log") == "slurm-100_3.log"
     assert os.readlink(tmp_path / "out/current_4.log") == "slurm-100_4.log"
-    link_current(bundle, lock_job(), "107_3")  # task 3 submitted again, alone
+    point_current_log(bundle, lock_job(), "107_3")  # task 3 submitted again, alone
     assert os.readlink(tmp_path / "out/current_3.log") == "slurm-107_3.log"
     assert os.readlink(tmp_path / "out/current_4.log") == "slurm-100_4.log"
     assert not (tmp_path / "out/current.log").exists()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler.bundle import load_bundle
-from oellm.reconciler.lock import LOCK_NAME, STALL_ENV
+from oellm.reconciler.lock import STALL_ENV, STATE_LOCK_NAME
 from tests.reconciler.slurm_helpers import cancel_prefix, compile_to, oellm, tag_prefix
 
 pytestmark = pytest.mark.slurm
@@ -78,7 +78,7 @@ def test_rounds_started_together_queue_each_job_once(tmp_path: Path, case: str) 
     )
     state = load_bundle(bundle).state_path
     state.mkdir(parents=True, exist_ok=True)
-    lock = state / LOCK_NAME
+    lock = state / STATE_LOCK_NAME
     env = {**os.environ, "OELLM_INTENT_GRACE_SECONDS": "3"}
     if case == "dead pid":
         expires = time.time() + 600
