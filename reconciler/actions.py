@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from .model import LockJob
+from .model import LockJob, State
 
 ActionKind = Literal[
     "submit",
@@ -109,7 +109,7 @@ class Finish(_Action):
     kind: ClassVar[ActionKind] = "finish"
     attempt: int
     job_id: str | None
-    state: str | None
+    state: State | None
     exit_code: int | None = None
 
     def _what(self, job: LockJob | None) -> str:

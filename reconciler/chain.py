@@ -15,7 +15,16 @@ from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
 from .actions import Cancel, Fired, LinkChange, LinkSeen, MainAction, Observed, Submit
-from .model import Attempt, ChainNow, Current, Link, LinkNow, LockJob, Observation
+from .model import (
+    Attempt,
+    ChainNow,
+    Current,
+    Link,
+    LinkNow,
+    LockJob,
+    Observation,
+    recorded_state,
+)
 from .policy import SUBMIT_TRIES, UNSEEN_LIMIT
 
 # A link that ends so lets its chain go on: a link is expected to run out of wall time, and
@@ -88,7 +97,7 @@ def _link_now(record: Link, tries: int, obs: Observation) -> LinkNow:
             record.link,
             record,
             tries,
-            record.state,
+            recorded_state(record.state),
             False,
             record.job_id,
             record.exit_code,

@@ -6,7 +6,7 @@ its chain's (`chain.chain_current`).
 from __future__ import annotations
 
 from .chain import chain_current
-from .model import Attempt, Current, History, LockJob, Observation
+from .model import Attempt, Current, History, LockJob, Observation, recorded_state
 
 
 def current(job: str, history: History, obs: Observation, lock: LockJob | None = None) -> Current:
@@ -22,7 +22,7 @@ def current(job: str, history: History, obs: Observation, lock: LockJob | None =
         if latest.final_state == "NOT_SUBMITTED":
             return Current(None, reason=latest.reason)
         return Current(
-            latest.final_state,
+            recorded_state(latest.final_state),
             success=latest.succeeded,
             job_id=ended_by(latest),
             exit_code=latest.exit_code,

@@ -565,7 +565,7 @@ def _submitted(
     chained = chain_main(latest, now_state, seen, obs)
     if chained is not None:
         return chained
-    text = "running" if now_state.state == "RUNNING" else (now_state.state or "?")
+    text: str = "running" if now_state.state == "RUNNING" else (now_state.state or "?")
     if now_state.reason and now_state.reason not in ("None", "(null)"):
         text += f" ({now_state.reason})"
     text += shown(now_state)

@@ -12,10 +12,10 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from .recover import NOTHING, Submissions
-from .schedulers import FINISHED, SchedulerJob
+from .schedulers import FINISHED, JobState, SchedulerJob
 
 # --- the lockfile's jobs --------------------------------------------------------------------
 
@@ -271,6 +271,18 @@ class Observation:
 
 # --- a job as one round sees it --------------------------------------------------------------
 
+# What a job is now: a scheduler state, or one only the reconciler knows: UNKNOWN (in flight,
+# but the scheduler has no record of it), NOT_SUBMITTED (never reached the scheduler), DROPPED
+# (cancelled before it was submitted), LOST (the scheduler lost it).
+State = JobState | Literal["UNKNOWN", "NOT_SUBMITTED", "DROPPED", "LOST"]
+
+
+def recorded_state(text: str | None) -> State | None:
+    """A state as a record holds it. Records hold only states a round wrote from a `State`
+    (codec checks a record's types, not this value)."""
+    return cast("State | None", text)
+
+
 # squeue's reason for a job whose dependency failed; with --kill-on-invalid-dep=yes SLURM
 # cancels it and keeps the reason (seen on SLURM 22.05.8).
 NEVER_SATISFIED = "DependencyNeverSatisfied"
@@ -283,7 +295,7 @@ class LinkNow:
     number: int
     record: Link
     tries: int  # records of this link number: a submission that never arrived is retried
-    state: str | None  # None: the submission is not confirmed yet
+    state: State | None  # None: the submission is not confirmed yet
     live: bool
     job_id: str | None
     exit_code: int | None = None
@@ -337,7 +349,7 @@ class ChainNow:
 class Current:
     """A job's state as this run sees it."""
 
-    state: str | None  # None: never submitted
+    state: State | None  # None: never submitted
     live: bool = False
     success: bool = False
     job_id: str | None = None

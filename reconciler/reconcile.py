@@ -29,7 +29,8 @@ from .model import Current, Dropped, History, Observation
 from .observe import observe
 from .policy import INTENT_GRACE
 from .records import Records
-from .schedulers import Scheduler
+from .schedulers import Scheduler, slurm
+from .schedulers.local import LocalScheduler
 from .submit import RoundOutcome
 
 EXIT_QUIET = EXIT_OK
@@ -63,15 +64,11 @@ def _seconds(name: str, default: float) -> float:
 
 
 def make_scheduler(name: str | None, state_dir: Path) -> Scheduler:
-    from .schedulers import slurm
-
     if name is None:
         name = "slurm" if slurm.available() else "local"
     if name == "slurm":
         return slurm.SlurmScheduler()
     if name == "local":
-        from .schedulers.local import LocalScheduler
-
         return LocalScheduler(state_dir)
     raise ReconcileError(f"unknown scheduler '{name}'", hint="use --scheduler slurm or local")
 
@@ -291,7 +288,7 @@ def status(session: Session) -> tuple[list[StatusRow], Observation]:
     for job in session.bundle.jobs:
         now_state: Current = current(job.name, history, obs, job)
         latest = history.latest(job.name)
-        state = now_state.state or "NOT_SUBMITTED"
+        state: str = now_state.state or "NOT_SUBMITTED"
         if not obs.available and now_state.live:
             state += "?"
         event = ""

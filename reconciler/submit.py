@@ -26,6 +26,7 @@ from .bundle import Bundle
 from .chain import link_tag
 from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable
+from .folders import make_job_folders
 from .model import ArrayGroup, Attempt, Link, LockJob
 from .records import RecordExists, Records
 from .schedulers import Scheduler, Submission
@@ -267,8 +268,6 @@ class Submitter:
 
     def _folders(self, job: LockJob) -> None:
         # SLURM does not create the folder of --output; a missing one fails the job silently.
-        from .folders import make_job_folders
-
         make_job_folders(self.bundle, job)
 
     def _sbatch(

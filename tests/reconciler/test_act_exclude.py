@@ -13,8 +13,8 @@ from oellm.reconciler.bundle import Bundle
 from oellm.reconciler.model import Attempt, LogLine, LogRead, Observation
 from oellm.reconciler.records import Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler
+from tests.reconciler.fakes import FakeRun, ok, recorded
 from tests.reconciler.test_arrays import array_bundle
-from tests.reconciler.test_slurm_parsers import FakeRun, ok, recorded
 
 EVENT = {
     "key": "bad@log:0",

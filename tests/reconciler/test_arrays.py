@@ -30,7 +30,7 @@ from oellm.reconciler.observe import _read_logs, tags_of
 from oellm.reconciler.records import Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_squeue
 from tests.helpers import write
-from tests.reconciler.test_slurm_parsers import FakeRun, ok, recorded
+from tests.reconciler.fakes import FakeRun, ok, recorded
 
 
 def test_task_ids() -> None:

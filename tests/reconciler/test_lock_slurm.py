@@ -19,7 +19,13 @@ import pytest
 
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.lock import STALL_ENV, STATE_LOCK_NAME
-from tests.reconciler.slurm_helpers import cancel_prefix, compile_to, oellm, tag_prefix
+from tests.reconciler.slurm_helpers import (
+    cancel_prefix,
+    compile_to,
+    oellm,
+    queued_names,
+    tag_prefix,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -45,19 +51,6 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
-
-
-def queued_names(prefix: str) -> list[str]:
-    """Held jobs stay PENDING in squeue until cancelled, so squeue sees every submission (sacct
-    learns of held jobs late and, across a controller restart, not at all)."""
-    result = subprocess.run(
-        ["squeue", "--me", "-t", "all", "--noheader", "--format=%j"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return [n for n in result.stdout.split() if n.startswith(prefix)]
 
 
 @pytest.mark.parametrize("case", ["dead pid", "empty lock", "stalled write"])
