@@ -33,7 +33,7 @@ from .actions import (
     main_action,
 )
 from .chain import chain_main, link_records, shown
-from .conditions import all_hold, any_holds
+from .conditions import all_hold, any_holds, verdict
 from .current import current
 from .events import observations
 from .model import Attempt, Current, History, LockJob, Observation
@@ -76,6 +76,10 @@ def decide(
     options: Options = DEFAULTS,
 ) -> list[Action]:
     states = {job.name: current(job.name, history, obs, job) for job in jobs}
+    for job in jobs:
+        done = _finished_already(job, states[job.name], history, obs, now)
+        if done is not None:
+            states[job.name] = done
     by_name = {job.name: job for job in jobs}
     plans: dict[str, list[Action]] = {}
 
@@ -111,6 +115,21 @@ def decide(
 
     planned = [action for job in jobs for action in plan(job.name)]
     return _throttled(jobs, planned, history) + _removed(set(by_name), history, obs, options)
+
+
+def _finished_already(
+    job: LockJob, now_state: Current, history: History, obs: Observation, now: datetime
+) -> Current | None:
+    """`job.finish_condition`: a job never submitted whose output exists already counts as
+    completed (its dependants go on) and is not submitted."""
+    if job.finish_condition is None or now_state.state is not None:
+        return None
+    if history.latest(job.name) is not None or job.name in history.dropped:
+        return None
+    holds, why = verdict(job.finish_condition, obs.files, obs.commands, lambda _: None, now)
+    if not holds:
+        return None
+    return Current("COMPLETED", success=True, reason=f"finish_condition holds: {why}")
 
 
 def _unless_found(action: Action, job: LockJob, history: History, obs: Observation) -> Action:
@@ -232,6 +251,9 @@ def _decide_job(job: LockJob, upstream: Mapping[str, MainAction], round_: _Round
         # Never in flight (an attempt in flight is not DROPPED): the cancel stands.
         return [Wait(job.name, f"dropped: {now_state.reason}", outcome="cancelled")]
     if latest is None:
+        if now_state.success:
+            # Its `finish_condition` holds: its output exists already.
+            return [Wait(job.name, f"completed: {now_state.reason}", outcome="completed")]
         return _ready(job, None, upstream, round_)
     match latest.phase:
         case "intent":

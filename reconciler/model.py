@@ -48,6 +48,9 @@ class LockJob:
     array_throttle: int | None = None
     # `slurm`: submitted with --dependency=afterok as soon as its upstream jobs are queued.
     dependency: str = "reconciler"
+    # `job.finish_condition`: when it holds, the job's output already exists and it is not
+    # submitted (a condition like the start conditions; None: none).
+    finish_condition: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
