@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .diff import ABSENT, LOCK_NAME, PLAN_NAME, BundleDiff, JobDiff, JobEntry, ValueChange
+from oellm.bundle_files import LOCK_NAME, PLAN_NAME
+
+from .diff import ABSENT, BundleDiff, JobDiff, JobEntry, ValueChange
 
 _RESET = "\x1b[0m"
 _STYLES = {

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oellm.bundle_files import LOCK_NAME, PLAN_NAME
+
 from . import arrays
 from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
@@ -195,8 +197,8 @@ def with_state_key(bundle: Bundle, key: str) -> Bundle:
 
 def _with_lock(bundle: Bundle, lock: dict[str, Any]) -> Bundle:
     files = dict(bundle.files)
-    files["plan.lock.json"] = _json_bytes(lock)
-    files["plan.txt"] = plan_text(lock).encode("utf-8")
+    files[LOCK_NAME] = _json_bytes(lock)
+    files[PLAN_NAME] = plan_text(lock).encode("utf-8")
     return Bundle(files, lock)
 
 

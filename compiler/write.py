@@ -11,10 +11,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from oellm.bundle_files import LOCK_NAME
+
 from .errors import fail
 from .pipeline import Bundle
-
-LOCK_NAME = "plan.lock.json"
 
 
 def write_bundle(bundle: Bundle, out: Path) -> None:

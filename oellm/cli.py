@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import click
 
 from oellm import __version__
+from oellm.bundle_files import LOCK_NAME
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_USER
 from oellm.guard import guarded, protect_stdout
 
@@ -209,7 +210,7 @@ def _recorded_request(output: Path) -> CompileRequest:
     from oellm.compiler.pipeline import CompileRequest
     from oellm.compiler.provenance import recorded_arguments
 
-    lock_path = output / "plan.lock.json"
+    lock_path = output / LOCK_NAME
     if not lock_path.is_file():
         raise click.UsageError(
             f"give an experiment file or --config-ref experiments/NAME ({lock_path} does not "
@@ -297,9 +298,9 @@ def plan_command(
     if args and config_ref is None and Path(args[0]).is_dir():
         if len(args) > 1:
             raise click.UsageError("overrides apply to experiments, not to a compiled bundle")
-        lock_path = Path(args[0]) / "plan.lock.json"
+        lock_path = Path(args[0]) / LOCK_NAME
         if not lock_path.is_file():
-            raise click.UsageError(f"'{args[0]}' holds no plan.lock.json")
+            raise click.UsageError(f"'{args[0]}' holds no {LOCK_NAME}")
         lock = json.loads(lock_path.read_text(encoding="utf-8"))
         folder = Path(args[0])
 

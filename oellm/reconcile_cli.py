@@ -139,11 +139,7 @@ def reconcile_command(
             lock.refresh()
     finally:
         lock.release()
-    failed = [
-        a.job
-        for a in report.actions
-        if a.kind not in ("event", "state") and a.reason != "completed"
-    ]
+    failed = report.not_completed()
     if failed:
         click.echo(f"finished; not completed: {', '.join(failed)}")
     return EXIT_DIFFERENT if failed else EXIT_OK

@@ -30,9 +30,9 @@ from oellm.errors import CommandError
 from oellm.reconciler.errors import SchedulerError
 from oellm.reconciler.schedulers import JobState, SchedulerJob, Submission
 from oellm.reconciler.schedulers.local_wrapper import (
+    JobOutcome,
     JobSpec,
     LocalFiles,
-    Outcome,
     install_srun_stub,
     read_json,
     read_outcome,
@@ -254,7 +254,7 @@ class LocalScheduler:
             os.close(fd)  # releases the lock
 
 
-def _finished(outcome: Outcome) -> SchedulerJob:
+def _finished(outcome: JobOutcome) -> SchedulerJob:
     return SchedulerJob(
         job_id=outcome.job_id,
         name=outcome.name,

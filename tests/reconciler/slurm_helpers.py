@@ -76,3 +76,16 @@ def cancel_prefix(prefix: str) -> None:
     ]
     if ids:
         subprocess.run(["scancel", *ids], check=False, timeout=60)
+
+
+def queued_names(prefix: str) -> list[str]:
+    """Held jobs stay PENDING in squeue until cancelled, so squeue sees every submission (sacct
+    learns of held jobs late and, across a controller restart, not at all)."""
+    result = subprocess.run(
+        ["squeue", "--me", "-t", "all", "--noheader", "--format=%j"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return [n for n in result.stdout.split() if n.startswith(prefix)]

@@ -214,3 +214,22 @@ def test_array_members_run_one_by_one_on_the_local_scheduler(
         assert link.read_text() == f"job t_{index}\n"
         markers = in_tmp / "output" / f"t_{index}" / ".oellm"
         assert (markers / f"{row['job_id']}.exit").read_text() == "0\n"
+
+
+def test_wait_counts_a_completed_job_whose_script_changed_since_as_completed(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--wait` reads the decided outcome, not the reason's text: a job that completed and was
+    recompiled afterwards says so in its reason, and is still completed."""
+    write(in_tmp / "exp.yaml", "project: {name: done}\nbackend: {bash: {command: 'echo one'}}\n")
+    assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+    wait = ["reconcile", "b", "--wait", "--interval", "0.3", "--scheduler", "local"]
+    code, out, _ = run(wait, capsys)
+    assert code == 0, out
+    write(in_tmp / "exp.yaml", "project: {name: done}\nbackend: {bash: {command: 'echo two'}}\n")
+    assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+    code, out, _ = run(["reconcile", "b", "--dry-run", "--scheduler", "local"], capsys)
+    assert "done: no action: completed (its script changed since" in out
+    code, out, _ = run(wait, capsys)
+    assert code == 0, out
+    assert "not completed" not in out
