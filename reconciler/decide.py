@@ -25,6 +25,7 @@ from .observe import Observation
 from .policy import INTENT_GRACE, SUBMIT_TRIES, UNSEEN_LIMIT, budget_exhausted
 from .records import Attempt, History
 from .recover import unclaimed
+from .refusal import SUBMIT_FAILED, refused_wait
 
 __all__ = [
     "INTENT_GRACE",
@@ -274,6 +275,8 @@ def _one(
             return [
                 Action("submit", name, cause, attempt=_next_attempt(history, name), cause=cause)
             ]
+        if latest.final_state == SUBMIT_FAILED:  # issue 13: refused for good
+            return [refused_wait(latest)]
         if not _dependency_broken(latest, now_state):
             return [_after_failure(job, history, now)]
         # SLURM cancelled it because an upstream job failed: gate it again like a new job, so
