@@ -297,6 +297,7 @@ def _register() -> None:
     from oellm.diff_cli import diff_command
     from oellm.prepare_cli import prepare_command
     from oellm.reconcile_cli import cancel_command, reconcile_command, status_command
+    from oellm.retry_cli import retry_command
 
     for command in (
         diff_command,
@@ -304,6 +305,7 @@ def _register() -> None:
         reconcile_command,
         status_command,
         cancel_command,
+        retry_command,
         prepare_command,
         schema_command,
         config_command,

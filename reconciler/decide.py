@@ -26,6 +26,8 @@ from .policy import INTENT_GRACE, SUBMIT_TRIES, UNSEEN_LIMIT, budget_exhausted
 from .records import Attempt, History
 from .recover import unclaimed
 from .refusal import SUBMIT_FAILED, refused_wait
+from .retry import budget_start, pending, revived
+from .retry import cause as retry_cause
 
 __all__ = [
     "INTENT_GRACE",
@@ -56,6 +58,7 @@ def decide(
     intent_grace: timedelta | Options = INTENT_GRACE,
 ) -> list[Action]:
     options = intent_grace if isinstance(intent_grace, Options) else Options(intent_grace)
+    history = revived(history)  # `oellm retry` of a dropped job undoes its drop
     states = {job.name: current(job.name, history, obs, job) for job in jobs}
     by_name = {job.name: job for job in jobs}
     plans: dict[str, list[Action]] = {}
@@ -256,13 +259,17 @@ def _one(
             return [*seen, changed]
         return [*seen, _submitted(job, latest, now_state, obs, now, state_of, seen)]
 
-    if now_state.state == "DROPPED":
+    # `oellm retry` (retry.py): an ended job the user asked to run again is gated like a new one.
+    retry = pending(history, name)
+    if now_state.state == "DROPPED" and retry is None:
         return [Action("wait", name, f"dropped: {now_state.reason}", settled=True)]
-    if latest is not None and latest.phase == "finished" and latest.cancel_requested:
+    cancelled = latest is not None and latest.phase == "finished" and latest.cancel_requested
+    if cancelled and retry is None:
         # Cancelled before SLURM ever had it (its intent was never confirmed): not submitted.
+        assert latest is not None
         return [Action("wait", name, f"cancelled: {latest.cancel_requested}", settled=True)]
 
-    if latest is not None and now_state.terminal:
+    if latest is not None and now_state.terminal and retry is None:
         if now_state.success:
             note = (
                 " (its script changed since; rerun with a new job name)"
@@ -311,6 +318,8 @@ def _one(
         return [Action("wait", name, f"start condition: {why}")]
     attempt = (latest.attempt + 1) if latest else 1
     cause = "first submission" if latest is None else f"resubmission: {latest.reason or '?'}"
+    if retry is not None:
+        cause = retry_cause(retry)
     return [Action("submit", name, cause, attempt=attempt, cause=cause)]
 
 
@@ -318,6 +327,8 @@ def _runs_again(job: LockJob, now_state: Current, history: History, now: datetim
     """Whether a job that ended without success gets another attempt: its restart policy
     restarts it (now or after a backoff), or its script changed since."""
     latest = history.latest(job.name)
+    if pending(history, job.name) is not None:
+        return True  # `oellm retry` asked for a new attempt
     if latest is None or latest.cancel_requested or job.name in history.dropped:
         return False
     if latest.script_sha256 != job.sha256:
@@ -406,11 +417,13 @@ def _changed(
 def _after_failure(job: LockJob, history: History, now: datetime) -> Action:
     """A finished attempt that did not succeed: restart it, wait for the backoff, or stop."""
     name = job.name
-    # Budgets count the attempts of the current script only: a fixed script starts afresh.
+    # Budgets count the attempts of the current script only: a fixed script starts afresh,
+    # and so does a job the user retried (`oellm retry`: only the attempts after it count).
+    start = budget_start(history, name)
     attempts = [
         a
         for a in history.attempts.get(name, ())
-        if a.final_state != "NOT_SUBMITTED" and a.script_sha256 == job.sha256
+        if a.final_state != "NOT_SUBMITTED" and a.script_sha256 == job.sha256 and a.attempt > start
     ] or [history.attempts[name][-1]]
     latest = attempts[-1]
     state = latest.final_state or "?"
@@ -571,8 +584,10 @@ def _submitted(
 
 
 def _failed_submissions(history: History, job: str) -> int:
-    count = 0
+    count, start = 0, budget_start(history, job)
     for attempt in reversed(history.attempts.get(job, ())):
+        if attempt.attempt <= start:
+            break  # `oellm retry` starts the count afresh
         if attempt.phase == "finished" and attempt.final_state == "NOT_SUBMITTED":
             count += 1
         else:

@@ -26,6 +26,7 @@ from .identity import claim, key_for, read_identity
 from .lock import Busy, LockLost, StateLock
 from .observe import Observation, observe
 from .records import Dropped, History, Records
+from .retry import revived
 from .schedulers import Scheduler
 
 EXIT_QUIET = EXIT_OK
@@ -158,7 +159,7 @@ class Session:
                     str(self.records.attempt_path(last.job, last.attempt)),
                     hint=f"use --scheduler {last.scheduler} until it has finished",
                 )
-        return history
+        return revived(history)  # a drop `oellm retry` undid no longer counts
 
     def look(self, history: History) -> tuple[Observation, list[Action]]:
         """Observe and decide. A round that would submit an attempt it has no record of

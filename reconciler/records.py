@@ -5,6 +5,7 @@ exclusively: a round never overwrites another round's intent.
 
     <state_dir>/jobs/<job>/attempt-0001.json   intent, then job id, then outcome
     <state_dir>/jobs/<job>/dropped.json        cancelled before it was ever submitted
+    <state_dir>/jobs/<job>/retry.json          `oellm retry`: a new attempt after this one
 
 Records are read strictly (`codec.decode`): one that does not check out is reported with its
 file, and its job gets no action until the user has looked at it.
@@ -140,12 +141,24 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class RetryRequest:
+    """`oellm retry`: the user asks for one new attempt after `after` (0: none yet), with
+    fresh restart budgets; `revives` is the drop it undoes (its `at`). See `retry.py`."""
+
+    job: str
+    at: str
+    after: int
+    revives: str | None = None
+
+
+@dataclass(frozen=True)
 class History:
     attempts: Mapping[str, tuple[Attempt, ...]]  # job -> attempts, oldest first
     dropped: Mapping[str, Dropped]
     # job -> what is wrong with one of its records (the file and why); such a job is not
     # acted on, and the round ends with exit 2 naming the file.
     damaged: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    retries: Mapping[str, RetryRequest] = dataclasses.field(default_factory=dict)
 
     def latest(self, job: str) -> Attempt | None:
         found = self.attempts.get(job, ())
@@ -264,6 +277,7 @@ class Records:
         attempts: dict[str, tuple[Attempt, ...]] = {}
         dropped: dict[str, Dropped] = {}
         damaged: dict[str, str] = {}
+        retries: dict[str, RetryRequest] = {}
         if not self.jobs_dir.is_dir():
             return History(attempts, dropped)
         for job_dir in sorted(self.jobs_dir.iterdir()):
@@ -286,13 +300,16 @@ class Records:
                         found.append(record)
                     elif path.name == "dropped.json":
                         dropped[job] = _read(path, Dropped)
+                    elif path.name == "retry.json":
+                        retries[job] = _read(path, RetryRequest)
             except ReconcileError as error:
                 damaged[job] = error.render()
                 dropped.pop(job, None)
+                retries.pop(job, None)
                 continue
             if found:
                 attempts[job] = tuple(sorted(found, key=lambda a: a.attempt))
-        return History(attempts, dropped, damaged)
+        return History(attempts, dropped, damaged, retries)
 
 
 DAMAGED_HINT = (

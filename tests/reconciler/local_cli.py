@@ -41,13 +41,14 @@ class Cli:
         return attempts
 
     def until(self, bundle: str, done: set[str], deadline: float = 30) -> dict[str, Any]:
-        """Reconcile until every job is in one of the `done` states."""
+        """Reconcile until every job is in one of the `done` states and a round is quiet
+        (the ends are recorded and nothing restarts)."""
         end = time.monotonic() + deadline
         while True:
             code, out, err = self("reconcile", bundle)
             assert code in (0, 1), out + err
             rows = self.rows(bundle)
-            if all(row["state"] in done for row in rows.values()):
+            if code == 0 and all(row["state"] in done for row in rows.values()):
                 return rows
             assert time.monotonic() < end, rows
             time.sleep(0.3)
