@@ -296,8 +296,9 @@ def _register() -> None:
     from oellm.container_cli import container_command
     from oellm.diff_cli import diff_command
     from oellm.prepare_cli import prepare_command
-    from oellm.reconcile_cli import cancel_command, reconcile_command, status_command
+    from oellm.reconcile_cli import cancel_command, reconcile_command
     from oellm.retry_cli import retry_command
+    from oellm.status_cli import status_command
 
     for command in (
         diff_command,

@@ -1,4 +1,5 @@
-"""The reconciler's commands: `reconcile`, `status` and `cancel` (registered by `oellm.cli`).
+"""The reconciler's commands: `reconcile` and `cancel`, and the attempt ledger `oellm status
+BUNDLE JOB` shows (`status_cli`); registered by `oellm.cli`.
 
 Exit codes of `reconcile`: 0 nothing to do, 1 acted, 2 a problem with the bundle or its state,
 75 SLURM unreachable; with --wait, 0 when every job completed and 1 otherwise.
@@ -137,49 +138,6 @@ def _errors(report: Any) -> None:
         click.echo(f"error: {error}", err=True)
     for damaged in report.damaged:
         click.echo(f"error: {damaged}", err=True)
-
-
-@click.command("status")
-@_BUNDLE
-@click.argument("job", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_SCHEDULER
-@guarded
-def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str | None) -> int:
-    """Show every job of a bundle (stage, state, attempt, scheduler id, why), or with JOB
-    that job's attempt ledger: each attempt's cause, outcome, events and actions."""
-    import dataclasses
-
-    from oellm.reconciler.reconcile import Session, status
-
-    session = Session(bundle, scheduler, allow_edited=True)
-    if job is not None:
-        _show_ledger(session, job, as_json)
-        return EXIT_OK
-    rows, obs = status(session)
-    if as_json:
-        click.echo(json.dumps([dataclasses.asdict(r) for r in rows], indent=1))
-        return EXIT_OK
-    table = [("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "REASON", "LAST EVENT")]
-    for r in rows:
-        table.append(
-            (
-                r.job,
-                r.stage or "-",
-                r.state,
-                str(r.attempt or "-"),
-                r.job_id or "-",
-                r.reason,
-                r.last_event or "-",
-            )
-        )
-    _print_table(table)
-    if not obs.available:
-        click.echo(
-            f"(scheduler unavailable: states marked ? are the last known ones: {obs.error})",
-            err=True,
-        )
-    return EXIT_OK
 
 
 def _print_table(table: Sequence[Sequence[str]]) -> None:

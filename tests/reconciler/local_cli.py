@@ -31,8 +31,8 @@ class Cli:
         code, out, err = self("status", bundle, "--json")
         assert code == 0, err
         data = json.loads(out)
-        jobs = data if isinstance(data, list) else data["bundles"][0]["jobs"]
-        return {row["job"]: row for row in jobs}
+        assert data["schema_version"] == 1
+        return {row["job"]: row for row in data["bundles"][0]["jobs"]}
 
     def ledger(self, bundle: str, job: str) -> list[dict[str, Any]]:
         code, out, err = self("status", bundle, job, "--json")
