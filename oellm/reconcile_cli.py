@@ -30,7 +30,23 @@ _SCHEDULER = click.option(
 @click.command("reconcile")
 @_BUNDLE
 @click.option("--dry-run", is_flag=True, help="Print what would be done, and why, without acting.")
-@click.option("--wait", is_flag=True, help="Repeat until every job has finished.")
+@click.option(
+    "--actions-only",
+    is_flag=True,
+    help="With --dry-run: only the jobs that would get an action, then their count.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The round's actions as JSON (schema_version 1, schemas/reconcile.schema.json).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Repeat until every job has finished; one time-stamped line per round that changed "
+    "something.",
+)
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),
@@ -60,6 +76,8 @@ _SCHEDULER = click.option(
 def reconcile_command(
     bundle: Path,
     dry_run: bool,
+    actions_only: bool,
+    as_json: bool,
     wait: bool,
     interval: float | None,
     restart_changed: bool,
@@ -91,13 +109,26 @@ def reconcile_command(
     if interval is None:
         interval = 2.0 if session.scheduler.name == "local" else 30.0
 
+    if actions_only and not dry_run:
+        raise click.UsageError("--actions-only goes with --dry-run")
+    lines: list[str] = []
+
     def say(line: str) -> None:
-        click.echo(line)
+        if wait or as_json or actions_only:
+            lines.append(line)  # --wait prints them under its round line
+        else:
+            click.echo(line)
 
     if not wait:
         report = reconcile_once(session, dry_run, say)
+        if as_json:
+            from oellm.reconcile_json import document
+
+            click.echo(json.dumps(document(session, report, dry_run, lines), indent=1))
+        elif actions_only:
+            _actions_only(session, report.actions)
         if report.busy:
-            click.echo(report.busy)
+            click.echo(report.busy, err=as_json)
         _errors(report)
         if not report.observation.available:
             click.echo(f"scheduler unavailable: {report.observation.error}", err=True)
@@ -108,9 +139,14 @@ def reconcile_command(
     except Busy as busy:
         click.echo(str(busy))
         return EXIT_QUIET
+    from oellm.reconcile_progress import Progress
+
+    progress = Progress(session)
     try:
         while True:
+            lines.clear()
             report = reconcile_once(session, dry_run, say, lock=lock)
+            progress.round(report, lines)
             _errors(report)
             if report.damaged:
                 return EXIT_USER
@@ -128,9 +164,23 @@ def reconcile_command(
         for a in report.actions
         if a.kind not in ("event", "state") and a.reason != "completed"
     ]
+    progress.done()
     if failed:
         click.echo(f"finished; not completed: {', '.join(failed)}")
     return EXIT_DIFFERENT if failed else EXIT_OK
+
+
+def _actions_only(session: Any, actions: Sequence[Any]) -> None:
+    """`--dry-run --actions-only`: the jobs that would get an action, then their count."""
+    from oellm.reconciler.actions import OBSERVATIONS
+    from oellm.reconciler.reconcile import _describe
+
+    names = {job.name for job in session.bundle.jobs}
+    acting = [a for a in actions if a.kind != "wait" and a.kind not in OBSERVATIONS]
+    for action in acting:
+        job = session.bundle.job(action.job) if action.job in names else None
+        click.echo(_describe(action, job if session.scheduler.arrays else None))
+    click.echo(f"{len(acting)} action{'s' if len(acting) != 1 else ''}")
 
 
 def _errors(report: Any) -> None:
