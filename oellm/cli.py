@@ -295,6 +295,7 @@ def _register() -> None:
     from oellm.check_cli import check_command
     from oellm.container_cli import container_command
     from oellm.diff_cli import diff_command
+    from oellm.logs_cli import logs_command
     from oellm.prepare_cli import prepare_command
     from oellm.reconcile_cli import cancel_command, reconcile_command
     from oellm.retry_cli import retry_command
@@ -307,6 +308,7 @@ def _register() -> None:
         status_command,
         cancel_command,
         retry_command,
+        logs_command,
         prepare_command,
         schema_command,
         config_command,
