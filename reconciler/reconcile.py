@@ -24,6 +24,7 @@ from .decide import INTENT_GRACE, Action, Current, Options, current, decide
 from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
 from .identity import claim, key_for, read_identity
 from .lock import Busy, LockLost, StateLock
+from .moves import moved
 from .observe import Observation, observe
 from .records import Dropped, History, Records
 from .retry import revived
@@ -232,6 +233,8 @@ def reconcile_once(
             )
             session.apply_moves(say)
         history = session.history()
+        if dry_run:  # the moves the real round makes first, in memory only (moves.py)
+            history = moved(history, session.bundle.moved, say)
         obs, actions = session.look(history)
         damaged = tuple(history.damaged.values())
         if dry_run:
