@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -57,6 +57,14 @@ def cli(verbose: bool, debug: bool) -> None:
     _setup_logging(verbose, debug)
 
 
+def _complete_compile_args(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[Any]:
+    from oellm.completion import complete_compile_args
+
+    return complete_compile_args(ctx, param, incomplete)
+
+
 def _split_positionals(
     args: Sequence[str], config_ref: str | None
 ) -> tuple[Path | None, list[str]]:
@@ -71,7 +79,12 @@ def _looks_like_override(text: str) -> bool:
 
 
 @cli.command("compile")
-@click.argument("args", nargs=-1, metavar="[EXPERIMENT.yaml] [OVERRIDES]...")
+@click.argument(
+    "args",
+    nargs=-1,
+    metavar="[EXPERIMENT.yaml] [OVERRIDES]...",
+    shell_complete=_complete_compile_args,
+)
 @click.option(
     "-o",
     "--output",

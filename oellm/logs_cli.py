@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from oellm.completion import complete_jobs
 from oellm.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER
 from oellm.guard import guarded
 from oellm.reconcile_cli import _BUNDLE, _SCHEDULER
@@ -28,7 +29,7 @@ CHUNK = 1 << 16
 
 @click.command("logs")
 @_BUNDLE
-@click.argument("job")
+@click.argument("job", shell_complete=complete_jobs)
 @click.option("--attempt", type=click.IntRange(min=1), default=None, help="This attempt's log.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing while the log grows.")
 @_SCHEDULER

@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from oellm.completion import complete_jobs
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_USER
 from oellm.guard import guarded
 
@@ -256,7 +257,7 @@ def _show_ledger(session: Any, job: str, as_json: bool) -> None:
 
 @click.command("cancel")
 @_BUNDLE
-@click.argument("jobs", nargs=-1)
+@click.argument("jobs", nargs=-1, shell_complete=complete_jobs)
 @_SCHEDULER
 @guarded
 def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -> int:

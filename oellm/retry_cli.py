@@ -12,13 +12,14 @@ from pathlib import Path
 
 import click
 
+from oellm.completion import complete_jobs
 from oellm.guard import guarded
 from oellm.reconcile_cli import _BUNDLE, _SCHEDULER
 
 
 @click.command("retry")
 @_BUNDLE
-@click.argument("jobs", nargs=-1)
+@click.argument("jobs", nargs=-1, shell_complete=complete_jobs)
 @click.option("--failed", is_flag=True, help="Only jobs that ended without success.")
 @click.option("--cancelled", is_flag=True, help="Only jobs that were cancelled or dropped.")
 @click.option("--stage", "stages", multiple=True, help="Only jobs of this stage (repeatable).")

@@ -19,6 +19,7 @@ from typing import IO, Any
 
 import click
 
+from oellm.completion import complete_jobs_or_bundles
 from oellm.errors import EXIT_OK
 from oellm.guard import guarded
 from oellm.reconcile_cli import _BUNDLE, _SCHEDULER, _print_table, _show_ledger
@@ -43,7 +44,7 @@ def color_enabled(stream: IO[str], env: dict[str, str] | os._Environ[str]) -> bo
 
 @click.command("status")
 @_BUNDLE
-@click.argument("more", nargs=-1)
+@click.argument("more", nargs=-1, shell_complete=complete_jobs_or_bundles)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema_version 1).")
 @click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable).")
 @click.option("--stage", "stages", multiple=True, help="Only jobs of this stage (repeatable).")
