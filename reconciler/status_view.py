@@ -15,7 +15,7 @@ from .bundle import LockJob
 from .job_logs import current_link, log_file, marker_times, tail
 from .reconcile import Session, StatusRow, status
 from .records import History
-from .schedulers import SchedulerJob
+from .schedulers import FINISHED, SchedulerJob
 from .selection import select_jobs
 
 # The order of the summary line; other states follow by count.
@@ -101,7 +101,12 @@ def _view(
     bundle = session.bundle
     latest = history.latest(job.name)
     state, reason = row.state, row.reason
-    by_event = bool(latest is not None and latest.phase == "finished" and latest.finish_requested)
+    # Recorded as finished, or ended in this round's view with the event in its ledger.
+    by_event = bool(
+        latest is not None
+        and latest.finish_requested
+        and (latest.phase == "finished" or state.rstrip("?") in FINISHED)
+    )
     if by_event and state.rstrip("?") != "COMPLETED":
         # Issue 14: a `finish` event counts as completed, whatever the exit code.
         assert latest is not None
