@@ -113,6 +113,9 @@ class BundleDiff:
         return not self.files
 
 
+_NOT_PLAN = ("bundle_id", "jobs", "project", "compiled_with")
+
+
 @dataclass(frozen=True)
 class _Side:
     project: dict[str, Any]
@@ -187,7 +190,9 @@ def _side(files: Mapping[str, bytes], which: str) -> _Side:
         lock = json.loads(raw.decode("utf-8"))
         jobs = {str(job["name"]): job for job in lock["jobs"]}
         project = dict(lock.get("project", {}))
-        top = {k: v for k, v in lock.items() if k not in ("bundle_id", "jobs", "project")}
+        # bundle_id is a digest and compiled_with how the bundle was made (oellm's version, the
+        # compile arguments): neither is the plan; a change shows in plan.lock.json's diff.
+        top = {k: v for k, v in lock.items() if k not in _NOT_PLAN}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise fail(
             f"the {which} bundle's {LOCK_NAME} cannot be read: {exc}",

@@ -60,6 +60,27 @@ def max_array_index(spec: str) -> int | None:
     return highest
 
 
+ANY_MACHINE = "any"
+
+
+def check_machine(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> None:
+    """A container preset made for another machine than the cluster preset (LUMI's SLURM with
+    Leonardo's image and binds) would fail only when the job starts, after its wait in the
+    queue. Each preset names its machine; `container.machine: any` says the image runs
+    anywhere (the generic `apptainer` and `none` presets do)."""
+    cluster = config["slurm"].get("machine")
+    machine = config["container"].get("machine")
+    if cluster is None or machine is None or machine in (ANY_MACHINE, cluster):
+        return
+    raise fail(
+        f"the container preset is made for {machine}, the slurm preset for {cluster}",
+        origin_of(origins, ("container", "machine")),
+        key="container.machine",
+        hint=f"choose container={cluster} (or a container preset made for {cluster}); if this "
+        f"image and its binds do work on {cluster}, set container.machine: {ANY_MACHINE}",
+    )
+
+
 def check_signal(config: Mapping[str, Any], origins: Mapping[Path_, Origin], launch: str) -> None:
     """A pre-timeout signal must reach a handler. Without `B:` SLURM signals every process of
     the job steps; under launch per_node that includes torchrun, which has no handler for

@@ -35,6 +35,13 @@ def megatron_dests() -> frozenset[str]:
     return frozenset(_annotations())
 
 
+def megatron_default(dest: str) -> Any:
+    """Megatron's default for `dest` (None for an unknown one): what it uses when a config
+    leaves the argument out."""
+    meta = _annotations().get(dest)
+    return None if meta is None else meta.get("default")
+
+
 # Megatron's abbreviations, spelled out so that `learning_rate` finds `lr` and
 # `sequence_length` finds `seq_length` (word by word, as in the argparse dests).
 _WORDS: dict[str, tuple[str, ...]] = {

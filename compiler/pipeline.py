@@ -20,8 +20,11 @@ from .expand import Point, expand
 from .interpolate import Resolver, static_parts
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
+from .megatron_checks import Loader, check_loads, loader
 from .overrides import COMMAND_LINE
 from .plan import plan_text
+from .provenance import FIELD as PROVENANCE
+from .provenance import compiled_with
 from .reads import job_reads
 from .render import render_script
 from .resolve import JobConfig, key_path, resolve_job
@@ -34,6 +37,7 @@ from .siblings import (
     sibling_of,
     stage_order,
 )
+from .time_limits import apply_time_limits
 from .tree import origin_of
 from .validate import Validator, check_lock
 
@@ -49,6 +53,8 @@ class CompileRequest:
     overrides: Sequence[str] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     moved: Mapping[str, str] = field(default_factory=dict)
+    # The folder the bundle is for: the lockfile records paths relative to it.
+    bundle_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +117,9 @@ def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook
     seen: dict[int, Sibling | None] = {}
     names: dict[str, Point] = {}
     scripts: dict[str, bytes] = {}
+    configs: dict[str, bytes] = {}
     members: list[arrays.Member] = []
+    loaders: list[Loader] = []
     validate = Validator()
     static = static_parts(base)
     for stage in order:
@@ -134,7 +142,13 @@ def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook
                     entry["reads"] = reads
                 if on_job is not None:
                     on_job(entry["name"], job)
+                found = loader(entry["name"], job.config, job.origins)
+                if found is not None:
+                    loaders.append(found)
                 scripts[entry["script"]] = script
+                # The job's whole resolved config, for people and tools: what the script was
+                # rendered from. No origins (they hold the compiling machine's paths).
+                configs[f"jobs/{entry['name']}.config.json"] = _json_bytes(job.config)
                 done[point.index] = entry
                 if point.values.get("stage") in referenced:
                     seen[point.index] = sibling_of(job.config)
@@ -144,13 +158,39 @@ def _compile(request: CompileRequest, progress: Progress | None, on_job: JobHook
     if not jobs:
         raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
     check_bundle_limits(base, request.env, origins, jobs)
+    check_loads(loaders)
     groups, group_scripts = arrays.group(members, {j["name"]: j for j in jobs}, scripts)
     scripts.update(group_scripts)
     project = base_project(base, request.env, origins)
     moved = _moved(base, request.moved, {j["name"] for j in jobs}, origins)
-    lock = _lock(project, jobs, moved, groups)
+    provenance = compiled_with(
+        experiment=request.experiment,
+        config_ref=request.config_ref,
+        config_dirs=request.config_dirs,
+        overrides=request.overrides,
+        moved=request.moved,
+        bundle_dir=request.bundle_dir,
+    )
+    lock = _lock(project, jobs, moved, groups, provenance)
     check_lock(lock)
-    files = dict(scripts)
+    return _with_lock(Bundle({**scripts, **configs}, lock), lock)
+
+
+def with_state_key(bundle: Bundle, key: str) -> Bundle:
+    """The bundle with the tag key of the state it follows recorded in its lockfile: kept
+    when its state dir moved (`compile --move-state`), so that a state dir lost later still
+    finds its jobs in SLURM by tag. A lockfile field like any other (it is in the bundle id)."""
+    lock = bundle.lock
+    project = {**lock["project"], "key": key}
+    body = {k: v for k, v in lock.items() if k not in ("bundle_id", PROVENANCE)}
+    moved, groups = body.get("moved"), body.get("arrays")
+    updated = _lock(project, body["jobs"], moved, groups, lock.get(PROVENANCE))
+    check_lock(updated)
+    return _with_lock(bundle, updated)
+
+
+def _with_lock(bundle: Bundle, lock: dict[str, Any]) -> Bundle:
+    files = dict(bundle.files)
     files["plan.lock.json"] = _json_bytes(lock)
     files["plan.txt"] = plan_text(lock).encode("utf-8")
     return Bundle(files, lock)
@@ -166,6 +206,7 @@ def _job(
     members: list[arrays.Member],
 ) -> tuple[dict[str, Any], bytes]:
     validate(job.config, job.origins)
+    apply_time_limits(job.config, job.origins)
     name = job.config["job"]["name"]
     if name in names:
         raise _collision(name, names[name], point, job)
@@ -268,6 +309,8 @@ def _lock_entry(
         "state_events": j.get("state_events", []),
         "array": bool(config["slurm"].get("array", False)),
         **({"dependency": "slurm"} if j.get("dependency") == "slurm" else {}),
+        # Optional, and only written when set: bundles without one keep their bytes.
+        **({"finish_condition": j["finish_condition"]} if j.get("finish_condition") else {}),
     }
 
 
@@ -304,6 +347,7 @@ def _lock(
     jobs: list[dict[str, Any]],
     moved: dict[str, str] | None = None,
     groups: dict[str, dict[str, Any]] | None = None,
+    provenance: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {"version": LOCK_VERSION, "project": project, "jobs": jobs}
     if moved:
@@ -312,11 +356,14 @@ def _lock(
         body["arrays"] = groups
     compact = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     digest = hashlib.sha256(compact.encode("utf-8")).hexdigest()
-    return {"bundle_id": digest, **body}
+    # The provenance stays out of the digest: a new oellm version or another spelling of the
+    # same arguments is not another bundle for the reconciler.
+    return {"bundle_id": digest, **body, **({PROVENANCE: provenance} if provenance else {})}
 
 
 def _json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+    text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return (text + "\n").encode("utf-8")
 
 
 __all__ = ["COMMAND_LINE", "Bundle", "CompileRequest", "compile_bundle"]

@@ -117,6 +117,9 @@ def plan_text(lock: dict[str, Any], max_jobs_per_stage: int = DEFAULT_JOBS_PER_S
             gating = [*gating, "Start conditions:", *(f"  • {c}" for c in start)]
         if cancel:
             gating = [*gating, "Cancel conditions:", *(f"  • {c}" for c in cancel)]
+        finish = first.get("finish_condition")
+        if finish:
+            gating = [*gating, f"Not submitted when done: {describe_condition(finish)}"]
         gating += _arrays(lock, members)
         shown = [f"{job['name']}" for job in members[:max_jobs_per_stage]]
         if len(members) > max_jobs_per_stage:

@@ -19,10 +19,11 @@ from typing import Any
 import jinja2
 
 from .errors import Origin, fail
-from .limits import check_array_spec, check_signal
+from .limits import check_array_spec, check_machine, check_signal
 from .load import Path_
 from .megatron import megatron_argv
 from .tree import origin_of
+from .wandb import wandb_args, wandb_exports
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # sbatch splits an #SBATCH line at white space outside double quotes; it has no escapes.
@@ -83,6 +84,7 @@ def render_script(
     job = config["job"]
     launch = _check_launch(config, origins)
     check_array_spec(config, origins)
+    check_machine(config, origins)
     check_signal(config, origins, launch)
     context = {
         "job_name": job["name"],
@@ -208,6 +210,8 @@ def _exports(config: Mapping[str, Any], origins: Mapping[Path_, Origin]) -> list
     if container["runtime"] != "none":
         # The runtime copies <PREFIX>NAME into the container as NAME: values pass unchanged.
         sources.append((("container", "env"), container.get("env") or {}, prefix))
+    # Exported first, so that a config's own WANDB_RUN_ID or WANDB_RESUME wins.
+    out.update(wandb_exports(config))
     for path, env, name_prefix in sources:
         for name, value in env.items():
             if not _ENV_NAME.fullmatch(name):
@@ -307,7 +311,7 @@ def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
             words.append(
                 dataclasses.replace(word, new_line=word.new_line or (first and index == 0))
             )
-        args = dict(backend["megatron"])
+        args = {**backend["megatron"], **wandb_args(config)}
         resume = bool(_resume_values(config))
         if resume:
             del args["load"]  # chosen when the job starts: see _resume_values

@@ -142,7 +142,8 @@ def compile_command(
     fresh_state: bool,
     check: bool,
 ) -> int:
-    """Compile an experiment into a bundle of sbatch scripts and a plan lockfile.
+    """Compile an experiment into a bundle of sbatch scripts and a plan lockfile. Without an
+    experiment or overrides, compile again with the arguments the bundle records.
 
     \b
     OVERRIDES change the composed config:
@@ -152,7 +153,7 @@ def compile_command(
       ~drop.key                  delete a key
       slurm=leonardo             choose a config group option
     """
-    from oellm.compiler.pipeline import compile_bundle
+    from oellm.compiler.pipeline import compile_bundle, with_state_key
     from oellm.compiler.write import write_bundle
 
     pairs = {}
@@ -161,8 +162,21 @@ def compile_command(
         if not sep or not old or not new:
             raise click.UsageError(f"--moved {item!r}: write OLD=NEW")
         pairs[old] = new
-    request = dataclasses.replace(_request(args, config_ref, config_dirs), moved=pairs)
+    if not args and config_ref is None and not config_dirs and not pairs:
+        request = _recorded_request(output)
+    else:
+        request = dataclasses.replace(
+            _request(args, config_ref, config_dirs), moved=pairs, bundle_dir=output
+        )
+    if move_state and fresh_state:
+        raise click.UsageError("--move-state and --fresh-state exclude each other")
+    from oellm.reconciler.identity import apply_state_change, state_change
+
     bundle = compile_bundle(request, _Progress())
+    # The state dir it follows: kept, moved (with its tag key) or started afresh.
+    change = state_change(output, bundle.lock["project"], move_state, fresh_state)
+    if change.key is not None:
+        bundle = with_state_key(bundle, change.key)
     if check:
         from oellm.diff_cli import check_bundle
 
@@ -172,13 +186,9 @@ def compile_command(
             return EXIT_DIFFERENT
         click.echo(f"{output} is up to date")
         return EXIT_OK
-    if move_state and fresh_state:
-        raise click.UsageError("--move-state and --fresh-state exclude each other")
-    from oellm.reconciler.identity import state_change
-
-    changed = state_change(output, bundle.lock["project"], move_state, fresh_state)
-    if changed:
-        click.echo(changed)
+    apply_state_change(change)
+    if change.note:
+        click.echo(change.note)
     write_bundle(bundle, output)
     jobs = len(bundle.lock["jobs"])
     click.echo(
@@ -205,6 +215,31 @@ class _Progress:
             click.echo(f"\rcompiling {done}/{total} jobs ({percent}%)", err=True, nl=False)
             if end:
                 click.echo("", err=True)
+
+
+def _recorded_request(output: Path) -> CompileRequest:
+    """`oellm compile -o BUNDLE` with no experiment: the arguments BUNDLE was compiled with."""
+    from oellm.compiler.pipeline import CompileRequest
+    from oellm.compiler.provenance import recorded_arguments
+
+    lock_path = output / "plan.lock.json"
+    if not lock_path.is_file():
+        raise click.UsageError(
+            f"give an experiment file or --config-ref experiments/NAME ({lock_path} does not "
+            "exist, so there are no recorded arguments to reuse)"
+        )
+    try:
+        lock = json.loads(lock_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"{lock_path} cannot be read: {exc}") from None
+    recorded = recorded_arguments(output, lock)
+    experiment = recorded["experiment"]
+    if experiment is not None and not experiment.is_file():
+        raise click.UsageError(
+            f"{lock_path} was compiled from '{experiment}', which does not exist (relative "
+            "to the bundle's folder)"
+        )
+    return CompileRequest(env=dict(os.environ), bundle_dir=output, **recorded)
 
 
 def _request(

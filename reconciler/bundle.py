@@ -51,6 +51,9 @@ class LockJob:
     array_throttle: int | None = None
     # `slurm`: submitted with --dependency=afterok as soon as its upstream jobs are queued.
     dependency: str = "reconciler"
+    # `job.finish_condition`: when it holds, the job's output already exists and it is not
+    # submitted (a condition like the start conditions; None: none).
+    finish_condition: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,8 @@ class Bundle:
     output_dir: str
     state_dir: str
     jobs: tuple[LockJob, ...]
+    # The tag key kept across a move of the state dir (`--move-state`); None: derived.
+    key: str | None = None
     moved: dict[str, str] = dataclasses.field(default_factory=dict)
     arrays: dict[str, ArrayGroup] = dataclasses.field(default_factory=dict)
 
@@ -136,6 +141,31 @@ def _fast_is_valid() -> Any:
 
 
 def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
+    """The bundle at `path`, its scripts checked against the lockfile. A recompile swaps the
+    whole folder in at once, but a round may read the lockfile before the swap and a script
+    after it: a script that does not match a lockfile that changed meanwhile is read again."""
+    for _ in range(3):
+        before = _lock_bytes(path / LOCK_NAME)
+        try:
+            return _load(path, check_scripts)
+        except ScriptChanged:
+            if _lock_bytes(path / LOCK_NAME) == before:
+                raise
+    return _load(path, check_scripts)
+
+
+def _lock_bytes(lock_path: Path) -> bytes | None:
+    try:
+        return lock_path.read_bytes()
+    except OSError:
+        return None
+
+
+class ScriptChanged(ReconcileError):
+    """A script whose sha256 differs from the lockfile's."""
+
+
+def _load(path: Path, check_scripts: bool) -> Bundle:
     lock_path = path / LOCK_NAME
     if not lock_path.is_file():
         raise ReconcileError(
@@ -190,6 +220,7 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
             array_group=j.get("array_group"),
             array_index=j.get("array_index"),
             dependency=j.get("dependency", "reconciler"),
+            finish_condition=j.get("finish_condition"),
         )
         for j in data["jobs"]
     )
@@ -200,6 +231,7 @@ def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
         output_dir=data["project"]["output_dir"],
         state_dir=data["project"]["state_dir"],
         jobs=jobs,
+        key=data["project"].get("key"),
         moved=dict(data.get("moved", {})),
         arrays={
             name: ArrayGroup(name, a["script"], a["sha256"], a["size"], a["throttle"])
@@ -251,9 +283,9 @@ def _check_script(script: Path, sha256: str) -> None:
     try:
         digest = hashlib.sha256(script.read_bytes()).hexdigest()
     except OSError as exc:
-        raise ReconcileError(f"cannot read the job script: {exc.strerror}", str(script)) from None
+        raise ScriptChanged(f"cannot read the job script: {exc.strerror}", str(script)) from None
     if digest != sha256:
-        raise ReconcileError(
+        raise ScriptChanged(
             "the script was changed after compile (its sha256 differs from plan.lock.json)",
             str(script),
             hint="recompile the bundle from the config, or pass --allow-edited to run the "

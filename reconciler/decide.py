@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from .actions import Action, ActionKind, main
 from .bundle import LockJob
 from .chain import chain_main, link_records, shown
-from .conditions import all_hold, any_holds
+from .conditions import all_hold, any_holds, verdict
 from .current import Current, current
 from .events import observations
 from .observe import Observation
@@ -60,6 +60,10 @@ def decide(
     options = intent_grace if isinstance(intent_grace, Options) else Options(intent_grace)
     history = revived(history)  # `oellm retry` of a dropped job undoes its drop
     states = {job.name: current(job.name, history, obs, job) for job in jobs}
+    for job in jobs:
+        done = _finished_already(job, states[job.name], history, obs, now)
+        if done is not None:
+            states[job.name] = done
     by_name = {job.name: job for job in jobs}
     plans: dict[str, list[Action]] = {}
 
@@ -93,6 +97,21 @@ def decide(
 
     planned = [action for job in jobs for action in plan(job.name)]
     return _throttled(jobs, planned, history) + _removed(set(by_name), history, obs, options)
+
+
+def _finished_already(
+    job: LockJob, now_state: Current, history: History, obs: Observation, now: datetime
+) -> Current | None:
+    """`job.finish_condition`: a job never submitted whose output exists already counts as
+    completed (its dependants go on) and is not submitted."""
+    if job.finish_condition is None or now_state.state is not None:
+        return None
+    if history.latest(job.name) is not None or job.name in history.dropped:
+        return None
+    holds, why = verdict(job.finish_condition, obs.files, obs.commands, lambda _: None, now)
+    if not holds:
+        return None
+    return Current("COMPLETED", success=True, reason=f"finish_condition holds: {why}")
 
 
 def _unless_found(action: Action, job: LockJob, history: History, obs: Observation) -> Action:
@@ -263,6 +282,8 @@ def _one(
     retry = pending(history, name)
     if now_state.state == "DROPPED" and retry is None:
         return [Action("wait", name, f"dropped: {now_state.reason}", settled=True)]
+    if latest is None and now_state.success:
+        return [Action("wait", name, f"completed: {now_state.reason}", settled=True)]
     cancelled = latest is not None and latest.phase == "finished" and latest.cancel_requested
     if cancelled and retry is None:
         # Cancelled before SLURM ever had it (its intent was never confirmed): not submitted.

@@ -60,11 +60,15 @@ def read_identity(state_path: Path) -> Identity | None:
         ) from None
 
 
-def key_for(bundle_path: Path, project: str, state_dir: str, state_path: Path) -> str:
-    """The tag key of this bundle's jobs; refuses a state dir that belongs to another bundle."""
+def key_for(
+    bundle_path: Path, project: str, state_dir: str, state_path: Path, kept: str | None = None
+) -> str:
+    """The tag key of this bundle's jobs: the state dir's, else the one the lockfile kept
+    through a move of the state dir, else one made from the project name and the state dir.
+    Refuses a state dir that belongs to another bundle."""
     found = read_identity(state_path)
     if found is None:
-        return default_key(project, state_dir)
+        return kept or default_key(project, state_dir)
     check(found, bundle_path, project, state_path)
     return found.key
 
@@ -129,30 +133,54 @@ def move_state(old: Path, new: Path, wait: float = 30.0) -> None:
         lock.release()
 
 
+@dataclass(frozen=True)
+class StateChange:
+    """What a recompile does to the bundle's state: the tag key the new lockfile must keep
+    (None: derived as usual), and, for a move, where from and to."""
+
+    key: str | None
+    move: tuple[Path, Path] | None = None
+    note: str | None = None
+
+
 def state_change(
     bundle_dir: Path, project: Mapping[str, Any], move: bool, fresh: bool
-) -> str | None:
-    """Before a recompile replaces `bundle_dir`: whether its state dir moves (the new lock's
-    `project`), and with records there, what to do. Refused unless the user said --move-state
-    (the records go along, and the jobs they follow stay followed) or --fresh-state (start
-    over). Returns what was done, to be told."""
+) -> StateChange:
+    """Before a recompile replaces `bundle_dir` (the new lock's `project`): whether its state
+    dir moves, and with records there, what to do. Refused unless the user said --move-state
+    (the records go along under the same key, and the jobs they follow stay followed) or
+    --fresh-state (start over). Reads only; `apply` moves."""
     try:
         old = json.loads((bundle_dir / "plan.lock.json").read_text(encoding="utf-8"))["project"]
         old_dir = str(old["state_dir"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # no bundle there yet (or not one oellm can read): nothing to carry over
+        old_key = old.get("key")
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return StateChange(None)  # no bundle there yet (or not one oellm can read)
     root = bundle_dir.resolve().parent
     old_state = _under(root, old_dir)
     new_state = _under(root, str(project["state_dir"]))
-    if old_state == new_state or not has_records(old_state):
-        return None
+    if old_state == new_state:
+        return StateChange(old_key if isinstance(old_key, str) else None)
+    if not has_records(old_state):
+        return StateChange(None)
+    if old.get("name") != project.get("name"):
+        # Another experiment compiled into this folder: its state is its own.
+        return StateChange(
+            None,
+            note=f"this bundle was project {old.get('name')!r}: its jobs recorded in "
+            f"{old_state} are no longer followed from here",
+        )
     if move:
-        move_state(old_state, new_state)
-        return f"moved the state from {old_state} to {new_state}"
+        found = read_identity(old_state)
+        key = found.key if found is not None else old_key or default_key(old["name"], old_dir)
+        return StateChange(
+            key, (old_state, new_state), f"moved the state from {old_state} to {new_state}"
+        )
     if fresh:
-        return (
-            f"fresh state in {new_state}: the jobs recorded in {old_state} are no longer "
-            "followed (cancel them with the previous bundle if they still run)"
+        return StateChange(
+            None,
+            note=f"fresh state in {new_state}: the jobs recorded in {old_state} are no longer "
+            "followed (cancel them with the previous bundle if they still run)",
         )
     raise ReconcileError(
         f"this compile moves the bundle's state from {old_state} to {new_state} (the state dir "
@@ -162,6 +190,11 @@ def state_change(
         hint="compile with the same output dir as before, or pass --move-state to take the "
         "records along (running jobs stay followed), or --fresh-state to start over",
     )
+
+
+def apply_state_change(change: StateChange) -> None:
+    if change.move is not None:
+        move_state(*change.move)
 
 
 def _under(root: Path, path: str) -> Path:

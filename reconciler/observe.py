@@ -118,6 +118,8 @@ def observe(
         if job.name in history.dropped or (latest is not None and latest.succeeded):
             continue
         conditions = [*job.start_conditions, *job.cancel_conditions]
+        if job.finish_condition is not None and latest is None:
+            conditions.append(job.finish_condition)
         for path in files_needed(conditions):
             if path not in files:
                 files[path] = bundle.resolve(path).exists()

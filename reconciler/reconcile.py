@@ -49,7 +49,7 @@ def utcnow() -> datetime:
 
 def project_key(bundle: Bundle) -> str:
     """The tag key of all of a bundle's submissions (see `identity`)."""
-    return key_for(bundle.path, bundle.project, bundle.state_dir, bundle.state_path)
+    return key_for(bundle.path, bundle.project, bundle.state_dir, bundle.state_path, bundle.key)
 
 
 def _seconds(name: str, default: float) -> float:

@@ -27,9 +27,15 @@ def compile_file(
     env: Mapping[str, str] | None = None,
     config_dirs: Sequence[Path] = (),
 ) -> Bundle:
+    # A bundle beside the experiment: the lockfile records paths relative to it, so the
+    # same bytes wherever the checkout or the temporary folder is.
     return compile_bundle(
         CompileRequest(
-            experiment=path, overrides=overrides, env=dict(env or {}), config_dirs=config_dirs
+            experiment=path,
+            overrides=overrides,
+            env=dict(env or {}),
+            config_dirs=config_dirs,
+            bundle_dir=path.parent / "bundle",
         )
     )
 

@@ -55,7 +55,8 @@ def bundle(
 ) -> dict[str, bytes]:
     text = EXPERIMENT.replace("@PREFIX@", prefix).replace("@LRS@", lrs)
     digest = hashlib.sha256(repr((text, overrides)).encode()).hexdigest()[:12]
-    path = write(tmp_path / f"exp_{digest}.yaml", text)
+    # One folder per variant, the same file name: the lockfile records the experiment's path.
+    path = write(tmp_path / digest / "exp.yaml", text)
     return compile_file(path, overrides, env={}).files
 
 
@@ -217,7 +218,9 @@ def test_reordered_sweep_values_change_no_job(tmp_path: Path) -> None:
     assert not result.identical  # the lockfile's order and indexes did change
     text = render_text(result)
     assert "4 jobs changed position in the sweep" in text
-    assert "files that differ: plan.lock.json" in text
+    # Each job's resolved config holds its sweep index too.
+    assert "files that differ: jobs/exp_1_eval.config.json," in text
+    assert text.rstrip().endswith("plan.lock.json, plan.txt")
 
 
 def test_project_change(tmp_path: Path) -> None:

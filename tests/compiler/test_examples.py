@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
+from oellm import __version__
 from tests.helpers import EXAMPLES, compile_file
 
 EXAMPLE_FILES = sorted(EXAMPLES.rglob("*.yaml"))
@@ -45,4 +46,8 @@ def test_example_bundle_snapshot(path: Path, text_snapshot: Any) -> None:
         first_of_stage.setdefault(job["stage"], job["script"])
     shown += list(first_of_stage.values())  # one script per stage keeps the review readable
     text = [f"===== {name} =====\n{bundle.files[name].decode()}" for name in shown]
-    assert "\n".join(text) == text_snapshot
+    # The lockfile records oellm's version; the snapshots hold a placeholder, so that a release
+    # does not rewrite every one of them (the value itself is checked here).
+    version = f'"oellm_version": "{__version__}"'
+    assert bundle.files["plan.lock.json"].decode().count(version) == 1
+    assert "\n".join(text).replace(version, '"oellm_version": "<version>"') == text_snapshot

@@ -273,7 +273,7 @@ def test_hostile_configs_compile_to_scripts_bash_can_parse(text: str, env: dict[
         if isinstance(result, ConfigError):
             return
         for name, script in result.files.items():
-            if name.startswith("jobs/"):
+            if name.startswith("jobs/") and name.endswith(".sbatch"):
                 path = Path(folder, "job.sbatch")
                 path.write_bytes(script)
                 assert bash_syntax_errors(path) == "", (name, script.decode())

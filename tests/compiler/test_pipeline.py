@@ -67,7 +67,9 @@ def test_byte_identical_across_runs_and_working_directories(tmp_path: Path) -> N
             }
         )
     assert outs[0] == outs[1]
-    assert str(tmp_path) not in outs[0]["plan.lock.json"].decode()
+    # No file names the compiling machine's folders: not the lock, not the job configs.
+    assert "jobs/megatron_tiny.config.json" in outs[0]
+    assert not [name for name, data in outs[0].items() if str(tmp_path).encode() in data]
 
 
 def test_write_replaces_a_bundle_atomically(tmp_path: Path) -> None:
@@ -75,7 +77,10 @@ def test_write_replaces_a_bundle_atomically(tmp_path: Path) -> None:
     write_bundle(compile_file(EXAMPLES / "demo.yaml"), out)
     (out / "jobs" / "stale.sbatch").write_text("old")
     write_bundle(compile_file(EXAMPLES / "megatron_tiny.yaml"), out)
-    assert sorted(p.name for p in (out / "jobs").iterdir()) == ["megatron_tiny.sbatch"]
+    assert sorted(p.name for p in (out / "jobs").iterdir()) == [
+        "megatron_tiny.config.json",
+        "megatron_tiny.sbatch",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no staging left behind
     assert os.access(out / "jobs" / "megatron_tiny.sbatch", os.X_OK)
 

@@ -89,7 +89,7 @@ def experiment(tmp_path: Path, backend: str, extra: str = "") -> Path:
 
 def script_of(path: Path, overrides: list[str], env: dict[str, str] | None = None) -> str:
     bundle = compile_file(path, overrides, ENV if env is None else env)
-    (name,) = [n for n in bundle.files if n.startswith("jobs/")]
+    (name,) = [n for n in bundle.files if n.startswith("jobs/") and n.endswith(".sbatch")]
     return bundle.files[name].decode()
 
 

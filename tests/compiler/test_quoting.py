@@ -333,7 +333,7 @@ def test_value_arrives_byte_exact_or_is_refused(
         assert all(p.message for p in caught.value.problems)
         return
     bundle = compile_file(experiment, channel.overrides, env)
-    (script_name,) = [name for name in bundle.files if name.startswith("jobs/")]
+    (script_name,) = [n for n in bundle.files if n.startswith("jobs/") and n.endswith(".sbatch")]
     script = bundle.files[script_name]
     run = run_script(script, tmp_path / "run")
     assert run.returncode == 0, run.stderr.decode(errors="replace")

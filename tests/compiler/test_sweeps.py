@@ -85,6 +85,7 @@ def test_product_of_grid_and_stage_list_also_matches_siblings(tmp_path: Path) ->
                 - stage: decay
                   backend.megatron.train_iters: 200
                   backend.megatron.load: "\\\\${sibling.stable.output_dir}/checkpoints"
+                  backend.megatron.override_opt_param_scheduler: true
         """,
     )
     jobs = compile_file(path).lock["jobs"]

@@ -49,6 +49,7 @@ def lock_job(spec: dict[str, Any]) -> LockJob:
         array_group=spec.get("array_group"),
         array_index=spec.get("array_index"),
         array_throttle=spec.get("array_throttle"),
+        finish_condition=spec.get("finish_condition"),
     )
 
 

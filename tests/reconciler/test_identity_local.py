@@ -62,6 +62,16 @@ def test_a_moved_state_dir_is_refused_then_moved_or_started_afresh(
         code, out, _ = run(["reconcile", "b", "--scheduler", "local"], capsys)
         assert "submitted" not in out, out
         assert {row["job"]: row["job_id"] for row in _status("b", capsys)} == ids
+        # The key moved with the state and is kept in the lockfile: the moved state dir lost
+        # whole is still rebuilt from the tags, not submitted again.
+        key = json.loads((new_state / "identity.json").read_text())["key"]
+        assert json.loads((tmp_path / "b" / "plan.lock.json").read_text())["project"]["key"] == key
+        assert run(["compile", str(exp), "-o", "b", "--check"], capsys)[0] == 0
+        for path in new_state.iterdir():
+            if path.name != "local":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
+        code, out, _ = run(["reconcile", "b", "--scheduler", "local"], capsys)
+        assert out.count("recovered") == 2 and "submitted" not in out, out
     finally:
         _cancel_all("b", capsys)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from oellm.reconciler.errors import ReconcileError
 from oellm.reconciler.records import Attempt, Dropped, Link, RecordExists, Records
 
 
@@ -138,3 +139,35 @@ def test_damaged_links_are_a_damaged_record(tmp_path: Path, links: list[object])
     path.parent.mkdir(parents=True)
     path.write_text(json.dumps({**dataclasses.asdict(make()), "links": links}))
     assert "damaged state record" in Records(tmp_path).load().damaged["a"]
+
+
+def test_a_bundle_swapped_while_it_is_read_is_read_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recompile swaps the bundle in at once, but a round may read the lockfile before the
+    swap and a script after it: that is not a script edited by hand."""
+    from oellm.reconciler import bundle as bundle_module
+    from tests.reconciler.slurm_helpers import compile_to
+
+    first = compile_to(tmp_path, 'project: {name: sw}\nbackend: {bash: {command: "echo 1"}}\n')
+    second = compile_to(
+        tmp_path, 'project: {name: sw}\nbackend: {bash: {command: "echo 2"}}\n', name="next"
+    )
+    real = bundle_module._check_script
+    swapped: list[bool] = []
+
+    def swap_then_check(script: Path, sha256: str) -> None:
+        if not swapped:
+            # The new bundle lands between the lockfile read and this script's check.
+            for name in ("plan.lock.json", "jobs/sw.sbatch"):
+                (first / name).write_bytes((second / name).read_bytes())
+            swapped.append(True)
+        real(script, sha256)
+
+    monkeypatch.setattr(bundle_module, "_check_script", swap_then_check)
+    loaded = bundle_module.load_bundle(first)
+    assert loaded.jobs[0].sha256 == bundle_module.load_bundle(second).jobs[0].sha256
+    # A script really edited after compile is still refused.
+    (first / "jobs" / "sw.sbatch").write_text("#!/bin/bash\necho edited\n")
+    with pytest.raises(ReconcileError, match="changed after compile"):
+        bundle_module.load_bundle(first)
