@@ -14,10 +14,20 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
+# A fork's schema in place of the shipped one (megatron_source.schema_from sets it).
+_FORK: dict[str, Any] | None = None
+
+
+def use_schema(schema: dict[str, Any] | None) -> None:
+    global _FORK
+    _FORK = schema
+
 
 @cache
 def megatron_schema() -> dict[str, Any]:
     """The `backend.megatron` JSON Schema, read once. Shared: do not mutate it."""
+    if _FORK is not None:
+        return _FORK
     text = files("oellm.schemas").joinpath("megatron.schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -21,6 +21,7 @@ from .interpolate import Resolver, static_parts
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader
+from .megatron_source import schema_from
 from .overrides import COMMAND_LINE
 from .plan import plan_text
 from .provenance import FIELD as PROVENANCE
@@ -40,6 +41,7 @@ from .siblings import (
 from .time_limits import apply_time_limits
 from .tree import origin_of
 from .validate import Validator, check_lock
+from .wandb import wandb_lock
 
 LOCK_VERSION = 1
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
@@ -74,7 +76,9 @@ def compile_bundle(
     request: CompileRequest, progress: Progress | None = None, on_job: JobHook | None = None
 ) -> Bundle:
     try:
-        return _compile(request, progress, on_job)
+        # A fork's Megatron arguments, when a --config-dir holds its megatron.schema.json.
+        with schema_from(request.config_dirs):
+            return _compile(request, progress, on_job)
     except RecursionError:
         # A backstop: the loader, the overrides and the resolver each bound their depth.
         where = request.experiment or request.config_ref or COMMAND_LINE
@@ -308,9 +312,12 @@ def _lock_entry(
         "log_events": j.get("log_events", []),
         "state_events": j.get("state_events", []),
         "array": bool(config["slurm"].get("array", False)),
+        # What runs: the reconciler reads a Megatron job's log for its training progress.
+        "backend": config["backend"]["kind"],
         **({"dependency": "slurm"} if j.get("dependency") == "slurm" else {}),
         # Optional, and only written when set: bundles without one keep their bytes.
         **({"finish_condition": j["finish_condition"]} if j.get("finish_condition") else {}),
+        **({"wandb": found} if (found := wandb_lock(config)) else {}),
     }
 
 

@@ -20,7 +20,7 @@ from referencing import Registry, Resource
 from .env_values import check_env_values
 from .errors import ConfigError, Origin, Problem, did_you_mean
 from .load import Path_
-from .megatron import suggest_argument
+from .megatron import megatron_schema, suggest_argument
 from .slurm_options import check_slurm_options
 from .tree import origin_of
 
@@ -28,6 +28,8 @@ MISSING = "???"
 
 
 def load_schema(name: str) -> dict[str, Any]:
+    if name == "megatron.schema.json":
+        return megatron_schema()  # the shipped one, or a fork's (megatron_source)
     text = importlib.resources.files("oellm.schemas").joinpath(name).read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,3 +47,19 @@ def wandb_args(config: Mapping[str, Any]) -> dict[str, Any]:
         return {}
     args = config["backend"]["megatron"]
     return {} if args.get("wandb_exp_name") else {"wandb_exp_name": config["job"]["name"]}
+
+
+def wandb_lock(config: Mapping[str, Any]) -> dict[str, str] | None:
+    """What the reconciler needs to sync the job's offline runs (`oellm reconcile
+    --sync-wandb`): the run id and the folder Megatron gives `wandb.init(dir=...)`, which is
+    `wandb_save_dir`, else `<save>/wandb` (megatron/training/global_vars.py). None without
+    W&B, or without either folder."""
+    if not enabled(config):
+        return None
+    args = config["backend"]["megatron"]
+    folder = args.get("wandb_save_dir") or (
+        posixpath.join(str(args["save"]), "wandb") if args.get("save") else None
+    )
+    if not folder:
+        return None
+    return {"dir": str(folder), "run_id": run_id(config)}

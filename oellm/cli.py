@@ -344,8 +344,10 @@ def _register() -> None:
     from oellm.container_cli import container_command
     from oellm.diff_cli import diff_command
     from oellm.logs_cli import logs_command
+    from oellm.megatron_args_cli import megatron_args_command
     from oellm.prepare_cli import prepare_command
     from oellm.reconcile_cli import cancel_command, reconcile_command
+    from oellm.report_cli import report_command
     from oellm.retry_cli import retry_command
     from oellm.status_cli import status_command
 
@@ -361,6 +363,8 @@ def _register() -> None:
         schema_command,
         config_command,
         check_command,
+        report_command,
+        megatron_args_command,
     ):
         cli.add_command(command)
 

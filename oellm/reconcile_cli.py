@@ -72,6 +72,12 @@ _SCHEDULER = click.option(
     help="This bundle takes over a state dir that another bundle folder used (the same "
     "experiment, moved or checked out again).",
 )
+@click.option(
+    "--sync-wandb",
+    is_flag=True,
+    help="After each round, upload the W&B offline runs of the bundle's jobs that have new "
+    "data (`wandb sync`; only where the wandb command is installed).",
+)
 @_SCHEDULER
 @guarded
 def reconcile_command(
@@ -85,6 +91,7 @@ def reconcile_command(
     prune: bool,
     allow_edited: bool,
     claim_state: bool,
+    sync_wandb: bool,
     scheduler: str | None,
 ) -> int:
     """Make the scheduler match the bundle: submit what is ready, cancel what must stop,
@@ -120,6 +127,13 @@ def reconcile_command(
         else:
             click.echo(line)
 
+    def after(held: bool) -> None:
+        # W&B offline runs (reconciler/wandb_sync): problems are warnings, never the exit code.
+        if sync_wandb and not dry_run:
+            from oellm.reconciler.wandb_sync import sync_round
+
+            sync_round(session, say, lambda line: click.echo(line, err=True), held)
+
     if not wait:
         report = reconcile_once(session, dry_run, say)
         if as_json:
@@ -130,6 +144,8 @@ def reconcile_command(
             _actions_only(session, report.actions)
         if report.busy:
             click.echo(report.busy, err=as_json)
+        else:
+            after(held=False)
         _errors(report)
         if not report.observation.available:
             click.echo(f"scheduler unavailable: {report.observation.error}", err=True)
@@ -154,6 +170,7 @@ def reconcile_command(
             if report.busy:
                 click.echo(report.busy)
                 return EXIT_QUIET
+            after(held=True)
             if report.finished() or dry_run:
                 break
             time.sleep(interval)
@@ -191,6 +208,17 @@ def _errors(report: Any) -> None:
         click.echo(f"error: {damaged}", err=True)
 
 
+def _metrics_json(found: Any) -> dict[str, Any] | None:
+    import dataclasses
+
+    if found is None:
+        return None
+    data = dataclasses.asdict(found)
+    for key in ("offsets", "seq_length", "stride", "points", "last_point"):
+        data.pop(key)
+    return data
+
+
 def _print_table(table: Sequence[Sequence[str]]) -> None:
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     for row in table:
@@ -205,23 +233,32 @@ def _show_ledger(session: Any, job: str, as_json: bool) -> None:
 
     if job not in {j.name for j in session.bundle.jobs}:
         raise _Missing(f"no job named {job} in this bundle")
+    from oellm.reconciler.metrics_store import latest_metrics
+
     history = session.history()
     attempts = [dataclasses.asdict(a) for a in history.attempts.get(job, ())]
+    # Each attempt's last logged iteration and loss (Megatron jobs).
+    logged = {a["attempt"]: latest_metrics(session.records, job, a["attempt"]) for a in attempts}
     dropped = history.dropped.get(job)
     if as_json:
         click.echo(
             json.dumps(
                 {
                     "job": job,
-                    "attempts": attempts,
+                    "attempts": [
+                        {**a, "metrics": _metrics_json(logged[a["attempt"]])} for a in attempts
+                    ],
                     "dropped": dataclasses.asdict(dropped) if dropped else None,
                 },
                 indent=1,
             )
         )
         return
-    table = [("ATTEMPT", "ID", "STATE", "EXIT", "ITERATION", "STARTED", "ENDED", "CAUSE")]
+    table = [
+        ("ATTEMPT", "ID", "STATE", "EXIT", "ITERATION", "LAST LOGGED", "STARTED", "ENDED", "CAUSE")
+    ]
     for a in attempts:
+        found = logged[a["attempt"]]
         table.append(
             (
                 str(a["attempt"]),
@@ -229,6 +266,7 @@ def _show_ledger(session: Any, job: str, as_json: bool) -> None:
                 a["final_state"] or a["phase"],
                 "-" if a["exit_code"] is None else str(a["exit_code"]),
                 "-" if a["iteration"] is None else str(a["iteration"]),
+                found.summary() if found else "-",
                 a["submitted_at"] or "-",
                 a["ended_at"] or "-",
                 a["cause"],

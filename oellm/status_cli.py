@@ -154,7 +154,12 @@ def as_document(found: Sequence[Any]) -> dict[str, Any]:
                 "scheduler_error": section.scheduler_error,
                 "summary": {"jobs": sum(counts.values()), "states": dict(sorted(counts.items()))},
                 "jobs": [
-                    {**dataclasses.asdict(job), "tail": list(job.tail)} for job in section.jobs
+                    {
+                        **dataclasses.asdict(job),
+                        "tail": list(job.tail),
+                        "metrics": dict(job.metrics) if job.metrics is not None else None,
+                    }
+                    for job in section.jobs
                 ],
             }
         )
@@ -174,7 +179,20 @@ def render(found: Sequence[Any], out: Callable[[str], None], color: bool) -> Non
             if number:
                 out("")
             out(f"== {section.bundle} ({section.project})")
-        table = [("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "STARTED", "RUN", "REASON", "LOG")]
+        table = [
+            (
+                "JOB",
+                "STAGE",
+                "STATE",
+                "ATTEMPT",
+                "ID",
+                "PROGRESS",
+                "STARTED",
+                "RUN",
+                "REASON",
+                "LOG",
+            )
+        ]
         for job in section.jobs:
             state = job.state + (f" (link {job.link})" if job.link else "")
             table.append(
@@ -184,6 +202,7 @@ def render(found: Sequence[Any], out: Callable[[str], None], color: bool) -> Non
                     state,
                     str(job.attempt or "-"),
                     job.job_id or "-",
+                    job.progress or "-",
                     _when(job.started),
                     _duration(job.run_seconds),
                     job.reason,

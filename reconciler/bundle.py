@@ -54,6 +54,10 @@ class LockJob:
     # `job.finish_condition`: when it holds, the job's output already exists and it is not
     # submitted (a condition like the start conditions; None: none).
     finish_condition: dict[str, Any] | None = None
+    # What the script runs (`megatron`, `bash`): a Megatron job's log is read for metrics.
+    backend: str = "bash"
+    # W&B: {"dir", "run_id"} of a job that logs to it, for `oellm reconcile --sync-wandb`.
+    wandb: dict[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,8 @@ def _load(path: Path, check_scripts: bool) -> Bundle:
             array_index=j.get("array_index"),
             dependency=j.get("dependency", "reconciler"),
             finish_condition=j.get("finish_condition"),
+            backend=j.get("backend", "bash"),
+            wandb=j.get("wandb"),
         )
         for j in data["jobs"]
     )

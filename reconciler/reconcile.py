@@ -24,6 +24,7 @@ from .decide import INTENT_GRACE, Action, Current, Options, current, decide
 from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
 from .identity import claim, key_for, read_identity
 from .lock import Busy, LockLost, StateLock
+from .metrics_store import track as after_round_metrics
 from .moves import moved
 from .observe import Observation, observe
 from .records import Dropped, History, Records
@@ -202,6 +203,13 @@ class Session:
                 say(f"moved the records of {old} to {new}")
 
 
+def after_round(session: Session, history: History, obs: Observation) -> None:
+    """Steps that follow a round's actions and only describe (training metrics): their
+    problems are logged as warnings and change neither the round nor its exit code."""
+    for problem in after_round_metrics(session.bundle, history, obs, session.records):
+        log.warning("%s", problem)
+
+
 def _new_attempt(action: Action) -> bool:
     return action.kind == "submit" and action.link is None
 
@@ -259,6 +267,8 @@ def reconcile_once(
         except LockLost as lost:
             # Another round holds the state now: it reads what this one recorded.
             return RunReport(actions, obs, None, busy=str(lost), damaged=damaged)
+        # Training metrics (metrics_store): after acting; a problem there is only logged.
+        after_round(session, history, obs)
         return RunReport(actions, obs, outcome, damaged=damaged)
     finally:
         if own_lock and lock is not None:

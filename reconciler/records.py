@@ -260,6 +260,10 @@ class Records:
         for path in sorted(source.iterdir()):
             if path.name.startswith("."):
                 continue
+            if path.suffix != ".json":
+                # Not a record (a metrics series, metrics_store): carried over as it is.
+                shutil.copy2(path, staging / path.name)
+                continue
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and data.get("job") == old:
                 data["job"] = new

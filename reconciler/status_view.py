@@ -5,14 +5,17 @@ a count per state. Built on `reconcile.status` (one look at SLURM per bundle); r
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from .bundle import LockJob
 from .job_logs import current_link, log_file, marker_times, tail
+from .metrics_store import latest_metrics
 from .reconcile import Session, StatusRow, status
 from .records import History
 from .schedulers import FINISHED, SchedulerJob
@@ -45,6 +48,8 @@ class JobView:
     tail: tuple[str, ...]  # its last log lines, for a job that failed
     finished_by_event: bool  # a `finish` event ended it: shown COMPLETED whatever the exit
     scheduler_state: str  # the state as SLURM (or the record) has it
+    progress: str | None = None  # training progress the last round read (Megatron jobs)
+    metrics: Mapping[str, Any] | None = None  # the same, field by field (`--json`)
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,8 @@ def _view(
         state == "CANCELLED" and latest is not None and not latest.cancel_requested
     )
     lines = tuple(tail(log, tail_lines)) if failed and log is not None else ()
+    # Training progress of Megatron jobs, as the last round read it from their logs.
+    logged = latest_metrics(session.records, row.job, row.attempt)
     return JobView(
         job=row.job,
         stage=row.stage,
@@ -147,7 +154,19 @@ def _view(
         tail=lines,
         finished_by_event=by_event,
         scheduler_state=row.state,
+        progress=logged.summary() if logged else None,
+        metrics=_metrics(logged),
     )
+
+
+def _metrics(found: Any) -> dict[str, Any] | None:
+    """The metrics `status --json` shows: the last logged values, not the curve's bookkeeping."""
+    if found is None:
+        return None
+    data = dataclasses.asdict(found)
+    for key in ("offsets", "seq_length", "stride", "points", "last_point"):
+        data.pop(key, None)
+    return data
 
 
 def _sacct_time(text: str | None) -> datetime | None:

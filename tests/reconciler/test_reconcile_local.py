@@ -87,18 +87,12 @@ def test_stages_dry_run_and_status_locally(
     code, out, _ = run(["status", "b", "--scheduler", "local"], capsys)
     lines = out.splitlines()
     assert lines[0].split() == [
-        "JOB",
-        "STAGE",
-        "STATE",
-        "ATTEMPT",
-        "ID",
-        "STARTED",
-        "RUN",
-        "REASON",
+        *("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "PROGRESS", "STARTED", "RUN", "REASON"),
         "LOG",
     ]
-    assert lines[1].split()[:5] == ["two_stable", "stable", "COMPLETED", "1", "1"]
-    assert lines[2].split()[:5] == ["two_decay", "decay", "COMPLETED", "1", "2"]
+    # Bash jobs log no training progress.
+    assert lines[1].split()[:6] == ["two_stable", "stable", "COMPLETED", "1", "1", "-"]
+    assert lines[2].split()[:6] == ["two_decay", "decay", "COMPLETED", "1", "2", "-"]
 
 
 def test_failed_job_is_reported_and_wait_exits_1(

@@ -1,0 +1,75 @@
+"""`oellm megatron-args`: the argument table and schema of a Megatron-LM checkout (a fork
+with arguments of its own), so that `oellm compile --config-dir DIR` checks against them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from oellm.errors import EXIT_OK, OellmError
+from oellm.guard import guarded
+
+
+@click.command("megatron-args")
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(path_type=Path, exists=True),
+    required=True,
+    help="A Megatron-LM checkout (or its megatron/training/arguments.py).",
+)
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=Path("."),
+    show_default=True,
+    help="Folder for megatron-args.json and megatron.schema.json; pass it to `oellm compile "
+    "--config-dir` to check configs against these arguments.",
+)
+@guarded
+def megatron_args_command(source: Path, output: Path) -> int:
+    """Read Megatron's argument parser from source (parsed, never imported or run) into an
+    argument table and the schema `oellm compile` checks `backend.megatron` against.
+
+    \b
+    oellm megatron-args --from ~/src/Megatron-LM --output megatron-fork/
+    oellm compile exp.yaml --config-dir megatron-fork/ -o bundle/
+    """
+    return _run(source, output)
+
+
+def _run(source: Path, output: Path) -> int:
+    from oellm.compiler.megatron_table import TableError, build_schema, render
+    from oellm.megatron_args import NotAParser, parser_file, read_table
+
+    try:
+        path = parser_file(source)
+        table = read_table(path.read_text(encoding="utf-8"), str(path))
+        data = {"arguments": table.arguments, "source": f"read from {path} by oellm megatron-args"}
+        schema = build_schema(data, made_by="oellm megatron-args")
+    except (NotAParser, TableError, OSError, UnicodeDecodeError) as exc:
+        raise OellmError(str(exc), hint="point --from at a Megatron-LM checkout") from None
+    if not table.arguments:
+        raise OellmError(
+            f"{path}: no add_argument calls found", hint="point --from at a Megatron-LM checkout"
+        )
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "megatron-args.json").write_text(
+        json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
+    (output / "megatron.schema.json").write_text(render(schema), encoding="utf-8")
+    click.echo(
+        f"wrote {output / 'megatron-args.json'} and {output / 'megatron.schema.json'}: "
+        f"{len(table.arguments)} arguments from {path}"
+    )
+    for skipped in table.skipped:
+        click.echo(f"  left out {path}:{skipped.line}: {skipped.what}: {skipped.why}")
+    if table.factories:
+        lines = ", ".join(map(str, table.factories))
+        click.echo(
+            f"  not read: argument groups built at run time from dataclasses "
+            f"(ArgumentGroupFactory, {path}:{lines}); their arguments are not in this table"
+        )
+    return EXIT_OK
