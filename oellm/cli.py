@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -58,6 +58,14 @@ def cli(verbose: bool, debug: bool) -> None:
     _setup_logging(verbose, debug)
 
 
+def _complete_compile_args(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[Any]:
+    from oellm.completion import complete_compile_args
+
+    return complete_compile_args(ctx, param, incomplete)
+
+
 def _split_positionals(
     args: Sequence[str], config_ref: str | None
 ) -> tuple[Path | None, list[str]]:
@@ -72,7 +80,12 @@ def _looks_like_override(text: str) -> bool:
 
 
 @cli.command("compile")
-@click.argument("args", nargs=-1, metavar="[EXPERIMENT.yaml] [OVERRIDES]...")
+@click.argument(
+    "args",
+    nargs=-1,
+    metavar="[EXPERIMENT.yaml] [OVERRIDES]...",
+    shell_complete=_complete_compile_args,
+)
 @click.option(
     "-o",
     "--output",
@@ -331,10 +344,13 @@ def _register() -> None:
     from oellm.check_cli import check_command
     from oellm.container_cli import container_command
     from oellm.diff_cli import diff_command
+    from oellm.logs_cli import logs_command
     from oellm.megatron_args_cli import megatron_args_command
     from oellm.prepare_cli import prepare_command
-    from oellm.reconcile_cli import cancel_command, reconcile_command, status_command
+    from oellm.reconcile_cli import cancel_command, reconcile_command
     from oellm.report_cli import report_command
+    from oellm.retry_cli import retry_command
+    from oellm.status_cli import status_command
 
     for command in (
         diff_command,
@@ -342,6 +358,8 @@ def _register() -> None:
         reconcile_command,
         status_command,
         cancel_command,
+        retry_command,
+        logs_command,
         prepare_command,
         schema_command,
         config_command,

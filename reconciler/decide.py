@@ -39,6 +39,9 @@ from .events import observations
 from .model import Attempt, Current, History, LockJob, Observation
 from .policy import INTENT_GRACE, SUBMIT_TRIES, UNSEEN_LIMIT, budget_exhausted
 from .recover import unclaimed
+from .refusal import SUBMIT_FAILED, refused_wait
+from .retry import budget_start, pending, revived
+from .retry import cause as retry_cause
 
 StateOf = Callable[[str], str | None]
 
@@ -75,6 +78,7 @@ def decide(
     now: datetime,
     options: Options = DEFAULTS,
 ) -> list[Action]:
+    history = revived(history)  # `oellm retry` of a dropped job undoes its drop
     states = {job.name: current(job.name, history, obs, job) for job in jobs}
     for job in jobs:
         done = _finished_already(job, states[job.name], history, obs, now)
@@ -247,6 +251,10 @@ def _decide_job(job: LockJob, upstream: Mapping[str, MainAction], round_: _Round
     """One job's actions, by the phase of its latest attempt."""
     now_state = round_.states[job.name]
     latest = round_.history.latest(job.name)
+    if pending(round_.history, job.name) is not None:
+        # `oellm retry` (retry.py): an ended or dropped job the user asked to run again is
+        # gated like a new one, once.
+        return _ready(job, latest, upstream, round_)
     if now_state.state == "DROPPED":
         # Never in flight (an attempt in flight is not DROPPED): the cancel stands.
         return [Wait(job.name, f"dropped: {now_state.reason}", outcome="cancelled")]
@@ -322,6 +330,8 @@ def _ended(
     if latest.script_sha256 != job.sha256:
         cause = f"script changed since attempt {latest.attempt} ended {now_state.state}"
         return [Submit(name, cause, attempt=_next_attempt(round_.history, name), cause=cause)]
+    if latest.final_state == SUBMIT_FAILED:
+        return [refused_wait(latest)]
     if not _dependency_broken(latest, now_state):
         return [_after_failure(job, round_.history, round_.now)]
     # SLURM cancelled it because an upstream job failed: gate it again like a new job, so
@@ -362,6 +372,9 @@ def _ready(
     if not ok:
         return [Wait(name, f"start condition: {why}")]
     cause = "first submission" if latest is None else f"resubmission: {latest.reason or '?'}"
+    retry = pending(round_.history, name)
+    if retry is not None:
+        cause = retry_cause(retry)
     return [Submit(name, cause, attempt=attempt, cause=cause)]
 
 
@@ -369,6 +382,8 @@ def _runs_again(job: LockJob, now_state: Current, history: History, now: datetim
     """Whether a job that ended without success gets another attempt: its restart policy
     restarts it (now or after a backoff), or its script changed since."""
     latest = history.latest(job.name)
+    if pending(history, job.name) is not None:
+        return True  # `oellm retry` asked for a new attempt
     if latest is None or latest.cancel_requested or job.name in history.dropped:
         return False
     if latest.script_sha256 != job.sha256:
@@ -454,11 +469,13 @@ def _changed(
 def _after_failure(job: LockJob, history: History, now: datetime) -> Submit | Wait:
     """A finished attempt that did not succeed: restart it, wait for the backoff, or stop."""
     name = job.name
-    # Budgets count the attempts of the current script only: a fixed script starts afresh.
+    # Budgets count the attempts of the current script only: a fixed script starts afresh,
+    # and so does a job the user retried (`oellm retry`: only the attempts after it count).
+    start = budget_start(history, name)
     attempts = [
         a
         for a in history.attempts.get(name, ())
-        if a.final_state != "NOT_SUBMITTED" and a.script_sha256 == job.sha256
+        if a.final_state != "NOT_SUBMITTED" and a.script_sha256 == job.sha256 and a.attempt > start
     ] or [history.attempts[name][-1]]
     latest = attempts[-1]
     state = latest.final_state or "?"
@@ -604,8 +621,10 @@ def _submitted(
 
 
 def _failed_submissions(history: History, job: str) -> int:
-    count = 0
+    count, start = 0, budget_start(history, job)
     for attempt in reversed(history.attempts.get(job, ())):
+        if attempt.attempt <= start:
+            break  # `oellm retry` starts the count afresh
         if attempt.phase == "finished" and attempt.final_state == "NOT_SUBMITTED":
             count += 1
         else:

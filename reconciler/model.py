@@ -179,12 +179,25 @@ class Dropped:
 
 
 @dataclass(frozen=True)
+class RetryRequest:
+    """`oellm retry`: the user asks for one new attempt after `after` (0: none yet), with
+    fresh restart budgets; `revives` is the drop it undoes (its `at`). See `retry.py`."""
+
+    job: str
+    at: str
+    after: int
+    revives: str | None = None
+
+
+@dataclass(frozen=True)
 class History:
     attempts: Mapping[str, tuple[Attempt, ...]]  # job -> attempts, oldest first
     dropped: Mapping[str, Dropped]
     # job -> what is wrong with one of its records (the file and why); such a job is not
     # acted on, and the round ends with exit 2 naming the file.
     damaged: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # job -> the user's pending `oellm retry` request.
+    retries: Mapping[str, RetryRequest] = dataclasses.field(default_factory=dict)
 
     def latest(self, job: str) -> Attempt | None:
         found = self.attempts.get(job, ())

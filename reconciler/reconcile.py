@@ -27,9 +27,11 @@ from .identity import claim, key_for, read_identity
 from .lock import Busy, LockLost, StateLock
 from .metrics_store import track as after_round_metrics
 from .model import Current, Dropped, History, Observation
+from .moves import moved
 from .observe import observe
 from .policy import INTENT_GRACE
 from .records import Records
+from .retry import revived
 from .schedulers import Scheduler, slurm
 from .schedulers.local import LocalScheduler
 from .submit import RoundOutcome
@@ -167,7 +169,7 @@ class Session:
                     str(self.records.attempt_path(last.job, last.attempt)),
                     hint=f"use --scheduler {last.scheduler} until it has finished",
                 )
-        return history
+        return revived(history)  # a drop `oellm retry` undid no longer counts
 
     def look(self, history: History) -> tuple[Observation, list[Action]]:
         """Observe and decide. A round that would submit an attempt it has no record of
@@ -246,6 +248,8 @@ def reconcile_once(
             )
             session.apply_moves(say)
         history = session.history()
+        if dry_run:  # the moves the real round makes first, in memory only (moves.py)
+            history = moved(history, session.bundle.moved, say)
         obs, actions = session.look(history)
         damaged = tuple(history.damaged.values())
         if dry_run:

@@ -5,6 +5,7 @@ exclusively: a round never overwrites another round's intent.
 
     <state_dir>/jobs/<job>/attempt-0001.json   intent, then job id, then outcome
     <state_dir>/jobs/<job>/dropped.json        cancelled before it was ever submitted
+    <state_dir>/jobs/<job>/retry.json          `oellm retry`: a new attempt after this one
 
 Records are read strictly (`codec.decode`): one that does not check out is reported with its
 file, and its job gets no action until the user has looked at it.
@@ -25,7 +26,7 @@ from typing import Any, TypeVar
 
 from .codec import RecordInvalid, decode
 from .errors import ReconcileError
-from .model import Attempt, Dropped, History, LogState
+from .model import Attempt, Dropped, History, LogState, RetryRequest
 
 log = logging.getLogger("oellm.records")
 T = TypeVar("T")
@@ -148,6 +149,7 @@ class Records:
         attempts: dict[str, tuple[Attempt, ...]] = {}
         dropped: dict[str, Dropped] = {}
         damaged: dict[str, str] = {}
+        retries: dict[str, RetryRequest] = {}
         if not self.jobs_dir.is_dir():
             return History(attempts, dropped)
         for job_dir in sorted(self.jobs_dir.iterdir()):
@@ -170,13 +172,16 @@ class Records:
                         found.append(record)
                     elif path.name == "dropped.json":
                         dropped[job] = _read(path, Dropped)
+                    elif path.name == "retry.json":
+                        retries[job] = _read(path, RetryRequest)
             except ReconcileError as error:
                 damaged[job] = error.render()
                 dropped.pop(job, None)
+                retries.pop(job, None)
                 continue
             if found:
                 attempts[job] = tuple(sorted(found, key=lambda a: a.attempt))
-        return History(attempts, dropped, damaged)
+        return History(attempts, dropped, damaged, retries)
 
 
 DAMAGED_HINT = (

@@ -25,10 +25,11 @@ from .arrays import (
 from .bundle import Bundle
 from .chain import link_tag
 from .current_log import point_current_log
-from .errors import SchedulerError, SchedulerUnavailable
+from .errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
 from .folders import make_job_folders
 from .model import ArrayGroup, Attempt, Link, LockJob
 from .records import RecordExists, Records
+from .refusal import refused
 from .schedulers import Scheduler, Submission
 
 # Fault injection for the exactly-once tests: the process kills itself at the named point.
@@ -55,6 +56,7 @@ class RoundOutcome:
     acted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     unavailable: bool = False
+    refused: dict[str, str] = field(default_factory=dict)  # tag -> why sbatch refused it
 
 
 def tag_for(key: str, job: str, attempt: int) -> str:
@@ -119,6 +121,10 @@ class Submitter:
                 "--kill-on-invalid-dep=yes",
             )
         job_id, error = self._sbatch(job, tag, gate)
+        if job_id is None and tag in self.outcome.refused:
+            # Issue 13: refused for good, so nothing to look up; ended now, not retried.
+            self.records.save(refused(intent, self.outcome.refused[tag], self.now().isoformat()))
+            return None
         if job_id is None:
             failed = dataclasses.replace(intent, reason=error)
             self.records.save(failed.with_link(1, reason=error) if chained else failed)
@@ -202,8 +208,11 @@ class Submitter:
             f"array {group.name}",
         )
         if job_id is None:
+            stamp, why = self.now().isoformat(), self.outcome.refused.get(tag)
             for intent in intents:
-                self.records.save(dataclasses.replace(intent, reason=error))
+                # Issue 13: a refused array created no task: every member ends now.
+                ended = refused(intent, why, stamp) if why else None
+                self.records.save(ended or dataclasses.replace(intent, reason=error))
             return {}
         crash_point("after-sbatch")
         stamp = self.now().isoformat()
@@ -312,6 +321,10 @@ class Submitter:
             self.outcome.unavailable = True
             self.outcome.errors.append(str(exc))
             return None, f"scheduler unavailable: {exc.message}"
+        except SubmissionRefused as exc:
+            self.outcome.refused[tag] = exc.why
+            self.outcome.errors.append(f"{who or job.name}: sbatch refused it: {exc.why}")
+            return None, f"submission refused: {exc.why}"
         except SchedulerError as exc:
             self.outcome.errors.append(f"{who or job.name}: {exc}")
             return None, f"submission failed: {exc.message}"

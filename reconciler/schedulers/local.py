@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import cast, get_args
 
 from oellm.errors import CommandError
-from oellm.reconciler.errors import SchedulerError
+from oellm.reconciler.errors import SchedulerError, SubmissionRefused
 from oellm.reconciler.schedulers import JobState, SchedulerJob, Submission
 from oellm.reconciler.schedulers.local_wrapper import (
     JobOutcome,
@@ -96,7 +96,8 @@ class LocalScheduler:
             time_limit = parse_time_limit(options["time"]) if "time" in options else None
             after = parse_dependency(options.get("dependency", ""))
         except ValueError as exc:
-            raise SchedulerError(argv, str(exc)) from exc
+            # Nothing was started: the same script would be refused again (like sbatch's no).
+            raise SubmissionRefused(argv, str(exc)) from exc
         name = submission.tag or options.get("job-name") or script.name
         try:
             return self._start(workdir, text, options, time_limit, name, after)

@@ -252,6 +252,7 @@ def test_json_shape(tmp_path: Path) -> None:
     shown = render_json(compare(old, new))
     json.dumps(shown)  # serialisable as it is
     assert list(shown) == [
+        "schema_version",
         "identical",
         "summary",
         "project",

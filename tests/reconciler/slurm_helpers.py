@@ -44,7 +44,9 @@ def oellm(
 def status_rows(bundle: Path) -> dict[str, dict[str, Any]]:
     run = oellm("status", str(bundle), "--json")
     assert run.returncode == 0, run.stderr
-    return {row["job"]: row for row in json.loads(run.stdout)}
+    data = json.loads(run.stdout)
+    assert data["schema_version"] == 1
+    return {row["job"]: row for row in data["bundles"][0]["jobs"]}
 
 
 def ledger(bundle: Path, job: str) -> list[dict[str, Any]]:

@@ -46,7 +46,7 @@ def test_quick_start_demo_runs_to_completion_without_slurm(
     log = (in_tmp / "output" / "demo" / "current.log").read_text()
     assert "hello from demo" in log and "done" in log
     code, out, _ = run(["status", "b", "--json"], capsys)
-    (row,) = json.loads(out)
+    (row,) = json.loads(out)["bundles"][0]["jobs"]
     assert (row["state"], row["attempt"], row["job_id"]) == ("COMPLETED", 1, "1")
 
 
@@ -87,7 +87,8 @@ def test_stages_dry_run_and_status_locally(
     code, out, _ = run(["status", "b", "--scheduler", "local"], capsys)
     lines = out.splitlines()
     assert lines[0].split() == [
-        *("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "PROGRESS", "REASON", "LAST", "EVENT")
+        *("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "PROGRESS", "STARTED", "RUN", "REASON"),
+        "LOG",
     ]
     # Bash jobs log no training progress.
     assert lines[1].split()[:6] == ["two_stable", "stable", "COMPLETED", "1", "1", "-"]
@@ -205,7 +206,7 @@ def test_array_members_run_one_by_one_on_the_local_scheduler(
     )
     assert (code, err) == (0, ""), out
     code, out, _ = run(["status", "b", "--json"], capsys)
-    rows = {row["job"]: row for row in json.loads(out)}
+    rows = {row["job"]: row for row in json.loads(out)["bundles"][0]["jobs"]}
     for index in (0, 1):
         row = rows[f"t_{index}"]
         assert row["state"] == "COMPLETED" and "_" not in row["job_id"], row

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable
+from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
 from oellm.reconciler.schedulers import SchedulerJob, Submission
 from oellm.reconciler.schedulers.slurm import (
     SACCT_FIELDS,
@@ -28,6 +28,7 @@ from oellm.reconciler.schedulers.slurm import (
     sacct_argv,
     sacct_time,
     sbatch_argv,
+    sbatch_failure,
     scancel_argv,
     select,
     split_squeue_line,
@@ -380,6 +381,38 @@ def test_controller_down_is_unavailable(name: str) -> None:
     assert str(error).startswith(recorded(name).command.split()[0] + " ")
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        (
+            "sbatch_invalid_partition.txt",
+            "invalid partition specified: nosuchpart; "
+            "Batch job submission failed: Invalid partition name specified",
+        ),
+        ("sbatch_invalid_option.txt", "Invalid --time specification"),
+    ],
+)
+def test_sbatch_saying_no_is_a_refusal_for_good(name: str, why: str) -> None:
+    error = sbatch_failure(recorded(name).completed())
+    assert isinstance(error, SubmissionRefused)
+    assert error.why == why
+
+
+def test_sbatch_not_answering_or_over_a_submit_limit_is_not_a_refusal() -> None:
+    down = sbatch_failure(recorded("sbatch_ctld_down.txt").completed())
+    assert isinstance(down, SchedulerUnavailable)
+    limit = Completed(
+        ("sbatch",),
+        1,
+        "",
+        "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+        "(job submit limit, user's size and/or time limits)\n",
+    )
+    assert type(sbatch_failure(limit)) is SchedulerError
+    # No `sbatch: error:` line (killed, say): the outcome stays unknown.
+    assert type(sbatch_failure(Completed(("sbatch",), 1, "", "Killed\n"))) is SchedulerError
+
+
 def test_an_unknown_job_id_is_an_error_not_unavailable() -> None:
     done = recorded("squeue_unknown_job.txt").completed()
     error = failure(done, "squeue")
@@ -405,12 +438,12 @@ def test_submit_with_controller_down_is_unavailable() -> None:
         SlurmScheduler(run=fake).submit(SUBMISSION)
 
 
-def test_submit_rejected_is_an_error_with_the_output() -> None:
+def test_submit_rejected_is_a_refusal_with_the_output() -> None:
     stderr = "sbatch: error: invalid partition specified: nope\n"
     fake = FakeRun({"sbatch": Completed((), 1, "", stderr)})
-    with pytest.raises(SchedulerError) as caught:
+    with pytest.raises(SubmissionRefused) as caught:
         SlurmScheduler(run=fake).submit(SUBMISSION)
-    assert type(caught.value) is SchedulerError
+    assert caught.value.why == "invalid partition specified: nope"
     assert "invalid partition" in caught.value.output
 
 
