@@ -415,7 +415,8 @@ class Soak:
         code, out, _ = self.run(self._argv("status", str(self.bundle), "--json"), "status", -1)
         if code != 0:
             return []
-        rows: list[dict[str, Any]] = json.loads(out)
+        # status --json, schema_version 1: one section per bundle (schemas/status.schema.json).
+        rows: list[dict[str, Any]] = json.loads(out)["bundles"][0]["jobs"]
         return rows
 
     def settle(self) -> tuple[list[dict[str, Any]], float]:

@@ -12,11 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from oellm.bundle_files import LOCK_NAME
+
 from .errors import fail
 from .textdiff import unified
 
-LOCK_NAME = "plan.lock.json"
-PLAN_NAME = "plan.txt"
 # Lock fields shown apart (params), compared as the script's bytes (script, sha256) or that are
 # the job's identity (name). The sweep position (index) changes whenever sweep values are
 # reordered and means nothing to the scheduler, so it is counted, not reported as a change.

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .diff import ABSENT, LOCK_NAME, PLAN_NAME, BundleDiff, JobDiff, JobEntry, ValueChange
+from oellm.bundle_files import LOCK_NAME, PLAN_NAME
+
+from .diff import ABSENT, BundleDiff, JobDiff, JobEntry, ValueChange
 
 _RESET = "\x1b[0m"
 _STYLES = {
@@ -132,9 +134,15 @@ def check_text(result: BundleDiff, color: bool = False) -> str:
     return "\n".join(parts)
 
 
+# `diff --json`'s version: raised only for a breaking change; new fields are additive.
+DIFF_SCHEMA_VERSION = 1
+
+
 def render_json(result: BundleDiff) -> dict[str, Any]:
-    """The `--json` form. A key absent from one side is left out of its change (`old`/`new`)."""
+    """The `--json` form (schemas/diff.schema.json). A key absent from one side is left out of
+    its change (`old`/`new`)."""
     return {
+        "schema_version": DIFF_SCHEMA_VERSION,
         "identical": result.identical,
         "summary": {
             "added": len(result.added),

@@ -80,22 +80,49 @@ def expand(sweep: Mapping[str, object] | None, where: Where) -> list[Point]:
     if not isinstance(sweep, Mapping):
         raise fail("sweep must be a mapping", where(()), "sweep")
     base = _base_values(sweep, where)
+    composed = _list_composition(sweep, where)
+    sweep = {key: value for key, value in sweep.items() if key != _COMPOSITION}
     grid_format = "grids" in sweep or all(key == "base_values" for key in sweep)
     parts = _grid_format(sweep, where) if grid_format else _top_group(sweep, where)
     if base is not None:
         parts = [_Part((base, *part.layers), part.filters) for part in parts]
-    return [_point(index, part) for index, part in enumerate(parts)]
+    return [_point(index, part, composed) for index, part in enumerate(parts)]
 
 
-def _point(index: int, part: _Part) -> Point:
+def _list_composition(sweep: Mapping[str, object], where: Where) -> frozenset[str]:
+    """`list_composition: [key, ...]`: keys whose values accumulate into one list when several
+    layers of a point set them (a product of groups, or a group's defaults and its values),
+    instead of the later one winning; e.g. config group selections to compose."""
+    if _COMPOSITION not in sweep:
+        return frozenset()
+    keys = _list(sweep[_COMPOSITION], (_COMPOSITION,), where, _COMPOSITION)
+    for number, key in enumerate(keys):
+        if not isinstance(key, str) or not key:
+            raise fail(
+                f"{_COMPOSITION} lists keys, not {_kind(key)}",
+                where((_COMPOSITION, number)),
+                _COMPOSITION,
+            )
+    return frozenset(str(key) for key in keys)
+
+
+def _point(index: int, part: _Part, composed: frozenset[str] = frozenset()) -> Point:
     values: dict[str, object] = {}
     origins: dict[str, Origin | None] = {}
     stage_from: _Layer | None = None
+    gathered: dict[str, list[object]] = {}
     for layer in part.layers:
+        for key in composed.intersection(layer.values):
+            value = layer.values[key]
+            gathered.setdefault(key, []).extend(value if isinstance(value, list) else [value])
         values.update(layer.values)
         origins.update(layer.origins)
         if _STAGE in layer.values:
             stage_from = layer
+    for key, items in gathered.items():
+        # One layer alone keeps its value as written; several make one flat list.
+        if sum(1 for layer in part.layers if key in layer.values) > 1:
+            values[key] = items
     stage_keys = stage_from.together if stage_from is not None else frozenset()
     return Point(
         index, MappingProxyType(values), MappingProxyType(origins), stage_keys, part.filters
@@ -135,6 +162,9 @@ def _grid_format(sweep: Mapping[str, object], where: Where) -> list[_Part]:
             raise fail("a grid needs at least one swept key", where(path), _key(path))
         parts.extend(_Part(layers, filters) for layers in _params(node, path, where))
     return parts
+
+
+_COMPOSITION = "list_composition"
 
 
 def _top_group(sweep: Mapping[str, object], where: Where) -> list[_Part]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oellm.bundle_files import LOCK_NAME, PLAN_NAME
+
 from . import array_groups
 from .checks import check_job
 from .compose import compose
@@ -215,11 +217,11 @@ def _with_lock(bundle: CompiledBundle, lock: dict[str, Any]) -> CompiledBundle:
     """The bundle with `lock` written. Staged files are one folder, changed in place."""
     files = bundle.files if isinstance(bundle.files, StagedFiles) else dict(bundle.files)
     if isinstance(files, StagedFiles):
-        with files.text("plan.lock.json") as handle:
+        with files.text(LOCK_NAME) as handle:
             PrettyJson().dump(lock, handle.write)
     else:
-        files["plan.lock.json"] = pretty_json(lock)
-    files["plan.txt"] = plan_text(lock).encode("utf-8")
+        files[LOCK_NAME] = pretty_json(lock)
+    files[PLAN_NAME] = plan_text(lock).encode("utf-8")
     return CompiledBundle(files, lock)
 
 

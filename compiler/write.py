@@ -17,11 +17,11 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from oellm.bundle_files import LOCK_NAME
+
 from .errors import fail
 from .pipeline import CompiledBundle
 from .staging import StagedFiles
-
-LOCK_NAME = "plan.lock.json"
 
 
 def stage(out: Path) -> StagedFiles:

@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from oellm.bundle_files import LOCK_NAME
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, CommandError
 from oellm.guard import guarded
 from oellm.resources import directives, totals
@@ -109,7 +110,7 @@ def check_command(bundle: Path, skip_sbatch: bool) -> int:
     from oellm.reconciler.bundle import load_bundle
 
     load_bundle(bundle)  # a bundle that breaks its contract is a usage error (exit 2)
-    lock = json.loads((bundle / "plan.lock.json").read_text(encoding="utf-8"))
+    lock = json.loads((bundle / LOCK_NAME).read_text(encoding="utf-8"))
 
     def text(path: str) -> str:
         return (bundle / path).read_text(encoding="utf-8")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from oellm import __version__
+from oellm.bundle_files import LOCK_NAME
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_USER
 from oellm.guard import guarded, protect_stdout
 from oellm.options import (
@@ -75,8 +76,10 @@ _LAZY = {
     "diff": "oellm.diff_cli:diff_command",
     "container": "oellm.container_cli:container_command",
     "reconcile": "oellm.reconcile_cli:reconcile_command",
-    "status": "oellm.reconcile_cli:status_command",
+    "status": "oellm.status_cli:status_command",
     "cancel": "oellm.reconcile_cli:cancel_command",
+    "retry": "oellm.retry_cli:retry_command",
+    "logs": "oellm.logs_cli:logs_command",
     "prepare": "oellm.prepare_cli:prepare_command",
     "schema": "oellm.authoring_cli:schema_command",
     "config": "oellm.authoring_cli:config_command",
@@ -101,8 +104,21 @@ def cli(verbose: bool, debug: bool) -> None:
     _setup_logging(verbose, debug)
 
 
+def _complete_compile_args(
+    ctx: click.Context, param: click.Parameter, incomplete: str
+) -> list[Any]:
+    from oellm.completion import complete_compile_args
+
+    return complete_compile_args(ctx, param, incomplete)
+
+
 @cli.command("compile")
-@click.argument("args", nargs=-1, metavar="[EXPERIMENT.yaml] [OVERRIDES]...")
+@click.argument(
+    "args",
+    nargs=-1,
+    metavar="[EXPERIMENT.yaml] [OVERRIDES]...",
+    shell_complete=_complete_compile_args,
+)
 @click.option(
     "-o",
     "--output",
@@ -248,7 +264,7 @@ def _recorded_request(output: Path) -> CompileRequest:
     from oellm.compiler.pipeline import CompileRequest
     from oellm.compiler.provenance import recorded_arguments
 
-    lock_path = output / "plan.lock.json"
+    lock_path = output / LOCK_NAME
     if not lock_path.is_file():
         raise click.UsageError(
             f"give an experiment file or --config-ref experiments/NAME ({lock_path} does not "
@@ -309,9 +325,9 @@ def plan_command(
     if args and config_ref is None and Path(args[0]).is_dir():
         if len(args) > 1:
             raise click.UsageError("overrides apply to experiments, not to a compiled bundle")
-        lock_path = Path(args[0]) / "plan.lock.json"
+        lock_path = Path(args[0]) / LOCK_NAME
         if not lock_path.is_file():
-            raise click.UsageError(f"'{args[0]}' holds no plan.lock.json")
+            raise click.UsageError(f"'{args[0]}' holds no {LOCK_NAME}")
         lock = json.loads(lock_path.read_text(encoding="utf-8"))
         folder = Path(args[0])
 

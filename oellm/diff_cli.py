@@ -16,7 +16,8 @@ from pathlib import Path
 
 import click
 
-from oellm.compiler.diff import LOCK_NAME, compare
+from oellm.bundle_files import LOCK_NAME
+from oellm.compiler.diff import compare
 from oellm.compiler.diff_render import check_text, render_json, render_text
 from oellm.compiler.errors import fail
 from oellm.compiler.pipeline import CompiledBundle

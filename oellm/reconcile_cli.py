@@ -1,4 +1,5 @@
-"""The reconciler's commands: `reconcile`, `status` and `cancel` (registered by `oellm.cli`).
+"""The reconciler's commands: `reconcile` and `cancel`, and the attempt ledger `oellm status
+BUNDLE JOB` shows (`status_cli`); registered by `oellm.cli`.
 
 Exit codes of `reconcile`: 0 nothing to do, 1 acted, 2 a problem with the bundle or its state,
 75 SLURM unreachable; with --wait, 0 when every job completed and 1 otherwise.
@@ -7,12 +8,13 @@ Exit codes of `reconcile`: 0 nothing to do, 1 acted, 2 a problem with the bundle
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import click
 
+from oellm.completion import complete_jobs
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_USER
 from oellm.guard import guarded
 
@@ -29,7 +31,23 @@ _SCHEDULER = click.option(
 @click.command("reconcile")
 @_BUNDLE
 @click.option("--dry-run", is_flag=True, help="Print what would be done, and why, without acting.")
-@click.option("--wait", is_flag=True, help="Repeat until every job has finished.")
+@click.option(
+    "--actions-only",
+    is_flag=True,
+    help="With --dry-run: only the jobs that would get an action, then their count.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="The round's actions as JSON (schema_version 1, schemas/reconcile.schema.json).",
+)
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Repeat until every job has finished; one time-stamped line per round that changed "
+    "something.",
+)
 @click.option(
     "--interval",
     type=click.FloatRange(min=0.1),
@@ -65,6 +83,8 @@ _SCHEDULER = click.option(
 def reconcile_command(
     bundle: Path,
     dry_run: bool,
+    actions_only: bool,
+    as_json: bool,
     wait: bool,
     interval: float | None,
     restart_changed: bool,
@@ -84,11 +104,8 @@ def reconcile_command(
     completed, 1 when some failed or were cancelled.
     Crontab:  */5 * * * *  cd /path/to/experiments && oellm reconcile bundle/
     """
-    import time
-
     from oellm.reconciler.decide import Options
-    from oellm.reconciler.lock import Busy, StateLock
-    from oellm.reconciler.reconcile import EXIT_QUIET, Session, intent_grace, reconcile_once
+    from oellm.reconciler.reconcile import Session, intent_grace
 
     options = Options(intent_grace(), restart_changed=restart_changed, prune=prune)
     session = Session(
@@ -97,8 +114,15 @@ def reconcile_command(
     if interval is None:
         interval = 2.0 if session.scheduler.name == "local" else 30.0
 
+    if actions_only and not dry_run:
+        raise click.UsageError("--actions-only goes with --dry-run")
+    lines: list[str] = []
+
     def say(line: str) -> None:
-        click.echo(line)
+        if wait or as_json or actions_only:
+            lines.append(line)  # --wait prints them under its round line
+        else:
+            click.echo(line)
 
     def after(held: bool) -> None:
         # W&B offline runs (reconciler/wandb_sync): problems are warnings, never the exit code.
@@ -108,45 +132,95 @@ def reconcile_command(
             sync_round(session, say, lambda line: click.echo(line, err=True), held)
 
     if not wait:
-        report = reconcile_once(session, dry_run, say)
-        if report.busy:
-            click.echo(report.busy)
-        else:
-            after(held=False)
-        _errors(report)
-        if not report.observation.available:
-            click.echo(f"scheduler unavailable: {report.observation.error}", err=True)
-        return report.exit_code
+        return _one_round(session, dry_run, as_json, actions_only, say, after, lines)
+    return _wait(session, dry_run, interval, say, after, lines)
+
+
+def _one_round(
+    session: Any,
+    dry_run: bool,
+    as_json: bool,
+    actions_only: bool,
+    say: Callable[[str], None],
+    after: Callable[[bool], None],
+    lines: list[str],
+) -> int:
+    from oellm.reconciler.reconcile import reconcile_once
+
+    report = reconcile_once(session, dry_run, say)
+    if as_json:
+        from oellm.reconcile_json import document
+
+        click.echo(json.dumps(document(session, report, dry_run, lines), indent=1))
+    elif actions_only:
+        _actions_only(session, report.actions)
+    if report.busy:
+        click.echo(report.busy, err=as_json)
+    else:
+        after(False)
+    _errors(report)
+    if not report.observation.available:
+        click.echo(f"scheduler unavailable: {report.observation.error}", err=True)
+    return int(report.exit_code)
+
+
+def _wait(
+    session: Any,
+    dry_run: bool,
+    interval: float,
+    say: Callable[[str], None],
+    after: Callable[[bool], None],
+    lines: list[str],
+) -> int:
+    """`--wait`: rounds under one lock until every job has settled, a line per busy round."""
+    import time
+
+    from oellm.reconcile_progress import Progress
+    from oellm.reconciler.lock import Busy, StateLock
+    from oellm.reconciler.reconcile import EXIT_QUIET, reconcile_once
+
     lock = StateLock(session.bundle.state_path)
     try:
         lock.acquire()
     except Busy as busy:
         click.echo(str(busy))
         return EXIT_QUIET
+    progress = Progress(session)
     try:
         while True:
+            lines.clear()
             report = reconcile_once(session, dry_run, say, lock=lock)
+            progress.round(report, lines)
             _errors(report)
             if report.damaged:
                 return EXIT_USER
             if report.busy:
                 click.echo(report.busy)
                 return EXIT_QUIET
-            after(held=True)
+            after(True)
             if report.finished() or dry_run:
                 break
             time.sleep(interval)
             lock.refresh()
     finally:
         lock.release()
-    failed = [
-        a.job
-        for a in report.actions
-        if a.kind not in ("event", "state") and a.reason != "completed"
-    ]
+    failed = report.not_completed()
+    progress.done()
     if failed:
         click.echo(f"finished; not completed: {', '.join(failed)}")
     return EXIT_DIFFERENT if failed else EXIT_OK
+
+
+def _actions_only(session: Any, actions: Sequence[Any]) -> None:
+    """`--dry-run --actions-only`: the jobs that would get an action, then their count."""
+    from oellm.reconciler.actions import OBSERVATIONS
+
+    names = {job.name for job in session.bundle.jobs}
+    acting = [a for a in actions if a.kind != "wait" and a.kind not in OBSERVATIONS]
+    for action in acting:
+        job = session.bundle.job(action.job) if action.job in names else None
+        click.echo(action.describe(job if session.scheduler.arrays else None))
+    click.echo(f"{len(acting)} action{'s' if len(acting) != 1 else ''}")
 
 
 def _errors(report: Any) -> None:
@@ -154,62 +228,6 @@ def _errors(report: Any) -> None:
         click.echo(f"error: {error}", err=True)
     for damaged in report.damaged:
         click.echo(f"error: {damaged}", err=True)
-
-
-@click.command("status")
-@_BUNDLE
-@click.argument("job", required=False)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@_SCHEDULER
-@guarded
-def status_command(bundle: Path, job: str | None, as_json: bool, scheduler: str | None) -> int:
-    """Show every job of a bundle (stage, state, attempt, scheduler id, why), or with JOB
-    that job's attempt ledger: each attempt's cause, outcome, events and actions."""
-    import dataclasses
-
-    from oellm.reconciler.metrics_store import latest_metrics
-    from oellm.reconciler.reconcile import Session, status
-
-    session = Session(bundle, scheduler, allow_edited=True)
-    if job is not None:
-        _show_ledger(session, job, as_json)
-        return EXIT_OK
-    rows, obs = status(session)
-    # Training progress of Megatron jobs, as the last round read it from their logs.
-    progress = {r.job: latest_metrics(session.records, r.job, r.attempt) for r in rows}
-    if as_json:
-        click.echo(
-            json.dumps(
-                [
-                    {**dataclasses.asdict(r), "metrics": _metrics_json(progress[r.job])}
-                    for r in rows
-                ],
-                indent=1,
-            )
-        )
-        return EXIT_OK
-    table = [("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "PROGRESS", "REASON", "LAST EVENT")]
-    for r in rows:
-        found = progress[r.job]
-        table.append(
-            (
-                r.job,
-                r.stage or "-",
-                r.state,
-                str(r.attempt or "-"),
-                r.job_id or "-",
-                found.summary() if found else "-",
-                r.reason,
-                r.last_event or "-",
-            )
-        )
-    _print_table(table)
-    if not obs.available:
-        click.echo(
-            f"(scheduler unavailable: states marked ? are the last known ones: {obs.error})",
-            err=True,
-        )
-    return EXIT_OK
 
 
 def _metrics_json(found: Any) -> dict[str, Any] | None:
@@ -299,7 +317,7 @@ def _show_ledger(session: Any, job: str, as_json: bool) -> None:
 
 @click.command("cancel")
 @_BUNDLE
-@click.argument("jobs", nargs=-1)
+@click.argument("jobs", nargs=-1, shell_complete=complete_jobs)
 @_SCHEDULER
 @guarded
 def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -> int:

@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from oellm.reconciler.bundle import Bundle, LockJob, load_bundle
+from oellm.reconciler.bundle import Bundle, load_bundle
 from oellm.reconciler.metrics_store import latest_metrics, read_series
-from oellm.reconciler.records import Attempt, Records
+from oellm.reconciler.model import Attempt, LockJob
+from oellm.reconciler.records import Records
 from oellm.resources import ask, directives
 from oellm.svgplot import CATEGORICAL, sequential
 

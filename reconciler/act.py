@@ -11,19 +11,33 @@ import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from oellm.errors import CommandError
 from oellm.shell import run
 
+from .actions import (
+    Action,
+    Adopt,
+    Cancel,
+    Drop,
+    Finish,
+    Fired,
+    LinkSeen,
+    Lost,
+    Recover,
+    StateSeen,
+    Submit,
+    Unseen,
+    Wait,
+)
 from .bundle import Bundle
-from .decide import Action
+from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable
-from .observe import Observation
-from .records import Attempt, Dropped, History, Link, LogState, Records
+from .model import Attempt, Dropped, History, Link, LogState, Observation
+from .records import Records
 from .schedulers import Scheduler
-from .submit import CRASH_POINTS, Outcome, Submitter, link_current, tag_for
+from .submit import RoundOutcome, Submitter
 
 
 def act(
@@ -37,148 +51,229 @@ def act(
     say: Callable[[str], None],
     obs: Observation | None = None,
     fence: Callable[[], None] | None = None,
-) -> Outcome:
-    outcome = Outcome()
-    latest = {job: attempts[-1] for job, attempts in history.attempts.items() if attempts}
-
-    def note(line: str) -> None:
-        outcome.acted.append(line)
-        say(line)
-
-    def save(record: Attempt) -> None:
-        records.save(record)
-        latest[record.job] = record
-
-    to_cancel: dict[str, str] = {}  # job id -> why
-    refire: set[str] = set()  # jobs whose fired event could not be carried out this round
-    bundle_jobs = {job.name for job in bundle.jobs}
+) -> RoundOutcome:
+    """Record what changed, then cancel, then submit: a crash in between leaves records
+    from which the next round carries on (a request is recorded before its scancel)."""
+    done = _Round(bundle, records, scheduler, now, say, RoundOutcome(), history, obs)
     for action in actions:
-        record = latest.get(action.job)
-        stamp = now().isoformat()
-        if action.kind == "state" and record is not None:
-            save(dataclasses.replace(record, last_state=action.state))
-        elif action.kind == "event" and record is not None:
-            steps = _Steps(bundle, records, scheduler, note, outcome, action.queued_ids)
-            fired = _event(action, record, stamp, steps)
-            if fired is None:
-                # The scheduler did not answer an exclude_node: nothing of this event is kept,
-                # and its lines are read again next round, so it fires again then.
-                refire.add(action.job)
-            else:
-                save(fired)
-                to_cancel.update(steps.to_cancel)
-        elif action.kind == "link" and record is not None:
-            save(_link(action, record, stamp, note))
-        elif action.kind == "adopt" and record is not None:
-            adopted = dataclasses.replace(
-                record,
-                phase="submitted",
-                job_id=action.job_id,
-                submitted_at=record.submitted_at or stamp,
-                unseen=0,
-            )
-            if adopted.links:
-                adopted = adopted.with_link(
-                    1, phase="submitted", job_id=action.job_id, submitted_at=stamp
-                )
-            save(adopted)
-            note(f"adopted {action.job} attempt {record.attempt}: {action.reason}")
-        elif action.kind == "recover":
-            recovered = _recovered(action, bundle, scheduler.name, stamp)
-            records.create(recovered)
-            latest[action.job] = recovered
-            note(f"recovered {action.job} attempt {action.attempt}: {action.reason}")
-        elif action.kind == "finish" and record is not None:
-            iteration = obs.progress.get(action.job) if obs is not None else None
-            chained = bool(record.links)
-            save(
-                dataclasses.replace(
-                    record,
-                    phase="finished",
-                    # A chain keeps its first link's id; its links hold the others.
-                    job_id=record.job_id if chained else (action.job_id or record.job_id),
-                    final_state=action.state,
-                    exit_code=action.exit_code,
-                    ended_at=stamp,
-                    iteration=iteration if iteration is not None else record.iteration,
-                    reason=action.reason if chained or action.state == "LOST" else record.reason,
-                )
-            )
-            if _follows_chain(action, record, bundle_jobs):
-                assert action.job_id is not None
-                link_current(bundle, bundle.job(action.job), action.job_id)
-            exit_text = f" (exit {action.exit_code})" if action.exit_code is not None else ""
-            note(f"{action.job} attempt {record.attempt} {action.state}{exit_text}")
-        elif action.kind == "unseen" and record is not None:
-            save(dataclasses.replace(record, unseen=record.unseen + 1))
-        elif action.kind == "lost" and record is not None:
-            save(
-                dataclasses.replace(
-                    record,
-                    phase="finished",
-                    final_state="NOT_SUBMITTED",
-                    ended_at=stamp,
-                    reason=record.reason or action.reason,
-                )
-            )
-            note(f"{action.job} attempt {record.attempt}: {action.reason}")
-        elif action.kind == "drop":
-            records.drop(Dropped(action.job, action.reason, stamp))
-            note(f"dropped {action.job}: {action.reason}")
-        elif action.kind == "cancel":
-            if action.cause == "restart" and record is not None:
-                save(dataclasses.replace(record, restart_requested=action.reason))
-            elif action.cause == "condition" and record is not None and record.links:
-                # Recorded, so that a chain between two links queues no further one.
-                save(dataclasses.replace(record, cancel_requested=action.reason))
-            elif action.cause == "prune":
-                records.drop(Dropped(action.job, action.reason, stamp))
-            for job_id in action.job_ids or ((action.job_id,) if action.job_id else ()):
-                to_cancel.setdefault(job_id, f"{action.job}: {action.reason}")
-        elif action.kind == "wait" and _follows_chain(action, record, bundle_jobs):
-            # The link that runs now (or, below, the one that ended the chain):
-            # `log_path_current` follows it along the chain.
-            assert action.job_id is not None
-            link_current(bundle, bundle.job(action.job), action.job_id)
-
+        _record(action, done)
     if obs is not None:
-        # Only after the events of these lines are in the ledger: a crash re-reads, never skips.
-        for job, read in obs.logs.items():
-            record = latest.get(job)
-            if record is None or job in refire:
-                continue
-            growth = obs.log_growth.get(job)
-            records.save_log_state(
-                job,
-                record.attempt,
-                LogState(
-                    offsets=dict(read.offsets),
-                    last_size=read.size,
-                    last_growth=growth.isoformat() if growth else None,
-                ),
-            )
-
-    if to_cancel:
-        # Later jobs first, so that a queued link is gone before the one it waits for ends.
-        # scancel sends its requests in parallel, so this is likely, not certain; a link that
-        # starts in that instant is still cancelled by the same call.
-        ids = sorted(to_cancel, key=_id_order, reverse=True)
-        try:
-            scheduler.cancel(ids)
-            for job_id in ids:
-                note(f"cancelled job {job_id} ({to_cancel[job_id]})")
-        except SchedulerUnavailable as exc:
-            outcome.unavailable = True
-            outcome.errors.append(str(exc))
-        except SchedulerError as exc:
-            outcome.errors.append(str(exc))
-
+        _save_log_states(obs, done)
+    _cancel(done)
     submitter = Submitter(
-        bundle, records, scheduler, key, now, note, outcome, fence or (lambda: None)
+        bundle, records, scheduler, key, now, done.note, done.outcome, fence or (lambda: None)
     )
-    pending = [a for a in actions if a.kind == "submit"]
+    _submit_all([a for a in actions if isinstance(a, Submit)], submitter, done)
+    return done.outcome
+
+
+class _Round:
+    """What the phases of one `act` share: the newest record of each job, what to cancel."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        records: Records,
+        scheduler: Scheduler,
+        now: Callable[[], datetime],
+        say: Callable[[str], None],
+        outcome: RoundOutcome,
+        history: History,
+        obs: Observation | None,
+    ) -> None:
+        self.bundle, self.records, self.scheduler = bundle, records, scheduler
+        self.now, self.say, self.outcome = now, say, outcome
+        self.progress = obs.progress if obs is not None else {}
+        self.latest = {job: attempts[-1] for job, attempts in history.attempts.items() if attempts}
+        self.names = {job.name for job in bundle.jobs}
+        self.to_cancel: dict[str, str] = {}  # job id -> why
+        self.refire: set[str] = set()  # jobs whose fired event could not be carried out
+
+    def note(self, line: str) -> None:
+        self.outcome.acted.append(line)
+        self.say(line)
+
+    def save(self, record: Attempt) -> None:
+        self.records.save(record)
+        self.latest[record.job] = record
+
+    def follow_chain(self, job: str, job_id: str | None) -> None:
+        """Point a chain's `log_path_current` at the link that runs now (or that ended it)."""
+        record = self.latest.get(job)
+        if record is not None and record.links and job_id and job in self.names:
+            point_current_log(self.bundle, self.bundle.job(job), job_id)
+
+
+def _record(action: Action, done: _Round) -> None:
+    """Phase 1: what an action changes in the records (nothing for a `Submit`)."""
+    record = done.latest.get(action.job)
+    stamp = done.now().isoformat()
+    match action:
+        case Recover():
+            _recover(action, done, stamp)
+        case Drop():
+            done.records.drop(Dropped(action.job, action.reason, stamp))
+            done.note(f"dropped {action.job}: {action.reason}")
+        case Cancel():
+            _cancel_request(action, record, done, stamp)
+        case Wait():
+            done.follow_chain(action.job, action.job_id)
+        case Submit():
+            pass  # phase 3
+        case _ if record is not None:
+            _change(action, record, done, stamp)
+
+
+def _change(
+    action: StateSeen | Fired | LinkSeen | Adopt | Finish | Unseen | Lost,
+    record: Attempt,
+    done: _Round,
+    stamp: str,
+) -> None:
+    """What an observation or an attempt's change writes into the attempt's record."""
+    match action:
+        case StateSeen():
+            done.save(dataclasses.replace(record, last_state=action.state))
+        case Fired():
+            _fired(action, record, done, stamp)
+        case LinkSeen():
+            done.save(_link(action, record, stamp, done.note))
+        case Adopt():
+            _adopt(action, record, done, stamp)
+        case Finish():
+            _finish(action, record, done, stamp)
+        case Unseen():
+            done.save(dataclasses.replace(record, unseen=record.unseen + 1))
+        case Lost():
+            _lost(action, record, done, stamp)
+
+
+def _fired(action: Fired, record: Attempt, done: _Round, stamp: str) -> None:
+    steps = _Steps(done.bundle, done.records, done.scheduler, done.note, done.outcome,
+                   action.queued_ids)  # fmt: skip
+    fired = _event(action, record, stamp, steps)
+    if fired is None:
+        # The scheduler did not answer an exclude_node: nothing of this event is kept, and
+        # its lines are read again next round, so it fires again then.
+        done.refire.add(action.job)
+    else:
+        done.save(fired)
+        done.to_cancel.update(steps.to_cancel)
+
+
+def _adopt(action: Adopt, record: Attempt, done: _Round, stamp: str) -> None:
+    adopted = dataclasses.replace(
+        record,
+        phase="submitted",
+        job_id=action.job_id,
+        submitted_at=record.submitted_at or stamp,
+        unseen=0,
+    )
+    if adopted.links:
+        adopted = adopted.with_link(1, phase="submitted", job_id=action.job_id, submitted_at=stamp)
+    done.save(adopted)
+    done.note(f"adopted {action.job} attempt {record.attempt}: {action.reason}")
+
+
+def _recover(action: Recover, done: _Round, stamp: str) -> None:
+    recovered = _recovered(action, done.bundle, done.scheduler.name, stamp)
+    done.records.create(recovered)
+    done.latest[action.job] = recovered
+    done.note(f"recovered {action.job} attempt {action.attempt}: {action.reason}")
+
+
+def _finish(action: Finish, record: Attempt, done: _Round, stamp: str) -> None:
+    iteration = done.progress.get(action.job)
+    chained = bool(record.links)
+    done.save(
+        dataclasses.replace(
+            record,
+            phase="finished",
+            # A chain keeps its first link's id; its links hold the others.
+            job_id=record.job_id if chained else (action.job_id or record.job_id),
+            final_state=action.state,
+            exit_code=action.exit_code,
+            ended_at=stamp,
+            iteration=iteration if iteration is not None else record.iteration,
+            reason=action.reason if chained or action.state == "LOST" else record.reason,
+        )
+    )
+    # `log_path_current` stays on the link that ended the chain.
+    done.follow_chain(action.job, action.job_id)
+    exit_text = f" (exit {action.exit_code})" if action.exit_code is not None else ""
+    done.note(f"{action.job} attempt {record.attempt} {action.state}{exit_text}")
+
+
+def _lost(action: Lost, record: Attempt, done: _Round, stamp: str) -> None:
+    done.save(
+        dataclasses.replace(
+            record,
+            phase="finished",
+            final_state="NOT_SUBMITTED",
+            ended_at=stamp,
+            reason=record.reason or action.reason,
+        )
+    )
+    done.note(f"{action.job} attempt {record.attempt}: {action.reason}")
+
+
+def _cancel_request(action: Cancel, record: Attempt | None, done: _Round, stamp: str) -> None:
+    """Record why, where the cancel changes what later rounds do, then queue its job ids."""
+    if action.origin == "restart" and record is not None:
+        done.save(dataclasses.replace(record, restart_requested=action.reason))
+    elif action.origin == "condition" and record is not None and record.links:
+        # Recorded, so that a chain between two links queues no further one.
+        done.save(dataclasses.replace(record, cancel_requested=action.reason))
+    elif action.origin == "prune":
+        done.records.drop(Dropped(action.job, action.reason, stamp))
+    for job_id in action.job_ids or ((action.job_id,) if action.job_id else ()):
+        done.to_cancel.setdefault(job_id, f"{action.job}: {action.reason}")
+
+
+def _save_log_states(obs: Observation, done: _Round) -> None:
+    """How far each attempt's logs were read. Only after the events of these lines are in
+    the ledger: a crash re-reads, never skips."""
+    for job, read in obs.logs.items():
+        record = done.latest.get(job)
+        if record is None or job in done.refire:
+            continue
+        growth = obs.log_growth.get(job)
+        done.records.save_log_state(
+            job,
+            record.attempt,
+            LogState(
+                offsets=dict(read.offsets),
+                last_size=read.size,
+                last_growth=growth.isoformat() if growth else None,
+            ),
+        )
+
+
+def _cancel(done: _Round) -> None:
+    """Phase 2: one scancel for the round. Later jobs first, so that a queued link is gone
+    before the one it waits for ends. scancel sends its requests in parallel, so this is
+    likely, not certain; a link that starts in that instant is still cancelled by the same
+    call."""
+    if not done.to_cancel:
+        return
+    ids = sorted(done.to_cancel, key=_id_order, reverse=True)
+    try:
+        done.scheduler.cancel(ids)
+        for job_id in ids:
+            done.note(f"cancelled job {job_id} ({done.to_cancel[job_id]})")
+    except SchedulerUnavailable as exc:
+        done.outcome.unavailable = True
+        done.outcome.errors.append(str(exc))
+    except SchedulerError as exc:
+        done.outcome.errors.append(str(exc))
+
+
+def _submit_all(pending: list[Submit], submitter: Submitter, done: _Round) -> None:
+    """Phase 3: the ready members of an array as one sbatch each, then the others, a job
+    queued behind one of this round (`job:<name>`) once that one has its id."""
+    outcome, bundle = done.outcome, done.bundle
     submitted: dict[str, str] = {}  # job -> job id, for `job:<name>` afterok references
-    for group, members in _array_batches(pending, bundle, records, scheduler).items():
+    for group, members in _array_batches(pending, bundle, done.records, done.scheduler).items():
         if outcome.unavailable:
             break
         for action in members:
@@ -192,21 +287,20 @@ def act(
             pending.remove(action)
             behind = tuple(submitted.get(u.removeprefix("job:"), u) for u in action.upstream_ids)
             record = submitter.submit(
-                dataclasses.replace(action, upstream_ids=behind), latest.get(action.job)
+                dataclasses.replace(action, upstream_ids=behind), done.latest.get(action.job)
             )
             if record is not None:
-                latest[action.job] = record
+                done.latest[action.job] = record
                 if record.job_id:
                     submitted[action.job] = record.job_id
             if outcome.unavailable:
                 break
-    return outcome
 
 
-def _recovered(action: Action, bundle: Bundle, scheduler: str, stamp: str) -> Attempt:
+def _recovered(action: Recover, bundle: Bundle, scheduler: str, stamp: str) -> Attempt:
     """The record of a submission found in SLURM (by its tag) that had none: what SLURM says
     is taken as submitted now; the script is taken to be the bundle's current one."""
-    assert action.attempt is not None and action.found
+    assert action.found
     job = bundle.job(action.job)
     first = action.found[0]
     # A chain's attempt tag is its first link's, whether or not SLURM still lists that link.
@@ -234,14 +328,14 @@ def _recovered(action: Action, bundle: Bundle, scheduler: str, stamp: str) -> At
 
 
 def _array_batches(
-    pending: Sequence[Action], bundle: Bundle, records: Records, scheduler: Scheduler
-) -> dict[str, list[Action]]:
+    pending: Sequence[Submit], bundle: Bundle, records: Records, scheduler: Scheduler
+) -> dict[str, list[Submit]]:
     """New attempts of members of one array, two or more, that can go as one `--array` job:
     not gated by SLURM dependencies and with no nodes to avoid (those go one by one)."""
     if not scheduler.arrays:
         return {}
     names = {job.name for job in bundle.jobs}
-    batches: dict[str, list[Action]] = {}
+    batches: dict[str, list[Submit]] = {}
     for action in pending:
         if action.link is not None or action.upstream_ids or action.job not in names:
             continue
@@ -252,26 +346,21 @@ def _array_batches(
     return {group: members for group, members in batches.items() if len(members) > 1}
 
 
-def _resolvable(action: Action, submitted: Mapping[str, str]) -> bool:
+def _resolvable(action: Submit, submitted: Mapping[str, str]) -> bool:
     """A submission queued behind a job of this same round waits until that one has an id."""
     waiting = {u.removeprefix("job:") for u in action.upstream_ids if u.startswith("job:")}
     return waiting <= set(submitted)
-
-
-def _follows_chain(action: Action, record: Attempt | None, names: set[str]) -> bool:
-    return bool(record is not None and record.links and action.job_id and action.job in names)
 
 
 def _id_order(job_id: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", job_id)) or (0,)
 
 
-def _link(action: Action, record: Attempt, stamp: str, note: Callable[[str], None]) -> Attempt:
+def _link(action: LinkSeen, record: Attempt, stamp: str, note: Callable[[str], None]) -> Attempt:
     """Record what one link of a chain did, in the attempt's record."""
-    assert action.link is not None
     if not any(link.link == action.link for link in record.links):
         return record  # written by an older round already
-    change = action.cause
+    change = action.change
     if change == "adopt":
         note(f"adopted {action.job} attempt {record.attempt}: {action.reason}")
         return record.with_link(
@@ -302,7 +391,7 @@ class _Steps:
     records: Records
     scheduler: Scheduler
     note: Callable[[str], None]
-    outcome: Outcome
+    outcome: RoundOutcome
     queued: tuple[str, ...]  # this attempt's jobs still pending in the queue
     # What the event cancels; the caller cancels it only once the event is recorded.
     to_cancel: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -331,7 +420,7 @@ class _Steps:
         return True
 
 
-def _event(action: Action, record: Attempt, stamp: str, steps: _Steps) -> Attempt | None:
+def _event(action: Fired, record: Attempt, stamp: str, steps: _Steps) -> Attempt | None:
     """Carry out one fired event's actions; return the attempt with the event in its ledger,
     or None when a step must be tried again (the event then fires again next round).
 
@@ -377,7 +466,7 @@ def _event(action: Action, record: Attempt, stamp: str, steps: _Steps) -> Attemp
     return dataclasses.replace(updated, events=(*updated.events, event))
 
 
-def _fields(action: Action, record: Attempt, event: Mapping[str, Any]) -> dict[str, str]:
+def _fields(action: Fired, record: Attempt, event: Mapping[str, Any]) -> dict[str, str]:
     fields = {
         "job": record.job,
         "attempt": str(record.attempt),
@@ -404,6 +493,3 @@ def _run_hook(command: str | list[str], fields: Mapping[str, str], bundle: Bundl
         return run(argv, timeout=300, cwd=bundle.root, env=env).returncode == 0
     except CommandError:
         return False
-
-
-__all__ = ["CRASH_POINTS", "Outcome", "Path", "act", "tag_for"]

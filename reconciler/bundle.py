@@ -17,58 +17,12 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
+from oellm.bundle_files import LOCK_NAME
+
 from .errors import ReconcileError
+from .model import ArrayGroup, LockJob
 
 SUPPORTED_VERSION = 1
-LOCK_NAME = "plan.lock.json"
-
-
-@dataclass(frozen=True)
-class LockJob:
-    name: str
-    stage: str | None
-    index: int
-    params: dict[str, Any]
-    depends_on: tuple[str, ...]
-    script: str
-    sha256: str
-    output_dir: str
-    log_path: str
-    log_path_current: str | None
-    start_conditions: tuple[dict[str, Any], ...]
-    cancel_conditions: tuple[dict[str, Any], ...]
-    chain_repeat: int
-    restart: dict[str, Any]
-    array: bool
-    log_events: tuple[dict[str, Any], ...] = ()
-    state_events: tuple[dict[str, Any], ...] = ()
-    # An array member (`slurm.array: true`): task `array_index` of its group's shared script;
-    # submitted with the other ready members as one --array job, or alone as --array=<index>.
-    array_group: str | None = None
-    array_index: int | None = None
-    # The group's `slurm.array_throttle` (from the lockfile's `arrays`): at most this many of
-    # its members in flight at once, across all the arrays they were submitted in.
-    array_throttle: int | None = None
-    # `slurm`: submitted with --dependency=afterok as soon as its upstream jobs are queued.
-    dependency: str = "reconciler"
-    # `job.finish_condition`: when it holds, the job's output already exists and it is not
-    # submitted (a condition like the start conditions; None: none).
-    finish_condition: dict[str, Any] | None = None
-    # What the script runs (`megatron`, `bash`): a Megatron job's log is read for metrics.
-    backend: str = "bash"
-    # W&B: {"dir", "run_id"} of a job that logs to it, for `oellm reconcile --sync-wandb`.
-    wandb: dict[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class ArrayGroup:
-    """One SLURM job array of the bundle: its shared script picks a member by task index."""
-
-    name: str
-    script: str
-    sha256: str
-    size: int
-    throttle: int | None
 
 
 @dataclass(frozen=True)
@@ -173,7 +127,7 @@ def _load(path: Path, check_scripts: bool) -> Bundle:
     lock_path = path / LOCK_NAME
     if not lock_path.is_file():
         raise ReconcileError(
-            "not a bundle: it holds no plan.lock.json",
+            f"not a bundle: it holds no {LOCK_NAME}",
             str(path),
             hint="compile one first: oellm compile exp.yaml -o " + str(path),
         )

@@ -15,27 +15,35 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from .actions import Action, ActionKind, main
-from .bundle import LockJob
+from .actions import (
+    Action,
+    Adopt,
+    Cancel,
+    Drop,
+    Finish,
+    Fired,
+    Lost,
+    MainAction,
+    Observed,
+    Recover,
+    Settled,
+    Submit,
+    Unseen,
+    Wait,
+    main_action,
+)
 from .chain import chain_main, link_records, shown
 from .conditions import all_hold, any_holds, verdict
-from .current import Current, current
+from .current import current
 from .events import observations
-from .observe import Observation
+from .model import Attempt, Current, History, LockJob, Observation
 from .policy import INTENT_GRACE, SUBMIT_TRIES, UNSEEN_LIMIT, budget_exhausted
-from .records import Attempt, History
 from .recover import unclaimed
+from .refusal import SUBMIT_FAILED, refused_wait
+from .retry import budget_start, pending, revived
+from .retry import cause as retry_cause
 
-__all__ = [
-    "INTENT_GRACE",
-    "Action",
-    "ActionKind",
-    "Current",
-    "Options",
-    "current",
-    "decide",
-    "main",
-]
+StateOf = Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
@@ -47,14 +55,30 @@ class Options:
     prune: bool = False  # cancel jobs that are no longer in the bundle
 
 
+DEFAULTS = Options()
+
+
+@dataclass(frozen=True)
+class _Round:
+    """What every job's decision in one round reads."""
+
+    history: History
+    obs: Observation
+    now: datetime
+    options: Options
+    states: Mapping[str, Current]
+    # What conditions see of another job (`decide.job_state`).
+    state_of: StateOf
+
+
 def decide(
     jobs: Sequence[LockJob],
     history: History,
     obs: Observation,
     now: datetime,
-    intent_grace: timedelta | Options = INTENT_GRACE,
+    options: Options = DEFAULTS,
 ) -> list[Action]:
-    options = intent_grace if isinstance(intent_grace, Options) else Options(intent_grace)
+    history = revived(history)  # `oellm retry` of a dropped job undoes its drop
     states = {job.name: current(job.name, history, obs, job) for job in jobs}
     for job in jobs:
         done = _finished_already(job, states[job.name], history, obs, now)
@@ -79,15 +103,17 @@ def decide(
             return "PENDING"
         return found.state
 
+    round_ = _Round(history, obs, now, options, states, job_state)
+
     def plan(name: str) -> list[Action]:
         # Upstream jobs are planned first: whether they will run again decides our wait.
         if name not in plans:
             job = by_name[name]
             if name in history.damaged:
-                plans[name] = [Action("wait", name, f"left alone: {history.damaged[name]}")]
+                plans[name] = [Wait(name, f"left alone: {history.damaged[name]}")]
                 return plans[name]
-            upstream = {u: main(plan(u)) for u in job.depends_on if u in by_name}
-            planned = _one(job, states, upstream, history, obs, now, job_state, options)
+            upstream = {u: main_action(plan(u)) for u in job.depends_on if u in by_name}
+            planned = _decide_job(job, upstream, round_)
             plans[name] = [_unless_found(a, job, history, obs) for a in planned]
         return plans[name]
 
@@ -113,7 +139,7 @@ def _finished_already(
 def _unless_found(action: Action, job: LockJob, history: History, obs: Observation) -> Action:
     """A new attempt is submitted only if SLURM has no submission of the job that no record
     names (a record lost or moved aside): such a submission is adopted instead."""
-    if action.kind != "submit" or action.link is not None or action.attempt is None:
+    if not isinstance(action, Submit) or action.link is not None:
         return action
     records = history.attempts.get(job.name, ())
     claimed = [
@@ -137,8 +163,7 @@ def _unless_found(action: Action, job: LockJob, history: History, obs: Observati
         or [newest],
         key=lambda f: f.link,
     )
-    return Action(
-        "recover",
+    return Recover(
         job.name,
         f"found {newest.tag} as job {newest.row.job_id} ({newest.row.state}) in SLURM, with "
         "no record of it",
@@ -146,6 +171,10 @@ def _unless_found(action: Action, job: LockJob, history: History, obs: Observati
         job_id=jobs[0].row.job_id,
         found=tuple((f.link, f.tag, f.row.job_id) for f in jobs),
     )
+
+
+def _new_attempt(action: Action) -> bool:
+    return isinstance(action, Submit) and action.link is None
 
 
 def _throttled(jobs: Sequence[LockJob], planned: list[Action], history: History) -> list[Action]:
@@ -170,13 +199,12 @@ def _throttled(jobs: Sequence[LockJob], planned: list[Action], history: History)
             continue
         index = {job.name: job.array_index or 0 for job in members}
         ready = sorted(
-            (a for a in planned if a.kind == "submit" and a.link is None and a.job in index),
+            (a for a in planned if _new_attempt(a) and a.job in index),
             key=lambda a: index[a.job],
         )
         for action in ready[max(0, throttle - in_flight) :]:
             latest = history.latest(action.job)
-            held[action.job] = Action(
-                "wait",
+            held[action.job] = Wait(
                 action.job,
                 f"ready; array {group} has {in_flight} of at most {throttle} tasks in flight "
                 "(slurm.array_throttle)",
@@ -184,10 +212,7 @@ def _throttled(jobs: Sequence[LockJob], planned: list[Action], history: History)
             )
     if not held:
         return planned
-    return [
-        held[a.job] if a.kind == "submit" and a.link is None and a.job in held else a
-        for a in planned
-    ]
+    return [held[a.job] if _new_attempt(a) and a.job in held else a for a in planned]
 
 
 def _removed(names: set[str], history: History, obs: Observation, options: Options) -> list[Action]:
@@ -201,20 +226,18 @@ def _removed(names: set[str], history: History, obs: Observation, options: Optio
         assert latest is not None
         if options.prune and state.live_ids and obs.available:
             out.append(
-                Action(
-                    "cancel",
+                Cancel(
                     name,
                     "removed from the bundle (--prune)",
                     attempt=latest.attempt,
                     job_id=state.job_id,
-                    cause="prune",
+                    origin="prune",
                     job_ids=state.live_ids,
                 )
             )
         else:
             out.append(
-                Action(
-                    "wait",
+                Wait(
                     name,
                     f"removed from the bundle, still {state.state}; --prune cancels it",
                     attempt=latest.attempt,
@@ -224,118 +247,143 @@ def _removed(names: set[str], history: History, obs: Observation, options: Optio
     return out
 
 
-def _one(
-    job: LockJob,
-    states: dict[str, Current],
-    upstream: Mapping[str, Action],
-    history: History,
-    obs: Observation,
-    now: datetime,
-    state_of: Callable[[str], str | None],
-    options: Options,
-) -> list[Action]:
-    name = job.name
-    now_state = states[name]
-    latest = history.latest(name)
-    if latest is not None and latest.phase == "intent":
-        return _intent(latest, obs, now, options.intent_grace)
+def _decide_job(job: LockJob, upstream: Mapping[str, MainAction], round_: _Round) -> list[Action]:
+    """One job's actions, by the phase of its latest attempt."""
+    now_state = round_.states[job.name]
+    latest = round_.history.latest(job.name)
+    if pending(round_.history, job.name) is not None:
+        # `oellm retry` (retry.py): an ended or dropped job the user asked to run again is
+        # gated like a new one, once.
+        return _ready(job, latest, upstream, round_)
+    if now_state.state == "DROPPED":
+        # Never in flight (an attempt in flight is not DROPPED): the cancel stands.
+        return [Wait(job.name, f"dropped: {now_state.reason}", outcome="cancelled")]
+    if latest is None:
+        if now_state.success:
+            # Its `finish_condition` holds: its output exists already.
+            return [Wait(job.name, f"completed: {now_state.reason}", outcome="completed")]
+        return _ready(job, None, upstream, round_)
+    match latest.phase:
+        case "intent":
+            return _unconfirmed(latest, round_.obs, round_.now, round_.options.intent_grace)
+        case "submitted":
+            return _in_flight(job, latest, round_)
+        case "finished":
+            return _ended(job, latest, now_state, round_) or _ready(job, latest, upstream, round_)
 
-    if latest is not None and latest.phase == "submitted":
-        seen = observations(job, latest, now_state, obs, now)
-        if now_state.chain is not None:
-            seen += link_records(latest, now_state.chain, obs, now, options.intent_grace)
-        dropped = history.dropped.get(name)
-        if dropped is not None and not now_state.terminal:
-            # Written by an older oellm's cancel: sent again until SLURM confirms the end.
-            if now_state.live_ids and obs.available:
-                return [
-                    *seen,
-                    Action(
-                        "cancel",
-                        name,
-                        f"cancel requested: {dropped.reason}",
-                        attempt=latest.attempt,
-                        job_id=now_state.job_id,
-                        job_ids=now_state.live_ids,
-                    ),
-                ]
+
+def _in_flight(job: LockJob, latest: Attempt, round_: _Round) -> list[Action]:
+    """A submitted attempt: what it shows this round, then its one main action."""
+    name, obs = job.name, round_.obs
+    now_state = round_.states[name]
+    seen: list[Observed] = list(observations(job, latest, now_state, obs, round_.now))
+    if now_state.chain is not None:
+        seen += link_records(latest, now_state.chain, obs, round_.now, round_.options.intent_grace)
+    dropped = round_.history.dropped.get(name)
+    if dropped is not None and not now_state.terminal:
+        # Written by an older oellm's cancel: sent again until SLURM confirms the end.
+        if now_state.live_ids and obs.available:
             return [
                 *seen,
-                Action(
-                    "wait",
+                Cancel(
                     name,
                     f"cancel requested: {dropped.reason}",
                     attempt=latest.attempt,
-                    job_id=now_state.job_id or latest.job_id,
+                    job_id=now_state.job_id,
+                    origin="user",
+                    job_ids=now_state.live_ids,
                 ),
             ]
-        changed = _changed(job, latest, now_state, obs, options)
-        if changed is not None:
-            return [*seen, changed]
-        return [*seen, _submitted(job, latest, now_state, obs, now, state_of, seen)]
+        return [
+            *seen,
+            Wait(
+                name,
+                f"cancel requested: {dropped.reason}",
+                attempt=latest.attempt,
+                job_id=now_state.job_id or latest.job_id,
+            ),
+        ]
+    changed = _changed(job, latest, now_state, obs, round_.options)
+    if changed is not None:
+        return [*seen, changed]
+    return [*seen, _submitted(job, latest, now_state, round_, seen)]
 
-    if now_state.state == "DROPPED":
-        return [Action("wait", name, f"dropped: {now_state.reason}", settled=True)]
-    if latest is None and now_state.success:
-        return [Action("wait", name, f"completed: {now_state.reason}", settled=True)]
-    if latest is not None and latest.phase == "finished" and latest.cancel_requested:
+
+def _ended(
+    job: LockJob, latest: Attempt, now_state: Current, round_: _Round
+) -> list[Action] | None:
+    """A finished attempt: the job completed, stops, or runs again. None: it never reached
+    the scheduler, or SLURM cancelled it for a failed upstream; it is gated like a new job."""
+    name = job.name
+    if latest.cancel_requested:
         # Cancelled before SLURM ever had it (its intent was never confirmed): not submitted.
-        return [Action("wait", name, f"cancelled: {latest.cancel_requested}", settled=True)]
+        return [Wait(name, f"cancelled: {latest.cancel_requested}", outcome="cancelled")]
+    if not now_state.terminal:
+        return None
+    if now_state.success:
+        note = (
+            " (its script changed since; rerun with a new job name)"
+            if (latest.script_sha256 != job.sha256)
+            else ""
+        )
+        return [Wait(name, "completed" + note, attempt=latest.attempt, outcome="completed")]
+    if latest.script_sha256 != job.sha256:
+        cause = f"script changed since attempt {latest.attempt} ended {now_state.state}"
+        return [Submit(name, cause, attempt=_next_attempt(round_.history, name), cause=cause)]
+    if latest.final_state == SUBMIT_FAILED:
+        return [refused_wait(latest)]
+    if not _dependency_broken(latest, now_state):
+        return [_after_failure(job, round_.history, round_.now)]
+    # SLURM cancelled it because an upstream job failed: gate it again like a new job, so
+    # it runs once a restarted upstream completes, and stops if the upstream gives up.
+    return None
 
-    if latest is not None and now_state.terminal:
-        if now_state.success:
-            note = (
-                " (its script changed since; rerun with a new job name)"
-                if (latest.script_sha256 != job.sha256)
-                else ""
-            )
-            return [Action("wait", name, "completed" + note, attempt=latest.attempt, settled=True)]
-        if latest.script_sha256 != job.sha256 and not latest.cancel_requested:
-            cause = f"script changed since attempt {latest.attempt} ended {now_state.state}"
-            return [
-                Action("submit", name, cause, attempt=_next_attempt(history, name), cause=cause)
-            ]
-        if not _dependency_broken(latest, now_state):
-            return [_after_failure(job, history, now)]
-        # SLURM cancelled it because an upstream job failed: gate it again like a new job, so
-        # it runs once a restarted upstream completes, and stops if the upstream gives up.
 
-    # Not submitted yet (or the last submission never reached the scheduler).
-    failed_tries = _failed_submissions(history, name)
+def _ready(
+    job: LockJob, latest: Attempt | None, upstream: Mapping[str, MainAction], round_: _Round
+) -> list[Action]:
+    """Not submitted yet (or the last submission never reached the scheduler): submit it
+    once its upstream jobs completed and its start conditions hold."""
+    name, obs, now = job.name, round_.obs, round_.now
+    failed_tries = _failed_submissions(round_.history, name)
     if failed_tries >= SUBMIT_TRIES:
         return [
-            Action(
-                "wait",
+            Wait(
                 name,
-                f"submission failed {failed_tries} times: {now_state.reason}",
-                settled=True,
+                f"submission failed {failed_tries} times: {round_.states[name].reason}",
+                outcome="failed",
             )
         ]
-    cancel, why = any_holds(job.cancel_conditions, obs.files, obs.commands, state_of, now)
+    cancel, why = any_holds(job.cancel_conditions, obs.files, obs.commands, round_.state_of, now)
     if cancel:
-        return [Action("drop", name, f"cancel condition holds: {why}")]
-    early = _slurm_gated(job, states, upstream)
+        return [Drop(name, f"cancel condition holds: {why}")]
+    attempt = (latest.attempt + 1) if latest else 1
+    early = _slurm_gated(job, round_.states, upstream, attempt)
     if early is not None:
-        return [dataclasses.replace(early, attempt=(latest.attempt + 1) if latest else 1)]
+        return [early]
     for up_name in job.depends_on:
-        up, up_action = states.get(up_name), upstream.get(up_name)
+        up, up_action = round_.states.get(up_name), upstream.get(up_name)
         if up is None or not up.success:
             shown = "not started" if up is None or up.state is None else up.state
-            if up_action is not None and up_action.settled:
-                return [Action("wait", name, f"upstream {up_name} ended {shown}", settled=True)]
-            return [Action("wait", name, f"waiting for upstream {up_name} ({shown})")]
-    ok, why = all_hold(job.start_conditions, obs.files, obs.commands, state_of, now)
+            if isinstance(up_action, Wait) and up_action.settled:
+                return [Wait(name, f"upstream {up_name} ended {shown}", outcome="pending")]
+            return [Wait(name, f"waiting for upstream {up_name} ({shown})")]
+    ok, why = all_hold(job.start_conditions, obs.files, obs.commands, round_.state_of, now)
     if not ok:
-        return [Action("wait", name, f"start condition: {why}")]
-    attempt = (latest.attempt + 1) if latest else 1
+        return [Wait(name, f"start condition: {why}")]
     cause = "first submission" if latest is None else f"resubmission: {latest.reason or '?'}"
-    return [Action("submit", name, cause, attempt=attempt, cause=cause)]
+    retry = pending(round_.history, name)
+    if retry is not None:
+        cause = retry_cause(retry)
+    return [Submit(name, cause, attempt=attempt, cause=cause)]
 
 
 def _runs_again(job: LockJob, now_state: Current, history: History, now: datetime) -> bool:
     """Whether a job that ended without success gets another attempt: its restart policy
     restarts it (now or after a backoff), or its script changed since."""
     latest = history.latest(job.name)
+    if pending(history, job.name) is not None:
+        return True  # `oellm retry` asked for a new attempt
     if latest is None or latest.cancel_requested or job.name in history.dropped:
         return False
     if latest.script_sha256 != job.sha256:
@@ -351,7 +399,8 @@ def _runs_again(job: LockJob, now_state: Current, history: History, now: datetim
         )
         attempts = (*history.attempts[job.name][:-1], latest)
         history = dataclasses.replace(history, attempts={**history.attempts, job.name: attempts})
-    return not _after_failure(job, history, now).settled
+    after = _after_failure(job, history, now)
+    return not (isinstance(after, Wait) and after.settled)
 
 
 def _dependency_broken(latest: Attempt, now_state: Current) -> bool:
@@ -364,8 +413,8 @@ def _dependency_broken(latest: Attempt, now_state: Current) -> bool:
 
 
 def _slurm_gated(
-    job: LockJob, states: Mapping[str, Current], upstream: Mapping[str, Action]
-) -> Action | None:
+    job: LockJob, states: Mapping[str, Current], upstream: Mapping[str, MainAction], attempt: int
+) -> Submit | None:
     """`job.dependency: slurm`: submit as soon as every upstream job completed or is queued,
     with --dependency=afterok on the queued ones, so SLURM starts it without waiting for cron.
     Start conditions cannot be judged ahead of time, so jobs with some wait for the reconciler."""
@@ -376,7 +425,7 @@ def _slurm_gated(
         up, plan = states.get(up_name), upstream.get(up_name)
         if up is None or up.success:
             continue
-        if plan is not None and plan.kind == "submit" and plan.link is None:
+        if plan is not None and _new_attempt(plan):
             # Submitted in this same round: act fills in its job id once sbatch returned it.
             waiting_on.append(f"job:{up_name}")
             continue
@@ -387,31 +436,27 @@ def _slurm_gated(
         return None
     ids = ", ".join(w.removeprefix("job:") for w in waiting_on)
     cause = f"queued behind upstream job{'s' if len(waiting_on) > 1 else ''} {ids} (afterok)"
-    return Action(
-        "submit", job.name, cause, attempt=None, cause=cause, upstream_ids=tuple(waiting_on)
-    )
+    return Submit(job.name, cause, attempt=attempt, cause=cause, upstream_ids=tuple(waiting_on))
 
 
 def _changed(
     job: LockJob, latest: Attempt, now_state: Current, obs: Observation, options: Options
-) -> Action | None:
+) -> Cancel | Wait | None:
     """An attempt in flight that runs an older script than the bundle now holds."""
     if latest.script_sha256 == job.sha256 or now_state.terminal or not obs.available:
         return None
     if latest.restart_requested or latest.cancel_requested or now_state.state == "UNKNOWN":
         return None
     if (now_state.state == "PENDING" or options.restart_changed) and now_state.live_ids:
-        return Action(
-            "cancel",
+        return Cancel(
             job.name,
             "script changed: resubmitting with the new one",
             attempt=latest.attempt,
             job_id=now_state.job_id,
-            cause="restart",
+            origin="restart",
             job_ids=now_state.live_ids,
         )
-    return Action(
-        "wait",
+    return Wait(
         job.name,
         f"{now_state.state.lower() if now_state.state else '?'} "
         "with the previous script; the next attempt uses the new one "
@@ -421,44 +466,49 @@ def _changed(
     )
 
 
-def _after_failure(job: LockJob, history: History, now: datetime) -> Action:
+def _after_failure(job: LockJob, history: History, now: datetime) -> Submit | Wait:
     """A finished attempt that did not succeed: restart it, wait for the backoff, or stop."""
     name = job.name
-    # Budgets count the attempts of the current script only: a fixed script starts afresh.
+    # Budgets count the attempts of the current script only: a fixed script starts afresh,
+    # and so does a job the user retried (`oellm retry`: only the attempts after it count).
+    start = budget_start(history, name)
     attempts = [
         a
         for a in history.attempts.get(name, ())
-        if a.final_state != "NOT_SUBMITTED" and a.script_sha256 == job.sha256
+        if a.final_state != "NOT_SUBMITTED" and a.script_sha256 == job.sha256 and a.attempt > start
     ] or [history.attempts[name][-1]]
     latest = attempts[-1]
     state = latest.final_state or "?"
     policy = job.restart
     if latest.cancel_requested:
-        return Action("wait", name, f"cancelled: {latest.cancel_requested}", settled=True)
+        return Wait(name, f"cancelled: {latest.cancel_requested}", outcome="cancelled")
     if latest.restart_requested:
         cause = f"restart requested: {latest.restart_requested}"
     elif state in policy.get("on", ()):
         cause = f"restart after {state}"
     else:
-        return Action("wait", name, f"ended {state}", attempt=latest.attempt, settled=True)
+        return Wait(name, f"ended {state}", attempt=latest.attempt, outcome=_failed(state))
     stop = budget_exhausted(attempts, policy)
     if stop:
-        return Action(
-            "wait",
+        return Wait(
             name,
             f"ended {state}; not restarted: {stop}",
             attempt=latest.attempt,
-            settled=True,
+            outcome=_failed(state),
         )
     backoff = timedelta(seconds=float(policy.get("backoff_seconds") or 0))
     if latest.ended_at and now < datetime.fromisoformat(latest.ended_at) + backoff:
-        return Action(
-            "wait",
+        return Wait(
             name,
             f"ended {state}; restart after a {backoff.seconds} s backoff",
             attempt=latest.attempt,
         )
-    return Action("submit", name, cause, attempt=_next_attempt(history, name), cause=cause)
+    return Submit(name, cause, attempt=_next_attempt(history, name), cause=cause)
+
+
+def _failed(state: str) -> Settled:
+    """How a job that ended in `state` and will not run again ended."""
+    return "cancelled" if state == "CANCELLED" else "failed"
 
 
 def _next_attempt(history: History, name: str) -> int:
@@ -466,12 +516,14 @@ def _next_attempt(history: History, name: str) -> int:
     return (latest.attempt + 1) if latest else 1
 
 
-def _intent(latest: Attempt, obs: Observation, now: datetime, grace: timedelta) -> list[Action]:
+def _unconfirmed(
+    latest: Attempt, obs: Observation, now: datetime, grace: timedelta
+) -> list[Action]:
+    """An intent without a job id: found by its tag, not (yet) seen, or never submitted."""
     name = latest.job
     if not obs.available:
         return [
-            Action(
-                "wait",
+            Wait(
                 name,
                 "scheduler unavailable; submission not confirmed yet",
                 attempt=latest.attempt,
@@ -480,8 +532,7 @@ def _intent(latest: Attempt, obs: Observation, now: datetime, grace: timedelta) 
     row = obs.by_tag.get(latest.tag)
     if row is not None:
         return [
-            Action(
-                "adopt",
+            Adopt(
                 name,
                 f"found {latest.tag} as job {row.job_id}",
                 attempt=latest.attempt,
@@ -490,31 +541,18 @@ def _intent(latest: Attempt, obs: Observation, now: datetime, grace: timedelta) 
         ]
     age = now - datetime.fromisoformat(latest.intent_at)
     if latest.unseen + 1 >= 2 and age >= grace:
-        return [
-            Action(
-                "lost", name, f"{latest.tag} never reached the scheduler", attempt=latest.attempt
-            )
-        ]
-    return [
-        Action(
-            "unseen", name, f"{latest.tag} not (yet) known to the scheduler", attempt=latest.attempt
-        )
-    ]
+        return [Lost(name, f"{latest.tag} never reached the scheduler", attempt=latest.attempt)]
+    return [Unseen(name, f"{latest.tag} not (yet) known to the scheduler", attempt=latest.attempt)]
 
 
 def _submitted(
-    job: LockJob,
-    latest: Attempt,
-    now_state: Current,
-    obs: Observation,
-    now: datetime,
-    state_of: Callable[[str], str | None],
-    seen: Sequence[Action],
-) -> Action:
-    name = job.name
+    job: LockJob, latest: Attempt, now_state: Current, round_: _Round, seen: Sequence[Observed]
+) -> MainAction:
+    """The main action of a submitted attempt: record its end, count it unseen, send a
+    request again, cancel it, queue a chain's missing links, or wait."""
+    name, obs, now = job.name, round_.obs, round_.now
     if now_state.terminal:
-        return Action(
-            "finish",
+        return Finish(
             name,
             # A chain says which link ended it, and how.
             (now_state.chain and now_state.reason) or f"ended {now_state.state}",
@@ -524,21 +562,17 @@ def _submitted(
             exit_code=now_state.exit_code,
         )
     if not obs.available:
-        return Action(
-            "wait", name, "scheduler unavailable", attempt=latest.attempt, job_id=latest.job_id
-        )
+        return Wait(name, "scheduler unavailable", attempt=latest.attempt, job_id=latest.job_id)
     if now_state.state == "UNKNOWN" and now_state.chain is None:
         if latest.unseen + 1 >= UNSEEN_LIMIT:
-            return Action(
-                "finish",
+            return Finish(
                 name,
                 f"scheduler lost job {latest.job_id}",
                 attempt=latest.attempt,
                 job_id=latest.job_id,
                 state="LOST",
             )
-        return Action(
-            "unseen",
+        return Unseen(
             name,
             f"scheduler has no record of job {latest.job_id}",
             attempt=latest.attempt,
@@ -547,40 +581,38 @@ def _submitted(
     requested = latest.restart_requested or latest.cancel_requested
     if requested and now_state.live_ids:
         # A request recorded by an earlier round: cancelling again is harmless.
-        return Action(
-            "cancel",
+        return Cancel(
             name,
             requested,
             attempt=latest.attempt,
             job_id=now_state.job_id,
+            origin="request",
             job_ids=now_state.live_ids,
         )
-    cancel, why = any_holds(job.cancel_conditions, obs.files, obs.commands, state_of, now)
+    cancel, why = any_holds(job.cancel_conditions, obs.files, obs.commands, round_.state_of, now)
     if cancel and not requested:
         # `condition`: a chain between two links has nothing to cancel; the request is
         # recorded so that no further link is queued.
-        return Action(
-            "cancel",
+        return Cancel(
             name,
             f"cancel condition holds: {why}",
             attempt=latest.attempt,
             job_id=now_state.job_id,
-            cause="condition",
+            origin="condition",
             job_ids=now_state.live_ids,
         )
     chained = chain_main(latest, now_state, seen, obs)
     if chained is not None:
         return chained
-    text = "running" if now_state.state == "RUNNING" else (now_state.state or "?")
+    text: str = "running" if now_state.state == "RUNNING" else (now_state.state or "?")
     if now_state.reason and now_state.reason not in ("None", "(null)"):
         text += f" ({now_state.reason})"
     text += shown(now_state)
     if requested:
         text += f"; {requested}: the submission is confirmed first"
-    if any(a.kind == "event" for a in seen):
+    if any(isinstance(a, Fired) for a in seen):
         text += "; events fired"
-    return Action(
-        "wait",
+    return Wait(
         name,
         text,
         attempt=latest.attempt,
@@ -589,8 +621,10 @@ def _submitted(
 
 
 def _failed_submissions(history: History, job: str) -> int:
-    count = 0
+    count, start = 0, budget_start(history, job)
     for attempt in reversed(history.attempts.get(job, ())):
+        if attempt.attempt <= start:
+            break  # `oellm retry` starts the count afresh
         if attempt.phase == "finished" and attempt.final_state == "NOT_SUBMITTED":
             count += 1
         else:

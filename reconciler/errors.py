@@ -26,6 +26,15 @@ class SchedulerError(CommandError):
     """A scheduler command failed; carries the command and what it printed."""
 
 
+class SubmissionRefused(SchedulerError):
+    """The scheduler answered a submission and said no (an invalid partition or option): no
+    job was created, and the same script would be refused again (issue 13)."""
+
+    def __init__(self, argv: list[str], message: str, output: str = "", why: str = "") -> None:
+        super().__init__(argv, message, output)
+        self.why = why or message
+
+
 class SchedulerUnavailable(SchedulerError):
     """The scheduler did not answer (controller down, timeout): take no destructive action."""
 

@@ -1,34 +1,32 @@
 """Events of one round: state transitions to record, `state_events` that match them, and log
 events (`substring`, `regex`, `inactivity`) that fire. A fired event is keyed (attempt, file,
 byte offset; or the transition; or inactivity once per attempt) and skipped when its key is in
-the attempt's ledger already.
+the attempt's ledger already. Each log match is keyed by attempt, file and byte offset (and
+link, in a chain): re-reading after a crash finds the same keys and fires nothing twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from .actions import Action
-from .bundle import LockJob
-from .current import Current
-from .logs import matches
-from .observe import Observation
-from .records import Attempt
+from .actions import Fired, Observed, StateSeen
+from .model import Attempt, Current, LockJob, LogLine, Observation
 
 
 def observations(
     job: LockJob, latest: Attempt, now_state: Current, obs: Observation, now: datetime
-) -> list[Action]:
+) -> list[Observed]:
     """State changes to record, and the log and state events that fire, in this round."""
-    out: list[Action] = []
+    out: list[Observed] = []
     name, attempt = job.name, latest.attempt
     seen_state = now_state.state if now_state.state != "UNKNOWN" else None
     if seen_state and seen_state != latest.last_state:
         out.append(
-            Action(
-                "state",
+            StateSeen(
                 name,
                 f"{latest.last_state or 'SUBMITTED'} -> {seen_state}",
                 attempt=attempt,
@@ -108,7 +106,7 @@ def fire(
     key: str,
     event: Mapping[str, Any],
     details: Mapping[str, Any],
-) -> Action:
+) -> Fired:
     record = {
         "key": key,
         "event": event.get("name", "state"),
@@ -117,8 +115,7 @@ def fire(
         **details,
         "actions": list(event["actions"]),
     }
-    return Action(
-        "event",
+    return Fired(
         job,
         f"event {record['event']}: {details.get('trigger')}",
         attempt=attempt,
@@ -139,3 +136,42 @@ def queued(now_state: Current) -> tuple[str, ...]:
         )
     pending = now_state.state == "PENDING" and now_state.job_id is not None
     return (now_state.job_id,) if pending and now_state.job_id else ()
+
+
+@dataclass(frozen=True)
+class Match:
+    event: Mapping[str, Any]
+    line: LogLine
+    groups: tuple[str, ...]
+    named: Mapping[str, str]
+
+    @property
+    def key(self) -> str:
+        # Later links of a chain may write the same file again (a log path without %j).
+        link = f"#link{self.line.link}" if self.line.link > 1 else ""
+        return f"{self.event['name']}@{self.line.file}:{self.line.offset}{link}"
+
+
+def matches(events: Sequence[Mapping[str, Any]], lines: Sequence[LogLine]) -> Iterator[Match]:
+    """Every (event, line) pair that matches, in file order, events in config order."""
+    for line in lines:
+        for event in events:
+            kind = event["kind"]
+            if kind == "substring" and event["pattern"] in line.text:
+                yield Match(event, line, (event["pattern"],), {})
+            elif kind == "regex":
+                found = _compiled(event["pattern"]).search(line.text)
+                if found:
+                    groups = (found.group(0), *(g or "" for g in found.groups()))
+                    named = {k: v or "" for k, v in found.groupdict().items()}
+                    yield Match(event, line, groups, named)
+
+
+_CACHE: dict[str, re.Pattern[str]] = {}
+
+
+def _compiled(pattern: str) -> re.Pattern[str]:
+    found = _CACHE.get(pattern)
+    if found is None:
+        found = _CACHE[pattern] = re.compile(pattern)
+    return found

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bundle import Bundle, LockJob
+from .bundle import Bundle
 from .errors import ReconcileError
+from .model import LockJob
 
 
 def job_folders(bundle: Bundle, job: LockJob) -> tuple[Path, ...]:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from oellm.bundle_files import LOCK_NAME
+
 from .codec import RecordInvalid, decode
 from .errors import ReconcileError
 from .lock import Busy, StateLock
@@ -151,7 +153,7 @@ def state_change(
     (the records go along under the same key, and the jobs they follow stay followed) or
     --fresh-state (start over). Reads only; `apply` moves."""
     try:
-        old = json.loads((bundle_dir / "plan.lock.json").read_text(encoding="utf-8"))["project"]
+        old = json.loads((bundle_dir / LOCK_NAME).read_text(encoding="utf-8"))["project"]
         old_dir = str(old["state_dir"])
         old_key = old.get("key")
     except (OSError, ValueError, KeyError, TypeError, AttributeError):

@@ -31,7 +31,7 @@ from oellm.errors import EXIT_TEMPFAIL, OellmError
 
 from .errors import ReconcileError
 
-LOCK_NAME = "reconcile.lock"
+STATE_LOCK_NAME = "reconcile.lock"
 LEASE_SECONDS = 15 * 60
 # The largest lease any oellm writes is LEASE_SECONDS from its own clock; an expiry further ahead
 # than that plus this much clock skew between login nodes was never written by a live holder.
@@ -134,7 +134,7 @@ class StateLock:
     ) -> None:
         if not 0 < lease <= LEASE_SECONDS:
             raise ValueError(f"lease must be in (0, {LEASE_SECONDS}] seconds, not {lease}")
-        self.path = state_dir / LOCK_NAME
+        self.path = state_dir / STATE_LOCK_NAME
         self.lease = lease
         self.grace = grace
         self.token = secrets.token_hex(8)
@@ -201,7 +201,7 @@ class StateLock:
         self.held = False
         # Move it aside before deleting: between a check and an unlink, a contender could put
         # its own lock in place, and that one must not be deleted.
-        aside = self.path.with_name(f".{LOCK_NAME}.release.{self.token}")
+        aside = self.path.with_name(f".{STATE_LOCK_NAME}.release.{self.token}")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
@@ -325,7 +325,7 @@ class StateLock:
             return True
         if not again.same_as(stale):
             return False
-        aside = self.path.with_name(f".{LOCK_NAME}.stale.{self.token}")
+        aside = self.path.with_name(f".{STATE_LOCK_NAME}.stale.{self.token}")
         try:
             os.rename(self.path, aside)
         except FileNotFoundError:
@@ -363,7 +363,7 @@ class StateLock:
         return Holder(socket.gethostname(), os.getpid(), self.token, self.expires)
 
     def _write_temp(self) -> Path:
-        tmp = self.path.with_name(f".{LOCK_NAME}.{self.token}.{os.getpid()}.tmp")
+        tmp = self.path.with_name(f".{STATE_LOCK_NAME}.{self.token}.{os.getpid()}.tmp")
         try:
             fd = os.open(tmp, os.O_CREAT | os.O_TRUNC | os.O_WRONLY, 0o644)
             with os.fdopen(fd, "wb") as handle:

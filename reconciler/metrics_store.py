@@ -27,8 +27,9 @@ from .arrays import log_for
 from .bundle import Bundle
 from .logs import read_new
 from .metrics import Sample, parse_line, seq_length
-from .observe import Observation, jobs_of
-from .records import History, Records, write_atomic
+from .model import History, Observation
+from .observe import jobs_of
+from .records import Records, write_atomic
 
 log = logging.getLogger("oellm.metrics")
 

@@ -10,45 +10,18 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from .arrays import log_for, member_tag, split_task_id
-from .bundle import Bundle, LockJob
+from .bundle import Bundle
 from .conditions import commands_needed, files_needed
 from .errors import SchedulerUnavailable
-from .logs import LogLine, LogRead, read_new
-from .records import Attempt, History, LogState, Records
-from .recover import NOTHING, Submissions, index_tags
+from .logs import read_new
+from .model import Attempt, History, LockJob, LogLine, LogRead, LogState, Markers, Observation
+from .records import Records
+from .recover import index_tags
 from .schedulers import Scheduler, SchedulerJob
 
 # sacct looks back from the oldest attempt still in flight, with a margin for clock skew
 # between login nodes (sacct without -S would only look since midnight).
 LOOKBACK_MARGIN = timedelta(minutes=10)
-
-
-@dataclass(frozen=True)
-class Markers:
-    """What a job's script wrote into `<output_dir>/.oellm/`."""
-
-    started: bool
-    exit_code: int | None
-
-
-@dataclass(frozen=True)
-class Observation:
-    asked: bool  # whether the scheduler was asked at all (nothing in flight: no need)
-    available: bool
-    error: str | None = None
-    by_id: Mapping[str, SchedulerJob] = field(default_factory=dict)
-    by_tag: Mapping[str, SchedulerJob] = field(default_factory=dict)
-    markers: Mapping[str, Markers] = field(default_factory=dict)  # by scheduler job id
-    files: Mapping[str, bool] = field(default_factory=dict)
-    commands: Mapping[tuple[str, ...], bool] = field(default_factory=dict)
-    logs: Mapping[str, LogRead] = field(default_factory=dict)  # by job: new lines this round
-    log_growth: Mapping[str, datetime] = field(default_factory=dict)  # by job: main log grew
-    progress: Mapping[str, int] = field(default_factory=dict)  # by job: checkpoint iteration
-    # Our SLURM jobs by the job their tags name, for finding submissions no record names.
-    submissions: Submissions = NOTHING
-    # Whether accounting was asked back to the lookback horizon (see `observe`), so that a
-    # submission missing from `submissions` is one SLURM does not know.
-    looked_back: bool = False
 
 
 CommandRunner = Callable[[tuple[str, ...], Path], bool]
@@ -70,47 +43,88 @@ def observe(
     in_flight = [
         a for attempts in history.attempts.values() if (a := attempts[-1]).phase != "finished"
     ]
-    names = {job.name for job in bundle.jobs}
     asked = bool(in_flight) or lookback is not None
-    available, error = True, None
-    rows: list[SchedulerJob] = []
-    if asked:
-        since = [_parse(a.intent_at) - LOOKBACK_MARGIN for a in in_flight]
-        if lookback is not None:
-            since.append(lookback)
-        known = [a.job_id for a in in_flight if a.job_id]
-        known += [link.job_id for a in in_flight for link in a.links if link.job_id]
-        try:
-            rows = scheduler.query(tag_prefix, min(since), known_ids=known)
-        except SchedulerUnavailable as exc:
-            available, error = False, str(exc)
-    by_id = {row.job_id: row for row in rows}
+    rows, error = _ask(scheduler, tag_prefix, in_flight, lookback) if asked else ([], None)
+    available = error is None
     by_tag = tags_of(rows)
-
-    markers: dict[str, Markers] = {}
-    logs: dict[str, LogRead] = {}
-    growth: dict[str, datetime] = {}
-    progress: dict[str, int] = {}
+    read = _Read(bundle, records, now)
+    names = {job.name for job in bundle.jobs}
     for attempt in in_flight:
         running = jobs_of(attempt, by_tag)
-        if not running or attempt.job not in names:
-            continue
+        if running and attempt.job in names:
+            read.attempt(attempt, running)
+    files, commands = _facts(bundle, history, run_command)
+    return Observation(
+        asked,
+        available,
+        error,
+        {row.job_id: row for row in rows},
+        by_tag,
+        read.markers,
+        files,
+        commands,
+        read.logs,
+        read.growth,
+        read.progress,
+        index_tags(rows, tag_prefix),
+        lookback is not None and available,
+    )
+
+
+def _ask(
+    scheduler: Scheduler,
+    tag_prefix: str,
+    in_flight: Sequence[Attempt],
+    lookback: datetime | None,
+) -> tuple[list[SchedulerJob], str | None]:
+    """The one question to the scheduler: our jobs since the oldest attempt in flight (or
+    the lookback), and by id the ones recorded. (rows, None), or ([], why) unanswered."""
+    since = [_parse(a.intent_at) - LOOKBACK_MARGIN for a in in_flight]
+    if lookback is not None:
+        since.append(lookback)
+    known = [a.job_id for a in in_flight if a.job_id]
+    known += [link.job_id for a in in_flight for link in a.links if link.job_id]
+    try:
+        return scheduler.query(tag_prefix, min(since), known_ids=known), None
+    except SchedulerUnavailable as exc:
+        return [], str(exc)
+
+
+@dataclass
+class _Read:
+    """What the files of the attempts in flight say: markers, new log lines, progress."""
+
+    bundle: Bundle
+    records: Records | None
+    now: datetime
+    markers: dict[str, Markers] = field(default_factory=dict)
+    logs: dict[str, LogRead] = field(default_factory=dict)
+    growth: dict[str, datetime] = field(default_factory=dict)
+    progress: dict[str, int] = field(default_factory=dict)
+
+    def attempt(self, attempt: Attempt, running: Sequence[tuple[int, str]]) -> None:
+        bundle = self.bundle
         job = bundle.job(attempt.job)
         for _, job_id in running:
-            markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)
-        if job.log_events and records is not None:
-            state = records.load_log_state(job.name, attempt.attempt)
-            logs[job.name], size = _read_logs(bundle, job, running, state)
+            self.markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)
+        if job.log_events and self.records is not None:
+            state = self.records.load_log_state(job.name, attempt.attempt)
+            self.logs[job.name], size = _read_logs(bundle, job, running, state)
             if (size is not None and size != state.last_size) or state.last_growth is None:
-                growth[job.name] = now
+                self.growth[job.name] = self.now
             else:
-                growth[job.name] = datetime.fromisoformat(state.last_growth)
+                self.growth[job.name] = datetime.fromisoformat(state.last_growth)
         progress_file = job.restart.get("progress_file")
         if progress_file:
             found = read_iteration(bundle.resolve(progress_file))
             if found is not None:
-                progress[job.name] = found
+                self.progress[job.name] = found
 
+
+def _facts(
+    bundle: Bundle, history: History, run_command: CommandRunner
+) -> tuple[dict[str, bool], dict[tuple[str, ...], bool]]:
+    """The files and commands that the conditions of jobs still to run name, each once."""
     files: dict[str, bool] = {}
     commands: dict[tuple[str, ...], bool] = {}
     for job in bundle.jobs:
@@ -126,21 +140,7 @@ def observe(
         for argv in commands_needed(conditions):
             if argv not in commands:
                 commands[argv] = run_command(argv, bundle.root)
-    return Observation(
-        asked,
-        available,
-        error,
-        by_id,
-        by_tag,
-        markers,
-        files,
-        commands,
-        logs,
-        growth,
-        progress,
-        index_tags(rows, tag_prefix),
-        lookback is not None and available,
-    )
+    return files, commands
 
 
 def tags_of(rows: Sequence[SchedulerJob]) -> dict[str, SchedulerJob]:

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from .records import Attempt
+from .model import Attempt
 
 # An intent that the scheduler still does not know after this long (and two looks) was never
 # submitted: sbatch died before SLURM accepted it.

@@ -17,17 +17,24 @@ from pathlib import Path
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_TEMPFAIL, EXIT_USER, CommandError
 from oellm.shell import run
 
-from .act import Outcome, act
-from .actions import OBSERVATIONS
-from .bundle import Bundle, LockJob, load_bundle
-from .decide import INTENT_GRACE, Action, Current, Options, current, decide
+from .act import act
+from .actions import Action, MainAction, Observed, Submit, Wait, main_action
+from .bundle import Bundle, load_bundle
+from .current import current
+from .decide import Options, decide
 from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
 from .identity import claim, key_for, read_identity
 from .lock import Busy, LockLost, StateLock
 from .metrics_store import track as after_round_metrics
-from .observe import Observation, observe
-from .records import Dropped, History, Records
-from .schedulers import Scheduler
+from .model import Current, Dropped, History, Observation
+from .moves import moved
+from .observe import observe
+from .policy import INTENT_GRACE
+from .records import Records
+from .retry import revived
+from .schedulers import Scheduler, slurm
+from .schedulers.local import LocalScheduler
+from .submit import RoundOutcome
 
 EXIT_QUIET = EXIT_OK
 EXIT_ACTED = EXIT_DIFFERENT
@@ -60,15 +67,11 @@ def _seconds(name: str, default: float) -> float:
 
 
 def make_scheduler(name: str | None, state_dir: Path) -> Scheduler:
-    from .schedulers import slurm
-
     if name is None:
         name = "slurm" if slurm.available() else "local"
     if name == "slurm":
         return slurm.SlurmScheduler()
     if name == "local":
-        from .schedulers.local import LocalScheduler
-
         return LocalScheduler(state_dir)
     raise ReconcileError(f"unknown scheduler '{name}'", hint="use --scheduler slurm or local")
 
@@ -97,7 +100,7 @@ def intent_grace() -> timedelta:
 class RunReport:
     actions: list[Action]
     observation: Observation
-    outcome: Outcome | None
+    outcome: RoundOutcome | None
     busy: str | None = None
     damaged: tuple[str, ...] = ()  # records that could not be read: their jobs were left alone
 
@@ -113,14 +116,21 @@ class RunReport:
             return EXIT_ACTED
         return EXIT_QUIET
 
-    def finished(self) -> bool:
-        """Every job is settled: completed, or failed/cancelled/dropped for good."""
-        from .decide import main
-
+    def _mains(self) -> list[MainAction]:
         by_job: dict[str, list[Action]] = {}
         for action in self.actions:
             by_job.setdefault(action.job, []).append(action)
-        return all(main(group).settled for group in by_job.values())
+        return [main_action(group) for group in by_job.values()]
+
+    def finished(self) -> bool:
+        """Every job is settled: completed, or failed/cancelled/dropped for good."""
+        return all(isinstance(a, Wait) and a.settled for a in self._mains())
+
+    def not_completed(self) -> list[str]:
+        """The jobs whose decided outcome is not `completed`."""
+        return [
+            a.job for a in self._mains() if not (isinstance(a, Wait) and a.outcome == "completed")
+        ]
 
 
 class Session:
@@ -159,7 +169,7 @@ class Session:
                     str(self.records.attempt_path(last.job, last.attempt)),
                     hint=f"use --scheduler {last.scheduler} until it has finished",
                 )
-        return history
+        return revived(history)  # a drop `oellm retry` undid no longer counts
 
     def look(self, history: History) -> tuple[Observation, list[Action]]:
         """Observe and decide. A round that would submit an attempt it has no record of
@@ -209,16 +219,15 @@ def after_round(session: Session, history: History, obs: Observation) -> None:
 
 
 def _new_attempt(action: Action) -> bool:
-    return action.kind == "submit" and action.link is None
+    return isinstance(action, Submit) and action.link is None
 
 
 def _unconfirmed(action: Action) -> Action:
-    return Action(
-        "wait",
+    return Wait(
         action.job,
         "ready, but SLURM did not answer whether it knows an earlier submission; not "
         "submitted this round",
-        attempt=action.attempt,
+        attempt=action.attempt if isinstance(action, Submit) else None,
     )
 
 
@@ -239,13 +248,15 @@ def reconcile_once(
             )
             session.apply_moves(say)
         history = session.history()
+        if dry_run:  # the moves the real round makes first, in memory only (moves.py)
+            history = moved(history, session.bundle.moved, say)
         obs, actions = session.look(history)
         damaged = tuple(history.damaged.values())
         if dry_run:
             names = {job.name for job in session.bundle.jobs}
             for action in actions:
                 job = session.bundle.job(action.job) if action.job in names else None
-                say(_describe(action, job if session.scheduler.arrays else None))
+                say(action.describe(job if session.scheduler.arrays else None))
             return RunReport(actions, obs, None, damaged=damaged)
         try:
             outcome = act(
@@ -271,31 +282,6 @@ def reconcile_once(
             lock.release()
 
 
-def _describe(action: Action, job: LockJob | None = None) -> str:
-    """A dry run's line; `job` (when the scheduler runs arrays) names a member's array."""
-    task = (
-        f" as task {job.array_index} of array {job.array_group}"
-        if job is not None and job.array_group is not None
-        else ""
-    )
-    what = {
-        "submit": f"would submit attempt {action.attempt}{task}"
-        + (f" from link {action.link}" if action.link else ""),
-        "adopt": f"would adopt job {action.job_id}",
-        "recover": f"would record attempt {action.attempt} from SLURM (job {action.job_id})",
-        "finish": f"would record {action.state}",
-        "unseen": "would note: not seen by the scheduler",
-        "lost": "would record: never submitted",
-        "cancel": f"would cancel job {action.job_id}",
-        "drop": "would drop",
-        "wait": "no action",
-        "event": "would act on",
-        "state": "observed",
-        "link": "would record",
-    }[action.kind]
-    return f"{action.job}: {what}: {action.reason}"
-
-
 @dataclass(frozen=True)
 class StatusRow:
     job: str
@@ -311,12 +297,12 @@ class StatusRow:
 def status(session: Session) -> tuple[list[StatusRow], Observation]:
     history = session.history()
     obs, actions = session.look(history)
-    by_job = {a.job: a for a in actions if a.kind not in OBSERVATIONS}
+    by_job = {a.job: a for a in actions if not isinstance(a, Observed)}
     rows = []
     for job in session.bundle.jobs:
         now_state: Current = current(job.name, history, obs, job)
         latest = history.latest(job.name)
-        state = now_state.state or "NOT_SUBMITTED"
+        state: str = now_state.state or "NOT_SUBMITTED"
         if not obs.available and now_state.live:
             state += "?"
         event = ""

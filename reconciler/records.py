@@ -5,6 +5,7 @@ exclusively: a round never overwrites another round's intent.
 
     <state_dir>/jobs/<job>/attempt-0001.json   intent, then job id, then outcome
     <state_dir>/jobs/<job>/dropped.json        cancelled before it was ever submitted
+    <state_dir>/jobs/<job>/retry.json          `oellm retry`: a new attempt after this one
 
 Records are read strictly (`codec.decode`): one that does not check out is reported with its
 file, and its job gets no action until the user has looked at it.
@@ -20,136 +21,16 @@ import re
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 from .codec import RecordInvalid, decode
 from .errors import ReconcileError
+from .model import Attempt, Dropped, History, LogState, RetryRequest
 
 log = logging.getLogger("oellm.records")
 T = TypeVar("T")
-
-Phase = Literal["intent", "submitted", "finished"]
 _ATTEMPT = re.compile(r"attempt-(\d{4,})\.json")
-
-
-@dataclass(frozen=True)
-class Link:
-    """One SLURM job of a chained attempt (`job.chain_repeat`): its own intent, id and outcome,
-    so each link is submitted exactly once. Link 1 carries the attempt's own tag."""
-
-    link: int  # 1-based position in the chain
-    tag: str
-    phase: Phase
-    intent_at: str
-    job_id: str | None = None
-    after: str | None = None  # the job id it was queued behind (--dependency=afterany)
-    submitted_at: str | None = None
-    state: str | None = None  # final state, once it ended
-    exit_code: int | None = None
-    reason: str | None = None  # why it ended as it did (squeue's reason), or why it was not
-    unseen: int = 0
-
-
-@dataclass(frozen=True)
-class Attempt:
-    job: str
-    attempt: int
-    tag: str
-    bundle_id: str
-    script_sha256: str
-    scheduler: str
-    cause: str
-    phase: Phase
-    intent_at: str
-    job_id: str | None = None
-    submitted_at: str | None = None
-    final_state: str | None = None
-    exit_code: int | None = None
-    ended_at: str | None = None
-    reason: str | None = None
-    unseen: int = 0  # runs in which the scheduler answered but had no record of it
-    last_state: str | None = None  # the last state observed, to see transitions
-    nodes: str | None = None
-    iteration: int | None = None  # progress (checkpoint iteration) when the attempt ended
-    # Requests made by events; persisted before acting, so a crash cannot lose them.
-    restart_requested: str | None = None
-    cancel_requested: str | None = None
-    finish_requested: str | None = None
-    # The attempt's ledger of fired events: what fired, on which line, and what was done.
-    events: tuple[dict[str, Any], ...] = ()
-    # A chained attempt: how many links it queues, and each link's record (link 1 first).
-    # Records written before chains existed have neither and read as a single job.
-    chain_repeat: int = 1
-    links: tuple[Link, ...] = ()
-    # Submitted with --dependency=afterok on these job ids (job.dependency: slurm).
-    upstream_ids: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        if isinstance(self.events, list):
-            object.__setattr__(self, "events", tuple(self.events))
-        if isinstance(self.upstream_ids, list):
-            object.__setattr__(self, "upstream_ids", tuple(self.upstream_ids))
-        # Read back from JSON, links are dicts; anything else is a damaged record (TypeError).
-        links = tuple(Link(**x) if isinstance(x, dict) else x for x in self.links)
-        if not all(isinstance(link, Link) for link in links):
-            raise TypeError("links must be link records")
-        object.__setattr__(self, "links", links)
-
-    @property
-    def chained(self) -> bool:
-        return bool(self.links)
-
-    def with_link(self, number: int, **changes: Any) -> Attempt:
-        """This attempt with the newest record of link `number` changed (a retried link has
-        older records of the same number, which stay as they were)."""
-        index = max(i for i, link in enumerate(self.links) if link.link == number)
-        updated = dataclasses.replace(self.links[index], **changes)
-        links = (*self.links[:index], updated, *self.links[index + 1 :])
-        return dataclasses.replace(self, links=links)
-
-    @property
-    def succeeded(self) -> bool:
-        if self.phase != "finished":
-            return False
-        if self.finish_requested:
-            return True
-        # SLURM says COMPLETED only for exit 0; the code itself may be unknown (an array task's
-        # markers are written under its own job id, which the reconciler does not see).
-        return self.final_state == "COMPLETED" and self.exit_code in (0, None)
-
-    def fired(self, key: str) -> bool:
-        return any(event.get("key") == key for event in self.events)
-
-
-@dataclass(frozen=True)
-class LogState:
-    """How far the reconciler has read each watched file of one attempt."""
-
-    offsets: dict[str, int] = dataclasses.field(default_factory=dict)
-    last_size: int | None = None
-    last_growth: str | None = None
-
-
-@dataclass(frozen=True)
-class Dropped:
-    job: str
-    reason: str
-    at: str
-
-
-@dataclass(frozen=True)
-class History:
-    attempts: Mapping[str, tuple[Attempt, ...]]  # job -> attempts, oldest first
-    dropped: Mapping[str, Dropped]
-    # job -> what is wrong with one of its records (the file and why); such a job is not
-    # acted on, and the round ends with exit 2 naming the file.
-    damaged: Mapping[str, str] = dataclasses.field(default_factory=dict)
-
-    def latest(self, job: str) -> Attempt | None:
-        found = self.attempts.get(job, ())
-        return found[-1] if found else None
 
 
 class RecordExists(Exception):
@@ -268,6 +149,7 @@ class Records:
         attempts: dict[str, tuple[Attempt, ...]] = {}
         dropped: dict[str, Dropped] = {}
         damaged: dict[str, str] = {}
+        retries: dict[str, RetryRequest] = {}
         if not self.jobs_dir.is_dir():
             return History(attempts, dropped)
         for job_dir in sorted(self.jobs_dir.iterdir()):
@@ -290,13 +172,16 @@ class Records:
                         found.append(record)
                     elif path.name == "dropped.json":
                         dropped[job] = _read(path, Dropped)
+                    elif path.name == "retry.json":
+                        retries[job] = _read(path, RetryRequest)
             except ReconcileError as error:
                 damaged[job] = error.render()
                 dropped.pop(job, None)
+                retries.pop(job, None)
                 continue
             if found:
                 attempts[job] = tuple(sorted(found, key=lambda a: a.attempt))
-        return History(attempts, dropped, damaged)
+        return History(attempts, dropped, damaged, retries)
 
 
 DAMAGED_HINT = (

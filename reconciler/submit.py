@@ -14,20 +14,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from .actions import Action
+from .actions import Submit
 from .arrays import (
     array_spec,
-    current_for_index,
     log_for,
     member_tag,
     resubmit_args,
-    split_task_id,
     task_id,
 )
-from .bundle import ArrayGroup, Bundle, LockJob
+from .bundle import Bundle
 from .chain import link_tag
-from .errors import SchedulerError, SchedulerUnavailable
-from .records import Attempt, Link, RecordExists, Records
+from .current_log import point_current_log
+from .errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
+from .folders import make_job_folders
+from .model import ArrayGroup, Attempt, Link, LockJob
+from .records import RecordExists, Records
+from .refusal import refused
 from .schedulers import Scheduler, Submission
 
 # Fault injection for the exactly-once tests: the process kills itself at the named point.
@@ -50,10 +52,11 @@ def crash_point(name: str) -> None:
 
 
 @dataclass
-class Outcome:
+class RoundOutcome:
     acted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     unavailable: bool = False
+    refused: dict[str, str] = field(default_factory=dict)  # tag -> why sbatch refused it
 
 
 def tag_for(key: str, job: str, attempt: int) -> str:
@@ -70,12 +73,12 @@ class Submitter:
     key: str
     now: Callable[[], datetime]
     note: Callable[[str], None]
-    outcome: Outcome
+    outcome: RoundOutcome
     # Called right before each sbatch: raises when this round no longer holds the state lock
     # (another round took it over), so that no submission happens outside the lock.
     fence: Callable[[], None] = lambda: None
 
-    def submit(self, action: Action, latest: Attempt | None) -> Attempt | None:
+    def submit(self, action: Submit, latest: Attempt | None) -> Attempt | None:
         """Carry out a `submit`: a new attempt (and, for a chain, all its links), or the
         missing links of the chain in flight. Returns the newest record."""
         job = self.bundle.job(action.job)
@@ -96,8 +99,7 @@ class Submitter:
             after = job_id
         return record
 
-    def _start(self, job: LockJob, action: Action) -> Attempt | None:
-        assert action.attempt is not None
+    def _start(self, job: LockJob, action: Submit) -> Attempt | None:
         tag = tag_for(self.key, job.name, action.attempt)
         self._folders(job)
         crash_point("before-intent")
@@ -119,6 +121,10 @@ class Submitter:
                 "--kill-on-invalid-dep=yes",
             )
         job_id, error = self._sbatch(job, tag, gate)
+        if job_id is None and tag in self.outcome.refused:
+            # Issue 13: refused for good, so nothing to look up; ended now, not retried.
+            self.records.save(refused(intent, self.outcome.refused[tag], self.now().isoformat()))
+            return None
         if job_id is None:
             failed = dataclasses.replace(intent, reason=error)
             self.records.save(failed.with_link(1, reason=error) if chained else failed)
@@ -130,7 +136,7 @@ class Submitter:
             record = record.with_link(1, phase="submitted", job_id=job_id, submitted_at=stamp)
         self.records.save(record)
         crash_point("after-record")
-        link_current(self.bundle, job, job_id)
+        point_current_log(self.bundle, job, job_id)
         of = f" link 1/{job.chain_repeat}" if chained else ""
         self.note(
             f"submitted {job.name} attempt {action.attempt}{of} as job {job_id} ({action.reason})"
@@ -165,7 +171,7 @@ class Submitter:
         )
         return record, job_id
 
-    def submit_array(self, group: ArrayGroup, actions: Sequence[Action]) -> dict[str, str]:
+    def submit_array(self, group: ArrayGroup, actions: Sequence[Submit]) -> dict[str, str]:
         """Carry out the `submit`s of several members of one array as one `sbatch --array`:
         an intent per member, all under one tag (`<tag>[<index>]`), then one sbatch, then
         each member's task id. A run killed in between finds the tasks by tag and index.
@@ -178,7 +184,7 @@ class Submitter:
         stamp = self.now().isoformat()
         intents = []
         for job, action in zip(jobs, actions, strict=True):
-            assert action.attempt is not None and job.array_index is not None
+            assert job.array_index is not None
             self._folders(job)
             intent = self._intent(job, action, member_tag(tag, job.array_index), stamp)
             if self._create(intent):
@@ -202,8 +208,11 @@ class Submitter:
             f"array {group.name}",
         )
         if job_id is None:
+            stamp, why = self.now().isoformat(), self.outcome.refused.get(tag)
             for intent in intents:
-                self.records.save(dataclasses.replace(intent, reason=error))
+                # Issue 13: a refused array created no task: every member ends now.
+                ended = refused(intent, why, stamp) if why else None
+                self.records.save(ended or dataclasses.replace(intent, reason=error))
             return {}
         crash_point("after-sbatch")
         stamp = self.now().isoformat()
@@ -214,7 +223,7 @@ class Submitter:
             self.records.save(
                 dataclasses.replace(intent, phase="submitted", job_id=task, submitted_at=stamp)
             )
-            link_current(self.bundle, job, task)
+            point_current_log(self.bundle, job, task)
             self.note(
                 f"submitted {job.name} attempt {intent.attempt} as task {task} of array "
                 f"{group.name} ({action.reason})"
@@ -250,10 +259,9 @@ class Submitter:
             return False
         return True
 
-    def _intent(self, job: LockJob, action: Action, tag: str, stamp: str) -> Attempt:
+    def _intent(self, job: LockJob, action: Submit, tag: str, stamp: str) -> Attempt:
         """The record written before sbatch: a new attempt, found by `tag` if sbatch's answer
         is lost."""
-        assert action.attempt is not None
         return Attempt(
             job=job.name,
             attempt=action.attempt,
@@ -269,8 +277,6 @@ class Submitter:
 
     def _folders(self, job: LockJob) -> None:
         # SLURM does not create the folder of --output; a missing one fails the job silently.
-        from .folders import make_job_folders
-
         make_job_folders(self.bundle, job)
 
     def _sbatch(
@@ -315,31 +321,10 @@ class Submitter:
             self.outcome.unavailable = True
             self.outcome.errors.append(str(exc))
             return None, f"scheduler unavailable: {exc.message}"
+        except SubmissionRefused as exc:
+            self.outcome.refused[tag] = exc.why
+            self.outcome.errors.append(f"{who or job.name}: sbatch refused it: {exc.why}")
+            return None, f"submission refused: {exc.why}"
         except SchedulerError as exc:
             self.outcome.errors.append(f"{who or job.name}: {exc}")
             return None, f"submission failed: {exc.message}"
-
-
-def link_current(bundle: Bundle, job: LockJob, job_id: str) -> None:
-    """Point `log_path_current` at this job's log, so tools can follow one stable name (in a
-    chain, the link that runs now; for an array task, `current_<index>.log`)."""
-    if not job.log_path_current:
-        return
-    target = bundle.resolve(log_for(job.log_path, job_id, job.array_index))
-    _, index = split_task_id(job_id)
-    index = job.array_index if index is None else index
-    current = job.log_path_current
-    link = bundle.resolve(current if index is None else current_for_index(current, index))
-    relative = os.path.relpath(target, link.parent)
-    tmp = link.with_name(f".{link.name}.{job_id}")
-    try:
-        if os.readlink(link) == relative:
-            return
-    except OSError:
-        pass  # not there yet, or not a link
-    try:
-        tmp.unlink(missing_ok=True)
-        os.symlink(relative, tmp)
-        os.replace(tmp, link)
-    except OSError:
-        pass  # a convenience link; never worth failing a submission for

@@ -24,7 +24,8 @@ from oellm.errors import CommandError
 from oellm.shell import Completed, run
 
 from .bundle import Bundle
-from .records import History, write_atomic
+from .model import History
+from .records import write_atomic
 
 log = logging.getLogger("oellm.wandb")
 

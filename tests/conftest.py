@@ -10,8 +10,11 @@ import subprocess
 import time
 from collections.abc import Generator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
+
+from tests.helpers import TextFile
 
 START_HINT = "start it (as root) with: bash tests/slurm/cluster.sh up"
 # sinfo long states in which the node accepts jobs; a suffix (*, ~, #, !, %) means it does not.
@@ -100,3 +103,9 @@ def pytest_runtest_makereport(
             "Skipped: ", "", 1
         )
     return report
+
+
+@pytest.fixture
+def text_snapshot(snapshot: Any) -> Any:
+    """A syrupy snapshot stored as one plain-text file (`TextFile`)."""
+    return snapshot.use_extension(TextFile)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeVar
 
+import pytest
 from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from oellm.compiler.errors import ConfigError
@@ -13,6 +16,10 @@ from oellm.compiler.pipeline import CompiledBundle, CompileRequest, compile_bund
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "config" / "experiments"
+# The cluster presets of the config library (config/slurm/<name>.yaml); `local` is this machine.
+PRESETS = tuple(sorted(path.stem for path in (REPO / "config" / "slurm").glob("*.yaml")))
+CLUSTERS = tuple(name for name in PRESETS if name != "local")
+T = TypeVar("T")
 
 
 def write(path: Path, text: str) -> Path:
@@ -59,3 +66,18 @@ class TextFile(SingleFileSnapshotExtension):
 
     _write_mode = WriteMode.TEXT
     file_extension = "txt"
+
+
+def wait_for(
+    what: str, probe: Callable[[], T | None], seconds: float = 45.0, every: float = 0.5
+) -> T:
+    """Poll `probe` until it returns something other than None or False, and return that;
+    fail the test, naming `what`, after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        found = probe()
+        if found is not None and found is not False:
+            return found
+        if time.monotonic() > deadline:
+            pytest.fail(f"gave up after {seconds:g} s waiting for {what}")
+        time.sleep(every)

@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import cast, get_args
 
 from oellm.errors import CommandError
-from oellm.reconciler.errors import SchedulerError
+from oellm.reconciler.errors import SchedulerError, SubmissionRefused
 from oellm.reconciler.schedulers import JobState, SchedulerJob, Submission
 from oellm.reconciler.schedulers.local_wrapper import (
+    JobOutcome,
     JobSpec,
     LocalFiles,
-    Outcome,
     install_srun_stub,
     read_json,
     read_outcome,
@@ -96,7 +96,8 @@ class LocalScheduler:
             time_limit = parse_time_limit(options["time"]) if "time" in options else None
             after = parse_dependency(options.get("dependency", ""))
         except ValueError as exc:
-            raise SchedulerError(argv, str(exc)) from exc
+            # Nothing was started: the same script would be refused again (like sbatch's no).
+            raise SubmissionRefused(argv, str(exc)) from exc
         name = submission.tag or options.get("job-name") or script.name
         try:
             return self._start(workdir, text, options, time_limit, name, after)
@@ -254,7 +255,7 @@ class LocalScheduler:
             os.close(fd)  # releases the lock
 
 
-def _finished(outcome: Outcome) -> SchedulerJob:
+def _finished(outcome: JobOutcome) -> SchedulerJob:
     return SchedulerJob(
         job_id=outcome.job_id,
         name=outcome.name,

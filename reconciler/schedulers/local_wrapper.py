@@ -52,7 +52,7 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class JobOutcome:
     """How a job ended; one JSON file per job, written once, atomically."""
 
     job_id: str
@@ -134,10 +134,10 @@ def waiting_for(spec: JobSpec, files: LocalFiles) -> bool:
     )
 
 
-def read_outcome(path: Path) -> Outcome | None:
+def read_outcome(path: Path) -> JobOutcome | None:
     data = read_json(path)
     try:
-        return Outcome(**data) if data is not None else None
+        return JobOutcome(**data) if data is not None else None
     except TypeError:
         return None
 
@@ -301,12 +301,12 @@ def _split(status: int) -> tuple[int, int]:
     return os.WEXITSTATUS(status), 0
 
 
-def run_job(spec: JobSpec, files: LocalFiles) -> Outcome:
+def run_job(spec: JobSpec, files: LocalFiles) -> JobOutcome:
     supervisor = _Supervisor(files.cancel(spec.job_id))  # first: from here on a cancel is caught
     while not supervisor.cancelled and waiting_for(spec, files):
         supervisor.pause(DEPENDENCY_POLL_S)
     if supervisor.cancelled:
-        return Outcome(spec.job_id, spec.name, "CANCELLED", 0, 0, None, stamp())
+        return JobOutcome(spec.job_id, spec.name, "CANCELLED", 0, 0, None, stamp())
     start = stamp()
     try:
         out_fd = _open_log(spec.output)
@@ -314,7 +314,7 @@ def run_job(spec: JobSpec, files: LocalFiles) -> Outcome:
         os.stat(spec.workdir)
     except OSError as exc:
         reason = f"JobLaunchFailure: {exc.strerror}: {exc.filename}"
-        return Outcome(
+        return JobOutcome(
             spec.job_id, spec.name, "FAILED", 0, LAUNCH_FAILURE_SIGNAL, start, stamp(), reason
         )
     pid = _start(spec, out_fd, err_fd, job_environment(os.environ, spec, files.bin))
@@ -344,7 +344,7 @@ def run_job(spec: JobSpec, files: LocalFiles) -> Outcome:
     exit_code, signum = _split(status)
     state = killed_for or ("COMPLETED" if (exit_code, signum) == (0, 0) else "FAILED")
     why = {"FAILED": "NonZeroExitCode", "TIMEOUT": "TimeLimit"}.get(state)  # squeue's reasons
-    return Outcome(spec.job_id, spec.name, state, exit_code, signum, start, stamp(), why)
+    return JobOutcome(spec.job_id, spec.name, state, exit_code, signum, start, stamp(), why)
 
 
 def main(argv: list[str]) -> int:
@@ -362,7 +362,7 @@ def main(argv: list[str]) -> int:
     except Exception as exc:
         traceback.print_exc()
         reason = f"local wrapper error: {type(exc).__name__}: {exc}"
-        outcome = Outcome(spec.job_id, spec.name, "FAILED", None, None, None, stamp(), reason)
+        outcome = JobOutcome(spec.job_id, spec.name, "FAILED", None, None, None, stamp(), reason)
     write_json(files.outcome(spec.job_id), asdict(outcome))
     return 0
 

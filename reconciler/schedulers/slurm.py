@@ -19,7 +19,7 @@ from typing import Protocol, get_args
 from oellm import shell
 from oellm.errors import CommandError, CommandTimeout
 from oellm.reconciler.arrays import expand_task_ids
-from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable
+from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
 from oellm.reconciler.schedulers import FINISHED, JobState, SchedulerJob, Submission
 from oellm.shell import Completed
 
@@ -43,6 +43,9 @@ UNAVAILABLE_MARKERS = (
     "Socket timed out on send/recv operation",
     "Slurm temporarily unable to accept job",
 )
+# A refusal that may pass by itself: a submit limit of the user or QOS (MaxSubmitJobs), which
+# frees up as jobs end. Such a submission is tried again, not ended for good.
+TRANSIENT_REFUSALS = ("job submit limit", "MaxSubmitJob", "AssocMaxSubmitJobLimit")
 
 # squeue and sacct cut an array's folded index list at 64 characters unless this is 0
 # (tests/slurm/recorded/squeue_array_truncated.txt); a cut list would lose tasks.
@@ -289,6 +292,26 @@ def failure(done: Completed, what: str) -> SchedulerError:
     return SchedulerError(list(done.argv), message, output)
 
 
+def sbatch_failure(done: Completed) -> SchedulerError:
+    """The error for an sbatch that exited non-zero. sbatch that answered `sbatch: error:`
+    (an invalid partition or option: "Batch job submission failed: Invalid partition name
+    specified", recorded in tests/slurm/recorded/sbatch_invalid_partition.txt) created no
+    job and would refuse the same script again: SubmissionRefused. A controller that did not
+    answer stays SchedulerUnavailable, and anything else stays an unknown outcome (its tag is
+    looked up before the attempt is given up)."""
+    error = failure(done, "sbatch")
+    if isinstance(error, SchedulerUnavailable) or done.returncode <= 0:
+        return error
+    said = [
+        line.strip().removeprefix("sbatch: error:").strip()
+        for line in done.stderr.splitlines()
+        if line.strip().startswith("sbatch: error:")
+    ]
+    if not said or any(marker in " ".join(said) for marker in TRANSIENT_REFUSALS):
+        return error
+    return SubmissionRefused(error.argv, error.message, error.output, why="; ".join(said))
+
+
 # --- the scheduler --------------------------------------------------------------------------
 
 
@@ -334,7 +357,7 @@ class SlurmScheduler:
         # job, anchors 3.3): the caller looks the tag up before submitting again.
         done = self._run(sbatch_argv(submission), self._submit_timeout, cwd=submission.workdir)
         if done.returncode != 0:
-            raise failure(done, "sbatch")
+            raise sbatch_failure(done)
         try:
             return parse_sbatch(done.stdout)
         except ValueError as exc:

@@ -24,7 +24,7 @@ from oellm.compiler.write import write_bundle
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
 from tests.compiler.hostile import bash_syntax_errors
-from tests.helpers import TextFile, compile_error, compile_file, rendered, write
+from tests.helpers import compile_error, compile_file, rendered, write
 
 SWEEP3 = """
 project: {name: arr}
@@ -45,11 +45,6 @@ SRUN_STUB = """#!/bin/bash
 while [ "$#" -gt 0 ] && [ "${1#--}" != "$1" ]; do shift; done
 exec "$@"
 """
-
-
-@pytest.fixture
-def text_snapshot(snapshot: Any) -> Any:
-    return snapshot.use_extension(TextFile)
 
 
 def compile_text(

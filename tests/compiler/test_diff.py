@@ -14,7 +14,7 @@ from oellm.compiler.diff import ABSENT, BundleDiff, ValueChange, compare
 from oellm.compiler.diff_render import check_text, render_json, render_text
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.textdiff import unified
-from tests.helpers import TextFile, compile_file, write
+from tests.helpers import compile_file, write
 
 # Two stages over two learning rates; eval waits for its train sibling's marker file.
 EXPERIMENT = """
@@ -43,11 +43,6 @@ sweep:
         - class_name: FileExistsCondition
           path: "\\\\${sibling.train.output_dir}/done.txt"
 """
-
-
-@pytest.fixture
-def text_snapshot(snapshot: Any) -> Any:
-    return snapshot.use_extension(TextFile)
 
 
 def bundle(
@@ -257,6 +252,7 @@ def test_json_shape(tmp_path: Path) -> None:
     shown = render_json(compare(old, new))
     json.dumps(shown)  # serialisable as it is
     assert list(shown) == [
+        "schema_version",
         "identical",
         "summary",
         "project",

@@ -6,24 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from oellm import __version__
 from tests.helpers import EXAMPLES, compile_file
 
 EXAMPLE_FILES = sorted(EXAMPLES.rglob("*.yaml"))
-
-
-class TextFile(SingleFileSnapshotExtension):
-    """One plain-text file per snapshot, so a review reads the script itself."""
-
-    _write_mode = WriteMode.TEXT
-    file_extension = "txt"
-
-
-@pytest.fixture
-def text_snapshot(snapshot: Any) -> Any:
-    return snapshot.use_extension(TextFile)
 
 
 def test_examples_exist() -> None:

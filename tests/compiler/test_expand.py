@@ -674,3 +674,62 @@ def test_list_is_concatenation_and_product_is_ordered_merge(children: list[Any])
         {k: v for values in combo for k, v in values.items()} for combo in itertools.product(*alone)
     ]
     assert [dict(p.values) for p in multiplied] == merged
+
+
+# --- list_composition: keys that accumulate across the layers of a point ---------------------
+
+
+def test_list_composition_accumulates_across_a_product() -> None:
+    points = run(
+        sweep_of(
+            """
+            sweep:
+              type: product
+              list_composition: [basic]
+              groups:
+                - configs: [{basic: integrate_a0}, {basic: integrate_a1}]
+                - configs: [{basic: integrate_b0}]
+            """
+        )
+    )
+    assert [p.values["basic"] for p in points] == [
+        ["integrate_a0", "integrate_b0"],
+        ["integrate_a1", "integrate_b0"],
+    ]
+
+
+def test_list_composition_flattens_lists_and_takes_defaults_in() -> None:
+    points = run(
+        sweep_of(
+            """
+            sweep:
+              type: product
+              list_composition: [k]
+              groups:
+                - {configs: [{k: [a, b]}]}
+                - {defaults: {k: default}, configs: [{k: c}]}
+            """
+        )
+    )
+    assert [p.values["k"] for p in points] == [["a", "b", "default", "c"]]
+
+
+def test_list_composition_keeps_one_value_as_written_and_other_keys_override() -> None:
+    points = run(
+        sweep_of(
+            """
+            sweep:
+              type: list
+              list_composition: [k]
+              groups:
+                - configs: [{k: a, other: 1}]
+                - configs: [{k: b, other: 2}]
+            """
+        )
+    )
+    assert [(p.values["k"], p.values["other"]) for p in points] == [("a", 1), ("b", 2)]
+
+
+def test_list_composition_must_list_keys() -> None:
+    with pytest.raises(ConfigError, match="list_composition lists keys"):
+        run({"type": "product", "list_composition": [1], "groups": [{"configs": [{"a": 1}]}]})

@@ -1,18 +1,19 @@
 """The worst inputs we know, through `oellm compile` as a user runs it: each ends in exit 2 with
-one positioned message, within the budget of 10 seconds and 1 GB of address space."""
+one positioned message, within 1 GB of address space. How long each takes against the budget of
+10 seconds is measured by `benchmarks/hostile_bench.py`, not asserted here (a test must not
+depend on how loaded the machine is); the timeout below only catches a hang."""
 
 from __future__ import annotations
 
 import resource
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-BUDGET_SECONDS = 10
+BUDGET_SECONDS = 10  # the issue's budget per input, reported by benchmarks/hostile_bench.py
 BUDGET_BYTES = 1 << 30
 BASE = "project: {name: 'fz_${index}'}\nbackend: {bash: {command: 'true'}}\n"
 
@@ -71,7 +72,7 @@ CASES: dict[str, tuple[Callable[[], bytes], str]] = {
 }
 
 
-def _limit_memory() -> None:
+def limit_memory() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (BUDGET_BYTES, BUDGET_BYTES))
 
 
@@ -80,20 +81,17 @@ def test_hostile_input_is_refused_within_budget(tmp_path: Path, case: str) -> No
     make, expected = CASES[case]
     path = tmp_path / "exp.yaml"
     path.write_bytes(make())
-    started = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "oellm", "compile", "exp.yaml", "-o", "out"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
-        preexec_fn=_limit_memory,
+        preexec_fn=limit_memory,
         check=False,
     )
-    elapsed = time.monotonic() - started
     assert done.returncode == 2, done.stderr
     first = done.stderr.splitlines()[0]
     assert first.startswith("exp.yaml:"), done.stderr
     assert expected in first, done.stderr
-    assert elapsed < BUDGET_SECONDS, f"{case} took {elapsed:.1f} s"
     assert not (tmp_path / "out").exists()

@@ -12,17 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from syrupy.extensions.single_file import SingleFileSnapshotExtension, WriteMode
 
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.limits import check_bundle_limits, max_array_index
 from oellm.compiler.script import RANK_SHIM
 from tests.compiler.hostile import HOSTILE, bash_syntax_errors, install_fakes
-from tests.helpers import EXAMPLES, REPO, compile_file, rendered, write
+from tests.helpers import CLUSTERS, EXAMPLES, PRESETS, REPO, compile_file, rendered, write
 
 SLURM = REPO / "config" / "slurm"
-CLUSTERS = ("lumi", "leonardo", "juwels", "jupiter", "marenostrum5", "snellius")
-PRESETS = ("local", *CLUSTERS)
 # What each preset cannot compile without; CONTAINER_CACHE_DIR is the container presets' need.
 REQUIRED: dict[str, tuple[str, ...]] = {
     "local": (),
@@ -70,18 +67,6 @@ backend:
 """
 
 
-class TextFile(SingleFileSnapshotExtension):
-    """One plain-text file per snapshot, so a review reads the script itself."""
-
-    _write_mode = WriteMode.TEXT
-    file_extension = "txt"
-
-
-@pytest.fixture
-def text_snapshot(snapshot: Any) -> Any:
-    return snapshot.use_extension(TextFile)
-
-
 def experiment(tmp_path: Path, backend: str, extra: str = "") -> Path:
     args = MEGATRON_ARGS if backend == "megatron" else BASH_ARGS
     return write(tmp_path / "exp.yaml", EXPERIMENT.format(backend=backend) + args + extra)
@@ -107,7 +92,7 @@ COMBINATIONS = [
 
 
 def test_every_preset_file_is_covered() -> None:
-    assert {p.stem for p in SLURM.glob("*.yaml")} == set(PRESETS)
+    assert set(REQUIRED) == set(PRESETS), "each preset says what it cannot compile without"
 
 
 @pytest.mark.parametrize(("preset", "backend", "container"), COMBINATIONS)

@@ -44,7 +44,9 @@ def oellm(
 def status_rows(bundle: Path) -> dict[str, dict[str, Any]]:
     run = oellm("status", str(bundle), "--json")
     assert run.returncode == 0, run.stderr
-    return {row["job"]: row for row in json.loads(run.stdout)}
+    data = json.loads(run.stdout)
+    assert data["schema_version"] == 1
+    return {row["job"]: row for row in data["bundles"][0]["jobs"]}
 
 
 def ledger(bundle: Path, job: str) -> list[dict[str, Any]]:
@@ -76,3 +78,16 @@ def cancel_prefix(prefix: str) -> None:
     ]
     if ids:
         subprocess.run(["scancel", *ids], check=False, timeout=60)
+
+
+def queued_names(prefix: str) -> list[str]:
+    """Held jobs stay PENDING in squeue until cancelled, so squeue sees every submission (sacct
+    learns of held jobs late and, across a controller restart, not at all)."""
+    result = subprocess.run(
+        ["squeue", "--me", "-t", "all", "--noheader", "--format=%j"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    return [n for n in result.stdout.split() if n.startswith(prefix)]

@@ -8,14 +8,13 @@ from datetime import datetime
 from pathlib import Path
 
 from oellm.reconciler.act import act
-from oellm.reconciler.actions import Action
+from oellm.reconciler.actions import Fired
 from oellm.reconciler.bundle import Bundle
-from oellm.reconciler.logs import LogLine, LogRead
-from oellm.reconciler.observe import Observation
-from oellm.reconciler.records import Attempt, Records
+from oellm.reconciler.model import Attempt, LogLine, LogRead, Observation
+from oellm.reconciler.records import Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler
+from tests.reconciler.fakes import FakeRun, ok, recorded
 from tests.reconciler.test_arrays import array_bundle
-from tests.reconciler.test_slurm_parsers import FakeRun, ok, recorded
 
 EVENT = {
     "key": "bad@log:0",
@@ -52,8 +51,7 @@ def running(bundle: Bundle, records: Records) -> None:
 
 def round_with(fake: FakeRun, bundle: Bundle, records: Records) -> list[str]:
     said: list[str] = []
-    event = Action(
-        "event",
+    event = Fired(
         "t_0",
         "event bad: log",
         attempt=1,

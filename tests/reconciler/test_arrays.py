@@ -12,7 +12,7 @@ import pytest
 from oellm.compiler.pipeline import CompileRequest, compile_bundle
 from oellm.compiler.write import write_bundle
 from oellm.reconciler.act import act
-from oellm.reconciler.actions import Action
+from oellm.reconciler.actions import Submit
 from oellm.reconciler.arrays import (
     array_spec,
     current_for_index,
@@ -23,14 +23,14 @@ from oellm.reconciler.arrays import (
     split_task_id,
     task_id,
 )
-from oellm.reconciler.bundle import Bundle, LockJob, load_bundle
+from oellm.reconciler.bundle import Bundle, load_bundle
+from oellm.reconciler.current_log import point_current_log
+from oellm.reconciler.model import LockJob, LogState
 from oellm.reconciler.observe import _read_logs, tags_of
-from oellm.reconciler.reconcile import _describe
-from oellm.reconciler.records import LogState, Records
+from oellm.reconciler.records import Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_squeue
-from oellm.reconciler.submit import link_current
 from tests.helpers import write
-from tests.reconciler.test_slurm_parsers import FakeRun, ok, recorded
+from tests.reconciler.fakes import FakeRun, ok, recorded
 
 
 def test_task_ids() -> None:
@@ -102,11 +102,11 @@ def lock_job(**changes: object) -> LockJob:
 def test_each_task_gets_its_own_current_link_repointed_on_each_attempt(tmp_path: Path) -> None:
     bundle = Bundle(tmp_path / "bundle", "b" * 64, "p", "out", "state", (lock_job(),))
     (tmp_path / "out").mkdir()
-    link_current(bundle, lock_job(), "100_3")
-    link_current(bundle, lock_job(array_index=4), "100_4")
+    point_current_log(bundle, lock_job(), "100_3")
+    point_current_log(bundle, lock_job(array_index=4), "100_4")
     assert os.readlink(tmp_path / "out/current_3.log") == "slurm-100_3.log"
     assert os.readlink(tmp_path / "out/current_4.log") == "slurm-100_4.log"
-    link_current(bundle, lock_job(), "107_3")  # task 3 submitted again, alone
+    point_current_log(bundle, lock_job(), "107_3")  # task 3 submitted again, alone
     assert os.readlink(tmp_path / "out/current_3.log") == "slurm-107_3.log"
     assert os.readlink(tmp_path / "out/current_4.log") == "slurm-100_4.log"
     assert not (tmp_path / "out/current.log").exists()
@@ -160,8 +160,7 @@ def test_ready_members_of_one_array_go_as_one_sbatch(tmp_path: Path) -> None:
     records = Records(tmp_path / "state")
     fake = FakeRun({"sbatch": ok("500\n")})
     actions = [
-        Action("submit", f"t_{i}", "first submission", attempt=1, cause="first submission")
-        for i in (0, 2)
+        Submit(f"t_{i}", "first submission", attempt=1, cause="first submission") for i in (0, 2)
     ]
     said: list[str] = []
     outcome = act(
@@ -191,10 +190,7 @@ def test_a_lone_member_or_one_with_excluded_nodes_goes_as_its_own_task(tmp_path:
     records = Records(tmp_path / "state")
     records.exclude_node("t_1", "bad01")
     fake = FakeRun({"sbatch": ok("600\n")})
-    actions = [
-        Action("submit", f"t_{i}", "restart after FAILED", attempt=2, cause="restart")
-        for i in (0, 1)
-    ]
+    actions = [Submit(f"t_{i}", "restart after FAILED", attempt=2, cause="restart") for i in (0, 1)]
     act(
         actions, bundle, records.load(), records, SlurmScheduler(run=fake), "k",
         now, lambda _: None,
@@ -226,8 +222,8 @@ def test_an_array_tasks_extra_log_paths_are_named_by_the_task(tmp_path: Path) ->
 
 def test_a_dry_run_names_each_members_array_task(tmp_path: Path) -> None:
     bundle = array_bundle(tmp_path)
-    action = Action("submit", "t_2", "first submission", attempt=1)
-    assert _describe(action, bundle.job("t_2")) == (
+    action = Submit("t_2", "first submission", attempt=1)
+    assert action.describe(bundle.job("t_2")) == (
         "t_2: would submit attempt 1 as task 2 of array train: first submission"
     )
-    assert _describe(action) == "t_2: would submit attempt 1: first submission"
+    assert action.describe() == "t_2: would submit attempt 1: first submission"

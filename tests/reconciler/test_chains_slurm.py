@@ -12,10 +12,10 @@ import itertools
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.reconciler.slurm_helpers import compile_to, ledger, oellm
 from tests.reconciler.slurm_helpers import tag_prefix as prefix
 
@@ -63,13 +63,6 @@ def slurm_jobs(tag_prefix: str) -> dict[str, tuple[str, str]]:
     return found
 
 
-def wait_for(check: Any, seconds: float = 45) -> None:
-    end = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.5)
-
-
 def reconcile_until_settled(bundle: Path, job: str, seconds: float = 60) -> list[str]:
     """Rounds, as cron would run them, until the job's attempt is recorded as ended."""
     lines: list[str] = []
@@ -100,7 +93,7 @@ def test_one_round_queues_three_links_that_run_back_to_back(tmp_path: Path) -> N
         jobs = slurm_jobs(prefix(bundle))
         return all(jobs.get(name, ("", ""))[1] == "COMPLETED" for name in names)
 
-    wait_for(all_done)
+    wait_for("every link to end", all_done)
     jobs = slurm_jobs(prefix(bundle))
     assert sorted(jobs) == sorted(names)
     ids = [jobs[name][0] for name in names]
@@ -217,7 +210,9 @@ def test_exclude_node_moves_the_queued_links_off_the_node(tmp_path: Path) -> Non
         first = oellm("reconcile", str(bundle))
         assert first.returncode in (0, 1), first.stdout + first.stderr
         log = tmp_path / "out" / "exclude" / "current.log"
-        wait_for(lambda: log.exists() and "bad node" in log.read_text())
+        wait_for(
+            "the bad node line in the log", lambda: log.exists() and "bad node" in log.read_text()
+        )
         run = oellm("reconcile", str(bundle))
         assert run.returncode in (0, 1), run.stdout + run.stderr
         (attempt,) = ledger(bundle, "exclude")

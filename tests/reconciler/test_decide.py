@@ -11,11 +11,19 @@ import pytest
 from ruamel.yaml import YAML
 
 from oellm.reconciler.actions import OBSERVATIONS
-from oellm.reconciler.bundle import LockJob
 from oellm.reconciler.decide import decide
-from oellm.reconciler.logs import LogLine, LogRead
-from oellm.reconciler.observe import Markers, Observation, tags_of
-from oellm.reconciler.records import Attempt, Dropped, History, Link
+from oellm.reconciler.model import (
+    Attempt,
+    Dropped,
+    History,
+    Link,
+    LockJob,
+    LogLine,
+    LogRead,
+    Markers,
+    Observation,
+)
+from oellm.reconciler.observe import tags_of
 from oellm.reconciler.recover import index_tags
 from oellm.reconciler.schedulers import SchedulerJob
 
@@ -149,7 +157,16 @@ def test_case(path: Path) -> None:
     for action, want in zip(got, expected, strict=True):
         assert action.job == want["job"]
         assert action.kind == want["kind"], action
-        for field in ("attempt", "job_id", "state", "exit_code", "settled", "link", "after"):
+        for field in (
+            "attempt",
+            "job_id",
+            "state",
+            "exit_code",
+            "settled",
+            "outcome",
+            "link",
+            "after",
+        ):
             if field in want:
                 assert getattr(action, field) == want[field], action
         if "upstream_ids" in want:

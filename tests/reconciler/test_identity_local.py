@@ -152,5 +152,5 @@ def test_verbose_logs_decisions_and_records(exp: Path, capsys: pytest.CaptureFix
 def _status(bundle: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
     code, out, err = run(["status", bundle, "--json", "--scheduler", "local"], capsys)
     assert code == 0, err
-    rows: list[dict[str, object]] = json.loads(out)
+    rows: list[dict[str, object]] = json.loads(out)["bundles"][0]["jobs"]
     return rows

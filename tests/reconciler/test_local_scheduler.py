@@ -29,7 +29,7 @@ from oellm.reconciler.schedulers.local import (
 )
 from oellm.reconciler.schedulers.local_wrapper import LAUNCH_FAILURE_SIGNAL, SRUN_STUB
 from tests.compiler.hostile import HOSTILE
-from tests.helpers import EXAMPLES
+from tests.helpers import EXAMPLES, wait_for
 
 DEADLINE_S = 20.0
 
@@ -53,10 +53,7 @@ def job(workdir: Path, body: str, directives: str = "") -> Path:
 
 
 def poll(what: Callable[[], bool], timeout: float = DEADLINE_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not what():
-        assert time.monotonic() < deadline, f"not within {timeout} s"
-        time.sleep(0.05)
+    wait_for("the local job", what, timeout, every=0.05)
 
 
 def row_of(scheduler: Scheduler, job_id: str) -> SchedulerJob:

@@ -18,8 +18,14 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler.bundle import load_bundle
-from oellm.reconciler.lock import LOCK_NAME, STALL_ENV
-from tests.reconciler.slurm_helpers import cancel_prefix, compile_to, oellm, tag_prefix
+from oellm.reconciler.lock import STALL_ENV, STATE_LOCK_NAME
+from tests.reconciler.slurm_helpers import (
+    cancel_prefix,
+    compile_to,
+    oellm,
+    queued_names,
+    tag_prefix,
+)
 
 pytestmark = pytest.mark.slurm
 
@@ -47,19 +53,6 @@ def dead_pid() -> int:
     return child.pid
 
 
-def queued_names(prefix: str) -> list[str]:
-    """Held jobs stay PENDING in squeue until cancelled, so squeue sees every submission (sacct
-    learns of held jobs late and, across a controller restart, not at all)."""
-    result = subprocess.run(
-        ["squeue", "--me", "-t", "all", "--noheader", "--format=%j"],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return [n for n in result.stdout.split() if n.startswith(prefix)]
-
-
 @pytest.mark.parametrize("case", ["dead pid", "empty lock", "stalled write"])
 def test_rounds_started_together_queue_each_job_once(tmp_path: Path, case: str) -> None:
     name = "lk_" + case.replace(" ", "_")
@@ -78,7 +71,7 @@ def test_rounds_started_together_queue_each_job_once(tmp_path: Path, case: str) 
     )
     state = load_bundle(bundle).state_path
     state.mkdir(parents=True, exist_ok=True)
-    lock = state / LOCK_NAME
+    lock = state / STATE_LOCK_NAME
     env = {**os.environ, "OELLM_INTENT_GRACE_SECONDS": "3"}
     if case == "dead pid":
         expires = time.time() + 600

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oellm.reconciler.logs import LogLine, matches, read_new
+from oellm.reconciler.events import matches
+from oellm.reconciler.logs import read_new
+from oellm.reconciler.model import LogLine
 
 EVENT = {"name": "done", "kind": "substring", "pattern": "done", "actions": []}
 

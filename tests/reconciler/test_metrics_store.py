@@ -161,11 +161,11 @@ def test_status_shows_megatron_progress_after_a_round(
     assert code == 0, out + err
     code, out, _ = run(["status", "b", "--scheduler", "local"], capsys)
     assert code == 0
-    header, *rows = out.splitlines()
-    assert "PROGRESS" in header
+    header, *rows, summary = out.splitlines()
+    assert "PROGRESS" in header and summary == "2 jobs: 2 COMPLETED"
     assert len(rows) == 2 and all("it 12/12 loss " in r and "TFLOP/s" in r for r in rows)
     code, out, _ = run(["status", "b", "--json", "--scheduler", "local"], capsys)
-    by_job = {row["job"]: row["metrics"] for row in json.loads(out)}
+    by_job = {row["job"]: row["metrics"] for row in json.loads(out)["bundles"][0]["jobs"]}
     assert by_job["lrs_0.001"]["loss"] < by_job["lrs_0.0001"]["loss"]
     assert by_job["lrs_0.001"]["iteration"] == 12
     code, out, _ = run(["status", "b", "lrs_0.001", "--scheduler", "local"], capsys)

@@ -18,13 +18,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import write
+from tests.helpers import wait_for, write
 from tests.reconciler.slurm_helpers import compile_to, ledger, oellm
 from tests.reconciler.slurm_helpers import status_rows as status
 
@@ -106,13 +106,6 @@ def cancel_under(where: Path) -> None:
     )
     if ids:
         subprocess.run(["scancel", *ids], check=False, timeout=60)
-
-
-def wait_until(check: Callable[[], bool], what: str, seconds: float = 45) -> None:
-    end = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < end, f"timed out after {seconds:.0f}s waiting for {what}"
-        time.sleep(0.5)
 
 
 def release(job_id: str) -> None:
@@ -350,7 +343,7 @@ def test_a_cancel_slurm_did_not_take_is_sent_by_the_next_round(tmp_path: Path) -
     assert state_of(job_id, tmp_path) == "PENDING"
 
     reconcile(bundle)
-    wait_until(lambda: state_of(job_id, tmp_path) == "CANCELLED", f"job {job_id} cancelled")
+    wait_for(f"job {job_id} cancelled", lambda: state_of(job_id, tmp_path) == "CANCELLED")
     assert status(bundle)["cn_a"]["state"] == "CANCELLED"
     for _ in range(2):
         reconcile(bundle)
@@ -379,7 +372,7 @@ def test_a_cancel_during_a_round_waits_then_says_try_again(tmp_path: Path) -> No
             except (OSError, ValueError, KeyError):
                 return False
 
-        wait_until(holds_lock, "the background round to take the lock", 30)
+        wait_for("the background round to take the lock", holds_lock, 30)
         began = time.monotonic()
         busy = oellm("cancel", str(bundle), env={"OELLM_LOCK_WAIT_SECONDS": "5"}, timeout=60)
         took = time.monotonic() - began
@@ -400,7 +393,7 @@ def test_a_cancel_during_a_round_waits_then_says_try_again(tmp_path: Path) -> No
 
     acted = oellm("cancel", str(bundle))
     assert acted.returncode == 1, acted.stdout + acted.stderr
-    wait_until(lambda: state_of(job_id, tmp_path) == "CANCELLED", f"job {job_id} cancelled")
+    wait_for(f"job {job_id} cancelled", lambda: state_of(job_id, tmp_path) == "CANCELLED")
     assert submissions(tmp_path) == {"bz_a": 1}
 
 
@@ -526,7 +519,7 @@ def test_a_removed_array_member_still_queued_runs_as_compiled(tmp_path: Path) ->
         reconcile(bundle, codes=(0, 1, 75))
         return state_of(removed, tmp_path) in ENDED
 
-    wait_until(removed_task_ended, f"task {removed} to end", 75)
+    wait_for(f"task {removed} to end", removed_task_ended, 75)
     assert state_of(removed, tmp_path) == "COMPLETED"
     log = tmp_path / "out" / "arrays" / "train" / f"slurm-{removed}.log"
     assert "member 2 ran to its end" in log.read_text(), log.read_text()
@@ -556,13 +549,13 @@ def test_a_finished_chain_shows_the_link_that_ended_it(tmp_path: Path) -> None:
     assert "link 2/2" in out, out
     (attempt,) = ledger(bundle, "nt_chain")
     first, second = (link["job_id"] for link in attempt["links"])
-    wait_until(lambda: state_of(second, tmp_path) in ENDED, f"link 2 (job {second}) to end", 150)
+    wait_for(f"link 2 (job {second}) to end", lambda: state_of(second, tmp_path) in ENDED, 150)
 
     def settled() -> bool:
         reconcile(bundle, codes=(0, 1, 75))
         return bool(ledger(bundle, "nt_chain")[-1]["phase"] == "finished")
 
-    wait_until(settled, "the chain to be recorded as ended", 30)
+    wait_for("the chain to be recorded as ended", settled, 30)
     assert state_of(first, tmp_path) == "TIMEOUT"
     row = status(bundle)["nt_chain"]
     assert row["job_id"] == second, row

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.reconciler.slurm_helpers import compile_to, oellm
 from tests.reconciler.slurm_helpers import status_rows as rows
 
@@ -24,14 +25,12 @@ def _cluster(slurm_cluster: object) -> None:
     return None
 
 
-def wait_for(bundle: Path, job: str, states: set[str], deadline: float = 60) -> dict[str, Any]:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        row = rows(bundle).get(job)
-        if row and row["state"] in states:
-            return row
-        time.sleep(0.5)
-    raise AssertionError(f"{job} never reached {states}: {rows(bundle)}")
+def wait_for_state(bundle: Path, job: str, states: set[str]) -> dict[str, Any]:
+    def row() -> dict[str, Any] | None:
+        found = rows(bundle).get(job)
+        return found if found and found["state"] in states else None
+
+    return wait_for(f"{job} to reach {states}", row, 60)
 
 
 def experiment(
@@ -55,7 +54,7 @@ def experiment(
 def test_changed_queued_job_is_resubmitted_and_running_one_keeps_running(tmp_path: Path) -> None:
     bundle = compile_to(tmp_path, experiment("echo old; sleep 1", "sleep 300"))
     assert oellm("reconcile", str(bundle)).returncode == 1
-    first = wait_for(bundle, "r", {"RUNNING"})
+    first = wait_for_state(bundle, "r", {"RUNNING"})
     queued = rows(bundle)["q"]
     assert queued["state"] == "PENDING"
 
@@ -101,7 +100,7 @@ def test_changed_queued_job_is_resubmitted_and_running_one_keeps_running(tmp_pat
 def test_removed_jobs_are_reported_and_pruned_only_on_request(tmp_path: Path) -> None:
     bundle = compile_to(tmp_path, experiment("sleep 1", "sleep 300"))
     assert oellm("reconcile", str(bundle)).returncode == 1
-    running = wait_for(bundle, "r", {"RUNNING"})
+    running = wait_for_state(bundle, "r", {"RUNNING"})
     bundle = compile_to(
         tmp_path,
         experiment("sleep 1", "sleep 300").replace(
@@ -127,7 +126,7 @@ def test_removed_jobs_are_reported_and_pruned_only_on_request(tmp_path: Path) ->
 def test_a_renamed_job_keeps_its_history(tmp_path: Path) -> None:
     bundle = compile_to(tmp_path, experiment("sleep 1", "sleep 300"))
     assert oellm("reconcile", str(bundle)).returncode == 1
-    running = wait_for(bundle, "r", {"RUNNING"})
+    running = wait_for_state(bundle, "r", {"RUNNING"})
     bundle = compile_to(
         tmp_path, experiment("sleep 1", "sleep 300", names=("q", "r2")), moved={"r": "r2"}
     )

@@ -46,7 +46,7 @@ def test_quick_start_demo_runs_to_completion_without_slurm(
     log = (in_tmp / "output" / "demo" / "current.log").read_text()
     assert "hello from demo" in log and "done" in log
     code, out, _ = run(["status", "b", "--json"], capsys)
-    (row,) = json.loads(out)
+    (row,) = json.loads(out)["bundles"][0]["jobs"]
     assert (row["state"], row["attempt"], row["job_id"]) == ("COMPLETED", 1, "1")
 
 
@@ -87,7 +87,8 @@ def test_stages_dry_run_and_status_locally(
     code, out, _ = run(["status", "b", "--scheduler", "local"], capsys)
     lines = out.splitlines()
     assert lines[0].split() == [
-        *("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "PROGRESS", "REASON", "LAST", "EVENT")
+        *("JOB", "STAGE", "STATE", "ATTEMPT", "ID", "PROGRESS", "STARTED", "RUN", "REASON"),
+        "LOG",
     ]
     # Bash jobs log no training progress.
     assert lines[1].split()[:6] == ["two_stable", "stable", "COMPLETED", "1", "1", "-"]
@@ -205,7 +206,7 @@ def test_array_members_run_one_by_one_on_the_local_scheduler(
     )
     assert (code, err) == (0, ""), out
     code, out, _ = run(["status", "b", "--json"], capsys)
-    rows = {row["job"]: row for row in json.loads(out)}
+    rows = {row["job"]: row for row in json.loads(out)["bundles"][0]["jobs"]}
     for index in (0, 1):
         row = rows[f"t_{index}"]
         assert row["state"] == "COMPLETED" and "_" not in row["job_id"], row
@@ -214,3 +215,22 @@ def test_array_members_run_one_by_one_on_the_local_scheduler(
         assert link.read_text() == f"job t_{index}\n"
         markers = in_tmp / "output" / f"t_{index}" / ".oellm"
         assert (markers / f"{row['job_id']}.exit").read_text() == "0\n"
+
+
+def test_wait_counts_a_completed_job_whose_script_changed_since_as_completed(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--wait` reads the decided outcome, not the reason's text: a job that completed and was
+    recompiled afterwards says so in its reason, and is still completed."""
+    write(in_tmp / "exp.yaml", "project: {name: done}\nbackend: {bash: {command: 'echo one'}}\n")
+    assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+    wait = ["reconcile", "b", "--wait", "--interval", "0.3", "--scheduler", "local"]
+    code, out, _ = run(wait, capsys)
+    assert code == 0, out
+    write(in_tmp / "exp.yaml", "project: {name: done}\nbackend: {bash: {command: 'echo two'}}\n")
+    assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+    code, out, _ = run(["reconcile", "b", "--dry-run", "--scheduler", "local"], capsys)
+    assert "done: no action: completed (its script changed since" in out
+    code, out, _ = run(wait, capsys)
+    assert code == 0, out
+    assert "not completed" not in out

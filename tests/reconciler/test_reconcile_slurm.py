@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import REPO
-from tests.reconciler.slurm_helpers import cancel_prefix, compile_to, oellm, tag_prefix
+from tests.reconciler.slurm_helpers import (
+    cancel_prefix,
+    compile_to,
+    oellm,
+    queued_names,
+    tag_prefix,
+)
 from tests.reconciler.slurm_helpers import status_rows as status
 
 pytestmark = pytest.mark.slurm
@@ -51,17 +57,6 @@ def _sacct_names(prefix: str) -> list[str]:
             "-s",
             "PD,R,CD,F,CA,TO,NF,PR,OOM,BF,DL,RQ,S",
         ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=30,
-    )
-    return [n for n in result.stdout.split() if n.startswith(prefix)]
-
-
-def squeue_names(prefix: str) -> list[str]:
-    result = subprocess.run(
-        ["squeue", "--me", "-t", "all", "--noheader", "--format=%j"],
         capture_output=True,
         text=True,
         check=True,
@@ -214,7 +209,7 @@ def test_concurrent_reconcilers_never_submit_twice(tmp_path: Path) -> None:
         # Run twice more to be sure nothing more is submitted, then count.
         for _ in range(2):
             oellm("reconcile", str(bundle))
-        names = squeue_names(tag_prefix(bundle))
+        names = queued_names(tag_prefix(bundle))
         assert len(names) == 50 and len(set(n.rsplit(".", 1)[0] for n in names)) == 50, names
     finally:
         cancel_prefix(tag_prefix(bundle))

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler.errors import ReconcileError
-from oellm.reconciler.records import Attempt, Dropped, Link, RecordExists, Records
+from oellm.reconciler.model import Attempt, Dropped, Link
+from oellm.reconciler.records import RecordExists, Records
 
 
 def make(job: str = "a", attempt: int = 1, **kw: object) -> Attempt:

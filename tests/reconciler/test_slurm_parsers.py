@@ -6,14 +6,13 @@ and the scheduler's calls through a fake at the subprocess boundary.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 
-from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable
+from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
 from oellm.reconciler.schedulers import SchedulerJob, Submission
 from oellm.reconciler.schedulers.slurm import (
     SACCT_FIELDS,
@@ -29,44 +28,16 @@ from oellm.reconciler.schedulers.slurm import (
     sacct_argv,
     sacct_time,
     sbatch_argv,
+    sbatch_failure,
     scancel_argv,
     select,
     split_squeue_line,
     squeue_argv,
 )
 from oellm.shell import Completed
+from tests.reconciler.fakes import FakeRun, ok, recorded
 
-RECORDED = Path(__file__).resolve().parents[1] / "slurm" / "recorded"
-STDOUT_MARK = "# --- stdout ---"
-STDERR_MARK = "# --- stderr ---"
 SINCE = datetime(2026, 11, 26, 12, 0, 0)
-
-
-@dataclass(frozen=True)
-class Recording:
-    command: str
-    returncode: int
-    stdout: str
-    stderr: str
-
-    def completed(self) -> Completed:
-        return Completed(tuple(self.command.split()), self.returncode, self.stdout, self.stderr)
-
-
-def recorded(name: str) -> Recording:
-    """A file as tests/slurm/recorded/README.md describes it: line 1 `# <command>`, more `#`
-    notes; with markers, line 2 gives the exit status and stdout/stderr follow their markers."""
-    lines = (RECORDED / name).read_text(encoding="utf-8").splitlines(keepends=True)
-    command = lines[0].removeprefix("# ").strip()
-    if STDOUT_MARK not in (line.strip() for line in lines):
-        body = "".join(line for line in lines if not line.startswith("#"))
-        return Recording(command, 0, body, "")
-    status = int(lines[1].removeprefix("# exit status:").split(";", 1)[0])
-    marks = [line.strip() for line in lines]
-    out_at, err_at = marks.index(STDOUT_MARK), marks.index(STDERR_MARK)
-    return Recording(
-        command, status, "".join(lines[out_at + 1 : err_at]), "".join(lines[err_at + 1 :])
-    )
 
 
 def sacct_stdout(name: str) -> str:
@@ -410,6 +381,38 @@ def test_controller_down_is_unavailable(name: str) -> None:
     assert str(error).startswith(recorded(name).command.split()[0] + " ")
 
 
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        (
+            "sbatch_invalid_partition.txt",
+            "invalid partition specified: nosuchpart; "
+            "Batch job submission failed: Invalid partition name specified",
+        ),
+        ("sbatch_invalid_option.txt", "Invalid --time specification"),
+    ],
+)
+def test_sbatch_saying_no_is_a_refusal_for_good(name: str, why: str) -> None:
+    error = sbatch_failure(recorded(name).completed())
+    assert isinstance(error, SubmissionRefused)
+    assert error.why == why
+
+
+def test_sbatch_not_answering_or_over_a_submit_limit_is_not_a_refusal() -> None:
+    down = sbatch_failure(recorded("sbatch_ctld_down.txt").completed())
+    assert isinstance(down, SchedulerUnavailable)
+    limit = Completed(
+        ("sbatch",),
+        1,
+        "",
+        "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy "
+        "(job submit limit, user's size and/or time limits)\n",
+    )
+    assert type(sbatch_failure(limit)) is SchedulerError
+    # No `sbatch: error:` line (killed, say): the outcome stays unknown.
+    assert type(sbatch_failure(Completed(("sbatch",), 1, "", "Killed\n"))) is SchedulerError
+
+
 def test_an_unknown_job_id_is_an_error_not_unavailable() -> None:
     done = recorded("squeue_unknown_job.txt").completed()
     error = failure(done, "squeue")
@@ -418,35 +421,6 @@ def test_an_unknown_job_id_is_an_error_not_unavailable() -> None:
 
 
 # --- the scheduler through a fake runner ------------------------------------------------------
-
-
-@dataclass
-class FakeRun:
-    """Stands in for shell.run: answers from a table keyed by program name, records calls
-    (and the environment each was given)."""
-
-    answers: dict[str, Completed]
-    calls: list[tuple[list[str], float, Path | None]] = field(default_factory=list)
-    envs: list[Mapping[str, str] | None] = field(default_factory=list)
-
-    def __call__(
-        self,
-        argv: Sequence[str],
-        timeout: float,
-        cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
-    ) -> Completed:
-        self.calls.append((list(argv), timeout, cwd))
-        self.envs.append(env)
-        answer = self.answers[argv[0]]
-        return Completed(tuple(argv), answer.returncode, answer.stdout, answer.stderr)
-
-    def programs(self) -> list[str]:
-        return [argv[0] for argv, _, _ in self.calls]
-
-
-def ok(stdout: str = "") -> Completed:
-    return Completed((), 0, stdout, "")
 
 
 SUBMISSION = Submission(script=Path("job.sh"), tag="oellm.t.a", workdir=Path("/w"))
@@ -464,12 +438,12 @@ def test_submit_with_controller_down_is_unavailable() -> None:
         SlurmScheduler(run=fake).submit(SUBMISSION)
 
 
-def test_submit_rejected_is_an_error_with_the_output() -> None:
+def test_submit_rejected_is_a_refusal_with_the_output() -> None:
     stderr = "sbatch: error: invalid partition specified: nope\n"
     fake = FakeRun({"sbatch": Completed((), 1, "", stderr)})
-    with pytest.raises(SchedulerError) as caught:
+    with pytest.raises(SubmissionRefused) as caught:
         SlurmScheduler(run=fake).submit(SUBMISSION)
-    assert type(caught.value) is SchedulerError
+    assert caught.value.why == "invalid partition specified: nope"
     assert "invalid partition" in caught.value.output
 
 

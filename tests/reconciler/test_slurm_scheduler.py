@@ -8,7 +8,7 @@ from __future__ import annotations
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +18,7 @@ import pytest
 from oellm.reconciler.errors import SchedulerUnavailable
 from oellm.reconciler.schedulers import FINISHED, SchedulerJob, Submission
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, available
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
 
@@ -25,18 +26,6 @@ CLUSTER_SH = Path(__file__).resolve().parents[1] / "slurm" / "cluster.sh"
 DEADLINE_S = 60.0
 POLL_S = 0.5
 T = TypeVar("T")
-
-
-def wait_for(what: str, probe: Callable[[], T | None]) -> T:
-    """Poll `probe` every POLL_S until it returns something other than None."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {DEADLINE_S:.0f} s waiting for {what}")
-        time.sleep(POLL_S)
 
 
 @pytest.fixture
@@ -81,7 +70,7 @@ def accounted_end(
             return job
         return None
 
-    return wait_for(f"job {job_id} to end in sacct", probe)
+    return wait_for(f"job {job_id} to end in sacct", probe, DEADLINE_S)
 
 
 def test_slurm_is_available_here() -> None:

@@ -6,12 +6,12 @@ seconds at most (sched_interval=1 in slurm.conf).
 from __future__ import annotations
 
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import pytest
+
+from tests.helpers import wait_for
 
 if TYPE_CHECKING:
     from tests.conftest import SlurmCluster
@@ -25,18 +25,6 @@ T = TypeVar("T")
 
 def run(argv: list[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, check=check, capture_output=True, text=True, timeout=30)
-
-
-def wait_for(what: str, probe: Callable[[], T | None]) -> T:
-    """Poll `probe` every POLL_S until it returns something other than None."""
-    deadline = time.monotonic() + DEADLINE_S
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up after {DEADLINE_S:.0f}s waiting for {what}")
-        time.sleep(POLL_S)
 
 
 def write_script(tmp_path: Path, body: str) -> Path:
@@ -85,7 +73,7 @@ def finished_row(job_id: str, *, with_name: bool = False) -> dict[str, str]:
             return None
         return row
 
-    return wait_for(f"job {job_id} to finish in sacct", probe)
+    return wait_for(f"job {job_id} to finish in sacct", probe, DEADLINE_S)
 
 
 def test_job_completes_and_writes_its_file(tmp_path: Path, slurm_cluster: SlurmCluster) -> None:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.helpers import EXAMPLES, compile_file, write
+from tests.helpers import CLUSTERS, EXAMPLES, PRESETS, compile_file, write
 
 if TYPE_CHECKING:
     from tests.conftest import SlurmCluster
@@ -78,7 +78,6 @@ SCALED: dict[str, list[str]] = {
         "slurm.sbatch.cpus_per_task=2",  # 64 cores
     ],
 }
-PRESETS = sorted(SCALED)
 EXPERIMENT = """
 # @package _global_
 defaults:
@@ -128,7 +127,7 @@ def test_scaled_to_this_node_the_controller_accepts(preset: str, tmp_path: Path)
     assert "to start at" in said and "in partition debug" in said
 
 
-@pytest.mark.parametrize("preset", [p for p in PRESETS if p != "local"])
+@pytest.mark.parametrize("preset", CLUSTERS)
 def test_cluster_examples_are_accepted_scaled(preset: str, tmp_path: Path) -> None:
     """The cluster examples add their own directives (two nodes, --signal, a time limit)."""
     example = EXAMPLES / "clusters" / f"{preset}.yaml"

@@ -44,7 +44,8 @@ assert eval(sys.argv[2]), (sys.argv[2], data)' "$1" "$2" || fail "$1: expected $
 # field_of DIR FIELD [OPTION...]: FIELD of the one job of DIR/bundle in `oellm status --json`.
 field_of() {
   (cd "$1" && oellm status bundle --json "${@:3}") >"$work/status.json" || fail "status of $1"
-  "$venv/bin/python" -c 'import json, sys; print(json.load(open(sys.argv[1]))[0][sys.argv[2]])' \
+  "$venv/bin/python" -c 'import json, sys
+print(json.load(open(sys.argv[1]))["bundles"][0]["jobs"][0][sys.argv[2]])' \
     "$work/status.json" "$2"
 }
 
@@ -85,7 +86,8 @@ expect 0 oellm reconcile bundle --wait --scheduler slurm --interval 2
 grep -q "hello from demo" output/demo/slurm-*.log || fail "the SLURM job's log lacks its output"
 expect 0 oellm status bundle
 oellm status bundle --json >"$work/slurm.json" || fail "status --json"
-json_check "$work/slurm.json" 'data[0]["job"] == "demo" and data[0]["state"] == "COMPLETED"'
+json_check "$work/slurm.json" 'data["schema_version"] == 1 and
+  [(j["job"], j["state"]) for j in data["bundles"][0]["jobs"]] == [("demo", "COMPLETED")]'
 
 step "SLURM: cancel a long job"
 mkdir -p "$work/cancel" && cd "$work/cancel"
