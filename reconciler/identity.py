@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from .lock import Busy, StateLock
 from .records import write_atomic
 
 IDENTITY_NAME = "identity.json"
+_TAG_KEY = re.compile(r"oellm\.([0-9a-f]{8})\.")
 
 
 @dataclass(frozen=True)
@@ -66,13 +68,39 @@ def key_for(
     bundle_path: Path, project: str, state_dir: str, state_path: Path, kept: str | None = None
 ) -> str:
     """The tag key of this bundle's jobs: the state dir's, else the one the lockfile kept
-    through a move of the state dir, else one made from the project name and the state dir.
-    Refuses a state dir that belongs to another bundle."""
+    through a move of the state dir, else the one its records' tags carry, else one made
+    from the project name and where the state dir is (its absolute path: two checkouts of
+    one experiment in two folders must not find each other's jobs by tag). Refuses a state
+    dir that belongs to another bundle."""
     found = read_identity(state_path)
     if found is None:
-        return kept or default_key(project, state_dir)
+        return kept or recorded_key(state_path) or default_key(project, _absolute(state_path))
     check(found, bundle_path, project, state_path)
     return found.key
+
+
+def recorded_key(state_path: Path) -> str | None:
+    """The key in the tag of an attempt record, if the state dir holds one (its identity file
+    lost, or written by an oellm that kept none)."""
+    jobs = state_path / "jobs"
+    try:
+        folders = sorted(p for p in jobs.iterdir() if p.is_dir())
+    except OSError:
+        return None
+    for folder in folders:
+        for record in sorted(folder.glob("attempt-*.json")):
+            try:
+                tag = json.loads(record.read_text(encoding="utf-8")).get("tag")
+            except (OSError, ValueError, AttributeError):
+                continue
+            found = _TAG_KEY.match(tag) if isinstance(tag, str) else None
+            if found:
+                return found.group(1)
+    return None
+
+
+def _absolute(path: Path) -> str:
+    return str(path.resolve())
 
 
 def check(found: Identity, bundle_path: Path, project: str, state_path: Path) -> None:
@@ -174,7 +202,13 @@ def state_change(
         )
     if move:
         found = read_identity(old_state)
-        key = found.key if found is not None else old_key or default_key(old["name"], old_dir)
+        key = (
+            found.key
+            if found is not None
+            else old_key
+            or recorded_key(old_state)
+            or default_key(old["name"], _absolute(old_state))
+        )
         return StateChange(
             key, (old_state, new_state), f"moved the state from {old_state} to {new_state}"
         )

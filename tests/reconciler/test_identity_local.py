@@ -154,3 +154,31 @@ def _status(bundle: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, o
     assert code == 0, err
     rows: list[dict[str, object]] = json.loads(out)["bundles"][0]["jobs"]
     return rows
+
+
+def test_two_checkouts_of_one_experiment_never_share_tags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default state dir is relative (`./output/.oellm/<project>`): the key comes from
+    where it really is, so a second checkout in another folder never adopts the first's jobs
+    by tag (SLURM keeps them for weeks)."""
+    monkeypatch.delenv("OUTPUT_DIR", raising=False)
+    keys = []
+    for name in ("one", "two"):
+        folder = tmp_path / name
+        write(folder / "exp.yaml", EXP)
+        monkeypatch.chdir(folder)
+        assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+        try:
+            code, out, _ = run(["reconcile", "b", "--scheduler", "local"], capsys)
+            assert code == 1 and out.count("submitted") == 2, out
+            identity = folder / "output" / ".oellm" / "ident" / "identity.json"
+            keys.append(json.loads(identity.read_text())["key"])
+            # The identity file lost: the key comes back from the records' tags.
+            identity.unlink()
+            code, out, _ = run(["reconcile", "b", "--scheduler", "local"], capsys)
+            assert "submitted" not in out and "recovered" not in out, out
+            assert json.loads(identity.read_text())["key"] == keys[-1]
+        finally:
+            _cancel_all("b", capsys)
+    assert keys[0] != keys[1]
