@@ -86,8 +86,8 @@ expect 0 oellm reconcile bundle --wait --scheduler slurm --interval 2
 grep -q "hello from demo" output/demo/slurm-*.log || fail "the SLURM job's log lacks its output"
 expect 0 oellm status bundle
 oellm status bundle --json >"$work/slurm.json" || fail "status --json"
-json_check "$work/slurm.json" 'data["schema_version"] == 1 and
-  [(j["job"], j["state"]) for j in data["bundles"][0]["jobs"]] == [("demo", "COMPLETED")]'
+json_check "$work/slurm.json" '(data["schema_version"] == 1 and
+  [(j["job"], j["state"]) for j in data["bundles"][0]["jobs"]] == [("demo", "COMPLETED")])'
 
 step "SLURM: cancel a long job"
 mkdir -p "$work/cancel" && cd "$work/cancel"
