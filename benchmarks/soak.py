@@ -46,14 +46,8 @@ import soak_audit  # sibling modules: benchmarks/ is not a package
 from soak_experiment import Experiment, Point
 from soak_report import SETTLED, Tally, print_table, summary
 
-CRASH_POINTS = (
-    "before-intent",
-    "after-intent",
-    "after-sbatch",
-    "after-record",
-    "between-links",
-    "link-after-sbatch",
-)
+from oellm.reconciler.submit import CRASH_POINTS
+
 # A round may take this long before it counts as hung (it is then killed).
 ROUND_TIMEOUT_S = 240.0
 # Runs on the far side of the barrier: imports oellm first, so that every round starts its
