@@ -64,8 +64,9 @@ def _choices(entry: Mapping[str, Any]) -> list[Any] | None:
     choices = entry["choices"]
     if dest in _CHOICE_OVERRIDES:
         recorded, names = _CHOICE_OVERRIDES[dest]
-        # A static read (`oellm megatron-args`) sees `choices=list(AttnBackend)` as unknown.
-        if choices is not None and choices != recorded:
+        # A static read (`oellm megatron-args`) sees `choices=list(AttnBackend)` as unknown,
+        # or, where a config dataclass declares the enum, as its member names.
+        if choices is not None and choices not in (recorded, names):
             raise TableError(f"{dest}: choices changed to {choices!r}; revisit the override")
         return list(names)
     if choices is None:

@@ -3,18 +3,25 @@ the argument parser module, as the entries of the argument table (tools/megatron
 format). The checkout's code is parsed, never imported or run, so any fork can be read on a
 login node without its dependencies.
 
+Newer Megatron builds some groups from config dataclasses
+(`ArgumentGroupFactory(TransformerConfig, exclude=[...])`): their classes are found through the
+checkout's imports and their fields read as the factory would add them (megatron_dataclass.py).
+
 What a static read cannot know is left out and listed: arguments whose action or nargs the
-table has no form for (`append`, `count`, `nargs='?'`), and groups built at run time (Megatron
-builds some groups from dataclasses, `ArgumentGroupFactory(TransformerConfig)`).
+table has no form for (`append`, `count`, `nargs='?'`), and factory groups whose dataclass is
+not in the checkout.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from oellm.megatron_dataclass import field_calls
+from oellm.megatron_modules import ClassRef, Module, Modules, imports_of
 
 # Where the parser lives, newest layout first.
 PARSER_FILES = ("megatron/training/arguments.py", "megatron/arguments.py")
@@ -26,13 +33,24 @@ class Skipped:
     line: int
     what: str  # the option strings
     why: str
+    file: str = ""  # when not the parser module: the dataclass's module
+
+
+@dataclass(frozen=True)
+class Group:
+    """An argument group built from a config dataclass, and how many arguments it gave."""
+
+    line: int
+    dataclass: str  # its dotted name
+    arguments: int
 
 
 @dataclass
 class ArgumentTable:
     arguments: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
-    factories: list[int] = field(default_factory=list)  # lines of groups built at run time
+    groups: list[Group] = field(default_factory=list)
+    factories: list[Skipped] = field(default_factory=list)  # dataclass groups not read
 
 
 class NotAParser(Exception):
@@ -51,39 +69,152 @@ def parser_file(path: Path) -> Path:
     )
 
 
-def read_table(source: str, filename: str = "<arguments>") -> ArgumentTable:
+def checkout_root(parser: Path) -> Path:
+    """The folder the parser module's `megatron.` imports are found in."""
+    for relative in PARSER_FILES:
+        parts = Path(relative).parts
+        if parser.parts[-len(parts) :] == parts:
+            return parser.parents[len(parts) - 1]
+    return parser.parent
+
+
+def read_checkout(path: Path) -> tuple[Path, ArgumentTable]:
+    """The parser module of a checkout (or that file itself) and its argument table."""
+    parser = parser_file(path)
+    try:
+        source = parser.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NotAParser(f"{parser}: cannot read it: {exc}") from None
+    return parser, read_table(source, str(parser), Modules(checkout_root(parser)))
+
+
+def read_table(
+    source: str, filename: str = "<arguments>", modules: Modules | None = None
+) -> ArgumentTable:
+    """The table of a parser module; with `modules` (the checkout), the groups it builds from
+    dataclasses too."""
     try:
         tree = ast.parse(source, filename=filename)
-    except SyntaxError as exc:
-        raise NotAParser(f"{filename}:{exc.lineno}: not Python this reader can parse") from None
+    except (SyntaxError, ValueError) as exc:
+        line = getattr(exc, "lineno", None) or 1
+        raise NotAParser(f"{filename}:{line}: not Python this reader can parse") from None
     table = ArgumentTable()
-    seen: dict[str, int] = {}
-    flags: set[str] = set()
+    seen: dict[str, str] = {}  # dest or flag -> where it was added
+
+    def add(line: int, shown: str, entry: dict[str, Any] | str, file: str = "") -> bool:
+        if isinstance(entry, str):
+            table.skipped.append(Skipped(line, shown, entry, file))
+            return False
+        names = [entry["dest"], *entry["option_strings"]]
+        earlier = next((seen[name] for name in names if name in seen), None)
+        if earlier is not None:
+            why = f"dest or flag already added {earlier}"
+            table.skipped.append(Skipped(line, shown, why, file))
+            return False
+        for name in names:
+            seen[name] = f"at {file}:{line}" if file else f"on line {line}"
+        table.arguments.append(entry)
+        return True
+
+    parser_module = _parser_module(tree, filename, modules)
     for call in _calls(tree):
         if _name_of(call.func) == "ArgumentGroupFactory":
-            table.factories.append(call.lineno)
+            _read_group(tree, call, modules, parser_module, table, add)
             continue
         if not (isinstance(call.func, ast.Attribute) and call.func.attr == "add_argument"):
             continue
         options = [
             a.value for a in call.args if isinstance(a, ast.Constant) and isinstance(a.value, str)
         ]
-        shown = "/".join(options) or "(positional)"
-        entry = _entry(call, options)
-        if isinstance(entry, str):
-            table.skipped.append(Skipped(call.lineno, shown, entry))
-            continue
-        dest = entry["dest"]
-        if dest in seen or flags & set(entry["option_strings"]):
-            table.skipped.append(
-                Skipped(call.lineno, shown, f"dest or flag already added on line {seen.get(dest)}")
-            )
-            continue
-        seen[dest] = call.lineno
-        flags.update(entry["option_strings"])
-        table.arguments.append(entry)
+        add(call.lineno, "/".join(options) or "(positional)", _entry(call, options))
     table.arguments.sort(key=lambda e: e["dest"])
     return table
+
+
+def _parser_module(tree: ast.Module, filename: str, modules: Modules | None) -> Module | None:
+    if modules is None:
+        return None
+    path = Path(filename)
+    try:
+        dotted = ".".join(path.with_suffix("").relative_to(modules.root).parts)
+    except ValueError:
+        dotted = path.stem
+    package = dotted.rpartition(".")[0]
+    return Module(dotted, path, tree, package, imports_of(tree, package))
+
+
+def _read_group(
+    tree: ast.Module,
+    call: ast.Call,
+    modules: Modules | None,
+    parser_module: Module | None,
+    table: ArgumentTable,
+    add: Callable[[int, str, dict[str, Any] | str, str], bool],
+) -> None:
+    """The arguments `ArgumentGroupFactory(Config, exclude=[...])` adds, at its line."""
+    shown = ast.unparse(call.args[0]) if call.args else "(no dataclass)"
+    exclude = _exclude(tree, call)
+    found = None
+    if modules is not None and parser_module is not None and call.args:
+        found = modules.resolve(parser_module, call.args[0])
+    if modules is None or not isinstance(found, ClassRef):
+        table.factories.append(Skipped(call.lineno, shown, "its dataclass is not in the checkout"))
+        return
+    if not isinstance(exclude, (list, tuple, set)):
+        table.factories.append(Skipped(call.lineno, shown, "its exclude list is computed"))
+        return
+    count = 0
+    for item in field_calls(modules, found, {str(name) for name in exclude}):
+        file = str(item.field.module.path)
+        shown_field = (
+            f"{'/'.join(item.options) or item.field.name} ({found.node.name}.{item.field.name})"
+        )
+        entry = item.why if item.call is None else _entry(item.call, item.options)
+        count += add(item.field.line, shown_field, entry, file)
+    table.groups.append(Group(call.lineno, found.name, count))
+
+
+def _exclude(tree: ast.Module, call: ast.Call) -> Any:
+    """The factory's `exclude` names: a literal list, or a variable the enclosing function
+    sets to one (and extends with literals) before the call; None when computed."""
+    node = next((k.value for k in call.keywords if k.arg == "exclude"), None)
+    if node is None:
+        return []
+    if not isinstance(node, ast.Name):
+        return _literal(node, None)
+    scopes = [
+        f
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and f.lineno <= call.lineno <= (f.end_lineno or f.lineno)
+    ]
+    scope: ast.AST = max(scopes, key=lambda f: f.lineno) if scopes else tree
+    value: Any = None
+    steps = [s for s in ast.walk(scope) if isinstance(s, ast.stmt) and s.lineno < call.lineno]
+    for step in sorted(steps, key=lambda s: s.lineno):
+        if isinstance(step, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == node.id for t in step.targets
+        ):
+            value = _literal(step.value, None)
+        elif (
+            isinstance(step, ast.AugAssign)
+            and isinstance(step.target, ast.Name)
+            and step.target.id == node.id
+        ):
+            added = _literal(step.value, None)
+            value = None if value is None or added is None else [*value, *added]
+        elif (
+            isinstance(step, ast.Expr)
+            and isinstance(step.value, ast.Call)
+            and isinstance(step.value.func, ast.Attribute)
+            and _name_of(step.value.func.value) == node.id
+            and step.value.func.attr in ("append", "extend")
+        ):
+            added = _literal(step.value.args[0], None) if step.value.args else None
+            if step.value.func.attr == "append":
+                added = None if added is None else [added]
+            value = None if value is None or added is None else [*value, *added]
+    return value
 
 
 def _calls(tree: ast.AST) -> Iterator[ast.Call]:

@@ -42,34 +42,38 @@ def megatron_args_command(source: Path, output: Path) -> int:
 
 def _run(source: Path, output: Path) -> int:
     from oellm.compiler.megatron_table import TableError, build_schema, render
-    from oellm.megatron_args import NotAParser, parser_file, read_table
+    from oellm.megatron_args import NotAParser, read_checkout
 
+    hint = "point --from at a Megatron-LM checkout (the folder that holds megatron/)"
     try:
-        path = parser_file(source)
-        table = read_table(path.read_text(encoding="utf-8"), str(path))
+        path, table = read_checkout(source)
         data = {"arguments": table.arguments, "source": f"read from {path} by oellm megatron-args"}
         schema = build_schema(data, made_by="oellm megatron-args")
     except (NotAParser, TableError, OSError, UnicodeDecodeError) as exc:
-        raise OellmError(str(exc), hint="point --from at a Megatron-LM checkout") from None
+        raise OellmError(f"{source}: {exc}", hint=hint) from None
     if not table.arguments:
-        raise OellmError(
-            f"{path}: no add_argument calls found", hint="point --from at a Megatron-LM checkout"
-        )
+        raise OellmError(f"{path}: no add_argument calls found", hint=hint)
     output.mkdir(parents=True, exist_ok=True)
     (output / "megatron-args.json").write_text(
         json.dumps(data, indent=1, sort_keys=True) + "\n", encoding="utf-8"
     )
     (output / "megatron.schema.json").write_text(render(schema), encoding="utf-8")
+    built = sum(group.arguments for group in table.groups)
+    from_dataclasses = (
+        f", {built} of them from {len(table.groups)} config dataclasses" if table.groups else ""
+    )
     click.echo(
         f"wrote {output / 'megatron-args.json'} and {output / 'megatron.schema.json'}: "
-        f"{len(table.arguments)} arguments from {path}"
+        f"{len(table.arguments)} arguments from {path}{from_dataclasses}"
     )
+    for group in table.groups:
+        click.echo(f"  {path}:{group.line}: {group.arguments} arguments from {group.dataclass}")
     for skipped in table.skipped:
-        click.echo(f"  left out {path}:{skipped.line}: {skipped.what}: {skipped.why}")
-    if table.factories:
-        lines = ", ".join(map(str, table.factories))
+        where = f"{skipped.file or path}:{skipped.line}"
+        click.echo(f"  left out {where}: {skipped.what}: {skipped.why}")
+    for factory in table.factories:
         click.echo(
-            f"  not read: argument groups built at run time from dataclasses "
-            f"(ArgumentGroupFactory, {path}:{lines}); their arguments are not in this table"
+            f"  not read: {path}:{factory.line}: the argument group ArgumentGroupFactory builds "
+            f"from {factory.what} at run time ({factory.why}); its arguments are not in this table"
         )
     return EXIT_OK
