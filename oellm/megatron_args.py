@@ -158,7 +158,11 @@ def _read_group(
     if modules is not None and parser_module is not None and call.args:
         found = modules.resolve(parser_module, call.args[0])
     if modules is None or not isinstance(found, ClassRef):
-        table.factories.append(Skipped(call.lineno, shown, "its dataclass is not in the checkout"))
+        table.factories.append(
+            Skipped(
+                call.lineno, shown, "its dataclass is not found in the checkout or does not parse"
+            )
+        )
         return
     if not isinstance(exclude, (list, tuple, set)):
         table.factories.append(Skipped(call.lineno, shown, "its exclude list is computed"))

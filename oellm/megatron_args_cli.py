@@ -47,10 +47,15 @@ def _run(source: Path, output: Path) -> int:
     hint = "point --from at a Megatron-LM checkout (the folder that holds megatron/)"
     try:
         path, table = read_checkout(source)
-        data = {"arguments": table.arguments, "source": f"read from {path} by oellm megatron-args"}
+    except (NotAParser, OSError) as exc:
+        raise OellmError(str(exc), hint=hint) from None
+    data = {"arguments": table.arguments, "source": f"read from {path} by oellm megatron-args"}
+    try:
         schema = build_schema(data, made_by="oellm megatron-args")
-    except (NotAParser, TableError, OSError, UnicodeDecodeError) as exc:
-        raise OellmError(f"{source}: {exc}", hint=hint) from None
+    except TableError as exc:
+        raise OellmError(
+            f"{path}: {exc}", hint="the argument table has a form the schema cannot express"
+        ) from None
     if not table.arguments:
         raise OellmError(f"{path}: no add_argument calls found", hint=hint)
     output.mkdir(parents=True, exist_ok=True)

@@ -50,13 +50,10 @@ class Modules:
 
     def _load(self, name: str) -> Module | None:
         base = self.root.joinpath(*name.split("."))
-        for path, package in (
-            (base.with_suffix(".py"), name.rpartition(".")[0]),
-            (
-                base / "__init__.py",
-                name,
-            ),
-        ):
+        # a/b/c.py is in package a.b; a/b/c/__init__.py is package a.b.c itself.
+        candidates = [(base.with_suffix(".py"), name.rpartition(".")[0])]
+        candidates.append((base / "__init__.py", name))
+        for path, package in candidates:
             if path.is_file():
                 try:
                     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
