@@ -64,7 +64,8 @@ def fields_of(modules: Modules, ref: ClassRef, depth: int = 0) -> dict[str, Fiel
     for statement in ref.node.body:
         if not (isinstance(statement, ast.AnnAssign) and isinstance(statement.target, ast.Name)):
             continue
-        if _subscript_name(statement.annotation) in ("ClassVar", "InitVar"):
+        annotation = statement.annotation
+        if (_subscript_name(annotation) or _name(annotation)) in ("ClassVar", "InitVar"):
             continue
         name = statement.target.id
         found[name] = Field(

@@ -10,6 +10,8 @@ class TrainingConfig:
 
     registry: ClassVar[dict[str, int]] = {}
 
+    counter: ClassVar = 0
+
     micro_batch_size: int | None = None
     """Batch size per model instance."""
 
