@@ -5,7 +5,7 @@ removed array member runs as compiled, and a finished chain shows the link that 
 
 Each run is a separate `oellm` process, as cron would start it. "Exactly one submission" is
 counted in squeue and sacct: every job of a test runs from that test's own folder (its working
-directory), and its name is its tag, `oellm.<key>.<job>.<attempt>`.
+directory), and its name carries its tag, `oellm.<key>.<job>.<attempt>` (tags.py).
 """
 
 from __future__ import annotations
