@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from oellm.reconciler import tags
+
 TOOLS = ("sbatch", "squeue", "sacct", "scancel")
 
 
@@ -54,7 +56,8 @@ def reconcile(
 
 
 def cancel_own_jobs(prefix: str) -> None:
-    """Every job whose tag starts with `prefix`; an array as a whole (by its job id)."""
+    """Every job whose tag (read from its job name) starts with `prefix`; an array as a whole
+    (by its job id)."""
     listed = subprocess.run(
         ["squeue", "--me", "--noheader", "--format=%i|%j"], capture_output=True, text=True
     )
@@ -62,7 +65,7 @@ def cancel_own_jobs(prefix: str) -> None:
         {
             job_id.split("_", 1)[0]
             for job_id, _, name in (line.partition("|") for line in listed.stdout.splitlines())
-            if name.startswith(prefix)
+            if tags.tag_of(name).startswith(prefix)
         }
     )
     for start in range(0, len(ids), 500):
@@ -101,7 +104,7 @@ def main() -> int:
         from oellm.reconciler.bundle import load_bundle
         from oellm.reconciler.reconcile import project_key
 
-        prefix = f"oellm.{project_key(load_bundle(tmp / 'bundle'))}."
+        prefix = tags.prefix(project_key(load_bundle(tmp / "bundle")))
         try:
             seconds, calls, _ = reconcile(tmp / "bundle", env, log)
             print(f"submit round: {args.jobs} jobs in {seconds:.1f} s; calls {dict(calls)}")

@@ -1,10 +1,12 @@
 """The soak's count, from SLURM alone: every submission of a bundle read back from `sacct` and
 `squeue` by its tag, then checked for what "never twice" forbids.
 
-A tag is `oellm.<key>.<job>.<attempt>`, a chain link's `<that>.link<k>[.try<n>]`, and an array
-batch's `oellm.<key>.<group>.array-<digest>` (each task of the batch carries it). The key is
-matched loosely (any hex), so a submission made under a key the bundle no longer uses (a state
-dir lost after it moved, say) is still counted against its job.
+Tags and job names follow oellm.reconciler.tags: a tag is `oellm.<key>.<job>.<attempt>`, a
+chain link's `<that>.link<k>[.try<n>]`, and an array batch's `oellm.<key>.<group>.array-<digest>`
+(each task of the batch carries it); the job name is `<job>.<attempt>...@oellm.<key>`, or the
+tag itself for jobs of an oellm before that (both read as the one tag, so a job submitted under
+each counts twice). Any key is counted, so a submission made under a key the bundle no longer
+uses (a state dir lost after it moved, say) is still counted against its job.
 """
 
 from __future__ import annotations
@@ -17,11 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from oellm.reconciler import tags
+
 # Every state a job can have been in, so that `-S/-E` selects each job that existed meanwhile.
 SACCT_STATES = "PD,R,CD,F,CA,TO,NF,PR,OOM,BF,DL,RQ,S,RV"
-_TAG = re.compile(r"oellm\.([0-9a-f]+)\.(.+)")
-_ATTEMPT = re.compile(r"([^.]+)\.(\d+)(?:\.link(\d+))?(?:\.try(\d+))?")
-_BATCH = re.compile(r"([^.]+)\.array-([0-9a-f]+)")
 _TASK = re.compile(r"(\d+)_(\d+)")
 _FOLDED = re.compile(r"(\d+)_\[([0-9,\-:]+)(?:%\d+)?\]")
 LIVE = ("PENDING", "RUNNING", "REQUEUED", "RESIZING", "SUSPENDED", "CONFIGURING", "COMPLETING")
@@ -154,23 +155,20 @@ def classify(
     found: list[Submission] = []
     unmatched: list[str] = []
     for row in rows:
-        tag = _TAG.fullmatch(row.name)
-        if tag is None:
+        tag = tags.tag_of(row.name)
+        parsed = tags.parse(tag)
+        if parsed is None:
             continue
-        key, rest = tag.groups()
-        batch = _BATCH.fullmatch(rest)
-        if batch is not None and batch.group(1) in groups:
+        if parsed.group is not None and parsed.group in groups:
             task = _TASK.fullmatch(row.job_id)
-            member = members.get((batch.group(1), int(task.group(2)))) if task else None
+            member = members.get((parsed.group, int(task.group(2)))) if task else None
             if member is None:
                 unmatched.append(f"{row.job_id} {row.name}")
                 continue
-            found.append(Submission(row, key, member, None, tag=row.name))
+            found.append(Submission(row, parsed.key, member, None, tag=tag))
             continue
-        one = _ATTEMPT.fullmatch(rest)
-        if one is not None and one.group(1) in names:
-            link = int(one.group(3) or 1)
-            found.append(Submission(row, key, one.group(1), int(one.group(2)), link, row.name))
+        if parsed.job in names and parsed.attempt is not None:
+            found.append(Submission(row, parsed.key, parsed.job, parsed.attempt, parsed.link, tag))
     return found, unmatched
 
 

@@ -32,12 +32,6 @@ def task_id(array_job_id: str, index: int) -> str:
     return f"{array_job_id}_{index}"
 
 
-def member_tag(tag: str, index: int) -> str:
-    """The tag an array member's record is found by: task `index` of the array tagged `tag`
-    (every task of an array carries the array's one tag as its job name)."""
-    return f"{tag}[{index}]"
-
-
 def expand_task_ids(job_id: str) -> list[str]:
     """Every task a squeue id names: `7_[0-3,5%2]` -> 7_0 .. 7_3, 7_5; other ids as they are."""
     found = _FOLDED.fullmatch(job_id)

@@ -32,16 +32,6 @@ from .policy import SUBMIT_TRIES, UNSEEN_LIMIT
 CHAIN_GOES_ON = frozenset({"COMPLETED", "TIMEOUT"})
 
 
-def link_tag(attempt_tag: str, link: int, tries: int = 0) -> str:
-    """The tag of a link: link 1 carries the attempt's own tag (so the attempt's intent
-    protocol covers it), later ones `<attempt tag>.link<k>`, and a retried submission
-    `.link<k>.try<n>`. The last segments are never all digits, so no tag of a chain can be
-    the tag of another job's attempt, even when job names contain dots."""
-    if link == 1:
-        return attempt_tag
-    return f"{attempt_tag}.link{link}" + (f".try{tries + 1}" if tries else "")
-
-
 def chain_now(
     attempt: Attempt, obs: Observation, lock: LockJob | None, dropped: bool = False
 ) -> ChainNow:

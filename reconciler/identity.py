@@ -1,10 +1,10 @@
 """Which bundle a state dir belongs to, and the key its submissions are tagged with.
 
-The key (`oellm.<key>.<job>.<attempt>`) is made once, from the project name and the state dir,
-and kept in `<state_dir>/identity.json` with the bundle that uses it: a state dir lost whole gets
-the same key back (so its jobs are found again in SLURM), a state dir moved with
-`oellm compile --move-state` keeps its key, and a second bundle that would share the state dir
-is refused rather than mixing its records and tags with the first one's.
+The key of every tag (`oellm.<key>.<job>.<attempt>`, tags.py) is made once, from the project
+name and the state dir, and kept in `<state_dir>/identity.json` with the bundle that uses it: a
+state dir lost whole gets the same key back (so its jobs are found again in SLURM), a state dir
+moved with `oellm compile --move-state` keeps its key, and a second bundle that would share the
+state dir is refused rather than mixing its records and tags with the first one's.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import re
 import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,13 +21,13 @@ from typing import Any
 
 from oellm.bundle_files import LOCK_NAME
 
+from . import tags
 from .codec import RecordInvalid, decode
 from .errors import ReconcileError
 from .lock import Busy, StateLock
 from .records import write_atomic
 
 IDENTITY_NAME = "identity.json"
-_TAG_KEY = re.compile(r"oellm\.([0-9a-f]{8})\.")
 
 
 @dataclass(frozen=True)
@@ -93,9 +92,9 @@ def recorded_key(state_path: Path) -> str | None:
                 tag = json.loads(record.read_text(encoding="utf-8")).get("tag")
             except (OSError, ValueError, AttributeError):
                 continue
-            found = _TAG_KEY.match(tag) if isinstance(tag, str) else None
+            found = tags.key_of(tag) if isinstance(tag, str) else None
             if found:
-                return found.group(1)
+                return found
     return None
 
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from .arrays import log_for, member_tag, split_task_id
+from . import tags
+from .arrays import log_for, split_task_id
 from .bundle import Bundle
 from .conditions import commands_needed, files_needed
 from .errors import SchedulerUnavailable
@@ -144,14 +145,14 @@ def _facts(
 
 
 def tags_of(rows: Sequence[SchedulerJob]) -> dict[str, SchedulerJob]:
-    """Rows by tag (the job name). The tasks of an array share its tag, so each task is also
-    found as `<tag>[<index>]`, the tag its member's record holds."""
+    """Rows by tag (the scheduler reads it from the job name). The tasks of an array share its
+    tag, so each task is also found as `<tag>[<index>]`, the tag its member's record holds."""
     by_tag: dict[str, SchedulerJob] = {}
     for row in rows:
         by_tag[row.name] = row
         _, index = split_task_id(row.job_id)
         if index is not None:
-            by_tag[member_tag(row.name, index)] = row
+            by_tag[tags.member_tag(row.name, index)] = row
     return by_tag
 
 

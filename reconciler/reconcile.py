@@ -17,6 +17,7 @@ from pathlib import Path
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_TEMPFAIL, EXIT_USER, CommandError
 from oellm.shell import run
 
+from . import tags
 from .act import act
 from .actions import Action, MainAction, Observed, Submit, Wait, main_action
 from .bundle import Bundle, load_bundle
@@ -156,7 +157,7 @@ class Session:
 
     @property
     def prefix(self) -> str:
-        return f"oellm.{self.key}."
+        return tags.prefix(self.key)
 
     def history(self) -> History:
         history = self.records.load()

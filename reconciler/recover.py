@@ -1,10 +1,10 @@
 """Finding a job's submissions in SLURM when its records do not name them.
 
-Every submission carries a tag (`oellm.<key>.<job>.<attempt>`, a chain link's
-`...<attempt>.link<k>[.try<n>]`, an array's `oellm.<key>.<group>.array-<digest>` with the task
-index), so SLURM itself is the second ledger: before a round submits an attempt it has no
-record of, it looks for that job's submissions no record claims. Found ones are adopted (a
-record is written from SLURM's answer) instead of being submitted twice. Pure: no I/O.
+Every submission carries a tag in its job name (tags.py: an attempt, a chain link, an array
+batch with the task index), so SLURM itself is the second ledger: before a round submits an
+attempt it has no record of, it looks for that job's submissions no record claims. Found ones
+are adopted (a record is written from SLURM's answer) instead of being submitted twice. Pure:
+no I/O.
 """
 
 from __future__ import annotations
@@ -13,11 +13,9 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .arrays import member_tag, split_task_id
+from . import tags
+from .arrays import split_task_id
 from .schedulers import SchedulerJob
-
-_ATTEMPT_TAG = re.compile(r"(?P<job>.+)\.(?P<attempt>\d+)(?:\.link(?P<link>\d+)(?:\.try\d+)?)?")
-_ARRAY_TAG = re.compile(r"(?P<group>.+)\.array-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True)
@@ -51,21 +49,17 @@ def index_tags(rows: Iterable[SchedulerJob], prefix: str) -> Submissions:
     by_job: dict[str, list[Found]] = {}
     by_task: dict[tuple[str, int], list[Found]] = {}
     for row in rows:
-        if not row.name.startswith(prefix):
+        parsed = tags.parse(row.name) if row.name.startswith(prefix) else None
+        if parsed is None:
             continue
-        rest = row.name[len(prefix) :]
-        array = _ARRAY_TAG.fullmatch(rest)
-        if array:
+        if parsed.group is not None:
             _, index = split_task_id(row.job_id)
             if index is not None:
-                found = Found(row, None, 1, member_tag(row.name, index))
-                by_task.setdefault((array.group("group"), index), []).append(found)
-            continue
-        match = _ATTEMPT_TAG.fullmatch(rest)
-        if match:
-            link = int(match.group("link") or 1)
-            found = Found(row, int(match.group("attempt")), link, row.name)
-            by_job.setdefault(match.group("job"), []).append(found)
+                found = Found(row, None, 1, tags.member_tag(row.name, index))
+                by_task.setdefault((parsed.group, index), []).append(found)
+        elif parsed.job is not None and parsed.attempt is not None:
+            found = Found(row, parsed.attempt, parsed.link, row.name)
+            by_job.setdefault(parsed.job, []).append(found)
     return Submissions(
         {job: tuple(found) for job, found in by_job.items()},
         {task: tuple(found) for task, found in by_task.items()},

@@ -6,7 +6,6 @@ next run finds the job by its tag, so nothing is submitted twice or lost.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -14,16 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from . import tags
 from .actions import Submit
 from .arrays import (
     array_spec,
     log_for,
-    member_tag,
     resubmit_args,
     task_id,
 )
 from .bundle import Bundle
-from .chain import link_tag
 from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
 from .folders import make_job_folders
@@ -57,10 +55,6 @@ class RoundOutcome:
     errors: list[str] = field(default_factory=list)
     unavailable: bool = False
     refused: dict[str, str] = field(default_factory=dict)  # tag -> why sbatch refused it
-
-
-def tag_for(key: str, job: str, attempt: int) -> str:
-    return f"oellm.{key}.{job}.{attempt}"
 
 
 @dataclass(frozen=True)
@@ -100,7 +94,7 @@ class Submitter:
         return record
 
     def _start(self, job: LockJob, action: Submit) -> Attempt | None:
-        tag = tag_for(self.key, job.name, action.attempt)
+        tag = tags.attempt_tag(self.key, job.name, action.attempt)
         self._folders(job)
         crash_point("before-intent")
         stamp = self.now().isoformat()
@@ -148,7 +142,7 @@ class Submitter:
     ) -> tuple[Attempt, str | None]:
         """Queue link `number` of a chain behind job `after` (None: it has ended already)."""
         tries = sum(1 for link in record.links if link.link == number)
-        tag = link_tag(record.tag, number, tries)
+        tag = tags.link_tag(record.tag, number, tries)
         stamp = self.now().isoformat()
         record = dataclasses.replace(
             record, links=(*record.links, Link(number, tag, "intent", stamp, after=after))
@@ -177,16 +171,15 @@ class Submitter:
         each member's task id. A run killed in between finds the tasks by tag and index.
         Returns the task id of each member submitted."""
         jobs = [self.bundle.job(action.job) for action in actions]
-        attempts = sorted(f"{action.job}:{action.attempt}" for action in actions)
-        digest = hashlib.sha256("\n".join(attempts).encode()).hexdigest()[:12]
-        tag = f"oellm.{self.key}.{group.name}.array-{digest}"
+        attempts = (f"{action.job}:{action.attempt}" for action in actions)
+        tag = tags.array_tag(self.key, group.name, attempts)
         crash_point("before-intent")
         stamp = self.now().isoformat()
         intents = []
         for job, action in zip(jobs, actions, strict=True):
             assert job.array_index is not None
             self._folders(job)
-            intent = self._intent(job, action, member_tag(tag, job.array_index), stamp)
+            intent = self._intent(job, action, tags.member_tag(tag, job.array_index), stamp)
             if self._create(intent):
                 intents.append(intent)
         crash_point("after-intent")

@@ -52,7 +52,7 @@ class SchedulerJob:
     """What the scheduler says about one job (one row of squeue or sacct)."""
 
     job_id: str
-    name: str
+    name: str  # the tag the job name carries (tags.tag_of); any other name as it is
     state: JobState
     raw_state: str = ""
     reason: str | None = None

@@ -21,12 +21,13 @@ import socket
 import sys
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from pathlib import Path
 from typing import cast, get_args
 
 from oellm.errors import CommandError
+from oellm.reconciler import tags
 from oellm.reconciler.errors import SchedulerError, SubmissionRefused
 from oellm.reconciler.schedulers import JobState, SchedulerJob, Submission
 from oellm.reconciler.schedulers.local_wrapper import (
@@ -98,7 +99,9 @@ class LocalScheduler:
         except ValueError as exc:
             # Nothing was started: the same script would be refused again (like sbatch's no).
             raise SubmissionRefused(argv, str(exc)) from exc
-        name = submission.tag or options.get("job-name") or script.name
+        # Named as sbatch names it (`%x`, SLURM_JOB_NAME), read back as the tag by `query`.
+        name = tags.job_name(submission.tag) if submission.tag else None
+        name = name or options.get("job-name") or script.name
         try:
             return self._start(workdir, text, options, time_limit, name, after)
         except OSError as exc:  # the state dir cannot be written: as if sbatch had failed
@@ -155,14 +158,18 @@ class LocalScheduler:
     def query(
         self, tag_prefix: str, since: datetime | None, known_ids: Collection[str] = ()
     ) -> list[SchedulerJob]:
-        """Every job of this state dir whose name starts with `tag_prefix` or whose id is in
-        `known_ids`. `since` is not needed: finished jobs stay listed until their files go."""
+        """Every job of this state dir whose tag starts with `tag_prefix` or whose id is in
+        `known_ids`, named by its tag as SLURM's rows are. `since` is not needed: finished jobs
+        stay listed until their files go."""
         known = set(known_ids)
         rows = []
         for path in self.files.root.glob("*.spec.json"):
             spec = read_spec(path)
-            if spec is not None and (spec.name.startswith(tag_prefix) or spec.job_id in known):
-                rows.append(self._row(spec, path))
+            if spec is None:
+                continue
+            if tags.tag_of(spec.name).startswith(tag_prefix) or spec.job_id in known:
+                row = self._row(spec, path)
+                rows.append(replace(row, name=tags.tag_of(row.name)))
         return sorted(rows, key=lambda row: int(row.job_id))
 
     def cancel(self, job_ids: Sequence[str]) -> None:

@@ -18,6 +18,7 @@ from typing import Protocol, get_args
 
 from oellm import shell
 from oellm.errors import CommandError, CommandTimeout
+from oellm.reconciler import tags
 from oellm.reconciler.arrays import expand_task_ids
 from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
 from oellm.reconciler.schedulers import FINISHED, JobState, SchedulerJob, Submission
@@ -79,11 +80,12 @@ def available() -> bool:
 def sbatch_argv(submission: Submission) -> list[str]:
     """`sbatch` for one submission, run from `submission.workdir`: a relative script path and
     relative `#SBATCH --output` paths resolve against that folder. The tag goes into the job
-    name (the one tag every site stores, anchors 3.2) and the comment (squeue `%k`)."""
+    name (the one field every site stores, anchors 3.2), job first (`tags.job_name`), and
+    as it is into the comment (squeue `%k`; sacct shows it only where slurmdbd stores it)."""
     return [
         "sbatch",
         "--parsable",
-        f"--job-name={submission.tag}",
+        f"--job-name={tags.job_name(submission.tag)}",
         f"--comment={submission.tag}",
         *([f"--chdir={submission.chdir}"] if submission.chdir is not None else []),
         *submission.extra_args,
@@ -163,8 +165,8 @@ def split_squeue_line(line: str) -> tuple[str, str, str, str | None, str | None]
 
 
 def parse_squeue(text: str) -> list[SchedulerJob]:
-    """One row per job; the tasks of an array that squeue folds into one row (`7_[2-3%2]`,
-    pending ones) get one row each."""
+    """One row per job, named by the tag its job name carries (`tags.tag_of`); the tasks of an
+    array that squeue folds into one row (`7_[2-3%2]`, pending ones) get one row each."""
     jobs = []
     for line in text.splitlines():
         if not line.strip():
@@ -174,7 +176,7 @@ def parse_squeue(text: str) -> list[SchedulerJob]:
             jobs.append(
                 SchedulerJob(
                     job_id=job_id,
-                    name=name,
+                    name=tags.tag_of(name),
                     state=job_state(raw_state),
                     raw_state=raw_state,
                     reason=reason,
@@ -185,8 +187,9 @@ def parse_squeue(text: str) -> list[SchedulerJob]:
 
 
 def parse_sacct(text: str) -> list[SchedulerJob]:
-    """Rows of `sacct -P` with SACCT_FIELDS. A job name is the only free text: take the id from
-    the left and the five fixed fields from the right, so a `|` in a name cannot shift them.
+    """Rows of `sacct -P` with SACCT_FIELDS, named like squeue's rows. A job name is the only
+    free text: take the id from the left and the five fixed fields from the right, so a `|` in
+    a name cannot shift them.
     Array tasks that never started come folded (`7_[0,2,5]`, tests/slurm/recorded): one row
     each."""
     jobs = []
@@ -203,7 +206,7 @@ def parse_sacct(text: str) -> list[SchedulerJob]:
             jobs.append(
                 SchedulerJob(
                     job_id=job_id,
-                    name=name,
+                    name=tags.tag_of(name),
                     state=job_state(raw_state),
                     raw_state=raw_state,
                     exit_code=code,
@@ -353,9 +356,18 @@ class SlurmScheduler:
             raise SchedulerError(exc.argv, exc.message, exc.output) from exc
 
     def submit(self, submission: Submission) -> str:
+        argv = sbatch_argv(submission)
+        name = tags.job_name(submission.tag)
+        if not tags.name_fits(name):
+            raise SubmissionRefused(
+                argv,
+                f"the job name {name} is longer than the {tags.NAME_LIMIT} bytes SLURM's "
+                "accounting keeps, so the job could not be found again; shorten the job's "
+                "(or the array stage's) name",
+            )
         # Any error here leaves the outcome unknown (a timed-out sbatch may have created the
         # job, anchors 3.3): the caller looks the tag up before submitting again.
-        done = self._run(sbatch_argv(submission), self._submit_timeout, cwd=submission.workdir)
+        done = self._run(argv, self._submit_timeout, cwd=submission.workdir)
         if done.returncode != 0:
             raise sbatch_failure(done)
         try:

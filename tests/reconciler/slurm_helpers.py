@@ -12,6 +12,7 @@ from typing import Any
 
 from oellm.compiler.pipeline import CompileRequest, compile_bundle
 from oellm.compiler.write import write_bundle
+from oellm.reconciler import tags
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.reconcile import project_key
 from tests.helpers import write
@@ -57,11 +58,11 @@ def ledger(bundle: Path, job: str) -> list[dict[str, Any]]:
 
 
 def tag_prefix(bundle: Path) -> str:
-    return f"oellm.{project_key(load_bundle(bundle))}."
+    return tags.prefix(project_key(load_bundle(bundle)))
 
 
 def cancel_prefix(prefix: str) -> None:
-    """Cancel every job of ours whose name starts with `prefix` (held jobs stay queued
+    """Cancel every job of ours whose tag starts with `prefix` (held jobs stay queued
     otherwise, and later tests and benchmarks would see them). By id: `scancel --name`
     takes one name, not a list."""
     listed = subprocess.run(
@@ -74,15 +75,16 @@ def cancel_prefix(prefix: str) -> None:
     ids = [
         job_id
         for job_id, _, name in (line.partition("|") for line in listed.stdout.splitlines())
-        if name.startswith(prefix)
+        if tags.tag_of(name).startswith(prefix)
     ]
     if ids:
         subprocess.run(["scancel", *ids], check=False, timeout=60)
 
 
 def queued_names(prefix: str) -> list[str]:
-    """Held jobs stay PENDING in squeue until cancelled, so squeue sees every submission (sacct
-    learns of held jobs late and, across a controller restart, not at all)."""
+    """The tags of our queued jobs whose tag starts with `prefix`. Held jobs stay PENDING in
+    squeue until cancelled, so squeue sees every submission (sacct learns of held jobs late
+    and, across a controller restart, not at all)."""
     result = subprocess.run(
         ["squeue", "--me", "-t", "all", "--noheader", "--format=%j"],
         capture_output=True,
@@ -90,4 +92,5 @@ def queued_names(prefix: str) -> list[str]:
         check=True,
         timeout=30,
     )
-    return [n for n in result.stdout.split() if n.startswith(prefix)]
+    found = (tags.tag_of(name) for name in result.stdout.split())
+    return [tag for tag in found if tag.startswith(prefix)]

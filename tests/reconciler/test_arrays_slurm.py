@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from oellm.reconciler import tags
 from tests.reconciler.slurm_helpers import (
     cancel_prefix,
     compile_to,
@@ -50,7 +51,7 @@ def _cluster(slurm_cluster: object) -> None:
 
 
 def sacct_rows(prefix: str, expect: int) -> list[tuple[str, str]]:
-    """(job id, name) of our jobs in accounting, polled until `expect` rows show (slurmdbd
+    """(job id, tag) of our jobs in accounting, polled until `expect` rows show (slurmdbd
     lags, and names a just-ended job `allocation` for a few seconds)."""
     end = time.monotonic() + 30
     while True:
@@ -60,9 +61,9 @@ def sacct_rows(prefix: str, expect: int) -> list[tuple[str, str]]:
             capture_output=True, text=True, timeout=60, check=True,
         )  # fmt: skip
         rows = [
-            (job_id, name)
+            (job_id, tags.tag_of(name))
             for job_id, _, name in (line.partition("|") for line in done.stdout.splitlines())
-            if name.startswith(prefix)
+            if tags.tag_of(name).startswith(prefix)
         ]
         if len(rows) >= expect or time.monotonic() > end:
             return rows

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from oellm.reconciler import tags
 from tests.helpers import wait_for
 from tests.reconciler.slurm_helpers import compile_to, ledger, oellm
 from tests.reconciler.slurm_helpers import tag_prefix as prefix
@@ -39,7 +40,8 @@ def _cluster(slurm_cluster: object) -> None:
 
 
 def slurm_jobs(tag_prefix: str) -> dict[str, tuple[str, str]]:
-    """name -> (job id, state) of every job with these tags, from squeue and sacct."""
+    """tag -> (job id, state) of every job with these tags (read from the job names), from
+    squeue and sacct."""
     found: dict[str, tuple[str, str]] = {}
     queue = subprocess.run(
         ["squeue", "--me", "-t", "all", "--noheader", "--format=%i|%j|%T"],
@@ -58,8 +60,8 @@ def slurm_jobs(tag_prefix: str) -> dict[str, tuple[str, str]]:
     )
     for line in [*acct.stdout.splitlines(), *queue.stdout.splitlines()]:
         job_id, name, state = line.split("|")[:3]
-        if name.startswith(tag_prefix):
-            found[name] = (job_id, state.split(" ")[0])
+        if tags.tag_of(name).startswith(tag_prefix):
+            found[tags.tag_of(name)] = (job_id, state.split(" ")[0])
     return found
 
 
@@ -85,8 +87,8 @@ def test_one_round_queues_three_links_that_run_back_to_back(tmp_path: Path) -> N
     assert lines[0].startswith("submitted chain3 attempt 1 link 1/3 as job ")
     assert lines[1].startswith("queued chain3 attempt 1 link 2/3 as job ")
     assert lines[2].startswith("queued chain3 attempt 1 link 3/3 as job ")
-    tags = prefix(bundle) + "chain3.1"
-    names = [tags, f"{tags}.link2", f"{tags}.link3"]
+    tag = prefix(bundle) + "chain3.1"
+    names = [tag, f"{tag}.link2", f"{tag}.link3"]
 
     # No reconcile round now: SLURM alone runs the links, one after the other.
     def all_done() -> bool:

@@ -62,7 +62,7 @@ def lock_job(spec: dict[str, Any]) -> LockJob:
 
 
 def attempt(job: str, spec: dict[str, Any], chain_repeat: int = 1) -> Attempt:
-    tag = f"oellm.k.{job}.{spec.get('attempt', 1)}"
+    tag = f"oellm.0a1b2c3d.{job}.{spec.get('attempt', 1)}"
     defaults: dict[str, Any] = {
         "job": job,
         "attempt": 1,
@@ -144,7 +144,7 @@ def test_case(path: Path) -> None:
             k: datetime.fromisoformat(v) for k, v in (seen.get("log_growth") or {}).items()
         },
         progress=seen.get("progress") or {},
-        submissions=index_tags(rows, "oellm.k."),
+        submissions=index_tags(rows, "oellm.0a1b2c3d."),
     )
     now = datetime.fromisoformat(case.get("now", NOW))
     got = decide(jobs, history, obs, now)

@@ -94,15 +94,16 @@ def test_completed_job_logs_to_the_substituted_output_path(
         "echo to-stderr >&2",
         "#SBATCH --job-name=ignored\n#SBATCH --output=logs/%x-%j.%%.log\n#SBATCH -c 3",
     )
-    job_id = local.submit(Submission(script, "oellm.t.ok", work))
+    job_id = local.submit(Submission(script, "oellm.0a1b2c3d.ok.1", work))
 
     row = wait_until_finished(local, job_id)
 
     assert (row.state, row.exit_code, row.signal, row.source) == ("COMPLETED", 0, 0, "local")
-    assert row.name == "oellm.t.ok" and row.start and row.end
-    log = work / "logs" / f"oellm.t.ok-{job_id}.%.log"
+    # The job is named as sbatch names it (job first: %x, SLURM_JOB_NAME); its row, by its tag.
+    assert row.name == "oellm.0a1b2c3d.ok.1" and row.start and row.end
+    log = work / "logs" / f"ok.1@oellm.0a1b2c3d-{job_id}.%.log"
     assert log.read_text().splitlines() == [
-        f"out {job_id} {job_id} oellm.t.ok 1 0",
+        f"out {job_id} {job_id} ok.1@oellm.0a1b2c3d 1 0",
         f"cpus=3 dir={work} submit={work}",
         "to-stderr",
     ]

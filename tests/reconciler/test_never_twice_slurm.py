@@ -5,7 +5,7 @@ removed array member runs as compiled, and a finished chain shows the link that 
 
 Each run is a separate `oellm` process, as cron would start it. "Exactly one submission" is
 counted in squeue and sacct: every job of a test runs from that test's own folder (its working
-directory), and its name is its tag, `oellm.<key>.<job>.<attempt>`.
+directory), and its name carries its tag, `oellm.<key>.<job>.<attempt>` (tags.py).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from oellm.reconciler import tags
 from tests.helpers import wait_for, write
 from tests.reconciler.slurm_helpers import compile_to, ledger, oellm
 from tests.reconciler.slurm_helpers import status_rows as status
@@ -59,7 +60,7 @@ def _ask(argv: list[str]) -> str:
 
 
 def slurm_jobs(where: Path) -> dict[str, tuple[str, str]]:
-    """job id -> (name, state) of every job run from `where` (or a folder in it), from sacct
+    """job id -> (tag, state) of every job run from `where` (or a folder in it), from sacct
     and then squeue (which is current for a job that just changed)."""
     acct = _ask(
         ["sacct", "-X", "-P", "-n", "-S", "now-2hours", "-E", "now"]
@@ -74,7 +75,7 @@ def slurm_jobs(where: Path) -> dict[str, tuple[str, str]]:
         job_id, name, state = parts[:3]
         if name == "allocation" and job_id in found:
             continue  # sacct names a just-ended job so for a few seconds
-        found[job_id] = (name, state.split(" ")[0])
+        found[job_id] = (tags.tag_of(name), state.split(" ")[0])
     return found
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from oellm.reconciler import tags
 from tests.helpers import REPO
 from tests.reconciler.slurm_helpers import (
     cancel_prefix,
@@ -32,8 +33,9 @@ CLUSTER = REPO / "tests" / "slurm" / "cluster.sh"
 
 
 def sacct_names(prefix: str, expect: int | None = None) -> list[str]:
-    """Job names in accounting. Right after a job ends, sacct may show its name as
-    `allocation` for a few seconds, so with `expect` it polls until that many appear."""
+    """Tags of the jobs in accounting (read from their names). Right after a job ends, sacct
+    may show its name as `allocation` for a few seconds, so with `expect` it polls until that
+    many appear."""
     end = time.monotonic() + 20
     while True:
         names = _sacct_names(prefix)
@@ -62,7 +64,8 @@ def _sacct_names(prefix: str) -> list[str]:
         check=True,
         timeout=30,
     )
-    return [n for n in result.stdout.split() if n.startswith(prefix)]
+    found = (tags.tag_of(name) for name in result.stdout.split())
+    return [tag for tag in found if tag.startswith(prefix)]
 
 
 def reconcile_until_done(bundle: Path, deadline: float = 150) -> list[str]:

@@ -82,7 +82,7 @@ def test_sbatch_argv_tags_name_and_comment_and_keeps_extra_args_before_the_scrip
     assert sbatch_argv(submission) == [
         "sbatch",
         "--parsable",
-        "--job-name=oellm.0a1b2c3d.train.0",
+        "--job-name=train.0@oellm.0a1b2c3d",
         "--comment=oellm.0a1b2c3d.train.0",
         "--hold",
         "--partition=batch",

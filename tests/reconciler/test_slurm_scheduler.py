@@ -15,6 +15,7 @@ from typing import TypeVar
 
 import pytest
 
+from oellm.reconciler import tags
 from oellm.reconciler.errors import SchedulerUnavailable
 from oellm.reconciler.schedulers import FINISHED, SchedulerJob, Submission
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, available
@@ -30,7 +31,7 @@ T = TypeVar("T")
 
 @pytest.fixture
 def prefix() -> str:
-    return f"oellm.test{uuid.uuid4().hex[:8]}."
+    return tags.prefix(uuid.uuid4().hex[:8])
 
 
 @pytest.fixture
@@ -87,7 +88,9 @@ def test_job_completes_with_its_file_and_log(
     assert (job.name, job.state, job.exit_code, job.signal) == (tag, "COMPLETED", 0, 0)
     assert job.end is not None and job.nodes is not None
     assert (tmp_path / "result.txt").read_text() == "hello\n"
-    assert (tmp_path / "logs" / f"{tag}_{job_id}.out").read_text() == "logged\n"
+    # `%x` is the job name SLURM was given: the job first, then the key.
+    assert tags.job_name(tag).startswith("ok.0@oellm.")
+    assert (tmp_path / "logs" / f"{tags.job_name(tag)}_{job_id}.out").read_text() == "logged\n"
 
 
 def test_failing_job_is_failed_with_its_exit_code(

@@ -8,6 +8,7 @@ import sys
 from datetime import datetime
 from typing import Any
 
+from oellm.reconciler import tags
 from tests.helpers import REPO
 
 
@@ -61,6 +62,31 @@ def test_a_clean_run_has_no_finding() -> None:
     assert len(found.submissions) == 9
     assert found.keys == {"aaaa1111"}
     assert found.duplicates == found.overlaps == found.unmatched == []
+
+
+def renamed(sacct: str) -> str:
+    """The same rows as this oellm names the jobs (job first, tags.job_name)."""
+    lines = []
+    for line in sacct.splitlines():
+        job_id, name, rest = line.split("|", 2)
+        lines.append(f"{job_id}|{tags.job_name(name)}|{rest}\n")
+    return "".join(lines)
+
+
+def test_a_clean_run_under_todays_names_counts_the_same() -> None:
+    assert "st_0.1@oellm.aaaa1111" in renamed(CLEAN)
+    found = audit(renamed(CLEAN))
+    assert sorted(s.tag for s in found.submissions) == sorted(
+        s.tag for s in audit(CLEAN).submissions
+    )
+    assert found.keys == {"aaaa1111"}
+    assert found.duplicates == found.overlaps == found.unmatched == []
+
+
+def test_one_tag_under_the_old_name_and_the_new_one_is_a_duplicate() -> None:
+    """A job queued by the previous oellm and submitted again after the upgrade."""
+    found = audit(CLEAN, squeue="20|st_0.1@oellm.aaaa1111|PENDING|2026-01-01T12:00:10\n")
+    assert texts(found.duplicates) == ["tag oellm.aaaa1111.st_0.1 is SLURM jobs 10, 20"]
 
 
 def test_a_tag_on_two_slurm_jobs_is_a_duplicate() -> None:
