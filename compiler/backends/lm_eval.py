@@ -17,6 +17,8 @@ from oellm.compiler.errors import Origin, Problem
 from oellm.compiler.tree import KeyPath, origin_of
 from oellm.compiler.words import Word, long_options, scalar
 
+from .one_task import one_task_problems
+
 COMMAND = ("lm_eval",)
 MODEL = "hf"
 
@@ -63,6 +65,7 @@ class LmEval:
     ) -> Iterator[Problem]:
         """The harness splits --model_args and --tasks at commas: a comma inside one value
         would make two. And --log_samples without --output_path is refused by the harness."""
+        yield from one_task_problems(config, origins, "lm_eval")
         settings = config["backend"]["lm_eval"]
         base: KeyPath = ("backend", "lm_eval")
         values: list[tuple[KeyPath, Any]] = [((*base, "pretrained"), settings["pretrained"])]

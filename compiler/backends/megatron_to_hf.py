@@ -21,6 +21,8 @@ from oellm.compiler.errors import Origin, Problem
 from oellm.compiler.tree import KeyPath
 from oellm.compiler.words import Word, long_options
 
+from .one_task import one_task_problems
+
 CHECKPOINT_FLAG = "--megatron-path"
 OUTPUT_FLAG = "--hf-path"
 
@@ -84,7 +86,7 @@ class MegatronToHF:
     def checks(
         self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
     ) -> Iterator[Problem]:
-        return iter(())
+        return one_task_problems(config, origins, "converter")
 
 
 BACKEND = MegatronToHF()

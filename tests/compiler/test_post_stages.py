@@ -343,6 +343,37 @@ def test_values_lm_eval_would_split_or_refuse_are_compile_errors(tmp_path: Path)
     assert "exp.yaml:10:5: backend.lm_eval.log_samples: lm_eval's --log_samples needs" in text
 
 
+SETTINGS = {
+    "lm_eval": "{pretrained: /m, tasks: [piqa]}",
+    "megatron_to_hf": "{checkpoint: /ckpt, options: {hf-model: /ref}}",
+}
+
+
+@pytest.mark.parametrize("backend", ["lm_eval", "megatron_to_hf"])
+def test_a_program_that_runs_once_is_refused_more_srun_tasks(backend: str, tmp_path: Path) -> None:
+    """A preset made for training starts a task per GPU; each would run the whole program."""
+    experiment = write(
+        tmp_path / "exp.yaml",
+        f"""
+        defaults:
+          - /slurm: juwels
+          - /backend: {backend}
+        project: {{name: once}}
+        slurm: {{sbatch: {{nodes: 2}}}}
+        backend: {{{backend}: {SETTINGS[backend]}}}
+        """,
+    )
+    text = rendered(compile_error(experiment, env={"SLURM_ACCOUNT": "a"}))
+    assert "juwels.yaml:12:1: slurm.launch: per_gpu starts one task per GPU" in text
+    assert (
+        "hint: run it as one task: slurm.launch: plain and slurm.sbatch.ntasks_per_node: 1" in text
+    )
+    assert "slurm.sbatch.ntasks_per_node: 4 ntasks per node: srun would run the" in text
+    assert "exp.yaml:5:18: slurm.sbatch.nodes: 2 nodes: srun would run the" in text
+    one_task = ["slurm.launch=plain", "slurm.sbatch.ntasks_per_node=1", "slurm.sbatch.nodes=1"]
+    compile_file(experiment, one_task, env={"SLURM_ACCOUNT": "a"})
+
+
 # --- `reads`: what `oellm check` looks for before the job starts ----------------------------
 
 
