@@ -320,6 +320,31 @@ def test_unknown_keys_are_named_where_written_with_a_suggestion(tmp_path: Path) 
     assert "did you mean 'output_dir'?" in text
 
 
+@pytest.mark.parametrize(
+    ("iteration", "message"),
+    [
+        ("last", '"last" does not match the pattern ^latest(?!\\n)$'),
+        ("-3", "-3 is too small (minimum 0)"),
+        ("1.5", "expected string or integer or null, got 1.5"),
+    ],
+)
+def test_an_iteration_is_latest_a_number_or_null(
+    iteration: str, message: str, tmp_path: Path
+) -> None:
+    experiment = write(
+        tmp_path / "exp.yaml",
+        f"""
+        defaults:
+          - /backend: megatron_to_hf
+        project: {{name: cv}}
+        backend:
+          megatron_to_hf: {{checkpoint: /c, iteration: {iteration}, options: {{hf-model: /r}}}}
+        """,
+    )
+    text = rendered(compile_error(experiment))
+    assert f"exp.yaml:5:36: backend.megatron_to_hf.iteration: {message}" in text
+
+
 def test_values_lm_eval_would_split_or_refuse_are_compile_errors(tmp_path: Path) -> None:
     experiment = write(
         tmp_path / "exp.yaml",
