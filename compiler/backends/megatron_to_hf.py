@@ -1,9 +1,10 @@
 """The `megatron_to_hf` backend: a Megatron checkpoint converted to a Hugging Face folder.
 
 The conversion is a job of its own (a stage after training), not a step appended to the
-training job: it needs one task and other resources than a multi-node torchrun job, it must run
-only once training has reached its last iteration (a training job that saved and stopped at its
-time limit also exits 0), and a failed conversion must not count against (or restart) training.
+training job: it needs one task and other resources than a multi-node torchrun job, it should
+convert only the final checkpoint (a training job that saved and stopped before its time limit
+also exits 0; the examples start the conversion by a condition on the final iteration), and a
+failed conversion must not count against (or restart) training.
 
 The converter is a configurable command. Megatron-LM's own `tools/checkpoint/convert.py` has no
 Hugging Face saver for GPT models; Megatron-Bridge's `scripts/conversion/convert.sh export`
@@ -45,7 +46,7 @@ LATEST_SHIM = (
 
 def iteration_folder(checkpoint: str, iteration: int) -> str:
     """Megatron's folder of one saved iteration."""
-    return f"{checkpoint.rstrip('/') or '/'}/iter_{iteration:07d}"
+    return f"{checkpoint.rstrip('/')}/iter_{iteration:07d}"
 
 
 class MegatronToHF:
