@@ -1,6 +1,7 @@
 """The paths a job reads that must exist before it starts: its data, tokenizer, container
-image and a checkpoint it loads that no job of the bundle writes. Recorded per job in the
-lockfile (`reads`), so that `oellm check` can look for them on the cluster without the config.
+image and a checkpoint it loads, converts or evaluates that no job of the bundle writes.
+Recorded per job in the lockfile (`reads`), so that `oellm check` can look for them on the
+cluster without the config.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 _PREFIX_ARGS = ("data_path", "train_data_path", "valid_data_path", "test_data_path")
 _FILE_ARGS = ("data_args_path", "per_split_data_args_path", "vocab_file", "merge_file")
 _CHECKPOINT_ARGS = ("load", "pretrained_checkpoint")
+_PATHS = ("/", "./", "../", "~")
 
 
 def job_reads(config: Mapping[str, Any], written: Iterable[str]) -> list[str]:
@@ -19,6 +21,7 @@ def job_reads(config: Mapping[str, Any], written: Iterable[str]) -> list[str]:
     siblings' output dirs): a checkpoint below one of them is produced, not read."""
     out: set[str] = set()
     backend = config.get("backend") or {}
+    folders = [w.rstrip("/") for w in written if w]
     megatron = backend.get("megatron") if backend.get("kind") == "megatron" else None
     if isinstance(megatron, dict):
         for arg in _PREFIX_ARGS:
@@ -30,14 +33,23 @@ def job_reads(config: Mapping[str, Any], written: Iterable[str]) -> list[str]:
         # A Hugging Face tokenizer may be a hub name (`gpt2`, `org/name`), not a path.
         hub = megatron.get("tokenizer_type") == "HuggingFaceTokenizer"
         for text in _texts(model):
-            if not hub or text.startswith(("/", "./", "../", "~")):
+            if not hub or text.startswith(_PATHS):
                 out.add(text)
-        folders = [w.rstrip("/") for w in written if w]
         save = megatron.get("save")
         for arg in _CHECKPOINT_ARGS:
             for text in _texts(megatron.get(arg)):
                 if text != save and not any(_below(text, f) for f in folders):
                     out.add(text)
+    # A checkpoint to convert or evaluate that no job of the bundle writes must exist already.
+    # lm_eval's `pretrained` may be a hub name (`gpt2`, `org/name`), not a path.
+    convert = backend.get("megatron_to_hf") if backend.get("kind") == "megatron_to_hf" else None
+    evaluate = backend.get("lm_eval") if backend.get("kind") == "lm_eval" else None
+    given = [convert.get("checkpoint")] if isinstance(convert, dict) else []
+    if isinstance(evaluate, dict):
+        given += [p for p in _texts(evaluate.get("pretrained")) if p.startswith(_PATHS)]
+    for text in _texts(given):
+        if not any(_below(text, f) for f in folders):
+            out.add(text)
     container = config.get("container") or {}
     if container.get("runtime") not in (None, "none"):
         out.update(_texts(container.get("image")))

@@ -15,7 +15,7 @@ from oellm.compiler.errors import Origin, Problem
 from oellm.compiler.tree import KeyPath
 from oellm.compiler.words import Word
 
-from . import bash, megatron
+from . import bash, lm_eval, megatron, megatron_to_hf
 
 
 class Backend(Protocol):
@@ -47,7 +47,12 @@ class Backend(Protocol):
         ...
 
 
-BACKENDS: dict[str, Backend] = {"bash": bash.BACKEND, "megatron": megatron.BACKEND}
+BACKENDS: dict[str, Backend] = {
+    "bash": bash.BACKEND,
+    "megatron": megatron.BACKEND,
+    "megatron_to_hf": megatron_to_hf.BACKEND,
+    "lm_eval": lm_eval.BACKEND,
+}
 
 
 def backend_of(config: Mapping[str, Any]) -> Backend:

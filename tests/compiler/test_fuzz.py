@@ -8,6 +8,7 @@ through to rendering), raw text, and command-line overrides.
 
 from __future__ import annotations
 
+import copy
 import io
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -187,7 +188,8 @@ flows = st.sampled_from([False, True, None])
 @st.composite
 def wild_experiments(draw: st.DrawFn) -> str:
     """Anything: a random tree alone or laid over a working config, random defaults and sweep."""
-    tree: dict[str, Any] = merged(BASE, {}) if draw(st.integers(0, 4)) else {}
+    # A deep copy: set_dotted below writes into nested maps, which must not be BASE's own.
+    tree: dict[str, Any] = merged(copy.deepcopy(BASE), {}) if draw(st.integers(0, 4)) else {}
     if draw(st.booleans()) and tree:
         # Jobs of a sweep need distinct names; the sweep index gives them one.
         set_dotted(tree, "project.name", "fz_${index}")
@@ -208,15 +210,26 @@ def wild_experiments(draw: st.DrawFn) -> str:
 def tame_experiments(draw: st.DrawFn) -> str:
     """A working config, maybe in a container or on Megatron, with hostile text at real keys
     and maybe a sweep over one of them."""
-    tree: dict[str, Any] = merged(BASE, {"project": {"name": "fz_${index}"}})
+    tree: dict[str, Any] = merged(copy.deepcopy(BASE), {"project": {"name": "fz_${index}"}})
     defaults: list[Any] = []
     if draw(st.booleans()):
         defaults.append({"/container": draw(st.sampled_from(["apptainer", "none"]))})
         set_dotted(tree, "container.image", "/images/x.sif")
-    if draw(st.booleans()):
-        defaults.append({"/backend": "megatron"})
+    backend = draw(st.sampled_from(["bash", "megatron", "lm_eval", "megatron_to_hf"]))
+    if backend != "bash":
+        defaults.append({"/backend": backend})
+    if backend == "megatron":
         set_dotted(tree, "backend.megatron.data_path", draw(st.lists(tame_texts, max_size=2)))
         set_dotted(tree, "backend.megatron.save", draw(tame_texts))
+    if backend == "lm_eval":
+        set_dotted(tree, "backend.lm_eval.pretrained", draw(tame_texts))
+        set_dotted(tree, "backend.lm_eval.tasks", draw(st.lists(tame_texts, min_size=1)))
+        set_dotted(tree, "backend.lm_eval.model_args.dtype", draw(tame_texts))
+        set_dotted(tree, "backend.lm_eval.options.seed", draw(tame_texts))
+    if backend == "megatron_to_hf":
+        set_dotted(tree, "backend.megatron_to_hf.checkpoint", draw(tame_texts))
+        set_dotted(tree, "backend.megatron_to_hf.options.hf-model", draw(tame_texts))
+        set_dotted(tree, "backend.megatron_to_hf.iteration", draw(st.sampled_from(["latest", 3])))
     for dotted, value in draw(st.lists(st.tuples(st.sampled_from(TAME_PATHS), tame_texts))):
         set_dotted(tree, dotted, value)
     for dotted, items in draw(

@@ -267,6 +267,63 @@ CHANNELS: dict[str, Channel] = {
         argv_of("python", "-u", "HOSTILE/pretrain_gpt.py"),
         env_name="MEGATRON_LM_DIR",
     ),
+    # lm_eval and the converter take `--flag=value` words: a value starting with a dash stays
+    # a value. `python -m lm_eval` so that the python fake records the argv.
+    "lm_eval_args": Channel(
+        doc(
+            f"""
+            defaults:
+              - /backend: lm_eval
+            project: {{name: q}}
+            backend:
+              lm_eval:
+                command: [python, -m, lm_eval]
+                pretrained: {IN}
+                model_args: {{tokenizer: {IN}}}
+                tasks: [{IN}]
+                device: {IN}
+                output_path: {IN}
+                options: {{seed: {IN}}}
+            """
+        ),
+        argv_of(
+            "python",
+            "-m",
+            "lm_eval",
+            "--model=hf",
+            "--model_args=pretrained=HOSTILE,tokenizer=HOSTILE",
+            "--tasks=HOSTILE",
+            "--batch_size=auto",
+            "--device=HOSTILE",
+            "--output_path=HOSTILE",
+            "--seed=HOSTILE",
+        ),
+        lambda value: "backend.lm_eval.pretrained" if value == "" else None,
+    ),
+    "megatron_to_hf_args": Channel(
+        doc(
+            f"""
+            defaults:
+              - /backend: megatron_to_hf
+            project: {{name: q}}
+            backend:
+              megatron_to_hf:
+                command: [python, {IN}]
+                checkpoint: {IN}
+                iteration: 7
+                output_dir: {IN}
+                options: {{hf-model: {IN}}}
+            """
+        ),
+        argv_of(
+            "python",
+            "HOSTILE",
+            "--hf-model=HOSTILE",
+            "--hf-path=HOSTILE",
+            "--megatron-path=HOSTILE/iter_0000007",
+        ),
+        refuse_empty("backend.megatron_to_hf.command.1"),
+    ),
     "launcher_cmd": Channel(
         doc(BASH, f"slurm: {{launcher_cmd: [{IN}, --verbose]}}\n"),
         argv_of("srun", "HOSTILE", "--verbose", *BASH_TRUE),
