@@ -6,7 +6,8 @@ array task, one per link of a chain. It defaults to the site's `slurm.limits.max
 the lockfile) minus the jobs the user has queued or running. Ready jobs past a budget wait for
 the next round with no record written, in plan order: earlier stages first (a job after
 everything it depends on), within a stage in lockfile order. A job gated on one held this
-round (`dependency: slurm`) is held too; a chain in flight always gets its missing links.
+round (`dependency: slurm`) is held too; a chain in flight always gets its missing links, and
+a chain longer than --max-submit goes alone in a round of its own.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class CountLimit:
 
     limit: int | None
     source: str = ""
+    site: bool = False  # the site's limit: past it, SLURM refuses
 
 
 def count_limit(budget: Budget, site_max: int | None, queued: int) -> CountLimit:
@@ -54,7 +56,7 @@ def count_limit(budget: Budget, site_max: int | None, queued: int) -> CountLimit
         return CountLimit(budget.max_submit, f"count budget {budget.max_submit}")
     if left is None:
         return CountLimit(None)
-    return CountLimit(left, f"site max_jobs {site_max}, {queued} queued or running")
+    return CountLimit(left, f"site max_jobs {site_max}, {queued} queued or running", site=True)
 
 
 def plan_rank(jobs: Sequence[LockJob]) -> dict[str, int]:
@@ -106,7 +108,9 @@ def within_count(
     for action in sorted(new, key=lambda a: rank[a.job]):
         cost = slurm_jobs(action, by_name[action.job])
         gated_on_held = any(u.removeprefix("job:") in held for u in action.upstream_ids)
-        if cost <= left and not gated_on_held:
+        # A chain longer than --max-submit still goes, alone, or it would never go.
+        alone = not limit.site and left == limit.limit and not held
+        if (cost <= left or alone) and not gated_on_held:
             left -= cost
             continue
         # Once one job waits, every later one does: the order stays the plan's.

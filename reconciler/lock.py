@@ -15,6 +15,7 @@ older versions read a lock with any other key as damaged, so no key is added.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -209,7 +210,7 @@ class StateLock:
         try:
             os.replace(tmp, self.path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise RenewFailed(self.path, f"cannot write the state lock: {exc.strerror}") from None
         if not self._confirm():
             self.held = False
@@ -391,7 +392,7 @@ class StateLock:
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise self._error("cannot write the state lock", exc) from None
         return tmp
 
@@ -441,6 +442,13 @@ class StateLock:
         return ReconcileError(
             f"{what}: {exc.strerror or exc}", str(path or self.path), hint=_PERMISSION_HINT
         )
+
+
+def _discard(tmp: Path) -> None:
+    """Remove our temp file after a failed write; whatever is in its place (a folder, a file
+    we may not remove) only leaves the error already being reported."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
 
 
 def lease_from_env() -> float:
