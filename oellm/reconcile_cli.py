@@ -83,6 +83,7 @@ _SCHEDULER = click.option(
     type=click.IntRange(min=0),
     default=None,
     envvar="OELLM_MAX_SUBMIT",
+    metavar="N",
     show_envvar=True,
     help="Submit at most N SLURM jobs per round (an array task and a chain link count one "
     "each); the rest of the ready jobs go in later rounds, in plan order. Default: the site's "
@@ -93,6 +94,7 @@ _SCHEDULER = click.option(
     type=click.FloatRange(min=0),
     default=None,
     envvar="OELLM_TIME_BUDGET_SECONDS",
+    metavar="SECONDS",
     show_envvar=True,
     help="Start no new submission once a round has run this many seconds (default 60, so a "
     "round fits a cron interval; 0: no limit). The first submission always goes.",

@@ -195,3 +195,27 @@ def test_a_lease_renewal_the_state_dir_refuses_stops_the_round_with_exit_75(
     history = session.records.load()
     assert sorted(history.attempts, key=NAMES.index) == NAMES[:went]
     assert all(a[0].job_id for a in history.attempts.values())
+
+
+def test_the_budgets_come_from_the_environment_and_a_bad_value_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bundle = compile_to(tmp_path, TWELVE)
+    monkeypatch.setenv("OELLM_MAX_SUBMIT", "3")
+    code, out, _ = run(["reconcile", str(bundle), "--dry-run", "--scheduler", "local"], capsys)
+    assert code == 0
+    assert out.splitlines()[-1].startswith("submitted 3 of 12 ready jobs")
+    # The command line wins over the environment; 0 is no limit.
+    code, out, _ = run(
+        ["reconcile", str(bundle), "--dry-run", "--scheduler", "local", "--max-submit", "0"],
+        capsys,
+    )
+    assert code == 0 and "the rest go in the next round" not in out
+    monkeypatch.setenv("OELLM_MAX_SUBMIT", "many")
+    code, _, err = run(["reconcile", str(bundle), "--scheduler", "local"], capsys)
+    assert code == 2
+    assert "Invalid value for '--max-submit' (env var: 'OELLM_MAX_SUBMIT')" in err
+    assert "Traceback" not in err
+    monkeypatch.delenv("OELLM_MAX_SUBMIT")
+    code, _, err = run(["reconcile", str(bundle), "--time-budget", "-1"], capsys)
+    assert code == 2 and "--time-budget" in err
