@@ -9,13 +9,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from oellm.cli import main
+from oellm.reconcile_json import document
 from oellm.reconciler.budget import Budget
 from oellm.reconciler.lock import STATE_LOCK_NAME, Busy, StateLock
 from oellm.reconciler.reconcile import Session, reconcile_once
 from oellm.reconciler.schedulers.slurm import SlurmScheduler
 from oellm.shell import Completed
+from tests.helpers import REPO
 from tests.reconciler.slurm_helpers import compile_to
 
 TWELVE = """
@@ -139,6 +142,12 @@ def test_the_time_budget_leaves_the_rest_for_the_next_round_unrecorded(tmp_path:
     )
     history = session.records.load()
     assert sorted(history.attempts, key=NAMES.index) == NAMES[:went]
+    # --json names the jobs the time budget left (their action still reads `submit`).
+    data = document(session, report, False, said)
+    Draft202012Validator(
+        json.loads((REPO / "schemas" / "reconcile.schema.json").read_text())
+    ).validate(data)
+    assert data["deferred"] == NAMES[went:] and data["stopped"] is None
 
 
 def test_a_round_longer_than_its_lease_renews_it_and_keeps_the_lock(
