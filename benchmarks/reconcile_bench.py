@@ -3,8 +3,9 @@
     python benchmarks/reconcile_bench.py --jobs 10000
     python benchmarks/reconcile_bench.py --jobs 10000 --array    # as SLURM job arrays
 
-Compiles N jobs (`#SBATCH --hold`, so they stay pending), runs one reconcile round that
-submits them all, then times no-op rounds, counting every SLURM command through shims on
+Compiles N jobs (`#SBATCH --hold`, so they stay pending), runs reconcile rounds until every
+job is submitted (each round within its budgets: `--time-budget`, default 60 s, and
+`--max-submit`), then times no-op rounds, counting every SLURM command through shims on
 PATH. Needs the cluster (`bash tests/slurm/cluster.sh up`); cancels its jobs at the end.
 """
 
@@ -38,12 +39,12 @@ def shims(folder: Path, log: Path) -> dict[str, str]:
 
 
 def reconcile(
-    bundle: Path, env: dict[str, str], log: Path
+    bundle: Path, env: dict[str, str], log: Path, budget: tuple[str, ...] = ()
 ) -> tuple[float, collections.Counter[str], int]:
     log.write_text("")
     start = time.perf_counter()
     run = subprocess.run(
-        [sys.executable, "-m", "oellm", "reconcile", str(bundle)],
+        [sys.executable, "-m", "oellm", "reconcile", str(bundle), *budget],
         env=env,
         capture_output=True,
         text=True,
@@ -79,7 +80,14 @@ def main() -> int:
     parser.add_argument(
         "--array", action="store_true", help="submit the jobs as SLURM job arrays (slurm.array)"
     )
+    parser.add_argument("--time-budget", help="passed to oellm reconcile (default: its own)")
+    parser.add_argument("--max-submit", help="passed to oellm reconcile (default: its own)")
     args = parser.parse_args()
+    budget: tuple[str, ...] = ()
+    if args.time_budget is not None:
+        budget += ("--time-budget", args.time_budget)
+    if args.max_submit is not None:
+        budget += ("--max-submit", args.max_submit)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         values = ", ".join(str(i) for i in range(args.jobs))
@@ -106,8 +114,13 @@ def main() -> int:
 
         prefix = tags.prefix(project_key(load_bundle(tmp / "bundle")))
         try:
-            seconds, calls, _ = reconcile(tmp / "bundle", env, log)
-            print(f"submit round: {args.jobs} jobs in {seconds:.1f} s; calls {dict(calls)}")
+            # Submit rounds until one submits nothing (that one records first states).
+            number, went = 0, 1
+            while went:
+                number += 1
+                seconds, calls, _ = reconcile(tmp / "bundle", env, log, budget)
+                went = calls["sbatch"]
+                print(f"round {number}: {seconds:.1f} s; calls {dict(calls)}")
             for n in range(args.rounds):
                 seconds, calls, code = reconcile(tmp / "bundle", env, log)
                 print(f"no-op round {n + 1}: {seconds:.2f} s, exit {code}, calls {dict(calls)}")

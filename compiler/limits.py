@@ -93,12 +93,13 @@ def check_bundle_limits(
     env: Mapping[str, str],
     origins: Mapping[KeyPath, Origin],
     jobs: Sequence[Mapping[str, Any]],
-) -> None:
+) -> int | None:
     """The whole bundle against the preset's limits: at most `max_jobs` SLURM jobs, counting
     each link of a chain (an array
     larger than `max_array_size` is split, see `array_groups.py`, so it needs no check here).
 
     Needs every job at once, so the pipeline calls it after rendering (`jobs` are lock entries).
+    Returns `max_jobs` (None: unset), which the lockfile carries for the reconciler's budget.
     """
     limits = _resolved_limits(base, env, origins)
     where = origin_of(origins, ("slurm", "limits"))
@@ -114,3 +115,4 @@ def check_bundle_limits(
             hint="split the sweep into several bundles, or raise slurm.limits.max_jobs if your "
             "QoS allows more (`sacctmgr show qos format=name,maxsubmitpu`)",
         )
+    return _int(max_jobs)

@@ -181,11 +181,13 @@ def _compile(
     jobs = [entry for _, entry in sorted(done.items()) if entry is not None]
     if not jobs:
         raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
-    check_bundle_limits(base, request.env, origins, jobs)
+    max_jobs = check_bundle_limits(base, request.env, origins, jobs)
     check_loads(loaders)
     groups, group_scripts = array_groups.group(members, {j["name"]: j for j in jobs}, files)
     files.update(group_scripts)
     project = base_project(base, request.env, origins)
+    if max_jobs is not None:  # the reconciler's default count budget per round (budget.py)
+        project["max_jobs"] = max_jobs
     moved = _moved(base, request.moved, {j["name"] for j in jobs}, origins)
     provenance = compiled_with(
         experiment=request.experiment,

@@ -10,6 +10,9 @@ from typing import Any
 
 WIDTH = 70
 DEFAULT_JOBS_PER_STAGE = 5
+# About what one `oellm reconcile` round submits in its default 60 s time budget at ~0.1 s per
+# sbatch (a busy controller takes up to 1 s); the site's max_jobs caps it further.
+SUBMITS_PER_ROUND = 500
 
 
 def _stages(jobs: list[dict[str, Any]]) -> dict[str | None, list[dict[str, Any]]]:
@@ -126,8 +129,27 @@ def plan_text(lock: dict[str, Any], max_jobs_per_stage: int = DEFAULT_JOBS_PER_S
             shown.append(f"... and {len(members) - max_jobs_per_stage} more")
         title = f"Stage: {stage or '(none)'} ({_plural(len(members), 'job')})"
         lines += _box(title, [gating, shown])
+        lines += _array_proposal(lock, stage, members)
     lines.append("")
     return "\n".join(lines)
+
+
+def _array_proposal(
+    lock: dict[str, Any], stage: str | None, members: list[dict[str, Any]]
+) -> list[str]:
+    """A stage of single jobs too many for one reconcile round: suggest a job array, which
+    goes to SLURM in one sbatch."""
+    singles = [job for job in members if not job.get("array_group")]
+    queued = sum(int(job.get("chain_repeat") or 1) for job in singles)
+    max_jobs = lock["project"].get("max_jobs")
+    per_round = min(SUBMITS_PER_ROUND, max_jobs) if max_jobs else SUBMITS_PER_ROUND
+    if queued <= per_round:
+        return []
+    rounds = -(-queued // per_round)
+    return [
+        f"stage {stage or '(none)'}: {queued:,} jobs would take {rounds} rounds at "
+        f"{per_round:,} per round; set slurm.array: true to submit them as one job array"
+    ]
 
 
 def _arrays(lock: dict[str, Any], members: list[dict[str, Any]]) -> list[str]:

@@ -78,6 +78,27 @@ _SCHEDULER = click.option(
     help="After each round, upload the W&B offline runs of the bundle's jobs that have new "
     "data (`wandb sync`; only where the wandb command is installed).",
 )
+@click.option(
+    "--max-submit",
+    type=click.IntRange(min=0),
+    default=None,
+    envvar="OELLM_MAX_SUBMIT",
+    metavar="N",
+    show_envvar=True,
+    help="Submit at most N SLURM jobs per round (an array task and a chain link count one "
+    "each); the rest of the ready jobs go in later rounds, in plan order. Default: the site's "
+    "slurm.limits.max_jobs minus the jobs you have queued or running; 0: no limit.",
+)
+@click.option(
+    "--time-budget",
+    type=click.FloatRange(min=0),
+    default=None,
+    envvar="OELLM_TIME_BUDGET_SECONDS",
+    metavar="SECONDS",
+    show_envvar=True,
+    help="Start no new submission once a round has run this many seconds (default 60, so a "
+    "round fits a cron interval; 0: no limit). The first submission always goes.",
+)
 @_SCHEDULER
 @guarded
 def reconcile_command(
@@ -92,6 +113,8 @@ def reconcile_command(
     allow_edited: bool,
     claim_state: bool,
     sync_wandb: bool,
+    max_submit: int | None,
+    time_budget: float | None,
     scheduler: str | None,
 ) -> int:
     """Make the scheduler match the bundle: submit what is ready, cancel what must stop,
@@ -99,11 +122,19 @@ def reconcile_command(
 
     \b
     Exit codes: 0 nothing to do, 1 acted (or a submission failed),
-    75 the scheduler was unreachable (nothing destructive done; retry later),
-    2 a problem with the bundle or its state. With --wait: 0 when every job
-    completed, 1 when some failed or were cancelled.
+    75 the scheduler was unreachable, or the state lock's lease could not be
+    renewed (nothing destructive done; retry later), 2 a problem with the
+    bundle or its state. With --wait: 0 when every job completed, 1 when some
+    failed or were cancelled.
     Crontab:  */5 * * * *  cd /path/to/experiments && oellm reconcile bundle/
+
+    \b
+    A round submits within a count budget (--max-submit) and a time budget
+    (--time-budget): ready jobs past either wait, unrecorded, for the next
+    round, earlier stages first and in lockfile order within a stage; the
+    round says how many went. With --wait the next round goes on with them.
     """
+    from oellm.reconciler.budget import budget as make_budget
     from oellm.reconciler.decide import Options
     from oellm.reconciler.reconcile import Session, intent_grace
 
@@ -131,9 +162,10 @@ def reconcile_command(
 
             sync_round(session, say, lambda line: click.echo(line, err=True), held)
 
+    limits = make_budget(max_submit, time_budget)
     if not wait:
-        return _one_round(session, dry_run, as_json, actions_only, say, after, lines)
-    return _wait(session, dry_run, interval, say, after, lines)
+        return _one_round(session, dry_run, as_json, actions_only, say, after, lines, limits)
+    return _wait(session, dry_run, interval, say, after, lines, limits)
 
 
 def _one_round(
@@ -144,10 +176,11 @@ def _one_round(
     say: Callable[[str], None],
     after: Callable[[bool], None],
     lines: list[str],
+    limits: Any,
 ) -> int:
     from oellm.reconciler.reconcile import reconcile_once
 
-    report = reconcile_once(session, dry_run, say)
+    report = reconcile_once(session, dry_run, say, budget=limits)
     if as_json:
         from oellm.reconcile_json import document
 
@@ -156,6 +189,8 @@ def _one_round(
         _actions_only(session, report.actions)
     if report.busy:
         click.echo(report.busy, err=as_json)
+    elif report.stopped:
+        click.echo(f"error: {report.stopped}", err=True)
     else:
         after(False)
     _errors(report)
@@ -171,10 +206,12 @@ def _wait(
     say: Callable[[str], None],
     after: Callable[[bool], None],
     lines: list[str],
+    limits: Any,
 ) -> int:
     """`--wait`: rounds under one lock until every job has settled, a line per busy round."""
     import time
 
+    from oellm.errors import EXIT_TEMPFAIL
     from oellm.reconcile_progress import Progress
     from oellm.reconciler.lock import Busy, StateLock
     from oellm.reconciler.reconcile import EXIT_QUIET, reconcile_once
@@ -189,7 +226,7 @@ def _wait(
     try:
         while True:
             lines.clear()
-            report = reconcile_once(session, dry_run, say, lock=lock)
+            report = reconcile_once(session, dry_run, say, lock=lock, budget=limits)
             progress.round(report, lines)
             _errors(report)
             if report.damaged:
@@ -197,6 +234,9 @@ def _wait(
             if report.busy:
                 click.echo(report.busy)
                 return EXIT_QUIET
+            if report.stopped:
+                click.echo(f"error: {report.stopped}", err=True)
+                return EXIT_TEMPFAIL
             after(True)
             if report.finished() or dry_run:
                 break

@@ -40,10 +40,12 @@ def document(session: Any, report: Any, dry_run: bool, lines: Sequence[str]) -> 
         "dry_run": dry_run,
         "exit_code": report.exit_code,
         "busy": report.busy,
+        "stopped": report.stopped,
         "scheduler_available": report.observation.available,
         "scheduler_error": report.observation.error,
         "actions": actions,
         "done": list(outcome.acted) if outcome else [],
+        "deferred": list(outcome.deferred) if outcome else [],
         "errors": [*(outcome.errors if outcome else []), *report.damaged],
         "lines": list(lines),
     }

@@ -31,6 +31,7 @@ from .actions import (
     Unseen,
     Wait,
 )
+from .budget import plan_rank
 from .bundle import Bundle
 from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable
@@ -51,6 +52,7 @@ def act(
     say: Callable[[str], None],
     obs: Observation | None = None,
     fence: Callable[[], None] | None = None,
+    out_of_time: Callable[[], bool] = lambda: False,
 ) -> RoundOutcome:
     """Record what changed, then cancel, then submit: a crash in between leaves records
     from which the next round carries on (a request is recorded before its scancel)."""
@@ -63,7 +65,7 @@ def act(
     submitter = Submitter(
         bundle, records, scheduler, key, now, done.note, done.outcome, fence or (lambda: None)
     )
-    _submit_all([a for a in actions if isinstance(a, Submit)], submitter, done)
+    _submit_all([a for a in actions if isinstance(a, Submit)], submitter, done, out_of_time)
     return done.outcome
 
 
@@ -268,23 +270,41 @@ def _cancel(done: _Round) -> None:
         done.outcome.errors.append(str(exc))
 
 
-def _submit_all(pending: list[Submit], submitter: Submitter, done: _Round) -> None:
-    """Phase 3: the ready members of an array as one sbatch each, then the others, a job
-    queued behind one of this round (`job:<name>`) once that one has its id."""
+def _submit_all(
+    pending: list[Submit], submitter: Submitter, done: _Round, out_of_time: Callable[[], bool]
+) -> None:
+    """Phase 3, in plan order (`budget.plan_rank`): the ready members of an array as one
+    sbatch each (at the place of its first member), the others one by one, a job queued
+    behind one of this round (`job:<name>`) once that one has its id. Once `out_of_time`
+    says so, the rest wait for the next round, unrecorded (the first submission always goes,
+    so every round makes progress)."""
     outcome, bundle = done.outcome, done.bundle
+    rank = plan_rank(bundle.jobs)
+    pending = sorted(pending, key=lambda a: rank.get(a.job, len(rank)))
+    batches = _array_batches(pending, bundle, done.records, done.scheduler)
+    batch_of = {a.job: group for group, members in batches.items() for a in members}
     submitted: dict[str, str] = {}  # job -> job id, for `job:<name>` afterok references
-    for group, members in _array_batches(pending, bundle, done.records, done.scheduler).items():
-        if outcome.unavailable:
-            break
-        for action in members:
-            pending.remove(action)
-        submitted.update(submitter.submit_array(bundle.arrays[group], members))
+    started = False
     while pending and not outcome.unavailable:
-        ready = [a for a in pending if _resolvable(a, submitted)]
-        if not ready:
-            break  # an upstream's submission failed this round: the next round retries
-        for action in ready:
-            pending.remove(action)
+        left: list[Submit] = []
+        gone: set[str] = set()  # jobs submitted with their array in this pass
+        for number, action in enumerate(pending):
+            if action.job in gone:
+                continue
+            group = batch_of.get(action.job)
+            if outcome.unavailable or (group is None and not _resolvable(action, submitted)):
+                left.append(action)
+                continue
+            if started and out_of_time():
+                rest = [*left, *(a for a in pending[number:] if a.job not in gone)]
+                outcome.deferred.extend(a.job for a in rest if a.link is None)
+                return
+            started = True
+            if group is not None:
+                members = batches.pop(group)
+                gone.update(member.job for member in members)
+                submitted.update(submitter.submit_array(bundle.arrays[group], members))
+                continue
             behind = tuple(submitted.get(u.removeprefix("job:"), u) for u in action.upstream_ids)
             record = submitter.submit(
                 dataclasses.replace(action, upstream_ids=behind), done.latest.get(action.job)
@@ -293,8 +313,9 @@ def _submit_all(pending: list[Submit], submitter: Submitter, done: _Round) -> No
                 done.latest[action.job] = record
                 if record.job_id:
                     submitted[action.job] = record.job_id
-            if outcome.unavailable:
-                break
+        if len(left) == len(pending):
+            break  # an upstream's submission failed this round: the next round retries
+        pending = left
 
 
 def _recovered(action: Recover, bundle: Bundle, scheduler: str, stamp: str) -> Attempt:

@@ -37,6 +37,7 @@ class Bundle:
     key: str | None = None
     moved: dict[str, str] = dataclasses.field(default_factory=dict)
     arrays: dict[str, ArrayGroup] = dataclasses.field(default_factory=dict)
+    max_jobs: int | None = None  # the site's submit limit (slurm.limits.max_jobs), when set
 
     @functools.cached_property
     def root(self) -> Path:
@@ -192,6 +193,7 @@ def _load(path: Path, check_scripts: bool) -> Bundle:
         state_dir=data["project"]["state_dir"],
         jobs=jobs,
         key=data["project"].get("key"),
+        max_jobs=data["project"].get("max_jobs"),
         moved=dict(data.get("moved", {})),
         arrays={
             name: ArrayGroup(name, a["script"], a["sha256"], a["size"], a["throttle"])

@@ -15,6 +15,7 @@ older versions read a lock with any other key as damaged, so no key is added.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -33,6 +34,8 @@ from .errors import ReconcileError
 
 STATE_LOCK_NAME = "reconcile.lock"
 LEASE_SECONDS = 15 * 60
+# A shorter lease (tests of renewal use one); at most LEASE_SECONDS, which every oellm accepts.
+LEASE_ENV = "OELLM_LOCK_LEASE_SECONDS"
 # The largest lease any oellm writes is LEASE_SECONDS from its own clock; an expiry further ahead
 # than that plus this much clock skew between login nodes was never written by a live holder.
 CLOCK_SLACK_SECONDS = 10 * 60
@@ -122,6 +125,20 @@ class LockLost(OellmError):
         super().__init__(f"{path}: lost the state lock ({why}); stopping this round")
 
 
+class RenewFailed(LockLost):
+    """Our lease could not be extended (the state dir refused the write): the round stops
+    before its next irreversible step rather than act on a lease that may run out."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        self.path = path
+        OellmError.__init__(
+            self,
+            f"{path}: could not renew the state lock's lease ({why}); stopping this round, "
+            "nothing more is submitted and the next round carries on",
+            hint=_PERMISSION_HINT,
+        )
+
+
 class StateLock:
     """`acquire` once, `verify` before each irreversible step, `refresh` between rounds of a
     long run, `release` at the end (or use it as a context manager)."""
@@ -129,9 +146,10 @@ class StateLock:
     def __init__(
         self,
         state_dir: Path,
-        lease: float = LEASE_SECONDS,
+        lease: float | None = None,
         grace: float = DAMAGED_GRACE_SECONDS,
     ) -> None:
+        lease = lease if lease is not None else lease_from_env()
         if not 0 < lease <= LEASE_SECONDS:
             raise ValueError(f"lease must be in (0, {LEASE_SECONDS}] seconds, not {lease}")
         self.path = state_dir / STATE_LOCK_NAME
@@ -181,16 +199,19 @@ class StateLock:
 
     def refresh(self) -> None:
         """Extend the lease (long --wait runs call this every round). Raises LockLost rather
-        than replace a lock that is no longer ours."""
+        than replace a lock that is no longer ours, RenewFailed when the write fails."""
         self._ours()
         # A contender replaces a lock only once it judged it stale, which a live holder within
         # its lease never is; so checked just before, the replace overwrites only our own.
-        tmp = self._write_temp()
+        try:
+            tmp = self._write_temp()
+        except ReconcileError as exc:
+            raise RenewFailed(self.path, exc.message) from None
         try:
             os.replace(tmp, self.path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise self._error("cannot write the state lock", exc) from None
+            _discard(tmp)
+            raise RenewFailed(self.path, f"cannot write the state lock: {exc.strerror}") from None
         if not self._confirm():
             self.held = False
             raise LockLost(self.path, "another reconcile took it over")
@@ -371,7 +392,7 @@ class StateLock:
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            _discard(tmp)
             raise self._error("cannot write the state lock", exc) from None
         return tmp
 
@@ -421,6 +442,22 @@ class StateLock:
         return ReconcileError(
             f"{what}: {exc.strerror or exc}", str(path or self.path), hint=_PERMISSION_HINT
         )
+
+
+def _discard(tmp: Path) -> None:
+    """Remove our temp file after a failed write; whatever is in its place (a folder, a file
+    we may not remove) only leaves the error already being reported."""
+    with contextlib.suppress(OSError):
+        tmp.unlink(missing_ok=True)
+
+
+def lease_from_env() -> float:
+    """OELLM_LOCK_LEASE_SECONDS when it is a number in (0, LEASE_SECONDS], else the default."""
+    try:
+        seconds = float(os.environ.get(LEASE_ENV, ""))
+    except ValueError:
+        return LEASE_SECONDS
+    return seconds if 0 < seconds <= LEASE_SECONDS else LEASE_SECONDS
 
 
 def _stall() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -20,12 +21,14 @@ from oellm.shell import run
 from . import tags
 from .act import act
 from .actions import Action, MainAction, Observed, Submit, Wait, main_action
+from .budget import NO_LIMIT, Budget, Held, count_limit, within_count
+from .budget import summary as budget_summary
 from .bundle import Bundle, load_bundle
 from .current import current
 from .decide import Options, decide
 from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
 from .identity import claim, key_for, read_identity
-from .lock import Busy, LockLost, StateLock
+from .lock import Busy, LockLost, RenewFailed, StateLock
 from .metrics_store import track as after_round_metrics
 from .model import Current, Dropped, History, Observation
 from .moves import moved
@@ -33,7 +36,7 @@ from .observe import observe
 from .policy import INTENT_GRACE
 from .records import Records
 from .retry import revived
-from .schedulers import Scheduler, slurm
+from .schedulers import FINISHED, Scheduler, slurm
 from .schedulers.local import LocalScheduler
 from .submit import RoundOutcome
 
@@ -104,11 +107,14 @@ class RunReport:
     outcome: RoundOutcome | None
     busy: str | None = None
     damaged: tuple[str, ...] = ()  # records that could not be read: their jobs were left alone
+    stopped: str | None = None  # the round stopped: its lease on the state lock could not renew
 
     @property
     def exit_code(self) -> int:
         if self.busy:
             return EXIT_QUIET
+        if self.stopped:
+            return EXIT_UNAVAILABLE
         if not self.observation.available or (self.outcome and self.outcome.unavailable):
             return EXIT_UNAVAILABLE
         if self.damaged:
@@ -233,8 +239,13 @@ def _unconfirmed(action: Action) -> Action:
 
 
 def reconcile_once(
-    session: Session, dry_run: bool, say: Callable[[str], None], lock: StateLock | None = None
+    session: Session,
+    dry_run: bool,
+    say: Callable[[str], None],
+    lock: StateLock | None = None,
+    budget: Budget = NO_LIMIT,
 ) -> RunReport:
+    started = time.monotonic()
     own_lock = lock is None and not dry_run
     if own_lock:
         lock = StateLock(session.bundle.state_path)
@@ -252,13 +263,17 @@ def reconcile_once(
         if dry_run:  # the moves the real round makes first, in memory only (moves.py)
             history = moved(history, session.bundle.moved, say)
         obs, actions = session.look(history)
+        limit = count_limit(budget, session.bundle.max_jobs, _queued(session, obs))
+        actions, held = within_count(actions, session.bundle.jobs, limit)
         damaged = tuple(history.damaged.values())
         if dry_run:
             names = {job.name for job in session.bundle.jobs}
             for action in actions:
                 job = session.bundle.job(action.job) if action.job in names else None
                 say(action.describe(job if session.scheduler.arrays else None))
+            _say_budget(held, [], budget, say)
             return RunReport(actions, obs, None, damaged=damaged)
+        seconds = budget.seconds
         try:
             outcome = act(
                 actions,
@@ -271,16 +286,43 @@ def reconcile_once(
                 say,
                 obs,
                 fence=lock.verify if lock is not None else None,
+                out_of_time=lambda: seconds is not None and time.monotonic() - started >= seconds,
             )
+        except RenewFailed as failed:
+            # The state dir refused the lease's renewal: stop, and let cron retry (exit 75).
+            return RunReport(actions, obs, None, damaged=damaged, stopped=str(failed))
         except LockLost as lost:
             # Another round holds the state now: it reads what this one recorded.
             return RunReport(actions, obs, None, busy=str(lost), damaged=damaged)
+        _say_budget(held, outcome.deferred, budget, say)
         # Training metrics (metrics_store): after acting; a problem there is only logged.
         after_round(session, history, obs)
         return RunReport(actions, obs, outcome, damaged=damaged)
     finally:
         if own_lock and lock is not None:
             lock.release()
+
+
+def _queued(session: Session, obs: Observation) -> int:
+    """The user's jobs queued or running, as the site's submit limit counts them: all of
+    them where the scheduler says (SLURM's squeue --me), else this bundle's."""
+    everyone = getattr(session.scheduler, "user_live", None)
+    if isinstance(everyone, int):
+        return everyone
+    return sum(1 for row in obs.by_id.values() if row.state not in FINISHED)
+
+
+def _say_budget(
+    held: Held, deferred: Sequence[str], budget: Budget, say: Callable[[str], None]
+) -> None:
+    """One line when a budget left ready jobs for the next round."""
+    waiting = len(held.held) + len(deferred)
+    if not waiting:
+        return
+    why = [held.limit.source] if held.held else []
+    if deferred:
+        why.append(f"time budget {budget.seconds:g} s")
+    say(budget_summary(held.ready, held.ready - waiting, "; ".join(why)))
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,8 @@ class RoundOutcome:
     errors: list[str] = field(default_factory=list)
     unavailable: bool = False
     refused: dict[str, str] = field(default_factory=dict)  # tag -> why sbatch refused it
+    # Ready jobs the time budget left for the next round (budget.py), unrecorded.
+    deferred: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -338,6 +338,9 @@ class SlurmScheduler:
         self._submit_timeout = submit_timeout
         self._query_timeout = query_timeout
         self._cancel_timeout = cancel_timeout
+        # How many of the user's jobs (of any bundle) the last query saw queued or running:
+        # what counts against the site's submit limit (the round's count budget, budget.py).
+        self.user_live: int | None = None
 
     def _run(
         self,
@@ -386,6 +389,7 @@ class SlurmScheduler:
         if done.returncode != 0:
             raise failure(done, "squeue")
         queue = _parsed(parse_squeue, done)
+        self.user_live = sum(1 for job in queue if job.state not in FINISHED)
         accounting: list[SchedulerJob] = []
         if since is not None:
             done = self._run(sacct_argv(since, self._user), self._query_timeout, env=_query_env())

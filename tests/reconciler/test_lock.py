@@ -29,6 +29,7 @@ from oellm.reconciler.lock import (
     STALL_ENV,
     Busy,
     LockLost,
+    RenewFailed,
     StateLock,
     parse_holder,
 )
@@ -319,6 +320,32 @@ def test_verify_renews_a_lease_past_its_half(tmp_path: Path) -> None:
     assert holder_of(tmp_path)["expires"] > first + 0.5
     assert holder_of(tmp_path)["token"] == lock.token
     lock.release()
+
+
+def test_a_renewal_the_state_dir_refuses_is_renew_failed_and_leaves_the_lock_as_it_was(
+    tmp_path: Path,
+) -> None:
+    lock = StateLock(tmp_path, lease=60)
+    lock.acquire()
+    before = lock_file(tmp_path).read_bytes()
+    # A folder where the renewal writes its temp file: that write fails.
+    (tmp_path / f".reconcile.lock.{lock.token}.{os.getpid()}.tmp").mkdir()
+    with pytest.raises(RenewFailed, match="could not renew the state lock's lease") as failed:
+        lock.refresh()
+    assert failed.value.exit_code == 75
+    assert lock_file(tmp_path).read_bytes() == before  # still ours, unchanged
+    lock.release()
+
+
+def test_the_lease_comes_from_the_environment_within_what_others_accept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OELLM_LOCK_LEASE_SECONDS", "2.5")
+    assert StateLock(tmp_path).lease == 2.5
+    for wrong in ("0", "-1", "nan", "soon", str(LEASE_SECONDS + 1)):
+        monkeypatch.setenv("OELLM_LOCK_LEASE_SECONDS", wrong)
+        assert StateLock(tmp_path).lease == LEASE_SECONDS
+    assert StateLock(tmp_path, lease=3).lease == 3
 
 
 def test_refresh_extends_our_lease_and_never_replaces_another(tmp_path: Path) -> None:

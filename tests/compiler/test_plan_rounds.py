@@ -1,0 +1,94 @@
+"""`oellm plan` proposes a job array for a stage of single jobs too many for one reconcile
+round (its count budget, capped by the site's max_jobs)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oellm.cli import main
+from oellm.compiler.plan import SUBMITS_PER_ROUND, plan_text
+from tests.helpers import write
+
+
+def lock(stages: dict[str, int], max_jobs: int | None = None, **job: Any) -> dict[str, Any]:
+    project: dict[str, Any] = {"name": "p", "output_dir": "out", "state_dir": "out/.oellm"}
+    if max_jobs is not None:
+        project["max_jobs"] = max_jobs
+    jobs = [
+        {
+            "name": f"{stage}_{n}",
+            "stage": stage,
+            "params": {"vars.i": n},
+            "depends_on": [],
+            "start_conditions": [],
+            "cancel_conditions": [],
+            **job,
+        }
+        for stage, count in stages.items()
+        for n in range(count)
+    ]
+    return {"project": project, "jobs": jobs, "arrays": {}}
+
+
+def proposals(text: str) -> list[str]:
+    return [line for line in text.splitlines() if "set slurm.array: true" in line]
+
+
+def test_a_stage_past_one_round_gets_an_array_proposal_with_its_rounds() -> None:
+    text = plan_text(lock({"train": 10_000, "eval": 3}, max_jobs=20_000))
+    assert proposals(text) == [
+        "stage train: 10,000 jobs would take 20 rounds at 500 per round; set slurm.array: "
+        "true to submit them as one job array"
+    ]
+
+
+def test_the_site_limit_caps_the_jobs_per_round() -> None:
+    text = plan_text(lock({"train": 450}, max_jobs=200))
+    assert proposals(text) == [
+        "stage train: 450 jobs would take 3 rounds at 200 per round; set slurm.array: true "
+        "to submit them as one job array"
+    ]
+
+
+def test_chain_links_count_and_a_stage_that_fits_one_round_gets_none() -> None:
+    assert proposals(plan_text(lock({"train": SUBMITS_PER_ROUND}))) == []
+    chained = proposals(plan_text(lock({"train": 300}, chain_repeat=2)))
+    assert chained and chained[0].startswith("stage train: 600 jobs would take 2 rounds")
+
+
+def test_array_members_get_no_proposal() -> None:
+    data = lock({"train": 1_000}, array_group="train-1")
+    data["arrays"] = {"train-1": {"size": 1_000, "throttle": None}}
+    assert proposals(plan_text(data)) == []
+
+
+def test_oellm_plan_of_a_bundle_shows_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    values = ", ".join(str(n) for n in range(SUBMITS_PER_ROUND + 1))
+    write(
+        tmp_path / "exp.yaml",
+        f"""
+        project: {{name: wide}}
+        stage: sweep
+        job: {{name: "w_${{vars.i}}"}}
+        vars: {{i: 0}}
+        backend: {{bash: {{command: "echo ${{vars.i}}"}}}}
+        sweep:
+          params: {{vars.i: [{values}]}}
+        """,
+    )
+    assert main(["compile", str(tmp_path / "exp.yaml"), "-o", str(tmp_path / "b")]) == 0
+    capsys.readouterr()
+    assert main(["plan", str(tmp_path / "b")]) == 0
+    assert proposals(capsys.readouterr().out) == [
+        "stage sweep: 501 jobs would take 2 rounds at 500 per round; set slurm.array: true "
+        "to submit them as one job array"
+    ]
+    assert proposals((tmp_path / "b" / "plan.txt").read_text()) == proposals(
+        plan_text(json.loads((tmp_path / "b" / "plan.lock.json").read_text()))
+    )
