@@ -8,9 +8,10 @@ stays escaped so that the per-job stage can resolve it against each job's own co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, MutableMapping
 from typing import Any
 
+from .depends import Shared
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .functions import FUNCTIONS, TEXT_ARGUMENTS, FunctionError, primitive, text_of
 from .template import (
@@ -69,31 +70,44 @@ def static_parts(tree: Any) -> dict[int, int]:
 
 
 def check_expanded(
-    config: dict[str, Any], origins: Mapping[KeyPath, Origin], static: Mapping[int, int]
+    config: dict[str, Any],
+    origins: Mapping[KeyPath, Origin],
+    sizes: MutableMapping[int, int],
+    lasting: Container[int] = (),
 ) -> None:
     """Refuse a resolved config that repeats values past MAX_VALUES.
 
     A resolved value is shared wherever it is referenced, so `b: {x: ${a}, y: ${a}}` and so on
     for a few levels builds little but stands for billions of values to whatever walks it
     (validation, rendering). Sizes are counted once per shared part, so this is linear.
+    `sizes` holds the sizes of parts known already; those of the parts in `lasting` (alive
+    for the whole compile) are added to it, the others are forgotten with this config.
     """
-    sizes = dict(static)
+    local: dict[int, int] = {}
 
     def size_of(node: Any) -> int:
-        return sizes.get(id(node), 1) if isinstance(node, (dict, list)) else 1
+        if not isinstance(node, (dict, list)):
+            return 1
+        found = local.get(id(node))
+        return sizes.get(id(node), 1) if found is None else found
 
     pending: list[tuple[Any, bool]] = [(config, False)]
     while pending:
         node, children_done = pending.pop()
-        if id(node) in sizes:
+        key = id(node)
+        if key in local or key in sizes:
             continue
         children = list(node.values()) if isinstance(node, dict) else list(node)
         if children_done:
-            sizes[id(node)] = 1 + sum(size_of(child) for child in children)
+            size = 1 + sum(size_of(child) for child in children)
+            if key in lasting:
+                sizes[key] = size
+            else:
+                local[key] = size
             continue
         pending.append((node, True))
         pending.extend((c, False) for c in children if isinstance(c, (dict, list)))
-    if sizes[id(config)] <= MAX_VALUES:
+    if size_of(config) <= MAX_VALUES:
         return
     path: KeyPath = ()
     node = config
@@ -125,9 +139,12 @@ class Interpolator:
         env: Mapping[str, str],
         keep_escaped: str | None = None,
         static: Mapping[int, int] | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.tree = tree
         self.static = static or {}
+        # Values every job of this sweep point's keys resolves alike: taken, or kept, here.
+        self.shared = shared
         self.origins = origins
         self.env = env
         self.keep_escaped = keep_escaped
@@ -169,6 +186,22 @@ class Interpolator:
     def _value(self, path: KeyPath, node: Any) -> Any:
         if id(node) in self.static:
             return node  # shared with the base config: nothing inside it to resolve
+        shared = self.shared
+        if shared is None or not isinstance(node, (dict, list, str)):
+            return self._resolved(path, node)
+        found = shared.values.get(path, _MISSING)
+        if found is not _MISSING:
+            return found
+        value = self._resolved(path, node)
+        if shared.independent(path):
+            shared.values[path] = value
+            if isinstance(value, (dict, list)):
+                shared.lasting.add(id(value))
+            if path in self.derived:
+                shared.derived[path] = self.derived[path]
+        return value
+
+    def _resolved(self, path: KeyPath, node: Any) -> Any:
         if isinstance(node, dict):
             # Plain text and numbers (most values) are taken as they are, without a call.
             return {
@@ -314,10 +347,15 @@ class Interpolator:
             raise self._missing(key.text, target, path) from None
         value = self._value(target, node)
         if self._active and self._active[-1] == path and self._whole(path):
-            source = self.derived.get(target) or self.origins.get(target)
+            source = self.derived.get(target) or self._shared_origin(target)
             if source is not None:
                 self.derived[path] = source
         return value
+
+    def _shared_origin(self, target: KeyPath) -> Origin | None:
+        # A value another job resolved: where it came from was learnt then.
+        found = self.shared.derived.get(target) if self.shared is not None else None
+        return found or self.origins.get(target)
 
     def _whole(self, path: KeyPath) -> bool:
         node = self._done.get(path, _MISSING)

@@ -31,7 +31,7 @@ from .provenance import FIELD as PROVENANCE
 from .provenance import compiled_with
 from .reads import job_reads
 from .render import render
-from .resolve import JobConfig, resolve_job
+from .resolve import JobConfig, ResolvedParts, resolve_job
 from .script import plan_script
 from .siblings import (
     Sibling,
@@ -140,17 +140,18 @@ def _compile(
     names: dict[str, Point] = {}
     members: list[array_groups.Member] = []
     loaders: list[Loader] = []
-    static = static_parts(base)
-    # Parts of the base that every job shares unchanged are encoded once.
-    encoder = PrettyJson(static)
-    validate = Validator(static)
+    # Parts that every job shares unchanged (the base's, and values that do not depend on
+    # the sweep point) are resolved, encoded and scanned once.
+    resolved = ResolvedParts(static_parts(base))
+    encoder = PrettyJson(resolved.sizes)
+    validate = Validator(resolved.sizes)
     for stage in order:
         for point in by_stage.get(stage, []):
             siblings = gather(point, refs.get(point.index, ()), index, seen)
             job = (
                 None
                 if siblings is None
-                else resolve_job(base, origins, point, request.env, siblings, static)
+                else resolve_job(base, origins, point, request.env, siblings, resolved=resolved)
             )
             if job is None:
                 done[point.index] = seen[point.index] = None
