@@ -150,6 +150,7 @@ class Interpolator:
         self.keep_escaped = keep_escaped
         self._done: dict[KeyPath, Any] = {}
         self._active: list[KeyPath] = []
+        self._texts: list[str] = []  # the text being resolved at each path of `_active`
         # Where a value really came from when its key only points elsewhere (`name: ${a.b}`),
         # so that an invalid value is reported where it was written.
         self.derived: dict[KeyPath, Origin] = {}
@@ -158,6 +159,10 @@ class Interpolator:
 
     def resolve(self, path: KeyPath = ()) -> Any:
         """The fully resolved value at `path` (a copy; the input tree is not changed)."""
+        if self.shared is not None:
+            found = self.shared.values.get(path, _MISSING)
+            if found is not _MISSING:
+                return found
         return self._value(path, self._node(path))
 
     def where(self, path: KeyPath) -> Origin | None:
@@ -233,6 +238,7 @@ class Interpolator:
                 hint="refer to the value directly instead of through a long chain of keys",
             )
         self._active.append(path)
+        self._texts.append(node)
         try:
             keep = self.keep_escaped is not None and path[:1] == (self.keep_escaped,)
             try:
@@ -242,6 +248,7 @@ class Interpolator:
             value = self._render(template, path, keep)
         finally:
             self._active.pop()
+            self._texts.pop()
         self._done[path] = value
         return value
 
@@ -341,12 +348,15 @@ class Interpolator:
 
     def _lookup(self, key: Key, path: KeyPath) -> Any:
         target = self._target(key, path)
-        try:
-            node = self._node(target)
-        except KeyError:
-            raise self._missing(key.text, target, path) from None
-        value = self._value(target, node)
-        if self._active and self._active[-1] == path and self._whole(path):
+        # A value another job resolved already needs no walk to it.
+        value = _MISSING if self.shared is None else self.shared.values.get(target, _MISSING)
+        if value is _MISSING:
+            try:
+                node = self._node(target)
+            except KeyError:
+                raise self._missing(key.text, target, path) from None
+            value = self._value(target, node)
+        if self._active and self._active[-1] == path and _whole(self._texts[-1]):
             source = self.derived.get(target) or self._shared_origin(target)
             if source is not None:
                 self.derived[path] = source
@@ -356,16 +366,6 @@ class Interpolator:
         # A value another job resolved: where it came from was learnt then.
         found = self.shared.derived.get(target) if self.shared is not None else None
         return found or self.origins.get(target)
-
-    def _whole(self, path: KeyPath) -> bool:
-        node = self._done.get(path, _MISSING)
-        if node is not _MISSING:
-            return False
-        try:
-            raw = self._node(path)
-        except KeyError:
-            return False
-        return isinstance(raw, str) and raw.startswith("${") and raw.count("${") == 1
 
     def _missing(self, text: str, target: KeyPath, path: KeyPath) -> ConfigError:
         parent: Any = self.tree
@@ -439,6 +439,11 @@ class Interpolator:
                 return None if text.lower() in ("null", "~") else text
             return primitive(text)
         return "".join(text_of(self._part(p, path)) for p in arg.parts)
+
+
+def _whole(text: str) -> bool:
+    """Whether the text is one interpolation and nothing else (`${a.b}`)."""
+    return text.startswith("${") and text.count("${") == 1
 
 
 def _holds_escape(value: Any) -> bool:
