@@ -21,6 +21,7 @@ from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Interpolator, static_parts
 from .jsonbytes import PrettyJson, pretty_json
+from .jsonshape import ShapedJson
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader
@@ -143,7 +144,7 @@ def _compile(
     # Parts that every job shares unchanged (the base's, and values that do not depend on
     # the sweep point) are resolved, encoded and scanned once.
     resolved = ResolvedParts(static_parts(base))
-    encoder = PrettyJson(resolved.sizes)
+    encoder = ShapedJson(PrettyJson(resolved.sizes), resolved.sizes)
     validate = Validator(resolved.sizes)
     for stage in order:
         for point in by_stage.get(stage, []):
@@ -173,7 +174,7 @@ def _compile(
                 files[entry["script"]] = script
                 # The job's whole resolved config, for people and tools: what the script was
                 # rendered from. No origins (they hold the compiling machine's paths).
-                files[f"jobs/{entry['name']}.config.json"] = pretty_json(job.config, encoder)
+                files[f"jobs/{entry['name']}.config.json"] = encoder.encode(job.config)
                 done[point.index] = entry
                 if point.values.get("stage") in referenced:
                     seen[point.index] = sibling_of(job.config)
