@@ -31,7 +31,7 @@ from .plan import plan_text
 from .provenance import FIELD as PROVENANCE
 from .provenance import compiled_with
 from .reads import job_reads
-from .render import render
+from .render_shape import ShapedScripts
 from .resolve import JobConfig, ResolvedParts, resolve_job
 from .script import plan_script
 from .siblings import (
@@ -146,6 +146,7 @@ def _compile(
     resolved = ResolvedParts(static_parts(base))
     encoder = ShapedJson(PrettyJson(resolved.sizes), resolved.sizes)
     validate = Validator(resolved.sizes)
+    scripts = ShapedScripts()  # rendered once per shape of plan
     for stage in order:
         for point in by_stage.get(stage, []):
             siblings = gather(point, refs.get(point.index, ()), index, seen)
@@ -160,7 +161,7 @@ def _compile(
                 upstream = list(siblings.values()) if siblings else []
                 depends_on = sorted({s.name for s in upstream}) if upstream else _NO_JOBS
                 entry, script, job = _job(
-                    job, point, overridden, depends_on, names, validate, members
+                    job, point, overridden, depends_on, names, validate, members, scripts
                 )
                 written = [entry["output_dir"], *(str(s.view["output_dir"]) for s in upstream)]
                 reads = job_reads(job.config, written)
@@ -235,6 +236,7 @@ def _job(
     names: dict[str, Point],
     validate: Validator,
     members: list[array_groups.Member],
+    scripts: ShapedScripts,
 ) -> tuple[dict[str, Any], bytes, JobConfig]:
     """The job's lock entry and script, and its config as the script was planned from it
     (the debug time clamp and an array member's log path applied)."""
@@ -253,7 +255,7 @@ def _job(
     plan = plan_script(config, array=array)
     if array:
         members.append(array_groups.member(config, plan))
-    script = render(plan).encode("utf-8")
+    script = scripts.render(plan).encode("utf-8")
     entry = _lock_entry(job, point, overridden, f"jobs/{name}.sbatch", script)
     entry["depends_on"] = depends_on
     return entry, script, job
