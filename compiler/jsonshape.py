@@ -35,6 +35,10 @@ def _float(value: float) -> str:
 
 
 _TEXT[float] = _float
+MAX_SHAPES = 256
+"""Shapes kept; past them a config is encoded whole (configs that share no shape would keep
+a text each, and be encoded three times each)."""
+
 _MARK = "\ue000"  # a private-use character: markers are "\ue000<n>\ue001"
 _HOLE = re.compile(f'"{_MARK}([0-9]+)\ue001"')
 _Text = tuple[list[str], list[int]]  # pieces of text, and the value each hole between takes
@@ -58,6 +62,8 @@ class ShapedJson:
             key = tuple(shape)
             if key in self._texts:
                 text = self._texts[key]
+            elif len(self._texts) >= MAX_SHAPES:
+                text = None
             else:
                 text = self._texts[key] = self._pieces(config, values)
             if text is not None:

@@ -26,6 +26,10 @@ from .render import comment, environment, quote, render
 from .script import ScriptPlan
 from .words import Word
 
+MAX_SHAPES = 256
+"""Shapes kept; past them a script is rendered whole (jobs that share no shape would keep a
+text each, and render each one three times)."""
+
 _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters around a hole's number
 _HOLE = re.compile(f"{_OPEN}([0-9]+)([qc]?){_CLOSE}")
 _FILTERS: dict[str, Callable[[Any], str]] = {"": str, "q": quote, "c": comment}
@@ -46,10 +50,15 @@ class ShapedScripts:
             _walk(getattr(plan, name), shape, values)
         key = tuple(shape)
         try:
-            text = self._texts[key] if key in self._texts else _pieces(plan, values)
+            known = key in self._texts
         except TypeError:  # a value that cannot be part of a key (a list): job by job
             return render(plan)
-        self._texts[key] = text
+        if known:
+            text = self._texts[key]
+        elif len(self._texts) >= MAX_SHAPES:
+            return render(plan)
+        else:
+            text = self._texts[key] = _pieces(plan, values)
         return render(plan) if text is None else _fill(text, values)
 
 

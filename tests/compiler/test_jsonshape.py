@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from oellm.compiler import jsonshape
 from oellm.compiler.jsonbytes import PrettyJson, pretty_json
 from oellm.compiler.jsonshape import ShapedJson
 
@@ -77,3 +78,12 @@ def test_other_shapes_and_values_that_are_not_plain_json() -> None:
     ]
     for config in configs:
         assert shaped.encode(config) == pretty_json(config, encoder), config
+
+
+def test_past_the_shapes_kept_configs_are_encoded_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonshape, "MAX_SHAPES", 1)
+    shaped, encoder = _encoders()
+    configs = [{"a": list(range(n))} for n in range(1, 5)]
+    for config in configs * 2:
+        assert shaped.encode(config) == pretty_json(config, encoder)
+    assert len(shaped._texts) == 1

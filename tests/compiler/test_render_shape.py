@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 
+from oellm.compiler import render_shape
 from oellm.compiler.render import render
 from oellm.compiler.render_shape import ShapedScripts, _lays_out_only
 from oellm.compiler.script import ScriptPlan
@@ -80,3 +81,12 @@ def test_templates_that_read_their_texts_are_rendered_job_by_job() -> None:
     assert _lays_out_only("lumi.sbatch.j2")
     # The array script compares and formats its values: never filled.
     assert not _lays_out_only("array.sbatch.j2")
+
+
+def test_past_the_shapes_kept_scripts_are_rendered_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(render_shape, "MAX_SHAPES", 1)
+    scripts = ShapedScripts()
+    plans = [_plan("a", setup=("x",) * n) for n in range(4)]
+    for plan in plans * 2:
+        assert scripts.render(plan) == render(plan)
+    assert len(scripts._texts) == 1
