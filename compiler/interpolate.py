@@ -8,9 +8,10 @@ stays escaped so that the per-job stage can resolve it against each job's own co
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping, MutableMapping
 from typing import Any
 
+from .depends import Shared
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .functions import FUNCTIONS, TEXT_ARGUMENTS, FunctionError, primitive, text_of
 from .template import (
@@ -69,31 +70,44 @@ def static_parts(tree: Any) -> dict[int, int]:
 
 
 def check_expanded(
-    config: dict[str, Any], origins: Mapping[KeyPath, Origin], static: Mapping[int, int]
+    config: dict[str, Any],
+    origins: Mapping[KeyPath, Origin],
+    sizes: MutableMapping[int, int],
+    lasting: Container[int] = (),
 ) -> None:
     """Refuse a resolved config that repeats values past MAX_VALUES.
 
     A resolved value is shared wherever it is referenced, so `b: {x: ${a}, y: ${a}}` and so on
     for a few levels builds little but stands for billions of values to whatever walks it
     (validation, rendering). Sizes are counted once per shared part, so this is linear.
+    `sizes` holds the sizes of parts known already; those of the parts in `lasting` (alive
+    for the whole compile) are added to it, the others are forgotten with this config.
     """
-    sizes = dict(static)
+    local: dict[int, int] = {}
 
     def size_of(node: Any) -> int:
-        return sizes.get(id(node), 1) if isinstance(node, (dict, list)) else 1
+        if not isinstance(node, (dict, list)):
+            return 1
+        found = local.get(id(node))
+        return sizes.get(id(node), 1) if found is None else found
 
     pending: list[tuple[Any, bool]] = [(config, False)]
     while pending:
         node, children_done = pending.pop()
-        if id(node) in sizes:
+        key = id(node)
+        if key in local or key in sizes:
             continue
         children = list(node.values()) if isinstance(node, dict) else list(node)
         if children_done:
-            sizes[id(node)] = 1 + sum(size_of(child) for child in children)
+            size = 1 + sum(size_of(child) for child in children)
+            if key in lasting:
+                sizes[key] = size
+            else:
+                local[key] = size
             continue
         pending.append((node, True))
         pending.extend((c, False) for c in children if isinstance(c, (dict, list)))
-    if sizes[id(config)] <= MAX_VALUES:
+    if size_of(config) <= MAX_VALUES:
         return
     path: KeyPath = ()
     node = config
@@ -125,14 +139,18 @@ class Interpolator:
         env: Mapping[str, str],
         keep_escaped: str | None = None,
         static: Mapping[int, int] | None = None,
+        shared: Shared | None = None,
     ) -> None:
         self.tree = tree
         self.static = static or {}
+        # Values every job of this sweep point's keys resolves alike: taken, or kept, here.
+        self.shared = shared
         self.origins = origins
         self.env = env
         self.keep_escaped = keep_escaped
         self._done: dict[KeyPath, Any] = {}
         self._active: list[KeyPath] = []
+        self._texts: list[str] = []  # the text being resolved at each path of `_active`
         # Where a value really came from when its key only points elsewhere (`name: ${a.b}`),
         # so that an invalid value is reported where it was written.
         self.derived: dict[KeyPath, Origin] = {}
@@ -141,6 +159,10 @@ class Interpolator:
 
     def resolve(self, path: KeyPath = ()) -> Any:
         """The fully resolved value at `path` (a copy; the input tree is not changed)."""
+        if self.shared is not None:
+            found = self.shared.values.get(path, _MISSING)
+            if found is not _MISSING:
+                return found
         return self._value(path, self._node(path))
 
     def where(self, path: KeyPath) -> Origin | None:
@@ -169,6 +191,22 @@ class Interpolator:
     def _value(self, path: KeyPath, node: Any) -> Any:
         if id(node) in self.static:
             return node  # shared with the base config: nothing inside it to resolve
+        shared = self.shared
+        if shared is None or not isinstance(node, (dict, list, str)):
+            return self._resolved(path, node)
+        found = shared.values.get(path, _MISSING)
+        if found is not _MISSING:
+            return found
+        value = self._resolved(path, node)
+        if shared.independent(path):
+            shared.values[path] = value
+            if isinstance(value, (dict, list)):
+                shared.lasting.add(id(value))
+            if path in self.derived:
+                shared.derived[path] = self.derived[path]
+        return value
+
+    def _resolved(self, path: KeyPath, node: Any) -> Any:
         if isinstance(node, dict):
             # Plain text and numbers (most values) are taken as they are, without a call.
             return {
@@ -200,6 +238,7 @@ class Interpolator:
                 hint="refer to the value directly instead of through a long chain of keys",
             )
         self._active.append(path)
+        self._texts.append(node)
         try:
             keep = self.keep_escaped is not None and path[:1] == (self.keep_escaped,)
             try:
@@ -209,6 +248,7 @@ class Interpolator:
             value = self._render(template, path, keep)
         finally:
             self._active.pop()
+            self._texts.pop()
         self._done[path] = value
         return value
 
@@ -308,26 +348,24 @@ class Interpolator:
 
     def _lookup(self, key: Key, path: KeyPath) -> Any:
         target = self._target(key, path)
-        try:
-            node = self._node(target)
-        except KeyError:
-            raise self._missing(key.text, target, path) from None
-        value = self._value(target, node)
-        if self._active and self._active[-1] == path and self._whole(path):
-            source = self.derived.get(target) or self.origins.get(target)
+        # A value another job resolved already needs no walk to it.
+        value = _MISSING if self.shared is None else self.shared.values.get(target, _MISSING)
+        if value is _MISSING:
+            try:
+                node = self._node(target)
+            except KeyError:
+                raise self._missing(key.text, target, path) from None
+            value = self._value(target, node)
+        if self._active and self._active[-1] == path and _whole(self._texts[-1]):
+            source = self.derived.get(target) or self._shared_origin(target)
             if source is not None:
                 self.derived[path] = source
         return value
 
-    def _whole(self, path: KeyPath) -> bool:
-        node = self._done.get(path, _MISSING)
-        if node is not _MISSING:
-            return False
-        try:
-            raw = self._node(path)
-        except KeyError:
-            return False
-        return isinstance(raw, str) and raw.startswith("${") and raw.count("${") == 1
+    def _shared_origin(self, target: KeyPath) -> Origin | None:
+        # A value another job resolved: where it came from was learnt then.
+        found = self.shared.derived.get(target) if self.shared is not None else None
+        return found or self.origins.get(target)
 
     def _missing(self, text: str, target: KeyPath, path: KeyPath) -> ConfigError:
         parent: Any = self.tree
@@ -401,6 +439,11 @@ class Interpolator:
                 return None if text.lower() in ("null", "~") else text
             return primitive(text)
         return "".join(text_of(self._part(p, path)) for p in arg.parts)
+
+
+def _whole(text: str) -> bool:
+    """Whether the text is one interpolation and nothing else (`${a.b}`)."""
+    return text.startswith("${") and text.count("${") == 1
 
 
 def _holds_escape(value: Any) -> bool:

@@ -21,6 +21,7 @@ from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Interpolator, static_parts
 from .jsonbytes import PrettyJson, pretty_json
+from .jsonshape import ShapedJson
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader
@@ -30,8 +31,8 @@ from .plan import plan_text
 from .provenance import FIELD as PROVENANCE
 from .provenance import compiled_with
 from .reads import job_reads
-from .render import render
-from .resolve import JobConfig, resolve_job
+from .render_shape import ShapedScripts
+from .resolve import JobConfig, ResolvedParts, resolve_job
 from .script import plan_script
 from .siblings import (
     Sibling,
@@ -140,17 +141,19 @@ def _compile(
     names: dict[str, Point] = {}
     members: list[array_groups.Member] = []
     loaders: list[Loader] = []
-    static = static_parts(base)
-    # Parts of the base that every job shares unchanged are encoded once.
-    encoder = PrettyJson(static)
-    validate = Validator(static)
+    # Parts that every job shares unchanged (the base's, and values that do not depend on
+    # the sweep point) are resolved, encoded and scanned once.
+    resolved = ResolvedParts(static_parts(base))
+    encoder = ShapedJson(PrettyJson(resolved.sizes), resolved.sizes)
+    validate = Validator(resolved.sizes)
+    scripts = ShapedScripts()  # rendered once per shape of plan
     for stage in order:
         for point in by_stage.get(stage, []):
             siblings = gather(point, refs.get(point.index, ()), index, seen)
             job = (
                 None
                 if siblings is None
-                else resolve_job(base, origins, point, request.env, siblings, static)
+                else resolve_job(base, origins, point, request.env, siblings, resolved=resolved)
             )
             if job is None:
                 done[point.index] = seen[point.index] = None
@@ -158,7 +161,7 @@ def _compile(
                 upstream = list(siblings.values()) if siblings else []
                 depends_on = sorted({s.name for s in upstream}) if upstream else _NO_JOBS
                 entry, script, job = _job(
-                    job, point, overridden, depends_on, names, validate, members
+                    job, point, overridden, depends_on, names, validate, members, scripts
                 )
                 written = [entry["output_dir"], *(str(s.view["output_dir"]) for s in upstream)]
                 reads = job_reads(job.config, written)
@@ -172,7 +175,7 @@ def _compile(
                 files[entry["script"]] = script
                 # The job's whole resolved config, for people and tools: what the script was
                 # rendered from. No origins (they hold the compiling machine's paths).
-                files[f"jobs/{entry['name']}.config.json"] = pretty_json(job.config, encoder)
+                files[f"jobs/{entry['name']}.config.json"] = encoder.encode(job.config)
                 done[point.index] = entry
                 if point.values.get("stage") in referenced:
                     seen[point.index] = sibling_of(job.config)
@@ -235,6 +238,7 @@ def _job(
     names: dict[str, Point],
     validate: Validator,
     members: list[array_groups.Member],
+    scripts: ShapedScripts,
 ) -> tuple[dict[str, Any], bytes, JobConfig]:
     """The job's lock entry and script, and its config as the script was planned from it
     (the debug time clamp and an array member's log path applied)."""
@@ -253,7 +257,7 @@ def _job(
     plan = plan_script(config, array=array)
     if array:
         members.append(array_groups.member(config, plan))
-    script = render(plan).encode("utf-8")
+    script = scripts.render(plan).encode("utf-8")
     entry = _lock_entry(job, point, overridden, f"jobs/{name}.sbatch", script)
     entry["depends_on"] = depends_on
     return entry, script, job

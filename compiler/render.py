@@ -26,14 +26,14 @@ def quote(value: object) -> str:
 
 
 @functools.cache
-def _environment() -> jinja2.Environment:
-    return jinja_env("oellm.templates", {"q": quote, "comment": _comment})
+def environment() -> jinja2.Environment:
+    return jinja_env("oellm.templates", {"q": quote, "comment": comment})
 
 
 @functools.cache
 def has_template(name: str) -> bool:
     try:
-        _environment().get_template(name)
+        environment().get_template(name)
     except jinja2.TemplateNotFound:
         return False
     return True
@@ -42,7 +42,7 @@ def has_template(name: str) -> bool:
 def render(plan: ScriptPlan) -> str:
     """The job's script."""
     return (
-        _environment()
+        environment()
         .get_template(plan.template)
         .render(
             job_name=plan.job_name,
@@ -73,7 +73,7 @@ def render_array_script(
     """The shared script of one array: `tasks` are (index, job script, its sha256);
     `snapshots` the folder (relative to the bundle's root) where the reconciler keeps a copy
     of each member script it submitted, named by its sha256."""
-    template = _environment().get_template("array.sbatch.j2")
+    template = environment().get_template("array.sbatch.j2")
     return template.render(
         group=group,
         stage=stage,
@@ -84,6 +84,6 @@ def render_array_script(
     )
 
 
-def _comment(value: object) -> str:
+def comment(value: object) -> str:
     """Text for a `#` comment line: control characters would end the comment, so mask them."""
     return "".join(c if c.isprintable() else "?" for c in str(value))

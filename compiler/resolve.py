@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .depends import Shared
 from .errors import Origin, fail
 from .expand import Point
 from .interpolate import Interpolator, check_expanded
@@ -78,8 +79,11 @@ def resolve_job(
     env: Mapping[str, str],
     siblings: Mapping[str, Sibling] | None = None,
     static: Mapping[int, int] | None = None,
+    resolved: ResolvedParts | None = None,
 ) -> JobConfig | None:
-    """The job's resolved config, or None when one of the point's filters rejects it."""
+    """The job's resolved config, or None when one of the point's filters rejects it.
+
+    With `resolved`, what does not depend on the point is resolved once for all its jobs."""
     values = dict(point.values)
     values["index"] = point.index
     tree, point_origins = with_values(base, values, point.origins)
@@ -88,11 +92,13 @@ def resolve_job(
         # A sibling's config is resolved already: its values are taken as they are.
         tree["sibling"] = {stage: s.view for stage, s in siblings.items()}
     origins = ChainMap(point_origins, base_origins)
-    sizes = dict(static or {})
+    sizes = resolved.sizes if resolved is not None else dict(static or {})
     # Parts that hold no interpolation are shared, not walked: the base's, and a sibling's
     # (its config is resolved already).
-    shared = {**sizes, **{i: 0 for s in (siblings or {}).values() for i in s.ids}}
-    resolver = Interpolator(tree, origins, env, static=shared)
+    ids = {i: 0 for s in (siblings or {}).values() for i in s.ids}
+    shared = resolved.of(base, values) if resolved is not None else None
+    known = ChainMap(ids, sizes) if ids else sizes
+    resolver = Interpolator(tree, origins, env, static=known, shared=shared)
     if point.filters:
         tree[_FILTERS] = [unescape(f.expr) for f in point.filters]
         for n, sweep_filter in enumerate(point.filters):
@@ -111,6 +117,31 @@ def resolve_job(
                 return None
         del tree[_FILTERS]
     config = {key: resolver.resolve((key,)) for key in tree if key != "sibling"}
-    # Sizes are known for the base's parts; a sibling's parts are counted here, once each.
-    check_expanded(config, ChainMap(resolver.derived, point_origins, base_origins), sizes)
-    return JobConfig(config, ChainMap(resolver.derived, point_origins, base_origins))
+    learnt = shared.derived if shared is not None else {}
+    job_origins = ChainMap(resolver.derived, learnt, point_origins, base_origins)
+    # Sizes are known for the base's parts and the shared ones; a sibling's parts are counted
+    # here, once each.
+    check_expanded(config, job_origins, sizes, resolved.lasting if resolved else ())
+    return JobConfig(config, job_origins)
+
+
+class ResolvedParts:
+    """What jobs share: the base's parts without interpolation (`static`, with their sizes)
+    and, per set of swept keys, the values that do not depend on them (`depends.Shared`).
+    `sizes` and `lasting` grow as jobs are resolved; everything in them lives for the compile.
+    """
+
+    def __init__(self, static: Mapping[int, int]) -> None:
+        self.sizes: dict[int, int] = dict(static)
+        self.lasting: set[int] = set()
+        self._by_keys: dict[frozenset[str], Shared] = {}
+
+    def of(self, base: dict[str, Any], values: Mapping[str, Any]) -> Shared:
+        keys = frozenset(values)
+        found = self._by_keys.get(keys)
+        if found is None:
+            swept = [key_path(k) for k in keys]
+            # Set per job besides the point's values: its siblings' view and its filters.
+            found = Shared(base, [*swept, ("sibling",), (_FILTERS,)], self.lasting)
+            self._by_keys[keys] = found
+        return found

@@ -6,6 +6,7 @@ replaced whole. An origin is kept for every key and list item, so errors can poi
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -21,6 +22,7 @@ def dotted(path: KeyPath) -> str:
     return ".".join(str(p) for p in path)
 
 
+@functools.lru_cache(maxsize=4096)  # the same swept keys are split for every job
 def key_path(text: str) -> KeyPath:
     """A dotted key as a path; digits are list indices (`a.0.b`)."""
     return tuple(int(p) if p.isdigit() else p for p in text.split("."))

@@ -1,0 +1,137 @@
+"""Each job's `config.json` from a text with holes, filled with the job's own values.
+
+The jobs of a sweep share most of their resolved config (the same objects, see
+`depends.py`) and differ in a few values. A config's shape is its own mappings and lists
+(their keys and lengths) and the shared parts it holds; configs of one shape encode to the
+same text but for their own scalar values. That text is made once per shape, by encoding a
+copy whose scalars are markers, and then checked: filled with the first job's values it must
+be byte for byte what `jsonbytes.PrettyJson` writes for that job, or the shape is encoded
+job by job as before. A config holding anything else than plain JSON values also is.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Container
+from typing import Any
+
+from .jsonbytes import PrettyJson
+
+_TEXT: dict[type, Callable[[Any], str]] = {
+    str: json.encoder.encode_basestring,  # as json and jsonbytes write text (no ASCII escapes)
+    int: int.__repr__,
+    bool: lambda value: "true" if value else "false",
+    type(None): lambda value: "null",
+}
+
+
+def _float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), -float("inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+_TEXT[float] = _float
+MAX_SHAPES = 256
+"""Shapes kept; past them a config is encoded whole (configs that share no shape would keep
+a text each, and be encoded three times each)."""
+
+_MARK = "\ue000"  # a private-use character: markers are "\ue000<n>\ue001"
+_HOLE = re.compile(f'"{_MARK}([0-9]+)\ue001"')
+_Text = tuple[list[str], list[int]]  # pieces of text, and the value each hole between takes
+
+
+class ShapedJson:
+    """Encodes job configs as `PrettyJson(shared)` does, reusing the text of each shape.
+    `shared`: ids of the parts that stay alive and unchanged for the compile."""
+
+    def __init__(self, encoder: PrettyJson, shared: Container[int]) -> None:
+        self._encoder = encoder
+        self._shared = shared
+        # shape -> the text's pieces between the holes, or None: encode job by job
+        self._texts: dict[tuple[Any, ...], _Text | None] = {}
+
+    def encode(self, config: dict[str, Any]) -> bytes:
+        """The file's bytes: the text, a final newline, UTF-8."""
+        shape: list[Any] = []
+        values: list[Any] = []
+        if self._walk(config, shape, values):
+            key = tuple(shape)
+            if key in self._texts:
+                text = self._texts[key]
+            elif len(self._texts) >= MAX_SHAPES:
+                text = None
+            else:
+                text = self._texts[key] = self._pieces(config, values)
+            if text is not None:
+                return _fill(text, values).encode("utf-8")
+        return (self._encoder.dumps(config) + "\n").encode("utf-8")
+
+    def _walk(self, node: Any, shape: list[Any], values: list[Any]) -> bool:
+        """Shape and own scalars of `node`, in the order the walk meets them; False when the
+        node holds a value that is not plain JSON (encoded as a whole instead)."""
+        if isinstance(node, dict):
+            items: Any = node.values()
+            shape.append(tuple(node))
+        elif isinstance(node, list):
+            items = node
+            shape.append(-1 - len(node))  # below zero: never an id
+        else:
+            return False
+        for item in items:
+            kind = type(item)
+            if kind in _TEXT:
+                values.append(item)
+                shape.append(None)
+            elif kind is dict or kind is list:
+                if not item:
+                    shape.append(kind)  # empty: written as {} or [] wherever it is
+                elif id(item) in self._shared:
+                    shape.append(id(item))
+                elif not self._walk(item, shape, values):
+                    return False
+            else:
+                return False
+        shape.append(...)  # the end of this container
+        return True
+
+    def _pieces(self, config: dict[str, Any], values: list[Any]) -> _Text | None:
+        """The text of this shape split at its holes (with the number of the value each one
+        takes: keys are sorted), if filling it with `values` (this config's) gives what the
+        encoder writes for the config."""
+        marked = _marked(config, self._shared, iter(range(len(values))))
+        parts = _HOLE.split(self._encoder.dumps(marked) + "\n")
+        pieces, order = parts[::2], [int(n) for n in parts[1::2]]
+        if sorted(order) != list(range(len(values))) or any(_MARK in p for p in pieces):
+            return None  # a marker's character in the config itself: not worth telling apart
+        text = (pieces, order)
+        if _fill(text, values) != self._encoder.dumps(config) + "\n":
+            return None
+        return text
+
+
+def _marked(node: Any, shared: Container[int], counter: Any) -> Any:
+    """A copy of the config's own part with each scalar a marker, in the order of `_walk`."""
+    items = node.items() if isinstance(node, dict) else enumerate(node)
+    out: dict[Any, Any] = {}
+    for key, item in items:
+        if type(item) in _TEXT:
+            out[key] = f"{_MARK}{next(counter)}\ue001"
+        elif not item or id(item) in shared:
+            out[key] = item
+        else:
+            out[key] = _marked(item, shared, counter)
+    return out if isinstance(node, dict) else list(out.values())
+
+
+def _fill(text: _Text, values: list[Any]) -> str:
+    pieces, order = text
+    out = [pieces[0]]
+    for number, after in zip(order, pieces[1:], strict=True):
+        value = values[number]
+        out.append(_TEXT[type(value)](value))
+        out.append(after)
+    return "".join(out)

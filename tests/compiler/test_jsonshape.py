@@ -1,0 +1,89 @@
+"""`jsonshape.ShapedJson` writes each config byte for byte as `jsonbytes.pretty_json` does,
+whatever its values, while it reuses the text of each shape."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from oellm.compiler import jsonshape
+from oellm.compiler.jsonbytes import PrettyJson, pretty_json
+from oellm.compiler.jsonshape import ShapedJson
+
+SHARED = {"limits": {"max": 3, "names": ["a", "b"]}, "on": ["X", "Y"]}
+
+
+def _config(value: Any, other: Any = "x") -> dict[str, Any]:
+    return {
+        "job": {"name": other, "value": value, "nested": {"list": [value, 1, [other]]}},
+        "slurm": SHARED,
+        "empty": {"map": {}, "list": []},
+        "index": 3,
+        "flag": True,
+    }
+
+
+VALUES = [
+    0,
+    -7,
+    10**30,
+    1.5,
+    1e-5,
+    float("nan"),
+    float("inf"),
+    -float("inf"),
+    True,
+    False,
+    None,
+    "",
+    'text with "quotes" and \\ and\nlines',
+    "ünïcödé ✓ \u2028",
+    "\ue0000\ue001",  # what a hole looks like inside
+]
+
+
+def _encoders() -> tuple[ShapedJson, PrettyJson]:
+    shared = {id(SHARED): 1, id(SHARED["limits"]): 1, id(SHARED["on"]): 1}
+    encoder = PrettyJson(shared)
+    return ShapedJson(encoder, shared), encoder
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_each_value_is_written_as_pretty_json_writes_it(value: Any) -> None:
+    shaped, encoder = _encoders()
+    # The first config of a shape makes its text; the next ones fill it.
+    for config in (_config("first"), _config(value), _config(value, other=value)):
+        assert shaped.encode(config) == pretty_json(config, encoder)
+        assert shaped.encode(config) == pretty_json(config)
+
+
+def test_configs_of_one_shape_share_one_text() -> None:
+    shaped, _ = _encoders()
+    for value in VALUES:
+        shaped.encode(_config(value))
+    assert len(shaped._texts) == 1
+
+
+def test_other_shapes_and_values_that_are_not_plain_json() -> None:
+    shaped, encoder = _encoders()
+    configs: list[dict[str, Any]] = [
+        {"a": [1, 2], "b": {"c": None}},
+        {"a": [1, 2, 3], "b": {"c": None}},  # another length
+        {"b": {"c": None}, "a": [1, 2]},  # the same keys in another order
+        {"a": (1, 2), "b": {"c": None}},  # a tuple: encoded as a whole
+        {"a": {"x": object()}},  # written as its text, as pretty_json does
+        {"a": {"x": [{"y": {}}]}, "z": SHARED},
+        {},
+    ]
+    for config in configs:
+        assert shaped.encode(config) == pretty_json(config, encoder), config
+
+
+def test_past_the_shapes_kept_configs_are_encoded_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonshape, "MAX_SHAPES", 1)
+    shaped, encoder = _encoders()
+    configs = [{"a": list(range(n))} for n in range(1, 5)]
+    for config in configs * 2:
+        assert shaped.encode(config) == pretty_json(config, encoder)
+    assert len(shaped._texts) == 1
