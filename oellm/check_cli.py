@@ -18,7 +18,8 @@ import click
 from oellm.bundle_files import LOCK_NAME
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, CommandError
 from oellm.guard import guarded
-from oellm.lockfile import Lock, loads
+from oellm.lockfile import Lock
+from oellm.lockfile.codec import loads
 from oellm.resources import directives, totals
 from oellm.shell import run
 

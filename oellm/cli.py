@@ -320,7 +320,7 @@ def plan_command(
     """
     from oellm.compiler.pipeline import compile_bundle
     from oellm.compiler.plan import plan_dot, plan_mermaid, plan_text
-    from oellm.lockfile import loads
+    from oellm.lockfile.codec import loads
 
     if args and config_ref is None and Path(args[0]).is_dir():
         if len(args) > 1:

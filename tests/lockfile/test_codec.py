@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from oellm.lockfile import Lock, LockfileError, LockJob, RestartPolicy, dumps, loads
-from oellm.lockfile.codec import bundle_id
+from oellm.lockfile import Lock, LockJob, RestartPolicy
+from oellm.lockfile.codec import LockfileError, bundle_id, dumps, loads
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
 from tests.helpers import EXAMPLES, compile_file
