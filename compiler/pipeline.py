@@ -204,7 +204,6 @@ def _compile(
         bundle_dir=request.bundle_dir,
     )
     lock = _lock(Project(**project), jobs, moved, grouped.arrays, provenance)
-    codec.check(lock)
     return _with_lock(CompiledBundle(files, lock), lock)
 
 
@@ -216,7 +215,6 @@ def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:
     updated = codec.sealed(
         dataclasses.replace(lock, project=dataclasses.replace(lock.project, key=key))
     )
-    codec.check(updated)
     return _with_lock(bundle, updated)
 
 

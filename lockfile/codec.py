@@ -140,21 +140,25 @@ def _document(lock: Lock, jobs: list[Any]) -> dict[str, Any]:
 
 
 def bundle_id(lock: Lock) -> str:
+    """The id of `lock`'s contents (`lock.bundle_id` is not read)."""
+    return _digest(_body(lock, [job_json(job) for job in lock.jobs]))
+
+
+def _digest(body: dict[str, Any]) -> str:
     """sha256 of the body's compact JSON (sorted keys), hashed job by job: the same digest as
-    of the whole text, without that text in memory. `lock.bundle_id` is not read."""
+    of the whole text, without that text in memory."""
     digest = hashlib.sha256()
 
     def put(text: str) -> None:
         digest.update(text.encode("utf-8"))
 
-    body = _body(lock, [])
     put("{")
     for number, key in enumerate(sorted(body)):
         put(("," if number else "") + _compact(key) + ":")
         if key == "jobs":
             put("[")
-            for index, job in enumerate(lock.jobs):
-                put(("," if index else "") + _compact(job_json(job)))
+            for index, job in enumerate(body[key]):
+                put(("," if index else "") + _compact(job))
             put("]")
         else:
             put(_compact(body[key]))
@@ -163,8 +167,15 @@ def bundle_id(lock: Lock) -> str:
 
 
 def sealed(lock: Lock) -> Lock:
-    """`lock` with its `bundle_id`."""
-    return dataclasses.replace(lock, bundle_id=bundle_id(lock))
+    """The compiler's last step: `lock` with its `bundle_id`, checked against the schema (a
+    failure is a bug in oellm, not the user's). The jobs are made JSON once for both."""
+    jobs = [job_json(job) for job in lock.jobs]
+    body = _body(lock, jobs)
+    done = dataclasses.replace(lock, bundle_id=_digest(body))
+    found = schema_error(_document(done, jobs))
+    if found is not None:
+        raise AssertionError(f"compiled lockfile breaks schemas/lock.schema.json: {found}")
+    return done
 
 
 def _compact(value: Any) -> str:
@@ -229,13 +240,6 @@ def schema_error(data: Any) -> tuple[str, str] | None:
     if not errors:
         return None
     return "/".join(map(str, errors[0].path)), errors[0].message
-
-
-def check(lock: Lock) -> None:
-    """The compiler checks its own output against the schema: a failure is a bug in oellm."""
-    found = schema_error(to_json(lock))
-    if found is not None:
-        raise AssertionError(f"compiled lockfile breaks schemas/lock.schema.json: {found}")
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -325,7 +329,6 @@ __all__ = [
     "VERSION",
     "LockfileError",
     "bundle_id",
-    "check",
     "dump",
     "dumps",
     "loads",
