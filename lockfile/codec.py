@@ -14,7 +14,7 @@ import hashlib
 import importlib.resources
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
@@ -141,24 +141,29 @@ def _document(lock: Lock, jobs: list[Any]) -> dict[str, Any]:
 
 def bundle_id(lock: Lock) -> str:
     """The id of `lock`'s contents (`lock.bundle_id` is not read)."""
-    return _digest(_body(lock, [job_json(job) for job in lock.jobs]))
+    return _digest(lock)
 
 
-def _digest(body: dict[str, Any]) -> str:
+def _digest(lock: Lock, each: Callable[[int, dict[str, Any]], None] | None = None) -> str:
     """sha256 of the body's compact JSON (sorted keys), hashed job by job: the same digest as
-    of the whole text, without that text in memory."""
+    of the whole text, without that text, or every job's JSON at once, in memory. `each` sees
+    each job's JSON as it goes by."""
     digest = hashlib.sha256()
 
     def put(text: str) -> None:
         digest.update(text.encode("utf-8"))
 
+    body = _body(lock, [])
     put("{")
     for number, key in enumerate(sorted(body)):
         put(("," if number else "") + _compact(key) + ":")
         if key == "jobs":
             put("[")
-            for index, job in enumerate(body[key]):
-                put(("," if index else "") + _compact(job))
+            for index, job in enumerate(lock.jobs):
+                data = job_json(job)
+                if each is not None:
+                    each(index, data)
+                put(("," if index else "") + _compact(data))
             put("]")
         else:
             put(_compact(body[key]))
@@ -168,13 +173,19 @@ def _digest(body: dict[str, Any]) -> str:
 
 def sealed(lock: Lock) -> Lock:
     """The compiler's last step: `lock` with its `bundle_id`, checked against the schema (a
-    failure is a bug in oellm, not the user's). The jobs are made JSON once for both."""
-    jobs = [job_json(job) for job in lock.jobs]
-    body = _body(lock, jobs)
-    done = dataclasses.replace(lock, bundle_id=_digest(body))
-    found = schema_error(_document(done, jobs))
-    if found is not None:
-        raise AssertionError(f"compiled lockfile breaks schemas/lock.schema.json: {found}")
+    failure is a bug in oellm, not the user's). Each job's JSON is made once for both, and
+    checked alone: the jobs of a large sweep are never all JSON at once."""
+    found: list[tuple[str, str]] = []
+
+    def check(index: int, job: dict[str, Any]) -> None:
+        error = None if found else schema_error(job, "job")
+        if error is not None:
+            found.append((f"jobs/{index}/{error[0]}".rstrip("/"), error[1]))
+
+    done = dataclasses.replace(lock, bundle_id=_digest(lock, check))
+    error = found[0] if found else schema_error(_document(done, []))
+    if error is not None:
+        raise AssertionError(f"compiled lockfile breaks schemas/lock.schema.json: {error}")
     return done
 
 
@@ -205,38 +216,49 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-@functools.cache
+# What is checked: the whole lockfile, or one job of it (its schema within the lockfile's).
+Part = Literal["lock", "job"]
+_PART_SCHEMA: dict[str, dict[str, Any]] = {
+    "lock": {"$ref": "lock.schema.json"},
+    "job": {"$ref": "lock.schema.json#/properties/jobs/items"},
+}
+
+
 def validator() -> Draft202012Validator:
     """The detailed validator of lockfile data: run only to explain a failure."""
+    return _validator("lock")
+
+
+@functools.cache
+def _validator(part: Part) -> Draft202012Validator:
     registry: Registry[Any] = Registry()
     for name, schema in _schemas().items():
         registry = registry.with_resource(name, Resource.from_contents(schema))
-    return Draft202012Validator(_schemas()["lock.schema.json"], registry=registry)
+    return Draft202012Validator(_PART_SCHEMA[part], registry=registry)
 
 
 @functools.cache
-def _fast_is_valid() -> Callable[[Any], bool] | None:
+def _fast_is_valid(part: Part) -> Callable[[Any], bool] | None:
     """A compiled validator for the common case (a valid lockfile of 10,000 jobs is checked in
     milliseconds), or None without jsonschema-rs."""
     try:
         import jsonschema_rs
     except ImportError:
         return None
-    schemas = _schemas()
-    registry = jsonschema_rs.Registry(list(schemas.items()))
+    registry = jsonschema_rs.Registry(list(_schemas().items()))
     is_valid: Callable[[Any], bool] = jsonschema_rs.Draft202012Validator(
-        schemas["lock.schema.json"], registry=registry
+        _PART_SCHEMA[part], registry=registry
     ).is_valid
     return is_valid
 
 
-def schema_error(data: Any) -> tuple[str, str] | None:
-    """Where lockfile data first breaks the schema (a JSON path, '' for the top) and how, or
-    None when it is valid."""
-    fast = _fast_is_valid()
+def schema_error(data: Any, part: Part = "lock") -> tuple[str, str] | None:
+    """Where lockfile data (or one job's) first breaks the schema, as a JSON path ('' for
+    the top), and how; None when it is valid."""
+    fast = _fast_is_valid(part)
     if fast is not None and fast(data):
         return None
-    errors = sorted(validator().iter_errors(data), key=lambda e: list(map(str, e.path)))
+    errors = sorted(_validator(part).iter_errors(data), key=lambda e: list(map(str, e.path)))
     if not errors:
         return None
     return "/".join(map(str, errors[0].path)), errors[0].message

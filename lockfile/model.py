@@ -8,6 +8,7 @@ with the experiment schema): the reconciler dispatches on their `class_name`/`ki
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +36,7 @@ class Project:
     key: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RestartPolicy:
     """`job.restart`: when a finished attempt is followed by another. Infrastructure and code
     failures have separate budgets; with a progress file, attempts that did not advance the
@@ -56,18 +57,16 @@ class RestartPolicy:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RestartPolicy:
-        return cls(
-            on=tuple(data.get("on", ())),
-            max_attempts=data.get("max_attempts"),
-            infra_restarts=data.get("infra_restarts"),
-            code_restarts=data.get("code_restarts"),
-            backoff_seconds=data.get("backoff_seconds"),
-            progress_file=data.get("progress_file"),
-            without_progress=data.get("without_progress"),
+        return _policy(
+            tuple(data.get("on", ())),
+            data.get("max_attempts"),
+            data.get("infra_restarts"),
+            data.get("code_restarts"),
+            data.get("backoff_seconds"),
+            data.get("progress_file"),
+            data.get("without_progress"),
             # Left out, these two are None already: nothing more to remember.
-            unset=frozenset(
-                k for k in _RESTART_KEYS if k not in data and k not in _NONE_IF_LEFT_OUT
-            ),
+            frozenset(k for k in _RESTART_KEYS if k not in data and k not in _NONE_IF_LEFT_OUT),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -78,6 +77,13 @@ class RestartPolicy:
                 continue
             out[key] = list(value) if key == "on" else value
         return out
+
+
+@functools.lru_cache(maxsize=256, typed=True)
+def _policy(*fields: Any) -> RestartPolicy:
+    """One record per distinct policy: the jobs of a sweep mostly share theirs, and a bundle
+    of 100,000 jobs should not hold 100,000 copies. Typed: `0` and `0.0` are written apart."""
+    return RestartPolicy(*fields)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -4,13 +4,14 @@ clear error naming the file and the place."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
 
 from oellm.lockfile import Lock, LockJob, RestartPolicy
-from oellm.lockfile.codec import LockfileError, bundle_id, dumps, loads
+from oellm.lockfile.codec import LockfileError, bundle_id, dumps, loads, sealed
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
 from tests.helpers import EXAMPLES, compile_file
@@ -134,3 +135,19 @@ def test_a_config_that_deletes_restart_keys_keeps_them_out_of_the_lockfile() -> 
     restart = bundle.lock_json["jobs"][0]["restart"]
     assert "on" not in restart and "progress_file" not in restart
     assert bundle.lock.jobs[0].restart.on == ()
+
+
+def test_the_compilers_own_check_names_the_job_and_field_it_broke() -> None:
+    """Checked job by job as the bundle id is made: a bug in the compiler, not a user error."""
+    good = loads(FIXTURES[0].read_bytes(), "p")
+    bad = dataclasses.replace(good.jobs[1], chain_repeat=0)
+    with pytest.raises(AssertionError, match=r"jobs/1/chain_repeat.*less than the minimum"):
+        sealed(dataclasses.replace(good, jobs=(good.jobs[0], bad)))
+    assert sealed(good).bundle_id == bundle_id(good)
+
+
+def test_policies_equal_in_python_but_written_apart_stay_apart() -> None:
+    """Jobs share one record per policy; 0 and 0.0 (and 1 and True) are not the same JSON."""
+    for a, b in (({"backoff_seconds": 0}, {"backoff_seconds": 0.0}), ({"on": []}, {})):
+        assert RestartPolicy.from_json(a).to_json() == a
+        assert json.dumps(RestartPolicy.from_json(b).to_json()) == json.dumps(b)
