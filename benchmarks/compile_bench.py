@@ -41,7 +41,7 @@ PHASES = textwrap.dedent(
     compiled = time.perf_counter()
     write_bundle(bundle, Path(sys.argv[2]))
     end = time.perf_counter()
-    print(json.dumps({"jobs": len(bundle.lock["jobs"]), "compile": compiled - start,
+    print(json.dumps({"jobs": len(bundle.lock.jobs), "compile": compiled - start,
                       "write": end - compiled}))
     """
 )

@@ -10,11 +10,14 @@ tasks: a larger group is split into several arrays.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from oellm.lockfile.model import ArrayGroup, LockJob
 
 from .limits import limits_of
 from .render import render_array_script
@@ -66,12 +69,20 @@ def member(config: Mapping[str, Any], plan: ScriptPlan) -> Member:
     )
 
 
+@dataclass(frozen=True)
+class Grouped:
+    """The arrays of a bundle: the lockfile's `arrays`, the member jobs with their
+    `array_group` and `array_index` set (by name), and the shared scripts by bundle path."""
+
+    arrays: dict[str, ArrayGroup]
+    members: dict[str, LockJob]
+    scripts: dict[str, bytes]
+
+
 def group(
-    members: Sequence[Member], entries: Mapping[str, dict[str, Any]], scripts: Collection[str]
-) -> tuple[dict[str, dict[str, Any]], dict[str, bytes]]:
-    """Put members of one stage and identical resources into arrays, in job order; set
-    `array_group` and `array_index` on their lock entries. Returns the lockfile's `arrays`
-    and the shared scripts, by bundle path."""
+    members: Sequence[Member], entries: Mapping[str, LockJob], scripts: Collection[str]
+) -> Grouped:
+    """Put members of one stage and identical resources into arrays, in job order."""
     classes: dict[tuple[Any, ...], list[Member]] = {}
     for one in members:
         key = (one.stage, one.directives, one.throttle, one.max_size)
@@ -83,7 +94,8 @@ def group(
         for start in range(0, len(together), size):
             chunked.append((stage, together[start : start + size]))
             per_stage[stage] = per_stage.get(stage, 0) + 1
-    arrays: dict[str, dict[str, Any]] = {}
+    arrays: dict[str, ArrayGroup] = {}
+    grouped: dict[str, LockJob] = {}
     files: dict[str, bytes] = {}
     numbered: dict[str | None, int] = {}
     for stage, tasks in chunked:
@@ -100,9 +112,10 @@ def group(
         listed = []
         for index, one in enumerate(tasks):
             entry = entries[one.name]
-            entry["array_group"] = name
-            entry["array_index"] = index
-            listed.append((index, entry["script"], entry["sha256"]))
+            grouped[one.name] = dataclasses.replace(
+                entry, array_group=name, array_index=index, array_throttle=first.throttle
+            )
+            listed.append((index, entry.script, entry.sha256))
         path = f"jobs/arrays/{name}.sbatch"
         text = render_array_script(
             group=name,
@@ -113,12 +126,13 @@ def group(
             snapshots=f"{first.state_dir}/scripts",
         ).encode("utf-8")
         files[path] = text
-        arrays[name] = {
-            "script": path,
-            "sha256": hashlib.sha256(text).hexdigest(),
-            "stage": stage,
-            "size": len(tasks),
-            "throttle": first.throttle,
-        }
+        arrays[name] = ArrayGroup(
+            name=name,
+            script=path,
+            sha256=hashlib.sha256(text).hexdigest(),
+            size=len(tasks),
+            throttle=first.throttle,
+            stage=stage,
+        )
     assert not any(path in scripts for path in files), "array scripts live in their own folder"
-    return arrays, files
+    return Grouped(arrays, grouped, files)

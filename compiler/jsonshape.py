@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Container
 from typing import Any
 
-from .jsonbytes import PrettyJson
+from oellm.lockfile.jsonbytes import PrettyJson
 
 _TEXT: dict[type, Callable[[Any], str]] = {
     str: json.encoder.encode_basestring,  # as json and jsonbytes write text (no ASCII escapes)

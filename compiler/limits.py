@@ -12,6 +12,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from oellm.lockfile.model import LockJob
+
 from .errors import Origin, fail
 from .interpolate import Interpolator
 from .sweep_size import sweep_size
@@ -92,7 +94,7 @@ def check_bundle_limits(
     base: dict[str, Any],
     env: Mapping[str, str],
     origins: Mapping[KeyPath, Origin],
-    jobs: Sequence[Mapping[str, Any]],
+    jobs: Sequence[LockJob],
 ) -> int | None:
     """The whole bundle against the preset's limits: at most `max_jobs` SLURM jobs, counting
     each link of a chain (an array
@@ -105,7 +107,7 @@ def check_bundle_limits(
     where = origin_of(origins, ("slurm", "limits"))
     max_jobs = limits.get("max_jobs")
     # Each link of a chain is a SLURM job of its own, queued at once behind the one before.
-    queued = sum(int(job.get("chain_repeat") or 1) for job in jobs)
+    queued = sum((job.chain_repeat or 1) for job in jobs)
     if max_jobs is not None and queued > max_jobs:
         links = f" ({queued} SLURM jobs with their chain links)" if queued != len(jobs) else ""
         raise fail(

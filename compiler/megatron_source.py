@@ -78,7 +78,5 @@ def _forget() -> None:
         megatron._names,
         megatron.suggest_argument,
         validate.experiment_validator,
-        validate.lock_validator,
-        validate._fast_lock,
     ):
         cached.cache_clear()

@@ -5,6 +5,7 @@ each job, render its script, and assemble the bundle in memory (writing is `writ
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -13,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from oellm.bundle_files import LOCK_NAME, PLAN_NAME
+from oellm.lockfile import codec
+from oellm.lockfile.jsonbytes import PrettyJson
+from oellm.lockfile.model import ArrayGroup, Lock, LockJob, Project, RestartPolicy
 
 from . import array_groups
 from .checks import check_job
@@ -20,7 +24,6 @@ from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Interpolator, static_parts
-from .jsonbytes import PrettyJson, pretty_json
 from .jsonshape import ShapedJson
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
@@ -28,7 +31,6 @@ from .megatron_checks import Loader, check_loads, loader
 from .megatron_source import schema_from
 from .overrides import COMMAND_LINE
 from .plan import plan_text
-from .provenance import FIELD as PROVENANCE
 from .provenance import compiled_with
 from .reads import job_reads
 from .render_shape import ShapedScripts
@@ -46,10 +48,9 @@ from .siblings import (
 from .staging import StagedFiles
 from .time_limits import clamp_debug_time
 from .tree import key_path, origin_of
-from .validate import Validator, check_lock
+from .validate import Validator
 from .wandb import wandb_lock
 
-LOCK_VERSION = 1
 # One list for every job without dependencies (a large sweep holds many lock entries).
 _NO_JOBS: list[str] = []
 
@@ -69,10 +70,15 @@ class CompileRequest:
 @dataclass(frozen=True)
 class CompiledBundle:
     """A compiled bundle: file name (relative) -> bytes (in memory, or staged in a folder),
-    plus the lock data."""
+    plus the lockfile's records."""
 
     files: MutableMapping[str, bytes]
-    lock: dict[str, Any]
+    lock: Lock
+
+    @functools.cached_property
+    def lock_json(self) -> dict[str, Any]:
+        """The lockfile as JSON data, every job at once (for tools and tests)."""
+        return codec.to_json(self.lock)
 
 
 Progress = Callable[[int, int], None]
@@ -134,7 +140,7 @@ def _compile(
         stage = point.values.get("stage")
         by_stage.setdefault(stage if isinstance(stage, str) else None, []).append(point)
 
-    done: dict[int, dict[str, Any] | None] = {}  # point index -> lock entry, None if filtered
+    done: dict[int, LockJob | None] = {}  # point index -> lock entry, None if filtered
     # Only the jobs of a referenced stage are kept whole, for their dependents to read.
     referenced = {r.stage for rs in refs.values() for r in rs}
     seen: dict[int, Sibling | None] = {}
@@ -163,19 +169,19 @@ def _compile(
                 entry, script, job = _job(
                     job, point, overridden, depends_on, names, validate, members, scripts
                 )
-                written = [entry["output_dir"], *(str(s.view["output_dir"]) for s in upstream)]
+                written = [entry.output_dir, *(str(s.view["output_dir"]) for s in upstream)]
                 reads = job_reads(job.config, written)
                 if reads:
-                    entry["reads"] = reads
+                    entry = dataclasses.replace(entry, reads=tuple(reads))
                 if on_job is not None:
-                    on_job(entry["name"], job)
-                found = loader(entry["name"], job.config, job.origins)
+                    on_job(entry.name, job)
+                found = loader(entry.name, job.config, job.origins)
                 if found is not None:
                     loaders.append(found)
-                files[entry["script"]] = script
+                files[entry.script] = script
                 # The job's whole resolved config, for people and tools: what the script was
                 # rendered from. No origins (they hold the compiling machine's paths).
-                files[f"jobs/{entry['name']}.config.json"] = encoder.encode(job.config)
+                files[f"jobs/{entry.name}.config.json"] = encoder.encode(job.config)
                 done[point.index] = entry
                 if point.values.get("stage") in referenced:
                     seen[point.index] = sibling_of(job.config)
@@ -186,12 +192,14 @@ def _compile(
         raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
     max_jobs = check_bundle_limits(base, request.env, origins, jobs)
     check_loads(loaders)
-    groups, group_scripts = array_groups.group(members, {j["name"]: j for j in jobs}, files)
-    files.update(group_scripts)
+    grouped = array_groups.group(members, {j.name: j for j in jobs}, files)
+    files.update(grouped.scripts)
+    if grouped.members:
+        jobs = [grouped.members.get(j.name, j) for j in jobs]
     project = base_project(base, request.env, origins)
     if max_jobs is not None:  # the reconciler's default count budget per round (budget.py)
         project["max_jobs"] = max_jobs
-    moved = _moved(base, request.moved, {j["name"] for j in jobs}, origins)
+    moved = _moved(base, request.moved, {j.name for j in jobs}, origins)
     provenance = compiled_with(
         experiment=request.experiment,
         config_ref=request.config_ref,
@@ -200,8 +208,7 @@ def _compile(
         moved=request.moved,
         bundle_dir=request.bundle_dir,
     )
-    lock = _lock(project, jobs, moved, groups, provenance)
-    check_lock(lock)
+    lock = _lock(Project(**project), jobs, moved, grouped.arrays, provenance)
     return _with_lock(CompiledBundle(files, lock), lock)
 
 
@@ -210,22 +217,20 @@ def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:
     when its state dir moved (`compile --move-state`), so that a state dir lost later still
     finds its jobs in SLURM by tag. A lockfile field like any other (it is in the bundle id)."""
     lock = bundle.lock
-    project = {**lock["project"], "key": key}
-    body = {k: v for k, v in lock.items() if k not in ("bundle_id", PROVENANCE)}
-    moved, groups = body.get("moved"), body.get("arrays")
-    updated = _lock(project, body["jobs"], moved, groups, lock.get(PROVENANCE))
-    check_lock(updated)
+    updated = codec.sealed(
+        dataclasses.replace(lock, project=dataclasses.replace(lock.project, key=key))
+    )
     return _with_lock(bundle, updated)
 
 
-def _with_lock(bundle: CompiledBundle, lock: dict[str, Any]) -> CompiledBundle:
+def _with_lock(bundle: CompiledBundle, lock: Lock) -> CompiledBundle:
     """The bundle with `lock` written. Staged files are one folder, changed in place."""
     files = bundle.files if isinstance(bundle.files, StagedFiles) else dict(bundle.files)
     if isinstance(files, StagedFiles):
         with files.text(LOCK_NAME) as handle:
-            PrettyJson().dump(lock, handle.write)
+            codec.dump(lock, handle.write)
     else:
-        files[LOCK_NAME] = pretty_json(lock)
+        files[LOCK_NAME] = codec.dumps(lock)
     files[PLAN_NAME] = plan_text(lock).encode("utf-8")
     return CompiledBundle(files, lock)
 
@@ -239,7 +244,7 @@ def _job(
     validate: Validator,
     members: list[array_groups.Member],
     scripts: ShapedScripts,
-) -> tuple[dict[str, Any], bytes, JobConfig]:
+) -> tuple[LockJob, bytes, JobConfig]:
     """The job's lock entry and script, and its config as the script was planned from it
     (the debug time clamp and an array member's log path applied)."""
     validate(job.config, job.origins)
@@ -258,8 +263,7 @@ def _job(
     if array:
         members.append(array_groups.member(config, plan))
     script = scripts.render(plan).encode("utf-8")
-    entry = _lock_entry(job, point, overridden, f"jobs/{name}.sbatch", script)
-    entry["depends_on"] = depends_on
+    entry = _lock_entry(job, point, overridden, f"jobs/{name}.sbatch", script, depends_on)
     return entry, script, job
 
 
@@ -311,7 +315,8 @@ def _lock_entry(
     overridden: Sequence[str],
     script_path: str,
     script: bytes,
-) -> dict[str, Any]:
+    depends_on: Sequence[str] = (),
+) -> LockJob:
     config = job.config
     j = config["job"]
     params: dict[str, Any] = {}
@@ -326,32 +331,32 @@ def _lock_entry(
                 break
         else:
             params[dotted] = node
-    return {
-        "name": j["name"],
-        "stage": config.get("stage"),
-        "index": point.index,
-        "params": dict(sorted(params.items())),
-        "depends_on": [],
-        "script": script_path,
-        "sha256": hashlib.sha256(script).hexdigest(),
-        "output_dir": j["base_output_dir"],
-        "log_path": j["log_path"],
-        "log_path_current": j.get("log_path_current"),
-        "start_conditions": j.get("start_conditions", []),
-        "cancel_conditions": j.get("cancel_conditions", []),
-        "inactivity_threshold_seconds": j.get("inactivity_threshold_seconds"),
-        "chain_repeat": j.get("chain_repeat", 1),
-        "restart": j.get("restart", {}),
-        "log_events": j.get("log_events", []),
-        "state_events": j.get("state_events", []),
-        "array": bool(config["slurm"].get("array", False)),
+    return LockJob(
+        name=j["name"],
+        stage=config.get("stage"),
+        index=point.index,
+        params=dict(sorted(params.items())),
+        depends_on=tuple(depends_on),
+        script=script_path,
+        sha256=hashlib.sha256(script).hexdigest(),
+        output_dir=j["base_output_dir"],
+        log_path=j["log_path"],
+        log_path_current=j.get("log_path_current"),
+        start_conditions=tuple(j.get("start_conditions", ())),
+        cancel_conditions=tuple(j.get("cancel_conditions", ())),
+        inactivity_threshold_seconds=j.get("inactivity_threshold_seconds"),
+        chain_repeat=j.get("chain_repeat", 1),
+        restart=RestartPolicy.from_json(j.get("restart", {})),
+        log_events=tuple(j.get("log_events", ())),
+        state_events=tuple(j.get("state_events", ())),
+        array=bool(config["slurm"].get("array", False)),
         # What runs: the reconciler reads a Megatron job's log for its training progress.
-        "backend": config["backend"]["kind"],
-        **({"dependency": "slurm"} if j.get("dependency") == "slurm" else {}),
+        backend=config["backend"]["kind"],
+        dependency="slurm" if j.get("dependency") == "slurm" else "reconciler",
         # Optional, and only written when set: bundles without one keep their bytes.
-        **({"finish_condition": j["finish_condition"]} if j.get("finish_condition") else {}),
-        **({"wandb": found} if (found := wandb_lock(config)) else {}),
-    }
+        finish_condition=j.get("finish_condition") or None,
+        wandb=wandb_lock(config) or None,
+    )
 
 
 def _has(node: Any, key: str | int) -> bool:
@@ -383,47 +388,16 @@ def _moved(
 
 
 def _lock(
-    project: dict[str, Any],
-    jobs: list[dict[str, Any]],
-    moved: dict[str, str] | None = None,
-    groups: dict[str, dict[str, Any]] | None = None,
-    provenance: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {"version": LOCK_VERSION, "project": project, "jobs": jobs}
-    if moved:
-        body["moved"] = moved
-    if groups:
-        body["arrays"] = groups
-    digest = _digest(body)
-    # The provenance stays out of the digest: a new oellm version or another spelling of the
-    # same arguments is not another bundle for the reconciler.
-    return {"bundle_id": digest, **body, **({PROVENANCE: provenance} if provenance else {})}
-
-
-def _digest(body: dict[str, Any]) -> str:
-    """sha256 of the body's compact JSON (sorted keys), hashed job by job: the same digest as
-    of the whole text, without that text in memory."""
-    digest = hashlib.sha256()
-
-    def put(text: str) -> None:
-        digest.update(text.encode("utf-8"))
-
-    put("{")
-    for number, key in enumerate(sorted(body)):
-        put(("," if number else "") + _compact(key) + ":")
-        if key == "jobs":
-            put("[")
-            for index, job in enumerate(body[key]):
-                put(("," if index else "") + _compact(job))
-            put("]")
-        else:
-            put(_compact(body[key]))
-    put("}")
-    return digest.hexdigest()
-
-
-def _compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    project: Project,
+    jobs: Sequence[LockJob],
+    moved: Mapping[str, str] | None = None,
+    groups: Mapping[str, ArrayGroup] | None = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> Lock:
+    # The provenance stays out of the bundle id: a new oellm version or another spelling of
+    # the same arguments is not another bundle for the reconciler.
+    draft = Lock("", project, tuple(jobs), moved or {}, groups or {}, provenance or None)
+    return codec.sealed(draft)
 
 
 __all__ = ["COMMAND_LINE", "CompileRequest", "CompiledBundle", "compile_bundle"]

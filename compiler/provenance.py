@@ -15,10 +15,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from oellm import __version__
+from oellm.lockfile.codec import PROVENANCE as FIELD
 
 from .errors import fail
-
-FIELD = "compiled_with"
 
 
 def _relative(path: Path, base: Path) -> str:

@@ -202,27 +202,3 @@ def _pattern_hint(path: KeyPath) -> str | None:
 def _show(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-@functools.cache
-def lock_validator() -> Draft202012Validator:
-    registry: Registry[Any] = Registry()
-    for name in ("experiment.schema.json", "megatron.schema.json", "lock.schema.json"):
-        registry = registry.with_resource(name, Resource.from_contents(load_schema(name)))
-    return Draft202012Validator(load_schema("lock.schema.json"), registry=registry)
-
-
-@functools.cache
-def _fast_lock() -> Callable[[Any], bool] | None:
-    return _fast_validator(("lock.schema.json", "experiment.schema.json", "megatron.schema.json"))
-
-
-def check_lock(lock: Mapping[str, Any]) -> None:
-    """The compiler checks its own output against the lockfile contract; a failure is a bug."""
-    fast = _fast_lock()
-    if fast is not None and fast(lock):
-        return
-    errors = sorted(lock_validator().iter_errors(lock), key=lambda e: list(map(str, e.path)))
-    if errors:
-        details = "; ".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
-        raise AssertionError(f"compiled lockfile breaks schemas/lock.schema.json: {details}")

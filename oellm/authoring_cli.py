@@ -109,7 +109,7 @@ def config_command(
 
         bundle = compile_bundle(request, on_job=keep)
         if job not in found:
-            names = [j["name"] for j in bundle.lock["jobs"]]
+            names = [j.name for j in bundle.lock.jobs]
             shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
             raise fail(
                 f"the experiment has no job '{job}' ({len(names)} jobs: {shown})",

@@ -8,7 +8,6 @@ node-hours and GPU-hours the sweep asks for. Exit 0: nothing found; 1: something
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,8 @@ import click
 from oellm.bundle_files import LOCK_NAME
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, CommandError
 from oellm.guard import guarded
+from oellm.lockfile import Lock
+from oellm.lockfile.codec import loads
 from oellm.resources import directives, totals
 from oellm.shell import run
 
@@ -37,20 +38,19 @@ class Shape:
     jobs: tuple[str, ...]
 
 
-def shapes(lock: dict[str, Any], text: Any) -> list[Shape]:
+def shapes(lock: Lock, text: Any) -> list[Shape]:
     """Group the jobs by the sha256 of their scripts' `#SBATCH` lines (per-job names and log
     paths left out), in lockfile order. `text(path)` reads a script of the bundle."""
-    arrays = lock.get("arrays") or {}
     groups: dict[str, tuple[str, bool, list[str]]] = {}
     keys: dict[str, str] = {}
-    for job in lock["jobs"]:
-        group = arrays.get(job.get("array_group") or "")
-        path = group["script"] if group else job["script"]
+    for job in lock.jobs:
+        group = lock.arrays.get(job.array_group) if job.array_group else None
+        path = group.script if group else job.script
         key = keys.get(path)
         if key is None:
             kept = [f"{n}={v}" for n, v in directives(text(path)) if n not in _PER_JOB]
             key = keys[path] = hashlib.sha256("\n".join(kept).encode()).hexdigest()
-        groups.setdefault(key, (path, bool(group), []))[2].append(job["name"])
+        groups.setdefault(key, (path, bool(group), []))[2].append(job.name)
     return [Shape(path, array, tuple(names)) for path, array, names in groups.values()]
 
 
@@ -78,13 +78,13 @@ def ask_sbatch(bundle: Path, shape: Shape) -> str | None:
     return "\n".join(said) or f"sbatch exited {done.returncode}"
 
 
-def missing_reads(bundle: Path, lock: dict[str, Any]) -> dict[str, list[str]]:
+def missing_reads(bundle: Path, lock: Lock) -> dict[str, list[str]]:
     """Each path some job reads that does not exist -> the jobs that read it."""
     root = bundle.resolve().parent
     readers: dict[str, list[str]] = {}
-    for job in lock["jobs"]:
-        for path in job.get("reads", []):
-            readers.setdefault(path, []).append(job["name"])
+    for job in lock.jobs:
+        for path in job.reads:
+            readers.setdefault(path, []).append(job.name)
     out: dict[str, list[str]] = {}
     for path, names in readers.items():
         full = Path(path).expanduser()
@@ -110,7 +110,7 @@ def check_command(bundle: Path, skip_sbatch: bool) -> int:
     from oellm.reconciler.bundle import load_bundle
 
     load_bundle(bundle)  # a bundle that breaks its contract is a usage error (exit 2)
-    lock = json.loads((bundle / LOCK_NAME).read_text(encoding="utf-8"))
+    lock = loads((bundle / LOCK_NAME).read_bytes(), str(bundle / LOCK_NAME))
 
     def text(path: str) -> str:
         return (bundle / path).read_text(encoding="utf-8")
@@ -136,8 +136,8 @@ def check_command(bundle: Path, skip_sbatch: bool) -> int:
     for path, names in sorted(missing.items()):
         click.echo(f"missing: {path} (read by {_jobs(names)})")
     found += len(missing)
-    recorded = sum(len(j.get("reads", [])) for j in lock["jobs"])
-    if not any("reads" in j for j in lock["jobs"]):
+    recorded = sum(len(j.reads) for j in lock.jobs)
+    if not recorded:
         click.echo("paths: no job reads a data, tokenizer, image or checkpoint path")
     elif not missing:
         click.echo(f"paths: all present ({recorded} reads)")

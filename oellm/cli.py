@@ -213,10 +213,9 @@ def compile_command(
         if change.note:
             click.echo(change.note)
         write_bundle(bundle, output)
-    jobs = len(bundle.lock["jobs"])
+    jobs = len(bundle.lock.jobs)
     click.echo(
-        f"wrote {output}: {jobs} job{'s' if jobs != 1 else ''}, "
-        f"bundle {bundle.lock['bundle_id'][:12]}"
+        f"wrote {output}: {jobs} job{'s' if jobs != 1 else ''}, bundle {bundle.lock.bundle_id[:12]}"
     )
     return EXIT_OK
 
@@ -234,7 +233,7 @@ def _compile(
     from oellm.reconciler.identity import state_change
 
     bundle = compile_bundle(request, _Progress(), files=files)
-    change = state_change(output, bundle.lock["project"], move_state, fresh_state)
+    change = state_change(output, bundle.lock.project, move_state, fresh_state)
     if change.key is not None:
         bundle = with_state_key(bundle, change.key)
     return bundle, change
@@ -321,6 +320,7 @@ def plan_command(
     """
     from oellm.compiler.pipeline import compile_bundle
     from oellm.compiler.plan import plan_dot, plan_mermaid, plan_text
+    from oellm.lockfile.codec import loads
 
     if args and config_ref is None and Path(args[0]).is_dir():
         if len(args) > 1:
@@ -328,7 +328,7 @@ def plan_command(
         lock_path = Path(args[0]) / LOCK_NAME
         if not lock_path.is_file():
             raise click.UsageError(f"'{args[0]}' holds no {LOCK_NAME}")
-        lock = json.loads(lock_path.read_text(encoding="utf-8"))
+        lock = loads(lock_path.read_bytes(), str(lock_path))
         folder = Path(args[0])
 
         def script(path: str) -> str:

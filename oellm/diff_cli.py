@@ -158,7 +158,7 @@ def check_bundle(bundle: CompiledBundle, out: Path, color: bool = False) -> tupl
             f"'{out}' is not empty and holds no {LOCK_NAME}: it is not a bundle",
             hint="point -o at the bundle folder",
         )
-    jobs = len(bundle.lock["jobs"])
+    jobs = len(bundle.lock.jobs)
     up_to_date = f"{out}: up to date ({jobs} job{'' if jobs == 1 else 's'})\n"
     # The usual answer, found without parsing either lockfile: every file is the same.
     if current.keys() == bundle.files.keys() and all(

@@ -6,9 +6,10 @@ upper bounds and restarts are not counted, so this is what one pass of the sweep
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+
+from oellm.lockfile.model import Lock
 
 _DIRECTIVE = re.compile(r"^#SBATCH\s+(--?[A-Za-z][\w-]*)(?:[=\s]\s*(.*?))?\s*$")
 
@@ -116,23 +117,23 @@ def _hours(value: float) -> str:
     return f"{value:,.1f}"
 
 
-def totals(lock: Mapping[str, Any], script: Callable[[str], str]) -> Totals:
+def totals(lock: Lock, script: Callable[[str], str]) -> Totals:
     """Sum over the lockfile's jobs; `script` gives a script's text by its bundle path. A job of
     an array takes its directives from the array's shared script, which sbatch reads."""
-    arrays = lock.get("arrays") or {}
+    arrays = lock.arrays
     seen: dict[str, Ask] = {}
     node_hours = gpu_hours = 0.0
     unlimited: list[str] = []
-    for job in lock["jobs"]:
-        group = arrays.get(job.get("array_group") or "")
-        path = group["script"] if group else job["script"]
+    for job in lock.jobs:
+        group = arrays.get(job.array_group) if job.array_group else None
+        path = group.script if group else job.script
         request = seen.get(path)
         if request is None:
             request = seen[path] = ask(directives(script(path)))
         if request.minutes is None:
-            unlimited.append(job["name"])
+            unlimited.append(job.name)
             continue
-        hours = request.minutes / 60 * int(job.get("chain_repeat", 1))
+        hours = request.minutes / 60 * job.chain_repeat
         node_hours += request.nodes * hours
         gpu_hours += request.gpus * hours
-    return Totals(len(lock["jobs"]), node_hours, gpu_hours, tuple(unlimited))
+    return Totals(len(lock.jobs), node_hours, gpu_hours, tuple(unlimited))

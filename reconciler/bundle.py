@@ -8,21 +8,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import importlib.resources
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
 
 from oellm.bundle_files import LOCK_NAME
+from oellm.lockfile.codec import LockfileError, loads
 
 from .errors import ReconcileError
 from .model import ArrayGroup, LockJob
-
-SUPPORTED_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -65,40 +58,6 @@ class Bundle:
         return self.arrays.get(job.array_group) if job.array_group else None
 
 
-_SCHEMAS = ("lock.schema.json", "experiment.schema.json", "megatron.schema.json")
-
-
-@functools.cache
-def _schemas() -> dict[str, Any]:
-    folder = importlib.resources.files("oellm.schemas")
-    return {
-        name: json.loads(folder.joinpath(name).read_text(encoding="utf-8")) for name in _SCHEMAS
-    }
-
-
-@functools.cache
-def _validator() -> Draft202012Validator:
-    registry: Registry[Any] = Registry()
-    for name, schema in _schemas().items():
-        registry = registry.with_resource(name, Resource.from_contents(schema))
-    return Draft202012Validator(_schemas()["lock.schema.json"], registry=registry)
-
-
-@functools.cache
-def _fast_is_valid() -> Any:
-    """A compiled validator for the common case (a valid lockfile of 10,000 jobs is checked in
-    milliseconds); the detailed one only runs to explain a failure."""
-    try:
-        import jsonschema_rs
-    except ImportError:
-        return None
-    schemas = _schemas()
-    registry = jsonschema_rs.Registry(list(schemas.items()))
-    return jsonschema_rs.Draft202012Validator(
-        schemas["lock.schema.json"], registry=registry
-    ).is_valid
-
-
 def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
     """The bundle at `path`, its scripts checked against the lockfile. A recompile swaps the
     whole folder in at once, but a round may read the lockfile before the swap and a script
@@ -133,89 +92,22 @@ def _load(path: Path, check_scripts: bool) -> Bundle:
             hint="compile one first: oellm compile exp.yaml -o " + str(path),
         )
     try:
-        data = json.loads(lock_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        lock = loads(lock_path.read_bytes(), str(lock_path))
+    except OSError as exc:
         raise ReconcileError(f"cannot read the lockfile: {exc}", str(lock_path)) from None
-    version = data.get("version") if isinstance(data, dict) else None
-    if version != SUPPORTED_VERSION:
-        raise ReconcileError(
-            f"lockfile version {version!r} is not supported (this oellm reads version "
-            f"{SUPPORTED_VERSION})",
-            str(lock_path),
-            hint="recompile the bundle with this oellm, or use the oellm that wrote it",
-        )
-    fast = _fast_is_valid()
-    errors = (
-        []
-        if fast is not None and fast(data)
-        else sorted(_validator().iter_errors(data), key=lambda e: list(map(str, e.path)))
-    )
-    if errors:
-        where = "/".join(map(str, errors[0].path))
-        raise ReconcileError(
-            f"the lockfile breaks its schema at {where or 'the top'}: {errors[0].message}",
-            str(lock_path),
-            hint="recompile the bundle rather than editing plan.lock.json",
-        )
-    jobs = tuple(
-        LockJob(
-            name=j["name"],
-            stage=j["stage"],
-            index=j["index"],
-            params=j["params"],
-            depends_on=tuple(j["depends_on"]),
-            script=j["script"],
-            sha256=j["sha256"],
-            output_dir=j["output_dir"],
-            log_path=j["log_path"],
-            log_path_current=j["log_path_current"],
-            start_conditions=tuple(j["start_conditions"]),
-            cancel_conditions=tuple(j["cancel_conditions"]),
-            chain_repeat=j["chain_repeat"],
-            restart=j["restart"],
-            array=j["array"],
-            log_events=tuple(_with_inactivity(j)),
-            state_events=tuple(j["state_events"]),
-            array_group=j.get("array_group"),
-            array_index=j.get("array_index"),
-            dependency=j.get("dependency", "reconciler"),
-            finish_condition=j.get("finish_condition"),
-            backend=j.get("backend", "bash"),
-            wandb=j.get("wandb"),
-        )
-        for j in data["jobs"]
-    )
+    except LockfileError as exc:
+        raise ReconcileError(exc.message, exc.path, exc.hint) from None
     bundle = Bundle(
         path=path,
-        bundle_id=data["bundle_id"],
-        project=data["project"]["name"],
-        output_dir=data["project"]["output_dir"],
-        state_dir=data["project"]["state_dir"],
-        jobs=jobs,
-        key=data["project"].get("key"),
-        max_jobs=data["project"].get("max_jobs"),
-        moved=dict(data.get("moved", {})),
-        arrays={
-            name: ArrayGroup(name, a["script"], a["sha256"], a["size"], a["throttle"])
-            for name, a in data.get("arrays", {}).items()
-        },
-    )
-    for job in jobs:
-        if job.array_group and job.array_group not in bundle.arrays:
-            raise ReconcileError(
-                f"job {job.name} is in array {job.array_group!r}, which the lockfile does not "
-                "describe",
-                str(lock_path),
-                hint="recompile the bundle rather than editing plan.lock.json",
-            )
-    bundle = dataclasses.replace(
-        bundle,
-        jobs=tuple(
-            dataclasses.replace(job, array_throttle=bundle.arrays[job.array_group].throttle)
-            if job.array_group
-            else job
-            for job in jobs
-        ),
+        bundle_id=lock.bundle_id,
+        project=lock.project.name,
+        output_dir=lock.project.output_dir,
+        state_dir=lock.project.state_dir,
+        jobs=lock.jobs,
+        key=lock.project.key,
+        moved=dict(lock.moved),
+        arrays=dict(lock.arrays),
+        max_jobs=lock.project.max_jobs,
     )
     if check_scripts:
         for job in bundle.jobs:
@@ -223,22 +115,6 @@ def _load(path: Path, check_scripts: bool) -> Bundle:
         for group in bundle.arrays.values():
             _check_script(bundle.path / group.script, group.sha256)
     return bundle
-
-
-def _with_inactivity(job: dict[str, Any]) -> list[dict[str, Any]]:
-    """`job.inactivity_threshold_seconds` is shorthand for an inactivity event that restarts."""
-    events = list(job["log_events"])
-    seconds = job.get("inactivity_threshold_seconds")
-    if seconds:
-        events.append(
-            {
-                "name": "inactivity",
-                "kind": "inactivity",
-                "seconds": seconds,
-                "actions": [{"kind": "restart"}],
-            }
-        )
-    return events
 
 
 def _check_script(script: Path, sha256: str) -> None:

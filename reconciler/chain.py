@@ -102,7 +102,7 @@ def _link_now(record: Link, tries: int, obs: Observation) -> LinkNow:
 
 
 def _restart_on(lock: LockJob | None) -> frozenset[str]:
-    found: Collection[str] = lock.restart.get("on", ()) if lock is not None else ()
+    found: Collection[str] = lock.restart.on if lock is not None else ()
     return frozenset(found)
 
 

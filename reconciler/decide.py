@@ -484,7 +484,7 @@ def _after_failure(job: LockJob, history: History, now: datetime) -> Submit | Wa
         return Wait(name, f"cancelled: {latest.cancel_requested}", outcome="cancelled")
     if latest.restart_requested:
         cause = f"restart requested: {latest.restart_requested}"
-    elif state in policy.get("on", ()):
+    elif state in policy.on:
         cause = f"restart after {state}"
     else:
         return Wait(name, f"ended {state}", attempt=latest.attempt, outcome=_failed(state))
@@ -496,7 +496,7 @@ def _after_failure(job: LockJob, history: History, now: datetime) -> Submit | Wa
             attempt=latest.attempt,
             outcome=_failed(state),
         )
-    backoff = timedelta(seconds=float(policy.get("backoff_seconds") or 0))
+    backoff = timedelta(seconds=float(policy.backoff_seconds or 0))
     if latest.ended_at and now < datetime.fromisoformat(latest.ended_at) + backoff:
         return Wait(
             name,

@@ -52,7 +52,7 @@ def observations(
     fired_names = {e.get("event") for e in latest.events}
     read = obs.logs.get(name)
     if read is not None:
-        pattern_events = [e for e in job.log_events if e["kind"] in ("substring", "regex")]
+        pattern_events = [e for e in job.watched_log_events if e["kind"] in ("substring", "regex")]
         for match in matches(pattern_events, read.lines):
             event_name = match.event["name"]
             if latest.fired(match.key):
@@ -80,7 +80,7 @@ def observations(
             )
     if now_state.state == "RUNNING":
         last_growth = obs.log_growth.get(name)
-        for event in job.log_events:
+        for event in job.watched_log_events:
             if event["kind"] != "inactivity" or last_growth is None:
                 continue
             silent = (now - last_growth).total_seconds()

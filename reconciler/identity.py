@@ -14,12 +14,11 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from oellm.bundle_files import LOCK_NAME
+from oellm.lockfile.model import Project
 
 from . import tags
 from .codec import RecordInvalid, decode
@@ -172,9 +171,7 @@ class StateChange:
     note: str | None = None
 
 
-def state_change(
-    bundle_dir: Path, project: Mapping[str, Any], move: bool, fresh: bool
-) -> StateChange:
+def state_change(bundle_dir: Path, project: Project, move: bool, fresh: bool) -> StateChange:
     """Before a recompile replaces `bundle_dir` (the new lock's `project`): whether its state
     dir moves, and with records there, what to do. Refused unless the user said --move-state
     (the records go along under the same key, and the jobs they follow stay followed) or
@@ -187,12 +184,12 @@ def state_change(
         return StateChange(None)  # no bundle there yet (or not one oellm can read)
     root = bundle_dir.resolve().parent
     old_state = _under(root, old_dir)
-    new_state = _under(root, str(project["state_dir"]))
+    new_state = _under(root, project.state_dir)
     if old_state == new_state:
         return StateChange(old_key if isinstance(old_key, str) else None)
     if not has_records(old_state):
         return StateChange(None)
-    if old.get("name") != project.get("name"):
+    if old.get("name") != project.name:
         # Another experiment compiled into this folder: its state is its own.
         return StateChange(
             None,

@@ -14,59 +14,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
 
+# The lockfile's jobs and arrays are the lockfile's own records, shared with the compiler.
+from oellm.lockfile.model import ArrayGroup as ArrayGroup
+from oellm.lockfile.model import LockJob as LockJob
+from oellm.lockfile.model import RestartPolicy as RestartPolicy
+
 from .recover import NOTHING, Submissions
 from .schedulers import FINISHED, JobState, SchedulerJob
-
-# --- the lockfile's jobs --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LockJob:
-    name: str
-    stage: str | None
-    index: int
-    params: dict[str, Any]
-    depends_on: tuple[str, ...]
-    script: str
-    sha256: str
-    output_dir: str
-    log_path: str
-    log_path_current: str | None
-    start_conditions: tuple[dict[str, Any], ...]
-    cancel_conditions: tuple[dict[str, Any], ...]
-    chain_repeat: int
-    restart: dict[str, Any]
-    array: bool
-    log_events: tuple[dict[str, Any], ...] = ()
-    state_events: tuple[dict[str, Any], ...] = ()
-    # An array member (`slurm.array: true`): task `array_index` of its group's shared script;
-    # submitted with the other ready members as one --array job, or alone as --array=<index>.
-    array_group: str | None = None
-    array_index: int | None = None
-    # The group's `slurm.array_throttle` (from the lockfile's `arrays`): at most this many of
-    # its members in flight at once, across all the arrays they were submitted in.
-    array_throttle: int | None = None
-    # `slurm`: submitted with --dependency=afterok as soon as its upstream jobs are queued.
-    dependency: str = "reconciler"
-    # `job.finish_condition`: when it holds, the job's output already exists and it is not
-    # submitted (a condition like the start conditions; None: none).
-    finish_condition: dict[str, Any] | None = None
-    # What the script runs (`megatron`, `bash`): a Megatron job's log is read for metrics.
-    backend: str = "bash"
-    # W&B: {"dir", "run_id"} of a job that logs to it, for `oellm reconcile --sync-wandb`.
-    wandb: dict[str, str] | None = None
-
-
-@dataclass(frozen=True)
-class ArrayGroup:
-    """One SLURM job array of the bundle: its shared script picks a member by task index."""
-
-    name: str
-    script: str
-    sha256: str
-    size: int
-    throttle: int | None
-
 
 # --- the records of attempts ---------------------------------------------------------------
 

@@ -108,14 +108,14 @@ class _Read:
         job = bundle.job(attempt.job)
         for _, job_id in running:
             self.markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)
-        if job.log_events and self.records is not None:
+        if job.watched_log_events and self.records is not None:
             state = self.records.load_log_state(job.name, attempt.attempt)
             self.logs[job.name], size = _read_logs(bundle, job, running, state)
             if (size is not None and size != state.last_size) or state.last_growth is None:
                 self.growth[job.name] = self.now
             else:
                 self.growth[job.name] = datetime.fromisoformat(state.last_growth)
-        progress_file = job.restart.get("progress_file")
+        progress_file = job.restart.progress_file
         if progress_file:
             found = read_iteration(bundle.resolve(progress_file))
             if found is not None:
@@ -183,7 +183,7 @@ def _read_logs(
         main = str(bundle.resolve(log_for(job.log_path, job_id, job.array_index)))
         mains.append(main)
         paths[main] = link
-        for event in job.log_events:
+        for event in job.watched_log_events:
             for extra in event.get("paths", ()):
                 paths[str(bundle.resolve(log_for(extra, job_id, job.array_index)))] = link
     lines: list[LogLine] = []

@@ -7,11 +7,10 @@ file a run of attempts that did not advance the checkpoint stops the restarts.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
 
-from .model import Attempt
+from .model import Attempt, RestartPolicy
 
 # An intent that the scheduler still does not know after this long (and two looks) was never
 # submitted: sbatch died before SLURM accepted it.
@@ -26,18 +25,18 @@ INFRA_FAILURES = frozenset({"TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "L
 CODE_FAILURES = frozenset({"FAILED", "OUT_OF_MEMORY", "CANCELLED"})
 
 
-def budget_exhausted(attempts: Sequence[Attempt], policy: Mapping[str, Any]) -> str | None:
-    limit = policy.get("max_attempts")
+def budget_exhausted(attempts: Sequence[Attempt], policy: RestartPolicy) -> str | None:
+    limit = policy.max_attempts
     if limit is not None and len(attempts) >= limit:
         return f"max_attempts {limit} reached"
     infra = sum(1 for a in attempts if a.final_state in INFRA_FAILURES and not a.restart_requested)
     code = sum(1 for a in attempts if a.final_state in CODE_FAILURES and not a.restart_requested)
-    if policy.get("infra_restarts") is not None and infra > policy["infra_restarts"]:
-        return f"infra_restarts {policy['infra_restarts']} used up"
-    if policy.get("code_restarts") is not None and code > policy["code_restarts"]:
-        return f"code_restarts {policy['code_restarts']} used up"
-    patience = policy.get("without_progress")
-    if patience and policy.get("progress_file"):
+    if policy.infra_restarts is not None and infra > policy.infra_restarts:
+        return f"infra_restarts {policy.infra_restarts} used up"
+    if policy.code_restarts is not None and code > policy.code_restarts:
+        return f"code_restarts {policy.code_restarts} used up"
+    patience = policy.without_progress
+    if patience and policy.progress_file:
         stalled, best = 0, None
         for a in attempts:
             if a.iteration is not None and (best is None or a.iteration > best):

@@ -12,6 +12,7 @@ from tests.helpers import REPO
 DESIGN_FOLDERS = [
     "compiler",
     "reconciler",
+    "lockfile",
     "schemas",
     "templates",
     "config",
@@ -62,6 +63,30 @@ def test_compiler_is_pure(path: Path) -> None:
 def test_reconciler_reads_only_the_bundle(path: Path) -> None:
     found = imports(path)
     assert not {n for n in found if n.startswith("ruamel") or "compiler" in n}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "lockfile").glob("*.py")), ids=lambda p: p.name)
+def test_the_lockfile_imports_neither_half(path: Path) -> None:
+    """Both halves depend on the contract; it depends on neither (nor on the shell)."""
+    found = imports(path)
+    assert not {n for n in found if "compiler" in n or "reconciler" in n}
+    assert not {n for n in found if n.split(".")[0] in ("subprocess", "oellm.shell")}
+
+
+HALVES = sorted(p for folder in ("compiler", "reconciler") for p in (REPO / folder).rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", HALVES, ids=lambda p: p.relative_to(REPO).as_posix())
+def test_only_the_lockfile_codec_reads_or_checks_the_lockfile_schema(path: Path) -> None:
+    """One validator and one mapping for plan.lock.json (oellm.lockfile.codec): neither half
+    keeps a schema check of its own."""
+    assert "lock.schema.json" not in path.read_text(encoding="utf-8")
+
+
+def test_the_reconciler_reads_the_bundle_through_the_codec() -> None:
+    found = imports(REPO / "reconciler" / "bundle.py")
+    assert "oellm.lockfile.codec" in found
+    assert not {n for n in found if n.split(".")[0] in ("jsonschema", "jsonschema_rs", "json")}
 
 
 # The reconciler's functional core (DESIGN: "decide ... pure, exhaustively tested") and the

@@ -19,8 +19,9 @@ from oellm.cli import main
 from oellm.compiler import array_groups
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.pipeline import CompiledBundle
-from oellm.compiler.validate import lock_validator
 from oellm.compiler.write import write_bundle
+from oellm.lockfile.codec import validator as lock_validator
+from oellm.lockfile.model import LockJob
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
 from tests.compiler.hostile import bash_syntax_errors
@@ -55,7 +56,9 @@ def compile_text(
 
 def members_of(bundle: CompiledBundle) -> list[tuple[str, str | None, int | None]]:
     """(job, array group, index) in job order."""
-    return [(j["name"], j.get("array_group"), j.get("array_index")) for j in bundle.lock["jobs"]]
+    return [
+        (j["name"], j.get("array_group"), j.get("array_index")) for j in bundle.lock_json["jobs"]
+    ]
 
 
 def case_lines(script: bytes) -> list[tuple[int, str, str]]:
@@ -118,7 +121,7 @@ def cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 def test_three_job_sweep_is_one_array(tmp_path: Path) -> None:
     bundle = compile_text(tmp_path, SWEEP3)
-    lock = bundle.lock
+    lock = bundle.lock_json
     assert set(lock["arrays"]) == {"train"}
     group = lock["arrays"]["train"]
     script = bundle.files["jobs/arrays/train.sbatch"]
@@ -157,11 +160,11 @@ def test_three_job_sweep_is_one_array(tmp_path: Path) -> None:
 
 def test_array_lock_passes_the_schema_and_loads(tmp_path: Path) -> None:
     bundle = compile_text(tmp_path, SWEEP3)
-    errors = list(lock_validator().iter_errors(bundle.lock))
+    errors = list(lock_validator().iter_errors(bundle.lock_json))
     assert errors == []
     write_bundle(bundle, tmp_path / "bundle")
     on_disk = json.loads((tmp_path / "bundle" / "plan.lock.json").read_text())
-    assert on_disk == bundle.lock
+    assert on_disk == bundle.lock_json
     written = (tmp_path / "bundle" / "jobs" / "arrays" / "train.sbatch").read_bytes()
     assert hashlib.sha256(written).hexdigest() == on_disk["arrays"]["train"]["sha256"]
     loaded = load_bundle(tmp_path / "bundle")  # checks every script's sha256 too
@@ -214,7 +217,7 @@ def written(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
     """SWEEP3 compiled with outputs under tmp_path and written to tmp_path/bundle."""
     bundle = compile_text(tmp_path, SWEEP3, env={"OUTPUT_DIR": str(tmp_path / "out")})
     write_bundle(bundle, tmp_path / "bundle")
-    return tmp_path / "bundle", bundle.lock
+    return tmp_path / "bundle", bundle.lock_json
 
 
 def test_group_script_runs_the_task_of_its_index(
@@ -306,7 +309,7 @@ def test_different_resources_in_one_stage_are_numbered_arrays(tmp_path: Path) ->
           params: {vars.i: [0, 1], slurm.sbatch.time: [1, 2]}
         """,
     )
-    lock = bundle.lock
+    lock = bundle.lock_json
     assert set(lock["arrays"]) == {"train-1", "train-2"}
     jobs = lock["jobs"]
     # train-1 is the array of the first job; each array holds the jobs of one time limit.
@@ -365,7 +368,7 @@ sweep:
 
 def test_one_array_per_stage(tmp_path: Path) -> None:
     bundle = compile_text(tmp_path, TWO_STAGES)
-    lock = bundle.lock
+    lock = bundle.lock_json
     assert {name: (a["stage"], a["size"]) for name, a in lock["arrays"].items()} == {
         "prep": ("prep", 2),
         "train": ("train", 3),
@@ -385,10 +388,10 @@ def test_one_array_per_stage(tmp_path: Path) -> None:
 
 def test_jobs_without_a_stage_form_the_array_jobs(tmp_path: Path) -> None:
     bundle = compile_text(tmp_path, SWEEP3.replace("stage: train\n", ""))
-    assert set(bundle.lock["arrays"]) == {"jobs"}
-    assert bundle.lock["arrays"]["jobs"]["stage"] is None
-    assert bundle.lock["arrays"]["jobs"]["script"] == "jobs/arrays/jobs.sbatch"
-    assert {j["log_path"] for j in bundle.lock["jobs"]} == {
+    assert set(bundle.lock_json["arrays"]) == {"jobs"}
+    assert bundle.lock_json["arrays"]["jobs"]["stage"] is None
+    assert bundle.lock_json["arrays"]["jobs"]["script"] == "jobs/arrays/jobs.sbatch"
+    assert {j["log_path"] for j in bundle.lock_json["jobs"]} == {
         "/scratch/arr/arrays/jobs/slurm-%A_%a.log"
     }
     assert "(stage" not in bundle.files["jobs/arrays/jobs.sbatch"].decode().splitlines()[1]
@@ -396,9 +399,9 @@ def test_jobs_without_a_stage_form_the_array_jobs(tmp_path: Path) -> None:
 
 def test_without_array_no_array_fields(tmp_path: Path) -> None:
     bundle = compile_text(tmp_path, SWEEP3.replace("array: true", "array: false"))
-    assert "arrays" not in bundle.lock
+    assert "arrays" not in bundle.lock_json
     assert not any(name.startswith("jobs/arrays/") for name in bundle.files)
-    for job in bundle.lock["jobs"]:
+    for job in bundle.lock_json["jobs"]:
         assert job["array"] is False
         assert "array_group" not in job and "array_index" not in job
         assert "/arrays/" not in job["log_path"]
@@ -406,8 +409,8 @@ def test_without_array_no_array_fields(tmp_path: Path) -> None:
     plain = compile_text(
         tmp_path, SWEEP3.replace("array: true, array_throttle: 2, ", ""), name="plain.yaml"
     )
-    assert "arrays" not in plain.lock
-    assert not any("array_group" in job for job in plain.lock["jobs"])
+    assert "arrays" not in plain.lock_json
+    assert not any("array_group" in job for job in plain.lock_json["jobs"])
 
 
 def test_array_only_for_the_jobs_that_ask(tmp_path: Path) -> None:
@@ -424,7 +427,7 @@ def test_array_only_for_the_jobs_that_ask(tmp_path: Path) -> None:
           params: {vars.i: [0, 1], slurm.array: [true, false]}
         """,
     )
-    lock = bundle.lock
+    lock = bundle.lock_json
     assert lock["arrays"]["train"]["size"] == 2
     for job in lock["jobs"]:
         if job["array"]:
@@ -448,7 +451,7 @@ def test_max_array_size_splits_a_group(tmp_path: Path) -> None:
           params: {vars.i: [0, 1, 2, 3, 4]}
         """,
     )
-    lock = bundle.lock
+    lock = bundle.lock_json
     assert {name: a["size"] for name, a in lock["arrays"].items()} == {
         "train-1": 2,
         "train-2": 2,
@@ -491,7 +494,7 @@ def test_array_group_names_are_unique_across_stages(tmp_path: Path) -> None:
         """,
     )
     _check_groups_consistent(bundle)
-    assert sorted(bundle.lock["arrays"]) == ["x-1", "x-1.2", "x-2"]
+    assert sorted(bundle.lock_json["arrays"]) == ["x-1", "x-1.2", "x-2"]
 
 
 def test_array_group_names_are_unique_with_and_without_stage(tmp_path: Path) -> None:
@@ -514,13 +517,13 @@ def test_array_group_names_are_unique_with_and_without_stage(tmp_path: Path) -> 
         """,
     )
     _check_groups_consistent(bundle)
-    assert sorted(bundle.lock["arrays"]) == ["jobs", "jobs.2"]
+    assert sorted(bundle.lock_json["arrays"]) == ["jobs", "jobs.2"]
 
 
 def _check_groups_consistent(bundle: CompiledBundle) -> None:
     """Every member is listed by its group's script at its index, with its own script; every
     group's size is its member count."""
-    lock = bundle.lock
+    lock = bundle.lock_json
     sizes = {name: a["size"] for name, a in lock["arrays"].items()}
     counted: dict[str, int] = {}
     for job in lock["jobs"]:
@@ -663,7 +666,7 @@ def test_array_refuses_a_log_path_of_the_users(tmp_path: Path) -> None:
         write(tmp_path / "plain.yaml", exp.read_text().replace("array: true", "array: false")),
         env=FIXED_ENV,
     )
-    assert bundle.lock["jobs"][0]["log_path"] == "/logs/c-%j.log"
+    assert bundle.lock_json["jobs"][0]["log_path"] == "/logs/c-%j.log"
 
 
 def test_chain_repeat_of_one_is_fine(tmp_path: Path) -> None:
@@ -671,7 +674,7 @@ def test_chain_repeat_of_one_is_fine(tmp_path: Path) -> None:
         tmp_path,
         SWEEP3.replace('job: {name: "t_${vars.i}"}', 'job: {name: "t_${vars.i}", chain_repeat: 1}'),
     )
-    assert bundle.lock["arrays"]["train"]["size"] == 3
+    assert bundle.lock_json["arrays"]["train"]["size"] == 3
 
 
 # --- 5. Hostile names ---------------------------------------------------------------------
@@ -712,8 +715,8 @@ def test_odd_but_allowed_names_compile_and_run(tmp_path: Path) -> None:
         """,
         env=env,
     )
-    assert set(bundle.lock["arrays"]) == {"v1.0+rc-2_x"}
-    path = bundle.lock["arrays"]["v1.0+rc-2_x"]["script"]
+    assert set(bundle.lock_json["arrays"]) == {"v1.0+rc-2_x"}
+    path = bundle.lock_json["arrays"]["v1.0+rc-2_x"]["script"]
     assert path == "jobs/arrays/v1.0+rc-2_x.sbatch"
     write_bundle(bundle, tmp_path / "bun dle")
     bundle_dir = tmp_path / "bun dle"
@@ -740,18 +743,27 @@ def test_group_names_from_any_stage_are_safe(stage: str, tmp_path: Path) -> None
     two = array_groups.Member(
         "b", stage or None, directives, 3, None, "p", "out/.oellm/p"
     )  # throttle
-    entries = {name: {"script": f"jobs/{name}.sbatch", "sha256": "0" * 64} for name in ("a", "b")}
-    groups, files = array_groups.group([one, two], entries, {})
-    assert len(groups) == 2
-    for name, group in groups.items():
+    entries = {
+        name: LockJob(
+            name=name,
+            script=f"jobs/{name}.sbatch",
+            sha256="0" * 64,
+            output_dir="o",
+            log_path="o/x.log",
+        )
+        for name in ("a", "b")
+    }
+    grouped = array_groups.group([one, two], entries, {})
+    assert len(grouped.arrays) == 2
+    for name, group in grouped.arrays.items():
         assert re.fullmatch(r"[A-Za-z0-9_.+-]+", name)
         assert name not in (".", "..")
-        assert group["script"] == f"jobs/arrays/{name}.sbatch"
-        assert re.fullmatch(r"jobs/arrays/[A-Za-z0-9_.+-]+\.sbatch", group["script"])
+        assert group.name == name and group.script == f"jobs/arrays/{name}.sbatch"
+        assert re.fullmatch(r"jobs/arrays/[A-Za-z0-9_.+-]+\.sbatch", group.script)
         script = tmp_path / f"{len(list(tmp_path.iterdir()))}.sbatch"
-        script.write_bytes(files[group["script"]])
+        script.write_bytes(grouped.scripts[group.script])
         assert not bash_syntax_errors(script)
-    assert [e["array_group"] for e in entries.values()] == list(groups)
+    assert [grouped.members[n].array_group for n in entries] == list(grouped.arrays)
     log = array_groups.member_log_path({"stage": stage, "project": {"output_dir": "/o"}})
     folder = log.removeprefix("/o/arrays/").removesuffix("/slurm-%A_%a.log")
     assert re.fullmatch(r"[A-Za-z0-9_.+-]+", folder) and folder not in (".", "..")
@@ -780,7 +792,7 @@ def test_compiling_twice_is_byte_identical(tmp_path: Path) -> None:
     second = compile_text(tmp_path, MIXED)
     assert first.files == second.files
     # prep: 2 time limits x (2 + 1 tasks); train: 2 + 1 tasks.
-    assert {name: a["size"] for name, a in first.lock["arrays"].items()} == {
+    assert {name: a["size"] for name, a in first.lock_json["arrays"].items()} == {
         "prep-1": 2,
         "prep-2": 1,
         "prep-3": 2,

@@ -29,7 +29,7 @@ def test_example_bundle_snapshot(path: Path, text_snapshot: Any) -> None:
     bundle = compile_file(path, env={})
     shown = ["plan.lock.json", "plan.txt"]
     first_of_stage: dict[str | None, str] = {}
-    for job in bundle.lock["jobs"]:
+    for job in bundle.lock_json["jobs"]:
         first_of_stage.setdefault(job["stage"], job["script"])
     shown += list(first_of_stage.values())  # one script per stage keeps the review readable
     text = [f"===== {name} =====\n{bundle.files[name].decode()}" for name in shown]

@@ -30,7 +30,7 @@ FINISH = """  finish_condition:
 def test_the_condition_reaches_the_lockfile_resolved_per_job(tmp_path: Path) -> None:
     path = write(tmp_path / "e.yaml", EXPERIMENT.format(finish=FINISH))
     bundle = compile_file(path)
-    conditions = [job["finish_condition"] for job in bundle.lock["jobs"]]
+    conditions = [job["finish_condition"] for job in bundle.lock_json["jobs"]]
     assert conditions == [
         {"class_name": "FileExistsCondition", "path": "./output/fin_1/done.txt"},
         {"class_name": "FileExistsCondition", "path": "./output/fin_2/done.txt"},
@@ -46,7 +46,7 @@ def test_the_condition_reaches_the_lockfile_resolved_per_job(tmp_path: Path) -> 
 
 def test_without_one_the_lockfile_has_no_field(tmp_path: Path) -> None:
     bundle = compile_file(write(tmp_path / "e.yaml", EXPERIMENT.format(finish="")))
-    assert all("finish_condition" not in job for job in bundle.lock["jobs"])
+    assert all("finish_condition" not in job for job in bundle.lock_json["jobs"])
     write_bundle(bundle, tmp_path / "b")
     assert load_bundle(tmp_path / "b").jobs[0].finish_condition is None
 

@@ -265,7 +265,7 @@ def compile_or_clean_error(
         assert str(error)
         return error
     assert "plan.lock.json" in bundle.files
-    assert all(job["script"] in bundle.files for job in bundle.lock["jobs"])
+    assert all(job["script"] in bundle.files for job in bundle.lock_json["jobs"])
     return bundle
 
 

@@ -249,7 +249,7 @@ def test_a_reference_chain_below_the_limit_resolves(tmp_path: Path) -> None:
     path = tmp_path / "exp.yaml"
     path.write_text(text, encoding="utf-8")
     bundle = compile_bundle(CompileRequest(experiment=path))
-    assert b"echo" in bundle.files[bundle.lock["jobs"][0]["script"]]
+    assert b"echo" in bundle.files[bundle.lock_json["jobs"][0]["script"]]
 
 
 def test_a_string_bomb_is_refused_at_the_key(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oellm.compiler.jsonbytes import PrettyJson, pretty_json
+from oellm.lockfile.jsonbytes import PrettyJson, pretty_json
 
 
 def reference(value: Any) -> bytes:

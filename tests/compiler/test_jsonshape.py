@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from oellm.compiler import jsonshape
-from oellm.compiler.jsonbytes import PrettyJson, pretty_json
 from oellm.compiler.jsonshape import ShapedJson
+from oellm.lockfile.jsonbytes import PrettyJson, pretty_json
 
 SHARED = {"limits": {"max": 3, "names": ["a", "b"]}, "on": ["X", "Y"]}
 

@@ -126,7 +126,7 @@ def test_a_job_loading_its_own_save_is_not_checked(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", CLUSTERS)
 def test_cluster_example_decay_overrides_the_schedule(name: str) -> None:
     bundle = compile_file(EXAMPLES / "clusters" / f"{name}.yaml", env=env_for(name))
-    for job in bundle.lock["jobs"]:
+    for job in bundle.lock_json["jobs"]:
         script = bundle.files[job["script"]].decode()
         assert ("--override-opt_param-scheduler" in script) == (job["stage"] == "decay")
 

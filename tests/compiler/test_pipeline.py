@@ -11,8 +11,8 @@ import pytest
 
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.pipeline import CompileRequest, compile_bundle
-from oellm.compiler.validate import lock_validator
 from oellm.compiler.write import write_bundle
+from oellm.lockfile.codec import validator as lock_validator
 from tests.helpers import EXAMPLES, REPO, compile_error, compile_file, rendered, write
 
 
@@ -31,8 +31,10 @@ def test_lockfile_contents_and_schema() -> None:
 
 
 def test_bundle_id_is_a_content_hash() -> None:
-    a = compile_file(EXAMPLES / "demo.yaml").lock["bundle_id"]
-    b = compile_file(EXAMPLES / "demo.yaml", overrides=["job.chain_repeat=2"]).lock["bundle_id"]
+    a = compile_file(EXAMPLES / "demo.yaml").lock_json["bundle_id"]
+    b = compile_file(EXAMPLES / "demo.yaml", overrides=["job.chain_repeat=2"]).lock_json[
+        "bundle_id"
+    ]
     assert a != b and len(a) == 64
 
 
@@ -190,8 +192,8 @@ def test_sbatch_directive_values_are_checked(tmp_path: Path) -> None:
 def test_compile_uses_the_given_environment(tmp_path: Path) -> None:
     path = write(tmp_path / "e.yaml", "project: {name: x}\nbackend: {bash: {command: hi}}\n")
     bundle = compile_bundle(CompileRequest(experiment=path, env={"OUTPUT_DIR": "/scratch/o"}))
-    assert bundle.lock["jobs"][0]["output_dir"] == "/scratch/o/x"
-    assert bundle.lock["project"]["state_dir"] == "/scratch/o/.oellm/x"
+    assert bundle.lock_json["jobs"][0]["output_dir"] == "/scratch/o/x"
+    assert bundle.lock_json["project"]["state_dir"] == "/scratch/o/.oellm/x"
 
 
 def test_examples_dir_is_the_builtin_library() -> None:

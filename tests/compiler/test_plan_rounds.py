@@ -3,7 +3,7 @@ round (its count budget, capped by the site's max_jobs)."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,27 +11,27 @@ import pytest
 
 from oellm.cli import main
 from oellm.compiler.plan import SUBMITS_PER_ROUND, plan_text
+from oellm.lockfile.codec import loads
+from oellm.lockfile.model import ArrayGroup, Lock, LockJob, Project
 from tests.helpers import write
 
 
-def lock(stages: dict[str, int], max_jobs: int | None = None, **job: Any) -> dict[str, Any]:
-    project: dict[str, Any] = {"name": "p", "output_dir": "out", "state_dir": "out/.oellm"}
-    if max_jobs is not None:
-        project["max_jobs"] = max_jobs
-    jobs = [
-        {
-            "name": f"{stage}_{n}",
-            "stage": stage,
-            "params": {"vars.i": n},
-            "depends_on": [],
-            "start_conditions": [],
-            "cancel_conditions": [],
+def lock(stages: dict[str, int], max_jobs: int | None = None, **job: Any) -> Lock:
+    jobs = tuple(
+        LockJob(
+            name=f"{stage}_{n}",
+            script=f"jobs/{stage}_{n}.sbatch",
+            sha256="0" * 64,
+            output_dir="out",
+            log_path="out/log",
+            stage=stage,
+            params={"vars.i": n},
             **job,
-        }
+        )
         for stage, count in stages.items()
         for n in range(count)
-    ]
-    return {"project": project, "jobs": jobs, "arrays": {}}
+    )
+    return Lock("", Project("p", "out", "out/.oellm", max_jobs=max_jobs), jobs)
 
 
 def proposals(text: str) -> list[str]:
@@ -62,7 +62,9 @@ def test_chain_links_count_and_a_stage_that_fits_one_round_gets_none() -> None:
 
 def test_array_members_get_no_proposal() -> None:
     data = lock({"train": 1_000}, array_group="train-1")
-    data["arrays"] = {"train-1": {"size": 1_000, "throttle": None}}
+    data = dataclasses.replace(
+        data, arrays={"train-1": ArrayGroup("train-1", "jobs/a.sbatch", "0" * 64, 1_000, None)}
+    )
     assert proposals(plan_text(data)) == []
 
 
@@ -90,5 +92,5 @@ def test_oellm_plan_of_a_bundle_shows_it(
         "to submit them as one job array"
     ]
     assert proposals((tmp_path / "b" / "plan.txt").read_text()) == proposals(
-        plan_text(json.loads((tmp_path / "b" / "plan.lock.json").read_text()))
+        plan_text(loads((tmp_path / "b" / "plan.lock.json").read_bytes(), "plan.lock.json"))
     )

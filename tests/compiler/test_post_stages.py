@@ -36,7 +36,7 @@ def recorder(path: Path, name: str) -> Path:
 
 def jobs_by_stage(bundle: CompiledBundle) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
-    for job in bundle.lock["jobs"]:
+    for job in bundle.lock_json["jobs"]:
         out.setdefault(job["stage"], []).append(job)
     return out
 
@@ -87,9 +87,9 @@ def test_examples_convert_the_trained_checkpoint_and_evaluate_the_result(
 ) -> None:
     bundle = compile_file(path, env={})
     stages = jobs_by_stage(bundle)
-    by_name = {job["name"]: job for job in bundle.lock["jobs"]}
+    by_name = {job["name"]: job for job in bundle.lock_json["jobs"]}
     assert len(stages["convert"]) == len(stages["eval"]) == len(stages[trained])
-    for job in bundle.lock["jobs"]:
+    for job in bundle.lock_json["jobs"]:
         target = write(tmp_path / "job.sbatch", "")
         target.write_bytes(bundle.files[job["script"]])
         assert bash_syntax_errors(target) == "", job["name"]
@@ -152,7 +152,7 @@ def test_the_lm_eval_group_makes_the_harness_offline(tmp_path: Path) -> None:
     )
     hf_home = str(tmp_path / "hf")
     bundle = compile_file(experiment, env={"HF_HOME": hf_home, "OUTPUT_DIR": str(tmp_path)})
-    (job,) = bundle.lock["jobs"]
+    (job,) = bundle.lock_json["jobs"]
     recorder(tmp_path / "fakes" / "lm_eval", "lm_eval")
     done = run(script_of(bundle, job), tmp_path, {})
     assert done.returncode == 0, done.stderr.decode()
@@ -248,7 +248,7 @@ def test_the_latest_iteration_shim_keeps_hostile_folders_whole(
         """,
     )
     bundle = compile_file(experiment, env={"HOSTILE": value, "OUTPUT_DIR": str(tmp_path)})
-    (job,) = bundle.lock["jobs"]
+    (job,) = bundle.lock_json["jobs"]
     save = tmp_path / value
     save.mkdir(parents=True, exist_ok=True)
     (save / "latest_checkpointed_iteration.txt").write_text("5")
@@ -283,7 +283,7 @@ def test_a_fixed_iteration_or_the_folder_itself_needs_no_shim(
         """,
     )
     bundle = compile_file(experiment, env={"OUTPUT_DIR": "/out"})
-    (job,) = bundle.lock["jobs"]
+    (job,) = bundle.lock_json["jobs"]
     script = script_of(bundle, job)
     assert "latest_checkpointed_iteration" not in script
     assert script.split("set +e\n")[1].split("\noellm_exit")[0] == (
@@ -422,10 +422,10 @@ def test_a_checkpoint_no_job_writes_is_read(
         backend: {{{backend}: {settings}}}
         """,
     )
-    (job,) = compile_file(experiment, env={"OUTPUT_DIR": "/out"}).lock["jobs"]
+    (job,) = compile_file(experiment, env={"OUTPUT_DIR": "/out"}).lock_json["jobs"]
     assert job.get("reads", []) == reads
 
 
 def test_a_checkpoint_a_sibling_writes_is_not_read() -> None:
-    for job in compile_file(TINY, env={}).lock["jobs"]:
+    for job in compile_file(TINY, env={}).lock_json["jobs"]:
         assert "reads" not in job, job["name"]

@@ -16,6 +16,7 @@ import pytest
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.limits import check_bundle_limits, max_array_index
 from oellm.compiler.script import RANK_SHIM
+from oellm.lockfile.model import LockJob
 from tests.compiler.hostile import HOSTILE, bash_syntax_errors, install_fakes
 from tests.helpers import CLUSTERS, EXAMPLES, PRESETS, REPO, compile_file, rendered, write
 
@@ -148,7 +149,7 @@ def test_cluster_example_two_stages_with_sibling_load(name: str) -> None:
     bundle = compile_file(EXAMPLES / "clusters" / f"{name}.yaml", env=env_for(name))
     # The training stages (an example may go on to convert and evaluate: test_post_stages.py).
     training = ("stable", "decay")
-    jobs = {job["name"]: job for job in bundle.lock["jobs"] if job["stage"] in training}
+    jobs = {job["name"]: job for job in bundle.lock_json["jobs"] if job["stage"] in training}
     assert len(jobs) == 4
     for job in jobs.values():
         script = bundle.files[job["script"]].decode()
@@ -352,8 +353,19 @@ def limits_base(**limits: Any) -> dict[str, Any]:
     return {"slurm": {"limits": limits}}
 
 
+def lock_job(name: str, chain_repeat: int = 1) -> LockJob:
+    return LockJob(
+        name=name,
+        script=f"jobs/{name}.sbatch",
+        sha256="0" * 64,
+        output_dir=f"out/{name}",
+        log_path=f"out/{name}.log",
+        chain_repeat=chain_repeat,
+    )
+
+
 def test_job_count_over_the_submit_limit_is_an_error() -> None:
-    jobs = [{"name": f"j{i}", "stage": None, "array": False} for i in range(3)]
+    jobs = [lock_job(f"j{i}") for i in range(3)]
     check_bundle_limits(limits_base(max_jobs=3), {}, {}, jobs)
     with pytest.raises(ConfigError) as caught:
         check_bundle_limits(limits_base(max_jobs=2), {}, {}, jobs)
@@ -363,8 +375,8 @@ def test_job_count_over_the_submit_limit_is_an_error() -> None:
 
 def test_each_chain_link_counts_against_the_submit_limit() -> None:
     jobs = [
-        {"name": "chained", "stage": None, "array": False, "chain_repeat": 4},
-        {"name": "single", "stage": None, "array": False, "chain_repeat": 1},
+        lock_job("chained", chain_repeat=4),
+        lock_job("single"),
     ]
     check_bundle_limits(limits_base(max_jobs=5), {}, {}, jobs)
     with pytest.raises(ConfigError) as caught:
@@ -374,13 +386,13 @@ def test_each_chain_link_counts_against_the_submit_limit() -> None:
 
 def test_limits_are_interpolated() -> None:
     base = {"vars": {"n": 1}, **limits_base(max_jobs="${vars.n}")}
-    jobs = [{"name": "a", "stage": None, "array": False}] * 2
+    jobs = [lock_job("a")] * 2
     with pytest.raises(ConfigError):
         check_bundle_limits(base, {}, {}, jobs)
 
 
 def test_no_limits_no_check() -> None:
-    check_bundle_limits({"slurm": {}}, {}, {}, [{"name": "a"}] * 100)
+    check_bundle_limits({"slurm": {}}, {}, {}, [lock_job("a")] * 100)
 
 
 def test_lumi_binding_masks_match_the_task_count() -> None:

@@ -117,8 +117,8 @@ def test_the_version_is_recorded_but_is_not_the_bundle_id(
     before = compile_file(path)
     monkeypatch.setattr(provenance, "__version__", "9.9.9")
     after = compile_file(path)
-    assert after.lock["compiled_with"]["oellm_version"] == "9.9.9"
-    assert before.lock["bundle_id"] == after.lock["bundle_id"]
+    assert after.lock_json["compiled_with"]["oellm_version"] == "9.9.9"
+    assert before.lock_json["bundle_id"] == after.lock_json["bundle_id"]
     assert before.files["plan.lock.json"] != after.files["plan.lock.json"]
 
 

@@ -55,7 +55,7 @@ def test_shared_values_give_the_bundle_each_job_alone_gives(
         alone = compile_file(path)
     assert shared.lock == alone.lock
     assert dict(shared.files) == dict(alone.files)
-    assert len(shared.lock["jobs"]) == 7
+    assert len(shared.lock_json["jobs"]) == 7
 
 
 def test_only_values_that_do_not_read_a_swept_key_are_shared(

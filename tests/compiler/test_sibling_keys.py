@@ -28,7 +28,7 @@ def _exp(tmp_path: Path, sweep: str) -> Path:
 def _notes(tmp_path: Path, sweep: str) -> dict[str, str]:
     bundle = compile_file(_exp(tmp_path, sweep))
     out = {}
-    for job in bundle.lock["jobs"]:
+    for job in bundle.lock_json["jobs"]:
         script = bundle.files[job["script"]].decode()
         out[job["name"]] = _command(script)
     return out
@@ -75,7 +75,7 @@ def test_sibling_value_keeps_its_type_and_literal_text_stays_text(tmp_path: Path
         """,
     )
     bundle = compile_file(path)
-    job = next(j for j in bundle.lock["jobs"] if j["stage"] == "b")
+    job = next(j for j in bundle.lock_json["jobs"] if j["stage"] == "b")
     assert _command(bundle.files[job["script"]].decode()) == "301 ${HOME}/x"
 
 
@@ -118,7 +118,7 @@ def test_each_job_is_resolved_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr("oellm.compiler.pipeline.resolve_job", counting)
-    jobs = compile_file(path).lock["jobs"]
+    jobs = compile_file(path).lock_json["jobs"]
     assert len(jobs) == 9
     assert sorted(calls) == list(range(9))
 

@@ -102,4 +102,4 @@ def test_with_a_filter_only_the_expanded_bundle_is_held_to_max_jobs(tmp_path: Pa
     sweep = "  params:\n" + hundred("a") + "  filter: \"\\\\${oc.eval:'\\\\${vars.a} < 3'}\"\n"
     path = exp(tmp_path, sweep)
     bundle = compile_bundle(CompileRequest(experiment=path, overrides=["slurm.limits.max_jobs=3"]))
-    assert len(bundle.lock["jobs"]) == 3
+    assert len(bundle.lock_json["jobs"]) == 3

@@ -17,11 +17,11 @@ SWEEPS = EXAMPLES / "sweeps"
     [("grid", 9), ("composable", 14), ("multistage", 18), ("filter", 18), ("nested", 19)],
 )
 def test_readme_examples_give_the_stated_counts(name: str, count: int) -> None:
-    assert len(compile_file(SWEEPS / f"{name}.yaml").lock["jobs"]) == count
+    assert len(compile_file(SWEEPS / f"{name}.yaml").lock_json["jobs"]) == count
 
 
 def test_grid_names_each_job_from_its_values() -> None:
-    names = [j["name"] for j in compile_file(SWEEPS / "grid.yaml").lock["jobs"]]
+    names = [j["name"] for j in compile_file(SWEEPS / "grid.yaml").lock_json["jobs"]]
     assert names[:4] == [
         "experiment_0.0001_64",
         "experiment_0.0001_128",
@@ -31,7 +31,7 @@ def test_grid_names_each_job_from_its_values() -> None:
 
 
 def test_filter_removes_exactly_the_excluded_points() -> None:
-    jobs = compile_file(SWEEPS / "filter.yaml").lock["jobs"]
+    jobs = compile_file(SWEEPS / "filter.yaml").lock_json["jobs"]
     pairs = {
         (j["params"]["backend.megatron.lr"], j["params"]["backend.megatron.global_batch_size"])
         for j in jobs
@@ -44,7 +44,7 @@ def test_filter_removes_exactly_the_excluded_points() -> None:
 
 def test_multistage_wires_each_decay_job_to_its_own_stable_job() -> None:
     bundle = compile_file(SWEEPS / "multistage.yaml")
-    jobs = {j["name"]: j for j in bundle.lock["jobs"]}
+    jobs = {j["name"]: j for j in bundle.lock_json["jobs"]}
     decays = [j for j in jobs.values() if j["stage"] == "decay6B"]
     assert len(decays) == 9
     for decay in decays:
@@ -88,7 +88,7 @@ def test_product_of_grid_and_stage_list_also_matches_siblings(tmp_path: Path) ->
                   backend.megatron.override_opt_param_scheduler: true
         """,
     )
-    jobs = compile_file(path).lock["jobs"]
+    jobs = compile_file(path).lock_json["jobs"]
     assert len(jobs) == 8
     for job in jobs:
         if job["stage"] == "decay":
@@ -113,7 +113,7 @@ def test_filtered_sibling_removes_its_dependents(tmp_path: Path) -> None:
               defaults: {stage: b, vars.note: "\\\\${sibling.a.name}"}
         """,
     )
-    names = [j["name"] for j in compile_file(path).lock["jobs"]]
+    names = [j["name"] for j in compile_file(path).lock_json["jobs"]]
     assert names == ["f_2_a", "f_2_b"]
 
 
@@ -269,6 +269,6 @@ def test_a_backslash_before_dollar_brace_from_the_env_is_refused_in_the_sweep_or
         """,
     )
     bundle = compile_file(per_job, env=env)
-    assert bundle.lock["jobs"][0]["name"] == "j_0"
+    assert bundle.lock_json["jobs"][0]["name"] == "j_0"
     script = bundle.files["jobs/j_0.sbatch"].decode()
     assert "oellm_command='a\\${HOME}b'" in script

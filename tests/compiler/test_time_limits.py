@@ -49,7 +49,7 @@ def test_debug_clamps_the_examples_twelve_hours(name: str) -> None:
     bundle = compile_file(
         EXAMPLES / "clusters" / f"{name}.yaml", ["slurm.debug=true"], env=env_for(name)
     )
-    for job in bundle.lock["jobs"]:
+    for job in bundle.lock_json["jobs"]:
         assert time_of(bundle.files[job["script"]].decode()) == "00:30:00"
 
 
@@ -104,7 +104,7 @@ def test_an_unlisted_partition_is_not_checked(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", CLUSTERS)
 def test_each_preset_lists_the_maximum_of_its_default_partition_or_qos(name: str) -> None:
     bundle = compile_file(EXAMPLES / "clusters" / f"{name}.yaml", env=env_for(name))
-    script = bundle.files[bundle.lock["jobs"][0]["script"]].decode()
+    script = bundle.files[bundle.lock_json["jobs"][0]["script"]].decode()
     partition = re.search(r"^#SBATCH --partition=(.*)$", script, flags=re.MULTILINE)
     qos = re.search(r"^#SBATCH --qos=(.*)$", script, flags=re.MULTILINE)
     preset = (EXAMPLES.parent / "slurm" / f"{name}.yaml").read_text(encoding="utf-8")

@@ -42,7 +42,7 @@ def test_each_job_of_a_sweep_has_its_own_run() -> None:
     bundle = compile_file(EXAMPLES / "clusters" / "lumi.yaml", WANDB, env=ENV)
     ids = {
         exported(bundle.files[job["script"]].decode(), "WANDB_RUN_ID")
-        for job in bundle.lock["jobs"]
+        for job in bundle.lock_json["jobs"]
     }
     assert len(ids) == 4 and None not in ids
 

@@ -6,6 +6,7 @@ import dataclasses
 import os
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -75,28 +76,20 @@ def test_log_paths_of_jobs_and_tasks() -> None:
     assert current_for_index("a.b/cur.rent.log", 1) == "a.b/cur.rent_1.log"
 
 
-def lock_job(**changes: object) -> LockJob:
-    base: dict[str, object] = dict(
+def lock_job(**changes: Any) -> LockJob:
+    """An array member: the lockfile model's defaults, and `changes`."""
+    base: dict[str, Any] = dict(
         name="t",
-        stage=None,
-        index=0,
-        params={},
-        depends_on=(),
         script="jobs/t.sbatch",
         sha256="0" * 64,
         output_dir="out",
         log_path="out/slurm-%A_%a.log",
         log_path_current="out/current.log",
-        start_conditions=(),
-        cancel_conditions=(),
-        chain_repeat=1,
-        restart={},
         array=True,
         array_group="g",
         array_index=3,
     )
-    base.update(changes)
-    return LockJob(**base)  # type: ignore[arg-type]
+    return LockJob(**{**base, **changes})
 
 
 def test_each_task_gets_its_own_current_link_repointed_on_each_attempt(tmp_path: Path) -> None:

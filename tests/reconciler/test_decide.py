@@ -22,6 +22,7 @@ from oellm.reconciler.model import (
     LogRead,
     Markers,
     Observation,
+    RestartPolicy,
 )
 from oellm.reconciler.observe import tags_of
 from oellm.reconciler.recover import index_tags
@@ -35,22 +36,20 @@ DEFAULT_RESTART = {"on": ["TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL"], "ma
 
 
 def lock_job(spec: dict[str, Any]) -> LockJob:
+    """The case's job: the lockfile model's defaults, and what the case sets."""
+    name = spec["name"]
     return LockJob(
-        name=spec["name"],
-        stage=spec.get("stage"),
-        index=0,
-        params={},
-        depends_on=tuple(spec.get("depends_on", [])),
-        script=f"jobs/{spec['name']}.sbatch",
+        name=name,
+        script=f"jobs/{name}.sbatch",
         sha256=spec.get("sha256", "0" * 64),
-        output_dir=f"out/{spec['name']}",
+        output_dir=f"out/{name}",
         log_path="out/x.log",
-        log_path_current=None,
+        stage=spec.get("stage"),
+        depends_on=tuple(spec.get("depends_on", [])),
         start_conditions=tuple(spec.get("start_conditions", [])),
         cancel_conditions=tuple(spec.get("cancel_conditions", [])),
         chain_repeat=spec.get("chain_repeat", 1),
-        restart=spec.get("restart", DEFAULT_RESTART),
-        array=False,
+        restart=RestartPolicy.from_json(spec.get("restart", DEFAULT_RESTART)),
         log_events=tuple(spec.get("log_events", [])),
         state_events=tuple(spec.get("state_events", [])),
         dependency=spec.get("dependency", "reconciler"),

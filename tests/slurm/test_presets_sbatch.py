@@ -132,7 +132,7 @@ def test_cluster_examples_are_accepted_scaled(preset: str, tmp_path: Path) -> No
     """The cluster examples add their own directives (two nodes, --signal, a time limit)."""
     example = EXAMPLES / "clusters" / f"{preset}.yaml"
     bundle = compile_file(example, [*LOCAL, *SCALED[preset]], ENV)
-    for job in bundle.lock["jobs"]:
+    for job in bundle.lock_json["jobs"]:
         script = write(tmp_path / job["script"], bundle.files[job["script"]].decode())
         code, said = sbatch_test_only(script)
         assert code == 0, said

@@ -1,0 +1,370 @@
+"""`plan.lock.json` as bytes: the one writer (`dumps`, `dump`), the one reader (`loads`: the
+version, the schema, the records) and the one schema check, for both halves.
+
+The bytes are pretty JSON with sorted keys and a final newline; `bundle_id` is the sha256 of
+the compact JSON (sorted keys) of everything but itself and `compiled_with`. A job's optional
+fields are written only when set, so bundles compiled before a field existed keep their bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import importlib.resources
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Literal
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+
+from oellm.bundle_files import LOCK_NAME
+from oellm.errors import OellmError
+
+from .jsonbytes import PrettyJson
+from .model import ArrayGroup, Lock, LockJob, Project, RestartPolicy
+
+VERSION = 1
+PROVENANCE = "compiled_with"  # the field outside bundle_id
+_RECOMPILE = "recompile the bundle rather than editing plan.lock.json"
+
+
+class LockfileError(OellmError):
+    """A lockfile that cannot be read: not JSON, another version, or off its schema."""
+
+    def __init__(self, message: str, path: str, hint: str | None = None) -> None:
+        self.path = path
+        super().__init__(message, hint)
+
+    def render(self) -> str:
+        return f"{self.path}: {self.message}" + (f"\n  hint: {self.hint}" if self.hint else "")
+
+
+# --- writing --------------------------------------------------------------------------------
+
+
+def job_json(job: LockJob) -> dict[str, Any]:
+    """A job as the lockfile writes it."""
+    out: dict[str, Any] = {
+        "name": job.name,
+        "stage": job.stage,
+        "index": job.index,
+        "params": job.params,
+        "depends_on": list(job.depends_on),
+        "script": job.script,
+        "sha256": job.sha256,
+        "output_dir": job.output_dir,
+        "log_path": job.log_path,
+        "log_path_current": job.log_path_current,
+        "start_conditions": list(job.start_conditions),
+        "cancel_conditions": list(job.cancel_conditions),
+        "inactivity_threshold_seconds": job.inactivity_threshold_seconds,
+        "chain_repeat": job.chain_repeat,
+        "restart": job.restart.to_json(),
+        "log_events": list(job.log_events),
+        "state_events": list(job.state_events),
+        "array": job.array,
+        "backend": job.backend,
+    }
+    # Optional fields, only written when set.
+    if job.dependency != "reconciler":
+        out["dependency"] = job.dependency
+    if job.finish_condition:
+        out["finish_condition"] = job.finish_condition
+    if job.wandb:
+        out["wandb"] = job.wandb
+    if job.reads:
+        out["reads"] = list(job.reads)
+    if job.array_group is not None:
+        out["array_group"] = job.array_group
+        out["array_index"] = job.array_index
+    return out
+
+
+def _array_json(group: ArrayGroup) -> dict[str, Any]:
+    return {
+        "script": group.script,
+        "sha256": group.sha256,
+        "stage": group.stage,
+        "size": group.size,
+        "throttle": group.throttle,
+    }
+
+
+def _project_json(project: Project) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "name": project.name,
+        "output_dir": project.output_dir,
+        "state_dir": project.state_dir,
+    }
+    if project.key is not None:
+        out["key"] = project.key
+    if project.max_jobs is not None:
+        out["max_jobs"] = project.max_jobs
+    return out
+
+
+class _Jobs(list[Any]):
+    """The jobs as JSON, made one at a time as an encoder walks them (a list to the encoders,
+    so that 100,000 job mappings are never in memory at once)."""
+
+    def __init__(self, jobs: tuple[LockJob, ...]) -> None:
+        super().__init__()
+        self._jobs = jobs
+
+    def __iter__(self) -> Iterator[Any]:
+        return map(job_json, self._jobs)
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    def __bool__(self) -> bool:
+        return bool(self._jobs)
+
+
+def _body(lock: Lock, jobs: list[Any]) -> dict[str, Any]:
+    body: dict[str, Any] = {"version": VERSION, "project": _project_json(lock.project)}
+    body["jobs"] = jobs
+    if lock.moved:
+        body["moved"] = dict(lock.moved)
+    if lock.arrays:
+        body["arrays"] = {name: _array_json(a) for name, a in lock.arrays.items()}
+    return body
+
+
+def to_json(lock: Lock) -> dict[str, Any]:
+    """The whole lockfile as JSON data (every job's mapping at once: for tools and tests)."""
+    return _document(lock, [job_json(job) for job in lock.jobs])
+
+
+def _document(lock: Lock, jobs: list[Any]) -> dict[str, Any]:
+    document = {"bundle_id": lock.bundle_id, **_body(lock, jobs)}
+    if lock.compiled_with:
+        document[PROVENANCE] = dict(lock.compiled_with)
+    return document
+
+
+def bundle_id(lock: Lock) -> str:
+    """The id of `lock`'s contents (`lock.bundle_id` is not read)."""
+    return _digest(lock)
+
+
+def _digest(lock: Lock, each: Callable[[int, dict[str, Any]], None] | None = None) -> str:
+    """sha256 of the body's compact JSON (sorted keys), hashed job by job: the same digest as
+    of the whole text, without that text, or every job's JSON at once, in memory. `each` sees
+    each job's JSON as it goes by."""
+    digest = hashlib.sha256()
+
+    def put(text: str) -> None:
+        digest.update(text.encode("utf-8"))
+
+    body = _body(lock, [])
+    put("{")
+    for number, key in enumerate(sorted(body)):
+        put(("," if number else "") + _compact(key) + ":")
+        if key == "jobs":
+            put("[")
+            for index, job in enumerate(lock.jobs):
+                data = job_json(job)
+                if each is not None:
+                    each(index, data)
+                put(("," if index else "") + _compact(data))
+            put("]")
+        else:
+            put(_compact(body[key]))
+    put("}")
+    return digest.hexdigest()
+
+
+def sealed(lock: Lock) -> Lock:
+    """The compiler's last step: `lock` with its `bundle_id`, checked against the schema (a
+    failure is a bug in oellm, not the user's). Each job's JSON is made once for both, and
+    checked alone: the jobs of a large sweep are never all JSON at once."""
+    found: list[tuple[str, str]] = []
+
+    def check(index: int, job: dict[str, Any]) -> None:
+        error = None if found else schema_error(job, "job")
+        if error is not None:
+            found.append((f"jobs/{index}/{error[0]}".rstrip("/"), error[1]))
+
+    done = dataclasses.replace(lock, bundle_id=_digest(lock, check))
+    error = found[0] if found else schema_error(_document(done, []))
+    if error is not None:
+        raise AssertionError(f"compiled lockfile breaks schemas/lock.schema.json: {error}")
+    return done
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+def dumps(lock: Lock) -> bytes:
+    """The lockfile's bytes."""
+    return (PrettyJson().dumps(_document(lock, _Jobs(lock.jobs))) + "\n").encode("utf-8")
+
+
+def dump(lock: Lock, write: Callable[[str], object]) -> None:
+    """The lockfile's text, written in pieces of a bounded size (the bytes of `dumps`)."""
+    PrettyJson().dump(_document(lock, _Jobs(lock.jobs)), write)
+
+
+# --- checking -------------------------------------------------------------------------------
+
+_SCHEMAS = ("lock.schema.json", "experiment.schema.json", "megatron.schema.json")
+
+
+@functools.cache
+def _schemas() -> dict[str, Any]:
+    folder = importlib.resources.files("oellm.schemas")
+    return {
+        name: json.loads(folder.joinpath(name).read_text(encoding="utf-8")) for name in _SCHEMAS
+    }
+
+
+# What is checked: the whole lockfile, or one job of it (its schema within the lockfile's).
+Part = Literal["lock", "job"]
+_PART_SCHEMA: dict[str, dict[str, Any]] = {
+    "lock": {"$ref": "lock.schema.json"},
+    "job": {"$ref": "lock.schema.json#/properties/jobs/items"},
+}
+
+
+def validator() -> Draft202012Validator:
+    """The detailed validator of lockfile data: run only to explain a failure."""
+    return _validator("lock")
+
+
+@functools.cache
+def _validator(part: Part) -> Draft202012Validator:
+    registry: Registry[Any] = Registry()
+    for name, schema in _schemas().items():
+        registry = registry.with_resource(name, Resource.from_contents(schema))
+    return Draft202012Validator(_PART_SCHEMA[part], registry=registry)
+
+
+@functools.cache
+def _fast_is_valid(part: Part) -> Callable[[Any], bool] | None:
+    """A compiled validator for the common case (a valid lockfile of 10,000 jobs is checked in
+    milliseconds), or None without jsonschema-rs."""
+    try:
+        import jsonschema_rs
+    except ImportError:
+        return None
+    registry = jsonschema_rs.Registry(list(_schemas().items()))
+    is_valid: Callable[[Any], bool] = jsonschema_rs.Draft202012Validator(
+        _PART_SCHEMA[part], registry=registry
+    ).is_valid
+    return is_valid
+
+
+def schema_error(data: Any, part: Part = "lock") -> tuple[str, str] | None:
+    """Where lockfile data (or one job's) first breaks the schema, as a JSON path ('' for
+    the top), and how; None when it is valid."""
+    fast = _fast_is_valid(part)
+    if fast is not None and fast(data):
+        return None
+    errors = sorted(_validator(part).iter_errors(data), key=lambda e: list(map(str, e.path)))
+    if not errors:
+        return None
+    return "/".join(map(str, errors[0].path)), errors[0].message
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def loads(data: bytes | str, where: str) -> Lock:
+    """The lockfile in `data` (read from `where`, named in errors): its version and schema
+    checked, as records."""
+    try:
+        document = json.loads(data)
+    except ValueError as exc:
+        raise LockfileError(f"cannot read the lockfile: {exc}", where, _RECOMPILE) from None
+    version = document.get("version") if isinstance(document, dict) else None
+    if version != VERSION:
+        raise LockfileError(
+            f"lockfile version {version!r} is not supported (this oellm reads version {VERSION})",
+            where,
+            hint="recompile the bundle with this oellm, or use the oellm that wrote it",
+        )
+    found = schema_error(document)
+    if found is not None:
+        path, message = found
+        raise LockfileError(
+            f"the lockfile breaks its schema at {path or 'the top'}: {message}", where, _RECOMPILE
+        )
+    return _lock(document, where)
+
+
+def _lock(data: Mapping[str, Any], where: str) -> Lock:
+    arrays = {
+        name: ArrayGroup(name, a["script"], a["sha256"], a["size"], a["throttle"], stage=a["stage"])
+        for name, a in data.get("arrays", {}).items()
+    }
+    project = data["project"]
+    return Lock(
+        bundle_id=data["bundle_id"],
+        project=Project(
+            project["name"],
+            project["output_dir"],
+            project["state_dir"],
+            project.get("key"),
+            project.get("max_jobs"),
+        ),
+        jobs=tuple(_job(j, arrays, where) for j in data["jobs"]),
+        moved=dict(data.get("moved", {})),
+        arrays=arrays,
+        compiled_with=data.get(PROVENANCE),
+    )
+
+
+def _job(j: Mapping[str, Any], arrays: Mapping[str, ArrayGroup], where: str) -> LockJob:
+    group = j.get("array_group")
+    if group is not None and group not in arrays:
+        raise LockfileError(
+            f"job {j['name']} is in array {group!r}, which the lockfile does not describe",
+            where,
+            _RECOMPILE,
+        )
+    return LockJob(
+        name=j["name"],
+        stage=j["stage"],
+        index=j["index"],
+        params=j["params"],
+        depends_on=tuple(j["depends_on"]),
+        script=j["script"],
+        sha256=j["sha256"],
+        output_dir=j["output_dir"],
+        log_path=j["log_path"],
+        log_path_current=j["log_path_current"],
+        start_conditions=tuple(j["start_conditions"]),
+        cancel_conditions=tuple(j["cancel_conditions"]),
+        inactivity_threshold_seconds=j["inactivity_threshold_seconds"],
+        chain_repeat=j["chain_repeat"],
+        restart=RestartPolicy.from_json(j["restart"]),
+        array=j["array"],
+        log_events=tuple(j["log_events"]),
+        state_events=tuple(j["state_events"]),
+        array_group=group,
+        array_index=j.get("array_index"),
+        array_throttle=arrays[group].throttle if group is not None else None,
+        dependency=j.get("dependency", "reconciler"),
+        finish_condition=j.get("finish_condition"),
+        backend=j.get("backend", "bash"),
+        wandb=j.get("wandb"),
+        reads=tuple(j.get("reads", ())),
+    )
+
+
+__all__ = [
+    "LOCK_NAME",
+    "VERSION",
+    "LockfileError",
+    "bundle_id",
+    "dump",
+    "dumps",
+    "loads",
+    "sealed",
+    "to_json",
+    "validator",
+]
