@@ -273,12 +273,13 @@ class Records:
     def _read_job(
         self, job: str
     ) -> tuple[tuple[Attempt, ...], Dropped | None, RetryRequest | None]:
-        job_dir = self.jobs_dir / job
+        # Plain strings, not Path objects: this runs for every job in flight, every round.
+        job_dir = os.path.join(self.jobs_dir, job)
         found: list[Attempt] = []
         drop: Dropped | None = None
         retry: RetryRequest | None = None
         for name in sorted(os.listdir(job_dir)):
-            path = job_dir / name
+            path = os.path.join(job_dir, name)
             number = _ATTEMPT.fullmatch(name)
             if number:
                 record = _read(path, Attempt)
@@ -333,9 +334,10 @@ DAMAGED_HINT = (
 )
 
 
-def _read(path: Path, kind: type[T]) -> T:
+def _read(path: str | Path, kind: type[T]) -> T:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            data = json.loads(handle.read())
         record = decode(kind, data)
     except OSError as exc:
         raise ReconcileError(
