@@ -34,7 +34,6 @@ from .policy import INTENT_GRACE
 from .records import Records
 from .retry import revived
 from .schedulers import FINISHED, Scheduler, slurm
-from .schedulers.local import LocalScheduler
 from .submit import RoundOutcome
 
 EXIT_QUIET = EXIT_OK
@@ -73,6 +72,8 @@ def make_scheduler(name: str | None, state_dir: Path) -> Scheduler:
     if name == "slurm":
         return slurm.SlurmScheduler()
     if name == "local":
+        from .schedulers.local import LocalScheduler  # its runner is only needed here
+
         return LocalScheduler(state_dir)
     raise ReconcileError(f"unknown scheduler '{name}'", hint="use --scheduler slurm or local")
 
