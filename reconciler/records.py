@@ -34,6 +34,9 @@ from .settled import Entry
 log = logging.getLogger("oellm.records")
 T = TypeVar("T")
 _ATTEMPT = re.compile(r"attempt-(\d{4,})\.json")
+# From this many records on, `write_batch` syncs the file system twice instead of fsyncing each
+# record and its folder (a sync also flushes what other programs wrote: not worth it for few).
+BATCH_MIN = 32
 # One job's records: its attempts (oldest first), its drop and its pending retry request.
 _JobRecords = tuple[tuple[Attempt, ...], Dropped | None, RetryRequest | None]
 
@@ -119,8 +122,8 @@ class Records:
         write_atomic(self.jobs_dir / record.job / "dropped.json", dataclasses.asdict(record))
 
     def write_batch(self, saves: Sequence[Attempt], drops: Sequence[Dropped]) -> None:
-        """Many records at once (`oellm cancel` of a large bundle): each written to a temp
-        file, the file system synced once, every temp file renamed into place, synced once
+        """Many records at once (`oellm cancel` of a large bundle): from BATCH_MIN records on,
+        each written to a temp file, the file system synced once, every temp file renamed into place, synced once
         more. As with `write_atomic`, a record is either its old or its new content after a
         crash, but there are two syncs in all, not two fsyncs per record."""
         items: list[tuple[Path, Mapping[str, Any]]] = []
@@ -131,7 +134,10 @@ class Records:
         for drop in drops:
             self._touch(drop.job, settles=True)
             items.append((self.jobs_dir / drop.job / "dropped.json", dataclasses.asdict(drop)))
-        if not items:
+        if len(items) < BATCH_MIN:
+            # A few records: fsynced one by one, which touches nothing else on the machine.
+            for path, data in items:
+                write_atomic(path, data)
             return
         staged: list[tuple[str, Path]] = []
         try:
