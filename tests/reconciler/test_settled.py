@@ -11,7 +11,11 @@ import pytest
 from oellm.reconciler import settled
 from oellm.reconciler.model import Attempt, Dropped, History
 from oellm.reconciler.records import RecordExists, Records
+from tests.helpers import write
+from tests.reconciler.local_cli import Cli, cli
 from tests.reconciler.test_records import make
+
+__all__ = ["cli"]
 
 STAMP = "2026-11-26T12:00:00+00:00"
 
@@ -197,3 +201,22 @@ def test_a_batch_of_records_is_written_whole(tmp_path: Path) -> None:
     assert history.latest("running") == request
     leftovers = [p for p in (tmp_path / "jobs").rglob(".*")]
     assert leftovers == []
+
+
+def test_rounds_write_the_index_when_a_job_settles_and_not_after(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write(tmp_path / "e.yaml", 'project: {name: st}\nbackend: {bash: {command: "true"}}\n')
+    assert cli("compile", "e.yaml", "-o", "b")[0] == 0
+    cli.until("b", {"COMPLETED"})
+    index = tmp_path / "out" / ".oellm" / "st" / settled.INDEX_NAME
+    written = index.stat().st_mtime_ns, index.stat().st_ino
+    entry = json.loads(index.read_text().splitlines()[1])["st"]
+    assert [a["final_state"] for a in entry["attempts"]] == ["COMPLETED"]
+    read: list[str] = []
+    real = Records._read_job
+    monkeypatch.setattr(Records, "_read_job", lambda self, job: read.append(job) or real(self, job))
+    for _ in range(2):
+        assert cli("reconcile", "b") == (0, "", "")
+    assert read == [], "a settled job's records are not read again"
+    assert (index.stat().st_mtime_ns, index.stat().st_ino) == written
