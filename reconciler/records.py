@@ -123,9 +123,9 @@ class Records:
 
     def write_batch(self, saves: Sequence[Attempt], drops: Sequence[Dropped]) -> None:
         """Many records at once (`oellm cancel` of a large bundle): from BATCH_MIN records on,
-        each written to a temp file, the file system synced once, every temp file renamed into place, synced once
-        more. As with `write_atomic`, a record is either its old or its new content after a
-        crash, but there are two syncs in all, not two fsyncs per record."""
+        each written to a temp file, the file system synced once, every temp file renamed into
+        place, synced once more. As with `write_atomic`, a record is either its old or its new
+        content after a crash, but there are two syncs in all, not two fsyncs per record."""
         items: list[tuple[Path, Mapping[str, Any]]] = []
         for record in saves:
             self._touch(record.job, settles=record.phase == "finished")
