@@ -1,29 +1,154 @@
-"""Reconcile benchmark on the real local SLURM: a bundle of N held jobs.
+"""Reconcile benchmark on the real local SLURM: what a round and `oellm cancel` cost.
 
-    python benchmarks/reconcile_bench.py --jobs 10000
-    python benchmarks/reconcile_bench.py --jobs 10000 --array    # as SLURM job arrays
+    python benchmarks/reconcile_bench.py                # every case below, 10,000 jobs
+    python benchmarks/reconcile_bench.py --jobs 1000 --queued 100 --repeats 1   # quicker
+    python benchmarks/reconcile_bench.py --markdown     # the README's table, from this run
+    python benchmarks/reconcile_bench.py --only mixed   # one case (mixed, never, arrays)
 
-Compiles N jobs (`#SBATCH --hold`, so they stay pending), runs reconcile rounds until every
-job is submitted (each round within its budgets: `--time-budget`, default 60 s, and
-`--max-submit`), then times no-op rounds, counting every SLURM command through shims on
-PATH. Needs the cluster (`bash tests/slurm/cluster.sh up`); cancels its jobs at the end.
+Cases, each run `--repeats` times (the table shows the median):
+- mixed: N jobs of which `--queued` are queued (held: `#SBATCH --hold`) and the others
+  recorded as completed (the benchmark writes their records as a round does): a no-op round,
+  then `oellm cancel` of the bundle.
+- never: `oellm cancel` of N jobs never submitted (each gets its drop record).
+- arrays: the N jobs as SLURM job arrays, all tasks queued: a no-op round, then `oellm cancel`.
+
+Every SLURM command is counted through shims on PATH. When strace is installed, one no-op
+round also runs under `strace -c` (the oellm process itself, not the SLURM commands it starts)
+and its file system calls are counted. Needs the cluster (`bash tests/slurm/cluster.sh up`);
+cancels its jobs at the end. The machine is shared: times are noisy, read the median.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import dataclasses
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from oellm.reconciler import tags
 
 TOOLS = ("sbatch", "squeue", "sacct", "scancel")
+# The file system calls the strace count reports, and the syscalls each one sums.
+FS_CALLS = {
+    "openat": ("openat", "open"),
+    "stat": ("newfstatat", "stat", "lstat", "fstat", "statx"),
+    "getdents": ("getdents64",),
+    "read": ("read",),
+    "write": ("write",),
+    "fsync": ("fsync", "fdatasync"),
+}
+
+
+@dataclasses.dataclass
+class Row:
+    case: str
+    jobs: str
+    seconds: list[float]
+    calls: str
+    fs: dict[str, int] | None = None
+
+    def wall(self) -> str:
+        if not self.seconds:
+            return ""
+        median = statistics.median(self.seconds)
+        spread = (
+            f" ({min(self.seconds):.2f}–{max(self.seconds):.2f})" if len(self.seconds) > 1 else ""
+        )
+        return f"{median:.2f} s{spread}"
+
+
+class Bench:
+    def __init__(self, tmp: Path, jobs: int) -> None:
+        self.tmp = tmp
+        self.jobs = jobs
+        self.log = tmp / "calls.log"
+        self.env = {**shims(tmp / "shims", self.log), "OUTPUT_DIR": str(tmp / "out")}
+        self.prefixes: list[str] = []
+
+    def compile(self, name: str, array: bool) -> Path:
+        values = ", ".join(str(i) for i in range(self.jobs))
+        exp = self.tmp / f"{name}.yaml"
+        exp.write_text(
+            f"project: {{name: {name}}}\n"
+            f'job: {{name: "{name}_${{vars.i}}"}}\n'
+            "vars: {i: 0}\n"
+            'backend: {bash: {command: "sleep 1"}}\n'
+            f"slurm: {{array: {'true' if array else 'false'}, sbatch: {{hold: true}}}}\n"
+            f"sweep:\n  params: {{vars.i: [{values}]}}\n"
+        )
+        bundle = self.tmp / name
+        subprocess.run(
+            [sys.executable, "-m", "oellm", "compile", str(exp), "-o", str(bundle)],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+        from oellm.reconciler.bundle import load_bundle
+        from oellm.reconciler.reconcile import project_key
+
+        self.prefixes.append(tags.prefix(project_key(load_bundle(bundle, check_scripts=False))))
+        return bundle
+
+    def oellm(
+        self, *argv: str, ok: Sequence[int] = (0, 1)
+    ) -> tuple[float, collections.Counter[str]]:
+        self.log.write_text("")
+        start = time.perf_counter()
+        run = subprocess.run(
+            [sys.executable, "-m", "oellm", *argv],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        seconds = time.perf_counter() - start
+        if run.returncode not in ok:
+            sys.exit(f"oellm {' '.join(argv)} failed ({run.returncode}): {run.stderr[-2000:]}")
+        return seconds, collections.Counter(self.log.read_text().split())
+
+    def strace(self, bundle: Path) -> dict[str, int] | None:
+        if shutil.which("strace") is None:
+            return None
+        out = self.tmp / "strace.txt"
+        subprocess.run(
+            [
+                "strace",
+                "-c",
+                "-o",
+                str(out),
+                "-e",
+                "trace=%file,read,write,fsync,fdatasync,getdents64,fstat",
+                sys.executable,
+                "-m",
+                "oellm",
+                "reconcile",
+                str(bundle),
+            ],
+            env=self.env,
+            capture_output=True,
+            check=False,
+        )
+        counts: dict[str, int] = {}
+        for line in out.read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 5 and fields[-1].isidentifier() and fields[3].isdigit():
+                counts[fields[-1]] = int(fields[3])
+        summed = {name: sum(counts.get(c, 0) for c in calls) for name, calls in FS_CALLS.items()}
+        summed["total"] = sum(counts.values())
+        return summed
+
+    def cleanup(self) -> None:
+        for prefix in self.prefixes:
+            cancel_own_jobs(prefix)
 
 
 def shims(folder: Path, log: Path) -> dict[str, str]:
@@ -36,24 +161,6 @@ def shims(folder: Path, log: Path) -> dict[str, str]:
         shim.write_text(f'#!/bin/sh\necho {tool} >> "{log}"\nexec {real} "$@"\n')
         shim.chmod(0o755)
     return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
-
-
-def reconcile(
-    bundle: Path, env: dict[str, str], log: Path, budget: tuple[str, ...] = ()
-) -> tuple[float, collections.Counter[str], int]:
-    log.write_text("")
-    start = time.perf_counter()
-    run = subprocess.run(
-        [sys.executable, "-m", "oellm", "reconcile", str(bundle), *budget],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    seconds = time.perf_counter() - start
-    if run.returncode not in (0, 1):
-        sys.exit(f"reconcile failed ({run.returncode}): {run.stderr}")
-    return seconds, collections.Counter(log.read_text().split()), run.returncode
 
 
 def cancel_own_jobs(prefix: str) -> None:
@@ -73,60 +180,170 @@ def cancel_own_jobs(prefix: str) -> None:
         subprocess.run(["scancel", *ids[start : start + 500]], check=False)
 
 
+def fresh_state(bundle: Path) -> Path:
+    from oellm.reconciler.bundle import load_bundle
+
+    state = load_bundle(bundle, check_scripts=False).state_path
+    shutil.rmtree(state, ignore_errors=True)
+    return state
+
+
+def record_completed(bundle: Path, names: Sequence[str]) -> None:
+    """Records of jobs that ran and completed, as the round that saw them end writes them."""
+    from oellm.reconciler.model import Attempt
+    from oellm.reconciler.reconcile import Session
+
+    session = Session(bundle, "slurm", allow_edited=True)
+    stamp = datetime.now(timezone.utc).isoformat()
+    done = [
+        Attempt(
+            job=name,
+            attempt=1,
+            tag=f"{session.prefix}{name}.1",
+            bundle_id=session.bundle.bundle_id,
+            script_sha256=session.bundle.job(name).sha256,
+            scheduler="slurm",
+            cause="ready",
+            phase="finished",
+            intent_at=stamp,
+            job_id=str(10_000_000 + number),
+            submitted_at=stamp,
+            final_state="COMPLETED",
+            exit_code=0,
+            ended_at=stamp,
+            last_state="COMPLETED",
+        )
+        for number, name in enumerate(names)
+    ]
+    session.records.write_batch(done, [])
+    session.claim()
+
+
+def settle(bench: Bench, bundle: Path) -> float:
+    """Submit what is ready (in as many rounds as the round's budgets take), then one round
+    that records the first states: afterwards rounds are no-ops. Returns the submit time."""
+    submit = 0.0
+    while True:
+        seconds, calls = bench.oellm("reconcile", str(bundle))
+        submit += seconds
+        if not calls["sbatch"]:
+            break
+    bench.oellm("reconcile", str(bundle))
+    return submit
+
+
+def noop_and_cancel(
+    bench: Bench,
+    setup: Callable[[int], tuple[Path, float]],
+    repeats: int,
+    label: str,
+    jobs_label: str,
+    rounds: int,
+) -> list[Row]:
+    noop: list[float] = []
+    cancel: list[float] = []
+    noop_calls = cancel_calls = ""
+    fs = None
+    for rep in range(repeats):
+        bundle, submit = setup(rep)
+        print(f"{label}: setup {rep + 1} submitted in {submit:.1f} s", file=sys.stderr)
+        if rep == 0:
+            for _ in range(rounds):
+                seconds, calls = bench.oellm("reconcile", str(bundle), ok=(0,))
+                noop.append(seconds)
+                noop_calls = describe(calls)
+                print(f"{label}: no-op round {seconds:.2f} s {dict(calls)}", file=sys.stderr)
+            fs = bench.strace(bundle)
+        seconds, calls = bench.oellm("cancel", str(bundle))
+        cancel.append(seconds)
+        cancel_calls = describe(calls)
+        print(f"{label}: cancel {seconds:.2f} s {dict(calls)}", file=sys.stderr)
+        cancel_own_jobs(bench.prefixes[-1])
+    return [
+        Row(f"no-op round, {label}", jobs_label, noop, noop_calls, fs),
+        Row(f"`oellm cancel`, {label}", jobs_label, cancel, cancel_calls),
+    ]
+
+
+def describe(calls: collections.Counter[str]) -> str:
+    return " + ".join(f"{n:,} `{tool}`" for tool, n in sorted(calls.items())) or "none"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10000)
+    parser.add_argument("--queued", type=int, default=1000, help="queued jobs of the mixed case")
     parser.add_argument("--rounds", type=int, default=3, help="no-op rounds to time")
-    parser.add_argument(
-        "--array", action="store_true", help="submit the jobs as SLURM job arrays (slurm.array)"
-    )
-    parser.add_argument("--time-budget", help="passed to oellm reconcile (default: its own)")
-    parser.add_argument("--max-submit", help="passed to oellm reconcile (default: its own)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each cancel")
+    parser.add_argument("--only", default="mixed,never,arrays", help="cases, comma-separated")
+    parser.add_argument("--markdown", action="store_true", help="print the README's table")
     args = parser.parse_args()
-    budget: tuple[str, ...] = ()
-    if args.time_budget is not None:
-        budget += ("--time-budget", args.time_budget)
-    if args.max_submit is not None:
-        budget += ("--max-submit", args.max_submit)
+    cases = set(args.only.split(","))
+    rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        values = ", ".join(str(i) for i in range(args.jobs))
-        exp = tmp / "exp.yaml"
-        exp.write_text(
-            "project: {name: rbench}\n"
-            'job: {name: "rb_${vars.i}"}\n'
-            "vars: {i: 0}\n"
-            'backend: {bash: {command: "sleep 1"}}\n'
-            f"slurm: {{array: {'true' if args.array else 'false'}, sbatch: {{hold: true}}}}\n"
-            f"sweep:\n  params: {{vars.i: [{values}]}}\n"
-        )
-        env0 = {**os.environ, "OUTPUT_DIR": str(tmp / "out")}
-        subprocess.run(
-            [sys.executable, "-m", "oellm", "compile", str(exp), "-o", str(tmp / "bundle")],
-            env=env0,
-            check=True,
-            capture_output=True,
-        )
-        log = tmp / "calls.log"
-        env = {**shims(tmp / "shims", log), "OUTPUT_DIR": str(tmp / "out")}
-        from oellm.reconciler.bundle import load_bundle
-        from oellm.reconciler.reconcile import project_key
-
-        prefix = tags.prefix(project_key(load_bundle(tmp / "bundle")))
+        bench = Bench(Path(tmp_name), args.jobs)
         try:
-            # Submit rounds until one submits nothing (that one records first states).
-            number, went = 0, 1
-            while went:
-                number += 1
-                seconds, calls, _ = reconcile(tmp / "bundle", env, log, budget)
-                went = calls["sbatch"]
-                print(f"round {number}: {seconds:.1f} s; calls {dict(calls)}")
-            for n in range(args.rounds):
-                seconds, calls, code = reconcile(tmp / "bundle", env, log)
-                print(f"no-op round {n + 1}: {seconds:.2f} s, exit {code}, calls {dict(calls)}")
+            if "mixed" in cases:
+                # A bundle of its own each time: the same tags would find (and adopt) the
+                # jobs the last time cancelled rather than submit new ones.
+                def mixed(rep: int) -> tuple[Path, float]:
+                    name = f"rbmixed{rep}"
+                    bundle = bench.compile(name, array=False)
+                    fresh_state(bundle)
+                    record_completed(bundle, [f"{name}_{i}" for i in range(args.queued, args.jobs)])
+                    return bundle, settle(bench, bundle)
+
+                label = f"{args.jobs:,} jobs, {args.queued:,} queued"
+                rows += noop_and_cancel(
+                    bench, mixed, args.repeats, label, f"{args.jobs:,}", args.rounds
+                )
+            if "never" in cases:
+                bundle = bench.compile("rbnever", array=False)
+                seconds = []
+                calls = ""
+                for _ in range(args.repeats):
+                    fresh_state(bundle)
+                    took, counted = bench.oellm("cancel", str(bundle))
+                    seconds.append(took)
+                    calls = describe(counted)
+                label = f"`oellm cancel`, {args.jobs:,} jobs never submitted"
+                rows.append(Row(label, f"{args.jobs:,}", seconds, calls))
+            if "arrays" in cases:
+
+                def arrays(rep: int) -> tuple[Path, float]:
+                    bundle = bench.compile(f"rbarrays{rep}", array=True)
+                    fresh_state(bundle)
+                    return bundle, settle(bench, bundle)
+
+                label = f"{args.jobs:,} array tasks queued"
+                rows += noop_and_cancel(
+                    bench, arrays, args.repeats, label, f"{args.jobs:,}", args.rounds
+                )
         finally:
-            cancel_own_jobs(prefix)
+            bench.cleanup()
+    print(markdown(rows) if args.markdown else plain(rows))
     return 0
+
+
+def plain(rows: Sequence[Row]) -> str:
+    lines = []
+    for row in rows:
+        lines.append(f"{row.case}: {row.wall()}; SLURM: {row.calls}")
+        if row.fs:
+            lines.append(
+                "  file system calls: " + ", ".join(f"{k} {v:,}" for k, v in row.fs.items())
+            )
+    return "\n".join(lines)
+
+
+def markdown(rows: Sequence[Row]) -> str:
+    names = list(FS_CALLS)
+    head = ["case", "jobs", "wall (median)", "SLURM calls", *names, "all traced"]
+    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
+    for row in rows:
+        fs = [f"{row.fs[n]:,}" for n in [*names, "total"]] if row.fs else [""] * (len(names) + 1)
+        lines.append("| " + " | ".join([row.case, row.jobs, row.wall(), row.calls, *fs]) + " |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

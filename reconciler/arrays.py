@@ -101,3 +101,30 @@ def current_for_index(current: str, index: int) -> str:
     stem, dot, suffix = name.rpartition(".")
     named = f"{stem}_{index}.{suffix}" if dot and stem else f"{name}_{index}"
     return f"{head}{slash}{named}"
+
+
+def whole_arrays(job_ids: Iterable[str], live: Iterable[str]) -> list[str]:
+    """`job_ids` to cancel, each array named by its array job id when every task of it that
+    is still `live` is among them (one `7` rather than ten thousand `7_<index>`); the tasks
+    of an array cancelled only in part stay named one by one. Order kept, each id once."""
+    wanted = list(dict.fromkeys(job_ids))
+    chosen = set(wanted)
+    spared: set[str] = set()  # arrays with a live task that is not to be cancelled
+    for job_id in live:
+        array, index = _split(job_id)
+        if index is not None and job_id not in chosen:
+            spared.add(array)
+    result: list[str] = []
+    for job_id in wanted:
+        array, index = _split(job_id)
+        name = array if index is not None and array not in spared else job_id
+        if name not in result:
+            result.append(name)
+    return result
+
+
+def _split(job_id: str) -> tuple[str, int | None]:
+    try:
+        return split_task_id(job_id)
+    except ValueError:
+        return job_id, None

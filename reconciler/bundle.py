@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,6 +83,45 @@ def _lock_bytes(lock_path: Path) -> bytes | None:
 
 class ScriptChanged(ReconcileError):
     """A script whose sha256 differs from the lockfile's."""
+
+
+class Recompiled(ReconcileError):
+    """The bundle on disk is no longer the one loaded: it was recompiled meanwhile."""
+
+
+def check_scripts(bundle: Bundle, jobs: Iterable[LockJob]) -> None:
+    """Check the scripts that submitting `jobs` runs (each job's own and its array's) against
+    the lockfile: done just before submitting, not every round. ScriptChanged for a script
+    edited after compile; Recompiled when it differs because the whole bundle was swapped for
+    a recompiled one since it was loaded (its lockfile's bundle id changed too)."""
+    checked: set[str] = set()
+    for job in jobs:
+        group = bundle.array_of(job)
+        scripts = [(job.script, job.sha256)]
+        if group is not None:
+            scripts.append((group.script, group.sha256))
+        for script, sha256 in scripts:
+            if script in checked:
+                continue
+            checked.add(script)
+            try:
+                _check_script(bundle.path / script, sha256)
+            except ScriptChanged:
+                if _bundle_id(bundle.path / LOCK_NAME) != bundle.bundle_id:
+                    raise Recompiled(
+                        "the bundle was recompiled while this round read it",
+                        str(bundle.path),
+                        hint="run oellm reconcile again",
+                    ) from None
+                raise
+
+
+def _bundle_id(lock_path: Path) -> str | None:
+    try:
+        data = json.loads(lock_path.read_bytes())
+    except (OSError, ValueError):
+        return None
+    return data.get("bundle_id") if isinstance(data, dict) else None
 
 
 def _load(path: Path, check_scripts: bool) -> Bundle:

@@ -9,9 +9,10 @@ caller reports the file and its job waits.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, Union, get_args, get_origin
 
@@ -27,79 +28,143 @@ def decode(kind: type[T], data: object, where: str = "") -> T:
     wrong. Unknown fields are refused too: they mean a record this oellm did not write."""
     if not isinstance(data, dict):
         raise RecordInvalid(f"{where or 'the record'} is not a JSON object")
-    hints = typing.get_type_hints(kind)
-    fields = {f.name: f for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
+    fields = _fields(kind)  # type: ignore[arg-type]  # a class is hashable
+    if not fields.keys() >= data.keys():
+        unknown = sorted(data.keys() - fields.keys())
         raise RecordInvalid(f"unknown field {_at(where, unknown[0])}")
     values: dict[str, Any] = {}
-    for name, field in fields.items():
-        if name not in data:
-            if (
-                field.default is dataclasses.MISSING
-                and field.default_factory is dataclasses.MISSING
-            ):
+    for name, value in data.items():
+        field = fields[name]
+        values[name] = field.read(value, field.where if not where else _at(where, name))
+    if len(values) < len(fields):
+        for name, field in fields.items():
+            if field.required and name not in values:
                 raise RecordInvalid(f"missing field {_at(where, name)}")
-            continue
-        values[name] = _value(hints[name], data[name], _at(where, name))
     return kind(**values)
 
 
-def _value(hint: Any, value: object, where: str) -> Any:
+Reader = Callable[[object, str], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Field:
+    read: Reader
+    required: bool
+    where: str  # the field's name: where it is in a record read at the top level
+
+
+@functools.cache
+def _fields(kind: type[Any]) -> dict[str, _Field]:
+    """A record type's fields, each with its reader, worked out once per process: resolving
+    the string annotations costs more than checking a record (10,000 are read per round)."""
+    hints = typing.get_type_hints(kind)
+    fields = {}
+    for field in dataclasses.fields(kind):
+        read = _reader(hints[field.name])
+        if hints[field.name] in (str, str | None) and (
+            field.name.endswith("_at") or field.name == "at"
+        ):
+            read = _stamped(read)
+        required = (
+            field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
+        )
+        fields[field.name] = _Field(read, required, field.name)
+    return fields
+
+
+def _stamped(read: Reader) -> Reader:
+    def stamped(value: object, where: str) -> Any:
+        found = read(value, where)
+        if found is not None:
+            _stamp(found, where)
+        return found
+
+    return stamped
+
+
+@functools.cache
+def _reader(hint: Any) -> Reader:
+    """The function that checks and converts a value of type `hint`."""
     origin = get_origin(hint)
     if hint is Any:
-        return value
+        return lambda value, where: value
     if origin in (Union, types.UnionType):
-        options = get_args(hint)
-        if value is None and type(None) in options:
+        return _union(get_args(hint))
+    if origin is typing.Literal:
+        allowed = get_args(hint)
+
+        def literal(value: object, where: str) -> Any:
+            if value not in allowed:
+                names = ", ".join(repr(a) for a in allowed)
+                raise RecordInvalid(f"{where} is {value!r}, not one of {names}")
+            return value
+
+        return literal
+    if origin is tuple:
+        item = _reader(get_args(hint)[0])
+
+        def sequence(value: object, where: str) -> Any:
+            if not isinstance(value, list):
+                raise RecordInvalid(f"{where} must be a list, not {_kind(value)}")
+            return tuple(item(x, f"{where}[{i}]") for i, x in enumerate(value))
+
+        return sequence
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        args = get_args(hint)
+        inner = _reader(args[1]) if args else None
+
+        def mapping(value: object, where: str) -> Any:
+            if not isinstance(value, dict):
+                raise RecordInvalid(f"{where} must be an object, not {_kind(value)}")
+            if inner is None:
+                return value
+            return {str(k): inner(v, f"{where}.{k}") for k, v in value.items()}
+
+        return mapping
+    if dataclasses.is_dataclass(hint):
+        return lambda value, where: decode(hint, value, where)  # type: ignore[arg-type]
+    if hint in _SCALARS:
+        return _scalar(hint)
+    raise RecordInvalid(f"no reader for {hint!r}")
+
+
+def _union(options: tuple[Any, ...]) -> Reader:
+    nullable = type(None) in options
+    readers = [_reader(option) for option in options if option is not type(None)]
+
+    def union(value: object, where: str) -> Any:
+        if value is None and nullable:
             return None
         errors = []
-        for option in options:
-            if option is type(None):
-                continue
+        for read in readers:
             try:
-                return _value(option, value, where)
+                return read(value, where)
             except RecordInvalid as exc:
                 errors.append(str(exc))
         raise RecordInvalid(errors[0] if errors else f"{where} must not be null")
-    if origin is typing.Literal:
-        if value not in get_args(hint):
-            allowed = ", ".join(repr(a) for a in get_args(hint))
-            raise RecordInvalid(f"{where} is {value!r}, not one of {allowed}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, list):
-            raise RecordInvalid(f"{where} must be a list, not {_kind(value)}")
-        (item, _) = get_args(hint)
-        return tuple(_value(item, x, f"{where}[{i}]") for i, x in enumerate(value))
-    if origin in (dict, Mapping) or hint in (dict, Mapping):
-        if not isinstance(value, dict):
-            raise RecordInvalid(f"{where} must be an object, not {_kind(value)}")
-        args = get_args(hint)
-        if args:
-            return {str(k): _value(args[1], v, f"{where}.{k}") for k, v in value.items()}
-        return value
-    if dataclasses.is_dataclass(hint):
-        return decode(hint, value, where)  # type: ignore[arg-type]
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise RecordInvalid(f"{where} must be true or false, not {_kind(value)}")
-        return value
-    if hint is int:
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise RecordInvalid(f"{where} must be an integer, not {_kind(value)}")
-        return value
-    if hint is float:
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            raise RecordInvalid(f"{where} must be a number, not {_kind(value)}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise RecordInvalid(f"{where} must be a string, not {_kind(value)}")
-        if where.endswith(("_at", ".at")) or where == "at":
-            _stamp(value, where)
-        return value
-    raise RecordInvalid(f"{where}: no reader for {hint!r}")
+
+    return union
+
+
+def _scalar(hint: type[Any]) -> Reader:
+    word = _SCALARS[hint]
+
+    def scalar(value: object, where: str) -> Any:
+        # bool is an int to Python, not to a record; an int is a fine float.
+        kind = type(value)
+        if kind is hint or (hint is float and kind is int):
+            return float(value) if hint is float else value  # type: ignore[arg-type]
+        raise RecordInvalid(f"{where} must be {word}, not {_kind(value)}")
+
+    return scalar
+
+
+_SCALARS: dict[Any, str] = {
+    bool: "true or false",
+    int: "an integer",
+    float: "a number",
+    str: "a string",
+}
 
 
 def _stamp(text: str, where: str) -> None:

@@ -18,7 +18,7 @@ from .logs import read_new
 from .model import Attempt, History, LockJob, LogLine, LogRead, LogState, Markers, Observation
 from .records import Records
 from .recover import index_tags
-from .schedulers import Scheduler, SchedulerJob
+from .schedulers import FINISHED, Scheduler, SchedulerJob
 
 # sacct looks back from the oldest attempt still in flight, with a margin for clock skew
 # between login nodes (sacct without -S would only look since midnight).
@@ -48,7 +48,8 @@ def observe(
     rows, error = _ask(scheduler, tag_prefix, in_flight, lookback) if asked else ([], None)
     available = error is None
     by_tag = tags_of(rows)
-    read = _Read(bundle, records, now)
+    by_id = {row.job_id: row for row in rows}
+    read = _Read(bundle, records, now, by_id)
     names = {job.name for job in bundle.jobs}
     for attempt in in_flight:
         running = jobs_of(attempt, by_tag)
@@ -59,7 +60,7 @@ def observe(
         asked,
         available,
         error,
-        {row.job_id: row for row in rows},
+        by_id,
         by_tag,
         read.markers,
         files,
@@ -98,6 +99,7 @@ class _Read:
     bundle: Bundle
     records: Records | None
     now: datetime
+    by_id: Mapping[str, SchedulerJob]
     markers: dict[str, Markers] = field(default_factory=dict)
     logs: dict[str, LogRead] = field(default_factory=dict)
     growth: dict[str, datetime] = field(default_factory=dict)
@@ -107,6 +109,11 @@ class _Read:
         bundle = self.bundle
         job = bundle.job(attempt.job)
         for _, job_id in running:
+            row = self.by_id.get(job_id)
+            if row is not None and row.state not in FINISHED:
+                # Markers count only for a job SLURM no longer runs (`Observation.seen`):
+                # not read for the ones queued or running, most of them in a big sweep.
+                continue
             self.markers[job_id] = read_markers(bundle.resolve(job.output_dir), job_id)
         if job.watched_log_events and self.records is not None:
             state = self.records.load_log_state(job.name, attempt.attempt)

@@ -21,23 +21,23 @@ from oellm.shell import run
 from . import tags
 from .act import act
 from .actions import Action, MainAction, Observed, Submit, Wait, main_action
+from .arrays import whole_arrays
 from .budget import NO_LIMIT, Budget, Held, count_limit, within_count
 from .budget import summary as budget_summary
-from .bundle import Bundle, load_bundle
+from .bundle import Bundle, Recompiled, check_scripts, load_bundle
 from .current import current
 from .decide import Options, decide
 from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
 from .identity import claim, key_for, read_identity
 from .lock import Busy, LockLost, RenewFailed, StateLock
 from .metrics_store import track as after_round_metrics
-from .model import Current, Dropped, History, Observation
+from .model import Attempt, Current, Dropped, History, Observation
 from .moves import moved
 from .observe import observe
 from .policy import INTENT_GRACE
 from .records import Records
 from .retry import revived
 from .schedulers import FINISHED, Scheduler, slurm
-from .schedulers.local import LocalScheduler
 from .submit import RoundOutcome
 
 EXIT_QUIET = EXIT_OK
@@ -76,6 +76,8 @@ def make_scheduler(name: str | None, state_dir: Path) -> Scheduler:
     if name == "slurm":
         return slurm.SlurmScheduler()
     if name == "local":
+        from .schedulers.local import LocalScheduler  # its runner is only needed here
+
         return LocalScheduler(state_dir)
     raise ReconcileError(f"unknown scheduler '{name}'", hint="use --scheduler slurm or local")
 
@@ -151,7 +153,9 @@ class Session:
         allow_edited: bool = False,
         claim_state: bool = False,
     ) -> None:
-        self.bundle = load_bundle(path, check_scripts=not allow_edited)
+        # Scripts are checked when they are about to be submitted (`checked`), not here.
+        self.bundle = load_bundle(path, check_scripts=False)
+        self.allow_edited = allow_edited
         self.options = options or Options(intent_grace())
         self.records = Records(self.bundle.state_path)
         self.claim_state = claim_state
@@ -195,6 +199,32 @@ class Session:
         for action in actions:
             log.info("%s: %s: %s", action.job, action.kind, action.reason)
         return obs, actions
+
+    def checked(
+        self, history: History, obs: Observation, actions: list[Action]
+    ) -> tuple[Observation, list[Action]]:
+        """The round's view once the scripts it submits match the lockfile (ScriptChanged
+        when one was edited, unless --allow-edited). A script that differs because the
+        bundle was recompiled during the round is no edit: the round reads the new bundle
+        (into the same state dir) and decides again."""
+        for _ in range(3):
+            if self.allow_edited:
+                return obs, actions
+            submits = {a.job for a in actions if isinstance(a, Submit)}
+            try:
+                check_scripts(self.bundle, (job for job in self.bundle.jobs if job.name in submits))
+                return obs, actions
+            except Recompiled as recompiled:
+                fresh = load_bundle(self.bundle.path, check_scripts=False)
+                if fresh.state_path != self.bundle.state_path or fresh.key != self.bundle.key:
+                    raise recompiled from None
+                self.bundle = fresh
+                obs, actions = self.look(history)
+        raise Recompiled(
+            "the bundle was recompiled again and again while this round read it",
+            str(self.bundle.path),
+            hint="run oellm reconcile again once the compiles are done",
+        )
 
     def _observe(self, history: History, now: datetime, lookback: datetime | None) -> Observation:
         return observe(
@@ -262,7 +292,7 @@ def reconcile_once(
         history = session.history()
         if dry_run:  # the moves the real round makes first, in memory only (moves.py)
             history = moved(history, session.bundle.moved, say)
-        obs, actions = session.look(history)
+        obs, actions = session.checked(history, *session.look(history))
         limit = count_limit(budget, session.bundle.max_jobs, _queued(session, obs))
         actions, held = within_count(actions, session.bundle.jobs, limit)
         damaged = tuple(history.damaged.values())
@@ -297,6 +327,7 @@ def reconcile_once(
         _say_budget(held, outcome.deferred, budget, say)
         # Training metrics (metrics_store): after acting; a problem there is only logged.
         after_round(session, history, obs)
+        session.records.seal()  # settled jobs are read from one file from now on
         return RunReport(actions, obs, outcome, damaged=damaged)
     finally:
         if own_lock and lock is not None:
@@ -405,26 +436,34 @@ def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], Non
         obs, _ = session.look(history)
         live: list[str] = []
         stamp = utcnow().isoformat()
+        requests: list[Attempt] = []
+        drops: list[Dropped] = []
+        said: list[str] = []
         for name in selected:
             if name in history.damaged:
                 say(f"{name}: not cancelled: {history.damaged[name]}")
                 continue
-            now_state = current(name, history, obs, session.bundle.job(name))
             latest = history.latest(name)
             if latest is not None and latest.phase != "finished":
+                now_state = current(name, history, obs, session.bundle.job(name))
                 if not latest.cancel_requested:
-                    session.records.save(dataclasses.replace(latest, cancel_requested=USER_CANCEL))
+                    requests.append(dataclasses.replace(latest, cancel_requested=USER_CANCEL))
                 live.extend(now_state.live_ids)
                 ids = ", ".join(now_state.live_ids)
-                say(f"cancel recorded for {name}" + (f" (job {ids})" if ids else ""))
+                said.append(f"cancel recorded for {name}" + (f" (job {ids})" if ids else ""))
             elif name not in history.dropped and not (latest is not None and latest.succeeded):
-                session.records.drop(Dropped(name, USER_CANCEL, stamp))
-                say(f"dropped {name}: it will not be submitted")
+                drops.append(Dropped(name, USER_CANCEL, stamp))
+                said.append(f"dropped {name}: it will not be submitted")
+        # Recorded before scancel (a request SLURM did not take is sent again by rounds).
+        session.records.write_batch(requests, drops)
+        for line in said:
+            say(line)
         if not live:
             return CancelReport(EXIT_ACTED if selected else EXIT_QUIET)
         try:
             lock.verify()
-            session.scheduler.cancel(live)
+            # A whole array goes as its array job id, not as every task id (issue 15).
+            session.scheduler.cancel(whole_arrays(live, _live_ids(history, obs)))
         except SchedulerUnavailable as exc:
             return CancelReport(
                 EXIT_UNAVAILABLE,
@@ -448,3 +487,16 @@ def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], Non
 
 
 USER_CANCEL = "cancelled by the user"
+
+
+def _live_ids(history: History, obs: Observation) -> set[str]:
+    """Every job id of the state dir that may still run: SLURM's live rows and the recorded
+    ids of attempts in flight (an array with one of them not cancelled is not cancelled
+    whole, whether or not SLURM answered)."""
+    live = {row.job_id for row in obs.by_id.values() if row.state not in FINISHED}
+    for attempts in history.attempts.values():
+        if attempts[-1].phase != "finished":
+            live.update(
+                i for i in (attempts[-1].job_id, *(x.job_id for x in attempts[-1].links)) if i
+            )
+    return live

@@ -8,7 +8,6 @@ records still say it is in flight is never retried (a round records its end firs
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -20,7 +19,6 @@ from .actions import Action, Submit, Wait, main_action
 from .decide import decide
 from .lock import Busy, StateLock
 from .model import History, Observation, RetryRequest
-from .records import write_atomic
 from .retry import pending
 from .selection import is_glob, select_jobs
 
@@ -136,9 +134,7 @@ def retry_jobs(
                 continue
             request = RetryRequest(choice.job, stamp, choice.after, choice.revives)
             lock.verify()
-            write_atomic(
-                session.records.jobs_dir / choice.job / "retry.json", dataclasses.asdict(request)
-            )
+            session.records.request_retry(request)
             say(f"retry recorded for {choice.job} ({choice.why})")
         if dry_run:
             say(f"{len(chosen)} job{'s' if len(chosen) != 1 else ''} would be retried")

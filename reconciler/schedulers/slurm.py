@@ -27,6 +27,8 @@ from oellm.shell import Completed
 SUBMIT_TIMEOUT_S = 60.0  # sbatch alone retries ~9 s when slurmctld is down; a busy one is slower
 QUERY_TIMEOUT_S = 30.0
 CANCEL_TIMEOUT_S = 30.0
+# Bytes of job ids per scancel command line: far below any system's ARG_MAX.
+SCANCEL_ARGV_BYTES = 64 * 1024
 
 SQUEUE_FORMAT = "%i|%j|%T|%r|%k"
 SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "Start", "End", "NodeList")
@@ -124,6 +126,23 @@ def sacct_argv(since: datetime, user: str | None = None) -> list[str]:
 
 def scancel_argv(job_ids: Iterable[str]) -> list[str]:
     return ["scancel", *job_ids]
+
+
+def scancel_argvs(job_ids: Sequence[str], limit: int = SCANCEL_ARGV_BYTES) -> list[list[str]]:
+    """`scancel` for many ids, split so that no command line passes `limit` bytes (the
+    kernel refuses an exec whose arguments pass ARG_MAX, 2 MiB on Linux, less elsewhere)."""
+    argvs: list[list[str]] = []
+    batch: list[str] = []
+    size = 0
+    for job_id in job_ids:
+        if batch and size + len(job_id) + 1 > limit:
+            argvs.append(scancel_argv(batch))
+            batch, size = [], 0
+        batch.append(job_id)
+        size += len(job_id) + 1
+    if batch:
+        argvs.append(scancel_argv(batch))
+    return argvs
 
 
 def exclude_argv(job_ids: Iterable[str], nodes: Iterable[str]) -> list[str]:
@@ -320,7 +339,8 @@ def sbatch_failure(done: Completed) -> SchedulerError:
 
 class SlurmScheduler:
     """SLURM behind the Scheduler Protocol: per call one `sbatch`, or one `squeue` plus at most
-    one `sacct`, or one `scancel` (anchors 3.7: the cost does not grow with the number of jobs)."""
+    one `sacct`, or one `scancel` per 64 KiB of job ids (anchors 3.7: the cost does not grow
+    with the number of jobs)."""
 
     name = "slurm"
     arrays = True
@@ -407,9 +427,10 @@ class SlurmScheduler:
         if not job_ids:
             return
         # scancel exits 0 for unknown or finished ids (tests/slurm/recorded/scancel_unknown_job*).
-        done = self._run(scancel_argv(job_ids), self._cancel_timeout)
-        if done.returncode != 0:
-            raise failure(done, "scancel")
+        for argv in scancel_argvs(job_ids):
+            done = self._run(argv, self._cancel_timeout)
+            if done.returncode != 0:
+                raise failure(done, "scancel")
 
     def exclude(self, job_ids: Sequence[str], nodes: Sequence[str]) -> None:
         if not job_ids or not nodes:
