@@ -14,16 +14,16 @@ import hashlib
 import importlib.resources
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, Literal
-
-from jsonschema import Draft202012Validator
-from referencing import Registry, Resource
+from typing import TYPE_CHECKING, Any, Literal
 
 from oellm.bundle_files import LOCK_NAME
 from oellm.errors import OellmError
 
 from .jsonbytes import PrettyJson
 from .model import ArrayGroup, Lock, LockJob, Project, RestartPolicy
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 VERSION = 1
 PROVENANCE = "compiled_with"  # the field outside bundle_id
@@ -237,6 +237,11 @@ def validator() -> Draft202012Validator:
 
 @functools.cache
 def _validator(part: Part) -> Draft202012Validator:
+    # Imported here: a round with a valid lockfile and jsonschema-rs never needs the
+    # pure-Python validator, and importing it costs a round about 0.1 s.
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
     registry: Registry[Any] = Registry()
     for name, schema in _schemas().items():
         registry = registry.with_resource(name, Resource.from_contents(schema))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from oellm.reconciler import tags
 from tests.reconciler.slurm_helpers import (
     cancel_prefix,
     compile_to,
@@ -44,7 +45,8 @@ def submitted(out: str) -> list[str]:
 
 
 def dependencies(prefix: str) -> dict[str, str]:
-    """Job name -> its dependency as squeue shows it (`afterok:123(unfulfilled)`)."""
+    """Job tag (read from its name) -> its dependency as squeue shows it
+    (`afterok:123(unfulfilled)`)."""
     listed = subprocess.run(
         ["squeue", "--me", "-h", "-o", "%j|%E"],
         capture_output=True,
@@ -53,7 +55,8 @@ def dependencies(prefix: str) -> dict[str, str]:
         timeout=30,
     )
     pairs = (line.partition("|") for line in listed.stdout.splitlines())
-    return {name: dep for name, _, dep in pairs if name.startswith(prefix)}
+    by_tag = {tags.tag_of(name): dep for name, _, dep in pairs}
+    return {tag: dep for tag, dep in by_tag.items() if tag.startswith(prefix)}
 
 
 def test_twelve_held_jobs_with_max_submit_five_go_in_three_rounds(
