@@ -278,6 +278,17 @@ def schema_error(data: Any, part: Part = "lock") -> tuple[str, str] | None:
 # --- reading --------------------------------------------------------------------------------
 
 
+def bundle_id_of(data: bytes | str) -> str | None:
+    """The `bundle_id` written in lockfile data, unchecked; None when there is none to read
+    (a round compares it with the one it loaded, to notice a recompile)."""
+    try:
+        document = json.loads(data)
+    except ValueError:
+        return None
+    found = document.get("bundle_id") if isinstance(document, dict) else None
+    return found if isinstance(found, str) else None
+
+
 def loads(data: bytes | str, where: str) -> Lock:
     """The lockfile in `data` (read from `where`, named in errors): its version and schema
     checked, as records."""

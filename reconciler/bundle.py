@@ -8,13 +8,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from oellm.bundle_files import LOCK_NAME
-from oellm.lockfile.codec import LockfileError, loads
+from oellm.lockfile.codec import LockfileError, bundle_id_of, loads
 
 from .errors import ReconcileError
 from .model import ArrayGroup, LockJob
@@ -118,10 +117,9 @@ def check_scripts(bundle: Bundle, jobs: Iterable[LockJob]) -> None:
 
 def _bundle_id(lock_path: Path) -> str | None:
     try:
-        data = json.loads(lock_path.read_bytes())
-    except (OSError, ValueError):
+        return bundle_id_of(lock_path.read_bytes())
+    except OSError:
         return None
-    return data.get("bundle_id") if isinstance(data, dict) else None
 
 
 def _load(path: Path, check_scripts: bool) -> Bundle:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from oellm.reconciler import tags
 from oellm.reconciler.arrays import whole_arrays
 from oellm.reconciler.reconcile import Session, cancel_jobs, reconcile_once
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, scancel_argvs
@@ -158,7 +159,7 @@ def live_tasks(prefix: str) -> list[str]:
     return [
         job_id
         for job_id, _, name in (line.partition("|") for line in listed.stdout.splitlines())
-        if name.startswith(prefix)
+        if tags.tag_of(name).startswith(prefix)
     ]
 
 
