@@ -327,7 +327,6 @@ def reconcile_once(
         _say_budget(held, outcome.deferred, budget, say)
         # Training metrics (metrics_store): after acting; a problem there is only logged.
         after_round(session, history, obs)
-        session.records.seal()  # settled jobs are read from one file from now on
         return RunReport(actions, obs, outcome, damaged=damaged)
     finally:
         if own_lock and lock is not None:

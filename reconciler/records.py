@@ -6,7 +6,6 @@ exclusively: a round never overwrites another round's intent.
     <state_dir>/jobs/<job>/attempt-0001.json   intent, then job id, then outcome
     <state_dir>/jobs/<job>/dropped.json        cancelled before it was ever submitted
     <state_dir>/jobs/<job>/retry.json          `oellm retry`: a new attempt after this one
-    <state_dir>/settled.json                   a copy of the settled jobs' records (settled.py)
 
 Records are read strictly (`codec.decode`): one that does not check out is reported with its
 file, and its job gets no action until the user has looked at it.
@@ -25,11 +24,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import settled
 from .codec import RecordInvalid, decode
 from .errors import ReconcileError
 from .model import Attempt, Dropped, History, LogState, RetryRequest
-from .settled import Entry
 
 log = logging.getLogger("oellm.records")
 T = TypeVar("T")
@@ -88,37 +85,25 @@ def fsync_folder(folder: Path) -> None:
 
 
 class Records:
-    """A state dir's records. Every write of a record that `load` reads goes through here,
-    so that a job the settled index holds is named in settled.dirty before it changes."""
+    """A state dir's records: every job's attempts, drop and retry request, each in its own
+    file, read again every round (the files are the truth; no copy of them is trusted)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.jobs_dir = state_dir / "jobs"
-        self._index: dict[str, Entry] = {}  # the settled index as `load` found it
-        self._indexed: set[str] | None = None  # its jobs; None: not read yet
-        self._dirty: set[str] = set()  # named in settled.dirty
-        self._fresh: dict[str, Entry] = {}  # settled jobs `load` read from their records
-        self._written: set[str] = set()  # jobs whose records this process wrote since `load`
-        self._settling: set[str] = set()  # ... of which the last write may have settled them
-        self._listed: set[str] | None = None  # the job folders `load` found; None: no load
 
     def attempt_path(self, job: str, attempt: int) -> Path:
         return self.jobs_dir / job / f"attempt-{attempt:04d}.json"
 
     def save(self, record: Attempt) -> None:
-        self._touch(record.job, settles=record.phase == "finished")
         write_atomic(self.attempt_path(record.job, record.attempt), dataclasses.asdict(record))
 
     def create(self, record: Attempt) -> None:
-        """A new attempt's first record; RecordExists when another round wrote it already
-        (or a settled index that did not know of it let this round try: `_touch` has named
-        the job in settled.dirty, so the next round reads its records)."""
-        self._touch(record.job, settles=False)
+        """A new attempt's first record; RecordExists when another round wrote it already."""
         path = self.attempt_path(record.job, record.attempt)
         write_atomic(path, dataclasses.asdict(record), exclusive=True)
 
     def drop(self, record: Dropped) -> None:
-        self._touch(record.job, settles=True)
         write_atomic(self.jobs_dir / record.job / "dropped.json", dataclasses.asdict(record))
 
     def write_batch(self, saves: Sequence[Attempt], drops: Sequence[Dropped]) -> None:
@@ -128,11 +113,9 @@ class Records:
         content after a crash, but there are two syncs in all, not two fsyncs per record."""
         items: list[tuple[Path, Mapping[str, Any]]] = []
         for record in saves:
-            self._touch(record.job, settles=record.phase == "finished")
             path = self.attempt_path(record.job, record.attempt)
             items.append((path, dataclasses.asdict(record)))
         for drop in drops:
-            self._touch(drop.job, settles=True)
             items.append((self.jobs_dir / drop.job / "dropped.json", dataclasses.asdict(drop)))
         if len(items) < BATCH_MIN:
             # A few records: fsynced one by one, which touches nothing else on the machine.
@@ -161,7 +144,6 @@ class Records:
         log.debug("wrote %d records", len(items))
 
     def request_retry(self, request: RetryRequest) -> None:
-        self._touch(request.job, settles=False)
         write_atomic(self.jobs_dir / request.job / "retry.json", dataclasses.asdict(request))
 
     def log_state_path(self, job: str, attempt: int) -> Path:
@@ -199,8 +181,6 @@ class Records:
         source, target = self.jobs_dir / old, self.jobs_dir / new
         if not source.is_dir() or target.exists():
             return False
-        self._touch(old, settles=False)
-        self._touch(new, settles=False)
         staging = Path(tempfile.mkdtemp(prefix=f".{new}.moving-", dir=self.jobs_dir))
         for path in sorted(source.iterdir()):
             if path.name.startswith("."):
@@ -218,54 +198,27 @@ class Records:
         return True
 
     def undrop(self, job: str) -> None:
-        self._touch(job, settles=False)
         (self.jobs_dir / job / "dropped.json").unlink(missing_ok=True)
 
-    def _touch(self, job: str, settles: bool) -> None:
-        """Before a write to `job`'s records: name it in settled.dirty if the index holds it
-        (once per load), and remember whether this write may settle it."""
-        if self._indexed is None:
-            entries, self._dirty = settled.read(self.state_dir)
-            self._indexed = set(entries or ())
-        if job in self._indexed and job not in self._dirty:
-            settled.mark_dirty(self.state_dir, job)
-            self._dirty.add(job)
-        self._written.add(job)
-        if settles:
-            self._settling.add(job)
-        else:
-            self._settling.discard(job)
-
     def load(self) -> History:
-        """Every job's records: a settled job's from the settled index, the others' from
-        their files. A job with a record that cannot be read is listed in `damaged` (with
-        none of its records), so the round leaves it alone."""
-        entries, self._dirty = settled.read(self.state_dir)
-        self._index = entries or {}
-        self._indexed = set(self._index)
-        self._fresh, self._written, self._settling = {}, set(), set()
+        """Every job's records, read from their files. A job with a record that cannot be read
+        is listed in `damaged` (with none of its records), so the round leaves it alone."""
         attempts: dict[str, tuple[Attempt, ...]] = {}
         dropped: dict[str, Dropped] = {}
         damaged: dict[str, str] = {}
         retries: dict[str, RetryRequest] = {}
-        self._listed = set(self._job_folders())
-        for job in sorted(self._listed):
-            entry = self._index.get(job) if job not in self._dirty else None
-            if entry is None:
-                try:
-                    found, drop, retry = self._read_job(job)
-                except ReconcileError as error:
-                    damaged[job] = error.render()
-                    continue
-                entry = Entry(found, drop)
-                if retry is not None:
-                    retries[job] = retry
-                elif settled.settled(found, drop, retry=False):
-                    self._fresh[job] = entry
-            if entry.attempts:
-                attempts[job] = entry.attempts
-            if entry.dropped is not None:
-                dropped[job] = entry.dropped
+        for job in sorted(self._job_folders()):
+            try:
+                found, drop, retry = self._read_job(job)
+            except ReconcileError as error:
+                damaged[job] = error.render()
+                continue
+            if retry is not None:
+                retries[job] = retry
+            if found:
+                attempts[job] = found
+            if drop is not None:
+                dropped[job] = drop
         return History(attempts, dropped, damaged, retries)
 
     def _job_folders(self) -> list[str]:
@@ -302,35 +255,6 @@ class Records:
             elif name == "retry.json":
                 retry = _read(path, RetryRequest)
         return tuple(sorted(found, key=lambda a: a.attempt)), drop, retry
-
-    def seal(self) -> None:
-        """Write the settled index again when this round changed what it holds: the jobs
-        settled before (unless written since), those settled now. Lock holder only, after
-        the round's writes."""
-        if self._listed is None:
-            return
-        listed = self._listed
-        # A job named in settled.dirty was read from its files (`_fresh` if settled).
-        kept = {job: e for job, e in self._index.items() if job not in self._dirty}
-        entries = {
-            job: entry
-            for job, entry in {**kept, **self._fresh}.items()
-            if job in listed and job not in self._written
-        }
-        for job in self._settling:
-            try:
-                found, drop, retry = self._read_job(job)
-            except (ReconcileError, OSError):
-                continue
-            if settled.settled(found, drop, retry is not None):
-                entries[job] = Entry(found, drop)
-        if entries == self._index and not self._dirty:
-            return
-        write_bytes_atomic(self.state_dir / settled.INDEX_NAME, settled.encode(entries))
-        settled.forget_dirty(self.state_dir)
-        self._index, self._indexed, self._dirty = entries, set(entries), set()
-        self._fresh, self._written, self._settling = {}, set(), set()
-        self._listed = listed | set(entries)
 
 
 DAMAGED_HINT = (

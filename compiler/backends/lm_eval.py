@@ -18,6 +18,7 @@ from oellm.compiler.tree import KeyPath, origin_of
 from oellm.compiler.words import Word, long_options, scalar
 
 from .one_task import one_task_problems
+from .plain import Plain
 
 COMMAND = ("lm_eval",)
 MODEL = "hf"
@@ -30,10 +31,7 @@ def model_args(settings: Mapping[str, Any]) -> str:
     return ",".join(f"{key}={scalar(value)}" for key, value in pairs)
 
 
-class LmEval:
-    def torchrun(self, launch: str) -> bool:
-        return False
-
+class LmEval(Plain):
     def launch_words(self, config: Mapping[str, Any], launch: str) -> list[Word]:
         """`--flag=value` words, so that a value starting with a dash stays a value."""
         settings = config["backend"]["lm_eval"]
@@ -50,15 +48,6 @@ class LmEval:
                 words.append(Word(f"--{flag}", True))
         words += long_options(settings.get("options") or {}, dashes=False)
         return words
-
-    def values(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
-        return []
-
-    def exports(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
-        return []
-
-    def resume(self, config: Mapping[str, Any]) -> bool:
-        return False
 
     def checks(
         self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]

@@ -23,6 +23,7 @@ from oellm.compiler.tree import KeyPath
 from oellm.compiler.words import Word, long_options
 
 from .one_task import one_task_problems
+from .plain import Plain
 
 CHECKPOINT_FLAG = "--megatron-path"
 OUTPUT_FLAG = "--hf-path"
@@ -49,10 +50,7 @@ def iteration_folder(checkpoint: str, iteration: int) -> str:
     return f"{checkpoint.rstrip('/')}/iter_{iteration:07d}"
 
 
-class MegatronToHF:
-    def torchrun(self, launch: str) -> bool:
-        return False
-
+class MegatronToHF(Plain):
     def launch_words(self, config: Mapping[str, Any], launch: str) -> list[Word]:
         """`--flag=value` words throughout, so that a value starting with a dash stays a value."""
         settings = config["backend"]["megatron_to_hf"]
@@ -74,15 +72,6 @@ class MegatronToHF:
             # With `latest` the shim adds this word when the job starts.
             words.append(Word(f"{checkpoint_flag}={checkpoint}", True))
         return words
-
-    def values(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
-        return []
-
-    def exports(self, config: Mapping[str, Any]) -> list[tuple[str, str]]:
-        return []
-
-    def resume(self, config: Mapping[str, Any]) -> bool:
-        return False
 
     def checks(
         self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
