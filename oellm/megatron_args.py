@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from oellm.megatron_dataclass import field_calls
-from oellm.megatron_modules import ClassRef, Module, Modules, imports_of
+from oellm.megatron_modules import ClassRef, Module, Modules, imports_of, literal
 
 # Where the parser lives, newest layout first.
 PARSER_FILES = ("megatron/training/arguments.py", "megatron/arguments.py")
@@ -185,7 +185,7 @@ def _exclude(tree: ast.Module, call: ast.Call) -> Any:
     if node is None:
         return []
     if not isinstance(node, ast.Name):
-        return _literal(node, None)
+        return literal(node, None)
     scopes = [
         f
         for f in ast.walk(tree)
@@ -199,13 +199,13 @@ def _exclude(tree: ast.Module, call: ast.Call) -> Any:
         if isinstance(step, ast.Assign) and any(
             isinstance(t, ast.Name) and t.id == node.id for t in step.targets
         ):
-            value = _literal(step.value, None)
+            value = literal(step.value, None)
         elif (
             isinstance(step, ast.AugAssign)
             and isinstance(step.target, ast.Name)
             and step.target.id == node.id
         ):
-            added = _literal(step.value, None)
+            added = literal(step.value, None)
             value = None if value is None or added is None else [*value, *added]
         elif (
             isinstance(step, ast.Expr)
@@ -214,7 +214,7 @@ def _exclude(tree: ast.Module, call: ast.Call) -> Any:
             and _name_of(step.value.func.value) == node.id
             and step.value.func.attr in ("append", "extend")
         ):
-            added = _literal(step.value.args[0], None) if step.value.args else None
+            added = literal(step.value.args[0], None) if step.value.args else None
             if step.value.func.attr == "append":
                 added = None if added is None else [added]
             value = None if value is None or added is None else [*value, *added]
@@ -242,7 +242,7 @@ def _entry(call: ast.Call, options: list[str]) -> dict[str, Any] | str:
     if any(k.arg is None for k in call.keywords):
         return "keyword arguments passed as **mapping"
     long = [o for o in options if o.startswith("--")]
-    dest = _literal(keywords.get("dest"), None) or (long or options)[0].lstrip("-")
+    dest = literal(keywords.get("dest"), None) or (long or options)[0].lstrip("-")
     dest = str(dest).replace("-", "_")
     action_node = keywords.get("action")
     action = "store"
@@ -251,8 +251,8 @@ def _entry(call: ast.Call, options: list[str]) -> dict[str, Any] | str:
     elif action_node is not None and _name_of(action_node) != "BooleanOptionalAction":
         return f"action {ast.unparse(action_node)} has no form in the argument table"
     default_node = keywords.get("default")
-    default = _literal(default_node, None) if default_node is not None else None
-    choices = _literal(keywords.get("choices"), None)
+    default = literal(default_node, None) if default_node is not None else None
+    choices = literal(keywords.get("choices"), None)
     if choices is not None and not isinstance(choices, (list, tuple)):
         choices = None
     type_name = _name_of(keywords["type"]) if "type" in keywords else None
@@ -267,7 +267,7 @@ def _entry(call: ast.Call, options: list[str]) -> dict[str, Any] | str:
         return _make(dest, options, "store_false", "bool", 0, default, False, None, None)
     if action != "store":
         return f"action {action!r} has no form in the argument table"
-    nargs = _literal(keywords.get("nargs"), None) if "nargs" in keywords else None
+    nargs = literal(keywords.get("nargs"), None) if "nargs" in keywords else None
     if nargs in ("+", "*"):
         element = arg_type or ("str" if "type" not in keywords else None)
         if element is None:
@@ -316,13 +316,3 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return None
-
-
-def _literal(node: ast.expr | None, otherwise: Any) -> Any:
-    """A literal's value; a computed one (a call, a name) is `otherwise`."""
-    if node is None:
-        return otherwise
-    try:
-        return ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return otherwise

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oellm.megatron_modules import ClassRef, Module, Modules
+from oellm.megatron_modules import ClassRef, Module, Modules, literal
 
 _PRIMITIVES = {"int", "float", "str", "bool"}
 # Bare typing generics: get_origin() of them is set, so the factory cannot infer a type.
@@ -82,7 +82,7 @@ def field_calls(modules: Modules, ref: ClassRef, exclude: set[str]) -> Iterator[
         if spec is None:
             yield FieldCall(item, None, [], "a field(...) with keywords this reader cannot read")
             continue
-        if _literal(spec.get("init"), True) is False:
+        if literal(spec.get("init"), True) is False:
             continue
         yield _call(modules, item, spec)
 
@@ -105,7 +105,7 @@ def _call(modules: Modules, item: Field, spec: dict[str, ast.expr]) -> FieldCall
         keywords.update(inferred)
         if _name(keywords.get("type")) == "bool":
             del keywords["type"]
-            default_value = _literal(default, _Unknown) if default is not None else _Unknown
+            default_value = literal(default, _Unknown) if default is not None else _Unknown
             if default_value is _Unknown:
                 return FieldCall(item, None, options, "a bool field whose default is computed")
             if default_value == False:  # noqa: E712 - the factory compares with ==
@@ -118,7 +118,7 @@ def _call(modules: Modules, item: Field, spec: dict[str, ast.expr]) -> FieldCall
             return FieldCall(item, None, options, f"{exc}: Megatron cannot build this argument")
     names = meta.pop("arg_names", None)
     if names is not None:
-        listed = _literal(names, None)
+        listed = literal(names, None)
         if not isinstance(listed, (list, tuple)) or not all(isinstance(n, str) for n in listed):
             return FieldCall(item, None, options, "argparse_meta arg_names is not a literal list")
         options = list(listed)
@@ -160,10 +160,10 @@ def _infer(
     if origin == "Literal":
         assert isinstance(node, ast.Subscript)
         values = node.slice.elts if isinstance(node.slice, ast.Tuple) else [node.slice]
-        literal = [_literal(v, _Unknown) for v in values]
-        if not literal or any(v is _Unknown for v in literal):
+        choices = [literal(v, _Unknown) for v in values]
+        if not choices or any(v is _Unknown for v in choices):
             raise NotInferable(f"the Literal {ast.unparse(node)} of computed values")
-        return {"type": ast.Name(type(literal[0]).__name__), "choices": _constants(literal)}, None
+        return {"type": ast.Name(type(choices[0]).__name__), "choices": _constants(choices)}, None
     if origin is not None:
         raise NotInferable(f"the type {ast.unparse(node)}")
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
@@ -265,12 +265,3 @@ def _meta(node: ast.expr | None) -> dict[str, ast.expr] | None:
 
 def _constants(values: Sequence[Any]) -> ast.List:
     return ast.List(elts=[ast.Constant(v) for v in values])
-
-
-def _literal(node: ast.expr | None, otherwise: object) -> object:
-    if node is None:
-        return otherwise
-    try:
-        return ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return otherwise

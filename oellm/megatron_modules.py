@@ -12,6 +12,7 @@ import importlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _ENUM_BASES = {"Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"}
 _DEPTH = 20  # re-exports followed before a name counts as not found
@@ -171,3 +172,13 @@ def _stdlib_enum_members(dotted: str) -> list[str] | None:
     if isinstance(found, type) and issubclass(found, enum.Enum):
         return [member.name for member in found]
     return None
+
+
+def literal(node: ast.expr | None, otherwise: Any) -> Any:
+    """A literal's value; a computed one (a call, a name) is `otherwise`."""
+    if node is None:
+        return otherwise
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return otherwise
