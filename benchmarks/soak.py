@@ -202,7 +202,10 @@ class Soak:
             )
 
     def records(self) -> list[Path]:
-        return sorted(self.state_dir().glob("jobs/*/attempt-*.json"))
+        # Those of jobs in flight, and of jobs a round settled (moved to `completed/`).
+        found = [*self.state_dir().glob("jobs/*/attempt-*.json")]
+        found += self.state_dir().glob("completed/*/attempt-*.json")
+        return sorted(found)
 
     def recorded_ids(self) -> set[str]:
         ids: set[str] = set()

@@ -35,7 +35,7 @@ from .budget import plan_rank
 from .bundle import Bundle
 from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable
-from .model import Attempt, Dropped, History, Link, LogState, Observation
+from .model import Attempt, Attempts, Dropped, History, Link, LogState, Observation
 from .records import Records
 from .schedulers import Scheduler
 from .submit import RoundOutcome, Submitter
@@ -86,7 +86,9 @@ class _Round:
         self.bundle, self.records, self.scheduler = bundle, records, scheduler
         self.now, self.say, self.outcome = now, say, outcome
         self.progress = obs.progress if obs is not None else {}
-        self.latest = {job: attempts[-1] for job, attempts in history.attempts.items() if attempts}
+        # The records read (a settled job's are read only if asked for: no action is for one).
+        read = history.attempts.read if isinstance(history.attempts, Attempts) else history.attempts
+        self.latest = {job: attempts[-1] for job, attempts in read.items() if attempts}
         self.names = {job.name for job in bundle.jobs}
         self.to_cancel: dict[str, str] = {}  # job id -> why
         self.refire: set[str] = set()  # jobs whose fired event could not be carried out
@@ -278,6 +280,8 @@ def _submit_all(
     behind one of this round (`job:<name>`) once that one has its id. Once `out_of_time`
     says so, the rest wait for the next round, unrecorded (the first submission always goes,
     so every round makes progress)."""
+    if not pending:
+        return
     outcome, bundle = done.outcome, done.bundle
     rank = plan_rank(bundle.jobs)
     pending = sorted(pending, key=lambda a: rank.get(a.job, len(rank)))

@@ -97,7 +97,7 @@ def within_count(
     """The actions with every new attempt past the count budget turned into a `Wait`."""
     by_name: Mapping[str, LockJob] = {job.name: job for job in jobs}
     new = [a for a in actions if isinstance(a, Submit) and a.link is None and a.job in by_name]
-    if limit.limit is None:
+    if limit.limit is None or not new:
         return list(actions), Held(len(new), (), limit)
     rank = plan_rank(jobs)
     left = limit.limit

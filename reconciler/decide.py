@@ -44,6 +44,9 @@ from .retry import budget_start, pending, revived
 from .retry import cause as retry_cause
 
 StateOf = Callable[[str], str | None]
+# A job settled in an earlier round (`History.settled`): it completed, and its records, which
+# say so, need not be read again.
+SETTLED = Current("COMPLETED", success=True, reason="completed in an earlier round")
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,10 @@ def decide(
     options: Options = DEFAULTS,
 ) -> list[Action]:
     history = revived(history)  # `oellm retry` of a dropped job undoes its drop
-    states = {job.name: current(job.name, history, obs, job) for job in jobs}
+    states = {
+        job.name: SETTLED if history.settled(job.name) else current(job.name, history, obs, job)
+        for job in jobs
+    }
     for job in jobs:
         done = _finished_already(job, states[job.name], history, obs, now)
         if done is not None:
@@ -193,7 +199,9 @@ def _throttled(jobs: Sequence[LockJob], planned: list[Action], history: History)
         in_flight = sum(
             1
             for job in members
-            if (latest := history.latest(job.name)) is not None and latest.phase != "finished"
+            if not history.settled(job.name)
+            and (latest := history.latest(job.name)) is not None
+            and latest.phase != "finished"
         )
         if not in_flight:
             continue
@@ -219,6 +227,8 @@ def _removed(names: set[str], history: History, obs: Observation, options: Optio
     """Jobs with records but no longer in the bundle: reported, cancelled only with --prune."""
     out: list[Action] = []
     for name in sorted(set(history.attempts) - names):
+        if history.settled(name):
+            continue  # it completed: nothing runs to report or cancel
         state = current(name, history, obs)
         if not state.live or name in history.dropped:
             continue
@@ -249,6 +259,8 @@ def _removed(names: set[str], history: History, obs: Observation, options: Optio
 
 def _decide_job(job: LockJob, upstream: Mapping[str, MainAction], round_: _Round) -> list[Action]:
     """One job's actions, by the phase of its latest attempt."""
+    if round_.history.settled(job.name):
+        return [Wait(job.name, "completed", outcome="completed")]
     now_state = round_.states[job.name]
     latest = round_.history.latest(job.name)
     if pending(round_.history, job.name) is not None:
@@ -397,9 +409,9 @@ def _runs_again(job: LockJob, now_state: Current, history: History, now: datetim
             exit_code=now_state.exit_code,
             ended_at=now.isoformat(),
         )
-        attempts = (*history.attempts[job.name][:-1], latest)
-        history = dataclasses.replace(history, attempts={**history.attempts, job.name: attempts})
-    after = _after_failure(job, history, now)
+        after = _after_failure(job, history, now, (*history.attempts[job.name][:-1], latest))
+    else:
+        after = _after_failure(job, history, now)
     return not (isinstance(after, Wait) and after.settled)
 
 
@@ -466,17 +478,22 @@ def _changed(
     )
 
 
-def _after_failure(job: LockJob, history: History, now: datetime) -> Submit | Wait:
-    """A finished attempt that did not succeed: restart it, wait for the backoff, or stop."""
+def _after_failure(
+    job: LockJob, history: History, now: datetime, recorded: Sequence[Attempt] | None = None
+) -> Submit | Wait:
+    """A finished attempt that did not succeed: restart it, wait for the backoff, or stop.
+    `recorded`: the job's attempts as this round is about to record them (default: as they
+    are recorded)."""
     name = job.name
+    records = history.attempts.get(name, ()) if recorded is None else recorded
     # Budgets count the attempts of the current script only: a fixed script starts afresh,
     # and so does a job the user retried (`oellm retry`: only the attempts after it count).
     start = budget_start(history, name)
     attempts = [
         a
-        for a in history.attempts.get(name, ())
+        for a in records
         if a.final_state != "NOT_SUBMITTED" and a.script_sha256 == job.sha256 and a.attempt > start
-    ] or [history.attempts[name][-1]]
+    ] or [records[-1]]
     latest = attempts[-1]
     state = latest.final_state or "?"
     policy = job.restart

@@ -24,7 +24,7 @@ from . import tags
 from .codec import RecordInvalid, decode
 from .errors import ReconcileError
 from .lock import Busy, StateLock
-from .records import write_atomic
+from .records import COMPLETED, write_atomic
 
 IDENTITY_NAME = "identity.json"
 
@@ -80,11 +80,12 @@ def key_for(
 def recorded_key(state_path: Path) -> str | None:
     """The key in the tag of an attempt record, if the state dir holds one (its identity file
     lost, or written by an oellm that kept none)."""
-    jobs = state_path / "jobs"
-    try:
-        folders = sorted(p for p in jobs.iterdir() if p.is_dir())
-    except OSError:
-        return None
+    folders: list[Path] = []
+    for parent in (state_path / "jobs", state_path / COMPLETED):
+        try:
+            folders += sorted(p for p in parent.iterdir() if p.is_dir())
+        except OSError:
+            continue
     for folder in folders:
         for record in sorted(folder.glob("attempt-*.json")):
             try:
@@ -123,11 +124,13 @@ def claim(bundle_path: Path, project: str, key: str, state_path: Path) -> None:
 
 
 def has_records(state_path: Path) -> bool:
-    jobs = state_path / "jobs"
-    try:
-        return any(not p.name.startswith(".") for p in jobs.iterdir())
-    except OSError:
-        return False
+    for parent in (state_path / "jobs", state_path / COMPLETED, state_path / "drops"):
+        try:
+            if any(not p.name.startswith(".") for p in parent.iterdir()):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def move_state(old: Path, new: Path, wait: float = 30.0) -> None:

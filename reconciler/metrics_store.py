@@ -89,11 +89,11 @@ class Metrics:
 
 
 def metrics_path(records: Records, job: str, attempt: int) -> Path:
-    return records.jobs_dir / job / f"attempt-{attempt:04d}.metrics.json"
+    return records.file_of(job, f"attempt-{attempt:04d}.metrics.json")
 
 
 def series_path(records: Records, job: str, attempt: int) -> Path:
-    return records.jobs_dir / job / f"attempt-{attempt:04d}.metrics.jsonl"
+    return records.file_of(job, f"attempt-{attempt:04d}.metrics.jsonl")
 
 
 def latest_metrics(records: Records, job: str, attempt: int | None) -> Metrics | None:
@@ -240,9 +240,8 @@ def track(bundle: Bundle, history: History, obs: Observation, records: Records) 
     was taken. Returns problems as text: metrics never fail a round."""
     problems: list[str] = []
     names = {job.name for job in bundle.jobs}
-    for attempts in history.attempts.values():
-        attempt = attempts[-1]
-        if attempt.phase == "finished" or attempt.job not in names:
+    for attempt in history.in_flight():
+        if attempt.job not in names:
             continue
         job = bundle.job(attempt.job)
         if job.backend != "megatron":

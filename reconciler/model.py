@@ -9,7 +9,7 @@ functional core can be checked without the shell around it (tests/test_layout.py
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, cast
@@ -152,10 +152,58 @@ class History:
     damaged: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # job -> the user's pending `oellm retry` request.
     retries: Mapping[str, RetryRequest] = dataclasses.field(default_factory=dict)
+    # Jobs that completed in an earlier round and whose records this round has not read
+    # (`Records.load(read_completed=False)`): `attempts` reads them when asked for one.
+    unread: frozenset[str] = frozenset()
 
     def latest(self, job: str) -> Attempt | None:
         found = self.attempts.get(job, ())
         return found[-1] if found else None
+
+    def settled(self, job: str) -> bool:
+        """Whether the job completed in an earlier round (its records are in the state dir's
+        completed folder and nothing was recorded for it since): a round has nothing to do
+        for it, and need not read its records to know that."""
+        return job in self.unread
+
+    def in_flight(self) -> list[Attempt]:
+        """The latest attempt of every job that has one in flight (a settled job has not)."""
+        read = self.attempts.read if isinstance(self.attempts, Attempts) else self.attempts
+        latest = (attempts[-1] for attempts in read.values() if attempts)
+        return [a for a in latest if a.phase != "finished"]
+
+
+class Attempts(Mapping[str, tuple[Attempt, ...]]):
+    """job -> its attempts, oldest first: the records read, and the jobs of `unread`, whose
+    records are read (from their files, once) the first time one is asked for."""
+
+    def __init__(
+        self,
+        read: dict[str, tuple[Attempt, ...]],
+        unread: frozenset[str],
+        reader: Callable[[str], tuple[Attempt, ...]],
+    ) -> None:
+        self.read = read
+        self._unread = unread
+        self._reader = reader
+
+    def __getitem__(self, job: str) -> tuple[Attempt, ...]:
+        found = self.read.get(job)
+        if found is None:
+            if job not in self._unread:
+                raise KeyError(job)
+            found = self.read[job] = self._reader(job)
+        return found
+
+    def __contains__(self, job: object) -> bool:
+        return job in self.read or job in self._unread
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self.read
+        yield from (job for job in sorted(self._unread) if job not in self.read)
+
+    def __len__(self) -> int:
+        return len(self.read) + sum(1 for job in self._unread if job not in self.read)
 
 
 # --- what one round observed -----------------------------------------------------------------

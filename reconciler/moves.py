@@ -13,6 +13,8 @@ from .model import History
 def moved(history: History, moves: Mapping[str, str], say: Callable[[str], None]) -> History:
     """`history` with each old name's records under its new name, where `Records.move` would
     carry them: the old job has records and the new one none."""
+    if not moves:
+        return history
     attempts = dict(history.attempts)
     dropped = dict(history.dropped)
     retries = dict(history.retries)

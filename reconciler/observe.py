@@ -41,9 +41,7 @@ def observe(
     """`lookback`: also ask accounting back to this moment (the round is about to submit
     attempts it has no record of, and must first see whether SLURM knows them)."""
     # Every attempt in flight, also of jobs no longer in the bundle (they are reported).
-    in_flight = [
-        a for attempts in history.attempts.values() if (a := attempts[-1]).phase != "finished"
-    ]
+    in_flight = history.in_flight()
     asked = bool(in_flight) or lookback is not None
     rows, error = _ask(scheduler, tag_prefix, in_flight, lookback) if asked else ([], None)
     available = error is None
@@ -136,6 +134,8 @@ def _facts(
     files: dict[str, bool] = {}
     commands: dict[tuple[str, ...], bool] = {}
     for job in bundle.jobs:
+        if history.settled(job.name):
+            continue
         latest = history.latest(job.name)
         if job.name in history.dropped or (latest is not None and latest.succeeded):
             continue

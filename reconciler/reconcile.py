@@ -6,7 +6,6 @@ scheduler could not be reached (nothing destructive happened; cron retries next 
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -36,7 +35,7 @@ from .moves import moved
 from .observe import observe
 from .policy import INTENT_GRACE
 from .records import Records
-from .retry import revived
+from .retry import pending, revived
 from .schedulers import FINISHED, Scheduler, slurm
 from .submit import RoundOutcome
 
@@ -169,11 +168,12 @@ class Session:
     def prefix(self) -> str:
         return tags.prefix(self.key)
 
-    def history(self) -> History:
-        history = self.records.load()
-        for attempts in history.attempts.values():
-            last = attempts[-1]
-            if last.phase != "finished" and last.scheduler != self.scheduler.name:
+    def history(self, read_completed: bool = True) -> History:
+        """The records; a round passes `read_completed=False` and reads the records of jobs
+        settled in the completed folder only if it needs them (`Records.load`)."""
+        history = self.records.load(read_completed)
+        for last in history.in_flight():
+            if last.scheduler != self.scheduler.name:
                 raise ReconcileError(
                     f"job {last.job} attempt {last.attempt} runs on the '{last.scheduler}' "
                     f"scheduler, not '{self.scheduler.name}'",
@@ -226,6 +226,10 @@ class Session:
             hint="run oellm reconcile again once the compiles are done",
         )
 
+    def observe_now(self, history: History) -> Observation:
+        """What the scheduler says of the attempts in flight, without deciding anything."""
+        return self._observe(history, utcnow(), None)
+
     def _observe(self, history: History, now: datetime, lookback: datetime | None) -> Observation:
         return observe(
             self.bundle,
@@ -246,6 +250,34 @@ class Session:
         for old, new in self.bundle.moved.items():
             if self.records.move(old, new):
                 say(f"moved the records of {old} to {new}")
+
+
+def settle(
+    session: Session, history: History, actions: Sequence[Action], lock: StateLock | None
+) -> list[str]:
+    """Move the records of jobs that completed in an earlier round (this round read them and
+    decided nothing is left to do) to the completed folder, which later rounds list but do
+    not read (`Records.settle`). Only a finished, successful latest attempt settles a job; a
+    job with a drop, a damaged record or a retry still to act on does not."""
+    jobs = [
+        a.job
+        for a in actions
+        if isinstance(a, Wait) and a.outcome == "completed" and _settles(a.job, history)
+    ]
+    if not jobs:
+        return []
+    if lock is not None:
+        lock.verify()
+    return session.records.settle(jobs)
+
+
+def _settles(job: str, history: History) -> bool:
+    if history.settled(job) or job in history.dropped or job in history.damaged:
+        return False
+    if pending(history, job) is not None:
+        return False
+    latest = history.latest(job)
+    return latest is not None and latest.phase == "finished" and latest.succeeded
 
 
 def after_round(session: Session, history: History, obs: Observation) -> None:
@@ -289,7 +321,8 @@ def reconcile_once(
                 session.bundle.path, session.bundle.project, session.key, session.records.state_dir
             )
             session.apply_moves(say)
-        history = session.history()
+        # A dry run shows every job's decision in full; a round reads what it acts on.
+        history = session.history(read_completed=dry_run)
         if dry_run:  # the moves the real round makes first, in memory only (moves.py)
             history = moved(history, session.bundle.moved, say)
         obs, actions = session.checked(history, *session.look(history))
@@ -325,6 +358,10 @@ def reconcile_once(
             # Another round holds the state now: it reads what this one recorded.
             return RunReport(actions, obs, None, busy=str(lost), damaged=damaged)
         _say_budget(held, outcome.deferred, budget, say)
+        try:
+            settle(session, history, actions, lock)
+        except LockLost as lost:
+            return RunReport(actions, obs, outcome, busy=str(lost), damaged=damaged)
         # Training metrics (metrics_store): after acting; a problem there is only logged.
         after_round(session, history, obs)
         return RunReport(actions, obs, outcome, damaged=damaged)
@@ -431,14 +468,18 @@ def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], Non
         )
     try:
         session.claim()
-        history = session.history()
-        obs, _ = session.look(history)
+        history = session.history(read_completed=False)
+        # What runs now (squeue for the attempts in flight): a cancel decides nothing, so it
+        # does not look back in accounting as a round about to submit does.
+        obs = session.observe_now(history)
         live: list[str] = []
         stamp = utcnow().isoformat()
         requests: list[Attempt] = []
         drops: list[Dropped] = []
         said: list[str] = []
         for name in selected:
+            if history.settled(name):
+                continue  # it completed in an earlier round: nothing to cancel
             if name in history.damaged:
                 say(f"{name}: not cancelled: {history.damaged[name]}")
                 continue
@@ -446,7 +487,7 @@ def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], Non
             if latest is not None and latest.phase != "finished":
                 now_state = current(name, history, obs, session.bundle.job(name))
                 if not latest.cancel_requested:
-                    requests.append(dataclasses.replace(latest, cancel_requested=USER_CANCEL))
+                    requests.append(latest)
                 live.extend(now_state.live_ids)
                 ids = ", ".join(now_state.live_ids)
                 said.append(f"cancel recorded for {name}" + (f" (job {ids})" if ids else ""))
@@ -454,7 +495,8 @@ def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], Non
                 drops.append(Dropped(name, USER_CANCEL, stamp))
                 said.append(f"dropped {name}: it will not be submitted")
         # Recorded before scancel (a request SLURM did not take is sent again by rounds).
-        session.records.write_batch(requests, drops)
+        session.records.request_cancels(requests, USER_CANCEL, stamp)
+        session.records.write_batch([], drops)
         for line in said:
             say(line)
         if not live:
@@ -493,9 +535,6 @@ def _live_ids(history: History, obs: Observation) -> set[str]:
     ids of attempts in flight (an array with one of them not cancelled is not cancelled
     whole, whether or not SLURM answered)."""
     live = {row.job_id for row in obs.by_id.values() if row.state not in FINISHED}
-    for attempts in history.attempts.values():
-        if attempts[-1].phase != "finished":
-            live.update(
-                i for i in (attempts[-1].job_id, *(x.job_id for x in attempts[-1].links)) if i
-            )
+    for latest in history.in_flight():
+        live.update(i for i in (latest.job_id, *(x.job_id for x in latest.links)) if i)
     return live

@@ -6,6 +6,19 @@ exclusively: a round never overwrites another round's intent.
     <state_dir>/jobs/<job>/attempt-0001.json   intent, then job id, then outcome
     <state_dir>/jobs/<job>/dropped.json        cancelled before it was ever submitted
     <state_dir>/jobs/<job>/retry.json          `oellm retry`: a new attempt after this one
+    <state_dir>/completed/<job>/               a job that completed, its folder moved here
+    <state_dir>/drops/<time>-<n>.json          many jobs cancelled before they were submitted
+
+`oellm cancel` of many jobs never submitted writes one drop record for all of them (`drops/`),
+not a folder and a file per job; a job's own `dropped.json` and a batch that names it are the
+same kind of record, and the later one counts.
+
+A job that completed is settled by the round after the one that recorded its end: its folder
+is renamed into `completed/`, a folder rounds list but do not read (a large sweep's finished
+jobs then cost a round one listing, not a read of every record). The move is the only copy
+there is: nothing is summarised or cached. Whatever is written for such a job later (`oellm
+retry`) goes into `jobs/<job>/` again, and a job with both folders is read from both, the
+file in `jobs/` first; so a record is never lost, whichever instant a move stops at.
 
 Records are read strictly (`codec.decode`): one that does not check out is reported with its
 file, and its job gets no action until the user has looked at it.
@@ -14,23 +27,26 @@ file, and its job gets no action until the user has looked at it.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .codec import RecordInvalid, decode
 from .errors import ReconcileError
-from .model import Attempt, Dropped, History, LogState, RetryRequest
+from .model import Attempt, Attempts, Dropped, History, LogState, RetryRequest
 
 log = logging.getLogger("oellm.records")
 T = TypeVar("T")
 _ATTEMPT = re.compile(r"attempt-(\d{4,})\.json")
+COMPLETED = "completed"  # the folder of settled jobs, beside `jobs`
 # From this many records on, `write_batch` syncs the file system twice instead of fsyncing each
 # record and its folder (a sync also flushes what other programs wrote: not worth it for few).
 BATCH_MIN = 32
@@ -91,6 +107,9 @@ class Records:
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
         self.jobs_dir = state_dir / "jobs"
+        self.completed_dir = state_dir / COMPLETED
+        self.drops_dir = state_dir / "drops"
+        self.cancels_dir = state_dir / "cancels"
 
     def attempt_path(self, job: str, attempt: int) -> Path:
         return self.jobs_dir / job / f"attempt-{attempt:04d}.json"
@@ -115,6 +134,12 @@ class Records:
         for record in saves:
             path = self.attempt_path(record.job, record.attempt)
             items.append((path, dataclasses.asdict(record)))
+        if len(drops) >= BATCH_MIN and len({(d.reason, d.at) for d in drops}) == 1:
+            # One record for them all, written first (durable before the cancel goes on).
+            batch = {"at": drops[0].at, "reason": drops[0].reason, "jobs": [d.job for d in drops]}
+            self.drops_dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.drops_dir / _batch_name(drops[0].at), batch, exclusive=True)
+            drops = ()
         for drop in drops:
             items.append((self.jobs_dir / drop.job / "dropped.json", dataclasses.asdict(drop)))
         if len(items) < BATCH_MIN:
@@ -143,8 +168,47 @@ class Records:
                     os.unlink(tmp)
         log.debug("wrote %d records", len(items))
 
+    def request_cancels(self, attempts: Sequence[Attempt], reason: str, at: str) -> None:
+        """Record the user's cancel on each attempt in flight: from BATCH_MIN attempts on, as
+        one record naming them all (`cancels/`; reading an attempt applies it), else on each
+        attempt's own record."""
+        if len(attempts) < BATCH_MIN:
+            saves = [dataclasses.replace(a, cancel_requested=reason) for a in attempts]
+            self.write_batch(saves, [])
+            return
+        named = [{"job": a.job, "attempt": a.attempt} for a in attempts]
+        self.cancels_dir.mkdir(parents=True, exist_ok=True)
+        batch = {"at": at, "reason": reason, "attempts": named}
+        write_atomic(self.cancels_dir / _batch_name(at), batch, exclusive=True)
+
+    def _batch_cancels(self) -> dict[tuple[str, int], str]:
+        """(job, attempt) -> the cancel `request_cancels` recorded for it in a batch."""
+
+        def parse(data: dict[str, Any]) -> list[tuple[tuple[str, int], str]]:
+            reason, named = data["reason"], data["attempts"]
+            if not isinstance(reason, str) or not isinstance(named, list):
+                raise TypeError("'reason' is not text or 'attempts' is not a list")
+            found = [((item["job"], item["attempt"]), reason) for item in named]
+            if not all(isinstance(j, str) and type(n) is int for (j, n), _ in found):
+                raise TypeError("an attempt is not a job name and a number")
+            return found
+
+        found: dict[tuple[str, int], str] = {}
+        for key, reason in _batches(self.cancels_dir, "cancel", parse):
+            found.setdefault(key, reason)
+        return found
+
     def request_retry(self, request: RetryRequest) -> None:
         write_atomic(self.jobs_dir / request.job / "retry.json", dataclasses.asdict(request))
+
+    def file_of(self, job: str, name: str) -> Path:
+        """Where the job's file `name` is: in its folder in `jobs`, else in its settled folder
+        if it is there, else (a file still to write) in `jobs`."""
+        path = self.jobs_dir / job / name
+        if path.exists():
+            return path
+        settled = self.completed_dir / job / name
+        return settled if settled.exists() else path
 
     def log_state_path(self, job: str, attempt: int) -> Path:
         return self.jobs_dir / job / f"attempt-{attempt:04d}.log.json"
@@ -159,7 +223,7 @@ class Records:
         write_atomic(self.log_state_path(job, attempt), dataclasses.asdict(state))
 
     def excluded_nodes(self, job: str) -> list[str]:
-        path = self.jobs_dir / job / "exclude.json"
+        path = self.file_of(job, "exclude.json")
         if not path.exists():
             return []
         try:
@@ -177,39 +241,72 @@ class Records:
 
     def move(self, old: str, new: str) -> bool:
         """Carry a renamed job's records over (`moved:` in the config). The new folder is
-        built aside and renamed into place, so a crash leaves the old records or both."""
-        source, target = self.jobs_dir / old, self.jobs_dir / new
-        if not source.is_dir() or target.exists():
+        built aside and renamed into place, so a crash leaves the old records or both. A
+        settled job's folder in `completed` is carried over too (into `jobs`)."""
+        sources = [p for p in (self.jobs_dir / old, self.completed_dir / old) if p.is_dir()]
+        if not sources and any(d.job == old for d in self._batch_drops()):
+            # Only a batch drop names it: the new name gets that drop, in a folder of its own.
+            (self.jobs_dir / old).mkdir(parents=True, exist_ok=True)
+            sources = [self.jobs_dir / old]
+        taken = (self.jobs_dir / new).exists() or (self.completed_dir / new).exists()
+        if not sources or taken:
             return False
+        self.jobs_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{new}.moving-", dir=self.jobs_dir))
-        for path in sorted(source.iterdir()):
-            if path.name.startswith("."):
+        files = self._files(old)
+        cancels = self._batch_cancels()
+        for name, paths in sorted(files.items()):
+            if name.startswith("."):
                 continue
+            path = Path(paths[0])
             if path.suffix != ".json":
                 # Not a record (a metrics series, metrics_store): carried over as it is.
-                shutil.copy2(path, staging / path.name)
+                shutil.copy2(path, staging / name)
                 continue
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and data.get("job") == old:
                 data["job"] = new
-            write_atomic(staging / path.name, data)
-        os.rename(staging, target)
-        shutil.rmtree(source)
+                request = cancels.get((old, data.get("attempt")))  # type: ignore[arg-type]
+                if request is not None and data.get("cancel_requested") is None:
+                    data["cancel_requested"] = request  # a batch's cancel goes along
+            write_atomic(staging / name, data)
+        if "dropped.json" not in files:
+            # Cancelled in a batch (`drops/`) under its old name: the drop goes along.
+            batch = [d for d in self._batch_drops() if d.job == old]
+            if batch:
+                moved_drop = dataclasses.replace(batch[-1], job=new)
+                write_atomic(staging / "dropped.json", dataclasses.asdict(moved_drop))
+        os.rename(staging, self.jobs_dir / new)
+        for source in sources:
+            shutil.rmtree(source)
         return True
 
     def undrop(self, job: str) -> None:
         (self.jobs_dir / job / "dropped.json").unlink(missing_ok=True)
 
-    def load(self) -> History:
+    def load(self, read_completed: bool = True) -> History:
         """Every job's records, read from their files. A job with a record that cannot be read
-        is listed in `damaged` (with none of its records), so the round leaves it alone."""
+        is listed in `damaged` (with none of its records), so the round leaves it alone.
+
+        `read_completed=False` (a round): the jobs found only in the completed folder are
+        listed in `History.unread`, and their records are read only if something asks."""
         attempts: dict[str, tuple[Attempt, ...]] = {}
         dropped: dict[str, Dropped] = {}
         damaged: dict[str, str] = {}
         retries: dict[str, RetryRequest] = {}
-        for job in sorted(self._job_folders()):
+        # `jobs` is listed first: a folder a round moves in between is then listed twice and
+        # read where it is, never missed.
+        live = _folders(self.jobs_dir)
+        completed = set(_folders(self.completed_dir))
+        settled = completed.difference(live)
+        unread = frozenset() if read_completed else frozenset(settled)
+        cancels = self._batch_cancels()
+        for job in sorted(set(live).union(settled) - unread):
+            # A round holds the state lock, so no folder moves while it reads: it looks into
+            # a job's settled folder only when the listing showed one. Other readers look.
+            both = read_completed or job in completed
             try:
-                found, drop, retry = self._read_job(job)
+                found, drop, retry = self._read_job(job, cancels, both)
             except ReconcileError as error:
                 damaged[job] = error.render()
                 continue
@@ -219,42 +316,152 @@ class Records:
                 attempts[job] = found
             if drop is not None:
                 dropped[job] = drop
-        return History(attempts, dropped, damaged, retries)
+        for drop in self._batch_drops():
+            # A batch and a job's own drop: the later one counts.
+            if drop.job not in dropped or dropped[drop.job].at < drop.at:
+                dropped[drop.job] = drop
+        if not unread:
+            return History(attempts, dropped, damaged, retries)
+        lazy = Attempts(attempts, unread, lambda job: self._read_job(job, cancels)[0])
+        return History(lazy, dropped, damaged, retries, unread=unread)
 
-    def _job_folders(self) -> list[str]:
-        # One listing of the jobs folder; d_type tells folders apart without a stat each.
-        try:
-            with os.scandir(self.jobs_dir) as found:
-                return [e.name for e in found if not e.name.startswith(".") and e.is_dir()]
-        except FileNotFoundError:
-            return []
+    def _batch_drops(self) -> list[Dropped]:
+        """The drops that `write_batch` wrote for many jobs at once, oldest batch first."""
+
+        def parse(data: dict[str, Any]) -> list[Dropped]:
+            at, reason, jobs = data["at"], data["reason"], data["jobs"]
+            if not (isinstance(jobs, list) and all(isinstance(j, str) for j in jobs)):
+                raise TypeError("'jobs' is not a list of job names")
+            return [decode(Dropped, {"job": j, "reason": reason, "at": at}) for j in jobs]
+
+        return list(_batches(self.drops_dir, "drop", parse))
+
+    def settle(self, jobs: Sequence[str]) -> list[str]:
+        """Move the folders of jobs that completed into the completed folder (the round holds
+        the state lock and has read their records). A job whose folder is there already (it
+        was retried since) has its newer files moved over one by one. Returns the jobs moved."""
+        moved: list[str] = []
+        self.completed_dir.mkdir(exist_ok=True)
+        for job in jobs:
+            source = os.path.join(self.jobs_dir, job)
+            target = os.path.join(self.completed_dir, job)
+            try:
+                os.rename(source, target)  # onto no folder, or an empty one
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                # Settled before, retried since: the later files are moved over one by one.
+                # Each rename is atomic, and a reader meanwhile finds every file in one
+                # folder or the other.
+                for name in os.listdir(source):
+                    os.replace(os.path.join(source, name), os.path.join(target, name))
+                os.rmdir(source)
+            moved.append(job)
+        if moved:
+            fsync_folder(self.jobs_dir)
+            fsync_folder(self.completed_dir)
+            log.debug("settled %d jobs", len(moved))
+        return moved
+
+    def _files(self, job: str, both: bool = True) -> dict[str, list[str]]:
+        """The job's record files by name, each with the paths to try in order: its folder in
+        `jobs` first, then (`both`) the completed one (a file moved between the two listings
+        is found in the second)."""
+        files: dict[str, list[str]] = {}
+        folders = [os.path.join(self.jobs_dir, job)]
+        if both:
+            folders.append(os.path.join(self.completed_dir, job))
+        for folder in folders:
+            try:
+                names = os.listdir(folder)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                files.setdefault(name, []).append(os.path.join(folder, name))
+        return files
 
     def _read_job(
-        self, job: str
+        self, job: str, cancels: Mapping[tuple[str, int], str], both: bool = True
     ) -> tuple[tuple[Attempt, ...], Dropped | None, RetryRequest | None]:
         # Plain strings, not Path objects: this runs for every job in flight, every round.
-        job_dir = os.path.join(self.jobs_dir, job)
         found: list[Attempt] = []
         drop: Dropped | None = None
         retry: RetryRequest | None = None
-        for name in sorted(os.listdir(job_dir)):
-            path = os.path.join(job_dir, name)
+        for name, paths in sorted(self._files(job, both).items()):
             number = _ATTEMPT.fullmatch(name)
             if number:
-                record = _read(path, Attempt)
+                record, path = _read_first(paths, Attempt)
                 if record.job != job or record.attempt != int(number.group(1)):
                     raise ReconcileError(
                         f"damaged state record: it names job {record.job!r} attempt "
                         f"{record.attempt}, not the job and attempt of its file name",
-                        str(path),
+                        path,
                         hint=DAMAGED_HINT,
                     )
+                request = cancels.get((job, record.attempt))
+                if request is not None and record.cancel_requested is None:
+                    # A cancel requested in a batch (`request_cancels`) is the attempt's own.
+                    record = dataclasses.replace(record, cancel_requested=request)
                 found.append(record)
             elif name == "dropped.json":
-                drop = _read(path, Dropped)
+                drop = _read_first(paths, Dropped)[0]
             elif name == "retry.json":
-                retry = _read(path, RetryRequest)
+                retry = _read_first(paths, RetryRequest)[0]
         return tuple(sorted(found, key=lambda a: a.attempt)), drop, retry
+
+
+def _batch_name(at: str) -> str:
+    """A batch record's file name: it sorts by time, and is never reused."""
+    return f"{re.sub(r'[^0-9]', '', at)[:20]}-{secrets.token_hex(4)}.json"
+
+
+def _batches(folder: Path, kind: str, parse: Callable[[dict[str, Any]], list[T]]) -> Iterator[T]:
+    """The items of each batch record in `folder` (drops or cancels of many jobs at once),
+    oldest batch first. One that cannot be read stops the round: which jobs it names, and so
+    which must not run, is unknown."""
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+    except FileNotFoundError:
+        return
+    for name in names:
+        path = os.path.join(folder, name)
+        try:
+            with open(path, "rb") as handle:
+                data = json.loads(handle.read())
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            items = parse(data)
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # RecordInvalid: ValueError
+            raise ReconcileError(
+                f"damaged {kind} record ({exc}): the jobs it names are unknown",
+                path,
+                hint="no job is acted on until this is mended; if it is beyond repair, "
+                "move it aside and run oellm cancel again for the jobs to stop",
+            ) from None
+        yield from items
+
+
+def _folders(parent: Path) -> list[str]:
+    # One listing; d_type tells folders apart without a stat each.
+    try:
+        with os.scandir(parent) as found:
+            return [e.name for e in found if not e.name.startswith(".") and e.is_dir()]
+    except FileNotFoundError:
+        return []
+
+
+def _read_first(paths: Sequence[str], kind: type[T]) -> tuple[T, str]:
+    """The record at the first of `paths` that still exists (a settling round may have moved
+    it to the next one since the folder was listed)."""
+    for path in paths[:-1]:
+        try:
+            return _read(path, kind), path
+        except ReconcileError:
+            if os.path.exists(path):
+                raise
+    return _read(paths[-1], kind), paths[-1]
 
 
 DAMAGED_HINT = (

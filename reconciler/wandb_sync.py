@@ -71,7 +71,7 @@ def sync(
     bundle: Bundle, history: History, runner: Runner | None = None, command: str | None = None
 ) -> SyncReport:
     """Sync the offline runs of every job with an attempt that changed since the last sync."""
-    jobs = [j for j in bundle.jobs if j.wandb and history.attempts.get(j.name)]
+    jobs = [j for j in bundle.jobs if j.wandb and j.name in history.attempts]
     if not jobs:
         return SyncReport(skipped="no job of this bundle that ran logs to W&B")
     wandb = command or shutil.which("wandb")

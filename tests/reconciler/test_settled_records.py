@@ -1,0 +1,126 @@
+"""Jobs that completed are settled: their folder moves to `<state_dir>/completed/`, which a
+round lists but does not read (`Records.load(read_completed=False)`). Whatever is written for
+such a job later goes into `jobs/` again, and both folders are read; nothing is lost."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from oellm.reconciler.errors import ReconcileError
+from oellm.reconciler.model import RetryRequest
+from oellm.reconciler.records import Records
+from tests.reconciler.test_records import make
+
+AT = "2026-11-26T12:00:00+00:00"
+
+
+def completed(job: str, attempt: int = 1) -> object:
+    return make(
+        job,
+        attempt,
+        phase="finished",
+        job_id=str(100 + attempt),
+        final_state="COMPLETED",
+        exit_code=0,
+        ended_at=AT,
+    )
+
+
+def test_a_settled_job_moves_and_a_round_lists_it_without_reading(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.save(completed("done"))  # type: ignore[arg-type]
+    records.save(make("running", phase="submitted", job_id="7"))
+    assert records.settle(["done", "never-had-a-folder"]) == ["done"]
+    assert not (tmp_path / "jobs" / "done").exists()
+    assert (tmp_path / "completed" / "done" / "attempt-0001.json").is_file()
+
+    # A round: the settled job's record is garbage now, and is not read.
+    (tmp_path / "completed" / "done" / "attempt-0001.json").write_text("{not json")
+    lazy = records.load(read_completed=False)
+    assert lazy.settled("done") and not lazy.settled("running")
+    assert "done" in lazy.attempts and sorted(lazy.attempts) == ["done", "running"]
+    assert [a.job for a in lazy.in_flight()] == ["running"]
+    assert lazy.damaged == {}
+    # Asked for, it is read from its file (the truth), and its damage shows.
+    with pytest.raises(ReconcileError, match="damaged state record"):
+        lazy.latest("done")
+    # Every other reader reads it.
+    assert "done" in records.load().damaged
+
+
+def test_a_settled_job_reads_the_same_as_before_it_moved(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.save(make("done", 1, phase="finished", final_state="FAILED", exit_code=1))
+    records.save(completed("done", 2))  # type: ignore[arg-type]
+    (tmp_path / "jobs" / "done" / "attempt-0002.metrics.json").write_text("{}")
+    before = records.load()
+    records.settle(["done"])
+    assert records.load() == before
+    lazy = records.load(read_completed=False)
+    assert lazy.attempts["done"] == before.attempts["done"]
+    assert records.file_of("done", "attempt-0002.metrics.json").parent.name == "done"
+    assert records.file_of("done", "attempt-0002.metrics.json").parent.parent.name == "completed"
+
+
+def test_a_record_written_after_settling_joins_the_settled_ones(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.save(completed("job"))  # type: ignore[arg-type]
+    records.settle(["job"])
+    # `oellm retry` (under the lock) writes into jobs/ again.
+    records.request_retry(RetryRequest("job", AT, after=1))
+    history = records.load(read_completed=False)
+    assert not history.settled("job")  # read, both folders
+    assert [a.attempt for a in history.attempts["job"]] == [1]
+    assert history.retries["job"].after == 1
+    # The retry's attempt completes; settling again merges the folders.
+    records.save(completed("job", 2))  # type: ignore[arg-type]
+    assert records.settle(["job"]) == ["job"]
+    assert not (tmp_path / "jobs" / "job").exists()
+    assert sorted(os.listdir(tmp_path / "completed" / "job")) == [
+        "attempt-0001.json",
+        "attempt-0002.json",
+        "retry.json",
+    ]
+    assert [a.attempt for a in records.load().attempts["job"]] == [1, 2]
+
+
+def test_a_settle_stopped_half_way_loses_nothing(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.save(completed("job"))  # type: ignore[arg-type]
+    records.settle(["job"])
+    records.save(completed("job", 2))  # type: ignore[arg-type]
+    records.request_retry(RetryRequest("job", AT, after=1))
+    # As if a settle was killed after moving one of the two files over.
+    name = "attempt-0002.json"
+    os.replace(tmp_path / "jobs" / "job" / name, tmp_path / "completed" / "job" / name)
+    history = records.load(read_completed=False)
+    assert [a.attempt for a in history.attempts["job"]] == [1, 2]
+    assert history.retries["job"].after == 1
+
+
+def test_a_file_in_both_folders_is_read_from_jobs(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.save(completed("job"))  # type: ignore[arg-type]
+    records.settle(["job"])
+    newer = make("job", 1, phase="finished", final_state="FAILED", exit_code=3)
+    records.save(newer)
+    assert records.load().latest("job") == newer
+
+
+def test_a_moved_job_takes_its_settled_records_along(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.save(completed("old"))  # type: ignore[arg-type]
+    records.settle(["old"])
+    assert records.move("old", "new")
+    assert not (tmp_path / "completed" / "old").exists()
+    data = json.loads((tmp_path / "jobs" / "new" / "attempt-0001.json").read_text())
+    assert data["job"] == "new"
+    assert records.load().latest("new") is not None
+    # A target that exists as a settled job is never written over.
+    records.save(completed("other"))  # type: ignore[arg-type]
+    records.settle(["other"])
+    assert not records.move("new", "other")
