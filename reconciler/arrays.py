@@ -114,13 +114,11 @@ def whole_arrays(job_ids: Iterable[str], live: Iterable[str]) -> list[str]:
         array, index = _split(job_id)
         if index is not None and job_id not in chosen:
             spared.add(array)
-    result: list[str] = []
+    result: dict[str, None] = {}  # ordered, each id once
     for job_id in wanted:
         array, index = _split(job_id)
-        name = array if index is not None and array not in spared else job_id
-        if name not in result:
-            result.append(name)
-    return result
+        result[array if index is not None and array not in spared else job_id] = None
+    return list(result)
 
 
 def _split(job_id: str) -> tuple[str, int | None]:

@@ -504,7 +504,8 @@ def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], Non
         try:
             lock.verify()
             # A whole array goes as its array job id, not as every task id (issue 15).
-            session.scheduler.cancel(whole_arrays(live, _live_ids(history, obs)))
+            sent = whole_arrays(live, _live_ids(history, obs))
+            session.scheduler.cancel(sent)
         except SchedulerUnavailable as exc:
             return CancelReport(
                 EXIT_UNAVAILABLE,
@@ -521,7 +522,10 @@ def cancel_jobs(session: Session, names: Sequence[str], say: Callable[[str], Non
                     "`oellm reconcile` sends it again",
                 ),
             )
-        say(f"cancelled job {', '.join(live)}")
+        tasks = set(live)
+        # An array sent whole is named once, as SLURM's array job id.
+        shown = (i if i in tasks else f"{i} (array: every task)" for i in sent)
+        say(f"cancelled job {', '.join(shown)}")
         return CancelReport(EXIT_ACTED)
     finally:
         lock.release()
