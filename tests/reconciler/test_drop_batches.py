@@ -16,6 +16,7 @@ from oellm.reconciler.identity import has_records
 from oellm.reconciler.model import Attempt, Dropped, RetryRequest
 from oellm.reconciler.records import BATCH_MIN, Records
 from oellm.reconciler.retry import revived
+from tests.reconciler.test_records import make
 
 AT = "2026-11-30T06:00:00+00:00"
 LATER = "2026-11-30T07:00:00+00:00"
@@ -89,19 +90,7 @@ def test_a_renamed_job_keeps_its_batch_drop(tmp_path: Path) -> None:
 
 
 def in_flight(job: str, attempt: int = 1) -> Attempt:
-    return Attempt(
-        job=job,
-        attempt=attempt,
-        tag=f"oellm.k.{job}.{attempt}",
-        bundle_id="b",
-        script_sha256="s",
-        scheduler="slurm",
-        cause="first submission",
-        phase="submitted",
-        intent_at=AT,
-        job_id=f"7_{attempt}",
-        submitted_at=AT,
-    )
+    return make(job, attempt, phase="submitted", job_id=f"7_{attempt}", submitted_at=AT)
 
 
 def test_many_cancels_are_one_record_that_reads_as_each_attempts(tmp_path: Path) -> None:
