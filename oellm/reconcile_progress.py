@@ -24,9 +24,13 @@ class Progress:
         self.last_line = self.started
 
     def states(self, report: Any) -> Counter[str]:
-        history = self.session.history()
+        # Jobs settled in an earlier round completed: their records are not read again.
+        history = self.session.history(read_completed=False)
         found: Counter[str] = Counter()
         for job in self.session.bundle.jobs:
+            if history.settled(job.name):
+                found["COMPLETED"] += 1
+                continue
             state = current(job.name, history, report.observation, job).state
             found[state or "NOT_SUBMITTED"] += 1
         return found
@@ -45,9 +49,12 @@ class Progress:
         self.last_line = now
 
     def done(self) -> None:
-        history = self.session.history()
+        history = self.session.history(read_completed=False)
         found: Counter[str] = Counter()
         for job in self.session.bundle.jobs:
+            if history.settled(job.name):
+                found["COMPLETED"] += 1
+                continue
             latest = history.latest(job.name)
             if job.name in history.dropped and (latest is None or latest.phase == "finished"):
                 found["DROPPED"] += 1

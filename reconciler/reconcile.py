@@ -266,9 +266,7 @@ def settle(
     ]
     if not jobs:
         return []
-    if lock is not None:
-        lock.verify()
-    return session.records.settle(jobs)
+    return session.records.settle(jobs, lock.verify if lock is not None else None)
 
 
 def _settles(job: str, history: History) -> bool:
@@ -277,7 +275,14 @@ def _settles(job: str, history: History) -> bool:
     if pending(history, job) is not None:
         return False
     latest = history.latest(job)
-    return latest is not None and latest.phase == "finished" and latest.succeeded
+    # Plainly COMPLETED (not ended by a finish event in another state): what every reader of
+    # its records, `decide.SETTLED` included, calls it.
+    return (
+        latest is not None
+        and latest.succeeded
+        and latest.final_state == "COMPLETED"
+        and not latest.finish_requested
+    )
 
 
 def after_round(session: Session, history: History, obs: Observation) -> None:
@@ -362,6 +367,11 @@ def reconcile_once(
             settle(session, history, actions, lock)
         except LockLost as lost:
             return RunReport(actions, obs, outcome, busy=str(lost), damaged=damaged)
+        except RenewFailed as failed:
+            return RunReport(actions, obs, outcome, damaged=damaged, stopped=str(failed))
+        except OSError as exc:
+            # Housekeeping: the job stays where it is, and is read as before.
+            log.warning("completed jobs not moved to %s: %s", session.records.completed_dir, exc)
         # Training metrics (metrics_store): after acting; a problem there is only logged.
         after_round(session, history, obs)
         return RunReport(actions, obs, outcome, damaged=damaged)

@@ -47,11 +47,13 @@ log = logging.getLogger("oellm.records")
 T = TypeVar("T")
 _ATTEMPT = re.compile(r"attempt-(\d{4,})\.json")
 COMPLETED = "completed"  # the folder of settled jobs, beside `jobs`
+SETTLE_FENCE = 200  # moves between two checks that this round still holds the state lock
 # From this many records on, `write_batch` syncs the file system twice instead of fsyncing each
 # record and its folder (a sync also flushes what other programs wrote: not worth it for few).
 BATCH_MIN = 32
 # One job's records: its attempts (oldest first), its drop and its pending retry request.
 _JobRecords = tuple[tuple[Attempt, ...], Dropped | None, RetryRequest | None]
+_AttemptKey = tuple[str, int, str]  # job, attempt, intent time: one attempt, ever
 
 
 class RecordExists(Exception):
@@ -118,8 +120,11 @@ class Records:
         write_atomic(self.attempt_path(record.job, record.attempt), dataclasses.asdict(record))
 
     def create(self, record: Attempt) -> None:
-        """A new attempt's first record; RecordExists when another round wrote it already."""
+        """A new attempt's first record; RecordExists when another round wrote it already
+        (also into the job's settled folder)."""
         path = self.attempt_path(record.job, record.attempt)
+        if (self.completed_dir / record.job / path.name).exists():
+            raise RecordExists(str(self.completed_dir / record.job / path.name))
         write_atomic(path, dataclasses.asdict(record), exclusive=True)
 
     def drop(self, record: Dropped) -> None:
@@ -176,24 +181,29 @@ class Records:
             saves = [dataclasses.replace(a, cancel_requested=reason) for a in attempts]
             self.write_batch(saves, [])
             return
-        named = [{"job": a.job, "attempt": a.attempt} for a in attempts]
+        # The intent's time tells this attempt from a later one under the same name and number
+        # (a job renamed away, and a new job given its old name).
+        named = [{"job": a.job, "attempt": a.attempt, "intent_at": a.intent_at} for a in attempts]
         self.cancels_dir.mkdir(parents=True, exist_ok=True)
         batch = {"at": at, "reason": reason, "attempts": named}
         write_atomic(self.cancels_dir / _batch_name(at), batch, exclusive=True)
 
-    def _batch_cancels(self) -> dict[tuple[str, int], str]:
-        """(job, attempt) -> the cancel `request_cancels` recorded for it in a batch."""
+    def _batch_cancels(self) -> dict[_AttemptKey, str]:
+        """(job, attempt, intent time) -> the cancel `request_cancels` recorded for it."""
 
-        def parse(data: dict[str, Any]) -> list[tuple[tuple[str, int], str]]:
+        def parse(data: dict[str, Any]) -> list[tuple[_AttemptKey, str]]:
             reason, named = data["reason"], data["attempts"]
             if not isinstance(reason, str) or not isinstance(named, list):
                 raise TypeError("'reason' is not text or 'attempts' is not a list")
-            found = [((item["job"], item["attempt"]), reason) for item in named]
-            if not all(isinstance(j, str) and type(n) is int for (j, n), _ in found):
-                raise TypeError("an attempt is not a job name and a number")
+            found = [((i["job"], i["attempt"], i["intent_at"]), reason) for i in named]
+            if not all(
+                isinstance(j, str) and type(n) is int and isinstance(at, str)
+                for (j, n, at), _ in found
+            ):
+                raise TypeError("an attempt is not a job name, a number and an intent time")
             return found
 
-        found: dict[tuple[str, int], str] = {}
+        found: dict[_AttemptKey, str] = {}
         for key, reason in _batches(self.cancels_dir, "cancel", parse):
             found.setdefault(key, reason)
         return found
@@ -244,16 +254,13 @@ class Records:
         built aside and renamed into place, so a crash leaves the old records or both. A
         settled job's folder in `completed` is carried over too (into `jobs`)."""
         sources = [p for p in (self.jobs_dir / old, self.completed_dir / old) if p.is_dir()]
-        if not sources and any(d.job == old for d in self._batch_drops()):
-            # Only a batch drop names it: the new name gets that drop, in a folder of its own.
-            (self.jobs_dir / old).mkdir(parents=True, exist_ok=True)
-            sources = [self.jobs_dir / old]
         taken = (self.jobs_dir / new).exists() or (self.completed_dir / new).exists()
-        if not sources or taken:
+        batched = [d for d in self._batch_drops() if d.job == old]
+        if taken or not (sources or batched):
             return False
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{new}.moving-", dir=self.jobs_dir))
-        files = self._files(old)
+        files = self._files(old) if sources else {}
         cancels = self._batch_cancels()
         for name, paths in sorted(files.items()):
             if name.startswith("."):
@@ -266,19 +273,21 @@ class Records:
             data = json.loads(path.read_text(encoding="utf-8"))
             if isinstance(data, dict) and data.get("job") == old:
                 data["job"] = new
-                request = cancels.get((old, data.get("attempt")))  # type: ignore[arg-type]
+                key = (old, data.get("attempt"), data.get("intent_at"))
+                request = cancels.get(key)  # type: ignore[arg-type]
                 if request is not None and data.get("cancel_requested") is None:
                     data["cancel_requested"] = request  # a batch's cancel goes along
             write_atomic(staging / name, data)
-        if "dropped.json" not in files:
+        if batched and "dropped.json" not in files:
             # Cancelled in a batch (`drops/`) under its old name: the drop goes along.
-            batch = [d for d in self._batch_drops() if d.job == old]
-            if batch:
-                moved_drop = dataclasses.replace(batch[-1], job=new)
-                write_atomic(staging / "dropped.json", dataclasses.asdict(moved_drop))
+            moved_drop = dataclasses.replace(batched[-1], job=new)
+            write_atomic(staging / "dropped.json", dataclasses.asdict(moved_drop))
         os.rename(staging, self.jobs_dir / new)
         for source in sources:
             shutil.rmtree(source)
+        if batched:
+            # The old name is free again: a new job given it later is not dropped.
+            self._drop_from_batches(old)
         return True
 
     def undrop(self, job: str) -> None:
@@ -336,13 +345,35 @@ class Records:
 
         return list(_batches(self.drops_dir, "drop", parse))
 
-    def settle(self, jobs: Sequence[str]) -> list[str]:
+    def _drop_from_batches(self, job: str) -> None:
+        """Each batch drop naming `job` written again without it (the new file first, under a
+        name that sorts the same, then the old one removed: a crash in between leaves the same
+        drops twice, never one lost)."""
+        try:
+            names = sorted(n for n in os.listdir(self.drops_dir) if n.endswith(".json"))
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = self.drops_dir / name
+            data = json.loads(path.read_text(encoding="utf-8"))
+            if job not in data["jobs"]:
+                continue
+            kept = {**data, "jobs": [j for j in data["jobs"] if j != job]}
+            stem = name.split("-", 1)[0]
+            write_atomic(self.drops_dir / f"{stem}-{secrets.token_hex(4)}.json", kept, True)
+            path.unlink()
+
+    def settle(self, jobs: Sequence[str], fence: Callable[[], None] | None = None) -> list[str]:
         """Move the folders of jobs that completed into the completed folder (the round holds
         the state lock and has read their records). A job whose folder is there already (it
-        was retried since) has its newer files moved over one by one. Returns the jobs moved."""
+        was retried since) has its newer files moved over one by one. `fence` (the lock's
+        `verify`, which also renews its lease) is called before the first move and then every
+        SETTLE_FENCE moves. Returns the jobs moved."""
         moved: list[str] = []
         self.completed_dir.mkdir(exist_ok=True)
-        for job in jobs:
+        for number, job in enumerate(jobs):
+            if fence is not None and number % SETTLE_FENCE == 0:
+                fence()
             source = os.path.join(self.jobs_dir, job)
             target = os.path.join(self.completed_dir, job)
             try:
@@ -370,20 +401,29 @@ class Records:
         `jobs` first, then (`both`) the completed one (a file moved between the two listings
         is found in the second)."""
         files: dict[str, list[str]] = {}
-        folders = [os.path.join(self.jobs_dir, job)]
-        if both:
-            folders.append(os.path.join(self.completed_dir, job))
-        for folder in folders:
+        live, settled = os.path.join(self.jobs_dir, job), os.path.join(self.completed_dir, job)
+        found = 0
+        for folder in (live, settled) if both else (live,):
             try:
                 names = os.listdir(folder)
             except FileNotFoundError:
+                if folder == live and not both:
+                    return self._files(job, both=True)  # listed, then moved by a settle
                 continue
+            found += 1
             for name in names:
                 files.setdefault(name, []).append(os.path.join(folder, name))
+        if not found:
+            # Listed a moment ago and gone from both places: it is not "never submitted".
+            raise ReconcileError(
+                "the job's records folder vanished while this round read it",
+                live,
+                hint="another process moved or deleted it; the next round reads it again",
+            )
         return files
 
     def _read_job(
-        self, job: str, cancels: Mapping[tuple[str, int], str], both: bool = True
+        self, job: str, cancels: Mapping[_AttemptKey, str], both: bool = True
     ) -> tuple[tuple[Attempt, ...], Dropped | None, RetryRequest | None]:
         # Plain strings, not Path objects: this runs for every job in flight, every round.
         found: list[Attempt] = []
@@ -400,7 +440,7 @@ class Records:
                         path,
                         hint=DAMAGED_HINT,
                     )
-                request = cancels.get((job, record.attempt))
+                request = cancels.get((job, record.attempt, record.intent_at))
                 if request is not None and record.cancel_requested is None:
                     # A cancel requested in a batch (`request_cancels`) is the attempt's own.
                     record = dataclasses.replace(record, cancel_requested=request)

@@ -144,7 +144,7 @@ def sync_round(
             log.info("W&B sync skipped: another reconcile holds the state")
             return
     try:
-        report = sync(session.bundle, session.history())
+        report = sync(session.bundle, session.history(read_completed=False))
     finally:
         if lock is not None:
             lock.release()

@@ -151,3 +151,33 @@ def test_a_damaged_cancel_batch_stops_the_round_naming_its_file(
     with pytest.raises(ReconcileError, match="damaged cancel record") as caught:
         records.load()
     assert "1-x.json" in caught.value.render()
+
+
+def test_a_batch_cancel_is_for_that_attempt_not_a_later_one_of_the_same_name(
+    tmp_path: Path,
+) -> None:
+    records = Records(tmp_path)
+    attempts = [in_flight(f"n{i}") for i in range(BATCH_MIN)]
+    for attempt in attempts:
+        records.save(attempt)
+    records.request_cancels(attempts, "cancelled by the user", LATER)
+    # n0 is renamed away, and a new job takes the name n0 (attempt 1 again, a new intent).
+    assert records.move("n0", "n0_old")
+    fresh = dataclasses.replace(in_flight("n0"), intent_at=LATER)
+    records.save(fresh)
+    history = records.load()
+    assert history.latest("n0") == fresh
+    assert history.latest("n0_old").cancel_requested == "cancelled by the user"  # type: ignore[union-attr]
+
+
+def test_a_renamed_job_leaves_its_old_name_free_of_the_batch_drop(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.write_batch([], drops(BATCH_MIN))
+    assert records.move("j0", "k0")
+    history = records.load()
+    assert "j0" not in history.dropped and "k0" in history.dropped
+    assert sorted(history.dropped) == sorted([f"j{i}" for i in range(1, BATCH_MIN)] + ["k0"])
+    assert len(os.listdir(tmp_path / "drops")) == 1
+    # Applied once: a second round's move of the same pair does nothing.
+    assert not records.move("j0", "k0")
+    assert not (tmp_path / "jobs" / "j0").exists()

@@ -4,15 +4,18 @@ such a job later goes into `jobs/` again, and both folders are read; nothing is 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 
 from oellm.reconciler.errors import ReconcileError
-from oellm.reconciler.model import RetryRequest
-from oellm.reconciler.records import Records
+from oellm.reconciler.model import History, RetryRequest
+from oellm.reconciler.reconcile import _settles
+from oellm.reconciler.records import RecordExists, Records
 from tests.reconciler.test_records import make
 
 AT = "2026-11-26T12:00:00+00:00"
@@ -124,3 +127,41 @@ def test_a_moved_job_takes_its_settled_records_along(tmp_path: Path) -> None:
     records.save(completed("other"))  # type: ignore[arg-type]
     records.settle(["other"])
     assert not records.move("new", "other")
+
+
+def test_a_folder_moved_while_a_round_reads_it_is_read_where_it_went(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.save(completed("job"))  # type: ignore[arg-type]
+    # Listed in jobs/ by a round, then moved by another (a round that lost its lock).
+    os.makedirs(tmp_path / "completed")
+    os.rename(tmp_path / "jobs" / "job", tmp_path / "completed" / "job")
+    found, _, _ = records._read_job("job", {}, both=False)
+    assert [a.attempt for a in found] == [1]
+    # Gone from both places: an error for that job, never "no records".
+    shutil.rmtree(tmp_path / "completed" / "job")
+    with pytest.raises(ReconcileError, match="vanished"):
+        records._read_job("job", {}, both=False)
+
+
+def test_a_new_intent_is_refused_when_the_settled_folder_has_that_attempt(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    records.save(completed("job"))  # type: ignore[arg-type]
+    records.settle(["job"])
+    with pytest.raises(RecordExists):
+        records.create(make("job", 1))
+    assert not (tmp_path / "jobs" / "job" / "attempt-0001.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("fields", "settles"),
+    [
+        ({}, True),
+        ({"finish_requested": "finish event"}, False),  # its recorded state may be another
+        ({"final_state": "FAILED", "finish_requested": "finish event"}, False),
+        ({"exit_code": 3}, False),
+    ],
+)
+def test_only_a_plain_completion_settles(fields: dict[str, object], settles: bool) -> None:
+    record = dataclasses.replace(completed("job"), **fields)  # type: ignore[type-var]
+    history = History({"job": (record,)}, {})
+    assert _settles("job", history) is settles
