@@ -29,11 +29,19 @@ from .records import COMPLETED, write_atomic
 IDENTITY_NAME = "identity.json"
 
 
+# How the records are laid out. 2: jobs that completed are settled in `completed/`, and many
+# drops or cancels can be one record (`drops/`, `cancels/`). An oellm that knows only layout 1
+# refuses an identity with this field (it reads records strictly) instead of taking a settled
+# job for one never submitted.
+LAYOUT = 2
+
+
 @dataclass(frozen=True)
 class Identity:
     project: str
     key: str
     bundle: str  # the bundle folder that uses this state dir, as an absolute path
+    layout: int = 1
 
 
 def default_key(project: str, state_dir: str) -> str:
@@ -51,7 +59,7 @@ def read_identity(state_path: Path) -> Identity | None:
             f"cannot read the state dir's identity: {exc.strerror}", str(path)
         ) from None
     try:
-        return decode(Identity, json.loads(text))
+        found = decode(Identity, json.loads(text))
     except (RecordInvalid, ValueError) as exc:
         raise ReconcileError(
             f"damaged state identity ({exc})",
@@ -60,6 +68,15 @@ def read_identity(state_path: Path) -> Identity | None:
             "restore it, or move it aside: it is made again from the project name and the "
             "state dir",
         ) from None
+    if found.layout > LAYOUT:
+        raise ReconcileError(
+            f"the state dir's records are laid out for a newer oellm (layout {found.layout}; "
+            f"this oellm reads up to {LAYOUT})",
+            str(path),
+            hint="run this bundle with the oellm version that wrote it (on every login node "
+            "whose cron reconciles it)",
+        )
+    return found
 
 
 def key_for(
@@ -118,7 +135,7 @@ def check(found: Identity, bundle_path: Path, project: str, state_path: Path) ->
 
 def claim(bundle_path: Path, project: str, key: str, state_path: Path) -> None:
     """Record that this bundle uses the state dir (under the state lock)."""
-    wanted = Identity(project, key, str(bundle_path.resolve()))
+    wanted = Identity(project, key, str(bundle_path.resolve()), LAYOUT)
     if read_identity(state_path) != wanted:
         write_atomic(state_path / IDENTITY_NAME, dataclasses.asdict(wanted))
 

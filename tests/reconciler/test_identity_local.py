@@ -182,3 +182,23 @@ def test_two_checkouts_of_one_experiment_never_share_tags(
         finally:
             _cancel_all("b", capsys)
     assert keys[0] != keys[1]
+
+
+def test_the_identity_records_the_layout_and_a_newer_one_is_refused(
+    exp: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["compile", str(exp), "-o", "b"], capsys)[0] == 0
+    identity = tmp_path / "outA" / ".oellm" / "ident" / "identity.json"
+    identity.parent.mkdir(parents=True)
+    # Written by an oellm before layouts: read as layout 1, and upgraded by the next round.
+    old = {"project": "ident", "key": "0123abcd", "bundle": str((tmp_path / "b").resolve())}
+    identity.write_text(json.dumps(old))
+    code, out, err = run(["reconcile", "b", "--scheduler", "local"], capsys)
+    assert code == 1, out + err
+    assert json.loads(identity.read_text()) == {**old, "layout": 2}
+    _cancel_all("b", capsys)
+    # Laid out by a newer oellm: refused, naming the file, nothing done.
+    identity.write_text(json.dumps({**old, "layout": 3}))
+    code, out, err = run(["reconcile", "b", "--scheduler", "local"], capsys)
+    assert code == 2, out + err
+    assert "newer oellm (layout 3" in err and str(identity) in err
