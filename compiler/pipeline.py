@@ -16,6 +16,7 @@ from typing import Any
 from oellm.bundle_files import LOCK_NAME, PLAN_NAME
 from oellm.lockfile import codec
 from oellm.lockfile.jsonbytes import PrettyJson
+from oellm.lockfile.jsonshape import ShapedJson
 from oellm.lockfile.model import ArrayGroup, Lock, LockJob, Project, RestartPolicy
 
 from . import array_groups
@@ -24,7 +25,6 @@ from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Interpolator, static_parts
-from .jsonshape import ShapedJson
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader

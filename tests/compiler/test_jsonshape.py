@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from oellm.compiler import jsonshape
-from oellm.compiler.jsonshape import ShapedJson
+from oellm.lockfile import jsonshape
 from oellm.lockfile.jsonbytes import PrettyJson, pretty_json
+from oellm.lockfile.jsonshape import ShapedJson
 
 SHARED = {"limits": {"max": 3, "names": ["a", "b"]}, "on": ["X", "Y"]}
 

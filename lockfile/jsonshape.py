@@ -1,4 +1,5 @@
-"""Each job's `config.json` from a text with holes, filled with the job's own values.
+"""Each job's `config.json` (and each job's entry of the lockfile) from a text with holes,
+filled with the job's own values.
 
 The jobs of a sweep share most of their resolved config (the same objects, see
 `depends.py`) and differ in a few values. A config's shape is its own mappings and lists
@@ -56,6 +57,10 @@ class ShapedJson:
 
     def encode(self, config: dict[str, Any]) -> bytes:
         """The file's bytes: the text, a final newline, UTF-8."""
+        return (self.dumps(config) + "\n").encode("utf-8")
+
+    def dumps(self, config: dict[str, Any]) -> str:
+        """The text, as the encoder's `dumps` writes it."""
         shape: list[Any] = []
         values: list[Any] = []
         if self._walk(config, shape, values):
@@ -67,8 +72,8 @@ class ShapedJson:
             else:
                 text = self._texts[key] = self._pieces(config, values)
             if text is not None:
-                return _fill(text, values).encode("utf-8")
-        return (self._encoder.dumps(config) + "\n").encode("utf-8")
+                return _fill(text, values)
+        return self._encoder.dumps(config)
 
     def _walk(self, node: Any, shape: list[Any], values: list[Any]) -> bool:
         """Shape and own scalars of `node`, in the order the walk meets them; False when the
@@ -103,12 +108,12 @@ class ShapedJson:
         takes: keys are sorted), if filling it with `values` (this config's) gives what the
         encoder writes for the config."""
         marked = _marked(config, self._shared, iter(range(len(values))))
-        parts = _HOLE.split(self._encoder.dumps(marked) + "\n")
+        parts = _HOLE.split(self._encoder.dumps(marked))
         pieces, order = parts[::2], [int(n) for n in parts[1::2]]
         if sorted(order) != list(range(len(values))) or any(_MARK in p for p in pieces):
             return None  # a marker's character in the config itself: not worth telling apart
         text = (pieces, order)
-        if _fill(text, values) != self._encoder.dumps(config) + "\n":
+        if _fill(text, values) != self._encoder.dumps(config):
             return None
         return text
 
