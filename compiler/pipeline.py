@@ -321,7 +321,7 @@ def _lock_entry(
     j = config["job"]
     params: dict[str, Any] = {}
     # Values written as templates (names, sibling paths) are derived, not swept: leave them out.
-    swept = [k for k, v in point.values.items() if "${" not in json.dumps(v)]
+    swept = [k for k, v in point.values.items() if not _templated(v)]
     for dotted in [*swept, *overridden]:
         node: Any = config
         for key in key_path(dotted):
@@ -357,6 +357,16 @@ def _lock_entry(
         finish_condition=j.get("finish_condition") or None,
         wandb=wandb_lock(config) or None,
     )
+
+
+def _templated(value: Any) -> bool:
+    """Whether a swept value is written as a template (its JSON text holds `${`)."""
+    kind = type(value)
+    if kind is str:
+        return "${" in value  # JSON escapes neither '$' nor '{', nor makes them of others
+    if kind in (int, float, bool) or value is None:
+        return False
+    return "${" in json.dumps(value)
 
 
 def _has(node: Any, key: str | int) -> bool:

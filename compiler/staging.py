@@ -32,16 +32,19 @@ class StagedFiles(MutableMapping[str, bytes]):
         # writing a small one.
         self._root = str(folder) + "/"
         self._old = None if previous is None else str(previous) + "/"
+        self._exact = _umask() & 0o755 == 0  # files are created with the mode asked for
 
     def __setitem__(self, name: str, data: bytes) -> None:
         path = self._text_path(name)
         if name in self._names:
             os.unlink(path)  # a new staging folder holds only what was staged into it
         if self._old is None or not _link_if_same(self._old + name, path, data):
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            script = name.endswith(".sbatch")
+            mode = 0o755 if script else 0o644
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             try:
-                if name.endswith(".sbatch"):
-                    os.fchmod(fd, 0o755)
+                if script and not self._exact:
+                    os.fchmod(fd, mode)  # the umask took bits away: scripts run for everyone
                 written = os.write(fd, data)
                 if written < len(data):
                     view = memoryview(data)[written:]
@@ -100,6 +103,13 @@ class StagedFiles(MutableMapping[str, bytes]):
             (self.folder / folder).mkdir(parents=True, exist_ok=True)
             self._made.add(folder)
         return self._root + name
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it, then setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _link_if_same(old: str, target: str, data: bytes) -> bool:
