@@ -51,6 +51,7 @@ class Leaves:
         # piece is text, or (_SWEPT, swept key, target), (_LEAF, number, target) or
         # (_CONSTANT, value, target).
         self._rendered = rendered
+        self._paths = [s[3] for s in swept] + [r[2] for r in rendered]
 
     def config(
         self,
@@ -58,10 +59,11 @@ class Leaves:
         origins: Mapping[KeyPath, Origin],
         learnt: Mapping[KeyPath, Any],
         derived: dict[KeyPath, Origin],
-    ) -> dict[str, Any] | None:
-        """The job's config for the point `values`, or None when the resolver must make it.
-        `origins`: the job's; `learnt`: where shared values came from; `derived` receives
-        where each dependent value that is one key came from, as the resolver records it."""
+    ) -> tuple[dict[str, Any], list[Any]] | None:
+        """The job's config for the point `values` and its values at `paths`, or None when
+        the resolver must make it. `origins`: the job's; `learnt`: where shared values came
+        from; `derived` receives where each dependent value that is one key came from, as the
+        resolver records it."""
         given = self._given(values)
         made = None if given is None else self._made(given)
         if given is None or made is None:
@@ -84,7 +86,17 @@ class Leaves:
                         source = derived.get(target) or learnt.get(target) or origins.get(target)
                         if source is not None:
                             derived[path] = source
-        return config
+        return config, [*(given[dotted] for _, _, dotted, _ in self._swept), *made]
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The config the others are made from (it passed every check)."""
+        return self._model
+
+    @property
+    def paths(self) -> list[KeyPath]:
+        """Where the configs made from the model differ from it: texts and numbers only."""
+        return self._paths
 
     def _given(self, values: Mapping[str, Any]) -> dict[str, Any] | None:
         """The swept values as the job's config holds them, if all are plain text (without

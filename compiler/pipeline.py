@@ -181,7 +181,11 @@ def _compile(
                 files[entry.script] = script
                 # The job's whole resolved config, for people and tools: what the script was
                 # rendered from. No origins (they hold the compiling machine's paths).
-                files[f"jobs/{entry.name}.config.json"] = encoder.encode(job.config)
+                plan = job.model
+                data = None
+                if plan is not None and job.values is not None:
+                    data = encoder.encode_at(plan, plan.model, plan.paths, job.values)
+                files[f"jobs/{entry.name}.config.json"] = data or encoder.encode(job.config)
                 done[point.index] = entry
                 if point.values.get("stage") in referenced:
                     seen[point.index] = sibling_of(job.config)
@@ -247,13 +251,15 @@ def _job(
 ) -> tuple[LockJob, bytes, JobConfig]:
     """The job's lock entry and script, and its config as the script was planned from it
     (the debug time clamp and an array member's log path applied)."""
-    validate(job.config, job.origins)
+    # Made from a model that passed: only its own values can hold what the model did not.
+    validate(job.config, job.origins, job.values if job.model is not None else None)
     config = clamp_debug_time(job.config)
     array = bool(config["slurm"].get("array"))
     if array:
         # Every task of an array writes into the array's one --output pattern.
         config = array_groups.with_member_log_path(config)
-    job = JobConfig(config, job.origins)
+    if config is not job.config:
+        job = JobConfig(config, job.origins)
     check_job(config, job.origins)
     name = config["job"]["name"]
     if name in names:

@@ -25,6 +25,10 @@ from .tree import KeyPath, key_path, map_strings
 class JobConfig:
     config: dict[str, Any]
     origins: Mapping[KeyPath, Origin]
+    # Made from a model config (`leaves.py`): the plan, and this config's values at its paths
+    # (where alone it differs from the model).
+    model: Leaves | None = None
+    values: list[Any] | None = None
 
 
 def unescape(value: Any) -> Any:
@@ -168,11 +172,12 @@ class ResolvedParts:
         shared = self._by_keys[frozenset(values)]
         origins = ChainMap(point_origins, base_origins)
         derived: dict[KeyPath, Origin] = {}
-        config = leaves.config(values, origins, shared.derived, derived)
-        if config is None:
+        made = leaves.config(values, origins, shared.derived, derived)
+        if made is None:
             return None
         # As many values as the model's, which `check_expanded` counted (`leaves.plan`).
-        return JobConfig(config, ChainMap(derived, shared.derived, point_origins, base_origins))
+        job_origins = ChainMap(derived, shared.derived, point_origins, base_origins)
+        return JobConfig(made[0], job_origins, leaves, made[1])
 
     def model(
         self,

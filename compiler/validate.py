@@ -11,7 +11,7 @@ import functools
 import importlib.resources
 import json
 import re
-from collections.abc import Callable, Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -74,9 +74,21 @@ class Validator:
         self._clean.update(shared)
         return False
 
-    def __call__(self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> None:
-        """Raise one ConfigError listing every problem, or return quietly."""
-        problems = list(_missing_values(config, (), origins)) if self._suspect(config) else []
+    def __call__(
+        self,
+        config: Mapping[str, Any],
+        origins: Mapping[KeyPath, Origin],
+        changed: Sequence[Any] | None = None,
+    ) -> None:
+        """Raise one ConfigError listing every problem, or return quietly. `changed`: the
+        config is one that passed but for these values (texts and numbers)."""
+        if changed is not None:
+            suspect = any(
+                type(value) is str and (value == MISSING or "\x00" in value) for value in changed
+            )
+        else:
+            suspect = self._suspect(config)
+        problems = list(_missing_values(config, (), origins)) if suspect else []
         if not problems and self._fast is not None and self._fast(config):
             return
         if not problems:

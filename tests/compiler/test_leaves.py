@@ -135,6 +135,9 @@ def test_hostile_swept_values_give_the_same_bundle(
         # Text around the key: at the template.
         ('name: "j_${vars.n}"', '[ok, fine, "bad name!"]', "exp.yaml:2:"),
         ('{name: "j_${index}", chain_repeat: "${vars.n}"}', "[1, 2, many]", "exp.yaml:6:"),
+        # Values only the swept key holds: the model had none of them.
+        ('name: "j_${index}"', '[ok, fine, "???"]', "exp.yaml:6:"),
+        ('name: "j_${index}"', '[ok, fine, "a\\0b"]', "exp.yaml:6:"),
     ],
 )
 def test_a_value_that_fails_for_a_later_job_only_reads_as_before(
