@@ -16,7 +16,7 @@ Checks across the jobs of a bundle run once every job is known: the job count
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from .backends import backend_of
@@ -31,6 +31,7 @@ from .tree import KeyPath, dotted, origin_of
 from .words import scalar
 
 Check = Callable[[Mapping[str, Any], Mapping[KeyPath, Origin]], Iterator[Problem]]
+Checks = tuple[tuple[Check, ...], tuple[Check, ...]]  # gathered, in order
 
 ANY_MACHINE = "any"
 # Where the default job.log_path comes from (as the library names its own files); one set
@@ -40,14 +41,54 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
 
 
-def check_job(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> None:
-    """Raise one ConfigError for the job's problems, or return quietly."""
-    problems = [problem for check in GATHERED for problem in check(config, origins)]
+def check_job(
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin], checks: Checks | None = None
+) -> None:
+    """Raise one ConfigError for the job's problems, or return quietly. `checks`: the
+    gathered and in-order checks to run (`checks_for`); all of them by default."""
+    gathered, in_order = (GATHERED, IN_ORDER) if checks is None else checks
+    problems = [problem for check in gathered for problem in check(config, origins)]
     if problems:
         raise ConfigError(problems)
-    for check in IN_ORDER:
+    for check in in_order:
         for problem in check(config, origins):
             raise ConfigError(problem)
+
+
+def checks_for(model: Mapping[str, Any], changed: Collection[str]) -> Checks:
+    """The checks a config can fail that is `model` (a config that passed every check) but
+    for the values under the top-level keys `changed`: those that read one of these keys.
+    A check reads the same keys of the same values each time, and what it does not read is
+    the model's, unchanged (the parts of a config are shared, never changed)."""
+
+    def needed(check: Check) -> bool:
+        reading = _Reading(model)
+        try:
+            found = list(check(reading, {}))
+        except Exception:
+            return True
+        return bool(found) or not reading.read.isdisjoint(changed)
+
+    return tuple(filter(needed, GATHERED)), tuple(filter(needed, IN_ORDER))
+
+
+class _Reading(Mapping[str, Any]):
+    """A config's top level that records the keys read from it."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._config = config
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return self._config[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self.read.update(self._config)  # a walk over the keys may read any of them
+        return iter(self._config)
+
+    def __len__(self) -> int:
+        return len(self._config)
 
 
 def slurm_option_names(

@@ -20,11 +20,12 @@ from oellm.lockfile.jsonshape import ShapedJson
 from oellm.lockfile.model import ArrayGroup, Lock, LockJob, Project, RestartPolicy
 
 from . import array_groups
-from .checks import check_job
+from .checks import Checks, check_job, checks_for
 from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Interpolator, static_parts
+from .leaves import Leaves
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader
@@ -153,6 +154,7 @@ def _compile(
     encoder = ShapedJson(PrettyJson(resolved.sizes), resolved.sizes)
     validate = Validator(resolved.sizes)
     scripts = ShapedScripts()  # rendered once per shape of plan
+    checks: dict[Leaves, Checks] = {}  # the checks of the configs made from each model
     for stage in order:
         for point in by_stage.get(stage, []):
             siblings = gather(point, refs.get(point.index, ()), index, seen)
@@ -167,7 +169,7 @@ def _compile(
                 upstream = list(siblings.values()) if siblings else []
                 depends_on = sorted({s.name for s in upstream}) if upstream else _NO_JOBS
                 entry, script, job = _job(
-                    job, point, overridden, depends_on, names, validate, members, scripts
+                    job, point, overridden, depends_on, names, validate, members, scripts, checks
                 )
                 written = [entry.output_dir, *(str(s.view["output_dir"]) for s in upstream)]
                 reads = job_reads(job.config, written)
@@ -248,6 +250,7 @@ def _job(
     validate: Validator,
     members: list[array_groups.Member],
     scripts: ShapedScripts,
+    checks: dict[Leaves, Checks],
 ) -> tuple[LockJob, bytes, JobConfig]:
     """The job's lock entry and script, and its config as the script was planned from it
     (the debug time clamp and an array member's log path applied)."""
@@ -260,7 +263,11 @@ def _job(
         config = array_groups.with_member_log_path(config)
     if config is not job.config:
         job = JobConfig(config, job.origins)
-    check_job(config, job.origins)
+    # A config made from a model (which passed) runs the checks that read what it changed.
+    made = job.model
+    if made is not None and made not in checks:
+        checks[made] = checks_for(made.model, {p[0] for p in made.paths if isinstance(p[0], str)})
+    check_job(config, job.origins, None if made is None else checks[made])
     name = config["job"]["name"]
     if name in names:
         raise _collision(name, names[name], point, job)

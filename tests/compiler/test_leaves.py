@@ -4,6 +4,7 @@ positions, for jobs that fail where the first one did not."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,9 @@ import pytest
 
 from oellm.compiler import leaves, resolve
 from oellm.compiler.errors import ConfigError
-from tests.helpers import compile_file, rendered, write
+from tests.helpers import EXAMPLES, compile_file, rendered, write
+
+EXAMPLES_DEMO = EXAMPLES / "demo.yaml"
 
 
 def _resolver_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -198,3 +201,57 @@ def test_values_read_through_calls_or_mappings_are_left_to_the_resolver(
     planned, alone, made = _both(path, monkeypatch)
     assert planned == alone and not isinstance(planned, str)
     assert made == []  # no plan for these keys
+
+
+@pytest.mark.parametrize(
+    ("text", "where", "message"),
+    [
+        # A dependent value the schema takes and a check refuses (the #SBATCH line).
+        (
+            """
+            project: {name: checks}
+            job: {name: "j_${index}", log_path: "/logs/${vars.n}.log"}
+            backend: {bash: {command: "echo ${vars.n}"}}
+            vars: {n: x}
+            sweep: {grids: [{vars.n: [ok, fine, 'a"b']}]}
+            """,
+            "exp.yaml:2:",
+            "cannot be written on an #SBATCH line",
+        ),
+        # A swept SLURM value: the checks that read `slurm` run for each job.
+        (
+            """
+            project: {name: checks}
+            job: {name: "j_${index}"}
+            backend: {bash: {command: "echo ${index}"}}
+            slurm:
+              sbatch: {partition: main, time: "1:00:00"}
+              limits: {max_time: {main: "2:00:00"}}
+            sweep: {grids: [{slurm.sbatch.time: ["0:10:00", "1:00:00", "3:00:00"]}]}
+            """,
+            "exp.yaml:7:",
+            "time limit 3:00:00 is above the partition main maximum of 02:00:00",
+        ),
+    ],
+)
+def test_a_check_that_fails_for_a_later_job_only_reads_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, where: str, message: str
+) -> None:
+    planned, alone, made = _both(write(tmp_path / "exp.yaml", text), monkeypatch)
+    assert isinstance(planned, str), "the third job must fail"
+    assert planned == alone
+    assert where in planned and message in planned, planned
+    assert made == [True, True]  # the failing job was made from the model
+
+
+def test_checks_that_read_only_unchanged_parts_are_not_run_again() -> None:
+    from oellm.compiler import checks
+
+    model = compile_file(EXAMPLES_DEMO, env={})  # any valid config will do
+    config = json.loads(model.files[f"jobs/{model.lock.jobs[0].name}.config.json"])
+    gathered, in_order = checks.checks_for(config, {"job"})
+    names = {c.__name__ for c in (*gathered, *in_order)}
+    assert {"safe_name", "directive_values", "one_restart_owner"} <= names
+    assert "template" not in names and "slurm_option_names" not in names
+    everything = checks.checks_for(config, set(config))
+    assert everything == (checks.GATHERED, checks.IN_ORDER)
