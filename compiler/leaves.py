@@ -51,6 +51,7 @@ class Leaves:
         # piece is text, or (_SWEPT, swept key, target), (_LEAF, number, target) or
         # (_CONSTANT, value, target).
         self._rendered = rendered
+        self._programs = [_program(r[4]) for r in rendered]
         self._paths = [s[3] for s in swept] + [r[2] for r in rendered]
 
     def config(
@@ -120,19 +121,30 @@ class Leaves:
     def _made(self, given: dict[str, Any]) -> list[Any] | None:
         """The dependent values, in order; None for a value that meets a resolver's limit."""
         made: list[Any] = []
-        for pieces in (r[4] for r in self._rendered):
-            if len(pieces) == 1 and type(pieces[0]) is tuple:
-                made.append(_read(pieces[0], given, made))
+        for single, pieces in self._programs:
+            if single:
+                kind, what = pieces[0]
+                made.append(
+                    given[what] if kind == _SWEPT else made[what] if kind == _LEAF else what
+                )
                 continue
             out = []
             for piece in pieces:
                 if type(piece) is str:
                     out.append(piece)
                     continue
-                value = _read(piece, given, made)
-                if type(value) is int and value.bit_length() > MAX_INT_BITS:
-                    return None
-                out.append(text_of(value))
+                kind, what = piece
+                value = given[what] if kind == _SWEPT else made[what]
+                # As `functions.text_of`, for the exact types a swept or made value has.
+                kind = type(value)
+                if kind is str:
+                    out.append(value)
+                elif kind is int:
+                    if value.bit_length() > MAX_INT_BITS:
+                        return None
+                    out.append(int.__repr__(value))
+                else:
+                    out.append(text_of(value))
             text = "".join(out)
             if len(text) > MAX_TEXT:
                 return None
@@ -140,13 +152,24 @@ class Leaves:
         return made
 
 
-def _read(piece: tuple[int, Any, KeyPath], given: dict[str, Any], made: list[Any]) -> Any:
-    kind, what, _ = piece
-    if kind == _SWEPT:
-        return given[what]
-    if kind == _LEAF:
-        return made[what]
-    return what
+def _program(pieces: list[Any]) -> tuple[bool, list[Any]]:
+    """A template's pieces as `_made` reads them: (whether it is one key, pieces), where a
+    piece is text (a constant's text included) or (_SWEPT, swept key) or (_LEAF, number)
+    (or, alone, (_CONSTANT, value))."""
+    if len(pieces) == 1 and type(pieces[0]) is tuple:
+        kind, what, _ = pieces[0]
+        return True, [(kind, what)]
+    out: list[Any] = []
+    for piece in pieces:
+        if type(piece) is tuple:
+            kind, what, _ = piece
+            # A constant's text: the model rendered this template with it, within the limits.
+            piece = text_of(what) if kind == _CONSTANT else (kind, what)
+        if type(piece) is str and out and type(out[-1]) is str:
+            out[-1] += piece
+        else:
+            out.append(piece)
+    return False, out
 
 
 def plan(

@@ -59,7 +59,8 @@ project: {name: leaves}
 job:
   name: "l_${vars.a}_${vars.b}"
   log_path: "/logs/${.name}/${vars.tail}.log"
-backend: {bash: {command: "echo ${vars.a} ${vars.b} ${vars.both} ${vars.fixed} ${index}"}}
+backend:
+  bash: {command: "echo ${vars.a} ${vars.b} ${vars.both} ${vars.fixed} ${index} ${vars.kinds}"}
 vars:
   a: 0
   b: x
@@ -67,6 +68,12 @@ vars:
   tail: "${vars.both}"
   fixed: constant
   list: ["${vars.a}", 2]
+  # Constants of every kind read by a dependent value.
+  f: 1.5e-4
+  t: true
+  nothing: null
+  big: 123456789012345678
+  kinds: "${vars.a}|${vars.f}|${vars.t}|${vars.nothing}|${vars.big}|${vars.list.1}"
 sweep:
   type: list
   groups:
