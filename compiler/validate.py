@@ -12,15 +12,15 @@ import importlib.resources
 import json
 import re
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
+from typing import TYPE_CHECKING, Any
 
 from .backends.megatron import megatron_schema, suggest_argument
 from .errors import ConfigError, Origin, Problem, did_you_mean
 from .tree import KeyPath, dotted, origin_of
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 MISSING = "???"
 
@@ -35,6 +35,11 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @functools.cache
 def experiment_validator() -> Draft202012Validator:
+    # Imported here: only a config with a problem needs the detailed validator, and importing
+    # it costs every compile about 0.06 s.
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
     registry: Registry[Any] = Registry()
     for name in ("experiment.schema.json", "megatron.schema.json"):
         registry = registry.with_resource(name, Resource.from_contents(load_schema(name)))
