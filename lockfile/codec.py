@@ -181,8 +181,13 @@ def sealed(lock: Lock) -> Lock:
 _string = json.encoder.encode_basestring  # as jsonbytes writes keys
 
 
+# As json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")) writes,
+# without a new encoder for each job.
+_COMPACT = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def _compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 def dumps(lock: Lock) -> bytes:

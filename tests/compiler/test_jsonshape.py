@@ -117,3 +117,16 @@ def test_a_model_whose_text_has_no_holes_for_its_paths_is_encoded_whole() -> Non
     assert shaped.encode_at(1, _config({"a": 1}), PATHS, ["x", 1, 2]) is None
     assert shaped.encode_at(2, {**_config("m"), "x": "\ue0001\ue001"}, PATHS, ["x", 1, 2]) is None
     assert shaped.encode_at(1, _config("fine"), PATHS, ["x", 1, 2]) is None  # kept per key
+
+
+def test_percent_signs_in_keys_texts_and_shared_parts() -> None:
+    shared_part = {"fmt %s %%": "50%", "n": 1}
+    encoder = PrettyJson({id(shared_part): 1})
+    shaped = ShapedJson(encoder, {id(shared_part): 1})
+    for value in ("%s", "%%", "100% %d", 5):
+        config = {"a%": {"%(x)s": value, "b": [value, "%"]}, "s": shared_part}
+        assert shaped.encode(config) == pretty_json(config, encoder)
+        key = "model"
+        model = {"a%": {"%(x)s": "m", "b": ["m", "%"]}, "s": shared_part}
+        made = shaped.encode_at(key, model, [("a%", "%(x)s")], [value])
+        assert made == pretty_json({**model, "a%": {**model["a%"], "%(x)s": value}}, encoder)
