@@ -143,6 +143,30 @@ def _exports(config: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
     slurm = config["slurm"]
+    container = config["container"]
+    # The words before the program, laid out: the same for every job that shares its slurm
+    # and container parts (kept here with them, so that their ids are not taken meanwhile).
+    found = _prefixes.get((id(slurm), id(container), launch))
+    if found is None or found[0] is not slurm or found[1] is not container:
+        if len(_prefixes) >= _MAX_PREFIXES:
+            _prefixes.clear()
+        found = (slurm, container, _laid_out(_prefix(slurm, container, launch), 0))
+        _prefixes[(id(slurm), id(container), launch)] = found
+    prefix = found[2]
+    program = backend_of(config).launch_words(config, launch)
+    if prefix and program:
+        # The program starts a line of its own after srun's and the container's words.
+        first = program[0]
+        program[0] = Word(first.text, True, first.ref, first.separator)
+    return [*prefix, *_laid_out(program, len(prefix))]
+
+
+_MAX_PREFIXES = 64
+_prefixes: dict[tuple[int, int, str], tuple[Any, Any, list[Word]]] = {}
+
+
+def _prefix(slurm: Mapping[str, Any], container: Mapping[str, Any], launch: str) -> list[Word]:
+    """srun's words, the launcher's and the container's."""
     words: list[Word] = []
     if slurm.get("use_srun", True):
         words.append(Word("srun"))
@@ -154,7 +178,6 @@ def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
         )
     for index, token in enumerate(slurm.get("launcher_cmd") or []):
         words.append(Word(token, new_line=index == 0 and bool(words)))
-    container = config["container"]
     if container["runtime"] != "none":
         words.append(Word(container["runtime"], new_line=bool(words)))
         words.append(Word("exec"))
@@ -166,15 +189,14 @@ def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
         for option in container.get("options") or []:
             words.append(Word(option, True))
         words.append(Word(container["image"], True))
-    program = backend_of(config).launch_words(config, launch)
-    if words and program:
-        # The program starts a line of its own after srun's and the container's words.
-        first = program[0]
-        program[0] = Word(first.text, True, first.ref, first.separator)
-    words.extend(program)
-    # Layout: long launch lines break before options, so diffs of bundles stay readable.
-    # (Words made directly: dataclasses.replace costs more than the rest of the plan.)
+    return words
+
+
+def _laid_out(words: list[Word], start: int) -> list[Word]:
+    """Words from number `start` of the launch line on, each with the separator before it.
+    Layout: long launch lines break before options, so diffs of bundles stay readable.
+    (Words made directly: dataclasses.replace costs more than the rest of the plan.)"""
     return [
         Word(w.text, w.new_line, w.ref, "" if i == 0 else (" \\\n  " if w.new_line else " "))
-        for i, w in enumerate(words)
+        for i, w in enumerate(words, start)
     ]
