@@ -15,6 +15,7 @@ Checks across the jobs of a bundle run once every job is known: the job count
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
@@ -24,7 +25,7 @@ from .env_values import check_env_values
 from .errors import ConfigError, Origin, Problem
 from .limits import limits_of, max_array_index
 from .render import has_template
-from .script import DIRECTIVE_UNSAFE, env_sources, launch_mode, sbatch_options
+from .script import DIRECTIVE_UNSAFE, env_sources, launch_mode, sbatch_options, sbatch_safe
 from .slurm_options import check_slurm_options
 from .time_limits import check_time_limit
 from .tree import KeyPath, dotted, origin_of
@@ -296,7 +297,12 @@ def directive_values(
     config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
     """sbatch reads `#SBATCH` lines itself, without a shell: no quoting can protect a value."""
-    for _, value, path in sbatch_options(config):
+    options = sbatch_options(config)
+    if sbatch_safe(config["slurm"]["sbatch"]):
+        # Only the job's name and output can be unsafe: the rest was checked for every job
+        # that shares this slurm.sbatch.
+        options = itertools.islice(options, 2)
+    for _, value, path in options:
         if value is None or isinstance(value, bool):
             continue
         text = scalar(value)

@@ -9,9 +9,9 @@ plans' directives. Refusals live in `checks.py`, which runs before this.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .backends import backend_of
 from .tree import KeyPath
@@ -101,18 +101,83 @@ def sbatch_options(config: Mapping[str, Any]) -> Iterator[tuple[str, Any, KeyPat
 
 
 def _directives(config: Mapping[str, Any]) -> list[Directive]:
-    out: list[Directive] = []
-    for option, value, _ in sbatch_options(config):
-        if value is None or value is False:
-            continue
-        if value is True:
-            out.append((f"--{option}", None))
-            continue
-        text = scalar(value)
-        if _DIRECTIVE_NEEDS_QUOTES.search(text) or text == "":
-            text = f'"{text}"'
-        out.append((f"--{option}", text))
-    return out
+    job = config["job"]
+    rest = by_identity(_sbatch_lines, config["slurm"]["sbatch"], _sbatch_directives)
+    if rest is None:
+        found = (_directive(option, value) for option, value, _ in sbatch_options(config))
+        return [directive for directive in found if directive is not None]
+    out = [_directive("job-name", job["name"]), _directive("output", job["log_path"])]
+    return [*(directive for directive in out if directive is not None), *rest]
+
+
+def _directive(option: str, value: Any) -> Directive | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return (f"--{option}", None)
+    text = scalar(value)
+    if _DIRECTIVE_NEEDS_QUOTES.search(text) or text == "":
+        text = f'"{text}"'
+    return (f"--{option}", text)
+
+
+def _sbatch_directives(sbatch: Mapping[str, Any]) -> list[Directive] | None:
+    """The `#SBATCH` lines of `slurm.sbatch`, which follow the job's name and output; None
+    when it sets one of those two (its value then takes their place)."""
+    given = _sbatch_given(sbatch)
+    if given is None:
+        return None
+    found = (_directive(option, value) for option, value in given.items())
+    return [directive for directive in found if directive is not None]
+
+
+def _sbatch_given(sbatch: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`slurm.sbatch` by option name, as `sbatch_options` reads it; None when it sets the
+    job's name or output."""
+    given: dict[str, Any] = {}
+    for key, value in sbatch.items():
+        given[key.replace("_", "-")] = value
+    if "job-name" in given or "output" in given:
+        return None
+    if "requeue" not in given and "no-requeue" not in given:
+        given["no-requeue"] = True
+    return given
+
+
+def sbatch_safe(sbatch: Mapping[str, Any]) -> bool:
+    """Whether every value of `slurm.sbatch` can be written on an `#SBATCH` line, and it
+    sets neither the job's name nor its output (remembered for the jobs that share it)."""
+    return by_identity(_sbatch_checked, sbatch, _safe)
+
+
+def _safe(sbatch: Mapping[str, Any]) -> bool:
+    given = _sbatch_given(sbatch)
+    return given is not None and not any(
+        DIRECTIVE_UNSAFE.search(scalar(value))
+        for value in given.values()
+        if value is not None and not isinstance(value, bool)
+    )
+
+
+T = TypeVar("T")
+_MEMO_SIZE = 64
+_sbatch_lines: dict[int, tuple[Any, Any]] = {}
+_sbatch_checked: dict[int, tuple[Any, Any]] = {}
+
+
+def by_identity(memo: dict[int, tuple[Any, Any]], part: Any, make: Callable[[Any], T]) -> T:
+    """`make(part)`, remembered for this very object: the parts of a config are never changed,
+    and thousands of jobs share most of them. The part is kept with its result, so that its id
+    is not another's meanwhile."""
+    found = memo.get(id(part))
+    if found is not None and found[0] is part:
+        result: T = found[1]
+        return result
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    made = make(part)
+    memo[id(part)] = (part, made)
+    return made
 
 
 def env_sources(config: Mapping[str, Any]) -> list[tuple[KeyPath, Mapping[str, Any], str]]:
