@@ -15,9 +15,8 @@ Checks across the jobs of a bundle run once every job is known: the job count
 
 from __future__ import annotations
 
-import itertools
 import re
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from .backends import backend_of
@@ -297,11 +296,15 @@ def directive_values(
     config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
     """sbatch reads `#SBATCH` lines itself, without a shell: no quoting can protect a value."""
-    options = sbatch_options(config)
+    options: Iterable[tuple[str, Any, KeyPath]] = sbatch_options(config)
     if sbatch_safe(config["slurm"]["sbatch"]):
-        # Only the job's name and output can be unsafe: the rest was checked for every job
-        # that shares this slurm.sbatch.
-        options = itertools.islice(options, 2)
+        # Only the job's name and output can be unsafe (they come first): the rest was checked
+        # for every job that shares this slurm.sbatch.
+        job = config["job"]
+        options = (
+            ("job-name", job["name"], ("job", "name")),
+            ("output", job["log_path"], ("job", "log_path")),
+        )
     for _, value, path in options:
         if value is None or isinstance(value, bool):
             continue
