@@ -48,12 +48,13 @@ from .siblings import (
 )
 from .staging import StagedFiles
 from .time_limits import clamp_debug_time
-from .tree import key_path, origin_of
+from .tree import Memo, by_identity, key_path, origin_of
 from .validate import Validator
 from .wandb import wandb_lock
 
 # One list for every job without dependencies (a large sweep holds many lock entries).
 _NO_JOBS: list[str] = []
+_policies: Memo = {}  # the restart policy of each job.restart that jobs share
 
 
 @dataclass(frozen=True)
@@ -359,7 +360,7 @@ def _lock_entry(
         cancel_conditions=tuple(j.get("cancel_conditions", ())),
         inactivity_threshold_seconds=j.get("inactivity_threshold_seconds"),
         chain_repeat=j.get("chain_repeat", 1),
-        restart=RestartPolicy.from_json(j.get("restart", {})),
+        restart=by_identity(_policies, j.get("restart", {}), RestartPolicy.from_json),
         log_events=tuple(j.get("log_events", ())),
         state_events=tuple(j.get("state_events", ())),
         array=bool(config["slurm"].get("array", False)),

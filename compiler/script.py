@@ -9,12 +9,12 @@ plans' directives. Refusals live in `checks.py`, which runs before this.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from .backends import backend_of
-from .tree import KeyPath
+from .tree import KeyPath, Memo, by_identity
 from .words import Directive, Word, long_options, scalar
 
 # sbatch splits an #SBATCH line at white space outside double quotes; it has no escapes.
@@ -159,25 +159,8 @@ def _safe(sbatch: Mapping[str, Any]) -> bool:
     )
 
 
-T = TypeVar("T")
-_MEMO_SIZE = 64
-_sbatch_lines: dict[int, tuple[Any, Any]] = {}
-_sbatch_checked: dict[int, tuple[Any, Any]] = {}
-
-
-def by_identity(memo: dict[int, tuple[Any, Any]], part: Any, make: Callable[[Any], T]) -> T:
-    """`make(part)`, remembered for this very object: the parts of a config are never changed,
-    and thousands of jobs share most of them. The part is kept with its result, so that its id
-    is not another's meanwhile."""
-    found = memo.get(id(part))
-    if found is not None and found[0] is part:
-        result: T = found[1]
-        return result
-    if len(memo) >= _MEMO_SIZE:
-        memo.clear()
-    made = make(part)
-    memo[id(part)] = (part, made)
-    return made
+_sbatch_lines: Memo = {}
+_sbatch_checked: Memo = {}
 
 
 def env_sources(config: Mapping[str, Any]) -> list[tuple[KeyPath, Mapping[str, Any], str]]:
