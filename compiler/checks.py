@@ -90,6 +90,14 @@ class _Reading(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._config)
 
+    def __repr__(self) -> str:
+        self.read.update(self._config)  # text of the whole config (json.dumps' default=str)
+        return repr(self._config)
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        self.read.update(self._config)  # a copy or a pickle reads it all
+        return dict, (self._config,)
+
 
 def slurm_option_names(
     config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]

@@ -262,3 +262,38 @@ def test_checks_that_read_only_unchanged_parts_are_not_run_again() -> None:
     assert "template" not in names and "slurm_option_names" not in names
     everything = checks.checks_for(config, set(config))
     assert everything == (checks.GATHERED, checks.IN_ORDER)
+
+
+def test_a_check_that_reads_the_whole_config_runs_for_every_job() -> None:
+    import copy
+
+    from oellm.compiler import checks
+
+    config = {"job": {"name": "x"}, "slurm": {"a": 1}, "other": [1]}
+
+    def whole(read: Any) -> Any:
+        def check(config: Any, origins: Any) -> Any:
+            read(config)
+            return iter(())
+
+        return check
+
+    readers = [
+        lambda c: json.dumps(c, default=str),
+        lambda c: copy.deepcopy(c),
+        lambda c: dict(c),
+        lambda c: list(c.items()),
+        lambda c: c == {},
+        lambda c: c["job"],
+        lambda c: c.get("job"),
+        lambda c: "job" in c,
+    ]
+    original = (checks.GATHERED, checks.IN_ORDER)
+    try:
+        for reader in readers:
+            checks.GATHERED, checks.IN_ORDER = (whole(reader),), ()
+            assert checks.checks_for(config, {"job"})[0], reader
+            checks.GATHERED, checks.IN_ORDER = (whole(lambda c: c["slurm"]),), ()
+            assert not checks.checks_for(config, {"job"})[0]
+    finally:
+        checks.GATHERED, checks.IN_ORDER = original
