@@ -5,6 +5,8 @@
     python benchmarks/compile_bench.py --large       # also 100,000 jobs
     python benchmarks/compile_bench.py --quick       # 1 .. 1,000 jobs only
     python benchmarks/compile_bench.py --markdown    # the README's table, from this run
+    python benchmarks/compile_bench.py --repeat 5    # each figure the median of 5 runs (a
+                                                     # shared machine's timings are noisy)
 
 Each case runs `oellm compile` in a fresh process that writes a real bundle (its files staged
 as they are compiled): its wall time includes starting Python, and its peak memory is the
@@ -121,36 +123,51 @@ class Row:
         return None if self.compile is None else self.compile / self.jobs * 1000
 
 
-def compile_case(case: str, text: str, where: Path, label: str, phases: bool = True) -> Row:
+def compile_case(
+    case: str, text: str, where: Path, label: str, phases: bool = True, repeat: int = 1
+) -> Row:
     """`oellm compile` (wall time, peak memory); then, with `phases`, the same bundle compiled
-    in memory and written, in another process, for the phases' times."""
-    with tempfile.TemporaryDirectory(dir=where) as tmp:
-        exp = Path(tmp) / "exp.yaml"
-        exp.write_text(text)
-        start = time.perf_counter()
-        done = subprocess.run(
-            [sys.executable, "-c", COMMAND, str(exp), str(Path(tmp) / "bundle")],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-        wall = time.perf_counter() - start
-        peak = json.loads(done.stderr.strip().splitlines()[-1])["peak_mib"]
-        # From the command's own line ("wrote DIR: N jobs, ..."): reading a large lockfile here
-        # would grow this process, and Linux hands a parent's peak memory on to its children.
-        found = re.search(r": (\d+) jobs?,", done.stdout)
-        assert found is not None, done.stdout
-        jobs = int(found.group(1))
-        if not phases:
-            return Row(case, label, jobs, wall, None, None, peak)
-        out = subprocess.run(
-            [sys.executable, "-c", PHASES, str(exp), str(Path(tmp) / "again")],
-            check=True,
-            capture_output=True,
-            text=True,
-        )
-    r = json.loads(out.stdout)
-    return Row(case, label, jobs, wall, r["compile"], r["write"], peak)
+    in memory and written, in another process, for the phases' times. With `repeat`, each
+    time is the median of that many runs, and the peak the highest."""
+    walls: list[float] = []
+    peaks: list[float] = []
+    compiles: list[float] = []
+    writes: list[float] = []
+    jobs = 0
+    for _ in range(repeat):
+        with tempfile.TemporaryDirectory(dir=where) as tmp:
+            exp = Path(tmp) / "exp.yaml"
+            exp.write_text(text)
+            start = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "-c", COMMAND, str(exp), str(Path(tmp) / "bundle")],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+            walls.append(time.perf_counter() - start)
+            peaks.append(json.loads(done.stderr.strip().splitlines()[-1])["peak_mib"])
+            # From the command's own line ("wrote DIR: N jobs, ..."): reading a large lockfile
+            # here would grow this process, and Linux hands a parent's peak memory on to its
+            # children.
+            found = re.search(r": (\d+) jobs?,", done.stdout)
+            assert found is not None, done.stdout
+            jobs = int(found.group(1))
+            if not phases:
+                continue
+            out = subprocess.run(
+                [sys.executable, "-c", PHASES, str(exp), str(Path(tmp) / "again")],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
+        r = json.loads(out.stdout)
+        compiles.append(r["compile"])
+        writes.append(r["write"])
+    median = statistics.median
+    if not phases:
+        return Row(case, label, jobs, median(walls), None, None, max(peaks))
+    return Row(case, label, jobs, median(walls), median(compiles), median(writes), max(peaks))
 
 
 def startup(runs: int = 7) -> float:
@@ -165,17 +182,21 @@ def startup(runs: int = 7) -> float:
     return statistics.median(times)
 
 
-def check_unchanged(n: int, m: int, where: Path) -> tuple[float, int]:
-    """`oellm compile --check` of an unchanged bundle: wall time and exit code."""
+def check_unchanged(n: int, m: int, where: Path, repeat: int = 1) -> tuple[float, int]:
+    """`oellm compile --check` of an unchanged bundle: wall time (the median of `repeat`
+    runs) and exit code."""
     with tempfile.TemporaryDirectory(dir=where) as tmp:
         exp = Path(tmp) / "exp.yaml"
         exp.write_text(grid(n, m))
         bundle = Path(tmp) / "bundle"
         command = [sys.executable, "-m", "oellm", "compile", str(exp), "-o", str(bundle)]
         subprocess.run(command, check=True, capture_output=True)
-        start = time.perf_counter()
-        done = subprocess.run([*command, "--check"], capture_output=True)
-        return time.perf_counter() - start, done.returncode
+        walls = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            done = subprocess.run([*command, "--check"], capture_output=True)
+            walls.append(time.perf_counter() - start)
+        return statistics.median(walls), done.returncode
 
 
 def main() -> int:
@@ -183,7 +204,11 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="1 .. 1,000 jobs only")
     parser.add_argument("--large", action="store_true", help="also 100,000 jobs")
     parser.add_argument("--markdown", action="store_true", help="print the README's table")
+    parser.add_argument(
+        "--repeat", type=int, default=1, metavar="N", help="the median of N runs of each case"
+    )
     args = parser.parse_args()
+    repeat = max(1, args.repeat)
     tmpfs = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     disk = Path(os.environ.get("OELLM_BENCH_DISK", tempfile.gettempdir()))
     sizes = [(1, 1), (10, 10), (10, 100)]
@@ -198,7 +223,7 @@ def main() -> int:
                 continue  # 100,000 files on a shared disk measure the disk, not oellm
             # 100,000 jobs in memory would measure that, not what `oellm compile` does.
             phases = n * m <= 10_000
-            rows.append(compile_case(f"grid {n} x {m}", grid(n, m), where, label, phases))
+            rows.append(compile_case(f"grid {n} x {m}", grid(n, m), where, label, phases, repeat))
             _progress(rows[-1])
     extra = [("arrays 10 x 100", grid(10, 100, array=True))]
     if not args.quick:
@@ -207,11 +232,11 @@ def main() -> int:
             ("two stages 2 x 1,000", two_stage(1000)),
         ]
     for case, text in extra:
-        rows.append(compile_case(case, text, tmpfs, "tmpfs"))
+        rows.append(compile_case(case, text, tmpfs, "tmpfs", repeat=repeat))
         _progress(rows[-1])
     started = startup()
     check_size = (10, 100) if args.quick else (100, 100)
-    check_wall, check_code = check_unchanged(*check_size, tmpfs)
+    check_wall, check_code = check_unchanged(*check_size, tmpfs, repeat)
     checked = check_size[0] * check_size[1]
     print(file=sys.stderr)
     print(

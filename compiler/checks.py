@@ -16,7 +16,7 @@ Checks across the jobs of a bundle run once every job is known: the job count
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from .backends import backend_of
@@ -24,13 +24,14 @@ from .env_values import check_env_values
 from .errors import ConfigError, Origin, Problem
 from .limits import limits_of, max_array_index
 from .render import has_template
-from .script import DIRECTIVE_UNSAFE, env_sources, launch_mode, sbatch_options
+from .script import DIRECTIVE_UNSAFE, env_sources, launch_mode, sbatch_options, sbatch_safe
 from .slurm_options import check_slurm_options
 from .time_limits import check_time_limit
 from .tree import KeyPath, dotted, origin_of
 from .words import scalar
 
 Check = Callable[[Mapping[str, Any], Mapping[KeyPath, Origin]], Iterator[Problem]]
+Checks = tuple[tuple[Check, ...], tuple[Check, ...]]  # gathered, in order
 
 ANY_MACHINE = "any"
 # Where the default job.log_path comes from (as the library names its own files); one set
@@ -40,14 +41,62 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,199}")
 
 
-def check_job(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> None:
-    """Raise one ConfigError for the job's problems, or return quietly."""
-    problems = [problem for check in GATHERED for problem in check(config, origins)]
+def check_job(
+    config: Mapping[str, Any], origins: Mapping[KeyPath, Origin], checks: Checks | None = None
+) -> None:
+    """Raise one ConfigError for the job's problems, or return quietly. `checks`: the
+    gathered and in-order checks to run (`checks_for`); all of them by default."""
+    gathered, in_order = (GATHERED, IN_ORDER) if checks is None else checks
+    problems = [problem for check in gathered for problem in check(config, origins)]
     if problems:
         raise ConfigError(problems)
-    for check in IN_ORDER:
+    for check in in_order:
         for problem in check(config, origins):
             raise ConfigError(problem)
+
+
+def checks_for(model: Mapping[str, Any], changed: Collection[str]) -> Checks:
+    """The checks a config can fail that is `model` (a config that passed every check) but
+    for the values under the top-level keys `changed`: those that read one of these keys.
+    A check reads the same keys of the same values each time, and what it does not read is
+    the model's, unchanged (the parts of a config are shared, never changed)."""
+
+    def needed(check: Check) -> bool:
+        reading = _Reading(model)
+        try:
+            found = list(check(reading, {}))
+        except Exception:
+            return True
+        return bool(found) or not reading.read.isdisjoint(changed)
+
+    return tuple(filter(needed, GATHERED)), tuple(filter(needed, IN_ORDER))
+
+
+class _Reading(Mapping[str, Any]):
+    """A config's top level that records the keys read from it."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._config = config
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return self._config[key]
+
+    def __iter__(self) -> Iterator[str]:
+        self.read.update(self._config)  # a walk over the keys may read any of them
+        return iter(self._config)
+
+    def __len__(self) -> int:
+        return len(self._config)
+
+    def __repr__(self) -> str:
+        self.read.update(self._config)  # text of the whole config (json.dumps' default=str)
+        return repr(self._config)
+
+    def __reduce_ex__(self, protocol: object) -> Any:
+        self.read.update(self._config)  # a copy or a pickle reads it all
+        return dict, (self._config,)
 
 
 def slurm_option_names(
@@ -255,7 +304,16 @@ def directive_values(
     config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]
 ) -> Iterator[Problem]:
     """sbatch reads `#SBATCH` lines itself, without a shell: no quoting can protect a value."""
-    for _, value, path in sbatch_options(config):
+    options: Iterable[tuple[str, Any, KeyPath]] = sbatch_options(config)
+    if sbatch_safe(config["slurm"]["sbatch"]):
+        # Only the job's name and output can be unsafe (they come first): the rest was checked
+        # for every job that shares this slurm.sbatch.
+        job = config["job"]
+        options = (
+            ("job-name", job["name"], ("job", "name")),
+            ("output", job["log_path"], ("job", "log_path")),
+        )
+    for _, value, path in options:
         if value is None or isinstance(value, bool):
             continue
         text = scalar(value)

@@ -40,6 +40,12 @@ class Shared:
         # Ids of the mappings and lists kept in `values`: alive, unchanged, for the compile.
         self.lasting = set() if lasting is None else lasting
 
+    @property
+    def dependent(self) -> set[_Path]:
+        """The swept paths and the paths of the templates that read them (list indices as
+        text)."""
+        return self._dependent
+
     def independent(self, path: KeyPath) -> bool:
         """Whether the value at `path` is the same for every job of these swept keys."""
         known = self._known.get(path)

@@ -16,15 +16,16 @@ from typing import Any
 from oellm.bundle_files import LOCK_NAME, PLAN_NAME
 from oellm.lockfile import codec
 from oellm.lockfile.jsonbytes import PrettyJson
+from oellm.lockfile.jsonshape import ShapedJson
 from oellm.lockfile.model import ArrayGroup, Lock, LockJob, Project, RestartPolicy
 
 from . import array_groups
-from .checks import check_job
+from .checks import Checks, check_job, checks_for
 from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Interpolator, static_parts
-from .jsonshape import ShapedJson
+from .leaves import Leaves
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader
@@ -47,12 +48,13 @@ from .siblings import (
 )
 from .staging import StagedFiles
 from .time_limits import clamp_debug_time
-from .tree import key_path, origin_of
+from .tree import Memo, by_identity, key_path, origin_of
 from .validate import Validator
 from .wandb import wandb_lock
 
 # One list for every job without dependencies (a large sweep holds many lock entries).
 _NO_JOBS: list[str] = []
+_policies: Memo = {}  # the restart policy of each job.restart that jobs share
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,7 @@ def _compile(
     encoder = ShapedJson(PrettyJson(resolved.sizes), resolved.sizes)
     validate = Validator(resolved.sizes)
     scripts = ShapedScripts()  # rendered once per shape of plan
+    checks: dict[Leaves, Checks] = {}  # the checks of the configs made from each model
     for stage in order:
         for point in by_stage.get(stage, []):
             siblings = gather(point, refs.get(point.index, ()), index, seen)
@@ -167,7 +170,7 @@ def _compile(
                 upstream = list(siblings.values()) if siblings else []
                 depends_on = sorted({s.name for s in upstream}) if upstream else _NO_JOBS
                 entry, script, job = _job(
-                    job, point, overridden, depends_on, names, validate, members, scripts
+                    job, point, overridden, depends_on, names, validate, members, scripts, checks
                 )
                 written = [entry.output_dir, *(str(s.view["output_dir"]) for s in upstream)]
                 reads = job_reads(job.config, written)
@@ -181,7 +184,11 @@ def _compile(
                 files[entry.script] = script
                 # The job's whole resolved config, for people and tools: what the script was
                 # rendered from. No origins (they hold the compiling machine's paths).
-                files[f"jobs/{entry.name}.config.json"] = encoder.encode(job.config)
+                plan = job.model
+                data = None
+                if plan is not None and job.values is not None:
+                    data = encoder.encode_at(plan, plan.model, plan.paths, job.values)
+                files[f"jobs/{entry.name}.config.json"] = data or encoder.encode(job.config)
                 done[point.index] = entry
                 if point.values.get("stage") in referenced:
                     seen[point.index] = sibling_of(job.config)
@@ -244,17 +251,24 @@ def _job(
     validate: Validator,
     members: list[array_groups.Member],
     scripts: ShapedScripts,
+    checks: dict[Leaves, Checks],
 ) -> tuple[LockJob, bytes, JobConfig]:
     """The job's lock entry and script, and its config as the script was planned from it
     (the debug time clamp and an array member's log path applied)."""
-    validate(job.config, job.origins)
+    # Made from a model that passed: only its own values can hold what the model did not.
+    validate(job.config, job.origins, job.values if job.model is not None else None)
     config = clamp_debug_time(job.config)
     array = bool(config["slurm"].get("array"))
     if array:
         # Every task of an array writes into the array's one --output pattern.
         config = array_groups.with_member_log_path(config)
-    job = JobConfig(config, job.origins)
-    check_job(config, job.origins)
+    if config is not job.config:
+        job = JobConfig(config, job.origins)
+    # A config made from a model (which passed) runs the checks that read what it changed.
+    made = job.model
+    if made is not None and made not in checks:
+        checks[made] = checks_for(made.model, {p[0] for p in made.paths if isinstance(p[0], str)})
+    check_job(config, job.origins, None if made is None else checks[made])
     name = config["job"]["name"]
     if name in names:
         raise _collision(name, names[name], point, job)
@@ -321,7 +335,7 @@ def _lock_entry(
     j = config["job"]
     params: dict[str, Any] = {}
     # Values written as templates (names, sibling paths) are derived, not swept: leave them out.
-    swept = [k for k, v in point.values.items() if "${" not in json.dumps(v)]
+    swept = [k for k, v in point.values.items() if not _templated(v)]
     for dotted in [*swept, *overridden]:
         node: Any = config
         for key in key_path(dotted):
@@ -346,7 +360,7 @@ def _lock_entry(
         cancel_conditions=tuple(j.get("cancel_conditions", ())),
         inactivity_threshold_seconds=j.get("inactivity_threshold_seconds"),
         chain_repeat=j.get("chain_repeat", 1),
-        restart=RestartPolicy.from_json(j.get("restart", {})),
+        restart=by_identity(_policies, j.get("restart", {}), RestartPolicy.from_json),
         log_events=tuple(j.get("log_events", ())),
         state_events=tuple(j.get("state_events", ())),
         array=bool(config["slurm"].get("array", False)),
@@ -357,6 +371,16 @@ def _lock_entry(
         finish_condition=j.get("finish_condition") or None,
         wandb=wandb_lock(config) or None,
     )
+
+
+def _templated(value: Any) -> bool:
+    """Whether a swept value is written as a template (its JSON text holds `${`)."""
+    kind = type(value)
+    if kind is str:
+        return "${" in value  # JSON escapes neither '$' nor '{', nor makes them of others
+    if kind in (int, float, bool) or value is None:
+        return False
+    return "${" in json.dumps(value)
 
 
 def _has(node: Any, key: str | int) -> bool:

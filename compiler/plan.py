@@ -70,6 +70,19 @@ def describe_condition(cond: dict[str, Any]) -> str:
     return str(kind)
 
 
+_ENCODER = json.JSONEncoder(sort_keys=True)  # as json.dumps(value, sort_keys=True) writes
+
+
+def _json(value: Any) -> str:
+    """`json.dumps(value, sort_keys=True)`, without a new encoder for each value."""
+    kind = type(value)
+    if kind is str:
+        return json.encoder.encode_basestring_ascii(value)
+    if kind is int:
+        return int.__repr__(value)
+    return _ENCODER.encode(value)
+
+
 def _swept(jobs: Iterable[LockJob]) -> dict[str, list[Any]]:
     """Keys whose value differs between jobs of one stage, with all their distinct values."""
     values: dict[str, dict[str, Any]] = {}
@@ -78,7 +91,7 @@ def _swept(jobs: Iterable[LockJob]) -> dict[str, list[Any]]:
         within: dict[str, set[str]] = {}
         for job in members:
             for key, value in job.params.items():
-                text = json.dumps(value, sort_keys=True)
+                text = _json(value)
                 within.setdefault(key, set()).add(text)
                 values.setdefault(key, {}).setdefault(text, value)
         varies.update(k for k, seen in within.items() if len(seen) > 1)
@@ -99,7 +112,7 @@ def plan_text(lock: Lock, max_jobs_per_stage: int = DEFAULT_JOBS_PER_STAGE) -> s
     ]
     swept = _swept(jobs)
     if swept:
-        combos = {json.dumps([job.params.get(k) for k in swept], sort_keys=True) for job in jobs}
+        combos = {_ENCODER.encode([job.params.get(k) for k in swept]) for job in jobs}
         body = [
             f"• {key}: [{', '.join(_value(v) for v in values)}]" for key, values in swept.items()
         ]

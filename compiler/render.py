@@ -86,4 +86,7 @@ def render_array_script(
 
 def comment(value: object) -> str:
     """Text for a `#` comment line: control characters would end the comment, so mask them."""
-    return "".join(c if c.isprintable() else "?" for c in str(value))
+    text = str(value)
+    if text.isprintable():
+        return text  # the usual case, told in one go
+    return "".join(c if c.isprintable() else "?" for c in text)

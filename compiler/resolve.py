@@ -16,6 +16,7 @@ from .depends import Shared
 from .errors import Origin, fail
 from .expand import Point
 from .interpolate import Interpolator, check_expanded
+from .leaves import Leaves, plan
 from .siblings import Sibling
 from .tree import KeyPath, key_path, map_strings
 
@@ -24,6 +25,10 @@ from .tree import KeyPath, key_path, map_strings
 class JobConfig:
     config: dict[str, Any]
     origins: Mapping[KeyPath, Origin]
+    # Made from a model config (`leaves.py`): the plan, and this config's values at its paths
+    # (where alone it differs from the model).
+    model: Leaves | None = None
+    values: list[Any] | None = None
 
 
 def unescape(value: Any) -> Any:
@@ -86,6 +91,12 @@ def resolve_job(
     With `resolved`, what does not depend on the point is resolved once for all its jobs."""
     values = dict(point.values)
     values["index"] = point.index
+    fast = resolved is not None and not siblings and not point.filters
+    if fast:
+        assert resolved is not None
+        made = resolved.from_model(values, point.origins, base_origins)
+        if made is not None:
+            return made
     tree, point_origins = with_values(base, values, point.origins)
     tree.pop("sweep", None)
     if siblings:
@@ -122,6 +133,9 @@ def resolve_job(
     # Sizes are known for the base's parts and the shared ones; a sibling's parts are counted
     # here, once each.
     check_expanded(config, job_origins, sizes, resolved.lasting if resolved else ())
+    if fast:
+        assert resolved is not None and shared is not None
+        resolved.model(values, base, config, shared)
     return JobConfig(config, job_origins)
 
 
@@ -135,6 +149,48 @@ class ResolvedParts:
         self.sizes: dict[int, int] = dict(static)
         self.lasting: set[int] = set()
         self._by_keys: dict[frozenset[str], Shared] = {}
+        # Per swept keys, in their order: how a job's config is made from the first one's
+        # (None: by the resolver), and the paths of the keys.
+        self._plans: dict[tuple[str, ...], tuple[Leaves | None, list[KeyPath]]] = {}
+
+    def from_model(
+        self,
+        values: Mapping[str, Any],
+        given: Mapping[str, Origin | None],
+        base_origins: dict[KeyPath, Origin],
+    ) -> JobConfig | None:
+        """The job's config made from the model job's of its swept keys (`leaves.py`), or
+        None when the resolver makes it."""
+        leaves, paths = self._plans.get(tuple(values), (None, []))
+        if leaves is None:
+            return None
+        point_origins: dict[KeyPath, Origin] = {}
+        for dotted, path in zip(values, paths, strict=True):
+            origin = given.get(dotted)
+            if origin is not None:
+                point_origins[path] = origin
+        shared = self._by_keys[frozenset(values)]
+        origins = ChainMap(point_origins, base_origins)
+        derived: dict[KeyPath, Origin] = {}
+        made = leaves.config(values, origins, shared.derived, derived)
+        if made is None:
+            return None
+        # As many values as the model's, which `check_expanded` counted (`leaves.plan`).
+        job_origins = ChainMap(derived, shared.derived, point_origins, base_origins)
+        return JobConfig(made[0], job_origins, leaves, made[1])
+
+    def model(
+        self,
+        values: Mapping[str, Any],
+        base: dict[str, Any],
+        config: dict[str, Any],
+        shared: Shared,
+    ) -> None:
+        """The first config resolved for these swept keys becomes the model of the next ones."""
+        keys = tuple(values)
+        if keys not in self._plans:
+            made = plan(base, config, shared.dependent, list(keys))
+            self._plans[keys] = (made, [key_path(k) for k in keys])
 
     def of(self, base: dict[str, Any], values: Mapping[str, Any]) -> Shared:
         keys = frozenset(values)

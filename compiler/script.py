@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backends import backend_of
-from .tree import KeyPath
+from .tree import KeyPath, Memo, by_identity
 from .words import Directive, Word, long_options, scalar
 
 # sbatch splits an #SBATCH line at white space outside double quotes; it has no escapes.
@@ -101,18 +101,66 @@ def sbatch_options(config: Mapping[str, Any]) -> Iterator[tuple[str, Any, KeyPat
 
 
 def _directives(config: Mapping[str, Any]) -> list[Directive]:
-    out: list[Directive] = []
-    for option, value, _ in sbatch_options(config):
-        if value is None or value is False:
-            continue
-        if value is True:
-            out.append((f"--{option}", None))
-            continue
-        text = scalar(value)
-        if _DIRECTIVE_NEEDS_QUOTES.search(text) or text == "":
-            text = f'"{text}"'
-        out.append((f"--{option}", text))
-    return out
+    job = config["job"]
+    rest = by_identity(_sbatch_lines, config["slurm"]["sbatch"], _sbatch_directives)
+    if rest is None:
+        found = (_directive(option, value) for option, value, _ in sbatch_options(config))
+        return [directive for directive in found if directive is not None]
+    out = [_directive("job-name", job["name"]), _directive("output", job["log_path"])]
+    return [*(directive for directive in out if directive is not None), *rest]
+
+
+def _directive(option: str, value: Any) -> Directive | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return (f"--{option}", None)
+    text = scalar(value)
+    if _DIRECTIVE_NEEDS_QUOTES.search(text) or text == "":
+        text = f'"{text}"'
+    return (f"--{option}", text)
+
+
+def _sbatch_directives(sbatch: Mapping[str, Any]) -> list[Directive] | None:
+    """The `#SBATCH` lines of `slurm.sbatch`, which follow the job's name and output; None
+    when it sets one of those two (its value then takes their place)."""
+    given = _sbatch_given(sbatch)
+    if given is None:
+        return None
+    found = (_directive(option, value) for option, value in given.items())
+    return [directive for directive in found if directive is not None]
+
+
+def _sbatch_given(sbatch: Mapping[str, Any]) -> dict[str, Any] | None:
+    """`slurm.sbatch` by option name, as `sbatch_options` reads it; None when it sets the
+    job's name or output."""
+    given: dict[str, Any] = {}
+    for key, value in sbatch.items():
+        given[key.replace("_", "-")] = value
+    if "job-name" in given or "output" in given:
+        return None
+    if "requeue" not in given and "no-requeue" not in given:
+        given["no-requeue"] = True
+    return given
+
+
+def sbatch_safe(sbatch: Mapping[str, Any]) -> bool:
+    """Whether every value of `slurm.sbatch` can be written on an `#SBATCH` line, and it
+    sets neither the job's name nor its output (remembered for the jobs that share it)."""
+    return by_identity(_sbatch_checked, sbatch, _safe)
+
+
+def _safe(sbatch: Mapping[str, Any]) -> bool:
+    given = _sbatch_given(sbatch)
+    return given is not None and not any(
+        DIRECTIVE_UNSAFE.search(scalar(value))
+        for value in given.values()
+        if value is not None and not isinstance(value, bool)
+    )
+
+
+_sbatch_lines: Memo = {}
+_sbatch_checked: Memo = {}
 
 
 def env_sources(config: Mapping[str, Any]) -> list[tuple[KeyPath, Mapping[str, Any], str]]:
@@ -143,6 +191,30 @@ def _exports(config: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
     slurm = config["slurm"]
+    container = config["container"]
+    # The words before the program, laid out: the same for every job that shares its slurm
+    # and container parts (kept here with them, so that their ids are not taken meanwhile).
+    found = _prefixes.get((id(slurm), id(container), launch))
+    if found is None or found[0] is not slurm or found[1] is not container:
+        if len(_prefixes) >= _MAX_PREFIXES:
+            _prefixes.clear()
+        found = (slurm, container, _laid_out(_prefix(slurm, container, launch), 0))
+        _prefixes[(id(slurm), id(container), launch)] = found
+    prefix = found[2]
+    program = backend_of(config).launch_words(config, launch)
+    if prefix and program:
+        # The program starts a line of its own after srun's and the container's words.
+        first = program[0]
+        program[0] = Word(first.text, True, first.ref, first.separator)
+    return [*prefix, *_laid_out(program, len(prefix))]
+
+
+_MAX_PREFIXES = 64
+_prefixes: dict[tuple[int, int, str], tuple[Any, Any, list[Word]]] = {}
+
+
+def _prefix(slurm: Mapping[str, Any], container: Mapping[str, Any], launch: str) -> list[Word]:
+    """srun's words, the launcher's and the container's."""
     words: list[Word] = []
     if slurm.get("use_srun", True):
         words.append(Word("srun"))
@@ -154,7 +226,6 @@ def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
         )
     for index, token in enumerate(slurm.get("launcher_cmd") or []):
         words.append(Word(token, new_line=index == 0 and bool(words)))
-    container = config["container"]
     if container["runtime"] != "none":
         words.append(Word(container["runtime"], new_line=bool(words)))
         words.append(Word("exec"))
@@ -166,15 +237,14 @@ def _launch(config: Mapping[str, Any], launch: str) -> list[Word]:
         for option in container.get("options") or []:
             words.append(Word(option, True))
         words.append(Word(container["image"], True))
-    program = backend_of(config).launch_words(config, launch)
-    if words and program:
-        # The program starts a line of its own after srun's and the container's words.
-        first = program[0]
-        program[0] = Word(first.text, True, first.ref, first.separator)
-    words.extend(program)
-    # Layout: long launch lines break before options, so diffs of bundles stay readable.
-    # (Words made directly: dataclasses.replace costs more than the rest of the plan.)
+    return words
+
+
+def _laid_out(words: list[Word], start: int) -> list[Word]:
+    """Words from number `start` of the launch line on, each with the separator before it.
+    Layout: long launch lines break before options, so diffs of bundles stay readable.
+    (Words made directly: dataclasses.replace costs more than the rest of the plan.)"""
     return [
         Word(w.text, w.new_line, w.ref, "" if i == 0 else (" \\\n  " if w.new_line else " "))
-        for i, w in enumerate(words)
+        for i, w in enumerate(words, start)
     ]

@@ -28,15 +28,30 @@ class StagedFiles(MutableMapping[str, bytes]):
         self._previous = previous  # the bundle being replaced, if any
         self._names: dict[str, None] = {}
         self._made: set[str] = set()
+        # Text paths: a sweep stages thousands of files, and a Path per file costs more than
+        # writing a small one.
+        self._root = str(folder) + "/"
+        self._old = None if previous is None else str(previous) + "/"
+        self._exact = _umask() & 0o755 == 0  # files are created with the mode asked for
 
     def __setitem__(self, name: str, data: bytes) -> None:
-        path = self._path(name)
-        path.unlink(missing_ok=True)
-        if self._previous is None or not _link_if_same(self._previous / name, path, data):
-            with _open(path, name) as fd:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
+        path = self._text_path(name)
+        if name in self._names:
+            os.unlink(path)  # a new staging folder holds only what was staged into it
+        if self._old is None or not _link_if_same(self._old + name, path, data):
+            script = name.endswith(".sbatch")
+            mode = 0o755 if script else 0o644
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            try:
+                if script and not self._exact:
+                    os.fchmod(fd, mode)  # the umask took bits away: scripts run for everyone
+                written = os.write(fd, data)
+                if written < len(data):
+                    view = memoryview(data)[written:]
+                    while view:
+                        view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
         self._names[name] = None
 
     @contextlib.contextmanager
@@ -80,35 +95,35 @@ class StagedFiles(MutableMapping[str, bytes]):
             shutil.rmtree(self.folder, ignore_errors=True)
 
     def _path(self, name: str) -> Path:
+        return Path(self._text_path(name))
+
+    def _text_path(self, name: str) -> str:
         folder, _, _ = name.rpartition("/")
         if folder and folder not in self._made:
             (self.folder / folder).mkdir(parents=True, exist_ok=True)
             self._made.add(folder)
-        return self.folder / name
+        return self._root + name
 
 
-class _open:
-    """A new file for writing (executable for a script), as a raw descriptor."""
-
-    def __init__(self, path: Path, name: str) -> None:
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        if name.endswith(".sbatch"):
-            os.fchmod(self.fd, 0o755)
-
-    def __enter__(self) -> int:
-        return self.fd
-
-    def __exit__(self, *_: object) -> None:
-        os.close(self.fd)
+def _umask() -> int:
+    """The process's umask (read by setting it, then setting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
-def _link_if_same(old: Path, target: Path, data: bytes) -> bool:
+def _link_if_same(old: str, target: str, data: bytes) -> bool:
     """Link the old bundle's file when it holds exactly `data` (a recompile that changed
     nothing writes nothing). The old file is never written to afterwards: bundles are only
     ever replaced whole."""
     try:
-        if old.stat().st_size != len(data) or old.read_bytes() != data:
-            return False
+        fd = os.open(old, os.O_RDONLY)
+        try:
+            # One read more than the size expected tells a longer file apart.
+            if os.fstat(fd).st_size != len(data) or os.read(fd, len(data) + 1) != data:
+                return False
+        finally:
+            os.close(fd)
         os.link(old, target)
     except OSError:
         return False  # gone, unreadable, or a file system without hard links: write it

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import Origin
 
@@ -193,3 +193,23 @@ def strings(value: Any) -> Iterator[str]:
     elif isinstance(value, dict):
         for v in value.values():
             yield from strings(v)
+
+
+T = TypeVar("T")
+Memo = dict[int, tuple[Any, Any]]
+_MEMO_SIZE = 64
+
+
+def by_identity(memo: Memo, part: Any, make: Callable[[Any], T]) -> T:
+    """`make(part)`, remembered in `memo` for this very object: the parts of a config are never
+    changed, and thousands of jobs share most of them. The part is kept with its result, so
+    that its id is not another's meanwhile; a memo keeps the last few parts."""
+    found = memo.get(id(part))
+    if found is not None and found[0] is part:
+        result: T = found[1]
+        return result
+    if len(memo) >= _MEMO_SIZE:
+        memo.clear()
+    made = make(part)
+    memo[id(part)] = (part, made)
+    return made

@@ -11,16 +11,16 @@ import functools
 import importlib.resources
 import json
 import re
-from collections.abc import Callable, Container, Iterator, Mapping
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
-from referencing import Registry, Resource
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from .backends.megatron import megatron_schema, suggest_argument
 from .errors import ConfigError, Origin, Problem, did_you_mean
 from .tree import KeyPath, dotted, origin_of
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 MISSING = "???"
 
@@ -35,6 +35,11 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @functools.cache
 def experiment_validator() -> Draft202012Validator:
+    # Imported here: only a config with a problem needs the detailed validator, and importing
+    # it costs every compile about 0.06 s.
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+
     registry: Registry[Any] = Registry()
     for name in ("experiment.schema.json", "megatron.schema.json"):
         registry = registry.with_resource(name, Resource.from_contents(load_schema(name)))
@@ -74,9 +79,21 @@ class Validator:
         self._clean.update(shared)
         return False
 
-    def __call__(self, config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> None:
-        """Raise one ConfigError listing every problem, or return quietly."""
-        problems = list(_missing_values(config, (), origins)) if self._suspect(config) else []
+    def __call__(
+        self,
+        config: Mapping[str, Any],
+        origins: Mapping[KeyPath, Origin],
+        changed: Sequence[Any] | None = None,
+    ) -> None:
+        """Raise one ConfigError listing every problem, or return quietly. `changed`: the
+        config is one that passed but for these values (texts and numbers)."""
+        if changed is not None:
+            suspect = any(
+                type(value) is str and (value == MISSING or "\x00" in value) for value in changed
+            )
+        else:
+            suspect = self._suspect(config)
+        problems = list(_missing_values(config, (), origins)) if suspect else []
         if not problems and self._fast is not None and self._fast(config):
             return
         if not problems:

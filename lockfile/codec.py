@@ -20,6 +20,7 @@ from oellm.bundle_files import LOCK_NAME
 from oellm.errors import OellmError
 
 from .jsonbytes import PrettyJson
+from .jsonshape import ShapedJson
 from .model import ArrayGroup, Lock, LockJob, Project, RestartPolicy
 
 if TYPE_CHECKING:
@@ -105,24 +106,6 @@ def _project_json(project: Project) -> dict[str, Any]:
     return out
 
 
-class _Jobs(list[Any]):
-    """The jobs as JSON, made one at a time as an encoder walks them (a list to the encoders,
-    so that 100,000 job mappings are never in memory at once)."""
-
-    def __init__(self, jobs: tuple[LockJob, ...]) -> None:
-        super().__init__()
-        self._jobs = jobs
-
-    def __iter__(self) -> Iterator[Any]:
-        return map(job_json, self._jobs)
-
-    def __len__(self) -> int:
-        return len(self._jobs)
-
-    def __bool__(self) -> bool:
-        return bool(self._jobs)
-
-
 def _body(lock: Lock, jobs: list[Any]) -> dict[str, Any]:
     body: dict[str, Any] = {"version": VERSION, "project": _project_json(lock.project)}
     body["jobs"] = jobs
@@ -195,18 +178,57 @@ def sealed(lock: Lock) -> Lock:
     return done
 
 
+_string = json.encoder.encode_basestring  # as jsonbytes writes keys
+
+
+# As json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":")) writes,
+# without a new encoder for each job.
+_COMPACT = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
 def _compact(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 def dumps(lock: Lock) -> bytes:
     """The lockfile's bytes."""
-    return (PrettyJson().dumps(_document(lock, _Jobs(lock.jobs))) + "\n").encode("utf-8")
+    return "".join(_pretty(lock)).encode("utf-8")
 
 
 def dump(lock: Lock, write: Callable[[str], object]) -> None:
     """The lockfile's text, written in pieces of a bounded size (the bytes of `dumps`)."""
-    PrettyJson().dump(_document(lock, _Jobs(lock.jobs)), write)
+    for piece in _pretty(lock):
+        write(piece)
+
+
+_JOBS_PER_PIECE = 256
+_JOB_INDENT = "\n    "  # a job's lines, inside the document's "jobs" list
+
+
+def _pretty(lock: Lock) -> Iterator[str]:
+    """The text of `jsonbytes.PrettyJson` for the whole document, and its final newline, in
+    pieces. The jobs of a sweep mostly share one shape (the same fields, the same params),
+    so each job's text is the text of its shape filled with its values (`jsonshape`); JSON
+    text holds no raw line break, so a text is indented by indenting after each one."""
+    encoder = PrettyJson()
+    entries = ShapedJson(encoder, ())
+    document = _document(lock, [])
+    out: list[str] = ["{"]
+    for number, key in enumerate(sorted(document)):
+        out.append(("," if number else "") + "\n  " + _string(key) + ": ")
+        if key != "jobs" or not lock.jobs:
+            out.append(encoder.dumps(document[key]).replace("\n", "\n  "))
+            continue
+        out.append("[")
+        for index, job in enumerate(lock.jobs):
+            text = entries.dumps(job_json(job)).replace("\n", _JOB_INDENT)
+            out.append(("," if index else "") + _JOB_INDENT + text)
+            if len(out) >= _JOBS_PER_PIECE:
+                yield "".join(out)
+                out.clear()
+        out.append("\n  ]")
+    out.append("\n}\n")
+    yield "".join(out)
 
 
 # --- checking -------------------------------------------------------------------------------

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from oellm.compiler import jsonshape
-from oellm.compiler.jsonshape import ShapedJson
+from oellm.lockfile import jsonshape
 from oellm.lockfile.jsonbytes import PrettyJson, pretty_json
+from oellm.lockfile.jsonshape import ShapedJson
 
 SHARED = {"limits": {"max": 3, "names": ["a", "b"]}, "on": ["X", "Y"]}
 
@@ -87,3 +87,46 @@ def test_past_the_shapes_kept_configs_are_encoded_whole(monkeypatch: pytest.Monk
     for config in configs * 2:
         assert shaped.encode(config) == pretty_json(config, encoder)
     assert len(shaped._texts) == 1
+
+
+PATHS: list[tuple[str | int, ...]] = [("job", "name"), ("job", "nested", "list", 0), ("index",)]
+
+
+def _set(config: dict[str, Any], values: list[Any]) -> dict[str, Any]:
+    """The config with `values` at PATHS (copies along them)."""
+    out = {**config, "job": {**config["job"]}}
+    out["job"]["nested"] = {"list": list(config["job"]["nested"]["list"])}
+    out["job"]["name"], out["job"]["nested"]["list"][0], out["index"] = values
+    return out
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_configs_made_from_a_model_fill_its_text(value: Any) -> None:
+    shaped, encoder = _encoders()
+    model = _config("model")
+    key = object()
+    for values in ([value, value, value], ["n", value, 1], [value, 2.5, None]):
+        config = _set(model, values)
+        assert shaped.encode_at(key, model, PATHS, values) == pretty_json(config, encoder)
+    assert list(shaped._models) == [key]
+
+
+def test_a_model_whose_text_has_no_holes_for_its_paths_is_encoded_whole() -> None:
+    shaped, _ = _encoders()
+    # A mapping where a text is expected, and a model holding what holes look like.
+    assert shaped.encode_at(1, _config({"a": 1}), PATHS, ["x", 1, 2]) is None
+    assert shaped.encode_at(2, {**_config("m"), "x": "\ue0001\ue001"}, PATHS, ["x", 1, 2]) is None
+    assert shaped.encode_at(1, _config("fine"), PATHS, ["x", 1, 2]) is None  # kept per key
+
+
+def test_percent_signs_in_keys_texts_and_shared_parts() -> None:
+    shared_part = {"fmt %s %%": "50%", "n": 1}
+    encoder = PrettyJson({id(shared_part): 1})
+    shaped = ShapedJson(encoder, {id(shared_part): 1})
+    for value in ("%s", "%%", "100% %d", 5):
+        config = {"a%": {"%(x)s": value, "b": [value, "%"]}, "s": shared_part}
+        assert shaped.encode(config) == pretty_json(config, encoder)
+        key = "model"
+        model = {"a%": {"%(x)s": "m", "b": ["m", "%"]}, "s": shared_part}
+        made = shaped.encode_at(key, model, [("a%", "%(x)s")], [value])
+        assert made == pretty_json({**model, "a%": {**model["a%"], "%(x)s": value}}, encoder)

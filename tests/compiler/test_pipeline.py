@@ -268,3 +268,27 @@ def test_a_project_value_that_is_not_text_is_refused_even_when_swept(tmp_path: P
     )
     error = compile_error(exp)
     assert rendered(error).startswith(f"{exp}:1:20: project.output_dir: must be text")
+
+
+def test_a_swept_value_is_a_template_when_its_json_text_holds_one() -> None:
+    from oellm.compiler.pipeline import _templated
+
+    values: list[object] = [
+        "${a}",
+        "\\${a}",
+        "$ {a}",
+        "$\n{",
+        "ü${",
+        "x",
+        "",
+        1,
+        1.5,
+        True,
+        None,
+        ["${a}"],
+        {"k": "${b}"},
+        {"${k}": 1},
+        [1, "y"],
+    ]
+    for value in values:
+        assert _templated(value) == ("${" in json.dumps(value)), value

@@ -94,3 +94,13 @@ def test_oellm_plan_of_a_bundle_shows_it(
     assert proposals((tmp_path / "b" / "plan.txt").read_text()) == proposals(
         plan_text(loads((tmp_path / "b" / "plan.lock.json").read_bytes(), "plan.lock.json"))
     )
+
+
+def test_plan_json_texts_are_those_of_json_dumps() -> None:
+    import json
+
+    from oellm.compiler.plan import _json
+
+    values: list[object] = ["x", "ünï", 'q"\n', 1, -5, 10**20, 1.5, True, None, [1, "b"], {"b": 1}]
+    for value in values:
+        assert _json(value) == json.dumps(value, sort_keys=True), value

@@ -57,3 +57,20 @@ def test_a_file_removed_from_the_old_bundle_is_written(tmp_path: Path) -> None:
     (out / gone).unlink()
     write_bundle(bundle, out)
     assert (out / gone).read_bytes() == bundle.files[gone]
+
+
+def test_scripts_run_for_everyone_under_any_umask(tmp_path: Path) -> None:
+    bundle = compile_file(EXAMPLES / "demo.yaml")
+    for mask in (0o022, 0o077, 0o002, 0o027):
+        previous = os.umask(mask)
+        try:
+            out = tmp_path / f"bundle-{mask:o}"
+            write_bundle(bundle, out)
+        finally:
+            os.umask(previous)
+        for name, found in _files(out).items():
+            wanted = 0o755 if name.endswith(".sbatch") else 0o644 & ~mask
+            assert stat.S_IMODE(found.st_mode) == wanted, (oct(mask), name)
+        # A file that is the same in the old bundle is linked, keeping its mode.
+        write_bundle(bundle, out)
+        assert stat.S_IMODE((out / bundle.lock.jobs[0].script).stat().st_mode) == 0o755

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from oellm.lockfile import Lock, LockJob, RestartPolicy
-from oellm.lockfile.codec import LockfileError, bundle_id, dumps, loads, sealed
+from oellm.lockfile.codec import LockfileError, bundle_id, dump, dumps, loads, sealed, to_json
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
 from tests.helpers import EXAMPLES, compile_file
@@ -151,3 +151,55 @@ def test_policies_equal_in_python_but_written_apart_stay_apart() -> None:
     for a, b in (({"backoff_seconds": 0}, {"backoff_seconds": 0.0}), ({"on": []}, {})):
         assert RestartPolicy.from_json(a).to_json() == a
         assert json.dumps(RestartPolicy.from_json(b).to_json()) == json.dumps(b)
+
+
+def _reference(lock: Lock) -> bytes:
+    """What the lockfile's bytes are defined as."""
+    text = json.dumps(to_json(lock), indent=2, sort_keys=True, ensure_ascii=False, default=str)
+    return (text + "\n").encode("utf-8")
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.relative_to(EXAMPLES).as_posix())
+def test_the_bytes_are_those_of_the_standard_pretty_printer(path: Path) -> None:
+    lock = compile_file(path, env={}).lock
+    assert dumps(lock) == _reference(lock)
+
+
+def test_jobs_of_many_shapes_and_hostile_values_keep_their_bytes() -> None:
+    """Each job's text comes from the text of its shape: jobs whose params differ in type,
+    in keys, or hold text that looks like the shape's own markers, line breaks or quotes."""
+    lock = compile_file(EXAMPLES / "demo.yaml", env={}).lock
+    base = lock.jobs[0]
+    values: list[object] = [
+        1,
+        "x",
+        1.5,
+        None,
+        True,
+        "\ue000" + "0\ue001",
+        'a "quoted"\nline\tand \\ back',
+        "ünï ✓",
+        [1, [2, {"k": "v"}]],
+        {"z": 1, "a": {"b": []}},
+        {},
+        [],
+        float("inf"),
+        -0.0,
+    ]
+    jobs = [
+        dataclasses.replace(
+            base,
+            name=f"{base.name}_{n}",
+            params={"p": value, **({"q": n} if n % 3 else {})},
+            reads=(f"/r/{n}",) if n % 2 else (),
+            depends_on=(base.name,) if n % 4 == 1 else (),
+        )
+        for n, value in enumerate(values)
+    ]
+    many = dataclasses.replace(lock, jobs=(*lock.jobs, *jobs))
+    assert dumps(many) == _reference(many)
+    written: list[str] = []
+    dump(many, written.append)
+    assert "".join(written).encode("utf-8") == _reference(many)
+    empty = dataclasses.replace(lock, jobs=())
+    assert dumps(empty) == _reference(empty)

@@ -1,4 +1,5 @@
-"""Each job's `config.json` from a text with holes, filled with the job's own values.
+"""Each job's `config.json` (and each job's entry of the lockfile) from a text with holes,
+filled with the job's own values.
 
 The jobs of a sweep share most of their resolved config (the same objects, see
 `depends.py`) and differ in a few values. A config's shape is its own mappings and lists
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Container
+from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 from oellm.lockfile.jsonbytes import PrettyJson
@@ -42,6 +43,8 @@ a text each, and be encoded three times each)."""
 _MARK = "\ue000"  # a private-use character: markers are "\ue000<n>\ue001"
 _HOLE = re.compile(f'"{_MARK}([0-9]+)\ue001"')
 _Text = tuple[list[str], list[int]]  # pieces of text, and the value each hole between takes
+Path = tuple[str | int, ...]
+_UNKNOWN: Any = object()
 
 
 class ShapedJson:
@@ -53,9 +56,43 @@ class ShapedJson:
         self._shared = shared
         # shape -> the text's pieces between the holes, or None: encode job by job
         self._texts: dict[tuple[Any, ...], _Text | None] = {}
+        # model -> the text of the configs made from it, with holes at their own values
+        self._models: dict[object, _Text | None] = {}
+
+    def encode_at(
+        self, key: object, model: dict[str, Any], paths: Sequence[Path], values: Sequence[Any]
+    ) -> bytes | None:
+        """The bytes of the config that is `model` but for `values` at `paths` (texts and
+        numbers, as in the model), the model and its paths named by `key` (the text made
+        for them is kept); None when it is to be encoded with `encode`."""
+        text = self._models.get(key, _UNKNOWN)
+        if text is _UNKNOWN:
+            text = None if len(self._models) >= MAX_SHAPES else self._holes(model, paths)
+            self._models[key] = text
+        if text is None:
+            return None
+        return (_fill(text, values) + "\n").encode("utf-8")
+
+    def _holes(self, model: dict[str, Any], paths: Sequence[Path]) -> _Text | None:
+        """The model's text with a hole at each of `paths`, if filling them with the model's
+        own values gives the model's text."""
+        own = [_get(model, path) for path in paths]
+        if any(type(value) not in _TEXT for value in own):
+            return None
+        marks = [f"{_MARK}{n}\ue001" for n in range(len(paths))]
+        parts = _HOLE.split(self._encoder.dumps(_with(model, paths, marks)))
+        pieces, order = parts[::2], [int(n) for n in parts[1::2]]
+        if sorted(order) != list(range(len(paths))) or any(_MARK in p for p in pieces):
+            return None
+        text = (pieces, order)
+        return text if _fill(text, own) == self._encoder.dumps(model) else None
 
     def encode(self, config: dict[str, Any]) -> bytes:
         """The file's bytes: the text, a final newline, UTF-8."""
+        return (self.dumps(config) + "\n").encode("utf-8")
+
+    def dumps(self, config: dict[str, Any]) -> str:
+        """The text, as the encoder's `dumps` writes it."""
         shape: list[Any] = []
         values: list[Any] = []
         if self._walk(config, shape, values):
@@ -67,8 +104,8 @@ class ShapedJson:
             else:
                 text = self._texts[key] = self._pieces(config, values)
             if text is not None:
-                return _fill(text, values).encode("utf-8")
-        return (self._encoder.dumps(config) + "\n").encode("utf-8")
+                return _fill(text, values)
+        return self._encoder.dumps(config)
 
     def _walk(self, node: Any, shape: list[Any], values: list[Any]) -> bool:
         """Shape and own scalars of `node`, in the order the walk meets them; False when the
@@ -103,12 +140,12 @@ class ShapedJson:
         takes: keys are sorted), if filling it with `values` (this config's) gives what the
         encoder writes for the config."""
         marked = _marked(config, self._shared, iter(range(len(values))))
-        parts = _HOLE.split(self._encoder.dumps(marked) + "\n")
+        parts = _HOLE.split(self._encoder.dumps(marked))
         pieces, order = parts[::2], [int(n) for n in parts[1::2]]
         if sorted(order) != list(range(len(values))) or any(_MARK in p for p in pieces):
             return None  # a marker's character in the config itself: not worth telling apart
         text = (pieces, order)
-        if _fill(text, values) != self._encoder.dumps(config) + "\n":
+        if _fill(text, values) != self._encoder.dumps(config):
             return None
         return text
 
@@ -127,7 +164,30 @@ def _marked(node: Any, shared: Container[int], counter: Any) -> Any:
     return out if isinstance(node, dict) else list(out.values())
 
 
-def _fill(text: _Text, values: list[Any]) -> str:
+def _get(tree: Any, path: Path) -> Any:
+    node = tree
+    for key in path:
+        node = node[key]
+    return node
+
+
+def _with(tree: dict[str, Any], paths: Sequence[Path], values: Sequence[Any]) -> dict[str, Any]:
+    """A copy of `tree` with `values` at `paths`: only the mappings and lists on the paths
+    are copied."""
+    top = dict(tree)
+    copies: dict[Path, Any] = {(): top}
+    for path, value in zip(paths, values, strict=True):
+        for n in range(1, len(path)):
+            if path[:n] not in copies:
+                node = copies[path[: n - 1]][path[n - 1]]
+                copies[path[:n]] = copies[path[: n - 1]][path[n - 1]] = (
+                    dict(node) if isinstance(node, dict) else list(node)
+                )
+        copies[path[:-1]][path[-1]] = value
+    return top
+
+
+def _fill(text: _Text, values: Sequence[Any]) -> str:
     pieces, order = text
     out = [pieces[0]]
     for number, after in zip(order, pieces[1:], strict=True):
