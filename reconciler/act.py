@@ -35,7 +35,7 @@ from .budget import plan_rank
 from .bundle import Bundle
 from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable
-from .model import Attempt, Attempts, Dropped, History, Link, LogState, Observation
+from .model import Attempt, Dropped, History, Link, LogState, Observation
 from .records import Records
 from .schedulers import Scheduler
 from .submit import RoundOutcome, Submitter
@@ -87,8 +87,7 @@ class _Round:
         self.now, self.say, self.outcome = now, say, outcome
         self.progress = obs.progress if obs is not None else {}
         # The records read (a settled job's are read only if asked for: no action is for one).
-        read = history.attempts.read if isinstance(history.attempts, Attempts) else history.attempts
-        self.latest = {job: attempts[-1] for job, attempts in read.items() if attempts}
+        self.latest = {job: a[-1] for job, a in history.read().items() if a}
         self.names = {job.name for job in bundle.jobs}
         self.to_cancel: dict[str, str] = {}  # job id -> why
         self.refire: set[str] = set()  # jobs whose fired event could not be carried out

@@ -166,10 +166,13 @@ class History:
         for it, and need not read its records to know that."""
         return job in self.unread
 
+    def read(self) -> Mapping[str, tuple[Attempt, ...]]:
+        """The attempts of every job whose records were read (not those of `unread` jobs)."""
+        return self.attempts.read if isinstance(self.attempts, Attempts) else self.attempts
+
     def in_flight(self) -> list[Attempt]:
         """The latest attempt of every job that has one in flight (a settled job has not)."""
-        read = self.attempts.read if isinstance(self.attempts, Attempts) else self.attempts
-        latest = (attempts[-1] for attempts in read.values() if attempts)
+        latest = (attempts[-1] for attempts in self.read().values() if attempts)
         return [a for a in latest if a.phase != "finished"]
 
 

@@ -8,10 +8,12 @@ exclusively: a round never overwrites another round's intent.
     <state_dir>/jobs/<job>/retry.json          `oellm retry`: a new attempt after this one
     <state_dir>/completed/<job>/               a job that completed, its folder moved here
     <state_dir>/drops/<time>-<n>.json          many jobs cancelled before they were submitted
+    <state_dir>/cancels/<time>-<n>.json        cancels requested of many attempts in flight
 
-`oellm cancel` of many jobs never submitted writes one drop record for all of them (`drops/`),
-not a folder and a file per job; a job's own `dropped.json` and a batch that names it are the
-same kind of record, and the later one counts.
+`oellm cancel` of many jobs writes one record for all of them, not a file per job: a drop of
+the jobs never submitted (`drops/`; a job's own `dropped.json` and a batch that names it are
+the same kind of record, and the later one counts), a cancel request of the attempts in flight
+(`cancels/`; reading an attempt applies it).
 
 A job that completed is settled by the round after the one that recorded its end: its folder
 is renamed into `completed/`, a folder rounds list but do not read (a large sweep's finished
@@ -349,18 +351,13 @@ class Records:
         """Each batch drop naming `job` written again without it (the new file first, under a
         name that sorts the same, then the old one removed: a crash in between leaves the same
         drops twice, never one lost)."""
-        try:
-            names = sorted(n for n in os.listdir(self.drops_dir) if n.endswith(".json"))
-        except FileNotFoundError:
-            return
-        for name in names:
+        for name in _batch_files(self.drops_dir):
             path = self.drops_dir / name
             data = json.loads(path.read_text(encoding="utf-8"))
             if job not in data["jobs"]:
                 continue
             kept = {**data, "jobs": [j for j in data["jobs"] if j != job]}
-            stem = name.split("-", 1)[0]
-            write_atomic(self.drops_dir / f"{stem}-{secrets.token_hex(4)}.json", kept, True)
+            write_atomic(self.drops_dir / _batch_name(data["at"]), kept, exclusive=True)
             path.unlink()
 
     def settle(self, jobs: Sequence[str], fence: Callable[[], None] | None = None) -> list[str]:
@@ -400,19 +397,10 @@ class Records:
         """The job's record files by name, each with the paths to try in order: its folder in
         `jobs` first, then (`both`) the completed one (a file moved between the two listings
         is found in the second)."""
-        files: dict[str, list[str]] = {}
         live, settled = os.path.join(self.jobs_dir, job), os.path.join(self.completed_dir, job)
-        found = 0
-        for folder in (live, settled) if both else (live,):
-            try:
-                names = os.listdir(folder)
-            except FileNotFoundError:
-                if folder == live and not both:
-                    return self._files(job, both=True)  # listed, then moved by a settle
-                continue
-            found += 1
-            for name in names:
-                files.setdefault(name, []).append(os.path.join(folder, name))
+        files, found = _listed((live, settled) if both else (live,))
+        if not found and not both:
+            files, found = _listed((settled,))  # listed, then moved by a settling round
         if not found:
             # Listed a moment ago and gone from both places: it is not "never submitted".
             raise ReconcileError(
@@ -457,15 +445,35 @@ def _batch_name(at: str) -> str:
     return f"{re.sub(r'[^0-9]', '', at)[:20]}-{secrets.token_hex(4)}.json"
 
 
+def _listed(folders: Sequence[str]) -> tuple[dict[str, list[str]], int]:
+    """The files of `folders` by name, each with its paths in the folders' order, and how
+    many of the folders exist."""
+    files: dict[str, list[str]] = {}
+    found = 0
+    for folder in folders:
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            continue
+        found += 1
+        for name in names:
+            files.setdefault(name, []).append(os.path.join(folder, name))
+    return files, found
+
+
+def _batch_files(folder: Path) -> list[str]:
+    """The batch records in `folder`, oldest first (their names start with their time)."""
+    try:
+        return sorted(n for n in os.listdir(folder) if n.endswith(".json"))
+    except FileNotFoundError:
+        return []
+
+
 def _batches(folder: Path, kind: str, parse: Callable[[dict[str, Any]], list[T]]) -> Iterator[T]:
     """The items of each batch record in `folder` (drops or cancels of many jobs at once),
     oldest batch first. One that cannot be read stops the round: which jobs it names, and so
     which must not run, is unknown."""
-    try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))
-    except FileNotFoundError:
-        return
-    for name in names:
+    for name in _batch_files(folder):
         path = os.path.join(folder, name)
         try:
             with open(path, "rb") as handle:
