@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .codec import RecordInvalid, decode
+from .codec import RecordInvalid, decode, encode
 from .errors import ReconcileError
 from .model import Attempt, Attempts, Dropped, History, LogState, RetryRequest
 
@@ -119,7 +119,7 @@ class Records:
         return self.jobs_dir / job / f"attempt-{attempt:04d}.json"
 
     def save(self, record: Attempt) -> None:
-        write_atomic(self.attempt_path(record.job, record.attempt), dataclasses.asdict(record))
+        write_atomic(self.attempt_path(record.job, record.attempt), encode(record))
 
     def create(self, record: Attempt) -> None:
         """A new attempt's first record; RecordExists when another round wrote it already
@@ -127,10 +127,55 @@ class Records:
         path = self.attempt_path(record.job, record.attempt)
         if (self.completed_dir / record.job / path.name).exists():
             raise RecordExists(str(self.completed_dir / record.job / path.name))
-        write_atomic(path, dataclasses.asdict(record), exclusive=True)
+        write_atomic(path, encode(record), exclusive=True)
+
+    def create_many(self, records: Sequence[Attempt]) -> list[str | None]:
+        """`create` for the intents of one submission (the members of an array): for each
+        record None when created, else the path of the record another round wrote. From
+        BATCH_MIN records on, every intent is written to a temp file, linked into place
+        exclusively (a name that exists fails), and the file system synced once: all created
+        intents are durable when this returns, with one sync, not two fsyncs per record."""
+        if len(records) < BATCH_MIN:
+            found: list[str | None] = []
+            for record in records:
+                try:
+                    self.create(record)
+                    found.append(None)
+                except RecordExists as exists:
+                    found.append(str(exists))
+            return found
+        results: list[str | None] = []
+        staged: list[str] = []
+        try:
+            for record in records:
+                path = self.attempt_path(record.job, record.attempt)
+                settled = self.completed_dir / record.job / path.name
+                if settled.exists():
+                    results.append(str(settled))
+                    continue
+                text = json.dumps(encode(record), indent=1, sort_keys=True) + "\n"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+                staged.append(tmp)
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(text.encode("utf-8"))
+                try:
+                    os.link(tmp, path)  # fails when the name exists, also on NFS and Lustre
+                    results.append(None)
+                except FileExistsError:
+                    results.append(str(path))
+            # Content and names durable before anything is submitted on their word. A crash
+            # before this leaves intents that may be lost or kept: either way nothing ran.
+            os.sync()
+        finally:
+            for tmp in staged:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        log.debug("created %d intents", results.count(None))
+        return results
 
     def drop(self, record: Dropped) -> None:
-        write_atomic(self.jobs_dir / record.job / "dropped.json", dataclasses.asdict(record))
+        write_atomic(self.jobs_dir / record.job / "dropped.json", encode(record))
 
     def write_batch(self, saves: Sequence[Attempt], drops: Sequence[Dropped]) -> None:
         """Many records at once (`oellm cancel` of a large bundle): from BATCH_MIN records on,
@@ -140,7 +185,7 @@ class Records:
         items: list[tuple[Path, Mapping[str, Any]]] = []
         for record in saves:
             path = self.attempt_path(record.job, record.attempt)
-            items.append((path, dataclasses.asdict(record)))
+            items.append((path, encode(record)))
         if len(drops) >= BATCH_MIN and len({(d.reason, d.at) for d in drops}) == 1:
             # One record for them all, written first (durable before the cancel goes on).
             batch = {"at": drops[0].at, "reason": drops[0].reason, "jobs": [d.job for d in drops]}
@@ -148,7 +193,7 @@ class Records:
             write_atomic(self.drops_dir / _batch_name(drops[0].at), batch, exclusive=True)
             drops = ()
         for drop in drops:
-            items.append((self.jobs_dir / drop.job / "dropped.json", dataclasses.asdict(drop)))
+            items.append((self.jobs_dir / drop.job / "dropped.json", encode(drop)))
         if len(items) < BATCH_MIN:
             # A few records: fsynced one by one, which touches nothing else on the machine.
             for path, data in items:
@@ -211,7 +256,7 @@ class Records:
         return found
 
     def request_retry(self, request: RetryRequest) -> None:
-        write_atomic(self.jobs_dir / request.job / "retry.json", dataclasses.asdict(request))
+        write_atomic(self.jobs_dir / request.job / "retry.json", encode(request))
 
     def file_of(self, job: str, name: str) -> Path:
         """Where the job's file `name` is: in its folder in `jobs`, else in its settled folder
@@ -232,7 +277,7 @@ class Records:
         return _read(path, LogState)
 
     def save_log_state(self, job: str, attempt: int, state: LogState) -> None:
-        write_atomic(self.log_state_path(job, attempt), dataclasses.asdict(state))
+        write_atomic(self.log_state_path(job, attempt), encode(state))
 
     def excluded_nodes(self, job: str) -> list[str]:
         path = self.file_of(job, "exclude.json")
@@ -283,7 +328,7 @@ class Records:
         if batched and "dropped.json" not in files:
             # Cancelled in a batch (`drops/`) under its old name: the drop goes along.
             moved_drop = dataclasses.replace(batched[-1], job=new)
-            write_atomic(staging / "dropped.json", dataclasses.asdict(moved_drop))
+            write_atomic(staging / "dropped.json", encode(moved_drop))
         os.rename(staging, self.jobs_dir / new)
         for source in sources:
             shutil.rmtree(source)

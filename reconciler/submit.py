@@ -177,13 +177,18 @@ class Submitter:
         tag = tags.array_tag(self.key, group.name, attempts)
         crash_point("before-intent")
         stamp = self.now().isoformat()
-        intents = []
+        planned = []
         for job, action in zip(jobs, actions, strict=True):
             assert job.array_index is not None
             self._folders(job)
-            intent = self._intent(job, action, tags.member_tag(tag, job.array_index), stamp)
-            if self._create(intent):
+            planned.append(self._intent(job, action, tags.member_tag(tag, job.array_index), stamp))
+        self.fence()
+        intents = []
+        for intent, exists in zip(planned, self.records.create_many(planned), strict=True):
+            if exists is None:
                 intents.append(intent)
+            else:
+                self._recorded_meanwhile(intent, exists)
         crash_point("after-intent")
         written = {intent.job for intent in intents}
         pairs = [
@@ -204,20 +209,31 @@ class Submitter:
         )
         if job_id is None:
             stamp, why = self.now().isoformat(), self.outcome.refused.get(tag)
-            for intent in intents:
-                # Issue 13: a refused array created no task: every member ends now.
-                ended = refused(intent, why, stamp) if why else None
-                self.records.save(ended or dataclasses.replace(intent, reason=error))
+            # Issue 13: a refused array created no task: every member ends now.
+            ends = [
+                refused(intent, why, stamp) if why else dataclasses.replace(intent, reason=error)
+                for intent in intents
+            ]
+            self.records.write_batch(ends, [])
             return {}
         crash_point("after-sbatch")
         stamp = self.now().isoformat()
-        tasks: dict[str, str] = {}
-        for job, intent, action in zip(jobs, intents, actions, strict=True):
-            assert job.array_index is not None
-            task = tasks[job.name] = task_id(job_id, job.array_index)
-            self.records.save(
-                dataclasses.replace(intent, phase="submitted", job_id=task, submitted_at=stamp)
+        tasks = {
+            job.name: task_id(job_id, job.array_index)
+            for job in jobs
+            if job.array_index is not None
+        }
+        submitted = [
+            dataclasses.replace(
+                intent, phase="submitted", job_id=tasks[intent.job], submitted_at=stamp
             )
+            for intent in intents
+        ]
+        # One sync for them all from BATCH_MIN members on; until then a member's record is
+        # its intent, and the next round finds its task by tag.
+        self.records.write_batch(submitted, [])
+        for job, intent, action in zip(jobs, intents, actions, strict=True):
+            task = tasks[job.name]
             point_current_log(self.bundle, job, task)
             self.note(
                 f"submitted {job.name} attempt {intent.attempt} as task {task} of array "
@@ -247,12 +263,15 @@ class Submitter:
         try:
             self.records.create(intent)
         except RecordExists as exists:
-            self.outcome.errors.append(
-                f"{intent.job}: attempt {intent.attempt} was recorded by another round "
-                f"meanwhile ({exists}); not submitted again"
-            )
+            self._recorded_meanwhile(intent, str(exists))
             return False
         return True
+
+    def _recorded_meanwhile(self, intent: Attempt, path: str) -> None:
+        self.outcome.errors.append(
+            f"{intent.job}: attempt {intent.attempt} was recorded by another round "
+            f"meanwhile ({path}); not submitted again"
+        )
 
     def _intent(self, job: LockJob, action: Submit, tag: str, stamp: str) -> Attempt:
         """The record written before sbatch: a new attempt, found by `tag` if sbatch's answer

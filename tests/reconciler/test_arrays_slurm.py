@@ -5,6 +5,7 @@ by its index instead of submitting the array again."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler import tags
+from oellm.reconciler.bundle import load_bundle
+from oellm.reconciler.records import BATCH_MIN
 from tests.reconciler.slurm_helpers import (
     cancel_prefix,
     compile_to,
@@ -130,3 +133,78 @@ def test_killed_during_an_array_submission_submits_each_task_once(
     assert sorted(job_id.split("_")[1] for job_id in ids) == ["0", "1", "2"]
     rows = sacct_rows(tag_prefix(bundle), expect=3)
     assert sorted(job_id for job_id, _ in rows) == sorted(ids), rows
+
+
+# More members than `records.BATCH_MIN`: their intents go to disk with one sync, and their
+# submitted records in one batch, not one fsync each. Held, so that squeue shows every task.
+MANY = 40
+LARGE = f"""
+project: {{name: many}}
+stage: train
+job: {{name: "m_${{vars.i}}"}}
+vars: {{i: 0}}
+backend: {{bash: {{command: "true"}}}}
+slurm: {{array: true, sbatch: {{time: 1, hold: true}}}}
+sweep:
+  params: {{vars.i: [{", ".join(str(i) for i in range(MANY))}]}}
+"""
+
+
+def queued_tasks(prefix: str) -> list[str]:
+    """The task ids (`<array>_<index>`) of our queued array tasks whose tag starts with
+    `prefix`, one line per task (`-r`)."""
+    listed = subprocess.run(
+        ["squeue", "--me", "-r", "-h", "-o", "%i|%j"],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return [
+        job_id
+        for job_id, _, name in (line.partition("|") for line in listed.stdout.splitlines())
+        if tags.tag_of(name).startswith(prefix)
+    ]
+
+
+def attempts_on_disk(bundle: Path, job: str) -> list[dict[str, object]]:
+    folder = load_bundle(bundle).state_path / "jobs" / job
+    return [json.loads(path.read_text()) for path in sorted(folder.glob("attempt-*.json"))]
+
+
+@pytest.mark.parametrize("point", ["after-intent", "after-sbatch", "after-record"])
+def test_killed_during_a_large_array_submission_submits_each_task_once(
+    tmp_path: Path, point: str
+) -> None:
+    assert MANY >= BATCH_MIN
+    bundle = compile_to(tmp_path, LARGE)
+    prefix = tag_prefix(bundle)
+    jobs = [f"m_{i}" for i in range(MANY)]
+    try:
+        crashed = oellm("reconcile", str(bundle), env={"OELLM_CRASH_AT": point})
+        assert crashed.returncode == -9, crashed.stdout + crashed.stderr
+        # Killed after its intents: each is on disk, nothing reached SLURM.
+        if point == "after-intent":
+            assert queued_tasks(prefix) == []
+            assert all(
+                [a["phase"] for a in attempts_on_disk(bundle, job)] == ["intent"] for job in jobs
+            )
+        deadline = time.monotonic() + 90
+        while True:
+            run = oellm("reconcile", str(bundle))
+            assert run.returncode in (0, 1), run.stdout + run.stderr
+            queued = queued_tasks(prefix)
+            if len(queued) >= MANY or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        run = oellm("reconcile", str(bundle))  # and one more: nothing new
+        assert run.returncode in (0, 1), run.stdout + run.stderr
+        queued = queued_tasks(prefix)
+    finally:
+        cancel_prefix(prefix)
+    assert len(queued) == MANY == len(set(queued)), queued
+    (array_id,) = {task.split("_")[0] for task in queued}
+    assert sorted(queued) == sorted(f"{array_id}_{i}" for i in range(MANY))
+    phases = ["finished", "submitted"] if point == "after-intent" else ["submitted"]
+    for job in jobs:
+        attempts = attempts_on_disk(bundle, job)
+        assert [a["phase"] for a in attempts] == phases, (job, attempts)
+        assert attempts[-1]["job_id"] == f"{array_id}_{job.split('_')[1]}", attempts
+    assert run.stdout.count("adopted") == 0, run.stdout

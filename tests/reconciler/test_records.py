@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from oellm.reconciler.codec import decode, encode
 from oellm.reconciler.errors import ReconcileError
-from oellm.reconciler.model import Attempt, Dropped, Link
-from oellm.reconciler.records import RecordExists, Records
+from oellm.reconciler.model import Attempt, Dropped, Link, LogState
+from oellm.reconciler.records import BATCH_MIN, RecordExists, Records
 
 
 def make(job: str = "a", attempt: int = 1, **kw: object) -> Attempt:
@@ -172,3 +173,51 @@ def test_a_bundle_swapped_while_it_is_read_is_read_again(
     (first / "jobs" / "sw.sbatch").write_text("#!/bin/bash\necho edited\n")
     with pytest.raises(ReconcileError, match="changed after compile"):
         bundle_module.load_bundle(first)
+
+
+@pytest.mark.parametrize("count", [3, BATCH_MIN + 8])
+def test_create_many_never_overwrites_another_rounds_intent(tmp_path: Path, count: int) -> None:
+    """One by one below BATCH_MIN, in one batch from it on: the same answers either way."""
+    records = Records(tmp_path)
+    theirs = make("j1", 1, cause="the other round's")
+    records.create(theirs)
+    records.save(make("j2", 1, phase="finished", final_state="COMPLETED"))
+    records.settle(["j2"])
+    mine = [make(f"j{n}", 1) for n in range(count)]
+    found = records.create_many(mine)
+    assert found[1] == str(records.attempt_path("j1", 1))
+    assert found[2] == str(tmp_path / "completed" / "j2" / "attempt-0001.json")
+    assert [n for n, f in enumerate(found) if f is None] == [0, *range(3, count)]
+    history = records.load()
+    assert history.latest("j1") == theirs
+    assert history.latest("j2") is not None and history.latest("j2").phase == "finished"
+    assert not (tmp_path / "jobs" / "j2").exists()
+    for n in (0, *range(3, count)):
+        assert history.latest(f"j{n}") == mine[n]
+    leftovers = [p for p in tmp_path.rglob(".*") if p.is_file()]
+    assert leftovers == [], leftovers
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        make(),
+        make(events=({"key": "oom", "line": 3, "done": ["restart"]},), upstream_ids=("7", "8")),
+        make(
+            chain_repeat=2,
+            links=(
+                Link(1, "t", "submitted", "2026-11-26T12:00:00+00:00", job_id="5"),
+                Link(2, "t.2", "intent", "2026-11-26T12:00:01+00:00", after="5"),
+            ),
+        ),
+        Dropped("a", "cancelled: 'x' \"y\"", "2026-11-26T12:00:00+00:00"),
+        LogState({"log": 12, "a b": 0}, 4, "2026-11-26T12:00:00+00:00"),
+    ],
+)
+def test_records_are_written_as_asdict_writes_them(record: object) -> None:
+    written = encode(record)
+    assert json.dumps(written, sort_keys=True) == json.dumps(
+        dataclasses.asdict(record),
+        sort_keys=True,  # type: ignore[call-overload]
+    )
+    assert decode(type(record), json.loads(json.dumps(written))) == record
