@@ -4,6 +4,7 @@ says the command it recorded)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,9 @@ def recorded(name: str) -> Recording:
     )
 
 
+_CALLS = threading.Lock()
+
+
 @dataclass
 class FakeRun:
     """Stands in for shell.run: answers from a table keyed by program name, records calls
@@ -58,8 +62,9 @@ class FakeRun:
         cwd: Path | None = None,
         env: Mapping[str, str] | None = None,
     ) -> Completed:
-        self.calls.append((list(argv), timeout, cwd))
-        self.envs.append(env)
+        with _CALLS:  # squeue and sacct are asked from two threads at once
+            self.calls.append((list(argv), timeout, cwd))
+            self.envs.append(env)
         answer = self.answers[argv[0]]
         return Completed(tuple(argv), answer.returncode, answer.stdout, answer.stderr)
 

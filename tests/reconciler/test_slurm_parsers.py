@@ -6,9 +6,11 @@ and the scheduler's calls through a fake at the subprocess boundary.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -469,18 +471,48 @@ def test_query_with_since_asks_squeue_and_sacct_once_each() -> None:
     )
     scheduler = SlurmScheduler(run=fake, user="alice")
     jobs = by_id(scheduler.query("oellm.rec.", SINCE))
-    assert fake.programs() == ["squeue", "sacct"]
-    assert fake.calls[1][0] == sacct_argv(SINCE, user="alice")
+    assert sorted(fake.programs()) == ["sacct", "squeue"]
+    assert [argv for argv, _, _ in fake.calls if argv[0] == "sacct"] == [
+        sacct_argv(SINCE, user="alice")
+    ]
     assert (jobs["6"].state, jobs["6"].source) == ("PENDING", "queue")
     assert (jobs["3"].exit_code, jobs["3"].source) == (3, "accounting")
     assert scheduler.query("oellm.nothing.", SINCE) == []
 
 
-def test_query_with_controller_down_is_unavailable_before_asking_sacct() -> None:
-    fake = FakeRun({"squeue": recorded("squeue_ctld_down.txt").completed()})
+def test_query_with_controller_down_is_unavailable_whatever_sacct_says() -> None:
+    fake = FakeRun(
+        {
+            "squeue": recorded("squeue_ctld_down.txt").completed(),
+            "sacct": ok(sacct_stdout("sacct_finished_with_states.txt")),
+        }
+    )
     with pytest.raises(SchedulerUnavailable, match="squeue failed"):
         SlurmScheduler(run=fake).query("oellm.", SINCE)
-    assert fake.programs() == ["squeue"]
+    assert sorted(fake.programs()) == ["sacct", "squeue"]
+    # Both failing: the controller's answer is the one the user reads.
+    fake.answers["sacct"] = Completed((), 1, "", "sacct: error: slurmdbd is down\n")
+    with pytest.raises(SchedulerUnavailable, match="squeue failed"):
+        SlurmScheduler(run=fake).query("oellm.", SINCE)
+
+
+def test_query_asks_squeue_and_sacct_at_once() -> None:
+    """A round waits for the slower of the two, not for both in turn: squeue here answers only
+    once sacct has been asked (asked one after the other, it would wait in vain)."""
+    asked = threading.Event()
+    fake = FakeRun({"squeue": ok(), "sacct": ok()})
+
+    def run(
+        argv: Sequence[str], timeout: float, cwd: Path | None = None, env: Any = None
+    ) -> Completed:
+        if argv[0] == "sacct":
+            asked.set()
+        elif not asked.wait(10):
+            return Completed(tuple(argv), 1, "", "squeue: asked alone")
+        return fake(argv, timeout, cwd, env)
+
+    assert SlurmScheduler(run=run).query("oellm.", SINCE) == []
+    assert sorted(fake.programs()) == ["sacct", "squeue"]
 
 
 def test_query_with_sacct_failing_is_unavailable() -> None:
