@@ -34,6 +34,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
+import bytecode
+
 from oellm.reconciler import tags
 
 TOOLS = ("sbatch", "squeue", "sacct", "scancel")
@@ -278,6 +280,7 @@ def main() -> int:
     parser.add_argument("--only", default="mixed,never,arrays", help="cases, comma-separated")
     parser.add_argument("--markdown", action="store_true", help="print the README's table")
     args = parser.parse_args()
+    bytecode.cached()
     cases = set(args.only.split(","))
     rows: list[Row] = []
     with tempfile.TemporaryDirectory() as tmp_name:

@@ -110,21 +110,20 @@ class _Round:
 def _record(action: Action, done: _Round) -> None:
     """Phase 1: what an action changes in the records (nothing for a `Submit`)."""
     record = done.latest.get(action.job)
-    stamp = done.now().isoformat()
     match action:
-        case Recover():
-            _recover(action, done, stamp)
-        case Drop():
-            done.records.drop(Dropped(action.job, action.reason, stamp))
-            done.note(f"dropped {action.job}: {action.reason}")
-        case Cancel():
-            _cancel_request(action, record, done, stamp)
-        case Wait():
+        case Wait():  # most jobs, most rounds: no time stamp to make
             done.follow_chain(action.job, action.job_id)
         case Submit():
             pass  # phase 3
+        case Recover():
+            _recover(action, done, done.now().isoformat())
+        case Drop():
+            done.records.drop(Dropped(action.job, action.reason, done.now().isoformat()))
+            done.note(f"dropped {action.job}: {action.reason}")
+        case Cancel():
+            _cancel_request(action, record, done, done.now().isoformat())
         case _ if record is not None:
-            _change(action, record, done, stamp)
+            _change(action, record, done, done.now().isoformat())
 
 
 def _change(

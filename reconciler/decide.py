@@ -118,6 +118,9 @@ def decide(
             if name in history.damaged:
                 plans[name] = [Wait(name, f"left alone: {history.damaged[name]}")]
                 return plans[name]
+            if history.settled(name):  # its upstream jobs have no say any more
+                plans[name] = [Wait(name, "completed", outcome="completed")]
+                return plans[name]
             upstream = {u: main_action(plan(u)) for u in job.depends_on if u in by_name}
             planned = _decide_job(job, upstream, round_)
             plans[name] = [_unless_found(a, job, history, obs) for a in planned]
@@ -259,8 +262,6 @@ def _removed(names: set[str], history: History, obs: Observation, options: Optio
 
 def _decide_job(job: LockJob, upstream: Mapping[str, MainAction], round_: _Round) -> list[Action]:
     """One job's actions, by the phase of its latest attempt."""
-    if round_.history.settled(job.name):
-        return [Wait(job.name, "completed", outcome="completed")]
     now_state = round_.states[job.name]
     latest = round_.history.latest(job.name)
     if pending(round_.history, job.name) is not None:
