@@ -32,10 +32,13 @@ def decode(kind: type[T], data: object, where: str = "") -> T:
     if not fields.keys() >= data.keys():
         unknown = sorted(data.keys() - fields.keys())
         raise RecordInvalid(f"unknown field {_at(where, unknown[0])}")
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = dict(data)
     for name, value in data.items():
         field = fields[name]
-        values[name] = field.read(value, field.where if not where else _at(where, name))
+        # A plain value of its exact type is taken as it is (most fields of most records);
+        # anything else goes through the field's reader, which converts it or says why not.
+        if type(value) not in field.plain:
+            values[name] = field.read(value, field.where if not where else _at(where, name))
     if len(values) < len(fields):
         for name, field in fields.items():
             if field.required and name not in values:
@@ -71,6 +74,7 @@ class _Field:
     read: Reader
     required: bool
     where: str  # the field's name: where it is in a record read at the top level
+    plain: frozenset[type[Any]]  # types a value may have to be taken without its reader
 
 
 @functools.cache
@@ -80,16 +84,25 @@ def _fields(kind: type[Any]) -> dict[str, _Field]:
     hints = typing.get_type_hints(kind)
     fields = {}
     for field in dataclasses.fields(kind):
-        read = _reader(hints[field.name])
-        if hints[field.name] in (str, str | None) and (
-            field.name.endswith("_at") or field.name == "at"
-        ):
-            read = _stamped(read)
+        hint = hints[field.name]
+        read = _reader(hint)
+        plain = _plain_types(hint)
+        if hint in (str, str | None) and (field.name.endswith("_at") or field.name == "at"):
+            read, plain = _stamped(read), frozenset({type(None)}) & plain
         required = (
             field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
         )
-        fields[field.name] = _Field(read, required, field.name)
+        fields[field.name] = _Field(read, required, field.name, plain)
     return fields
+
+
+def _plain_types(hint: Any) -> frozenset[type[Any]]:
+    """The types a value of `hint` may have to be kept as it is, unread: str, int, bool and
+    None where the hint is one of them or a union of them (a float field converts an int, a
+    Literal or a time stamp is checked: those always go through their reader)."""
+    options = get_args(hint) if get_origin(hint) in (Union, types.UnionType) else (hint,)
+    kept = {option for option in options if option in (str, int, bool, type(None))}
+    return frozenset(kept) if len(kept) == len(options) else frozenset()
 
 
 def _stamped(read: Reader) -> Reader:

@@ -73,6 +73,12 @@ def test_damaged_record_is_a_clear_error_naming_the_file(tmp_path: Path, content
         ("job_id", 123, "job_id must be a string"),
         ("unseen", True, "unseen must be an integer"),
         ("links", [{"link": "1"}], "links[0].link must be an integer"),
+        # Values a plain field takes as they are only when their type is exactly its own.
+        ("job", None, "job must be a string"),
+        ("attempt", 1.0, "attempt must be an integer"),
+        ("exit_code", True, "exit_code must be an integer"),
+        ("submitted_at", "later", "not an ISO time stamp"),
+        ("ended_at", 5, "ended_at must be a string"),
     ],
 )
 def test_a_record_of_the_wrong_shape_is_damaged(
