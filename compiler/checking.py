@@ -24,14 +24,14 @@ class CheckedFiles(FileSink):
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._root = os.fspath(folder) + "/"
-        self._names: dict[str, None] = {}  # every file made, in order
-        self._same: set[str] = set()  # made, and the folder holds it byte for byte
+        # Every file made, in order; those not kept are held by the folder byte for byte.
+        self._names: dict[str, None] = {}
         self._kept: dict[str, bytes] = {}  # made and kept: it differs, or was not compared
         self._differ: set[str] = set()  # kept because it differs from the folder's file
 
     def same(self, name: str) -> bool:
         """Whether `name` was made and the folder holds it byte for byte."""
-        return name in self._same
+        return name in self._names and name not in self._kept
 
     def __setitem__(self, name: str, data: bytes) -> None:
         if name in self._names:
@@ -39,9 +39,7 @@ class CheckedFiles(FileSink):
         self._names[name] = None
         if self._differ:
             self._kept[name] = data
-        elif _agrees(self._root + name, data):
-            self._same.add(name)
-        else:
+        elif not _agrees(self._root + name, data):
             self._kept[name] = data
             self._differ.add(name)
 
@@ -55,9 +53,7 @@ class CheckedFiles(FileSink):
         finally:
             pieces.close()
         self._names[name] = None
-        if made is None:
-            self._same.add(name)
-        else:
+        if made is not None:
             self._kept[name] = made
             if pieces.compared:
                 self._differ.add(name)
@@ -65,7 +61,7 @@ class CheckedFiles(FileSink):
     def __getitem__(self, name: str) -> bytes:
         if name in self._kept:
             return self._kept[name]
-        if name not in self._same:
+        if name not in self._names:
             raise KeyError(name)
         return self._read_same(name)
 
@@ -94,7 +90,6 @@ class CheckedFiles(FileSink):
                 self._differ.add(name)
                 return False
             del self._kept[name]
-            self._same.add(name)
         return len(listed) == len(self._names) and all(name in self._names for name in listed)
 
     def bundles(self, listed: Collection[str]) -> tuple[dict[str, bytes], dict[str, bytes]]:
@@ -105,10 +100,12 @@ class CheckedFiles(FileSink):
         for name in self._names:
             data = self._kept.get(name)
             if data is None:
+                data = current.get(name)  # the folder held it when it was made
+            if data is None:
                 # Not listed: reached through a link to a folder, which a listing does not
-                # follow (`oellm diff` sees no such file either).
-                data = current.get(name)
-            made[name] = self._read_same(name) if data is None else data
+                # follow (nor does `oellm diff`).
+                data = self._read_same(name)
+            made[name] = data
         return current, made
 
     def _read_same(self, name: str) -> bytes:
@@ -124,7 +121,6 @@ class CheckedFiles(FileSink):
 
     def _forget(self, name: str) -> None:
         self._names.pop(name, None)
-        self._same.discard(name)
         self._kept.pop(name, None)
         self._differ.discard(name)
 
