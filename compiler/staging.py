@@ -22,6 +22,8 @@ from typing import Protocol, TextIO
 
 
 class Writer(Protocol):
+    """What `FileSink.text` gives: text is written to it in pieces."""
+
     def write(self, text: str, /) -> object: ...
 
 
@@ -127,7 +129,7 @@ def _umask() -> int:
     return mask
 
 
-def holds(path: str, data: bytes) -> bool:
+def _holds(path: str, data: bytes) -> bool:
     """Whether the file at `path` is a regular file holding exactly `data` (False when it is
     missing or unreadable). Opened without blocking: a FIFO there must not hang a compile."""
     try:
@@ -152,7 +154,7 @@ def _link_if_same(old: str, target: str, data: bytes) -> bool:
     """Link the old bundle's file when it holds exactly `data` (a recompile that changed
     nothing writes nothing). The old file is never written to afterwards: bundles are only
     ever replaced whole."""
-    if not holds(old, data):
+    if not _holds(old, data):
         return False
     try:
         os.link(old, target)
