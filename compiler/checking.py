@@ -1,6 +1,6 @@
 """`oellm compile --check`: each file of the bundle compared with the bundle folder on disk as
-the compiler makes it. Nothing is written, and a bundle that is up to date is never held in
-memory (nor is the folder read twice).
+the compiler makes it. Nothing is written; a bundle that is up to date is read once, a file
+at a time, and never held in memory.
 
 Once one file differs, the bundle is stale: the files made after it are kept as made, not
 compared, and `diff.compare` of the two whole bundles tells how they differ, as it always has.
