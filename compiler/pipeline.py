@@ -46,7 +46,7 @@ from .siblings import (
     sibling_of,
     stage_order,
 )
-from .staging import StagedFiles
+from .staging import FileSink
 from .time_limits import clamp_debug_time
 from .tree import Memo, by_identity, key_path, origin_of
 from .validate import Validator
@@ -231,9 +231,9 @@ def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:
 
 
 def _with_lock(bundle: CompiledBundle, lock: Lock) -> CompiledBundle:
-    """The bundle with `lock` written. Staged files are one folder, changed in place."""
-    files = bundle.files if isinstance(bundle.files, StagedFiles) else dict(bundle.files)
-    if isinstance(files, StagedFiles):
+    """The bundle with `lock` written. Staged (or checked) files are changed in place."""
+    files = bundle.files if isinstance(bundle.files, FileSink) else dict(bundle.files)
+    if isinstance(files, FileSink):
         with files.text(LOCK_NAME) as handle:
             codec.dump(lock, handle.write)
     else:

@@ -4,20 +4,39 @@ in once the bundle is complete).
 
 A file that the bundle being replaced already holds byte for byte is linked from it, not
 written again. Nothing is synced here: `write.py` syncs the folder's file system once.
+`FileSink` is what the compiler puts files into instead of a dict: this staging folder, or
+the comparison with the bundle on disk of `compile --check` (`checking.py`).
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from types import TracebackType
-from typing import TextIO
+from typing import Protocol, TextIO
 
 
-class StagedFiles(MutableMapping[str, bytes]):
+class Writer(Protocol):
+    """What `FileSink.text` gives: text is written to it in pieces."""
+
+    def write(self, text: str, /) -> object: ...
+
+
+class FileSink(MutableMapping[str, bytes], abc.ABC):
+    """File name (relative, with '/') -> bytes, taken as the compiler makes each file."""
+
+    @abc.abstractmethod
+    def text(self, name: str) -> contextlib.AbstractContextManager[Writer]:
+        """A file to give in pieces of text (a large lockfile is never one string in
+        memory)."""
+
+
+class StagedFiles(FileSink):
     """File name (relative, with '/') -> bytes, kept in `folder` rather than in memory.
 
     A context manager: leaving it removes the folder unless it was swapped in meanwhile."""
@@ -56,8 +75,6 @@ class StagedFiles(MutableMapping[str, bytes]):
 
     @contextlib.contextmanager
     def text(self, name: str) -> Iterator[TextIO]:
-        """A file to write text into in pieces (a large lockfile is never one string in
-        memory)."""
         path = self._path(name)
         path.unlink(missing_ok=True)
         with open(path, "w", encoding="utf-8", newline="") as handle:
@@ -112,19 +129,35 @@ def _umask() -> int:
     return mask
 
 
+def _holds(path: str, data: bytes) -> bool:
+    """Whether the file at `path` is a regular file holding exactly `data` (False when it is
+    missing or unreadable). Opened without blocking: a FIFO there must not hang a compile."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        found = os.fstat(fd)
+        # One read more than the size expected tells a longer file apart.
+        return (
+            stat.S_ISREG(found.st_mode)
+            and found.st_size == len(data)
+            and os.read(fd, len(data) + 1) == data
+        )
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
 def _link_if_same(old: str, target: str, data: bytes) -> bool:
     """Link the old bundle's file when it holds exactly `data` (a recompile that changed
     nothing writes nothing). The old file is never written to afterwards: bundles are only
     ever replaced whole."""
+    if not _holds(old, data):
+        return False
     try:
-        fd = os.open(old, os.O_RDONLY)
-        try:
-            # One read more than the size expected tells a longer file apart.
-            if os.fstat(fd).st_size != len(data) or os.read(fd, len(data) + 1) != data:
-                return False
-        finally:
-            os.close(fd)
         os.link(old, target)
     except OSError:
-        return False  # gone, unreadable, or a file system without hard links: write it
+        return False  # gone, or a file system without hard links: write it
     return True

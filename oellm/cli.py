@@ -176,8 +176,6 @@ def compile_command(
       ~drop.key                  delete a key
       slurm=leonardo             choose a config group option
     """
-    from oellm.compiler.write import stage, write_bundle
-
     pairs = {}
     for item in moved:
         old, sep, new = item.partition("=")
@@ -192,19 +190,11 @@ def compile_command(
         )
     if move_state and fresh_state:
         raise click.UsageError("--move-state and --fresh-state exclude each other")
+    if check:
+        return _check(request, output, move_state, fresh_state)
+    from oellm.compiler.write import stage, write_bundle
     from oellm.reconciler.identity import apply_state_change
 
-    if check:
-        # Compiled in memory and compared: nothing is written.
-        bundle, change = _compile(request, output, move_state, fresh_state)
-        from oellm.diff_cli import check_bundle
-
-        same, text = check_bundle(bundle, output)
-        if not same:
-            click.echo(text, nl=not text.endswith("\n"))
-            return EXIT_DIFFERENT
-        click.echo(f"{output} is up to date")
-        return EXIT_OK
     # Each file goes to the staging folder as it is compiled: a large sweep is never held in
     # memory; the folder replaces the bundle once complete (or is removed on an error).
     with stage(output) as files:
@@ -220,6 +210,28 @@ def compile_command(
     return EXIT_OK
 
 
+def _check(request: CompileRequest, output: Path, move_state: bool, fresh_state: bool) -> int:
+    """`compile --check`: each file is compared with the bundle on disk as it is compiled
+    (`CheckedFiles`); nothing is written."""
+    from oellm.compiler.checking import CheckedFiles
+    from oellm.compiler.pipeline import compile_bundle
+    from oellm.diff_cli import check_bundle
+
+    checked = CheckedFiles(output)
+    bundle = compile_bundle(request, _Progress(), files=checked)
+    # A lockfile on disk that is the one just compiled (its project and tag key included)
+    # leaves the state dir where it is and keeps that key already: what the state change
+    # would find, without reading the lockfile once more.
+    if not checked.same(LOCK_NAME):
+        bundle, _ = _with_state(bundle, output, move_state, fresh_state)
+    same, text = check_bundle(bundle, output)
+    if not same:
+        click.echo(text, nl=not text.endswith("\n"))
+        return EXIT_DIFFERENT
+    click.echo(f"{output} is up to date")
+    return EXIT_OK
+
+
 def _compile(
     request: CompileRequest,
     output: Path,
@@ -229,10 +241,20 @@ def _compile(
 ) -> tuple[CompiledBundle, StateChange]:
     """The bundle, with the state dir it follows: kept, moved (with its tag key) or started
     afresh."""
-    from oellm.compiler.pipeline import compile_bundle, with_state_key
-    from oellm.reconciler.identity import state_change
+    from oellm.compiler.pipeline import compile_bundle
 
     bundle = compile_bundle(request, _Progress(), files=files)
+    return _with_state(bundle, output, move_state, fresh_state)
+
+
+def _with_state(
+    bundle: CompiledBundle, output: Path, move_state: bool, fresh_state: bool
+) -> tuple[CompiledBundle, StateChange]:
+    """Whether the state dir moves with this compile, and the bundle with the tag key it
+    keeps."""
+    from oellm.compiler.pipeline import with_state_key
+    from oellm.reconciler.identity import state_change
+
     change = state_change(output, bundle.lock.project, move_state, fresh_state)
     if change.key is not None:
         bundle = with_state_key(bundle, change.key)

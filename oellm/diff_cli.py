@@ -2,13 +2,14 @@
 behind `oellm compile --check`.
 
 Git is asked through the one door to the shell (`oellm/shell.py`); a revision's bundle
-arrives as a `git archive` tar file, so every byte is read as committed.
+arrives as a `git archive` tar file, so every byte is read as committed. The comparison of two
+whole bundles (`compiler.diff`) is imported where it runs: `compile --check` of a bundle that
+is up to date needs none of it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import tarfile
 import tempfile
 from collections.abc import Sequence
@@ -17,8 +18,7 @@ from pathlib import Path
 import click
 
 from oellm.bundle_files import LOCK_NAME
-from oellm.compiler.diff import compare
-from oellm.compiler.diff_render import check_text, render_json, render_text
+from oellm.compiler.checking import CheckedFiles, folder_files, read_folder
 from oellm.compiler.errors import fail
 from oellm.compiler.pipeline import CompiledBundle
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, CommandError
@@ -31,18 +31,6 @@ _PATH_HINT = (
     "a path after ':' is relative to the top of the repository, as in git; "
     "write REV:./PATH for one relative to the current folder"
 )
-
-
-def read_folder(path: Path) -> dict[str, bytes]:
-    """Every regular file under `path`, by its relative name with '/' separators."""
-    files: dict[str, bytes] = {}
-    for root, dirs, names in os.walk(path):
-        dirs.sort()
-        for name in sorted(names):
-            full = Path(root, name)
-            if full.is_file():
-                files[full.relative_to(path).as_posix()] = full.read_bytes()
-    return files
 
 
 def read_revision(
@@ -147,13 +135,18 @@ def parse_moved(values: Sequence[str]) -> dict[str, str]:
 
 
 def check_bundle(bundle: CompiledBundle, out: Path, color: bool = False) -> tuple[bool, str]:
-    """Compare a bundle compiled in memory with the folder `out` (absent: everything is new).
-    Returns (up to date, text to print): a summary, and the unified diff of every file that
-    `compile` would write differently."""
+    """Compare a bundle with the folder `out` (absent: everything is new). Returns (up to date,
+    text to print): a summary, and the unified diff of every file that `compile` would write
+    differently. A bundle compiled into `CheckedFiles(out)` was compared file by file as it was
+    made; one compiled in memory is compared here the same way."""
     if out.exists() and not out.is_dir():
         raise fail(f"'{out}' exists and is not a folder")
-    current = read_folder(out) if out.is_dir() else {}
-    if current and LOCK_NAME not in current:
+    files = bundle.files
+    if not isinstance(files, CheckedFiles) or files.folder != out:
+        files = CheckedFiles(out)
+        files.update(bundle.files)
+    listed = folder_files(out)
+    if listed and LOCK_NAME not in listed:
         raise fail(
             f"'{out}' is not empty and holds no {LOCK_NAME}: it is not a bundle",
             hint="point -o at the bundle folder",
@@ -161,11 +154,13 @@ def check_bundle(bundle: CompiledBundle, out: Path, color: bool = False) -> tupl
     jobs = len(bundle.lock.jobs)
     up_to_date = f"{out}: up to date ({jobs} job{'' if jobs == 1 else 's'})\n"
     # The usual answer, found without parsing either lockfile: every file is the same.
-    if current.keys() == bundle.files.keys() and all(
-        data == bundle.files[name] for name, data in current.items()
-    ):
+    if files.up_to_date(listed):
         return True, up_to_date
-    result = compare(current, bundle.files)
+    from oellm.compiler.diff import compare
+    from oellm.compiler.diff_render import check_text
+
+    current, made = files.bundles(listed)
+    result = compare(current, made)
     if result.identical:
         return True, up_to_date
     what = "is out of date" if current else "holds no bundle yet"
@@ -199,6 +194,9 @@ def diff_command(
       oellm diff main:exp/bundle HEAD:exp/bundle
     Exit codes: 0 identical, 1 different, 2 a side is not a bundle or not a revision.
     """
+    from oellm.compiler.diff import compare
+    from oellm.compiler.diff_render import render_json, render_text
+
     renames = parse_moved(moved)
     result = compare(read_side(old, new), read_side(new, old), renames)
     if as_json:

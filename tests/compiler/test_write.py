@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import stat
+import threading
 from pathlib import Path
 
 from oellm.compiler.write import write_bundle
@@ -74,3 +75,22 @@ def test_scripts_run_for_everyone_under_any_umask(tmp_path: Path) -> None:
         # A file that is the same in the old bundle is linked, keeping its mode.
         write_bundle(bundle, out)
         assert stat.S_IMODE((out / bundle.lock.jobs[0].script).stat().st_mode) == 0o755
+
+
+def test_a_fifo_in_the_old_bundle_is_replaced_not_read(tmp_path: Path) -> None:
+    bundle = compile_file(EXAMPLES / "demo.yaml")
+    out = tmp_path / "bundle"
+    write_bundle(bundle, out)
+    script = out / bundle.lock.jobs[0].script
+    script.unlink()
+    os.mkfifo(script)
+    done = threading.Event()
+
+    def rewrite() -> None:
+        write_bundle(bundle, out)
+        done.set()
+
+    threading.Thread(target=rewrite, daemon=True).start()
+    assert done.wait(30), "reading a FIFO of the old bundle blocked"
+    assert stat.S_ISREG(script.stat().st_mode)
+    assert script.read_bytes() == bundle.files[bundle.lock.jobs[0].script]
