@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -215,8 +216,8 @@ def _compile(
         moved=request.moved,
         bundle_dir=request.bundle_dir,
     )
-    lock = _lock(Project(**project), jobs, moved, grouped.arrays, provenance)
-    return _with_lock(CompiledBundle(files, lock), lock)
+    draft = _lock(Project(**project), jobs, moved, grouped.arrays, provenance)
+    return _with_lock(files, draft)
 
 
 def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:
@@ -224,20 +225,22 @@ def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:
     when its state dir moved (`compile --move-state`), so that a state dir lost later still
     finds its jobs in SLURM by tag. A lockfile field like any other (it is in the bundle id)."""
     lock = bundle.lock
-    updated = codec.sealed(
-        dataclasses.replace(lock, project=dataclasses.replace(lock.project, key=key))
-    )
-    return _with_lock(bundle, updated)
-
-
-def _with_lock(bundle: CompiledBundle, lock: Lock) -> CompiledBundle:
-    """The bundle with `lock` written. Staged (or checked) files are changed in place."""
+    draft = dataclasses.replace(lock, project=dataclasses.replace(lock.project, key=key))
     files = bundle.files if isinstance(bundle.files, FileSink) else dict(bundle.files)
+    return _with_lock(files, draft)
+
+
+def _with_lock(files: MutableMapping[str, bytes], draft: Lock) -> CompiledBundle:
+    """The bundle of `files` with the lockfile of `draft` sealed and written, and its plan.
+    Staged (or checked) files are changed in place, the lockfile given in pieces (never one
+    string in memory)."""
     if isinstance(files, FileSink):
         with files.text(LOCK_NAME) as handle:
-            codec.dump(lock, handle.write)
+            lock = codec.dump_sealed(draft, handle)
     else:
-        files[LOCK_NAME] = codec.dumps(lock)
+        text = io.StringIO()
+        lock = codec.dump_sealed(draft, text)
+        files[LOCK_NAME] = text.getvalue().encode("utf-8")
     files[PLAN_NAME] = plan_text(lock).encode("utf-8")
     return CompiledBundle(files, lock)
 
@@ -418,10 +421,10 @@ def _lock(
     groups: Mapping[str, ArrayGroup] | None = None,
     provenance: Mapping[str, Any] | None = None,
 ) -> Lock:
+    """The lockfile's records, its `bundle_id` still to be made (`codec.dump_sealed`)."""
     # The provenance stays out of the bundle id: a new oellm version or another spelling of
     # the same arguments is not another bundle for the reconciler.
-    draft = Lock("", project, tuple(jobs), moved or {}, groups or {}, provenance or None)
-    return codec.sealed(draft)
+    return Lock("", project, tuple(jobs), moved or {}, groups or {}, provenance or None)
 
 
 __all__ = ["COMMAND_LINE", "CompileRequest", "CompiledBundle", "compile_bundle"]

@@ -12,15 +12,17 @@ import dataclasses
 import functools
 import hashlib
 import importlib.resources
+import io
 import json
-from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+import tempfile
+from collections.abc import Callable, Container, Iterator, Mapping
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from oellm.bundle_files import LOCK_NAME
 from oellm.errors import OellmError
 
 from .jsonbytes import PrettyJson
-from .jsonshape import ShapedJson
+from .jsonshape import ShapedJson, ShapedPair
 from .model import ArrayGroup, Lock, LockJob, Project, RestartPolicy
 
 if TYPE_CHECKING:
@@ -45,8 +47,19 @@ class LockfileError(OellmError):
 # --- writing --------------------------------------------------------------------------------
 
 
-def job_json(job: LockJob) -> dict[str, Any]:
-    """A job as the lockfile writes it."""
+def job_json(
+    job: LockJob, restarts: dict[int, tuple[RestartPolicy, dict[str, Any]]] | None = None
+) -> dict[str, Any]:
+    """A job as the lockfile writes it. `restarts`: the JSON of each restart policy made so
+    far, by the policy's id (jobs share their policy: its JSON is made once and shared)."""
+    restart = job.restart
+    if restarts is None:
+        restart_json = restart.to_json()
+    else:
+        found = restarts.get(id(restart))
+        if found is None or found[0] is not restart:
+            found = restarts[id(restart)] = (restart, restart.to_json())
+        restart_json = found[1]
     out: dict[str, Any] = {
         "name": job.name,
         "stage": job.stage,
@@ -62,7 +75,7 @@ def job_json(job: LockJob) -> dict[str, Any]:
         "cancel_conditions": list(job.cancel_conditions),
         "inactivity_threshold_seconds": job.inactivity_threshold_seconds,
         "chain_repeat": job.chain_repeat,
-        "restart": job.restart.to_json(),
+        "restart": restart_json,
         "log_events": list(job.log_events),
         "state_events": list(job.state_events),
         "array": job.array,
@@ -203,6 +216,109 @@ def dump(lock: Lock, write: Callable[[str], object]) -> None:
 
 _JOBS_PER_PIECE = 256
 _JOB_INDENT = "\n    "  # a job's lines, inside the document's "jobs" list
+_NO_ID = "0" * 64  # the bundle id's place while the document is written (a sha256 in hex)
+
+
+class Writer(Protocol):
+    """Where the lockfile's text goes, in pieces."""
+
+    def write(self, text: str, /) -> object: ...
+
+
+_SPOOL_MAX = 1 << 22  # characters of a lockfile spooled in memory before a temporary file
+
+
+def dump_sealed(draft: Lock, handle: Writer) -> Lock:
+    """`sealed(draft)` written as `dump` writes it, in one pass over the jobs: each job's JSON
+    made and checked once, its compact text hashed and its pretty text written. `bundle_id`
+    comes before the jobs, so its place is written first and filled in at the end: in
+    `handle` itself when it is a text file that can seek (a staged file, a `StringIO`), else
+    in a spool whose text then goes to `handle` (memory stays flat either way)."""
+    if isinstance(handle, io.TextIOBase) and handle.seekable():
+        return _dump_sealed(draft, handle)
+    with tempfile.SpooledTemporaryFile(
+        _SPOOL_MAX, mode="w+", encoding="utf-8", newline=""
+    ) as spool:
+        done = _dump_sealed(draft, spool)
+        spool.seek(0)
+        while piece := spool.read(1 << 16):
+            handle.write(piece)
+    return done
+
+
+def _dump_sealed(draft: Lock, handle: IO[str] | io.TextIOBase) -> Lock:
+    digest = hashlib.sha256()
+    encoder = PrettyJson()
+    # A record per restart policy (jobs share them): its JSON made once and shared.
+    restarts: dict[int, tuple[RestartPolicy, dict[str, Any]]] = {}
+    entries = ShapedPair(encoder, _compact, _Ids(restarts))
+    body = _body(draft, [])
+    document = _document(dataclasses.replace(draft, bundle_id=_NO_ID), [])
+    out: list[str] = ["{"]
+    hashed = 0  # keys of the body hashed so far
+    mark = -1
+    digest.update(b"{")
+    for number, key in enumerate(sorted(document)):
+        out.append(("," if number else "") + "\n  " + _string(key) + ": ")
+        if key in body:
+            digest.update((("," if hashed else "") + _compact(key) + ":").encode("utf-8"))
+            hashed += 1
+        if key == "bundle_id":
+            out.append('"')
+            handle.write("".join(out))
+            out.clear()
+            mark = handle.tell()
+            out.append(_NO_ID + '"')
+        elif key != "jobs" or not draft.jobs:
+            out.append(encoder.dumps(document[key]).replace("\n", "\n  "))
+            if key in body:
+                digest.update(_compact(body[key]).encode("utf-8"))
+        else:
+            out.append("[")
+            digest.update(b"[")
+            for index, job in enumerate(draft.jobs):
+                data = job_json(job, restarts)
+                error = schema_error(data, "job")
+                if error is not None:
+                    where = f"jobs/{index}/{error[0]}".rstrip("/")
+                    raise AssertionError(
+                        f"compiled lockfile breaks schemas/lock.schema.json: {(where, error[1])}"
+                    )
+                pretty, compact = entries.texts(data)
+                out.append(("," if index else "") + _JOB_INDENT)
+                out.append(pretty.replace("\n", _JOB_INDENT))
+                digest.update((("," if index else "") + compact).encode("utf-8"))
+                if len(out) >= _JOBS_PER_PIECE:
+                    handle.write("".join(out))
+                    out.clear()
+            out.append("\n  ]")
+            digest.update(b"]")
+    out.append("\n}\n")
+    digest.update(b"}")
+    handle.write("".join(out))
+    done = dataclasses.replace(draft, bundle_id=digest.hexdigest())
+    error = schema_error(_document(done, []))
+    if error is not None:
+        raise AssertionError(f"compiled lockfile breaks schemas/lock.schema.json: {error}")
+    end = handle.tell()
+    handle.seek(mark)
+    handle.write(done.bundle_id)
+    handle.seek(end)
+    return done
+
+
+class _Ids(Container[int]):
+    """The ids of the restart policies' JSON made so far (alive while the lockfile is
+    written): shared parts of the jobs' texts."""
+
+    def __init__(self, restarts: dict[int, tuple[RestartPolicy, dict[str, Any]]]) -> None:
+        self._restarts = restarts
+        self._ids: set[int] = set()
+
+    def __contains__(self, key: object) -> bool:
+        if len(self._ids) != len(self._restarts):
+            self._ids = {id(made) for _, made in self._restarts.values()}
+        return key in self._ids
 
 
 def _pretty(lock: Lock) -> Iterator[str]:
@@ -400,6 +516,7 @@ __all__ = [
     "LockfileError",
     "bundle_id",
     "dump",
+    "dump_sealed",
     "dumps",
     "loads",
     "sealed",

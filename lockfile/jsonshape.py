@@ -19,8 +19,9 @@ from typing import Any
 
 from oellm.lockfile.jsonbytes import PrettyJson
 
+_string = json.encoder.encode_basestring  # as json and jsonbytes write text (no ASCII escapes)
 _TEXT: dict[type, Callable[[Any], str]] = {
-    str: json.encoder.encode_basestring,  # as json and jsonbytes write text (no ASCII escapes)
+    str: _string,
     int: int.__repr__,
     bool: lambda value: "true" if value else "false",
     type(None): lambda value: "null",
@@ -42,7 +43,8 @@ a text each, and be encoded three times each)."""
 
 _MARK = "\ue000"  # a private-use character: markers are "\ue000<n>\ue001"
 _HOLE = re.compile(f'"{_MARK}([0-9]+)\ue001"')
-_Text = tuple[list[str], list[int]]  # pieces of text, and the value each hole between takes
+# A text with holes: a format string whose fields `{n}` take the text of value number n.
+_Text = str
 Path = tuple[str | int, ...]
 _UNKNOWN: Any = object()
 
@@ -80,12 +82,8 @@ class ShapedJson:
         if any(type(value) not in _TEXT for value in own):
             return None
         marks = [f"{_MARK}{n}\ue001" for n in range(len(paths))]
-        parts = _HOLE.split(self._encoder.dumps(_with(model, paths, marks)))
-        pieces, order = parts[::2], [int(n) for n in parts[1::2]]
-        if sorted(order) != list(range(len(paths))) or any(_MARK in p for p in pieces):
-            return None
-        text = (pieces, order)
-        return text if _fill(text, own) == self._encoder.dumps(model) else None
+        text = _split(self._encoder.dumps(_with(model, paths, marks)), len(paths))
+        return text if text is not None and _fill(text, own) == self._encoder.dumps(model) else None
 
     def encode(self, config: dict[str, Any]) -> bytes:
         """The file's bytes: the text, a final newline, UTF-8."""
@@ -140,14 +138,49 @@ class ShapedJson:
         takes: keys are sorted), if filling it with `values` (this config's) gives what the
         encoder writes for the config."""
         marked = _marked(config, self._shared, iter(range(len(values))))
-        parts = _HOLE.split(self._encoder.dumps(marked))
-        pieces, order = parts[::2], [int(n) for n in parts[1::2]]
-        if sorted(order) != list(range(len(values))) or any(_MARK in p for p in pieces):
-            return None  # a marker's character in the config itself: not worth telling apart
-        text = (pieces, order)
-        if _fill(text, values) != self._encoder.dumps(config):
+        text = _split(self._encoder.dumps(marked), len(values))
+        if text is None or _fill(text, values) != self._encoder.dumps(config):
             return None
         return text
+
+
+class ShapedPair(ShapedJson):
+    """Two texts of each value, from the same walk: the encoder's pretty text, and the compact
+    text that `compact` writes (the lockfile's bytes and its bundle id, in one pass)."""
+
+    def __init__(
+        self, encoder: PrettyJson, compact: Callable[[Any], str], shared: Container[int]
+    ) -> None:
+        super().__init__(encoder, shared)
+        self._compact = compact
+        self._pairs: dict[tuple[Any, ...], tuple[_Text, _Text] | None] = {}
+
+    def texts(self, value: dict[str, Any]) -> tuple[str, str]:
+        """The pretty text and the compact text of `value`."""
+        shape: list[Any] = []
+        values: list[Any] = []
+        if self._walk(value, shape, values):
+            key = tuple(shape)
+            pair = self._pairs.get(key, _UNKNOWN)
+            if pair is _UNKNOWN:
+                pair = None if len(self._pairs) >= MAX_SHAPES else self._pair(value, values)
+                self._pairs[key] = pair
+            if pair is not None:
+                texts = _texts(values)  # the same texts in both
+                return pair[0].format(*texts), pair[1].format(*texts)
+        return self._encoder.dumps(value), self._compact(value)
+
+    def _pair(self, value: dict[str, Any], values: list[Any]) -> tuple[_Text, _Text] | None:
+        """Both texts of this shape split at their holes, if filling each with `values` gives
+        what its encoder writes for `value`."""
+        marked = _marked(value, self._shared, iter(range(len(values))))
+        texts = []
+        for encode in (self._encoder.dumps, self._compact):
+            text = _split(encode(marked), len(values))
+            if text is None or _fill(text, values) != encode(value):
+                return None
+            texts.append(text)
+        return texts[0], texts[1]
 
 
 def _marked(node: Any, shared: Container[int], counter: Any) -> Any:
@@ -187,11 +220,25 @@ def _with(tree: dict[str, Any], paths: Sequence[Path], values: Sequence[Any]) ->
     return top
 
 
-def _fill(text: _Text, values: Sequence[Any]) -> str:
-    pieces, order = text
-    out = [pieces[0]]
+def _split(marked: str, count: int) -> _Text | None:
+    """The text with holes of a text whose values are markers, if it holds each of the
+    `count` markers once and no other marker's character (one in a value itself: not worth
+    telling apart)."""
+    parts = _HOLE.split(marked)
+    pieces, order = parts[::2], [int(n) for n in parts[1::2]]
+    if sorted(order) != list(range(count)) or any(_MARK in p for p in pieces):
+        return None
+    out = [pieces[0].replace("{", "{{").replace("}", "}}")]
     for number, after in zip(order, pieces[1:], strict=True):
-        value = values[number]
-        out.append(_TEXT[type(value)](value))
-        out.append(after)
+        out.append(f"{{{number}}}")
+        out.append(after.replace("{", "{{").replace("}", "}}"))
     return "".join(out)
+
+
+def _texts(values: Sequence[Any]) -> list[str]:
+    """Each value's JSON text."""
+    return [_string(v) if type(v) is str else _TEXT[type(v)](v) for v in values]
+
+
+def _fill(text: _Text, values: Sequence[Any]) -> str:
+    return text.format(*_texts(values))

@@ -5,13 +5,23 @@ clear error naming the file and the place."""
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 from pathlib import Path
 
 import pytest
 
 from oellm.lockfile import Lock, LockJob, RestartPolicy
-from oellm.lockfile.codec import LockfileError, bundle_id, dump, dumps, loads, sealed, to_json
+from oellm.lockfile.codec import (
+    LockfileError,
+    bundle_id,
+    dump,
+    dump_sealed,
+    dumps,
+    loads,
+    sealed,
+    to_json,
+)
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
 from tests.helpers import EXAMPLES, compile_file
@@ -144,6 +154,8 @@ def test_the_compilers_own_check_names_the_job_and_field_it_broke() -> None:
     with pytest.raises(AssertionError, match=r"jobs/1/chain_repeat.*less than the minimum"):
         sealed(dataclasses.replace(good, jobs=(good.jobs[0], bad)))
     assert sealed(good).bundle_id == bundle_id(good)
+    with pytest.raises(AssertionError, match=r"jobs/1/chain_repeat.*less than the minimum"):
+        dump_sealed(dataclasses.replace(good, jobs=(good.jobs[0], bad)), io.StringIO())
 
 
 def test_policies_equal_in_python_but_written_apart_stay_apart() -> None:
@@ -203,3 +215,56 @@ def test_jobs_of_many_shapes_and_hostile_values_keep_their_bytes() -> None:
     assert "".join(written).encode("utf-8") == _reference(many)
     empty = dataclasses.replace(lock, jobs=())
     assert dumps(empty) == _reference(empty)
+    for each in (many, empty):
+        _assert_one_pass_writes_the_sealed_lockfile(each)
+
+
+class _Pieces:
+    """A writer that cannot seek (as `compile --check` compares the text it is given)."""
+
+    def __init__(self) -> None:
+        self.pieces: list[str] = []
+
+    def write(self, text: str, /) -> int:
+        self.pieces.append(text)
+        return len(text)
+
+
+def _assert_one_pass_writes_the_sealed_lockfile(lock: Lock) -> None:
+    """`dump_sealed`: the bundle id and the bytes of `sealed` then `dumps`, in one pass,
+    into a text that can seek or through a spool."""
+    draft = dataclasses.replace(lock, bundle_id="")
+    text = io.StringIO()
+    done = dump_sealed(draft, text)
+    assert done == sealed(draft)
+    assert text.getvalue().encode("utf-8") == _reference(done) == dumps(done)
+    pieces = _Pieces()
+    assert dump_sealed(draft, pieces) == done
+    assert "".join(pieces.pieces).encode("utf-8") == _reference(done)
+
+
+def test_a_large_lockfile_is_spooled_to_a_file_for_a_writer_that_cannot_seek(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from oellm.lockfile import codec
+
+    monkeypatch.setattr(codec, "_SPOOL_MAX", 100)  # past it, the spool is a temporary file
+    lock = compile_file(EXAMPLES / "sweeps" / "grid.yaml", env={}).lock
+    _assert_one_pass_writes_the_sealed_lockfile(lock)
+    with (tmp_path / "plan.lock.json").open("w", encoding="utf-8", newline="") as handle:
+        done = dump_sealed(dataclasses.replace(lock, bundle_id=""), handle)
+    assert (tmp_path / "plan.lock.json").read_bytes() == _reference(done)
+
+
+def test_one_pass_seals_every_example_as_two_passes_do() -> None:
+    """Arrays (a key before `bundle_id`), moved jobs, a project key and no provenance."""
+    for name, overrides in (("demo.yaml", []), ("sweeps/grid.yaml", ["slurm.array=true"])):
+        lock = compile_file(EXAMPLES / name, env={}, overrides=overrides).lock
+        _assert_one_pass_writes_the_sealed_lockfile(lock)
+        moved = dataclasses.replace(
+            lock,
+            moved={"old": lock.jobs[0].name},
+            project=dataclasses.replace(lock.project, key="0123abcd"),
+            compiled_with=None,
+        )
+        _assert_one_pass_writes_the_sealed_lockfile(moved)
