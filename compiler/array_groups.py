@@ -22,6 +22,7 @@ from oellm.lockfile.model import ArrayGroup, LockJob
 from .limits import limits_of
 from .render import render_array_script
 from .script import ScriptPlan
+from .tree import KeyPath
 from .words import Directive
 
 NO_STAGE = "jobs"
@@ -33,6 +34,31 @@ def member_log_path(config: Mapping[str, Any]) -> str:
     the array's job id and `%a` to the task's index)."""
     stage = _UNSAFE.sub("_", config["stage"]) if config.get("stage") else NO_STAGE
     return f"{config['project']['output_dir']}/arrays/{stage}/slurm-%A_%a.log"
+
+
+class MemberModel:
+    """The configs of the array members made from one model config (`leaves.Leaves`): the
+    model with the array's log path, differing from it at the model's paths and the log
+    path (which the member log path of each config sets, whatever the model's paths are)."""
+
+    def __init__(self, model: dict[str, Any], paths: Sequence[KeyPath]) -> None:
+        self.model = with_member_log_path(model)
+        self.paths = list(paths)
+        if _LOG_PATH in self.paths:
+            self._at = self.paths.index(_LOG_PATH)
+        else:
+            self._at = len(self.paths)
+            self.paths.append(_LOG_PATH)
+
+    def values(self, values: Sequence[Any], config: Mapping[str, Any]) -> list[Any]:
+        """A member's values at `paths`: those it was made with, and the log path of its
+        `config` (a config `with_member_log_path` made)."""
+        out = list(values)
+        out[self._at : self._at + 1] = [config["job"]["log_path"]]
+        return out
+
+
+_LOG_PATH: KeyPath = ("job", "log_path")
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ error and every position stays the resolver's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import Origin
 from .functions import text_of
@@ -29,6 +29,18 @@ _SCALARS = frozenset({str, int, float, bool, type(None)})
 
 # Where a key of a dependent value reads from:
 _SWEPT, _LEAF, _CONSTANT = 0, 1, 2
+
+
+class Made(Protocol):
+    """Configs made from one model config, which passed every check: where they differ."""
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The model config."""
+
+    @property
+    def paths(self) -> list[KeyPath]:
+        """Where the configs made from the model differ from it: texts and numbers only."""
 
 
 class Leaves:

@@ -26,7 +26,7 @@ from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
 from .expand import Point, expand
 from .interpolate import Interpolator, static_parts
-from .leaves import Leaves
+from .leaves import Made
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
 from .megatron_checks import Loader, check_loads, loader
@@ -156,7 +156,8 @@ def _compile(
     encoder = ShapedJson(PrettyJson(resolved.sizes), resolved.sizes)
     validate = Validator(resolved.sizes)
     scripts = ShapedScripts()  # rendered once per shape of plan
-    checks: dict[Leaves, Checks] = {}  # the checks of the configs made from each model
+    checks: dict[Made, Checks] = {}  # the checks of the configs made from each model
+    variants: dict[Made, array_groups.MemberModel] = {}  # each model's array members' model
     for stage in order:
         for point in by_stage.get(stage, []):
             siblings = gather(point, refs.get(point.index, ()), index, seen)
@@ -171,7 +172,16 @@ def _compile(
                 upstream = list(siblings.values()) if siblings else []
                 depends_on = sorted({s.name for s in upstream}) if upstream else _NO_JOBS
                 entry, script, job = _job(
-                    job, point, overridden, depends_on, names, validate, members, scripts, checks
+                    job,
+                    point,
+                    overridden,
+                    depends_on,
+                    names,
+                    validate,
+                    members,
+                    scripts,
+                    checks,
+                    variants,
                 )
                 written = [entry.output_dir, *(str(s.view["output_dir"]) for s in upstream)]
                 reads = job_reads(job.config, written)
@@ -254,19 +264,29 @@ def _job(
     validate: Validator,
     members: list[array_groups.Member],
     scripts: ShapedScripts,
-    checks: dict[Leaves, Checks],
+    checks: dict[Made, Checks],
+    variants: dict[Made, array_groups.MemberModel],
 ) -> tuple[LockJob, bytes, JobConfig]:
     """The job's lock entry and script, and its config as the script was planned from it
     (the debug time clamp and an array member's log path applied)."""
     # Made from a model that passed: only its own values can hold what the model did not.
     validate(job.config, job.origins, job.values if job.model is not None else None)
     config = clamp_debug_time(job.config)
+    clamped = config is not job.config
     array = bool(config["slurm"].get("array"))
     if array:
         # Every task of an array writes into the array's one --output pattern.
         config = array_groups.with_member_log_path(config)
-    if config is not job.config:
+    if clamped or (array and (job.model is None or job.values is None)):
         job = JobConfig(config, job.origins)
+    elif array:
+        # An array member made from a model: made from the model as a member.
+        assert job.model is not None and job.values is not None
+        model = job.model
+        found = variants.get(model)
+        if found is None:
+            found = variants[model] = array_groups.MemberModel(model.model, model.paths)
+        job = JobConfig(config, job.origins, found, found.values(job.values, config))
     # A config made from a model (which passed) runs the checks that read what it changed.
     made = job.model
     if made is not None and made not in checks:

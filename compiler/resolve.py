@@ -16,7 +16,7 @@ from .depends import Shared
 from .errors import Origin, fail
 from .expand import Point
 from .interpolate import Interpolator, check_expanded
-from .leaves import Leaves, plan
+from .leaves import Leaves, Made, plan
 from .siblings import Sibling
 from .tree import KeyPath, key_path, map_strings
 
@@ -27,7 +27,7 @@ class JobConfig:
     origins: Mapping[KeyPath, Origin]
     # Made from a model config (`leaves.py`): the plan, and this config's values at its paths
     # (where alone it differs from the model).
-    model: Leaves | None = None
+    model: Made | None = None
     values: list[Any] | None = None
 
 

@@ -297,3 +297,105 @@ def test_a_check_that_reads_the_whole_config_runs_for_every_job() -> None:
             assert not checks.checks_for(config, {"job"})[0]
     finally:
         checks.GATHERED, checks.IN_ORDER = original
+
+
+ARRAYS = [
+    # An array member's log path is the array's: the model's `job.log_path` left out.
+    SWEEP.replace('  log_path: "/logs/${.name}/${vars.tail}.log"\n', "") + "slurm: {array: true}\n",
+    # Members in two stages (two arrays, two log paths).
+    """
+    project: {name: staged}
+    job: {name: "s_${stage}_${vars.v}"}
+    backend: {bash: {command: "echo ${vars.v} ${stage}"}}
+    vars: {v: 0}
+    stage: one
+    slurm: {array: true}
+    sweep: {grids: [{vars.v: [1, 2], stage: [one, two.b+c]}]}
+    """,
+]
+
+
+@pytest.mark.parametrize(
+    ("job", "where"),
+    [
+        ('name: "j_${vars.n}"', "exp.yaml:2:"),  # the name check, for a later member
+        ('name: "j_${index}", log_path_current: "/l/${vars.n}"', "exp.yaml:7:"),  # the schema
+    ],
+)
+def test_an_array_member_that_fails_where_the_model_did_not_reads_as_before(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job: str, where: str
+) -> None:
+    path = write(
+        tmp_path / "exp.yaml",
+        f"""
+        project: {{name: checks}}
+        job: {{{job}}}
+        backend: {{bash: {{command: "echo ${{vars.n}}"}}}}
+        vars: {{n: x}}
+        slurm: {{array: true}}
+        sweep:
+          grids: [{{vars.n: [ok, fine, "bad name!\\0"]}}]
+        """,
+    )
+    planned, alone, made = _both(path, monkeypatch)
+    assert isinstance(planned, str), "the third job must fail"
+    assert planned == alone
+    assert where in planned, planned
+    assert made == [True, True]
+
+
+@pytest.mark.parametrize("text", ARRAYS, ids=["sweep", "stages"])
+def test_array_members_made_from_a_model_are_the_members_the_resolver_makes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    members = _members(monkeypatch)
+    planned, alone, made = _both(write(tmp_path / "exp.yaml", text), monkeypatch)
+    assert not isinstance(planned, str), planned
+    assert planned == alone
+    assert planned[1].arrays and all(j.array_group for j in planned[1].jobs)
+    assert made and all(made) and len(members) == made.count(True)
+
+
+def test_hostile_values_of_array_members_give_the_same_bundle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    values = ", ".join([*HOSTILE, '"\ue0000\ue001"', '"\ue001 \\u0000x"'])
+    path = write(
+        tmp_path / "exp.yaml",
+        f"""
+        project: {{name: hostile}}
+        job: {{name: "h_${{index}}"}}
+        backend: {{bash: {{command: "printf %s ${{vars.v}} '${{vars.v}}' $(id)"}}}}
+        vars: {{v: 0, fixed: constant, copy: "${{vars.v}}"}}
+        slurm: {{array: true}}
+        sweep: {{type: list, groups: [{{params: {{vars.v: [{values}]}}}}]}}
+        """,
+    )
+    members = _members(monkeypatch)
+    planned, alone, _ = _both(path, monkeypatch)
+    assert planned == alone
+    assert isinstance(planned, str) and "NUL character" in planned  # the last value
+    path.write_text(path.read_text().replace(', "\ue001 \\u0000x"', ""))
+    members.clear()
+    planned, alone, made = _both(path, monkeypatch)
+    assert not isinstance(planned, str), planned
+    assert planned == alone
+    assert len(planned[1].jobs) == len(HOSTILE) + 1
+    # All but the model and the four values left to the resolver.
+    assert len(members) == made.count(True) == len(HOSTILE) + 1 - 1 - 4
+
+
+def _members(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The values of each array member made from a model as a member."""
+    from oellm.compiler import array_groups
+
+    seen: list[object] = []
+    real = array_groups.MemberModel.values
+
+    def spying(self: array_groups.MemberModel, *args: Any) -> list[Any]:
+        values = real(self, *args)
+        seen.append(values)
+        return values
+
+    monkeypatch.setattr(array_groups.MemberModel, "values", spying)
+    return seen
