@@ -15,7 +15,7 @@ error and every position stays the resolver's.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from .errors import Origin
@@ -69,12 +69,13 @@ class Leaves:
     def config(
         self,
         values: Mapping[str, Any],
-        origins: Mapping[KeyPath, Origin],
+        origins: Sequence[Mapping[KeyPath, Origin]],
         learnt: Mapping[KeyPath, Any],
         derived: dict[KeyPath, Origin],
     ) -> tuple[dict[str, Any], list[Any]] | None:
         """The job's config for the point `values` and its values at `paths`, or None when
-        the resolver must make it. `origins`: the job's; `learnt`: where shared values came
+        the resolver must make it. `origins`: the job's, the first holding a path first (as
+        a ChainMap of them reads, without its cost); `learnt`: where shared values came
         from; `derived` receives where each dependent value that is one key came from, as the
         resolver records it."""
         given = self._given(values)
@@ -96,7 +97,12 @@ class Leaves:
                 for piece in pieces:
                     if type(piece) is tuple:
                         target = piece[2]
-                        source = derived.get(target) or learnt.get(target) or origins.get(target)
+                        source = derived.get(target) or learnt.get(target)
+                        if source is None:
+                            for layer in origins:
+                                source = layer.get(target)
+                                if source is not None:
+                                    break
                         if source is not None:
                             derived[path] = source
         return config, [*(given[dotted] for _, _, dotted, _ in self._swept), *made]

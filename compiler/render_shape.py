@@ -33,6 +33,7 @@ text each, and render each one three times)."""
 _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters around a hole's number
 _HOLE = re.compile(f"{_OPEN}([0-9]+)([qc]?){_CLOSE}")
 _FILTERS: dict[str, Callable[[Any], str]] = {"": str, "q": quote, "c": comment}
+_UNKNOWN: Any = object()
 _Text = tuple[list[str], list[tuple[int, str]]]  # pieces, and (value, filter) of each hole
 
 
@@ -50,14 +51,12 @@ class ShapedScripts:
             _walk(getattr(plan, name), shape, values)
         key = tuple(shape)
         try:
-            known = key in self._texts
+            text = self._texts.get(key, _UNKNOWN)
         except TypeError:  # a value that cannot be part of a key (a list): job by job
             return render(plan)
-        if known:
-            text = self._texts[key]
-        elif len(self._texts) >= MAX_SHAPES:
-            return render(plan)
-        else:
+        if text is _UNKNOWN:
+            if len(self._texts) >= MAX_SHAPES:
+                return render(plan)
             text = self._texts[key] = _pieces(plan, values)
         return render(plan) if text is None else _fill(text, values)
 
@@ -70,7 +69,8 @@ def _fields() -> tuple[str, ...]:
 
 def _walk(value: Any, shape: list[Any], values: list[Any]) -> None:
     """The shape of a plan's field, and its texts (a launch word whole: `q` quotes it by its
-    kind), in order. (Exact types: this runs for every job.)"""
+    kind), in order. (Exact types: this runs for every job; the pairs of directives, values
+    and exports are walked here, not one call each.)"""
     kind = type(value)
     if kind is str and value:
         shape.append(str)
@@ -78,9 +78,18 @@ def _walk(value: Any, shape: list[Any], values: list[Any]) -> None:
     elif kind is tuple:
         shape.append(len(value))
         for item in value:
-            if type(item) is str and item:
+            kind = type(item)
+            if kind is str and item:
                 shape.append(str)
                 values.append(item)
+            elif kind is tuple:
+                shape.append(len(item))
+                for inner in item:
+                    if type(inner) is str and inner:
+                        shape.append(str)
+                        values.append(inner)
+                    else:
+                        _walk(inner, shape, values)
             else:
                 _walk(item, shape, values)
     elif kind is Word:

@@ -170,9 +170,8 @@ class ResolvedParts:
             if origin is not None:
                 point_origins[path] = origin
         shared = self._by_keys[frozenset(values)]
-        origins = ChainMap(point_origins, base_origins)
         derived: dict[KeyPath, Origin] = {}
-        made = leaves.config(values, origins, shared.derived, derived)
+        made = leaves.config(values, (point_origins, base_origins), shared.derived, derived)
         if made is None:
             return None
         # As many values as the model's, which `check_expanded` counted (`leaves.plan`).

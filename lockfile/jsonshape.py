@@ -43,8 +43,7 @@ a text each, and be encoded three times each)."""
 
 _MARK = "\ue000"  # a private-use character: markers are "\ue000<n>\ue001"
 _HOLE = re.compile(f'"{_MARK}([0-9]+)\ue001"')
-# A text with holes: a format string whose fields `{n}` take the text of value number n.
-_Text = str
+_Text = tuple[list[str], list[int]]  # pieces of text, and the value each hole between takes
 Path = tuple[str | int, ...]
 _UNKNOWN: Any = object()
 
@@ -95,11 +94,10 @@ class ShapedJson:
         values: list[Any] = []
         if self._walk(config, shape, values):
             key = tuple(shape)
-            if key in self._texts:
-                text = self._texts[key]
-            elif len(self._texts) >= MAX_SHAPES:
-                text = None
-            else:
+            text = self._texts.get(key, _UNKNOWN)
+            if text is _UNKNOWN:
+                if len(self._texts) >= MAX_SHAPES:
+                    return self._encoder.dumps(config)
                 text = self._texts[key] = self._pieces(config, values)
             if text is not None:
                 return _fill(text, values)
@@ -162,12 +160,11 @@ class ShapedPair(ShapedJson):
         if self._walk(value, shape, values):
             key = tuple(shape)
             pair = self._pairs.get(key, _UNKNOWN)
-            if pair is _UNKNOWN:
-                pair = None if len(self._pairs) >= MAX_SHAPES else self._pair(value, values)
-                self._pairs[key] = pair
-            if pair is not None:
+            if pair is _UNKNOWN and len(self._pairs) < MAX_SHAPES:
+                pair = self._pairs[key] = self._pair(value, values)
+            if pair is not None and pair is not _UNKNOWN:
                 texts = _texts(values)  # the same texts in both
-                return pair[0].format(*texts), pair[1].format(*texts)
+                return _join(pair[0], texts), _join(pair[1], texts)
         return self._encoder.dumps(value), self._compact(value)
 
     def _pair(self, value: dict[str, Any], values: list[Any]) -> tuple[_Text, _Text] | None:
@@ -228,11 +225,7 @@ def _split(marked: str, count: int) -> _Text | None:
     pieces, order = parts[::2], [int(n) for n in parts[1::2]]
     if sorted(order) != list(range(count)) or any(_MARK in p for p in pieces):
         return None
-    out = [pieces[0].replace("{", "{{").replace("}", "}}")]
-    for number, after in zip(order, pieces[1:], strict=True):
-        out.append(f"{{{number}}}")
-        out.append(after.replace("{", "{{").replace("}", "}}"))
-    return "".join(out)
+    return pieces, order
 
 
 def _texts(values: Sequence[Any]) -> list[str]:
@@ -240,5 +233,15 @@ def _texts(values: Sequence[Any]) -> list[str]:
     return [_string(v) if type(v) is str else _TEXT[type(v)](v) for v in values]
 
 
+def _join(text: _Text, texts: Sequence[str]) -> str:
+    """The text with each hole filled with its value's text."""
+    pieces, order = text
+    out = [pieces[0]]
+    for number, after in zip(order, pieces[1:], strict=True):
+        out.append(texts[number])
+        out.append(after)
+    return "".join(out)
+
+
 def _fill(text: _Text, values: Sequence[Any]) -> str:
-    return text.format(*_texts(values))
+    return _join(text, _texts(values))

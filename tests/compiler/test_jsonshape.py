@@ -3,13 +3,14 @@ whatever its values, while it reuses the text of each shape."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from oellm.lockfile import jsonshape
 from oellm.lockfile.jsonbytes import PrettyJson, pretty_json
-from oellm.lockfile.jsonshape import ShapedJson
+from oellm.lockfile.jsonshape import ShapedJson, ShapedPair
 
 SHARED = {"limits": {"max": 3, "names": ["a", "b"]}, "on": ["X", "Y"]}
 
@@ -130,3 +131,25 @@ def test_percent_signs_in_keys_texts_and_shared_parts() -> None:
         model = {"a%": {"%(x)s": "m", "b": ["m", "%"]}, "s": shared_part}
         made = shaped.encode_at(key, model, [("a%", "%(x)s")], [value])
         assert made == pretty_json({**model, "a%": {**model["a%"], "%(x)s": value}}, encoder)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("value", VALUES, ids=repr)
+def test_both_texts_of_a_pair_are_those_of_their_encoders(value: Any) -> None:
+    """The lockfile's pretty text and its bundle id's compact text, from one walk."""
+    shared = {id(SHARED): 1, id(SHARED["limits"]): 1, id(SHARED["on"]): 1}
+    pair = ShapedPair(PrettyJson(), _compact, shared)
+    for config in (_config("first"), _config(value), _config(value, other=value)):
+        assert pair.texts(config) == (pretty_json(config).decode()[:-1], _compact(config))
+
+
+def test_past_the_shapes_kept_pairs_are_encoded_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(jsonshape, "MAX_SHAPES", 1)
+    pair = ShapedPair(PrettyJson(), _compact, ())
+    configs = [{"a": list(range(n)), "b": "{x}"} for n in range(1, 5)]
+    for config in configs * 2:
+        assert pair.texts(config) == (pretty_json(config).decode()[:-1], _compact(config))
+    assert len(pair._pairs) == 1

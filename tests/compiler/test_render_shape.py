@@ -46,6 +46,7 @@ TEXTS = [
     "\x07bell",
     "\ue0000\ue001",  # what a hole looks like inside
     "-",
+    "{0} {} {{x}} $(id)",  # fields of a format string, written as they are
 ]
 
 
