@@ -10,14 +10,13 @@ tasks: a larger group is split into several arrays.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from oellm.lockfile.model import ArrayGroup, LockJob
+from oellm.lockfile.model import ArrayGroup, LockJob, replaced
 
 from .limits import limits_of
 from .render import render_array_script
@@ -138,7 +137,7 @@ def group(
         listed = []
         for index, one in enumerate(tasks):
             entry = entries[one.name]
-            grouped[one.name] = dataclasses.replace(
+            grouped[one.name] = replaced(
                 entry, array_group=name, array_index=index, array_throttle=first.throttle
             )
             listed.append((index, entry.script, entry.sha256))

@@ -18,7 +18,14 @@ from oellm.bundle_files import LOCK_NAME, PLAN_NAME
 from oellm.lockfile import codec
 from oellm.lockfile.jsonbytes import PrettyJson
 from oellm.lockfile.jsonshape import ShapedJson
-from oellm.lockfile.model import ArrayGroup, Lock, LockJob, Project, RestartPolicy
+from oellm.lockfile.model import (
+    ArrayGroup,
+    Lock,
+    LockJob,
+    Project,
+    RestartPolicy,
+    replaced,
+)
 
 from . import array_groups
 from .checks import Checks, check_job, checks_for
@@ -186,7 +193,7 @@ def _compile(
                 written = [entry.output_dir, *(str(s.view["output_dir"]) for s in upstream)]
                 reads = job_reads(job.config, written)
                 if reads:
-                    entry = dataclasses.replace(entry, reads=tuple(reads))
+                    entry = replaced(entry, reads=tuple(reads))
                 if on_job is not None:
                     on_job(entry.name, job)
                 found = loader(entry.name, job.config, job.origins)

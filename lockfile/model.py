@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -146,6 +147,29 @@ class LockJob:
             "actions": [{"kind": "restart"}],
         }
         return (*self.log_events, inactivity)
+
+
+_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(LockJob))
+_JOB_INDEX = {name: number for number, name in enumerate(_JOB_FIELDS)}
+_JOB_VALUES = operator.attrgetter(*_JOB_FIELDS)
+# Each field's slot, set directly: a frozen dataclass's own __init__ sets each through
+# object.__setattr__, which costs more than the rest of making an array member.
+_JOB_SLOTS = tuple(getattr(LockJob, name).__set__ for name in _JOB_FIELDS)
+
+
+def replaced(job: LockJob, **changes: Any) -> LockJob:
+    """`dataclasses.replace(job, **changes)` at a fraction of its cost (the compiler copies
+    each member of an array once; a bundle may hold 100,000)."""
+    values = list(_JOB_VALUES(job))
+    for name, value in changes.items():
+        number = _JOB_INDEX.get(name)
+        if number is None:
+            raise TypeError(f"LockJob has no field {name!r}")
+        values[number] = value
+    made: LockJob = object.__new__(LockJob)
+    for put, value in zip(_JOB_SLOTS, values, strict=True):
+        put(made, value)
+    return made
 
 
 @dataclass(frozen=True)
