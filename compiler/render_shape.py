@@ -12,6 +12,7 @@ byte what `render.render` writes for that job, or the shape is rendered job by j
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import fields
@@ -34,7 +35,8 @@ _OPEN, _CLOSE = "\ue000", "\ue001"  # private-use characters around a hole's num
 _HOLE = re.compile(f"{_OPEN}([0-9]+)([qc]?){_CLOSE}")
 _FILTERS: dict[str, Callable[[Any], str]] = {"": str, "q": quote, "c": comment}
 _UNKNOWN: Any = object()
-_Text = tuple[list[str], list[tuple[int, str]]]  # pieces, and (value, filter) of each hole
+# Pieces, and the value of each hole between with the filter it goes through.
+_Text = tuple[list[str], list[tuple[int, Callable[[Any], str]]]]
 
 
 class ShapedScripts:
@@ -47,8 +49,16 @@ class ShapedScripts:
             return render(plan)
         shape: list[Any] = [plan.template]
         values: list[Any] = []
-        for name in _fields():
-            _walk(getattr(plan, name), shape, values)
+        for value in _field_values()(plan):
+            # As `_walk` takes them, the texts and flags of the plan's top without a call.
+            kind = type(value)
+            if kind is str and value:
+                shape.append(str)
+                values.append(value)
+            elif kind is bool or value is None:
+                shape.append(value)
+            else:
+                _walk(value, shape, values)
         key = tuple(shape)
         try:
             text = self._texts.get(key, _UNKNOWN)
@@ -65,6 +75,12 @@ class ShapedScripts:
 def _fields() -> tuple[str, ...]:
     """The plan's fields but its template's name (a part of the shape)."""
     return tuple(f.name for f in fields(ScriptPlan) if f.name != "template")
+
+
+@functools.cache
+def _field_values() -> Callable[[ScriptPlan], tuple[Any, ...]]:
+    """The values of `_fields` of a plan, at once."""
+    return operator.attrgetter(*_fields())
 
 
 def _walk(value: Any, shape: list[Any], values: list[Any]) -> None:
@@ -122,7 +138,7 @@ def _pieces(plan: ScriptPlan, values: list[Any]) -> _Text | None:
         return None
     parts = _HOLE.split(script)
     pieces = parts[::3]
-    holes = [(int(n), kind) for n, kind in zip(parts[1::3], parts[2::3], strict=True)]
+    holes = [(int(n), _FILTERS[kind]) for n, kind in zip(parts[1::3], parts[2::3], strict=True)]
     if any(_OPEN in p or _CLOSE in p for p in pieces):
         return None  # a marker's character in the plan itself, or a hole masked
     text = (pieces, holes)
@@ -132,8 +148,8 @@ def _pieces(plan: ScriptPlan, values: list[Any]) -> _Text | None:
 def _fill(text: _Text, values: list[Any]) -> str:
     pieces, holes = text
     out = [pieces[0]]
-    for (number, kind), after in zip(holes, pieces[1:], strict=True):
-        out.append(_FILTERS[kind](values[number]))
+    for (number, fill), after in zip(holes, pieces[1:], strict=True):
+        out.append(fill(values[number]))
         out.append(after)
     return "".join(out)
 
