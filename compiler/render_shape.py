@@ -85,8 +85,8 @@ def _field_values() -> Callable[[ScriptPlan], tuple[Any, ...]]:
 
 def _walk(value: Any, shape: list[Any], values: list[Any]) -> None:
     """The shape of a plan's field, and its texts (a launch word whole: `q` quotes it by its
-    kind), in order. (Exact types: this runs for every job; the pairs of directives, values
-    and exports are walked here, not one call each.)"""
+    kind), in order. (Exact types: this runs for every job; the words of the launch line and
+    the pairs of directives, values and exports are walked here, not one call each.)"""
     kind = type(value)
     if kind is str and value:
         shape.append(str)
@@ -98,12 +98,17 @@ def _walk(value: Any, shape: list[Any], values: list[Any]) -> None:
             if kind is str and item:
                 shape.append(str)
                 values.append(item)
+            elif kind is Word:
+                shape.append((Word, item.new_line, item.ref, item.separator, item.text == ""))
+                values.append(item)
             elif kind is tuple:
                 shape.append(len(item))
                 for inner in item:
                     if type(inner) is str and inner:
                         shape.append(str)
                         values.append(inner)
+                    elif inner is None:
+                        shape.append(None)  # a flag's value
                     else:
                         _walk(inner, shape, values)
             else:
