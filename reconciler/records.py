@@ -145,18 +145,16 @@ class Records:
                     found.append(str(exists))
             return found
         results: list[str | None] = []
-        staged: list[str] = []
-        try:
-            for record in records:
-                path = self.attempt_path(record.job, record.attempt)
-                settled = self.completed_dir / record.job / path.name
-                if settled.exists():
-                    results.append(str(settled))
-                    continue
-                text = json.dumps(encode(record), indent=1, sort_keys=True) + "\n"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-                staged.append(tmp)
+        for record in records:
+            path = self.attempt_path(record.job, record.attempt)
+            settled = self.completed_dir / record.job / path.name
+            if settled.exists():
+                results.append(str(settled))
+                continue
+            text = json.dumps(encode(record), indent=1, sort_keys=True) + "\n"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            try:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(text.encode("utf-8"))
                 try:
@@ -164,13 +162,11 @@ class Records:
                     results.append(None)
                 except FileExistsError:
                     results.append(str(path))
-            # Content and names durable before anything is submitted on their word. A crash
-            # before this leaves intents that may be lost or kept: either way nothing ran.
-            os.sync()
-        finally:
-            for tmp in staged:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            finally:
+                os.unlink(tmp)  # the name keeps the content; the sync below makes it durable
+        # Content and names durable before anything is submitted on their word. A crash before
+        # this leaves intents that may be lost or kept: either way nothing ran.
+        os.sync()
         log.debug("created %d intents", results.count(None))
         return results
 

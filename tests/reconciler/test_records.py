@@ -3,6 +3,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -227,3 +230,25 @@ def test_records_are_written_as_asdict_writes_them(record: object) -> None:
         sort_keys=True,  # type: ignore[call-overload]
     )
     assert decode(type(record), json.loads(json.dumps(written))) == record
+
+
+KILLED_AT_SYNC = """
+import os, signal, sys
+from pathlib import Path
+from oellm.reconciler import records as module
+from tests.reconciler.test_records import make
+module.os.sync = lambda: os.kill(os.getpid(), signal.SIGKILL)
+module.Records(Path(sys.argv[1])).create_many([make(f"j{n}") for n in range(int(sys.argv[2]))])
+"""
+
+
+def test_create_many_killed_before_its_sync_leaves_no_temp_files(tmp_path: Path) -> None:
+    """A kill gives no `finally` a chance: each temp name is gone once its intent is linked."""
+    count = BATCH_MIN + 8
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_AT_SYNC, str(tmp_path), str(count)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).parents[2],
+    )  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(list(tmp_path.glob("jobs/*/attempt-0001.json"))) == count
+    assert [p for p in tmp_path.rglob(".*") if p.is_file()] == []
