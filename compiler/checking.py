@@ -70,15 +70,6 @@ class CheckedFiles(FileSink):
             raise KeyError(name)
         self._forget(name)
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._names
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
     def up_to_date(self, listed: Collection[str]) -> bool:
         """Whether the folder, whose regular files are `listed` (`folder_files`), holds
         exactly the files made, byte for byte."""

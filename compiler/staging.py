@@ -28,12 +28,24 @@ class Writer(Protocol):
 
 
 class FileSink(MutableMapping[str, bytes], abc.ABC):
-    """File name (relative, with '/') -> bytes, taken as the compiler makes each file."""
+    """File name (relative, with '/') -> bytes, taken as the compiler makes each file. The
+    names made are kept in `_names`, in the order made; the bytes wherever a sink keeps them."""
+
+    _names: dict[str, None]
 
     @abc.abstractmethod
     def text(self, name: str) -> contextlib.AbstractContextManager[Writer]:
         """A file to give in pieces of text (a large lockfile is never one string in
         memory)."""
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 class StagedFiles(FileSink):
@@ -89,15 +101,6 @@ class StagedFiles(FileSink):
     def __delitem__(self, name: str) -> None:
         del self._names[name]
         (self.folder / name).unlink()
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._names
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
 
     def __enter__(self) -> StagedFiles:
         return self

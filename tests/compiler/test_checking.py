@@ -19,22 +19,7 @@ from oellm.compiler.diff import compare
 from oellm.compiler.diff_render import check_text
 from oellm.compiler.pipeline import CompileRequest, compile_bundle
 from tests.helpers import write
-
-EXPERIMENT = """
-# @package _global_
-project:
-  name: exp
-job:
-  name: "exp_${vars.lr}"
-vars:
-  steps: 100
-backend:
-  bash:
-    command: "train --lr ${vars.lr} --steps ${vars.steps}"
-sweep:
-  grids:
-    - vars.lr: [1, 2, 3]
-"""
+from tests.test_diff_cli import EXPERIMENT
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
