@@ -49,7 +49,7 @@ def decode(kind: type[T], data: object, where: str = "") -> T:
 def encode(record: Any) -> dict[str, Any]:
     """A record dataclass as the JSON object `decode` reads: `dataclasses.asdict` without its
     deep copy of every value (records are frozen; a round writes thousands of them)."""
-    names = _names(type(record))  # type: ignore[arg-type]  # a class is hashable
+    names = _fields(type(record))  # type: ignore[arg-type]  # a class is hashable
     return {name: _plain(getattr(record, name)) for name in names}
 
 
@@ -59,11 +59,6 @@ def _plain(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return encode(value)
     return value
-
-
-@functools.cache
-def _names(kind: type[Any]) -> tuple[str, ...]:
-    return tuple(field.name for field in dataclasses.fields(kind))
 
 
 Reader = Callable[[object, str], Any]

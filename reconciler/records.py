@@ -62,23 +62,29 @@ class RecordExists(Exception):
     """An intent record that another round already wrote: this round must not submit."""
 
 
-def write_atomic(path: Path, data: Mapping[str, Any], exclusive: bool = False) -> None:
+def write_atomic(
+    path: Path, data: Mapping[str, Any], exclusive: bool = False, durable: bool = True
+) -> None:
     """Write `data` as JSON to `path` at once (temp file, fsync, rename). `exclusive`: create
     it only if no file is there (a hard link, which fails when the name exists, also on NFS
-    and Lustre), else RecordExists."""
+    and Lustre), else RecordExists. Not `durable`: no fsync; the caller syncs the file system
+    once for many files."""
     text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"), exclusive)
+    write_bytes_atomic(path, text.encode("utf-8"), exclusive, durable)
 
 
-def write_bytes_atomic(path: Path, data: bytes, exclusive: bool = False) -> None:
+def write_bytes_atomic(
+    path: Path, data: bytes, exclusive: bool = False, durable: bool = True
+) -> None:
     """`write_atomic` for bytes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                handle.flush()
+                os.fsync(handle.fileno())
         if exclusive:
             try:
                 os.link(tmp, path)
@@ -92,7 +98,8 @@ def write_bytes_atomic(path: Path, data: bytes, exclusive: bool = False) -> None
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    fsync_folder(path.parent)
+    if durable:
+        fsync_folder(path.parent)
     log.debug("wrote %s", path)
 
 
@@ -121,54 +128,32 @@ class Records:
     def save(self, record: Attempt) -> None:
         write_atomic(self.attempt_path(record.job, record.attempt), encode(record))
 
-    def create(self, record: Attempt) -> None:
+    def create(self, record: Attempt, durable: bool = True) -> None:
         """A new attempt's first record; RecordExists when another round wrote it already
-        (also into the job's settled folder)."""
+        (also into the job's settled folder). Not `durable`: see `create_many`."""
         path = self.attempt_path(record.job, record.attempt)
         if (self.completed_dir / record.job / path.name).exists():
             raise RecordExists(str(self.completed_dir / record.job / path.name))
-        write_atomic(path, encode(record), exclusive=True)
+        write_atomic(path, encode(record), exclusive=True, durable=durable)
 
     def create_many(self, records: Sequence[Attempt]) -> list[str | None]:
         """`create` for the intents of one submission (the members of an array): for each
         record None when created, else the path of the record another round wrote. From
-        BATCH_MIN records on, every intent is written to a temp file, linked into place
-        exclusively (a name that exists fails), and the file system synced once: all created
-        intents are durable when this returns, with one sync, not two fsyncs per record."""
-        if len(records) < BATCH_MIN:
-            found: list[str | None] = []
-            for record in records:
-                try:
-                    self.create(record)
-                    found.append(None)
-                except RecordExists as exists:
-                    found.append(str(exists))
-            return found
-        results: list[str | None] = []
+        BATCH_MIN records on, none is fsynced on its own: the file system is synced once at
+        the end, so all created intents are durable when this returns, with one sync, not
+        two fsyncs per record. A crash before that sync leaves intents that may be lost or
+        kept: either way nothing was submitted on their word."""
+        batch = len(records) >= BATCH_MIN
+        found: list[str | None] = []
         for record in records:
-            path = self.attempt_path(record.job, record.attempt)
-            settled = self.completed_dir / record.job / path.name
-            if settled.exists():
-                results.append(str(settled))
-                continue
-            text = json.dumps(encode(record), indent=1, sort_keys=True) + "\n"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
             try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(text.encode("utf-8"))
-                try:
-                    os.link(tmp, path)  # fails when the name exists, also on NFS and Lustre
-                    results.append(None)
-                except FileExistsError:
-                    results.append(str(path))
-            finally:
-                os.unlink(tmp)  # the name keeps the content; the sync below makes it durable
-        # Content and names durable before anything is submitted on their word. A crash before
-        # this leaves intents that may be lost or kept: either way nothing ran.
-        os.sync()
-        log.debug("created %d intents", results.count(None))
-        return results
+                self.create(record, durable=not batch)
+                found.append(None)
+            except RecordExists as exists:
+                found.append(str(exists))
+        if batch:
+            os.sync()
+        return found
 
     def drop(self, record: Dropped) -> None:
         write_atomic(self.jobs_dir / record.job / "dropped.json", encode(record))

@@ -10,8 +10,8 @@ import getpass
 import os
 import re
 import shutil
-import threading
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -410,18 +410,16 @@ class SlurmScheduler:
         # for the slower of the two, not for their sum. Their order does not matter: `merge`
         # takes squeue's row while it is live, and a job stays in squeue for MinJobAge after
         # it ends, in sacct for good.
-        accounting = _Background(lambda: self._accounting(since)) if since is not None else None
-        try:
+        # Leaving the pool waits for sacct, also when squeue failed: its error is the one told.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            accounting = pool.submit(self._accounting, since) if since is not None else None
             done = self._run(squeue_argv(), self._query_timeout, env=_query_env())
             if done.returncode != 0:
                 raise failure(done, "squeue")
             queue = _parsed(parse_squeue, done)
-        finally:
-            finished = accounting.result() if accounting is not None else None
+            finished = accounting.result() if accounting is not None else []
         self.user_live = sum(1 for job in queue if job.state not in FINISHED)
-        if isinstance(finished, BaseException):
-            raise finished
-        return select(merge(queue, finished or []), tag_prefix, known_ids)
+        return select(merge(queue, finished), tag_prefix, known_ids)
 
     def _accounting(self, since: datetime) -> list[SchedulerJob]:
         done = self._run(sacct_argv(since, self._user), self._query_timeout, env=_query_env())
@@ -449,27 +447,6 @@ class SlurmScheduler:
         done = self._run(exclude_argv(job_ids, nodes), self._cancel_timeout)
         if done.returncode != 0:
             raise failure(done, "scontrol update")
-
-
-class _Background:
-    """A call run in a thread of its own: `result` waits for it, and gives what it returned
-    or the exception it raised."""
-
-    def __init__(self, call: Callable[[], list[SchedulerJob]]) -> None:
-        self._call = call
-        self._out: list[SchedulerJob] | BaseException = []
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._out = self._call()
-        except BaseException as exc:  # handed to the caller, which raises it
-            self._out = exc
-
-    def result(self) -> list[SchedulerJob] | BaseException:
-        self._thread.join()
-        return self._out
 
 
 def _query_env() -> dict[str, str]:
