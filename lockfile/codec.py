@@ -1,5 +1,7 @@
-"""`plan.lock.json` as bytes: the one writer (`dumps`, `dump`), the one reader (`loads`: the
-version, the schema, the records) and the one schema check, for both halves.
+"""`plan.lock.json` as bytes: the writer (`dump_sealed`, the compiler's: the bundle id made and
+the text written in one pass; `dumps` and `dump` give the same bytes of a lock already sealed),
+the one reader (`loads`: the version, the schema, the records) and the one schema check, for
+both halves.
 
 The bytes are pretty JSON with sorted keys and a final newline; `bundle_id` is the sha256 of
 the compact JSON (sorted keys) of everything but itself and `compiled_with`. A job's optional
