@@ -429,9 +429,68 @@ def bundle_id_of(data: bytes | str) -> str | None:
     return found if isinstance(found, str) else None
 
 
-def loads(data: bytes | str, where: str) -> Lock:
+class Proven(Protocol):
+    """Where the digests of lockfile bytes read strictly before are kept (the reconciler keeps
+    the last one in the state dir). Told the lock read, to find that place."""
+
+    def known(self, digest: str, lock: Lock) -> bool: ...
+
+    def remember(self, digest: str, lock: Lock) -> None: ...
+
+
+def loads(data: bytes | str, where: str, proven: Proven | None = None) -> Lock:
     """The lockfile in `data` (read from `where`, named in errors): its version and schema
-    checked, as records."""
+    checked, as records. With `proven`, bytes read strictly before are read again by the
+    compiled reader (`fastread`) alone, and bytes both readers agree on are remembered."""
+    if proven is None or isinstance(data, str):
+        return _strict(data, where)
+    from . import fastread
+
+    if not fastread.available():
+        return _strict(data, where)
+    digest = _reader_digest(data)
+    fast = _fast(data, where)
+    if fast is not None and proven.known(digest, fast):
+        return fast
+    lock = _strict(data, where)
+    # Compared whole, by repr: types too (`0` and `0.0`, `1` and `true` are equal values).
+    if fast is not None and repr(fast) == repr(lock):
+        proven.remember(digest, lock)
+    return lock
+
+
+def _reader_digest(data: bytes) -> str:
+    """The digest kept for lockfile bytes: of the bytes and of what judged them (this oellm
+    and its lockfile schemas), so that another oellm reads them strictly again."""
+    digest = hashlib.sha256(_judge())
+    digest.update(data)
+    return digest.hexdigest()
+
+
+@functools.cache
+def _judge() -> bytes:
+    from oellm import __version__
+
+    folder = importlib.resources.files("oellm.schemas")
+    parts = [f"{__version__}:{VERSION}".encode()]
+    parts += [folder.joinpath(name).read_bytes() for name in _SCHEMAS]
+    return hashlib.sha256(b"\0".join(parts)).digest()
+
+
+def _fast(data: bytes, where: str) -> Lock | None:
+    from . import fastread
+
+    found = fastread.decode(data)
+    if found is None:
+        return None
+    head, jobs = found
+    try:
+        return _lock(head, where, tuple(jobs))
+    except (LockfileError, LookupError, TypeError, AttributeError):
+        return None
+
+
+def _strict(data: bytes | str, where: str) -> Lock:
     try:
         document = json.loads(data)
     except ValueError as exc:
@@ -452,7 +511,8 @@ def loads(data: bytes | str, where: str) -> Lock:
     return _lock(document, where)
 
 
-def _lock(data: Mapping[str, Any], where: str) -> Lock:
+def _lock(data: Mapping[str, Any], where: str, jobs: tuple[LockJob, ...] | None = None) -> Lock:
+    """The lock of decoded lockfile data; `jobs`: its jobs, already made (`fastread`)."""
     arrays = {
         name: ArrayGroup(name, a["script"], a["sha256"], a["size"], a["throttle"], stage=a["stage"])
         for name, a in data.get("arrays", {}).items()
@@ -467,7 +527,7 @@ def _lock(data: Mapping[str, Any], where: str) -> Lock:
             project.get("key"),
             project.get("max_jobs"),
         ),
-        jobs=tuple(_job(j, arrays, where) for j in data["jobs"]),
+        jobs=tuple(_job(j, arrays, where) for j in data["jobs"]) if jobs is None else jobs,
         moved=dict(data.get("moved", {})),
         arrays=arrays,
         compiled_with=data.get(PROVENANCE),
@@ -516,6 +576,7 @@ __all__ = [
     "LOCK_NAME",
     "VERSION",
     "LockfileError",
+    "Proven",
     "bundle_id",
     "dump",
     "dump_sealed",

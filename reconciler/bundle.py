@@ -5,6 +5,7 @@ The reconciler knows nothing of configs; the lockfile is its whole contract with
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -14,9 +15,11 @@ from pathlib import Path
 
 from oellm.bundle_files import LOCK_NAME
 from oellm.lockfile.codec import LockfileError, bundle_id_of, loads
+from oellm.lockfile.model import Lock
 
 from .errors import ReconcileError
 from .model import ArrayGroup, LockJob
+from .records import write_bytes_atomic
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,7 @@ def _load(path: Path, check_scripts: bool) -> Bundle:
             hint="compile one first: oellm compile exp.yaml -o " + str(path),
         )
     try:
-        lock = loads(lock_path.read_bytes(), str(lock_path))
+        lock = loads(lock_path.read_bytes(), str(lock_path), _LastRead(path))
     except OSError as exc:
         raise ReconcileError(f"cannot read the lockfile: {exc}", str(lock_path)) from None
     except LockfileError as exc:
@@ -154,6 +157,38 @@ def _load(path: Path, check_scripts: bool) -> Bundle:
         for group in bundle.arrays.values():
             _check_script(bundle.path / group.script, group.sha256)
     return bundle
+
+
+# The digest of the lockfile bytes last read strictly, in the state dir: a later round reads
+# the same bytes again without their schema check (`codec.loads`). Lost, the next round checks.
+LAST_READ_NAME = "lockfile.sha256"
+
+
+class _LastRead:
+    """`codec.Proven` in the state dir of the lock read. A cache: a read that fails is a miss,
+    a write that fails is skipped, and a read-only command does not create the state dir."""
+
+    def __init__(self, bundle_path: Path) -> None:
+        self.bundle_path = bundle_path
+
+    def _file(self, lock: Lock) -> Path:
+        state = Path(lock.project.state_dir)
+        if not state.is_absolute():
+            state = self.bundle_path.resolve().parent / state
+        return state / LAST_READ_NAME
+
+    def known(self, digest: str, lock: Lock) -> bool:
+        try:
+            return self._file(lock).read_text(encoding="ascii").strip() == digest
+        except (OSError, ValueError):
+            return False
+
+    def remember(self, digest: str, lock: Lock) -> None:
+        file = self._file(lock)
+        if not file.parent.is_dir():
+            return
+        with contextlib.suppress(OSError):
+            write_bytes_atomic(file, f"{digest}\n".encode(), durable=False)
 
 
 def _check_script(script: Path, sha256: str) -> None:

@@ -1,0 +1,89 @@
+"""A compiled reader of `plan.lock.json` (msgspec), for bytes the strict reader accepted before.
+
+It decodes the jobs straight into their records, about three times as fast as `json` followed
+by building them one by one, but it checks types only, not the schema. So `codec.loads` uses it
+for lockfile bytes whose digest it was told were read strictly before, and remembers a digest
+only once both readers gave the same lock from those bytes. Without msgspec installed (a
+platform without its wheel) the strict reader is the only one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .model import LockJob, RestartPolicy
+
+try:
+    import msgspec
+except ImportError:  # pragma: no cover - msgspec is a dependency; this is the fallback
+    msgspec = None  # type: ignore[assignment]
+
+if msgspec is not None:
+
+    class _Document(msgspec.Struct):
+        jobs: list[LockJob]
+        bundle_id: Any = None
+        project: Any = None
+        arrays: Any = None
+        moved: Any = None
+        compiled_with: Any = None
+
+    class _Restart(msgspec.Struct):
+        restart: msgspec.Raw
+
+    class _Restarts(msgspec.Struct):
+        jobs: list[_Restart]
+
+    _DOCUMENT = msgspec.json.Decoder(_Document)
+    _RESTARTS = msgspec.json.Decoder(_Restarts)
+
+
+def available() -> bool:
+    return msgspec is not None
+
+
+def decode(data: bytes) -> tuple[dict[str, Any], list[LockJob]] | None:
+    """The lockfile's fields but its jobs (as `json` reads them), and its jobs as records; None
+    when msgspec is missing or refuses the bytes (the strict reader then says why)."""
+    if msgspec is None:
+        return None
+    try:
+        document = _DOCUMENT.decode(data)
+        restarts = _RESTARTS.decode(data).jobs
+        jobs = document.jobs
+        arrays = document.arrays or {}
+        if len(restarts) != len(jobs):
+            return None
+        # The records are new and not yet shared: their two fields that are not decoded as
+        # written are set in place, as their constructor would. A restart policy keeps which
+        # keys were left out, and jobs share one record per distinct policy (`_policy`).
+        policies: dict[bytes, RestartPolicy] = {}
+        for job, found in zip(jobs, restarts, strict=True):
+            raw = bytes(found.restart)
+            policy = policies.get(raw)
+            if policy is None:
+                written = json.loads(raw)
+                if not isinstance(written, dict):
+                    return None
+                policy = policies[raw] = RestartPolicy.from_json(written)
+            object.__setattr__(job, "restart", policy)
+            group = job.array_group
+            if group is not None:
+                # `array_throttle` is the group's, not written per job.
+                object.__setattr__(job, "array_throttle", arrays[group]["throttle"])
+    except (msgspec.MsgspecError, LookupError, TypeError):
+        return None
+    head = {
+        "bundle_id": document.bundle_id,
+        "project": document.project,
+        "compiled_with": document.compiled_with,
+    }
+    if document.arrays is not None:
+        head["arrays"] = document.arrays
+    if document.moved is not None:
+        head["moved"] = document.moved
+    return head, jobs
+
+
+__all__ = ["available", "decode"]
