@@ -14,6 +14,14 @@ compile's own. Another process compiles the same bundle in memory and then write
 two phases' times (and the cost per job); 100,000 jobs skip that one. "tmpfs" writes under
 /dev/shm, "disk" under the system's temporary folder (or OELLM_BENCH_DISK); writing is durable
 either way (one sync of the file system).
+
+At 10,000 jobs the bundle just written is also copied with `cp -a` and synced (`sync -f`) in the
+same folder: what creating and syncing those 20,002 files costs that file system whatever writes
+them, the yardstick for the write phase. On a disk the two move together with its state: on ext4
+without a journal each new inode is looked for past the inodes deleted in the last minutes in the
+same block group (and a deletion waits for its discard on a disk mounted with `discard`), so a
+case run right after earlier runs' folders were removed writes several times slower than one on
+a disk left alone for a few minutes, and so does the copy.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -119,6 +128,7 @@ class Row:
     compile: float | None  # in memory, in a process of its own
     write: float | None  # that bundle written
     peak_mib: float  # of `oellm compile`
+    copy: float | None = None  # that bundle copied by `cp -a` and synced, in the same folder
 
     @property
     def per_job_ms(self) -> float | None:
@@ -126,15 +136,23 @@ class Row:
 
 
 def compile_case(
-    case: str, text: str, where: Path, label: str, phases: bool = True, repeat: int = 1
+    case: str,
+    text: str,
+    where: Path,
+    label: str,
+    phases: bool = True,
+    repeat: int = 1,
+    copy: bool = False,
 ) -> Row:
     """`oellm compile` (wall time, peak memory); then, with `phases`, the same bundle compiled
-    in memory and written, in another process, for the phases' times. With `repeat`, each
-    time is the median of that many runs, and the peak the highest."""
+    in memory and written, in another process, for the phases' times; then, with `copy`, that
+    bundle copied and synced (`copy_bundle`). With `repeat`, each time is the median of that
+    many runs, and the peak the highest."""
     walls: list[float] = []
     peaks: list[float] = []
     compiles: list[float] = []
     writes: list[float] = []
+    copies: list[float] = []
     jobs = 0
     for _ in range(repeat):
         with tempfile.TemporaryDirectory(dir=where) as tmp:
@@ -163,13 +181,28 @@ def compile_case(
                 capture_output=True,
                 text=True,
             )
+            if copy:
+                copies.append(copy_bundle(Path(tmp) / "again", Path(tmp) / "copy"))
         r = json.loads(out.stdout)
         compiles.append(r["compile"])
         writes.append(r["write"])
     median = statistics.median
     if not phases:
         return Row(case, label, jobs, median(walls), None, None, max(peaks))
-    return Row(case, label, jobs, median(walls), median(compiles), median(writes), max(peaks))
+    copied = median(copies) if copies else None
+    return Row(
+        case, label, jobs, median(walls), median(compiles), median(writes), max(peaks), copied
+    )
+
+
+def copy_bundle(bundle: Path, copy: Path) -> float:
+    """Seconds to copy a written bundle with `cp -a` beside it and sync that file system with
+    `sync -f` (syncfs(2), as the write phase does): the same files written by another
+    program, on the same file system, in the same state."""
+    start = time.perf_counter()
+    subprocess.run(["cp", "-a", str(bundle), str(copy)], check=True)
+    subprocess.run(["sync", "-f", str(copy)], check=True)
+    return time.perf_counter() - start
 
 
 def startup(runs: int = 7) -> float:
@@ -220,6 +253,7 @@ def main() -> int:
     if args.large:
         sizes.append((100, 1000))
     places = (("tmpfs", tmpfs), ("disk", disk))
+    can_copy = shutil.which("cp") is not None and shutil.which("sync") is not None
     rows: list[Row] = []
     for n, m in sizes:
         for label, where in places:
@@ -227,7 +261,9 @@ def main() -> int:
                 continue  # 100,000 files on a shared disk measure the disk, not oellm
             # 100,000 jobs in memory would measure that, not what `oellm compile` does.
             phases = n * m <= 10_000
-            rows.append(compile_case(f"grid {n} x {m}", grid(n, m), where, label, phases, repeat))
+            copy = n * m == 10_000 and can_copy
+            case = f"grid {n} x {m}"
+            rows.append(compile_case(case, grid(n, m), where, label, phases, repeat, copy))
             _progress(rows[-1])
     extra = [("arrays 10 x 100", grid(10, 100, array=True))]
     if not args.quick:
@@ -261,10 +297,11 @@ def _seconds(value: float | None) -> str:
 
 def _progress(row: Row) -> None:
     per_job = "" if row.per_job_ms is None else f"{row.per_job_ms:.3f} ms/job"
+    copied = "" if row.copy is None else f"  cp -a + sync -f {row.copy:.2f} s"
     print(
         f"{row.case:<22} {row.where:<5} {row.jobs:>7} jobs  wall {row.wall:7.2f} s  "
         f"compile {_seconds(row.compile):>8}  write {_seconds(row.write):>7}  "
-        f"{per_job:>13}  peak {row.peak_mib:5.0f} MiB",
+        f"{per_job:>13}  peak {row.peak_mib:5.0f} MiB{copied}",
         file=sys.stderr,
     )
 
@@ -283,6 +320,12 @@ def markdown(rows: list[Row], started: float, checked: int, checks: dict[str, fl
             f"| {_seconds(row.compile)} | {_seconds(row.write)} | {per_job} "
             f"| {row.peak_mib:.0f} MiB | {before} |"
         )
+        if row.copy is not None and row.write is not None:
+            lines.append(
+                f"| baseline: that bundle copied (`cp -a` + `sync -f`); write / copy = "
+                f"{row.write / row.copy:.2f} | {row.jobs:,} | {row.where} | | "
+                f"| {row.copy:.2f} s | | | |"
+            )
     lines.append(f"| startup: `oellm --version` | | | {started:.2f} s | | | | | |")
     for label, wall in checks.items():
         lines.append(
