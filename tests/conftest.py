@@ -1,6 +1,7 @@
 """Root conftest. The SLURM part: `slurm_cluster` skips a test when the real local cluster
 (tests/slurm/cluster.sh) is not usable, and with CI=true a skipped `slurm` test fails the run,
-so CI can never go green without having talked to a real SLURM (HOUSE_STYLE 12).
+so CI can never go green without having talked to a real SLURM (HOUSE_STYLE 12). The same
+holds for the `strace` tests, which read the system calls of a command.
 """
 
 from __future__ import annotations
@@ -86,6 +87,11 @@ def _in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
 
 
+def _needs(item: pytest.Item) -> str | None:
+    """The marker of a test that CI must run, never skip: `slurm` or `strace`."""
+    return next((m for m in ("slurm", "strace") if item.get_closest_marker(m) is not None), None)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
@@ -94,12 +100,12 @@ def pytest_runtest_makereport(
     if (
         report.skipped
         and _in_ci()
-        and item.get_closest_marker("slurm") is not None
+        and (marker := _needs(item)) is not None
         and not hasattr(report, "wasxfail")
     ):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
-        report.longrepr = f"CI=true: a skipped slurm test fails the run. {reason}".replace(
+        report.longrepr = f"CI=true: a skipped {marker} test fails the run. {reason}".replace(
             "Skipped: ", "", 1
         )
     return report

@@ -51,6 +51,9 @@ class Call:
         return QUOTED.findall(self.args)
 
 
+pytestmark = pytest.mark.strace
+
+
 def _compile_traced(experiment: Path, out: Path, log: Path) -> list[Call]:
     if shutil.which("strace") is None:
         pytest.skip("strace is not installed")
