@@ -5,7 +5,9 @@
     python benchmarks/reconcile_bench.py --markdown     # the README's table, from this run
     python benchmarks/reconcile_bench.py --only mixed   # one case (mixed, never, arrays)
 
-Cases, each run `--repeats` times (the table shows the median):
+Cases, each run `--repeats` times (the table shows the median). Each case first times the
+rounds that submit its queued jobs (within their budgets, as many rounds as it takes) and the
+round after them, which records the first state of every job submitted:
 - mixed: N jobs of which `--queued` are queued (held: `#SBATCH --hold`) and the others
   recorded as completed (the benchmark writes their records as a round does): a no-op round,
   then `oellm cancel` of the bundle.
@@ -221,22 +223,23 @@ def record_completed(bundle: Path, names: Sequence[str]) -> None:
     session.claim()
 
 
-def settle(bench: Bench, bundle: Path) -> float:
+def settle(bench: Bench, bundle: Path) -> tuple[float, float]:
     """Submit what is ready (in as many rounds as the round's budgets take), then one round
-    that records the first states: afterwards rounds are no-ops. Returns the submit time."""
+    that records the first states: afterwards rounds are no-ops. Returns the time of the
+    rounds that submitted, and of the one that recorded the first states."""
     submit = 0.0
     while True:
         seconds, calls = bench.oellm("reconcile", str(bundle))
         submit += seconds
         if not calls["sbatch"]:
             break
-    bench.oellm("reconcile", str(bundle))
-    return submit
+    states, _ = bench.oellm("reconcile", str(bundle))
+    return submit, states
 
 
 def noop_and_cancel(
     bench: Bench,
-    setup: Callable[[int], tuple[Path, float]],
+    setup: Callable[[int], tuple[Path, tuple[float, float]]],
     repeats: int,
     label: str,
     jobs_label: str,
@@ -244,11 +247,19 @@ def noop_and_cancel(
 ) -> list[Row]:
     noop: list[float] = []
     cancel: list[float] = []
+    submits: list[float] = []
+    states: list[float] = []
     noop_calls = cancel_calls = ""
     fs = None
     for rep in range(repeats):
-        bundle, submit = setup(rep)
-        print(f"{label}: setup {rep + 1} submitted in {submit:.1f} s", file=sys.stderr)
+        bundle, (submit, first_states) = setup(rep)
+        submits.append(submit)
+        states.append(first_states)
+        print(
+            f"{label}: setup {rep + 1} submitted in {submit:.1f} s, first states recorded in "
+            f"{first_states:.1f} s",
+            file=sys.stderr,
+        )
         if rep == 0:
             for _ in range(rounds):
                 seconds, calls = bench.oellm("reconcile", str(bundle), ok=(0,))
@@ -262,6 +273,8 @@ def noop_and_cancel(
         print(f"{label}: cancel {seconds:.2f} s {dict(calls)}", file=sys.stderr)
         cancel_own_jobs(bench.prefixes[-1])
     return [
+        Row(f"first rounds (submitting), {label}", jobs_label, submits, ""),
+        Row(f"round recording the first states, {label}", jobs_label, states, ""),
         Row(f"no-op round, {label}", jobs_label, noop, noop_calls, fs),
         Row(f"`oellm cancel`, {label}", jobs_label, cancel, cancel_calls),
     ]
@@ -289,7 +302,7 @@ def main() -> int:
             if "mixed" in cases:
                 # A bundle of its own each time: the same tags would find (and adopt) the
                 # jobs the last time cancelled rather than submit new ones.
-                def mixed(rep: int) -> tuple[Path, float]:
+                def mixed(rep: int) -> tuple[Path, tuple[float, float]]:
                     name = f"rbmixed{rep}"
                     bundle = bench.compile(name, array=False)
                     fresh_state(bundle)
@@ -313,7 +326,7 @@ def main() -> int:
                 rows.append(Row(label, f"{args.jobs:,}", seconds, calls))
             if "arrays" in cases:
 
-                def arrays(rep: int) -> tuple[Path, float]:
+                def arrays(rep: int) -> tuple[Path, tuple[float, float]]:
                     bundle = bench.compile(f"rbarrays{rep}", array=True)
                     fresh_state(bundle)
                     return bundle, settle(bench, bundle)

@@ -36,7 +36,7 @@ from .bundle import Bundle
 from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable
 from .model import Attempt, Dropped, History, Link, LogState, Observation
-from .records import Records
+from .records import RecordExists, Records
 from .schedulers import Scheduler
 from .submit import RoundOutcome, Submitter
 
@@ -57,8 +57,14 @@ def act(
     """Record what changed, then cancel, then submit: a crash in between leaves records
     from which the next round carries on (a request is recorded before its scancel)."""
     done = _Round(bundle, records, scheduler, now, say, RoundOutcome(), history, obs)
-    for action in actions:
-        _record(action, done)
+    try:
+        for action in actions:
+            _record(action, done)
+    finally:
+        # The changes to attempts' records, written together: in a round that sees the
+        # first state of 10,000 array tasks, two syncs rather than 10,000 fsyncs. All are on
+        # disk before anything is cancelled or submitted, as one by one.
+        done.flush()
     if obs is not None:
         _save_log_states(obs, done)
     _cancel(done)
@@ -90,6 +96,8 @@ class _Round:
         self.latest = {job: a[-1] for job, a in history.read().items() if a}
         self.names = {job.name for job in bundle.jobs}
         self.to_cancel: dict[str, str] = {}  # job id -> why
+        self.changed: dict[tuple[str, int], Attempt] = {}  # records to write (`flush`)
+        self.recovered: list[Attempt] = []  # records to create (`flush`)
         self.refire: set[str] = set()  # jobs whose fired event could not be carried out
 
     def note(self, line: str) -> None:
@@ -97,8 +105,27 @@ class _Round:
         self.say(line)
 
     def save(self, record: Attempt) -> None:
-        self.records.save(record)
+        """An attempt's new record: the newest from now on, written by `flush`."""
+        self.changed[(record.job, record.attempt)] = record
         self.latest[record.job] = record
+
+    def recover(self, record: Attempt) -> None:
+        """A new attempt's first record, for a job found in SLURM: created by `flush`."""
+        self.recovered.append(record)
+        self.latest[record.job] = record
+
+    def flush(self) -> None:
+        """Write what the round changed: new records exclusively (`create`), from BATCH_MIN
+        on with one sync for all; changed ones atomically, from BATCH_MIN on with two."""
+        recovered, self.recovered = self.recovered, []
+        changed, self.changed = self.changed, {}
+        found = self.records.create_many(recovered)
+        exists = [(r, path) for r, path in zip(recovered, found, strict=True) if path is not None]
+        for record, _ in exists:  # another round's record: not ours to write over
+            changed.pop((record.job, record.attempt), None)
+        self.records.write_batch(list(changed.values()), [])
+        if exists:
+            raise RecordExists(exists[0][1])
 
     def follow_chain(self, job: str, job_id: str | None) -> None:
         """Point a chain's `log_path_current` at the link that runs now (or that ended it)."""
@@ -178,9 +205,7 @@ def _adopt(action: Adopt, record: Attempt, done: _Round, stamp: str) -> None:
 
 
 def _recover(action: Recover, done: _Round, stamp: str) -> None:
-    recovered = _recovered(action, done.bundle, done.scheduler.name, stamp)
-    done.records.create(recovered)
-    done.latest[action.job] = recovered
+    done.recover(_recovered(action, done.bundle, done.scheduler.name, stamp))
     done.note(f"recovered {action.job} attempt {action.attempt}: {action.reason}")
 
 
