@@ -17,9 +17,10 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import operator
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar, Union, get_args, get_origin
 
@@ -286,15 +287,13 @@ def _mirror(kind: type[Any]) -> tuple[type[Any], Build]:
     and the function that makes a decoded one the `kind` record `decode` would have made."""
     hints = typing.get_type_hints(kind)
     fields: list[tuple[Any, ...]] = []
-    names: list[str] = []
-    stamps: list[int] = []
+    stamps: list[str] = []
     nested: list[tuple[int, Build]] = []
     for number, field in enumerate(dataclasses.fields(kind)):
         hint = hints[field.name]
         shape, inner = _shape(hint)
-        names.append(field.name)
         if _is_stamp(field.name, hint):
-            stamps.append(number)
+            stamps.append(field.name)
         if inner is not None:
             nested.append((number, inner))
         if field.default is not dataclasses.MISSING:
@@ -305,23 +304,28 @@ def _mirror(kind: type[Any]) -> tuple[type[Any], Build]:
             fields.append((field.name, shape))
     struct = msgspec.defstruct(f"{kind.__name__}Mirror", fields, forbid_unknown_fields=True)
     values_of = msgspec.structs.astuple
-    # A record is made without its __init__ (its values are already what __post_init__ would
-    # make of them: tuples, nested records): the constructor of a frozen dataclass sets each
-    # field through object.__setattr__, which costs as much as the whole decode. Only where
-    # fields live in the instance's __dict__, as in every record dataclass here.
+    stamps_of = _getter(stamps)
+    names = [field.name for field in dataclasses.fields(kind)]
+    # The record is made without its constructor, its values set as the constructor would set
+    # them: a frozen dataclass's __init__ sets each field through object.__setattr__, which
+    # costs twice the decode. Its __post_init__ (Attempt's makes lists tuples and link dicts
+    # Links) has nothing to do: msgspec makes tuples, and `nested` made the links. Where the
+    # fields are slots, not a __dict__, the constructor makes it.
     direct = "__slots__" not in vars(kind)
 
     def build(found: Any) -> Any:
-        values = list(values_of(found))
-        for number in stamps:
-            stamp = values[number]
+        for stamp in stamps_of(found):
             if stamp is not None and not _good_stamp(stamp):
                 return None
-        for number, inner in nested:
-            value = inner(values[number])
-            if value is None:
-                return None
-            values[number] = value
+        values: Sequence[Any] = values_of(found)
+        if nested:
+            values = list(values)
+            for number, inner in nested:
+                if values[number]:  # an empty tuple is what it is
+                    value = inner(values[number])
+                    if value is None:
+                        return None
+                    values[number] = value
         if not direct:
             return kind(*values)
         made = object.__new__(kind)
@@ -367,6 +371,16 @@ def _shape(hint: Any) -> tuple[Any, Build | None]:
     if dataclasses.is_dataclass(hint):
         return _mirror(hint)  # type: ignore[arg-type]
     raise _Unmirrored(hint)
+
+
+def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
+    """The values of the attributes `names` of an object, as a tuple."""
+    if not names:
+        return lambda _: ()
+    if len(names) == 1:
+        name = names[0]
+        return lambda found: (getattr(found, name),)
+    return operator.attrgetter(*names)
 
 
 def _good_stamp(text: str) -> bool:
