@@ -270,7 +270,8 @@ def _quick(kind: type[Any]) -> Quick | None:
     except _Unmirrored:
         return None
     decoder = msgspec.json.Decoder(struct)
-    failed = msgspec.MsgspecError
+    # RecursionError: nested too deep for msgspec, which `decode` then says (or reads).
+    failed = (msgspec.MsgspecError, RecursionError)
 
     def quick(data: bytes) -> Any:
         try:

@@ -22,7 +22,7 @@ there is: nothing is summarised or cached. Whatever is written for such a job la
 retry`) goes into `jobs/<job>/` again, and a job with both folders is read from both, the
 file in `jobs/` first; so a record is never lost, whichever instant a move stops at.
 
-Records are read strictly (`codec.decode`): one that does not check out is reported with its
+Records are read strictly (`codec.loads`): one that does not check out is reported with its
 file, and its job gets no action until the user has looked at it.
 """
 

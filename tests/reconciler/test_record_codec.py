@@ -118,7 +118,7 @@ def outcome(read: Callable[[], Any]) -> tuple[str, ...]:
     tuple from a list), or its error's type and message."""
     try:
         found = read()
-    except (RecordInvalid, ValueError, TypeError) as exc:
+    except (RecordInvalid, ValueError, TypeError, RecursionError) as exc:
         return ("refused", type(exc).__name__, str(exc))
     return ("read", type(found).__name__, repr(found))
 
@@ -237,6 +237,14 @@ def test_damaged_records_are_refused_as_the_strict_reader_refuses_them() -> None
             taken += 1
     # Both sides were exercised: many records taken quickly, many left to the strict reader.
     assert taken > 500 and refused > 2000, (taken, refused)
+
+
+@pytest.mark.parametrize("depth", [50, 5000])
+def test_a_value_nested_deeply_reads_or_fails_as_in_the_strict_reader(depth: int) -> None:
+    # msgspec's depth limit is not json's: past it, the strict reader has the last word.
+    text = json.dumps(encode(SAMPLES[0]))[:-1] + ', "events": [{"x": ' + "[" * depth
+    data = (text + "]" * depth + "}]}").encode()
+    assert outcome(lambda: loads(Attempt, data)) == outcome(lambda: strict(Attempt, data))
 
 
 def test_without_msgspec_the_strict_reader_reads_alone(monkeypatch: pytest.MonkeyPatch) -> None:
