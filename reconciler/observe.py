@@ -134,6 +134,8 @@ def _facts(
     files: dict[str, bool] = {}
     commands: dict[tuple[str, ...], bool] = {}
     for job in bundle.jobs:
+        if not (job.start_conditions or job.cancel_conditions or job.finish_condition is not None):
+            continue  # it names no file or command (most jobs of a large sweep)
         if history.settled(job.name):
             continue
         latest = history.latest(job.name)

@@ -22,7 +22,7 @@ there is: nothing is summarised or cached. Whatever is written for such a job la
 retry`) goes into `jobs/<job>/` again, and a job with both folders is read from both, the
 file in `jobs/` first; so a record is never lost, whichever instant a move stops at.
 
-Records are read strictly (`codec.decode`): one that does not check out is reported with its
+Records are read strictly (`codec.loads`): one that does not check out is reported with its
 file, and its job gets no action until the user has looked at it.
 """
 
@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .codec import RecordInvalid, decode, encode
+from .codec import RecordInvalid, decode, encode, loads
 from .errors import ReconcileError
 from .model import Attempt, Attempts, Dropped, History, LogState, RetryRequest
 
@@ -423,7 +423,9 @@ class Records:
         """The job's record files by name, each with the paths to try in order: its folder in
         `jobs` first, then (`both`) the completed one (a file moved between the two listings
         is found in the second)."""
-        live, settled = os.path.join(self.jobs_dir, job), os.path.join(self.completed_dir, job)
+        # Plain strings joined with "/": a job's name is one path component (a folder name).
+        live = f"{os.fspath(self.jobs_dir)}/{job}"
+        settled = f"{os.fspath(self.completed_dir)}/{job}"
         files, found = _listed((live, settled) if both else (live,))
         if not found and not both:
             files, found = _listed((settled,))  # listed, then moved by a settling round
@@ -483,7 +485,7 @@ def _listed(folders: Sequence[str]) -> tuple[dict[str, list[str]], int]:
             continue
         found += 1
         for name in names:
-            files.setdefault(name, []).append(os.path.join(folder, name))
+            files.setdefault(name, []).append(f"{folder}/{name}")
     return files, found
 
 
@@ -547,9 +549,7 @@ DAMAGED_HINT = (
 
 def _read(path: str | Path, kind: type[T]) -> T:
     try:
-        with open(path, "rb") as handle:
-            data = json.loads(handle.read())
-        record = decode(kind, data)
+        record = loads(kind, _read_bytes(path))
     except OSError as exc:
         raise ReconcileError(
             f"cannot read the state record: {exc.strerror}", str(path), hint=DAMAGED_HINT
@@ -562,3 +562,23 @@ def _read(path: str | Path, kind: type[T]) -> T:
         ) from None
     log.debug("read %s", path)
     return record
+
+
+def _read_bytes(path: str | Path) -> bytes:
+    """The whole file: an open, a read and the read that finds its end (no fstat, no buffer:
+    a round reads one record per job in flight, and on a parallel file system each call may
+    be a trip to its servers)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, _CHUNK)
+        if not data:
+            return data
+        parts = [data]
+        while more := os.read(fd, _CHUNK):
+            parts.append(more)
+        return data if len(parts) == 1 else b"".join(parts)
+    finally:
+        os.close(fd)
+
+
+_CHUNK = 1 << 16  # a record is about 1 KB; one with a long ledger of events may be more
