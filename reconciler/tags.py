@@ -21,6 +21,7 @@ submitted again. Pure: no I/O.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable
@@ -81,6 +82,9 @@ def job_name(tag: str) -> str:
     return f"{found['rest']}@{MARK}.{found['key']}" if found else tag
 
 
+# Cached: a round reads every row SLURM lists, and the 10,000 tasks of ten arrays carry ten
+# names between them.
+@functools.lru_cache(maxsize=1 << 14)
 def tag_of(name: str) -> str:
     """The tag a SLURM job name carries: a name of this oellm (`<rest>@oellm.<key>`) or of the
     previous one (the tag itself); any other name is returned as it is."""
@@ -110,6 +114,7 @@ class Parsed:
     group: str | None = None  # the array group of a batch
 
 
+@functools.lru_cache(maxsize=1 << 14)
 def parse(tag: str) -> Parsed | None:
     """The parts of a tag, None for anything that is not one."""
     found = _TAG.fullmatch(tag)
