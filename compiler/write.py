@@ -9,14 +9,12 @@ staged here.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
+from oellm import durable
 from oellm.bundle_files import LOCK_NAME
 
 from .errors import fail
@@ -55,7 +53,7 @@ def write_bundle(bundle: CompiledBundle, out: Path) -> None:
 def _swap_in(staged: StagedFiles) -> None:
     out, folder = staged.target, staged.folder
     folder.chmod(0o755)
-    _sync_file_system(folder)
+    durable.sync_file_system(folder)
     if out.exists():
         retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.rename(out, retired / out.name)
@@ -65,28 +63,6 @@ def _swap_in(staged: StagedFiles) -> None:
     else:
         os.rename(folder, out)
         _sync_folder(out.parent)
-
-
-@functools.cache
-def _syncfs() -> Callable[[int], int] | None:
-    """syncfs(2) from the C library the interpreter runs on (Linux), or None."""
-    try:
-        found: Callable[[int], int] | None = getattr(ctypes.CDLL(None), "syncfs", None)
-    except OSError:
-        return None
-    return found
-
-
-def _sync_file_system(folder: Path) -> None:
-    """Flush every file written under `folder` to disk: one syncfs(2) of its file system where
-    the C library has it (Linux), else sync(2)."""
-    syncfs = _syncfs()
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        if syncfs is None or syncfs(fd) != 0:
-            os.sync()
-    finally:
-        os.close(fd)
 
 
 def _sync_folder(folder: Path) -> None:

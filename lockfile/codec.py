@@ -16,8 +16,10 @@ import hashlib
 import importlib.resources
 import io
 import json
+import sys
 import tempfile
 from collections.abc import Callable, Container, Iterator, Mapping
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from oellm.bundle_files import LOCK_NAME
@@ -469,11 +471,21 @@ def _reader_digest(data: bytes) -> str:
 
 @functools.cache
 def _judge() -> bytes:
+    """What judged lockfile bytes: this oellm (its version, and the source of both readers
+    and of the records they make, which a build may change without a new version), msgspec's
+    version, and the schemas."""
+    import msgspec
+
     from oellm import __version__
 
+    from . import fastread, model
+
     folder = importlib.resources.files("oellm.schemas")
-    parts = [f"{__version__}:{VERSION}".encode()]
+    parts = [f"{__version__}:{VERSION}:{msgspec.__version__}".encode()]
     parts += [folder.joinpath(name).read_bytes() for name in _SCHEMAS]
+    for module in (sys.modules[__name__], fastread, model):
+        source = getattr(module, "__file__", None)
+        parts.append(Path(source).read_bytes() if source else module.__name__.encode())
     return hashlib.sha256(b"\0".join(parts)).digest()
 
 
@@ -485,9 +497,14 @@ def _fast(data: bytes, where: str) -> Lock | None:
         return None
     head, jobs = found
     try:
-        return _lock(head, where, tuple(jobs))
-    except (LockfileError, LookupError, TypeError, AttributeError):
+        lock = _lock(head, where, tuple(jobs))
+    except (LockfileError, LookupError, TypeError, AttributeError, ValueError):
         return None
+    # Its project tells where the digests are kept: texts, as the schema says, or none.
+    project = lock.project
+    if not all(type(text) is str for text in (project.name, project.output_dir, project.state_dir)):
+        return None
+    return lock
 
 
 def _strict(data: bytes | str, where: str) -> Lock:
@@ -495,6 +512,10 @@ def _strict(data: bytes | str, where: str) -> Lock:
         document = json.loads(data)
     except ValueError as exc:
         raise LockfileError(f"cannot read the lockfile: {exc}", where, _RECOMPILE) from None
+    except RecursionError:
+        raise LockfileError(
+            "cannot read the lockfile: it is nested too deeply", where, _RECOMPILE
+        ) from None
     version = document.get("version") if isinstance(document, dict) else None
     if version != VERSION:
         raise LockfileError(

@@ -72,7 +72,9 @@ def decode(data: bytes) -> tuple[dict[str, Any], list[LockJob]] | None:
             if group is not None:
                 # `array_throttle` is the group's, not written per job.
                 object.__setattr__(job, "array_throttle", arrays[group]["throttle"])
-    except (msgspec.MsgspecError, LookupError, TypeError):
+    except (msgspec.MsgspecError, LookupError, TypeError, ValueError, RecursionError):
+        # Bytes no strict read has checked yet (`codec.loads` reads them first to find where
+        # their digest is kept): wrong in any way, they are the strict reader's to explain.
         return None
     head = {
         "bundle_id": document.bundle_id,

@@ -56,7 +56,7 @@ def act(
 ) -> RoundOutcome:
     """Record what changed, then cancel, then submit: a crash in between leaves records
     from which the next round carries on (a request is recorded before its scancel)."""
-    done = _Round(bundle, records, scheduler, now, say, RoundOutcome(), history, obs)
+    done = _Round(bundle, records, scheduler, now, say, RoundOutcome(), history, obs, fence)
     try:
         for action in actions:
             _record(action, done)
@@ -88,8 +88,10 @@ class _Round:
         outcome: RoundOutcome,
         history: History,
         obs: Observation | None,
+        fence: Callable[[], None] | None = None,
     ) -> None:
         self.bundle, self.records, self.scheduler = bundle, records, scheduler
+        self.fence = fence or (lambda: None)
         self.now, self.say, self.outcome = now, say, outcome
         self.progress = obs.progress if obs is not None else {}
         # The records read (a settled job's are read only if asked for: no action is for one).
@@ -119,6 +121,9 @@ class _Round:
         on with one sync for all; changed ones atomically, from BATCH_MIN on with two."""
         recovered, self.recovered = self.recovered, []
         changed, self.changed = self.changed, {}
+        if not recovered and not changed:
+            return
+        self.fence()  # the lease still ours: no other round has read these records meanwhile
         found = self.records.create_many(recovered)
         exists = [(r, path) for r, path in zip(recovered, found, strict=True) if path is not None]
         for record, _ in exists:  # another round's record: not ours to write over
@@ -149,6 +154,12 @@ def _record(action: Action, done: _Round) -> None:
             done.note(f"dropped {action.job}: {action.reason}")
         case Cancel():
             _cancel_request(action, record, done, done.now().isoformat())
+        case Fired() if record is not None:
+            # An event's steps (a hook, an exclude) act outside the records: each is kept
+            # on disk as soon as it ran, so that a crash repeats at most that one.
+            done.flush()
+            _change(action, record, done, done.now().isoformat())
+            done.flush()
         case _ if record is not None:
             _change(action, record, done, done.now().isoformat())
 

@@ -180,7 +180,7 @@ class _LastRead:
     def known(self, digest: str, lock: Lock) -> bool:
         try:
             return self._file(lock).read_text(encoding="ascii").strip() == digest
-        except (OSError, ValueError):
+        except (OSError, ValueError, TypeError):
             return False
 
     def remember(self, digest: str, lock: Lock) -> None:

@@ -41,6 +41,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from oellm import durable
+
 from .codec import RecordInvalid, decode, encode, loads
 from .errors import ReconcileError
 from .model import Attempt, Attempts, Dropped, History, LogState, RetryRequest
@@ -152,7 +154,7 @@ class Records:
             except RecordExists as exists:
                 found.append(str(exists))
         if batch:
-            os.sync()
+            durable.sync_file_system(self.state_dir)
         return found
 
     def drop(self, record: Dropped) -> None:
@@ -189,12 +191,13 @@ class Records:
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
                     json.dump(data, handle, indent=1, sort_keys=True)
                     handle.write("\n")
-            os.sync()  # every new content is on disk before any name points to it
+            # Every new content is on disk before any name points to it.
+            durable.sync_file_system(self.state_dir)
             while staged:
                 tmp, path = staged[-1]
                 os.replace(tmp, path)
                 staged.pop()
-            os.sync()
+            durable.sync_file_system(self.state_dir)
         finally:
             for tmp, _ in staged:
                 if os.path.exists(tmp):
@@ -559,6 +562,10 @@ def _read(path: str | Path, kind: type[T]) -> T:
     except ValueError as exc:
         raise ReconcileError(
             f"damaged state record (not JSON: {exc})", str(path), hint=DAMAGED_HINT
+        ) from None
+    except RecursionError:
+        raise ReconcileError(
+            "damaged state record (nested too deeply)", str(path), hint=DAMAGED_HINT
         ) from None
     log.debug("read %s", path)
     return record

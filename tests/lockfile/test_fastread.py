@@ -191,3 +191,120 @@ def test_a_job_in_an_undescribed_array_is_refused_by_the_strict_reader() -> None
     assert _fast(data) is None
     with pytest.raises(LockfileError, match=r"does not describe|schema"):
         loads(data, "x", Memory())
+
+
+def _damaged(document: dict[str, object], path: tuple[object, ...], value: object) -> bytes:
+    place: object = document
+    for step in path[:-1]:
+        place = place[step]  # type: ignore[index]
+    place[path[-1]] = value  # type: ignore[index]
+    return json.dumps(document).encode()
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("project", "state_dir"), 5),
+        (("project", "state_dir"), None),
+        (("project", "state_dir"), ["a"]),
+        (("project", "name"), {"a": 1}),
+        (("moved",), "x"),
+        (("moved",), [["a", "b"]]),
+        (("arrays",), "x"),
+        (("jobs", 0, "backend"), 3),
+        (("jobs", 0, "restart"), "x"),
+    ],
+)
+def test_damaged_bytes_read_with_a_digest_store_are_the_strict_readers_error(
+    tmp_path: Path, path: tuple[object, ...], value: object
+) -> None:
+    """Read before any strict read checked them (to find where their digest is kept), wrong
+    bytes never crash: the strict reader says what is wrong."""
+    from oellm.reconciler.bundle import _LastRead
+
+    data = compile_file(EXAMPLES / "demo.yaml", env={}).files["plan.lock.json"]
+    damaged = _damaged(json.loads(data), path, value)
+    with pytest.raises(LockfileError) as strict:
+        loads(damaged, "x")
+    with pytest.raises(LockfileError) as proven:
+        loads(damaged, "x", _LastRead(tmp_path / "b"))
+    assert proven.value.message == strict.value.message
+
+
+def test_bytes_that_are_not_utf_8_in_a_skipped_value_are_the_strict_readers_error(
+    tmp_path: Path,
+) -> None:
+    from oellm.reconciler.bundle import _LastRead
+
+    data = compile_file(EXAMPLES / "demo.yaml", env={}).files["plan.lock.json"]
+    latin_1 = b'"restart": {"note": "m\xfcller",'  # an edit saved as Latin-1
+    damaged = data.replace(b'"restart": {', latin_1, 1)
+    assert damaged != data
+    with pytest.raises(LockfileError, match="cannot read the lockfile"):
+        loads(damaged, "x", _LastRead(tmp_path / "b"))
+
+
+def test_random_damage_gives_the_strict_readers_lock_or_its_error(tmp_path: Path) -> None:
+    """Seeded: values swapped for values of other types, keys removed, at every depth."""
+    import random
+
+    from oellm.reconciler.bundle import _LastRead
+
+    data = compile_file(EXAMPLES / "sweeps" / "multistage.yaml", env={}).files["plan.lock.json"]
+    rng = random.Random(15)
+    others: list[object] = [None, 0, -1, 1.5, "", "x", True, [], {}, ["a"], {"a": 1}, 2**70]
+    proven = _LastRead(tmp_path / "b")
+    for _ in range(300):
+        document = json.loads(data)
+        place: object = document
+        steps: list[object] = []
+        while isinstance(place, (dict, list)) and place and rng.random() < 0.7:
+            step = rng.choice(list(place) if isinstance(place, dict) else range(len(place)))
+            steps.append(step)
+            place = place[step]  # type: ignore[index]
+        if not steps:
+            continue
+        parent: object = document
+        for step in steps[:-1]:
+            parent = parent[step]  # type: ignore[index]
+        if isinstance(parent, dict) and rng.random() < 0.3:
+            del parent[steps[-1]]
+        else:
+            parent[steps[-1]] = rng.choice(others)  # type: ignore[index]
+        damaged = json.dumps(document).encode()
+        try:
+            expected: object = repr(loads(damaged, "x"))
+        except LockfileError as error:
+            expected = error.message
+        try:
+            found: object = repr(loads(damaged, "x", proven))
+        except LockfileError as error:
+            found = error.message
+        assert found == expected, steps
+
+
+def test_the_digest_follows_the_readers_source_and_msgspecs_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A build that changes a reader, or another msgspec, reads strictly again."""
+    import msgspec
+
+    data = b"{}"
+    first = codec._reader_digest(data)
+    codec._judge.cache_clear()
+    monkeypatch.setattr(msgspec, "__version__", "0.0.0")
+    assert codec._reader_digest(data) != first
+    monkeypatch.undo()
+    codec._judge.cache_clear()
+    assert codec._reader_digest(data) == first
+    source = Path(fastread.__file__).read_bytes()
+    real = Path.read_bytes
+
+    def changed(path: Path) -> bytes:
+        return source + b"#" if str(path) == fastread.__file__ else real(path)
+
+    monkeypatch.setattr(Path, "read_bytes", changed)
+    codec._judge.cache_clear()
+    assert codec._reader_digest(data) != first
+    monkeypatch.undo()
+    codec._judge.cache_clear()

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from oellm import durable
 from oellm.compiler.pipeline import CompileRequest, compile_bundle
 from oellm.compiler.write import write_bundle
 from oellm.reconciler.act import act
-from oellm.reconciler.actions import Action, Cancel, Recover, StateSeen
+from oellm.reconciler.actions import Action, Cancel, Fired, Recover, StateSeen
 from oellm.reconciler.bundle import Bundle, load_bundle
 from oellm.reconciler.model import Attempt, Observation
 from oellm.reconciler.records import BATCH_MIN, RecordExists, Records
@@ -50,20 +51,24 @@ def in_flight(records: Records, count: int) -> None:
 
 
 class Syncs:
+    """Counts the syncs of the state dir's file system and the fsyncs of single files."""
+
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.sync = 0
         self.fsync = 0
-        real_sync, real_fsync = os.sync, os.fsync
+        self.folders: set[Path] = set()
+        real_sync, real_fsync = durable.sync_file_system, os.fsync
 
-        def sync() -> None:
+        def sync(folder: Path) -> None:
             self.sync += 1
-            real_sync()
+            self.folders.add(folder)
+            real_sync(folder)
 
         def fsync(fd: int) -> None:
             self.fsync += 1
             real_fsync(fd)
 
-        monkeypatch.setattr(os, "sync", sync)
+        monkeypatch.setattr(durable, "sync_file_system", sync)
         monkeypatch.setattr(os, "fsync", fsync)
 
 
@@ -99,6 +104,7 @@ def round_of(tmp_path: Path, count: int, syncs: Syncs) -> tuple[Records, OnDiskA
     fake = OnDiskAtCancel(records)
     history = records.load()
     syncs.sync = syncs.fsync = 0  # the round's own, not the setup's
+    syncs.folders.clear()
     act(actions, bundle, history, records, SlurmScheduler(run=fake), "k", now, lambda _: None,
         Observation(True, True))  # fmt: skip
     return records, fake
@@ -111,6 +117,7 @@ def test_many_states_seen_are_written_with_two_syncs_before_the_cancel(
     count = BATCH_MIN + 8
     records, fake = round_of(tmp_path, count, syncs)
     assert syncs.fsync == 0 and syncs.sync == 2
+    assert syncs.folders == {tmp_path / "state"}  # that file system alone, not the machine's
     assert fake.programs() == ["scancel"]
     assert fake.states == {f"s_{i}": "RUNNING" for i in range(count)}
     read = records.load().read()
@@ -225,3 +232,46 @@ def test_a_recovered_attempt_another_round_wrote_is_left_as_it_is(
     assert theirs.read_text() == "another round's record\n"
     made = {p.parent.name for p in (tmp_path / "state" / "jobs").glob("*/attempt-0001.json")}
     assert made == {f"r_{i}" for i in range(count)}
+
+
+def test_an_events_record_is_on_disk_before_the_next_event_runs_its_hook(tmp_path: Path) -> None:
+    """A crash after an event's hook ran repeats at most that one hook, not every one the
+    round ran before it."""
+    bundle = array_bundle(tmp_path)
+    records = Records(tmp_path / "state")
+    names = [job.name for job in bundle.jobs][:2]
+    stamp = now().isoformat()
+    for number, name in enumerate(names):
+        records.save(
+            Attempt(
+                job=name,
+                attempt=1,
+                tag=f"oellm.k.{name}.1",
+                bundle_id=bundle.bundle_id,
+                script_sha256=bundle.job(name).sha256,
+                scheduler="slurm",
+                cause="first",
+                phase="submitted",
+                intent_at=stamp,
+                job_id=str(500 + number),
+                submitted_at=stamp,
+            )
+        )
+    first = records.attempt_path(names[0], 1)
+    probe = tmp_path / "probe.txt"
+
+    def event(key: str, command: str) -> dict[str, object]:
+        name = key.split("@")[0]
+        return {"key": key, "event": name, "trigger": "log", "line": "x",
+                "actions": [{"kind": "run", "command": command}]}  # fmt: skip
+
+    check = f"if grep -q e1@log:0 {first}; then echo on-disk > {probe}; else echo no > {probe}; fi"
+    actions: list[Action] = [
+        Fired(names[0], "e1", attempt=1, job_id="500", event=event("e1@log:0", "true")),
+        Fired(names[1], "e2", attempt=1, job_id="501", event=event("e2@log:0", check)),
+    ]
+    act(actions, bundle, records.load(), records, SlurmScheduler(run=FakeRun({})), "k", now,
+        lambda _: None, Observation(True, True))  # fmt: skip
+    assert probe.read_text().strip() == "on-disk"
+    latest = records.load().latest(names[1])
+    assert latest is not None and latest.fired("e2@log:0")
