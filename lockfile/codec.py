@@ -433,11 +433,16 @@ def bundle_id_of(data: bytes | str) -> str | None:
 
 class Proven(Protocol):
     """Where the digests of lockfile bytes read strictly before are kept (the reconciler keeps
-    the last one in the state dir). Told the lock read, to find that place."""
+    the last one in the state dir). Told the lockfile's `project.state_dir`, to find that
+    place."""
 
-    def known(self, digest: str, lock: Lock) -> bool: ...
+    def known(self, digest: str, state_dir: str) -> bool: ...
 
-    def remember(self, digest: str, lock: Lock) -> None: ...
+    def keeps(self, state_dir: str) -> bool:
+        """Whether `remember` would keep a digest there (a state dir not made yet would not)."""
+        ...
+
+    def remember(self, digest: str, state_dir: str) -> None: ...
 
 
 def loads(data: bytes | str, where: str, proven: Proven | None = None) -> Lock:
@@ -448,16 +453,22 @@ def loads(data: bytes | str, where: str, proven: Proven | None = None) -> Lock:
         return _strict(data, where)
     from . import fastread
 
-    if not fastread.available():
+    # The state dir alone, read first (its bytes unchecked): a read that cannot use a digest
+    # (no state dir yet, as for `oellm cancel` of a bundle never reconciled) costs this only.
+    state_dir = fastread.state_dir(data)
+    if state_dir is None:
         return _strict(data, where)
     digest = _reader_digest(data)
-    fast = _fast(data, where)
-    if fast is not None and proven.known(digest, fast):
-        return fast
+    if proven.known(digest, state_dir):
+        fast = _fast(data, where)
+        if fast is not None and fast.project.state_dir == state_dir:
+            return fast
     lock = _strict(data, where)
-    # Compared whole, by repr: types too (`0` and `0.0`, `1` and `true` are equal values).
-    if fast is not None and repr(fast) == repr(lock):
-        proven.remember(digest, lock)
+    if proven.keeps(state_dir):
+        fast = _fast(data, where)
+        # Compared whole, by repr: types too (`0` and `0.0`, `1` and `true` are equal values).
+        if fast is not None and repr(fast) == repr(lock):
+            proven.remember(digest, state_dir)
     return lock
 
 

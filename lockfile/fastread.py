@@ -35,12 +35,32 @@ if msgspec is not None:
     class _Restarts(msgspec.Struct):
         jobs: list[_Restart]
 
+    class _Project(msgspec.Struct):
+        state_dir: Any = None
+
+    class _Head(msgspec.Struct):
+        project: _Project | None = None
+
     _DOCUMENT = msgspec.json.Decoder(_Document)
     _RESTARTS = msgspec.json.Decoder(_Restarts)
+    _HEAD = msgspec.json.Decoder(_Head)
 
 
 def available() -> bool:
     return msgspec is not None
+
+
+def state_dir(data: bytes) -> str | None:
+    """The lockfile's `project.state_dir` alone (the jobs are skipped, not made), unchecked;
+    None when msgspec is missing or it is not a text."""
+    if msgspec is None:
+        return None
+    try:
+        project = _HEAD.decode(data).project
+    except (msgspec.MsgspecError, RecursionError):
+        return None
+    found = project.state_dir if project is not None else None
+    return found if type(found) is str else None
 
 
 def decode(data: bytes) -> tuple[dict[str, Any], list[LockJob]] | None:
@@ -88,4 +108,4 @@ def decode(data: bytes) -> tuple[dict[str, Any], list[LockJob]] | None:
     return head, jobs
 
 
-__all__ = ["available", "decode"]
+__all__ = ["available", "decode", "state_dir"]

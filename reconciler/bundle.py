@@ -15,7 +15,6 @@ from pathlib import Path
 
 from oellm.bundle_files import LOCK_NAME
 from oellm.lockfile.codec import LockfileError, bundle_id_of, loads
-from oellm.lockfile.model import Lock
 
 from .errors import ReconcileError
 from .model import ArrayGroup, LockJob
@@ -171,24 +170,24 @@ class _LastRead:
     def __init__(self, bundle_path: Path) -> None:
         self.bundle_path = bundle_path
 
-    def _file(self, lock: Lock) -> Path:
-        state = Path(lock.project.state_dir)
+    def _file(self, state_dir: str) -> Path:
+        state = Path(state_dir)
         if not state.is_absolute():
             state = self.bundle_path.resolve().parent / state
         return state / LAST_READ_NAME
 
-    def known(self, digest: str, lock: Lock) -> bool:
+    def known(self, digest: str, state_dir: str) -> bool:
         try:
-            return self._file(lock).read_text(encoding="ascii").strip() == digest
-        except (OSError, ValueError, TypeError):
+            return self._file(state_dir).read_text(encoding="ascii").strip() == digest
+        except (OSError, ValueError):
             return False
 
-    def remember(self, digest: str, lock: Lock) -> None:
-        file = self._file(lock)
-        if not file.parent.is_dir():
-            return
+    def keeps(self, state_dir: str) -> bool:
+        return self._file(state_dir).parent.is_dir()
+
+    def remember(self, digest: str, state_dir: str) -> None:
         with contextlib.suppress(OSError):
-            write_bytes_atomic(file, f"{digest}\n".encode(), durable=False)
+            write_bytes_atomic(self._file(state_dir), f"{digest}\n".encode(), durable=False)
 
 
 def _check_script(script: Path, sha256: str) -> None:

@@ -25,11 +25,14 @@ class Memory:
         self.asked = 0
         self.remembered = 0
 
-    def known(self, digest: str, lock: Lock) -> bool:
+    def known(self, digest: str, state_dir: str) -> bool:
         self.asked += 1
         return digest in self.digests
 
-    def remember(self, digest: str, lock: Lock) -> None:
+    def keeps(self, state_dir: str) -> bool:
+        return True
+
+    def remember(self, digest: str, state_dir: str) -> None:
         self.remembered += 1
         self.digests.add(digest)
 
@@ -308,3 +311,20 @@ def test_the_digest_follows_the_readers_source_and_msgspecs_version(
     assert codec._reader_digest(data) != first
     monkeypatch.undo()
     codec._judge.cache_clear()
+
+
+def test_a_read_that_cannot_keep_a_digest_is_the_strict_read_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No state dir yet (`oellm cancel` of a bundle never reconciled): the compiled reader is
+    not run at all, only the state dir is read ahead."""
+    data = compile_file(EXAMPLES / "demo.yaml", env={}).files["plan.lock.json"]
+    memory = Memory()
+    memory.keeps = lambda state_dir: False  # type: ignore[method-assign]
+
+    def no_fast_read(data: bytes, where: str) -> Lock:
+        raise AssertionError("read by the compiled reader")
+
+    monkeypatch.setattr(codec, "_fast", no_fast_read)
+    assert loads(data, "x", memory) == loads(data, "x")
+    assert memory.asked == 1 and memory.remembered == 0
