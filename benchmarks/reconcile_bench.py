@@ -7,7 +7,8 @@
 
 Cases, each run `--repeats` times (the table shows the median). Each case first times the
 rounds that submit its queued jobs (within their budgets, as many rounds as it takes) and the
-round after them, which records the first state of every job submitted:
+round after them, which records the first state of every job submitted; then it waits until
+slurmdbd has stored every job record (`sdiag`) before the no-op rounds:
 - mixed: N jobs of which `--queued` are queued (held: `#SBATCH --hold`) and the others
   recorded as completed (the benchmark writes their records as a round does): a no-op round,
   then `oellm cancel` of the bundle.
@@ -26,6 +27,7 @@ import argparse
 import collections
 import dataclasses
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -234,7 +236,22 @@ def settle(bench: Bench, bundle: Path) -> tuple[float, float]:
         if not calls["sbatch"]:
             break
     states, _ = bench.oellm("reconcile", str(bundle))
+    dbd_settled()
     return submit, states
+
+
+def dbd_settled(timeout: float = 120.0) -> None:
+    """Wait until slurmctld has handed every job record to slurmdbd (`sdiag`: DBD Agent queue
+    size 0): right after a burst of submissions sacct answers slowly while slurmdbd stores
+    them, which a no-op round minutes later at a site does not see."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = subprocess.run(["sdiag"], capture_output=True, text=True, check=False)
+        found = re.search(r"DBD Agent queue size:\s*(\d+)", done.stdout)
+        if found is None or found.group(1) == "0":
+            return
+        time.sleep(1)
+    print("slurmdbd still storing job records; timing anyway", file=sys.stderr)
 
 
 def noop_and_cancel(
