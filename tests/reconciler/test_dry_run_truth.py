@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,18 @@ def _compare(cli: Cli) -> list[tuple[Any, ...]]:
     return real
 
 
+def _until_ended(cli: Cli, job: str, timeout: float = 30.0) -> None:
+    """Until the local scheduler sees the cancelled job's process gone: before that, a dry run
+    would still cancel it and the round after it find it ended, on two different states."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dry, _ = _decisions(cli, "--dry-run")
+        if any(kind == "finish" and name == job for kind, name, *_ in dry):
+            return
+        assert time.monotonic() < deadline, f"{job} still runs after its cancel: {dry}"
+        time.sleep(0.1)
+
+
 @pytest.mark.parametrize("situation", ["fresh", "moved", "recovered", "cancelled"])
 def test_the_dry_run_shows_what_the_round_does(cli: Cli, tmp_path: Path, situation: str) -> None:
     write(tmp_path / "e.yaml", EXP % "old")
@@ -62,6 +75,7 @@ def test_the_dry_run_shows_what_the_round_does(cli: Cli, tmp_path: Path, situati
             shutil.rmtree(tmp_path / "out" / ".oellm" / "dt" / "jobs" / "old_1")
         elif situation == "cancelled":
             assert cli("cancel", "b", "old_2")[0] == 1
+            _until_ended(cli, "old_2")
         real = _compare(cli)
         kinds = {job: kind for kind, job, *_ in real}
         expected = {
