@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from oellm import durable
+from oellm import filesync
 from oellm.bundle_files import LOCK_NAME
 
 from .errors import fail
@@ -53,7 +53,7 @@ def write_bundle(bundle: CompiledBundle, out: Path) -> None:
 def _swap_in(staged: StagedFiles) -> None:
     out, folder = staged.target, staged.folder
     folder.chmod(0o755)
-    durable.sync_file_system(folder)
+    filesync.sync_file_system(folder)
     if out.exists():
         retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
         os.rename(out, retired / out.name)

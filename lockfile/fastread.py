@@ -46,10 +46,6 @@ if msgspec is not None:
     _HEAD = msgspec.json.Decoder(_Head)
 
 
-def available() -> bool:
-    return msgspec is not None
-
-
 def state_dir(data: bytes) -> str | None:
     """The lockfile's `project.state_dir` alone (the jobs are skipped, not made), unchecked;
     None when msgspec is missing or it is not a text."""
@@ -108,4 +104,4 @@ def decode(data: bytes) -> tuple[dict[str, Any], list[LockJob]] | None:
     return head, jobs
 
 
-__all__ = ["available", "decode", "state_dir"]
+__all__ = ["decode", "state_dir"]

@@ -385,8 +385,9 @@ def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
 
 
 def _good_stamp(text: str) -> bool:
-    """What `_stamp` accepts."""
+    """Whether `_stamp` accepts `text`."""
     try:
-        return datetime.fromisoformat(text).tzinfo is not None
-    except ValueError:
+        _stamp(text, "")
+    except RecordInvalid:
         return False
+    return True

@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from oellm import durable
+from oellm import filesync
 
 from .codec import RecordInvalid, decode, encode, loads
 from .errors import ReconcileError
@@ -154,7 +154,7 @@ class Records:
             except RecordExists as exists:
                 found.append(str(exists))
         if batch:
-            durable.sync_file_system(self.state_dir)
+            filesync.sync_file_system(self.state_dir)
         return found
 
     def drop(self, record: Dropped) -> None:
@@ -192,12 +192,12 @@ class Records:
                     json.dump(data, handle, indent=1, sort_keys=True)
                     handle.write("\n")
             # Every new content is on disk before any name points to it.
-            durable.sync_file_system(self.state_dir)
+            filesync.sync_file_system(self.state_dir)
             while staged:
                 tmp, path = staged[-1]
                 os.replace(tmp, path)
                 staged.pop()
-            durable.sync_file_system(self.state_dir)
+            filesync.sync_file_system(self.state_dir)
         finally:
             for tmp, _ in staged:
                 if os.path.exists(tmp):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from oellm import durable
+from oellm import filesync
 from oellm.compiler.pipeline import CompileRequest, compile_bundle
 from oellm.compiler.write import write_bundle
 from oellm.reconciler.act import act
@@ -30,21 +30,22 @@ def now() -> datetime:
     return datetime.now().astimezone()
 
 
-def in_flight(records: Records, count: int) -> None:
+def in_flight(records: Records, count: int, names: Sequence[str] = (), first_id: int = 600) -> None:
+    """Attempt 1 of `count` jobs (`s_<i>`, or `names`) submitted as job ids from `first_id`."""
     stamp = now().isoformat()
-    for i in range(count):
+    for i, job in enumerate(names or [f"s_{i}" for i in range(count)]):
         records.save(
             Attempt(
-                job=f"s_{i}",
+                job=job,
                 attempt=1,
-                tag=f"oellm.k.s_{i}.1",
+                tag=f"oellm.k.{job}.1",
                 bundle_id="b",
                 script_sha256="0" * 64,
                 scheduler="slurm",
                 cause="first submission",
                 phase="submitted",
                 intent_at=stamp,
-                job_id=str(600 + i),
+                job_id=str(first_id + i),
                 submitted_at=stamp,
             )
         )
@@ -57,7 +58,7 @@ class Syncs:
         self.sync = 0
         self.fsync = 0
         self.folders: set[Path] = set()
-        real_sync, real_fsync = durable.sync_file_system, os.fsync
+        real_sync, real_fsync = filesync.sync_file_system, os.fsync
 
         def sync(folder: Path) -> None:
             self.sync += 1
@@ -68,7 +69,7 @@ class Syncs:
             self.fsync += 1
             real_fsync(fd)
 
-        monkeypatch.setattr(durable, "sync_file_system", sync)
+        monkeypatch.setattr(filesync, "sync_file_system", sync)
         monkeypatch.setattr(os, "fsync", fsync)
 
 
@@ -240,23 +241,7 @@ def test_an_events_record_is_on_disk_before_the_next_event_runs_its_hook(tmp_pat
     bundle = array_bundle(tmp_path)
     records = Records(tmp_path / "state")
     names = [job.name for job in bundle.jobs][:2]
-    stamp = now().isoformat()
-    for number, name in enumerate(names):
-        records.save(
-            Attempt(
-                job=name,
-                attempt=1,
-                tag=f"oellm.k.{name}.1",
-                bundle_id=bundle.bundle_id,
-                script_sha256=bundle.job(name).sha256,
-                scheduler="slurm",
-                cause="first",
-                phase="submitted",
-                intent_at=stamp,
-                job_id=str(500 + number),
-                submitted_at=stamp,
-            )
-        )
+    in_flight(records, len(names), names, first_id=500)
     first = records.attempt_path(names[0], 1)
     probe = tmp_path / "probe.txt"
 

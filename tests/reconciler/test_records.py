@@ -237,7 +237,7 @@ import os, signal, sys
 from pathlib import Path
 from oellm.reconciler import records as module
 from tests.reconciler.test_records import make
-module.durable.sync_file_system = lambda folder: os.kill(os.getpid(), signal.SIGKILL)
+module.filesync.sync_file_system = lambda folder: os.kill(os.getpid(), signal.SIGKILL)
 module.Records(Path(sys.argv[1])).create_many([make(f"j{n}") for n in range(int(sys.argv[2]))])
 """
 
