@@ -9,11 +9,14 @@
                                                      # shared machine's timings are noisy)
 
 Each case runs `oellm compile` in a fresh process that writes a real bundle (its files staged
-as they are compiled): its wall time includes starting Python, and its peak memory is the
-compile's own. Another process compiles the same bundle in memory and then writes it, for the
-two phases' times (and the cost per job); 100,000 jobs skip that one. "tmpfs" writes under
-/dev/shm, "disk" under the system's temporary folder (or OELLM_BENCH_DISK); writing is durable
-either way (one sync of the file system).
+as they are compiled): its wall time includes starting Python, and its peak memory is that of
+the largest of its processes. A stage of 1,000 jobs or more is compiled by one process per
+core this one may use (at most 8, `compiler/fanout.py`); the rows marked "one process" set
+OELLM_COMPILE_WORKERS=1, for the same case compiled by one. Another process compiles the same
+bundle in memory and then writes it, for the two phases' times (and the cost per job);
+100,000 jobs skip that one. "tmpfs" writes under /dev/shm, "disk" under the system's
+temporary folder (or OELLM_BENCH_DISK); writing is durable either way (one sync of the file
+system).
 
 At 10,000 jobs the bundle just written is also copied with `cp -a` and synced (`sync -f`) in the
 same folder: what creating and syncing those 20,002 files costs that file system whatever writes
@@ -43,6 +46,8 @@ from pathlib import Path
 
 import bytecode
 
+from oellm.compiler import fanout
+
 # A bundle compiled in memory, then written: the two phases timed apart.
 PHASES = textwrap.dedent(
     """
@@ -66,7 +71,10 @@ COMMAND = textwrap.dedent(
     import json, resource, sys
     from oellm.cli import main
     code = main(["compile", sys.argv[1], "-o", sys.argv[2]])
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # The largest of its processes: a large stage is compiled by several (compiler/fanout.py).
+    peak_kib = max(resource.getrusage(who).ru_maxrss
+                   for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    peak_mib = peak_kib / 1024
     print(json.dumps({"code": code, "peak_mib": peak_mib}), file=sys.stderr)
     """
 )
@@ -75,6 +83,7 @@ COMMAND = textwrap.dedent(
 # 1,000 and 10,000 jobs, its peak memory at 10,000, and its cost per job.
 PREDECESSOR = {1: "0.69 s", 100: "2.18 s", 1_000: "11.9 s", 10_000: "147 s, 216 MB"}
 PREDECESSOR_PER_JOB = "~13 ms"
+ONE = "one process"  # OELLM_COMPILE_WORKERS=1
 
 
 def grid(n: int, m: int, array: bool = False) -> str:
@@ -144,6 +153,7 @@ def compile_case(
     phases: bool = True,
     repeat: int = 1,
     copy: bool = False,
+    env: dict[str, str] | None = None,
 ) -> Row:
     """`oellm compile` (wall time, peak memory); then, with `phases`, the same bundle compiled
     in memory and written, in another process, for the phases' times; then, with `copy`, that
@@ -171,6 +181,7 @@ def compile_case(
                 check=True,
                 capture_output=True,
                 text=True,
+                env=env,
             )
             walls.append(time.perf_counter() - start)
             peaks.append(json.loads(done.stderr.strip().splitlines()[-1])["peak_mib"])
@@ -187,6 +198,7 @@ def compile_case(
                 check=True,
                 capture_output=True,
                 text=True,
+                env=env,
             )
             if copy:
                 copies.append(copy_bundle(Path(tmp) / "again", Path(tmp) / "copy"))
@@ -224,7 +236,9 @@ def startup(runs: int = 7) -> float:
     return statistics.median(times)
 
 
-def check_unchanged(n: int, m: int, where: Path, repeat: int = 1) -> tuple[float, int]:
+def check_unchanged(
+    n: int, m: int, where: Path, repeat: int = 1, env: dict[str, str] | None = None
+) -> tuple[float, int]:
     """`oellm compile --check` of an unchanged bundle (each file compared with the one on
     disk as it is compiled): wall time (the median of `repeat` runs) and exit code."""
     with tempfile.TemporaryDirectory(dir=where) as tmp:
@@ -236,7 +250,7 @@ def check_unchanged(n: int, m: int, where: Path, repeat: int = 1) -> tuple[float
         walls = []
         for _ in range(repeat):
             start = time.perf_counter()
-            done = subprocess.run([*command, "--check"], capture_output=True)
+            done = subprocess.run([*command, "--check"], capture_output=True, env=env)
             walls.append(time.perf_counter() - start)
         return statistics.median(walls), done.returncode
 
@@ -251,6 +265,11 @@ def main() -> int:
     )
     args = parser.parse_args()
     bytecode.cached()
+    print(
+        f"processes compiling a stage of 10,000 jobs: {fanout.workers(10_000)} "
+        f"(cores this process may use: {len(os.sched_getaffinity(0))})",
+        file=sys.stderr,
+    )
     repeat = max(1, args.repeat)
     tmpfs = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path(tempfile.gettempdir())
     disk = Path(os.environ.get("OELLM_BENCH_DISK", tempfile.gettempdir()))
@@ -281,10 +300,17 @@ def main() -> int:
     for case, text in extra:
         rows.append(compile_case(case, text, tmpfs, "tmpfs", repeat=repeat))
         _progress(rows[-1])
+    # The same compile in one process: what the worker processes of a large stage bring.
+    one = {**os.environ, fanout.WORKERS_ENV: "1"}
+    if not args.quick:
+        case = f"grid 100 x 100, {ONE}"
+        rows.append(compile_case(case, grid(100, 100), tmpfs, "tmpfs", True, repeat, env=one))
+        _progress(rows[-1])
     started = startup()
     check_size = (10, 100) if args.quick else (100, 100)
     checked = check_size[0] * check_size[1]
     checks = {label: check_unchanged(*check_size, where, repeat) for label, where in places}
+    checks[f"tmpfs, {ONE}"] = check_unchanged(*check_size, tmpfs, repeat, one)
     print(file=sys.stderr)
     print(f"startup (oellm --version): {started:.3f} s", file=sys.stderr)
     for label, (wall, code) in checks.items():

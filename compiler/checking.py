@@ -13,6 +13,7 @@ import os
 import stat
 from collections.abc import Callable, Collection, Iterator
 from pathlib import Path
+from typing import Any
 
 from .errors import fail
 from .staging import FileSink
@@ -28,6 +29,21 @@ class CheckedFiles(FileSink):
         self._names: dict[str, None] = {}
         self._kept: dict[str, bytes] = {}  # made and kept: it differs, or was not compared
         self._differ: set[str] = set()  # kept because it differs from the folder's file
+
+    def part(self) -> None:
+        self._names = {}
+        self._kept = {}
+        self._differ = set()
+
+    def report(self) -> Any:
+        return list(self._names), self._kept, self._differ
+
+    def adopt(self, report: Any) -> None:
+        names, kept, differ = report
+        for name in names:
+            self._names[name] = None
+        self._kept.update(kept)
+        self._differ.update(differ)
 
     def same(self, name: str) -> bool:
         """Whether `name` was made and the folder holds it byte for byte."""

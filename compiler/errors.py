@@ -53,6 +53,10 @@ class ConfigError(OellmError):
         )
         super().__init__("\n".join(p.render() for p in self.problems))
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[tuple[Problem, ...]]]:
+        # Sent back by a worker process of the compile (`fanout.py`) as its problems.
+        return ConfigError, (self.problems,)
+
     def render(self) -> str:
         """One block per problem; a problem with no file says `error:` first."""
         return "\n".join(p.render() if p.origin else f"error: {p.render()}" for p in self.problems)

@@ -27,7 +27,7 @@ from oellm.lockfile.model import (
     replaced,
 )
 
-from . import array_groups
+from . import array_groups, fanout
 from .checks import Checks, check_job, checks_for
 from .compose import compose
 from .errors import ConfigError, Origin, Problem, did_you_mean, fail
@@ -150,68 +150,24 @@ def _compile(
         stage = point.values.get("stage")
         by_stage.setdefault(stage if isinstance(stage, str) else None, []).append(point)
 
-    done: dict[int, LockJob | None] = {}  # point index -> lock entry, None if filtered
     # Only the jobs of a referenced stage are kept whole, for their dependents to read.
     referenced = {r.stage for rs in refs.values() for r in rs}
     seen: dict[int, Sibling | None] = {}
-    names: dict[str, Point] = {}
-    members: list[array_groups.Member] = []
-    loaders: list[Loader] = []
-    # Parts that every job shares unchanged (the base's, and values that do not depend on
-    # the sweep point) are resolved, encoded and scanned once.
-    resolved = ResolvedParts(static_parts(base))
-    encoder = ShapedJson(PrettyJson(resolved.sizes), resolved.sizes)
-    validate = Validator(resolved.sizes)
-    scripts = ShapedScripts()  # rendered once per shape of plan
-    checks: dict[Made, Checks] = {}  # the checks of the configs made from each model
-    variants: dict[Made, array_groups.MemberModel] = {}  # each model's array members' model
-    for stage in order:
-        for point in by_stage.get(stage, []):
-            siblings = gather(point, refs.get(point.index, ()), index, seen)
-            job = (
-                None
-                if siblings is None
-                else resolve_job(base, origins, point, request.env, siblings, resolved=resolved)
-            )
-            if job is None:
-                done[point.index] = seen[point.index] = None
-            else:
-                upstream = list(siblings.values()) if siblings else []
-                depends_on = sorted({s.name for s in upstream}) if upstream else _NO_JOBS
-                entry, script, job = _job(
-                    job,
-                    point,
-                    overridden,
-                    depends_on,
-                    names,
-                    validate,
-                    members,
-                    scripts,
-                    checks,
-                    variants,
-                )
-                written = [entry.output_dir, *(str(s.view["output_dir"]) for s in upstream)]
-                reads = job_reads(job.config, written)
-                if reads:
-                    entry = replaced(entry, reads=tuple(reads))
-                if on_job is not None:
-                    on_job(entry.name, job)
-                found = loader(entry.name, job.config, job.origins)
-                if found is not None:
-                    loaders.append(found)
-                files[entry.script] = script
-                # The job's whole resolved config, for people and tools: what the script was
-                # rendered from. No origins (they hold the compiling machine's paths).
-                plan = job.model
-                data = None
-                if plan is not None and job.values is not None:
-                    data = encoder.encode_at(plan, plan.model, plan.paths, job.values)
-                files[f"jobs/{entry.name}.config.json"] = data or encoder.encode(job.config)
-                done[point.index] = entry
-                if point.values.get("stage") in referenced:
-                    seen[point.index] = sibling_of(job.config)
-            if progress is not None:
-                progress(len(done), len(points))
+    work = _PointWork(
+        base,
+        origins,
+        request.env,
+        overridden,
+        refs,
+        index,
+        seen,
+        referenced,
+        files,
+        keep_jobs=on_job is not None,
+    )
+    done, members, loaders = _compile_points(
+        len(points), [by_stage.get(stage, []) for stage in order], work, progress, on_job
+    )
     jobs = [entry for _, entry in sorted(done.items()) if entry is not None]
     if not jobs:
         raise fail("the sweep's filters removed every job", origin_of(origins, ("sweep",)))
@@ -235,6 +191,49 @@ def _compile(
     )
     draft = _lock(Project(**project), jobs, moved, grouped.arrays, provenance)
     return _with_lock(files, draft)
+
+
+def _compile_points(
+    total: int,
+    stages: list[list[Point]],
+    work: _PointWork,
+    progress: Progress | None,
+    on_job: JobHook | None,
+) -> tuple[dict[int, LockJob | None], list[array_groups.Member], list[Loader]]:
+    """Each point's lock entry (None: filtered), stage by stage, and the array members and
+    checkpoint loaders among them. A large stage is compiled by several processes."""
+    done: dict[int, LockJob | None] = {}  # point index -> lock entry, None if filtered
+    names: dict[str, Point] = {}
+    members: list[array_groups.Member] = []
+    loaders: list[Loader] = []
+    for stage_points in stages:
+        count = 1 if on_job is not None else fanout.workers(len(stage_points))
+        before = len(done)
+
+        def told(number: int, before: int = before) -> None:
+            if progress is not None:
+                progress(before + number, total)
+
+        results = fanout.fan_out(stage_points, work, work.files, count, told)
+        for point, result in zip(stage_points, results, strict=False):
+            done[point.index] = result.entry
+            if point.values.get("stage") in work.referenced:
+                work.seen[point.index] = result.sibling
+            if result.entry is None:
+                continue
+            name = result.entry.name
+            if name in names:
+                raise _collision(name, names[name], point, work.job_of(point))
+            names[name] = point
+            if result.member is not None:
+                members.append(result.member)
+            if result.loader is not None:
+                loaders.append(result.loader)
+            if on_job is not None and result.job is not None:
+                on_job(name, result.job)
+        if count > 1 and progress is not None:
+            progress(len(done), total)
+    return done, members, loaders
 
 
 def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:
@@ -262,53 +261,137 @@ def _with_lock(files: MutableMapping[str, bytes], draft: Lock) -> CompiledBundle
     return CompiledBundle(files, lock)
 
 
-def _job(
-    job: JobConfig,
-    point: Point,
-    overridden: Sequence[str],
-    depends_on: list[str],
-    names: dict[str, Point],
-    validate: Validator,
-    members: list[array_groups.Member],
-    scripts: ShapedScripts,
-    checks: dict[Made, Checks],
-    variants: dict[Made, array_groups.MemberModel],
-) -> tuple[LockJob, bytes, JobConfig]:
-    """The job's lock entry and script, and its config as the script was planned from it
-    (the debug time clamp and an array member's log path applied)."""
-    # Made from a model that passed: only its own values can hold what the model did not.
-    validate(job.config, job.origins, job.values if job.model is not None else None)
-    config = clamp_debug_time(job.config)
-    clamped = config is not job.config
-    array = bool(config["slurm"].get("array"))
-    if array:
-        # Every task of an array writes into the array's one --output pattern.
-        config = array_groups.with_member_log_path(config)
-    if clamped or (array and (job.model is None or job.values is None)):
-        job = JobConfig(config, job.origins)
-    elif array:
-        # An array member made from a model: made from the model as a member.
-        assert job.model is not None and job.values is not None
-        model = job.model
-        found = variants.get(model)
-        if found is None:
-            found = variants[model] = array_groups.MemberModel(model.model, model.paths)
-        job = JobConfig(config, job.origins, found, found.values(job.values, config))
-    # A config made from a model (which passed) runs the checks that read what it changed.
-    made = job.model
-    if made is not None and made not in checks:
-        checks[made] = checks_for(made.model, {p[0] for p in made.paths if isinstance(p[0], str)})
-    check_job(config, job.origins, None if made is None else checks[made])
-    name = config["job"]["name"]
-    if name in names:
-        raise _collision(name, names[name], point, job)
-    names[name] = point
-    plan = plan_script(config, array=array)
-    if array:
-        members.append(array_groups.member(config, plan))
-    script = scripts.render(plan).encode("utf-8")
-    entry = _lock_entry(job, point, overridden, f"jobs/{name}.sbatch", script, depends_on)
-    return entry, script, job
+@dataclass(frozen=True)
+class _Made:
+    """What compiling one sweep point gives (sent back by a worker process, `fanout.py`)."""
+
+    entry: LockJob | None  # None: a filter removed the point
+    sibling: Sibling | None = None  # for the jobs of later stages that reference it
+    member: array_groups.Member | None = None  # a job of an array
+    loader: Loader | None = None  # a Megatron job that loads a checkpoint
+    job: JobConfig | None = None  # its resolved config, for `on_job`
+
+
+class _PointWork:
+    """Compiles one sweep point into its lock entry and files. Holds what every point of the
+    sweep shares, and what is learnt once per shape of job (kept by each process)."""
+
+    def __init__(
+        self,
+        base: dict[str, Any],
+        origins: Any,
+        env: Mapping[str, str],
+        overridden: Sequence[str],
+        refs: Mapping[int, Any],
+        index: SiblingIndex,
+        seen: dict[int, Sibling | None],
+        referenced: set[str],
+        files: MutableMapping[str, bytes],
+        keep_jobs: bool,
+    ) -> None:
+        self.base = base
+        self.origins = origins
+        self.env = env
+        self.overridden = overridden
+        self.refs = refs
+        self.index = index
+        self.seen = seen  # filled in by the caller as stages are compiled
+        self.referenced = referenced
+        self.files = files
+        self.keep_jobs = keep_jobs
+        # Parts that every job shares unchanged (the base's, and values that do not depend
+        # on the sweep point) are resolved, encoded and scanned once.
+        self.resolved = ResolvedParts(static_parts(base))
+        self.encoder = ShapedJson(PrettyJson(self.resolved.sizes), self.resolved.sizes)
+        self.validate = Validator(self.resolved.sizes)
+        self.scripts = ShapedScripts()  # rendered once per shape of plan
+        self.checks: dict[Made, Checks] = {}  # the checks of the configs made from each model
+        # Each model's array members' model.
+        self.variants: dict[Made, array_groups.MemberModel] = {}
+
+    def __call__(self, point: Point) -> _Made:
+        siblings = gather(point, self.refs.get(point.index, ()), self.index, self.seen)
+        job = self._resolve(point, siblings)
+        if job is None:
+            return _Made(None)
+        upstream = list(siblings.values()) if siblings else []
+        depends_on = sorted({s.name for s in upstream}) if upstream else _NO_JOBS
+        entry, script, job, member = self._job(job, point, depends_on)
+        written = [entry.output_dir, *(str(s.view["output_dir"]) for s in upstream)]
+        reads = job_reads(job.config, written)
+        if reads:
+            entry = replaced(entry, reads=tuple(reads))
+        files = self.files
+        files[entry.script] = script
+        # The job's whole resolved config, for people and tools: what the script was
+        # rendered from. No origins (they hold the compiling machine's paths).
+        plan = job.model
+        data = None
+        if plan is not None and job.values is not None:
+            data = self.encoder.encode_at(plan, plan.model, plan.paths, job.values)
+        files[f"jobs/{entry.name}.config.json"] = data or self.encoder.encode(job.config)
+        return _Made(
+            entry,
+            sibling_of(job.config) if point.values.get("stage") in self.referenced else None,
+            member,
+            loader(entry.name, job.config, job.origins),
+            job if self.keep_jobs else None,
+        )
+
+    def job_of(self, point: Point) -> JobConfig:
+        """The resolved config of a point that is a job (for an error that names it)."""
+        job = self._resolve(
+            point, gather(point, self.refs.get(point.index, ()), self.index, self.seen)
+        )
+        assert job is not None
+        return job
+
+    def _resolve(self, point: Point, siblings: dict[str, Sibling] | None) -> JobConfig | None:
+        if siblings is None:
+            return None
+        return resolve_job(
+            self.base, self.origins, point, self.env, siblings, resolved=self.resolved
+        )
+
+    def _job(
+        self, job: JobConfig, point: Point, depends_on: list[str]
+    ) -> tuple[LockJob, bytes, JobConfig, array_groups.Member | None]:
+        """The job's lock entry and script, its config as the script was planned from it (the
+        debug time clamp and an array member's log path applied), and its array member."""
+        # Made from a model that passed: only its own values can hold what the model did not.
+        made_from = job.model
+        self.validate(
+            job.config, job.origins, job.values if made_from is not None else None, made_from
+        )
+        config = clamp_debug_time(job.config)
+        clamped = config is not job.config
+        array = bool(config["slurm"].get("array"))
+        if array:
+            # Every task of an array writes into the array's one --output pattern.
+            config = array_groups.with_member_log_path(config)
+        if clamped or (array and (job.model is None or job.values is None)):
+            job = JobConfig(config, job.origins)
+        elif array:
+            # An array member made from a model: made from the model as a member.
+            assert job.model is not None and job.values is not None
+            model = job.model
+            found = self.variants.get(model)
+            if found is None:
+                found = self.variants[model] = array_groups.MemberModel(model.model, model.paths)
+            job = JobConfig(config, job.origins, found, found.values(job.values, config))
+        # A config made from a model (which passed) runs the checks that read what it changed.
+        made = job.model
+        checks = self.checks
+        if made is not None and made not in checks:
+            changed = {p[0] for p in made.paths if isinstance(p[0], str)}
+            checks[made] = checks_for(made.model, changed)
+        check_job(config, job.origins, None if made is None else checks[made])
+        name = config["job"]["name"]
+        plan = plan_script(config, array=array)
+        member = array_groups.member(config, plan) if array else None
+        script = self.scripts.render(plan).encode("utf-8")
+        entry = _lock_entry(job, point, self.overridden, f"jobs/{name}.sbatch", script, depends_on)
+        return entry, script, job, member
 
 
 def base_project(base: dict[str, Any], env: Mapping[str, str], origins: Any) -> dict[str, Any]:

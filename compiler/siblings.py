@@ -196,12 +196,22 @@ class Sibling:
     view: Mapping[str, Any]
     ids: frozenset[int]
 
+    def __reduce__(self) -> tuple[Any, tuple[str, Mapping[str, Any]]]:
+        # Ids are of this process's objects: a copy sent from a worker process of the compile
+        # (`fanout.py`) takes the ids of its own.
+        return _seen, (self.name, self.view)
+
 
 def sibling_of(config: Mapping[str, Any]) -> Sibling:
     view: dict[str, Any] = {k: v for k, v in config.items() if k != "sibling"}
     job = config["job"]
     for short, (_, key) in SHORTCUTS.items():
         view[short] = job.get(key)
+    return _seen(job["name"], view)
+
+
+def _seen(name: str, view: Mapping[str, Any]) -> Sibling:
+    """The sibling of this name and view, with the ids of everything in the view."""
     ids: set[int] = set()
 
     def walk(node: Any) -> None:
@@ -217,7 +227,7 @@ def sibling_of(config: Mapping[str, Any]) -> Sibling:
             ids.add(id(node))
 
     walk(view)
-    return Sibling(job["name"], view, frozenset(ids))
+    return Sibling(name, view, frozenset(ids))
 
 
 def gather(

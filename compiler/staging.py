@@ -18,7 +18,7 @@ import stat
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from types import TracebackType
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 
 class Writer(Protocol):
@@ -37,6 +37,20 @@ class FileSink(MutableMapping[str, bytes], abc.ABC):
     def text(self, name: str) -> contextlib.AbstractContextManager[Writer]:
         """A file to give in pieces of text (a large lockfile is never one string in
         memory)."""
+
+    def part(self) -> None:
+        """In a worker process (`fanout.py`): from now on, `report` tells the files this
+        process makes."""
+        self._names = {}
+
+    def report(self) -> Any:
+        """What `adopt` takes in the parent process: the files made since `part`."""
+        return list(self._names)
+
+    def adopt(self, report: Any) -> None:
+        """Take in the files a worker process made (its `report`), after those made so far."""
+        for name in report:
+            self._names[name] = None
 
     def __contains__(self, name: object) -> bool:
         return name in self._names

@@ -7,20 +7,25 @@ What a schema cannot say is checked next, in `checks.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib.resources
 import json
 import re
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from .backends.megatron import megatron_schema, suggest_argument
 from .errors import ConfigError, Origin, Problem, did_you_mean
+from .schema_paths import Location, Unsupported, leaf_schemas
 from .tree import KeyPath, dotted, origin_of
 
 if TYPE_CHECKING:
     from jsonschema import Draft202012Validator
     from jsonschema.exceptions import ValidationError
+
+    from .leaves import Made
 
 MISSING = "???"
 
@@ -54,9 +59,13 @@ class Validator:
     def __init__(self, shared: Container[int] = ()) -> None:
         """`shared`: ids of containers that stay alive and unchanged while this validator is
         used (see `interpolate.static_parts`); they are walked once, not once per job."""
-        self._fast = _fast_validator(("experiment.schema.json", "megatron.schema.json"))
+        self._compiled = _Compiled.load(SCHEMAS)
+        self._fast = None if self._compiled is None else self._compiled.is_valid
         self._shared = shared
         self._clean: set[int] = set()
+        # Per model config: a check per changed path (None: nothing judges it there), or None
+        # when its configs are validated whole.
+        self._leaves: dict[Made, list[Callable[[Any], bool] | None] | None] = {}
 
     def _suspect(self, config: Mapping[str, Any]) -> bool:
         """Whether the config holds a `???` or a NUL character: a quick scan without paths
@@ -84,9 +93,11 @@ class Validator:
         config: Mapping[str, Any],
         origins: Mapping[KeyPath, Origin],
         changed: Sequence[Any] | None = None,
+        made: Made | None = None,
     ) -> None:
         """Raise one ConfigError listing every problem, or return quietly. `changed`: the
-        config is one that passed but for these values (texts and numbers)."""
+        config is one that passed but for these values (texts and numbers); `made`: it is
+        the config made from this model with `changed` at the model's paths."""
         if changed is not None:
             suspect = any(
                 type(value) is str and (value == MISSING or "\x00" in value) for value in changed
@@ -94,6 +105,13 @@ class Validator:
         else:
             suspect = self._suspect(config)
         problems = list(_missing_values(config, (), origins)) if suspect else []
+        if (
+            not problems
+            and made is not None
+            and changed is not None
+            and self._passes(made, changed)
+        ):
+            return
         if not problems and self._fast is not None and self._fast(config):
             return
         if not problems:
@@ -103,18 +121,73 @@ class Validator:
         if problems:
             raise ConfigError(sorted(set(problems), key=_position))
 
+    def _passes(self, made: Made, changed: Sequence[Any]) -> bool:
+        """Whether a config made from `made` with the values `changed` passes the schema,
+        judged by those values alone; False when that cannot tell (it is then validated
+        whole, which also finds its problems)."""
+        if made in self._leaves:
+            leaves = self._leaves[made]
+        else:
+            leaves = self._leaves[made] = self._leaf_checks(made)
+        if leaves is None or len(leaves) != len(changed):
+            return False
+        for check, value in zip(leaves, changed, strict=True):
+            if check is not None and not check(value):
+                return False
+        return True
 
-def _fast_validator(names: tuple[str, ...]) -> Callable[[Any], bool] | None:
-    """A compiled Draft 2020-12 validator for the common case, or None without the package."""
-    try:
+    def _leaf_checks(self, made: Made) -> list[Callable[[Any], bool] | None] | None:
+        compiled = self._compiled
+        if compiled is None or not compiled.is_valid(made.model):
+            return None
+        paths = made.paths
+        checks: list[Callable[[Any], bool] | None] = []
+        try:
+            for path in paths:
+                found = leaf_schemas(
+                    compiled.resources, SCHEMAS[0], made.model, path, paths, compiled.accepts
+                )
+                checks.append(compiled.checker(found) if found else None)
+        except Unsupported:
+            return None
+        return checks
+
+
+SCHEMAS = ("experiment.schema.json", "megatron.schema.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Compiled:
+    """The schemas compiled by jsonschema-rs (where installed): the whole config's check, and
+    checks of the subschemas at given locations."""
+
+    resources: dict[str, Any]
+    registry: Any
+    is_valid: Callable[[Any], bool]
+
+    @classmethod
+    def load(cls, names: tuple[str, ...]) -> _Compiled | None:
+        try:
+            import jsonschema_rs
+        except ImportError:
+            return None
+        resources = {name: load_schema(name) for name in names}
+        registry = jsonschema_rs.Registry(list(resources.items()))
+        validator = jsonschema_rs.Draft202012Validator(resources[names[0]], registry=registry)
+        return cls(resources, registry, validator.is_valid)
+
+    def checker(self, locations: Sequence[Location]) -> Callable[[Any], bool]:
+        """A check of a value against every subschema at `locations`."""
         import jsonschema_rs
-    except ImportError:
-        return None
-    resources = [(name, load_schema(name)) for name in names]
-    registry = jsonschema_rs.Registry(resources)
-    validator = jsonschema_rs.Draft202012Validator(resources[0][1], registry=registry)
-    is_valid: Callable[[Any], bool] = validator.is_valid
-    return is_valid
+
+        refs = [{"$ref": f"{name}#{quote(pointer)}"} for name, pointer in locations]
+        schema = refs[0] if len(refs) == 1 else {"allOf": refs}
+        validator = jsonschema_rs.Draft202012Validator(schema, registry=self.registry)
+        is_valid: Callable[[Any], bool] = validator.is_valid
+        return is_valid
+
+    def accepts(self, location: Location, value: Any) -> bool:
+        return self.checker([location])(value)
 
 
 def validate(config: Mapping[str, Any], origins: Mapping[KeyPath, Origin]) -> None:

@@ -1,0 +1,217 @@
+"""The jobs of one stage compiled by several processes at once, on the login node's cores.
+
+The jobs of a stage do not depend on each other, so their points are cut into contiguous
+parts: this process compiles the first, and a process forked for each other part compiles it
+(with everything compiled so far at hand) and sends its results back through a pipe. Results
+come out in the points' order whatever the number of processes, and so does the first error,
+so a bundle (or the error) is the same byte for byte with one process or eight.
+
+Files go where the compiler puts them (`FileSink`): a worker writes its staged files itself
+and tells which it made (`FileSink.part` and `adopt`); a plain mapping gets a worker's files
+back through the pipe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import mmap
+import os
+import pickle
+import signal
+import struct
+import traceback
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from typing import Any, TypeVar
+
+from oellm.errors import OellmError
+
+from .staging import FileSink
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+WORKERS_ENV = "OELLM_COMPILE_WORKERS"
+MAX_WORKERS = 8
+# Points per process at least: forking and sending results back cost about a job's compile
+# per hundred results; below this, one process is as quick.
+MIN_PART = 500
+_COUNT = struct.Struct("q")
+_TICK = 64  # a worker tells how far it got every this many points
+
+
+def workers(points: int) -> int:
+    """How many processes compile `points` jobs: one per core this process may run on (at
+    most 8; `OELLM_COMPILE_WORKERS` sets it), and no more than gives each `MIN_PART`."""
+    if not hasattr(os, "fork") or not hasattr(os, "sched_getaffinity"):
+        return 1
+    given = os.environ.get(WORKERS_ENV, "").strip()
+    cores = int(given) if given.isdigit() and int(given) > 0 else None
+    if cores is None:
+        cores = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
+    return max(1, min(cores, points // MIN_PART))
+
+
+class WorkerFailed(RuntimeError):
+    """A worker process met a bug: its traceback, for the report (exit 3)."""
+
+
+class WorkerEnded(OellmError):
+    """A worker process ended without its results: the system killed it (out of memory, a
+    signal)."""
+
+
+def fan_out(
+    items: Sequence[T],
+    work: Callable[[T], R],
+    files: MutableMapping[str, bytes],
+    count: int,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[R]:
+    """`work(item)` for each item, in order, by `count` processes; `progress` is told how
+    many are done while this process works."""
+    if count <= 1:
+        for done, item in enumerate(items, 1):
+            yield work(item)
+            if progress is not None:
+                progress(done)
+        return
+    size = -(-len(items) // count)
+    parts = [items[start : start + size] for start in range(0, len(items), size)]
+    counters = mmap.mmap(-1, _COUNT.size * len(parts))
+    children: list[tuple[int, int]] = []
+    try:
+        for number, part in enumerate(parts[1:], 1):
+            read, write = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # pragma: no cover - the child's coverage is not collected
+                os.close(read)
+                _child(part, work, files, write, counters, number)
+            os.close(write)
+            children.append((pid, read))
+        for done, item in enumerate(parts[0], 1):
+            yield work(item)
+            if progress is not None and done % _TICK == 0:
+                others = sum(
+                    _COUNT.unpack_from(counters, n * _COUNT.size)[0] for n in range(1, len(parts))
+                )
+                progress(done + others)
+        while children:
+            pid, read = children.pop(0)
+            results, report, error = _receive(pid, read)
+            if report is not None:
+                _adopt(files, report)
+            yield from results
+            if error is not None:
+                raise error
+    finally:
+        for pid, read in children:
+            _stop(pid, read)
+        counters.close()
+
+
+def _child(
+    part: Sequence[Any],
+    work: Callable[[Any], Any],
+    files: MutableMapping[str, bytes],
+    write: int,
+    counters: mmap.mmap,
+    number: int,
+) -> None:
+    """Compile `part` in the forked process, send (results, files report, error) and end
+    without running the parent's exit handlers or flushing its buffers."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the parent, which ends this
+        # What this process puts into `files` is sent back: a sink tells which files it
+        # made; a plain mapping (the same object, forked) gives those added after `before`.
+        before = len(files)
+        if isinstance(files, FileSink):
+            files.part()
+        results: list[Any] = []
+        error: BaseException | None = None
+        try:
+            for done, item in enumerate(part, 1):
+                results.append(work(item))
+                if done % _TICK == 0:
+                    _COUNT.pack_into(counters, number * _COUNT.size, done)
+        except OellmError as exc:
+            error = _sendable(exc)
+        except Exception:
+            error = WorkerFailed(traceback.format_exc())
+        report: Any
+        if isinstance(files, FileSink):
+            report = files.report()
+        else:
+            report = dict(itertools.islice(files.items(), before, None))
+        data = _pickled(results, report, error)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(write, view) :]
+    except BaseException:
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def _sendable(error: OellmError) -> OellmError:
+    """The error, or one that renders the same and survives a pickle (for an error type whose
+    arguments are not its `args`)."""
+    try:
+        back = pickle.loads(pickle.dumps(error))
+        if type(back) is type(error) and back.render() == error.render():
+            return error
+    except Exception:
+        pass
+    same = OellmError(error.render())
+    same.exit_code = error.exit_code
+    same.positioned = error.positioned
+    return same
+
+
+def _pickled(results: list[Any], report: Any, error: BaseException | None) -> bytes:
+    try:
+        return pickle.dumps((results, report, error), protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:
+        failed = WorkerFailed(f"a worker's results could not be sent:\n{traceback.format_exc()}")
+        return pickle.dumps(([], None, failed), protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def _receive(pid: int, read: int) -> tuple[list[Any], Any, BaseException | None]:
+    """A worker's (results, files report, error), once it has ended."""
+    try:
+        with os.fdopen(read, "rb") as pipe:
+            data = pipe.read()
+    except BaseException:
+        _stop(pid, None)
+        raise
+    _, status = os.waitpid(pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0 or not data:
+        raise WorkerEnded(
+            f"a compile worker process ended early ({_status(status)})",
+            hint=f"if memory is short, set {WORKERS_ENV}=1 to compile in one process",
+        )
+    results, report, error = pickle.loads(data)
+    return results, report, error
+
+
+def _status(status: int) -> str:
+    code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        return f"signal {signal.Signals(-code).name}"
+    return f"exit {code}"
+
+
+def _stop(pid: int, read: int | None) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    if read is not None:
+        os.close(read)
+
+
+def _adopt(files: MutableMapping[str, bytes], report: Any) -> None:
+    if isinstance(files, FileSink):
+        files.adopt(report)
+    else:
+        files.update(report)

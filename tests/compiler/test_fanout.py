@@ -1,0 +1,292 @@
+"""A stage compiled by several processes (`compiler/fanout.py`) gives the bundle one process
+gives, byte for byte, and the same first error; a worker that breaks or is killed is told,
+and no worker process is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oellm.cli import main
+from oellm.compiler import fanout
+from oellm.compiler.checking import CheckedFiles
+from oellm.compiler.errors import ConfigError, Origin, fail
+from oellm.compiler.pipeline import CompileRequest, compile_bundle
+from oellm.compiler.staging import StagedFiles
+from oellm.errors import OellmError
+from tests.helpers import EXAMPLES, compile_file, rendered, write
+
+EXAMPLE_FILES = sorted(EXAMPLES.rglob("*.yaml"))
+
+
+@pytest.fixture
+def processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """Sets how many processes compile a stage (parts of one point at least); checks that
+    none is left once the test is done."""
+
+    def use(count: int) -> None:
+        monkeypatch.setattr(fanout, "MIN_PART", 1)
+        monkeypatch.setenv(fanout.WORKERS_ENV, str(count))
+
+    yield use
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child of this process is left, ended or not
+
+
+def _outcome(path: Path, overrides: tuple[str, ...] = ()) -> Any:
+    try:
+        bundle = compile_file(path, overrides, env={})
+    except ConfigError as error:
+        return rendered(error)
+    return list(bundle.files.items()), bundle.lock
+
+
+@pytest.mark.parametrize("path", EXAMPLE_FILES, ids=lambda p: p.relative_to(EXAMPLES).stem)
+def test_every_example_is_the_same_bundle_from_three_processes(path: Path, processes: Any) -> None:
+    processes(1)
+    one = _outcome(path)
+    processes(3)
+    three = _outcome(path)
+    assert not isinstance(one, str)
+    assert three == one  # the files in the same order, the same bytes, the same lock
+
+
+SWEEP = """
+project: {name: fan}
+job:
+  name: "f_${vars.a}_${vars.b}_${stage}"
+backend: {bash: {command: 'echo "it''s $(id)" ${vars.a} ${vars.b} ${vars.note}'}}
+vars: {a: 0, b: x, note: ""}
+sweep:
+  type: list
+  groups:
+    - params: {vars.a: [1, 2, 3, 4, 5, 6, 7], vars.b: [x, y.z, i+t]}
+      defaults: {stage: stable}
+    - params: {vars.a: [1, 2, 3, 4, 5, 6, 7], vars.b: [x, y.z, i+t]}
+      defaults:
+        stage: decay
+        vars.note: "\\\\${sibling.stable.output_dir}/checkpoints"
+      job.start_conditions:
+        - class_name: FileExistsCondition
+          path: "\\\\${sibling.stable.output_dir}/checkpoints/done.txt"
+  filter: "\\\\${oc.eval:'not (\\\\${vars.a} == 3 and \\\\${vars.a} > 2)'}"
+"""
+
+
+@pytest.mark.parametrize("array", [False, True])
+@pytest.mark.parametrize("count", [2, 4])
+def test_stages_with_siblings_and_filters_are_the_same_bundle(
+    tmp_path: Path, processes: Any, array: bool, count: int
+) -> None:
+    exp = write(tmp_path / "exp.yaml", SWEEP + f"slurm: {{array: {str(array).lower()}}}\n")
+    processes(1)
+    one = _outcome(exp)
+    processes(count)
+    many = _outcome(exp)
+    assert not isinstance(one, str), one
+    assert len(one[1].jobs) == 36  # 2 stages x 21 points, less vars.a == 3 in each
+    assert many == one
+
+
+def _staged(exp: Path, out: Path, count: int, processes: Any) -> dict[str, tuple[bytes, int]]:
+    processes(count)
+    assert main(["compile", str(exp), "-o", str(out)]) == 0
+    return {
+        str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mode)
+        for p in sorted(out.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_a_written_bundle_is_the_same_and_check_agrees(
+    tmp_path: Path, processes: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    exp = write(tmp_path / "exp.yaml", SWEEP)
+    one = _staged(exp, tmp_path / "one", 1, processes)
+    three = _staged(exp, tmp_path / "three", 3, processes)
+    assert three == one
+    # A recompile over a bundle links the files it holds already; with workers too.
+    again = _staged(exp, tmp_path / "three", 3, processes)
+    assert again == one
+    capsys.readouterr()
+    assert main(["compile", str(exp), "-o", str(tmp_path / "three"), "--check"]) == 0
+    assert "up to date" in capsys.readouterr().out
+    # A change that reaches only the jobs of the second stage is found by --check.
+    edited = write(tmp_path / "exp.yaml", SWEEP.replace("done.txt", "done2.txt"))
+    assert main(["compile", str(edited), "-o", str(tmp_path / "three"), "--check"]) == 1
+
+
+def _error_at(tmp_path: Path, bad: dict[int, str]) -> Path:
+    """A sweep of 12 jobs, in order, where job `n` sets the config of `bad[n]`."""
+    groups = "".join(
+        f"    - params: {{vars.n: [{n}]}}\n      defaults: {bad.get(n, '{}')}\n" for n in range(12)
+    )
+    text = (
+        "project: {name: errs}\n"
+        'job: {name: "e_${vars.n}"}\n'
+        'backend: {bash: {command: "echo ${vars.n}"}}\n'
+        "vars: {n: 0}\n"
+        "sweep:\n  type: list\n  groups:\n" + groups
+    )
+    return write(tmp_path / "exp.yaml", text)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {9: "{job.chain_repeat: 0}"},  # in the last worker's part
+        {5: "{slurm.launch: sideways}", 10: "{job.chain_repeat: 0}"},  # the first of two
+        {2: "{job.name: e_0}"},  # the name of another job, in another part
+        {11: "{job.name: e_0}", 6: "{slurm.launch: per_gpu, slurm.use_srun: false}"},
+    ],
+)
+def test_the_first_error_is_the_one_one_process_finds(
+    tmp_path: Path, processes: Any, bad: dict[int, str]
+) -> None:
+    exp = _error_at(tmp_path, bad)
+    processes(1)
+    one = _outcome(exp)
+    processes(4)
+    four = _outcome(exp)
+    assert isinstance(one, str), "the case must fail"
+    assert four == one
+
+
+def test_errors_survive_being_sent_back() -> None:
+    error = fail("bad value", Origin("exp.yaml", 3, 7), key="a.b", hint="use c")
+    sent = fanout._sendable(error)
+    assert sent is error
+    assert rendered(fanout.pickle.loads(fanout.pickle.dumps(sent))) == rendered(error)
+
+    class Odd(OellmError):
+        exit_code = 75
+
+        def __init__(self, one: int, two: int) -> None:
+            super().__init__(f"odd {one} {two}")
+
+    odd = fanout._sendable(Odd(1, 2))
+    assert type(odd) is OellmError and odd.render() == "odd 1 2" and odd.exit_code == 75
+
+
+def _items(count: int) -> list[int]:
+    return list(range(count))
+
+
+def test_results_come_in_order_with_files_of_a_plain_mapping(processes: Any) -> None:
+    files: dict[str, bytes] = {"first": b"0"}
+
+    def work(n: int) -> int:
+        files[f"f{n}"] = str(n).encode()
+        return n * n
+
+    told: list[int] = []
+    out = list(fanout.fan_out(_items(500), work, files, 3, told.append))
+    assert out == [n * n for n in range(500)]
+    assert list(files) == ["first", *(f"f{n}" for n in range(500))]
+    assert told == sorted(told) and told and told[-1] <= 500
+
+
+def test_staged_files_of_workers_are_adopted(tmp_path: Path, processes: Any) -> None:
+    with StagedFiles(tmp_path / "stage", tmp_path / "out", None) as files:
+
+        def work(n: int) -> None:
+            files[f"jobs/{n}.txt"] = str(n).encode()
+
+        list(fanout.fan_out(_items(30), work, files, 3))
+        assert list(files) == [f"jobs/{n}.txt" for n in range(30)]
+        assert files["jobs/29.txt"] == b"29"
+
+
+def test_checked_files_of_workers_are_adopted(tmp_path: Path, processes: Any) -> None:
+    folder = tmp_path / "bundle"
+    (folder / "jobs").mkdir(parents=True)
+    for n in range(30):
+        (folder / f"jobs/{n}.txt").write_bytes(str(n).encode())
+    checked = CheckedFiles(folder)
+
+    def work(n: int) -> None:
+        checked[f"jobs/{n}.txt"] = b"changed" if n == 25 else str(n).encode()
+
+    list(fanout.fan_out(_items(30), work, checked, 3))
+    assert list(checked) == [f"jobs/{n}.txt" for n in range(30)]
+    assert checked.same("jobs/3.txt") and not checked.same("jobs/25.txt")
+    assert checked["jobs/25.txt"] == b"changed"
+    assert not checked.up_to_date([f"jobs/{n}.txt" for n in range(30)])
+
+
+def test_a_bug_in_a_worker_is_told_with_its_traceback(processes: Any) -> None:
+    def work(n: int) -> int:
+        if n == 250:
+            raise KeyError("the bug")
+        return n
+
+    got: list[int] = []
+    with pytest.raises(fanout.WorkerFailed, match="KeyError: 'the bug'"):
+        for n in fanout.fan_out(_items(300), work, {}, 3):
+            got.append(n)
+    assert got == list(range(250))  # what came before it, in order
+
+
+def test_a_killed_worker_is_told(processes: Any) -> None:
+    def work(n: int) -> int:
+        if n == 299:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return n
+
+    with pytest.raises(fanout.WorkerEnded, match="signal SIGKILL") as caught:
+        list(fanout.fan_out(_items(300), work, {}, 3))
+    assert fanout.WORKERS_ENV in (caught.value.hint or "")
+
+
+def test_an_error_here_stops_the_workers(processes: Any) -> None:
+    def work(n: int) -> int:
+        if n == 5:
+            raise fail("first")
+        if n > 100:
+            signal.pause()  # a worker that would never end by itself
+        return n
+
+    with pytest.raises(ConfigError, match="first"):
+        list(fanout.fan_out(_items(300), work, {}, 3))
+
+
+def test_leaving_early_stops_the_workers(processes: Any) -> None:
+    def work(n: int) -> int:
+        if n > 100:
+            signal.pause()
+        return n
+
+    results = fanout.fan_out(_items(300), work, {}, 3)
+    assert next(results) == 0
+    results.close()
+
+
+def test_how_many_processes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    monkeypatch.delenv(fanout.WORKERS_ENV, raising=False)
+    assert fanout.workers(100) == 1  # too few points to share
+    assert fanout.workers(10 * fanout.MIN_PART) == fanout.MAX_WORKERS
+    assert fanout.workers(3 * fanout.MIN_PART) == 3
+    monkeypatch.setenv(fanout.WORKERS_ENV, "1")
+    assert fanout.workers(100_000) == 1
+    monkeypatch.setenv(fanout.WORKERS_ENV, "2")
+    assert fanout.workers(100_000) == 2
+    monkeypatch.setenv(fanout.WORKERS_ENV, "many")
+    assert fanout.workers(100_000) == fanout.MAX_WORKERS
+
+
+def test_a_config_hook_compiles_in_one_process(tmp_path: Path, processes: Any) -> None:
+    processes(3)
+    exp = write(tmp_path / "exp.yaml", SWEEP)
+    seen: list[str] = []
+    pid = os.getpid()
+    compile_bundle(
+        CompileRequest(experiment=exp, bundle_dir=tmp_path / "b"),
+        on_job=lambda name, job: seen.append(f"{name}@{os.getpid() == pid}"),
+    )
+    assert len(seen) == 36 and all(s.endswith("@True") for s in seen)
