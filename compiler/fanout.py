@@ -79,6 +79,7 @@ def fan_out(
     size = -(-len(items) // count)
     parts = [items[start : start + size] for start in range(0, len(items), size)]
     counters = mmap.mmap(-1, _COUNT.size * len(parts))
+    parent = os.getpid()
     children: list[tuple[int, int]] = []
     try:
         for number, part in enumerate(parts[1:], 1):
@@ -86,7 +87,7 @@ def fan_out(
             pid = os.fork()
             if pid == 0:  # pragma: no cover - the child's coverage is not collected
                 os.close(read)
-                _child(part, work, files, write, counters, number)
+                _child(part, work, files, write, counters, number, parent)
             os.close(write)
             children.append((pid, read))
         for done, item in enumerate(parts[0], 1):
@@ -117,6 +118,7 @@ def _child(
     write: int,
     counters: mmap.mmap,
     number: int,
+    parent: int,
 ) -> None:
     """Compile `part` in the forked process, send (results, files report, error) and end
     without running the parent's exit handlers or flushing its buffers."""
@@ -135,6 +137,8 @@ def _child(
                 results.append(work(item))
                 if done % _TICK == 0:
                     _COUNT.pack_into(counters, number * _COUNT.size, done)
+                    if os.getppid() != parent:
+                        break  # the compile was killed: no one waits for this part
         except OellmError as exc:
             error = _sendable(exc)
         except Exception:

@@ -290,3 +290,52 @@ def test_a_config_hook_compiles_in_one_process(tmp_path: Path, processes: Any) -
         on_job=lambda name, job: seen.append(f"{name}@{os.getpid() == pid}"),
     )
     assert len(seen) == 36 and all(s.endswith("@True") for s in seen)
+
+
+ORPHAN = """
+import os, sys, time
+from oellm.compiler import fanout
+
+def work(n):
+    if n == 50_100:  # in the second part: the worker's
+        open(sys.argv[1], "w").write(str(os.getpid()))
+    time.sleep(0.01)
+    return n
+
+list(fanout.fan_out(list(range(100_000)), work, {}, 2))
+"""
+
+
+def test_a_worker_ends_soon_when_the_compile_is_killed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "worker.pid"
+    compile_ = subprocess.Popen([sys.executable, "-c", ORPHAN, str(pid_file)])
+    try:
+        deadline = time.monotonic() + 30
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the worker never started"
+            time.sleep(0.05)
+        worker = int(pid_file.read_text())
+    finally:
+        compile_.kill()  # SIGKILL: no handler of the compile runs
+        compile_.wait()
+    deadline = time.monotonic() + 10  # a worker checks every 64 points (0.64 s here)
+    while _alive(worker):
+        assert time.monotonic() < deadline, "the worker outlived the compile"
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # An ended process not yet reaped by init is a zombie: it is not running.
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
