@@ -21,10 +21,11 @@ from oellm.bundle_files import LOCK_NAME
 from oellm.lockfile.model import Project
 
 from . import tags
-from .codec import RecordInvalid, decode
 from .errors import ReconcileError
-from .lock import Busy, StateLock
-from .records import COMPLETED, write_atomic
+
+# The records, their codec and the state lock are imported where they are used: `oellm
+# compile` asks `state_change` whether the state dir moves, and most compiles never read a
+# record (about 0.04 s of imports).
 
 IDENTITY_NAME = "identity.json"
 
@@ -49,6 +50,8 @@ def default_key(project: str, state_dir: str) -> str:
 
 
 def read_identity(state_path: Path) -> Identity | None:
+    from .codec import RecordInvalid, decode
+
     path = state_path / IDENTITY_NAME
     try:
         text = path.read_text(encoding="utf-8")
@@ -97,6 +100,8 @@ def key_for(
 def recorded_key(state_path: Path) -> str | None:
     """The key in the tag of an attempt record, if the state dir holds one (its identity file
     lost, or written by an oellm that kept none)."""
+    from .records import COMPLETED
+
     folders: list[Path] = []
     for parent in (state_path / "jobs", state_path / COMPLETED):
         try:
@@ -135,12 +140,16 @@ def check(found: Identity, bundle_path: Path, project: str, state_path: Path) ->
 
 def claim(bundle_path: Path, project: str, key: str, state_path: Path) -> None:
     """Record that this bundle uses the state dir (under the state lock)."""
+    from .records import write_atomic
+
     wanted = Identity(project, key, str(bundle_path.resolve()), LAYOUT)
     if read_identity(state_path) != wanted:
         write_atomic(state_path / IDENTITY_NAME, dataclasses.asdict(wanted))
 
 
 def has_records(state_path: Path) -> bool:
+    from .records import COMPLETED
+
     for parent in (state_path / "jobs", state_path / COMPLETED, state_path / "drops"):
         try:
             if any(not p.name.startswith(".") for p in parent.iterdir()):
@@ -153,6 +162,8 @@ def has_records(state_path: Path) -> bool:
 def move_state(old: Path, new: Path, wait: float = 30.0) -> None:
     """Move a state dir (records, identity, lock folder and all) to a new place, holding the
     old one's lock so that no round works on it meanwhile."""
+    from .lock import Busy, StateLock
+
     if new.exists() and any(new.iterdir()):
         raise ReconcileError(
             f"cannot move the state to {new}: that folder is not empty",
