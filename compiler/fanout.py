@@ -21,7 +21,7 @@ import pickle
 import signal
 import struct
 import traceback
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Generator, Iterator, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 from oellm.errors import OellmError
@@ -38,6 +38,9 @@ MAX_WORKERS = 8
 MIN_PART = 500
 _COUNT = struct.Struct("q")
 _TICK = 64  # a worker tells how far it got every this many points
+_BATCH = 1024  # results per pickle a worker sends
+_PROTOCOL = pickle.HIGHEST_PROTOCOL
+_END = "oellm.fanout.end"  # marks a worker's last message
 
 
 def workers(points: int) -> int:
@@ -69,7 +72,8 @@ def fan_out(
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[R]:
     """`work(item)` for each item, in order, by `count` processes; `progress` is told how
-    many are done while this process works."""
+    many are done while this process works. Consume it to the end: the files of a worker are
+    taken into `files` after its last result."""
     if count <= 1:
         for done, item in enumerate(items, 1):
             yield work(item)
@@ -99,10 +103,9 @@ def fan_out(
                 progress(done + others)
         while children:
             pid, read = children.pop(0)
-            results, report, error = _receive(pid, read)
+            report, error = yield from _receive(pid, read)
             if report is not None:
                 _adopt(files, report)
-            yield from results
             if error is not None:
                 raise error
     finally:
@@ -148,10 +151,11 @@ def _child(
             report = files.report()
         else:
             report = dict(itertools.islice(files.items(), before, None))
-        data = _pickled(results, report, error)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(write, view) :]
+        with os.fdopen(write, "wb") as out:
+            # In batches, which the parent takes in one at a time (its memory stays flat).
+            for start in range(0, len(results), _BATCH):
+                pickle.dump(results[start : start + _BATCH], out, _PROTOCOL)
+            out.write(_pickled(report, error))
     except BaseException:
         code = 1
     finally:
@@ -173,30 +177,40 @@ def _sendable(error: OellmError) -> OellmError:
     return same
 
 
-def _pickled(results: list[Any], report: Any, error: BaseException | None) -> bytes:
+def _pickled(report: Any, error: BaseException | None) -> bytes:
+    """The last message of a worker: (the end mark, its files report, its error)."""
     try:
-        return pickle.dumps((results, report, error), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((_END, report, error), _PROTOCOL)
     except Exception:
         failed = WorkerFailed(f"a worker's results could not be sent:\n{traceback.format_exc()}")
-        return pickle.dumps(([], None, failed), protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps((_END, None, failed), _PROTOCOL)
 
 
-def _receive(pid: int, read: int) -> tuple[list[Any], Any, BaseException | None]:
-    """A worker's (results, files report, error), once it has ended."""
+def _receive(pid: int, read: int) -> Generator[Any, None, tuple[Any, BaseException | None]]:
+    """A worker's results as they are read from its pipe, batch by batch; returns its files
+    report and error once it has ended."""
+    end: tuple[Any, Any, BaseException | None] | None = None
     try:
         with os.fdopen(read, "rb") as pipe:
-            data = pipe.read()
+            while end is None:
+                try:
+                    sent = pickle.load(pipe)
+                except Exception:
+                    break  # cut short: the worker ended while it sent them
+                if type(sent) is tuple and sent and sent[0] == _END:
+                    end = sent
+                else:
+                    yield from sent
     except BaseException:
         _stop(pid, None)
         raise
     _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0 or not data:
+    if os.waitstatus_to_exitcode(status) != 0 or end is None:
         raise WorkerEnded(
             f"a compile worker process ended early ({_status(status)})",
             hint=f"if memory is short, set {WORKERS_ENV}=1 to compile in one process",
         )
-    results, report, error = pickle.loads(data)
-    return results, report, error
+    return end[1], end[2]
 
 
 def _status(status: int) -> str:

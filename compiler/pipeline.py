@@ -215,7 +215,8 @@ def _compile_points(
                 progress(before + number, total)
 
         results = fanout.fan_out(stage_points, work, work.files, count, told)
-        for point, result in zip(stage_points, results, strict=False):
+        # To the end: a worker's files are taken in after its last result.
+        for point, result in zip(stage_points, results, strict=True):
             done[point.index] = result.entry
             if point.values.get("stage") in work.referenced:
                 work.seen[point.index] = result.sibling
