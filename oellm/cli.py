@@ -177,6 +177,9 @@ def compile_command(
       ++any.key=1                add or set
       ~drop.key                  delete a key
       slurm=leonardo             choose a config group option
+
+    A stage of 1,000 jobs or more is compiled by one process per core (at most 8);
+    OELLM_COMPILE_WORKERS=N sets how many (1: one process). The bundle is the same.
     """
     pairs = {}
     for item in moved:
