@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from oellm.errors import OellmError
 
+from .errors import fail
 from .staging import FileSink
 
 T = TypeVar("T")
@@ -49,8 +50,14 @@ def workers(points: int) -> int:
     if not hasattr(os, "fork") or not hasattr(os, "sched_getaffinity"):
         return 1
     given = os.environ.get(WORKERS_ENV, "").strip()
-    cores = int(given) if given.isdigit() and int(given) > 0 else None
-    if cores is None:
+    if given:
+        if not given.isdigit() or int(given) < 1:
+            raise fail(
+                f"{WORKERS_ENV}={given!r}: give a number of processes, 1 or more",
+                hint=f"unset {WORKERS_ENV} for one per core (at most {MAX_WORKERS})",
+            )
+        cores = int(given)
+    else:
         cores = min(len(os.sched_getaffinity(0)), MAX_WORKERS)
     return max(1, min(cores, points // MIN_PART))
 

@@ -276,8 +276,21 @@ def test_how_many_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fanout.workers(100_000) == 1
     monkeypatch.setenv(fanout.WORKERS_ENV, "2")
     assert fanout.workers(100_000) == 2
-    monkeypatch.setenv(fanout.WORKERS_ENV, "many")
-    assert fanout.workers(100_000) == fanout.MAX_WORKERS
+    for wrong in ("many", "0", "-2", "1.5"):
+        monkeypatch.setenv(fanout.WORKERS_ENV, wrong)
+        with pytest.raises(ConfigError, match="give a number of processes, 1 or more"):
+            fanout.workers(100_000)
+
+
+def test_a_wrong_number_of_processes_is_a_user_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv(fanout.WORKERS_ENV, "two")
+    exp = write(tmp_path / "exp.yaml", SWEEP)
+    assert main(["compile", str(exp), "-o", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "OELLM_COMPILE_WORKERS='two': give a number of processes" in err
+    assert "Traceback" not in err
 
 
 def test_a_config_hook_compiles_in_one_process(tmp_path: Path, processes: Any) -> None:
