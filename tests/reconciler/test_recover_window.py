@@ -18,13 +18,17 @@ from oellm.reconciler import tags
 from oellm.reconciler.act import act
 from oellm.reconciler.actions import Recover
 from oellm.reconciler.bundle import Bundle, load_bundle
+from oellm.reconciler.decide import decide
+from oellm.reconciler.model import History, Observation
+from oellm.reconciler.observe import tags_of
 from oellm.reconciler.reconcile import Session, reconcile_once
 from oellm.reconciler.records import Records
+from oellm.reconciler.recover import index_tags
 from oellm.reconciler.schedulers import SchedulerJob, row_time
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_sacct, sacct_time
 from oellm.shell import Completed
-from tests.reconciler.fakes import recorded
 from tests.reconciler.slurm_helpers import compile_to
+from tests.reconciler.test_decide import lock_job
 from tests.reconciler.test_slurm_parsers import sacct_stdout
 
 ONE = """
@@ -169,7 +173,6 @@ def test_since_is_the_start_or_the_end_of_a_job_that_never_started() -> None:
     assert rows["6"].start is None
     assert rows["6"].since == row_time("2026-11-26T12:26:52")
     assert SchedulerJob("7", "oellm.k.demo.1", "PENDING").since is None
-    assert recorded("sacct_finished_with_states.txt").returncode == 0
 
 
 def test_row_time_reads_local_times_and_keeps_zones() -> None:
@@ -180,6 +183,33 @@ def test_row_time_reads_local_times_and_keeps_zones() -> None:
     )
     assert row_time(None) is None
     assert row_time("Unknown") is None
+
+
+def test_decide_recovers_with_the_time_slurm_reports_for_each_job() -> None:
+    """A chain whose link 1 ended (start and end known) and whose link 2 is queued (no time)."""
+    rows = [
+        SchedulerJob("30", "oellm.0a1b2c3d.demo.1", "COMPLETED", start="2026-11-26T09:00:00",
+                     end="2026-11-26T09:05:00", source="accounting"),
+        SchedulerJob("31", "oellm.0a1b2c3d.demo.1.link2", "PENDING"),
+    ]  # fmt: skip
+    obs = Observation(
+        asked=True,
+        available=True,
+        by_id={r.job_id: r for r in rows},
+        by_tag=tags_of(rows),
+        submissions=index_tags(rows, "oellm.0a1b2c3d."),
+        looked_back=True,
+    )
+    history = History(attempts={}, dropped={})
+    now = datetime(2026, 11, 26, 12, tzinfo=timezone.utc)
+    (action,) = decide([lock_job({"name": "demo", "chain_repeat": 2})], history, obs, now)
+    assert isinstance(action, Recover), action
+    started = row_time("2026-11-26T09:00:00")
+    assert started is not None
+    assert action.found == (
+        (1, "oellm.0a1b2c3d.demo.1", "30", started.isoformat()),
+        (2, "oellm.0a1b2c3d.demo.1.link2", "31", None),
+    )
 
 
 def load(tmp_path: Path, text: str) -> Bundle:
