@@ -167,9 +167,8 @@ def test_jobs_recovered_long_after_they_ended_are_recorded_as_they_ended(
     for name in QUICK:
         said = rounds(bundles[name], 4)
         assert not any(line.startswith("submitted ") for line in said), said
-        assert outcomes(bundles[name]) == {job: ("finished", "COMPLETED") for job in ids[name]}, (
-            said
-        )
+        completed = {job: ("finished", "COMPLETED") for job in ids[name]}
+        assert outcomes(bundles[name]) == completed, said
 
     wait_for("the late job to end and leave squeue", lambda: forgotten([late]), 150, 2)
     said = rounds(bundles["late"], 4)
