@@ -357,18 +357,27 @@ def _submit_all(
 
 
 def _recovered(action: Recover, bundle: Bundle, scheduler: str, stamp: str) -> Attempt:
-    """The record of a submission found in SLURM (by its tag) that had none: what SLURM says
-    is taken as submitted now; the script is taken to be the bundle's current one."""
+    """The record of a submission found in SLURM (by its tag) that had none; the script is
+    taken to be the bundle's current one.
+
+    Each job is taken as submitted when SLURM first reports it (its start, or its end), not
+    at this round's stamp: later rounds ask accounting from the attempt's intent on
+    (`observe`), and a job that ended before that window would never be seen again, and be
+    counted lost though it completed. A job SLURM gives no time for (queued, or known to squeue
+    alone) is live or ended within MinJobAge: the stamp keeps it in the window."""
     assert action.found
     job = bundle.job(action.job)
     first = action.found[0]
     # A chain's attempt tag is its first link's, whether or not SLURM still lists that link.
     tag = re.sub(r"\.link\d+(\.try\d+)?$", "", first[1]) if first[0] > 1 else first[1]
     chained = job.chain_repeat > 1 and job.array_group is None
+    at = {job_id: _earlier(since, stamp) for _, _, job_id, since in action.found}
     links = tuple(
-        Link(number, link_tag, "submitted", stamp, job_id=job_id, submitted_at=stamp)
-        for number, link_tag, job_id in action.found
+        Link(number, link_tag, "submitted", at[job_id], job_id=job_id, submitted_at=at[job_id])
+        for number, link_tag, job_id, _ in action.found
     )
+    # The attempt's time is its earliest job's: the window of later rounds covers them all.
+    since = min(at.values(), key=datetime.fromisoformat)
     return Attempt(
         job=job.name,
         attempt=action.attempt,
@@ -378,12 +387,20 @@ def _recovered(action: Recover, bundle: Bundle, scheduler: str, stamp: str) -> A
         scheduler=scheduler,
         cause=f"recovered from SLURM: {action.reason}",
         phase="submitted",
-        intent_at=stamp,
+        intent_at=since,
         job_id=first[2],
-        submitted_at=stamp,
+        submitted_at=since,
         chain_repeat=job.chain_repeat if chained else 1,
         links=links if chained else (),
     )
+
+
+def _earlier(since: str | None, stamp: str) -> str:
+    """SLURM's time for a job, unless it is later than the round's stamp (clocks of the
+    login nodes and the controller differ a little): a record never claims the future."""
+    if since is None or datetime.fromisoformat(since) >= datetime.fromisoformat(stamp):
+        return stamp
+    return since
 
 
 def _array_batches(

@@ -95,8 +95,9 @@ class Recover(_Action):
     kind: ClassVar[ActionKind] = "recover"
     attempt: int
     job_id: str
-    # (link, tag, job id) of each of its jobs: one, or a chain's links.
-    found: tuple[tuple[int, str, str], ...]
+    # (link, tag, job id, since) of each of its jobs: one, or a chain's links. `since`: the
+    # earliest time SLURM reports for that job (`SchedulerJob.since`, ISO), None if none.
+    found: tuple[tuple[int, str, str, str | None], ...]
 
     def _what(self, job: LockJob | None) -> str:
         return f"would record attempt {self.attempt} from SLURM (job {self.job_id})"

@@ -42,6 +42,7 @@ from .recover import unclaimed
 from .refusal import SUBMIT_FAILED, refused_wait
 from .retry import budget_start, pending, revived
 from .retry import cause as retry_cause
+from .schedulers import SchedulerJob
 
 StateOf = Callable[[str], str | None]
 # A job settled in an earlier round (`History.settled`): it completed, and its records, which
@@ -178,8 +179,13 @@ def _unless_found(action: Action, job: LockJob, history: History, obs: Observati
         "no record of it",
         attempt=attempt,
         job_id=jobs[0].row.job_id,
-        found=tuple((f.link, f.tag, f.row.job_id) for f in jobs),
+        found=tuple((f.link, f.tag, f.row.job_id, _since(f.row)) for f in jobs),
     )
+
+
+def _since(row: SchedulerJob) -> str | None:
+    since = row.since
+    return since.isoformat() if since is not None else None
 
 
 def _new_attempt(action: Action) -> bool:

@@ -17,7 +17,7 @@ from .job_logs import current_link, log_file, marker_times, tail
 from .metrics_store import latest_metrics
 from .model import History, LockJob
 from .reconcile import Session, StatusRow, status
-from .schedulers import FINISHED, SchedulerJob
+from .schedulers import FINISHED, SchedulerJob, row_time
 from .selection import select_jobs
 
 # The order of the summary line; other states follow by count.
@@ -121,8 +121,8 @@ def _view(
     if row.job_id and latest is not None and latest.phase != "intent":
         times = marker_times(bundle, job, row.job_id)
         found = by_id.get(row.job_id)
-        started = times.started or _sacct_time(found.start if found else None)
-        ended = times.ended or _sacct_time(found.end if found else None)
+        started = times.started or row_time(found.start if found else None)
+        ended = times.ended or row_time(found.end if found else None)
         if ended is None and latest.phase == "finished" and latest.ended_at:
             ended = datetime.fromisoformat(latest.ended_at)
         log = log_file(bundle, job, row.job_id)
@@ -166,17 +166,6 @@ def _metrics(found: Any) -> dict[str, Any] | None:
     for key in ("offsets", "seq_length", "stride", "points", "last_point"):
         data.pop(key, None)
     return data
-
-
-def _sacct_time(text: str | None) -> datetime | None:
-    """sacct prints local times without a zone."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return moment.astimezone(timezone.utc) if moment.tzinfo is None else moment
 
 
 def _shown(path: Path | None) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -62,6 +62,28 @@ class SchedulerJob:
     end: str | None = None
     nodes: str | None = None
     source: Literal["queue", "accounting", "local"] = "queue"
+
+    @property
+    def since(self) -> datetime | None:
+        """The earliest moment this row reports the job in a state: its start, or the end of
+        one that ended without starting (cancelled while pending). Accounting asked from then
+        on still lists the job. None when the row holds neither (a queued job, or a row only
+        squeue holds)."""
+        started, ended = row_time(self.start), row_time(self.end)
+        known = [moment for moment in (started, ended) if moment is not None]
+        return min(known) if known else None
+
+
+def row_time(text: str | None) -> datetime | None:
+    """A time as rows hold it (sacct's format, which the local scheduler writes too: local
+    time, whole seconds, no zone) as an aware datetime; None for none or an unreadable one."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    return moment.astimezone(timezone.utc) if moment.tzinfo is None else moment
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ def recovers(count: int) -> list[Action]:
             "found in SLURM",
             attempt=1,
             job_id=str(700 + i),
-            found=((1, f"oellm.k.r_{i}.1", str(700 + i)),),
+            found=((1, f"oellm.k.r_{i}.1", str(700 + i), None),),
         )
         for i in range(count)
     ]
