@@ -21,7 +21,7 @@ import pickle
 import signal
 import struct
 import traceback
-from collections.abc import Callable, Generator, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Generator, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 from oellm.errors import OellmError
@@ -63,12 +63,38 @@ def workers(points: int) -> int:
 
 
 class WorkerFailed(RuntimeError):
-    """A worker process met a bug: its traceback, for the report (exit 3)."""
+    """A worker process met a bug (exit 3). Its traceback, from the worker, is the cause, so
+    that the crash log holds it and the terminal one line."""
+
+    def __init__(self, message: str, remote: str | None = None) -> None:
+        super().__init__(message)
+        self.remote = remote
+        if remote is not None:
+            self.__cause__ = _Traceback(remote)
+
+    def __reduce__(self) -> tuple[type[WorkerFailed], tuple[str, str | None]]:
+        return WorkerFailed, (str(self), self.remote)  # the cause goes along
+
+    @classmethod
+    def here(cls, what: str) -> WorkerFailed:
+        """The failure the exception being handled stands for, with its traceback."""
+        text = traceback.format_exc()
+        return cls(f"{what}: {text.strip().splitlines()[-1]}", text)
+
+
+class _Traceback(Exception):
+    """A traceback from another process, as its text."""
+
+    def __str__(self) -> str:
+        return "\n" + str(self.args[0])
 
 
 class WorkerEnded(OellmError):
     """A worker process ended without its results: the system killed it (out of memory, a
     signal)."""
+
+
+Part = tuple[int, int] | Sequence[Any]  # (pid, read end of its pipe), or a part compiled here
 
 
 def fan_out(
@@ -77,10 +103,11 @@ def fan_out(
     files: MutableMapping[str, bytes],
     count: int,
     progress: Callable[[int], None] | None = None,
-) -> Iterator[R]:
+) -> Generator[R, None, None]:
     """`work(item)` for each item, in order, by `count` processes; `progress` is told how
-    many are done while this process works. Consume it to the end: the files of a worker are
-    taken into `files` after its last result."""
+    many are done while this process works. Consume it to the end, or close it: the files of
+    a worker are taken into `files` after its last result, and closing it stops the workers.
+    A worker that cannot be forked (a process limit, say) leaves its part to this process."""
     if count <= 1:
         for done, item in enumerate(items, 1):
             yield work(item)
@@ -91,16 +118,18 @@ def fan_out(
     parts = [items[start : start + size] for start in range(0, len(items), size)]
     counters = mmap.mmap(-1, _COUNT.size * len(parts))
     parent = os.getpid()
-    children: list[tuple[int, int]] = []
+    later: list[Part] = []
     try:
         for number, part in enumerate(parts[1:], 1):
-            read, write = os.pipe()
-            pid = os.fork()
-            if pid == 0:  # pragma: no cover - the child's coverage is not collected
-                os.close(read)
-                _child(part, work, files, write, counters, number, parent)
-            os.close(write)
-            children.append((pid, read))
+            # Ctrl-C waits until the child is set up and listed: caught by this process's
+            # handler in the child, it would run this process's cleanup there (stop the
+            # others, remove the staging folder); here, before it is listed, it would leave
+            # the child unstopped.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            try:
+                later.append(_fork(part, work, files, counters, number, parent, mask))
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for done, item in enumerate(parts[0], 1):
             yield work(item)
             if progress is not None and done % _TICK == 0:
@@ -108,17 +137,48 @@ def fan_out(
                     _COUNT.unpack_from(counters, n * _COUNT.size)[0] for n in range(1, len(parts))
                 )
                 progress(done + others)
-        while children:
-            pid, read = children.pop(0)
+        while later:
+            next_part = later.pop(0)
+            if not isinstance(next_part, tuple):
+                yield from map(work, next_part)
+                continue
+            pid, read = next_part
             report, error = yield from _receive(pid, read)
             if report is not None:
                 _adopt(files, report)
             if error is not None:
                 raise error
     finally:
-        for pid, read in children:
-            _stop(pid, read)
+        for left in later:
+            if isinstance(left, tuple):
+                _stop(*left)
         counters.close()
+
+
+def _fork(
+    part: Sequence[Any],
+    work: Callable[[Any], Any],
+    files: MutableMapping[str, bytes],
+    counters: mmap.mmap,
+    number: int,
+    parent: int,
+    mask: set[int | signal.Signals],
+) -> Part:
+    """A worker process for `part`: (its pid, the read end of its pipe); or, when no process
+    can be forked, the part itself, to compile here. `mask`: the signal mask to restore in
+    the child."""
+    read, write = os.pipe()
+    try:
+        pid = os.fork()
+    except OSError:
+        os.close(read)
+        os.close(write)
+        return part
+    if pid == 0:  # pragma: no cover - the child's coverage is not collected
+        os.close(read)
+        _child(part, work, files, write, counters, number, parent, mask)
+    os.close(write)
+    return pid, read
 
 
 def _child(
@@ -129,12 +189,15 @@ def _child(
     counters: mmap.mmap,
     number: int,
     parent: int,
+    mask: set[int | signal.Signals],
 ) -> None:
-    """Compile `part` in the forked process, send (results, files report, error) and end
-    without running the parent's exit handlers or flushing its buffers."""
+    """Compile `part` in the forked process, send its results, files report and error, and
+    end without running the parent's exit handlers or flushing its buffers."""
     code = 0
     try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the parent, which ends this
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the compile and this
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         # What this process puts into `files` is sent back: a sink tells which files it
         # made; a plain mapping (the same object, forked) gives those added after `before`.
         before = len(files)
@@ -151,8 +214,11 @@ def _child(
                         break  # the compile was killed: no one waits for this part
         except OellmError as exc:
             error = _sendable(exc)
+        except RecursionError:
+            # The compile's own backstop (`compile_bundle`) tells the user what is too deep.
+            error = RecursionError("maximum recursion depth exceeded")
         except Exception:
-            error = WorkerFailed(traceback.format_exc())
+            error = WorkerFailed.here("a compile worker process met a bug")
         report: Any
         if isinstance(files, FileSink):
             report = files.report()
@@ -161,8 +227,13 @@ def _child(
         with os.fdopen(write, "wb") as out:
             # In batches, which the parent takes in one at a time (its memory stays flat).
             for start in range(0, len(results), _BATCH):
-                pickle.dump(results[start : start + _BATCH], out, _PROTOCOL)
-            out.write(_pickled(report, error))
+                try:
+                    batch = pickle.dumps(results[start : start + _BATCH], _PROTOCOL)
+                except Exception:
+                    report, error = None, WorkerFailed.here("a worker's results cannot be sent")
+                    break
+                out.write(batch)
+            out.write(_last(report, error))
     except BaseException:
         code = 1
     finally:
@@ -184,12 +255,12 @@ def _sendable(error: OellmError) -> OellmError:
     return same
 
 
-def _pickled(report: Any, error: BaseException | None) -> bytes:
+def _last(report: Any, error: BaseException | None) -> bytes:
     """The last message of a worker: (the end mark, its files report, its error)."""
     try:
         return pickle.dumps((_END, report, error), _PROTOCOL)
     except Exception:
-        failed = WorkerFailed(f"a worker's results could not be sent:\n{traceback.format_exc()}")
+        failed = WorkerFailed.here("a worker's results cannot be sent")
         return pickle.dumps((_END, None, failed), _PROTOCOL)
 
 
@@ -197,13 +268,17 @@ def _receive(pid: int, read: int) -> Generator[Any, None, tuple[Any, BaseExcepti
     """A worker's results as they are read from its pipe, batch by batch; returns its files
     report and error once it has ended."""
     end: tuple[Any, Any, BaseException | None] | None = None
+    unreadable: WorkerFailed | None = None
     try:
         with os.fdopen(read, "rb") as pipe:
             while end is None:
                 try:
                     sent = pickle.load(pipe)
+                except EOFError:
+                    break  # the worker ended before its last message
                 except Exception:
-                    break  # cut short: the worker ended while it sent them
+                    unreadable = WorkerFailed.here("a worker's results cannot be read")
+                    break
                 if type(sent) is tuple and sent and sent[0] == _END:
                     end = sent
                 else:
@@ -212,7 +287,10 @@ def _receive(pid: int, read: int) -> Generator[Any, None, tuple[Any, BaseExcepti
         _stop(pid, None)
         raise
     _, status = os.waitpid(pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0 or end is None:
+    code = os.waitstatus_to_exitcode(status)
+    if code == 0 and unreadable is not None:
+        raise unreadable
+    if code != 0 or end is None:
         raise WorkerEnded(
             f"a compile worker process ended early ({_status(status)})",
             hint=f"if memory is short, set {WORKERS_ENV}=1 to compile in one process",

@@ -4,12 +4,13 @@ each job, render its script, and assemble the bundle in memory (writing is `writ
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import io
 import json
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,26 +216,42 @@ def _compile_points(
                 progress(before + number, total)
 
         results = fanout.fan_out(stage_points, work, work.files, count, told)
-        # To the end: a worker's files are taken in after its last result.
-        for point, result in zip(stage_points, results, strict=True):
-            done[point.index] = result.entry
-            if point.values.get("stage") in work.referenced:
-                work.seen[point.index] = result.sibling
-            if result.entry is None:
-                continue
-            name = result.entry.name
-            if name in names:
-                raise _collision(name, names[name], point, work.job_of(point))
-            names[name] = point
-            if result.member is not None:
-                members.append(result.member)
-            if result.loader is not None:
-                loaders.append(result.loader)
-            if on_job is not None and result.job is not None:
-                on_job(name, result.job)
+        # To the end: a worker's files are taken in after its last result; on an error
+        # found here (a name clash), closed at once, which stops the workers.
+        with contextlib.closing(results):
+            _merge(stage_points, results, work, done, names, members, loaders, on_job)
         if count > 1 and progress is not None:
             progress(len(done), total)
     return done, members, loaders
+
+
+def _merge(
+    stage_points: list[Point],
+    results: Iterator[_Made],
+    work: _PointWork,
+    done: dict[int, LockJob | None],
+    names: dict[str, Point],
+    members: list[array_groups.Member],
+    loaders: list[Loader],
+    on_job: JobHook | None,
+) -> None:
+    """Take in the results of a stage's points, in order."""
+    for point, result in zip(stage_points, results, strict=True):
+        done[point.index] = result.entry
+        if point.values.get("stage") in work.referenced:
+            work.seen[point.index] = result.sibling
+        if result.entry is None:
+            continue
+        name = result.entry.name
+        if name in names:
+            raise _collision(name, names[name], point, work.job_of(point))
+        names[name] = point
+        if result.member is not None:
+            members.append(result.member)
+        if result.loader is not None:
+            loaders.append(result.loader)
+        if on_job is not None and result.job is not None:
+            on_job(name, result.job)
 
 
 def with_state_key(bundle: CompiledBundle, key: str) -> CompiledBundle:

@@ -27,7 +27,6 @@ Accepts = Callable[[Location, Any], bool]
 _UNCHANGED = frozenset(
     {
         "$schema",
-        "$id",
         "$anchor",
         "$comment",
         "$defs",
@@ -113,8 +112,13 @@ class _Walk:
         if mapping != isinstance(key, str) or not (mapping or isinstance(instance, list)):
             raise Unsupported(f"{where}: {key!r} of a {type(instance).__name__}")
         for word, sub in schema.items():
-            if word in _UNCHANGED or word.startswith("x-") or word in ("then", "else"):
-                continue  # `then` and `else` are taken with their `if`
+            if word == "$id" and where[1]:
+                # Its `$ref`s are resolved against another base than its file's.
+                raise Unsupported(f"{where}: $id")
+            if word in _UNCHANGED or word == "$id" or word.startswith("x-"):
+                continue
+            if word in ("then", "else"):
+                continue  # taken with their `if`
             self._word(where, schema, word, sub, instance, at, rest)
 
     def _word(

@@ -82,11 +82,14 @@ class StagedFiles(FileSink):
     def __setitem__(self, name: str, data: bytes) -> None:
         path = self._text_path(name)
         if name in self._names:
-            os.unlink(path)  # a new staging folder holds only what was staged into it
+            # A new staging folder holds only what was staged into it (gone already if
+            # another process of the compile staged a job of the same name meanwhile).
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
         if self._old is None or not _link_if_same(self._old + name, path, data):
             script = name.endswith(".sbatch")
             mode = 0o755 if script else 0o644
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            fd = _create(path, mode)
             try:
                 if script and not self._exact:
                     os.fchmod(fd, mode)  # the umask took bits away: scripts run for everyone
@@ -137,6 +140,20 @@ class StagedFiles(FileSink):
             (self.folder / folder).mkdir(parents=True, exist_ok=True)
             self._made.add(folder)
         return self._root + name
+
+
+def _create(path: str, mode: int) -> int:
+    """`path` created for writing. One there already was staged by another process of the
+    compile (`fanout.py`) for a job of the same name, a clash the compile reports once it
+    meets it: it is replaced (unlinked, never written to: it may be a link to the old
+    bundle's file)."""
+    for _ in range(100):
+        try:
+            return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        except FileExistsError:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
 
 
 def _umask() -> int:

@@ -226,10 +226,13 @@ def test_a_bug_in_a_worker_is_told_with_its_traceback(processes: Any) -> None:
         return n
 
     got: list[int] = []
-    with pytest.raises(fanout.WorkerFailed, match="KeyError: 'the bug'"):
+    with pytest.raises(fanout.WorkerFailed, match="KeyError: 'the bug'") as caught:
         for n in fanout.fan_out(_items(300), work, {}, 3):
             got.append(n)
     assert got == list(range(250))  # what came before it, in order
+    # One line for the terminal; the worker's traceback, as the cause, for the crash log.
+    assert "\n" not in str(caught.value)
+    assert "in work" in str(caught.value.__cause__)
 
 
 def test_a_killed_worker_is_told(processes: Any) -> None:
@@ -352,3 +355,100 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def _outcome_cli(
+    exp: Path, out: Path, count: int, processes: Any, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
+    processes(count)
+    capsys.readouterr()
+    code = main(["compile", str(exp), "-o", str(out)])
+    captured = capsys.readouterr()
+    return code, captured.err.replace(str(out), "OUT")
+
+
+def test_a_name_clash_across_processes_is_the_one_process_message(
+    tmp_path: Path, processes: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Staged on disk: two processes make the same file, before the clash is found.
+    exp = write(
+        tmp_path / "exp.yaml",
+        """
+        project: {name: clash}
+        job: {name: "c_${vars.a}"}
+        backend: {bash: {command: "echo ${vars.a} ${vars.b}"}}
+        vars: {a: 0, b: 0}
+        sweep: {grids: [{vars.b: [0, 1, 2, 3], vars.a: [0, 1, 2]}]}
+        """,
+    )
+    one = _outcome_cli(exp, tmp_path / "b1", 1, processes, capsys)
+    assert one[0] == 2 and "two jobs are both named 'c_0'" in one[1], one
+    for _ in range(3):  # which process makes a file first is a race
+        assert _outcome_cli(exp, tmp_path / "b3", 3, processes, capsys) == one
+        with pytest.raises(ChildProcessError):
+            os.waitpid(-1, os.WNOHANG)  # the workers are stopped before the error is told
+    assert not list(tmp_path.glob(".b3*"))  # no staging folder left
+
+
+def _deep(level: int) -> str:
+    return "[" * 90 + f'"\\\\${{vars.l{level}}}"' + "]" * 90
+
+
+def test_a_config_too_deep_in_a_worker_is_the_one_process_message(
+    tmp_path: Path, processes: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    chain = ", ".join(f"vars.l{n}: {_deep(n + 1)}" for n in range(29))
+    chain += ", vars.l29: " + "[" * 90 + "1" + "]" * 90
+    groups = "".join(
+        f"    - params: {{vars.n: [{n}]}}\n" + (f"      defaults: {{{chain}}}\n" if n >= 8 else "")
+        for n in range(12)
+    )
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(
+        "project: {name: deep}\n"
+        'job: {name: "d_${vars.n}"}\n'
+        'backend: {bash: {command: "echo ${vars.n}"}}\n'
+        "vars: {n: 0}\n"
+        "sweep:\n  type: list\n  groups:\n" + groups
+    )
+    one = _outcome_cli(exp, tmp_path / "b", 1, processes, capsys)
+    assert one[0] == 2 and "nested too deeply" in one[1], one
+    assert _outcome_cli(exp, tmp_path / "b", 3, processes, capsys) == one
+
+
+def test_a_worker_keeps_ctrl_c_ignored(processes: Any) -> None:
+    # A compile started in the background of a script ignores SIGINT; so do its workers.
+    def work(n: int) -> int:
+        if n == 250:
+            os.kill(os.getpid(), signal.SIGINT)
+        return n
+
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert list(fanout.fan_out(_items(300), work, {}, 3)) == _items(300)
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
+def test_results_that_cannot_be_sent_are_a_bug(processes: Any) -> None:
+    with pytest.raises(fanout.WorkerFailed, match="cannot be sent"):
+        list(fanout.fan_out(_items(10), lambda n: lambda: n, {}, 2))
+
+
+def test_a_worker_that_cannot_be_forked_leaves_its_part_here(
+    processes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.fork
+    forks: list[int] = []
+
+    def limited() -> int:
+        forks.append(1)
+        if len(forks) >= 2:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        return real()
+
+    monkeypatch.setattr(os, "fork", limited)
+    open_before = len(os.listdir("/proc/self/fd"))
+    assert list(fanout.fan_out(_items(400), lambda n: n * 2, {}, 4)) == [n * 2 for n in range(400)]
+    assert len(forks) == 3  # one worker, then two refusals
+    assert len(os.listdir("/proc/self/fd")) == open_before  # no pipe left open

@@ -210,3 +210,11 @@ def test_a_value_that_can_change_a_mappings_verdict_is_unsupported(
 ) -> None:
     with pytest.raises(Unsupported):
         leaf_schemas(_resources(), "root.json", MODEL, path, changed, _accepts)
+
+
+def test_an_id_below_a_files_root_is_unsupported() -> None:
+    # Its `$ref`s resolve against the `$id`, not the file: taken as unsupported, not guessed.
+    resources = _resources()
+    resources["root.json"]["properties"]["a"]["$id"] = "elsewhere.json"
+    with pytest.raises(Unsupported, match=r"\$id"):
+        leaf_schemas(resources, "root.json", MODEL, ("a", "x"), [("a", "x")], _accepts)
