@@ -139,9 +139,11 @@ def reconcile_command(
     from oellm.reconciler.reconcile import Session, intent_grace
 
     options = Options(intent_grace(), restart_changed=restart_changed, prune=prune)
+    # `early`: the round's sacct starts before the bundle is read (reconciler/prefetch.py).
     session = Session(
-        bundle, scheduler, options, allow_edited=allow_edited, claim_state=claim_state
+        bundle, scheduler, options, allow_edited=allow_edited, claim_state=claim_state, early=True
     )
+    click.get_current_context().call_on_close(session.close)
     if interval is None:
         interval = 2.0 if session.scheduler.name == "local" else 30.0
 

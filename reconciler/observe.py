@@ -79,15 +79,23 @@ def _ask(
 ) -> tuple[list[SchedulerJob], str | None]:
     """The one question to the scheduler: our jobs since the oldest attempt in flight (or
     the lookback), and by id the ones recorded. (rows, None), or ([], why) unanswered."""
-    since = [_parse(a.intent_at) - LOOKBACK_MARGIN for a in in_flight]
-    if lookback is not None:
-        since.append(lookback)
     known = [a.job_id for a in in_flight if a.job_id]
     known += [link.job_id for a in in_flight for link in a.links if link.job_id]
     try:
-        return scheduler.query(tag_prefix, min(since), known_ids=known), None
+        return scheduler.query(
+            tag_prefix, accounting_since(in_flight, lookback), known_ids=known
+        ), None
     except SchedulerUnavailable as exc:
         return [], str(exc)
+
+
+def accounting_since(in_flight: Sequence[Attempt], lookback: datetime | None) -> datetime | None:
+    """How far back accounting is asked: from the oldest attempt in flight, or the lookback
+    if it is older; None when there is neither (the scheduler is not asked)."""
+    since = [_parse(a.intent_at) - LOOKBACK_MARGIN for a in in_flight]
+    if lookback is not None:
+        since.append(lookback)
+    return min(since, default=None)
 
 
 @dataclass

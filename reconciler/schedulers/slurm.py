@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +23,7 @@ from oellm.reconciler import tags
 from oellm.reconciler.arrays import expand_task_ids
 from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
 from oellm.reconciler.schedulers import FINISHED, JobState, SchedulerJob, Submission
+from oellm.reconciler.schedulers.early import EarlyQuery
 from oellm.shell import Completed
 
 SUBMIT_TIMEOUT_S = 60.0  # sbatch alone retries ~9 s when slurmctld is down; a busy one is slower
@@ -362,6 +363,7 @@ class SlurmScheduler:
         # How many of the user's jobs (of any bundle) the last query saw queued or running:
         # what counts against the site's submit limit (the round's count budget, budget.py).
         self.user_live: int | None = None
+        self._early: EarlyQuery[list[SchedulerJob]] | None = None
 
     def _run(
         self,
@@ -411,8 +413,12 @@ class SlurmScheduler:
         # takes squeue's row while it is live, and a job stays in squeue for MinJobAge after
         # it ends, in sacct for good.
         # Leaving the pool waits for sacct, also when squeue failed: its error is the one told.
+        sacct = sacct_argv(since, self._user) if since is not None else None
+        early = self._take_early(sacct)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            accounting = pool.submit(self._accounting, since) if since is not None else None
+            accounting = early
+            if accounting is None and sacct is not None:
+                accounting = pool.submit(self._accounting, sacct)
             done = self._run(squeue_argv(), self._query_timeout, env=_query_env())
             if done.returncode != 0:
                 raise failure(done, "squeue")
@@ -421,8 +427,32 @@ class SlurmScheduler:
         self.user_live = sum(1 for job in queue if job.state not in FINISHED)
         return select(merge(queue, finished), tag_prefix, known_ids)
 
-    def _accounting(self, since: datetime) -> list[SchedulerJob]:
-        done = self._run(sacct_argv(since, self._user), self._query_timeout, env=_query_env())
+    def prefetch(self, since: datetime) -> None:
+        """Ask now, in the background, the sacct that `query` asks for `since`: the next
+        query takes its answer if it asks the same, soon enough (`early`); any other query
+        drops it."""
+        self.discard_prefetch()
+        argv = sacct_argv(since, self._user)
+        self._early = EarlyQuery(argv, lambda: self._accounting(argv))
+
+    def discard_prefetch(self) -> None:
+        """Drop an early sacct no query has taken (the round ended before it asked)."""
+        early, self._early = self._early, None
+        if early is not None:
+            early.discard()
+
+    def _take_early(self, sacct: Sequence[str] | None) -> Future[list[SchedulerJob]] | None:
+        """The early sacct's answer, if it is this query's; it is used once either way."""
+        early, self._early = self._early, None
+        if early is None:
+            return None
+        if sacct is not None and early.answers(sacct):
+            return early.future
+        early.discard()
+        return None
+
+    def _accounting(self, argv: Sequence[str]) -> list[SchedulerJob]:
+        done = self._run(argv, self._query_timeout, env=_query_env())
         if done.returncode != 0:
             # sacct asks slurmdbd, not slurmctld, so it may fail while squeue works (or
             # answer while slurmctld is down); either way finished jobs cannot be seen now.
