@@ -61,22 +61,25 @@ class Bundle:
         return self.arrays.get(job.array_group) if job.array_group else None
 
 
-def load_bundle(path: Path, check_scripts: bool = True, data: bytes | None = None) -> Bundle:
+def load_bundle(
+    path: Path, check_scripts: bool = True, data: bytes | None = None, state_dir: str | None = None
+) -> Bundle:
     """The bundle at `path`, its scripts checked against the lockfile. A recompile swaps the
     whole folder in at once, but a round may read the lockfile before the swap and a script
     after it: a script that does not match a lockfile that changed meanwhile is read again.
-    `data`: the lockfile's bytes, read already."""
+    `data`: the lockfile's bytes, read already (and `state_dir`: the state dir they name, as
+    `fastread.state_dir` reads it)."""
     if data is None:
-        data = lock_bytes(path / LOCK_NAME)
+        data, state_dir = lock_bytes(path / LOCK_NAME), None
     for _ in range(3):
         try:
-            return _load(path, check_scripts, data)
+            return _load(path, check_scripts, data, state_dir)
         except ScriptChanged:
             fresh = lock_bytes(path / LOCK_NAME)
             if fresh == data:
                 raise
-            data = fresh
-    return _load(path, check_scripts, data)
+            data, state_dir = fresh, None
+    return _load(path, check_scripts, data, state_dir)
 
 
 def lock_bytes(lock_path: Path) -> bytes | None:
@@ -128,7 +131,9 @@ def _bundle_id(lock_path: Path) -> str | None:
         return None
 
 
-def _load(path: Path, check_scripts: bool, data: bytes | None) -> Bundle:
+def _load(
+    path: Path, check_scripts: bool, data: bytes | None, state_dir: str | None = None
+) -> Bundle:
     lock_path = path / LOCK_NAME
     if not lock_path.is_file():
         raise ReconcileError(
@@ -139,7 +144,7 @@ def _load(path: Path, check_scripts: bool, data: bytes | None) -> Bundle:
     try:
         if data is None:
             data = lock_path.read_bytes()  # for the error it raises
-        lock = loads(data, str(lock_path), _LastRead(path))
+        lock = loads(data, str(lock_path), _LastRead(path), state_dir)
     except OSError as exc:
         raise ReconcileError(f"cannot read the lockfile: {exc}", str(lock_path)) from None
     except LockfileError as exc:

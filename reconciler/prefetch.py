@@ -24,15 +24,17 @@ from .schedulers.slurm import SlurmScheduler
 SINCE_NAME = "sacct.since"
 
 
-def start(bundle_path: Path, lock_data: bytes, scheduler: SlurmScheduler) -> None:
+def start(bundle_path: Path, lock_data: bytes, scheduler: SlurmScheduler) -> str | None:
     """Start the sacct the last round asked, for the state dir the lockfile bytes name (read
-    unchecked: the answer is used only for the query the round makes once it has read them)."""
+    unchecked: the answer is used only for the query the round makes once it has read them).
+    Returns that state dir as the lockfile names it (for `load_bundle`), if it names one."""
     state_dir = fastread.state_dir(lock_data)
     if state_dir is None:
-        return
+        return None
     since = read_since(state_folder(bundle_path, state_dir))
     if since is not None:
         scheduler.prefetch(since)
+    return state_dir
 
 
 def read_since(state: Path) -> datetime | None:

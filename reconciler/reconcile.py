@@ -165,11 +165,12 @@ class Session:
         name = scheduler_name(scheduler)
         early_slurm = slurm.SlurmScheduler() if early and name == "slurm" else None
         data = lock_bytes(path / LOCK_NAME) if early_slurm is not None else None
+        state_dir = None
         if early_slurm is not None and data is not None:
-            prefetch.start(path, data, early_slurm)
+            state_dir = prefetch.start(path, data, early_slurm)
         try:
             # Scripts are checked when they are about to be submitted (`checked`), not here.
-            self.bundle = load_bundle(path, check_scripts=False, data=data)
+            self.bundle = load_bundle(path, check_scripts=False, data=data, state_dir=state_dir)
         except BaseException:
             if early_slurm is not None:
                 early_slurm.discard_prefetch()

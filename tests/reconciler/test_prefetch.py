@@ -4,6 +4,7 @@ in the state dir by the round before. Fakes at the subprocess boundary only."""
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -204,3 +205,28 @@ def test_rounds_keep_the_moment_and_the_next_one_asks_it_before_reading(
     assert order == [f"sacct -S {slurm.sacct_time(since)}", "records read"]
     assert [argv[0] for argv in fake.calls[asked:]] == ["sacct", "squeue"], "sacct asked once"
     assert fake.calls[asked] == sacct_argv(since)
+
+
+def test_a_round_collects_garbage_rarely_and_the_process_as_before_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`oellm reconcile` raises the collector's thresholds while it runs (a round keeps what
+    it allocates) and leaves them as they were: tests run many commands in one process."""
+    from oellm import reconcile_cli
+    from oellm.cli import main
+    from oellm.reconciler import reconcile
+
+    bundle = compile_to(tmp_path, TWO)
+    seen: list[tuple[int, int, int]] = []
+    real_round = reconcile.reconcile_once
+
+    def round_(*args: object, **kwargs: object) -> object:
+        seen.append(gc.get_threshold())
+        return real_round(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(reconcile, "reconcile_once", round_)
+    before = gc.get_threshold()
+    assert before[0] < reconcile_cli.ROUND_GC_THRESHOLD[0]
+    assert main(["reconcile", str(bundle), "--scheduler", "local"]) == 1
+    assert seen == [reconcile_cli.ROUND_GC_THRESHOLD]
+    assert gc.get_threshold() == before
