@@ -135,7 +135,7 @@ def reconcile_command(
     round, earlier stages first and in lockfile order within a stage; the
     round says how many went. With --wait the next round goes on with them.
     """
-    _fewer_collections()
+    _fewer_collections(wait)
     from oellm.reconciler.budget import budget as make_budget
     from oellm.reconciler.decide import Options
     from oellm.reconciler.reconcile import Session, intent_grace
@@ -174,16 +174,23 @@ def reconcile_command(
 
 # A round keeps what it allocates (the lockfile's jobs, the records, SLURM's rows) to its
 # end: the garbage collector's passes, which the allocations of 10,000 jobs set off hundreds
-# of times, find nothing to free. Rarer passes; not none, since `--wait` runs for hours.
+# of times, find nothing to free. One round runs without them; `--wait`, which runs for
+# hours, with rarer ones.
 ROUND_GC_THRESHOLD = (100_000, 50, 100)
 
 
-def _fewer_collections() -> None:
-    """Raise the collector's thresholds for this command, back as they were when it ends."""
+def _fewer_collections(wait: bool) -> None:
+    """No collections during one round, rarer ones with `--wait`; as before when it ends."""
+    context = click.get_current_context()
+    if not wait:
+        if gc.isenabled():
+            gc.disable()
+            context.call_on_close(gc.enable)
+        return
     before = gc.get_threshold()
     if before[0] < ROUND_GC_THRESHOLD[0]:
         gc.set_threshold(*ROUND_GC_THRESHOLD)
-        click.get_current_context().call_on_close(lambda: gc.set_threshold(*before))
+        context.call_on_close(lambda: gc.set_threshold(*before))
 
 
 def _one_round(

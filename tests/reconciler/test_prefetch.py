@@ -207,26 +207,32 @@ def test_rounds_keep_the_moment_and_the_next_one_asks_it_before_reading(
     assert fake.calls[asked] == sacct_argv(since)
 
 
-def test_a_round_collects_garbage_rarely_and_the_process_as_before_after(
+def test_a_round_runs_without_garbage_collections_and_leaves_them_as_they_were(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`oellm reconcile` raises the collector's thresholds while it runs (a round keeps what
-    it allocates) and leaves them as they were: tests run many commands in one process."""
+    """`oellm reconcile` runs one round without the garbage collector (a round keeps what it
+    allocates), and `--wait` with rarer collections; either leaves the collector as it was:
+    tests run many commands in one process."""
     from oellm import reconcile_cli
     from oellm.cli import main
     from oellm.reconciler import reconcile
 
     bundle = compile_to(tmp_path, TWO)
-    seen: list[tuple[int, int, int]] = []
+    seen: list[tuple[bool, tuple[int, int, int]]] = []
     real_round = reconcile.reconcile_once
 
     def round_(*args: object, **kwargs: object) -> object:
-        seen.append(gc.get_threshold())
+        seen.append((gc.isenabled(), gc.get_threshold()))
         return real_round(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(reconcile, "reconcile_once", round_)
     before = gc.get_threshold()
-    assert before[0] < reconcile_cli.ROUND_GC_THRESHOLD[0]
-    assert main(["reconcile", str(bundle), "--scheduler", "local"]) == 1
-    assert seen == [reconcile_cli.ROUND_GC_THRESHOLD]
-    assert gc.get_threshold() == before
+    assert gc.isenabled() and before[0] < reconcile_cli.ROUND_GC_THRESHOLD[0]
+    local = ["--scheduler", "local"]
+    assert main(["reconcile", str(bundle), *local]) == 1
+    assert seen == [(False, before)]
+    assert gc.isenabled() and gc.get_threshold() == before
+    seen.clear()
+    assert main(["reconcile", str(bundle), *local, "--wait", "--interval", "0.2"]) == 0
+    assert seen and set(seen) == {(True, reconcile_cli.ROUND_GC_THRESHOLD)}
+    assert gc.isenabled() and gc.get_threshold() == before
