@@ -445,17 +445,21 @@ class Proven(Protocol):
     def remember(self, digest: str, state_dir: str) -> None: ...
 
 
-def loads(data: bytes | str, where: str, proven: Proven | None = None) -> Lock:
+def loads(
+    data: bytes | str, where: str, proven: Proven | None = None, state_dir: str | None = None
+) -> Lock:
     """The lockfile in `data` (read from `where`, named in errors): its version and schema
     checked, as records. With `proven`, bytes read strictly before are read again by the
-    compiled reader (`fastread`) alone, and bytes both readers agree on are remembered."""
+    compiled reader (`fastread`) alone, and bytes both readers agree on are remembered.
+    `state_dir`: what `fastread.state_dir(data)` says, when the caller has asked already."""
     if proven is None or isinstance(data, str):
         return _strict(data, where)
     from . import fastread
 
     # The state dir alone, read first (its bytes unchecked): a read that cannot use a digest
     # (no state dir yet, as for `oellm cancel` of a bundle never reconciled) costs this only.
-    state_dir = fastread.state_dir(data)
+    if state_dir is None:
+        state_dir = fastread.state_dir(data)
     if state_dir is None:
         return _strict(data, where)
     digest = _reader_digest(data)

@@ -7,6 +7,7 @@ Exit codes of `reconcile`: 0 nothing to do, 1 acted, 2 a problem with the bundle
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -134,14 +135,17 @@ def reconcile_command(
     round, earlier stages first and in lockfile order within a stage; the
     round says how many went. With --wait the next round goes on with them.
     """
+    _fewer_collections(wait)
     from oellm.reconciler.budget import budget as make_budget
     from oellm.reconciler.decide import Options
     from oellm.reconciler.reconcile import Session, intent_grace
 
     options = Options(intent_grace(), restart_changed=restart_changed, prune=prune)
+    # `early`: the round's sacct starts before the bundle is read (reconciler/prefetch.py).
     session = Session(
-        bundle, scheduler, options, allow_edited=allow_edited, claim_state=claim_state
+        bundle, scheduler, options, allow_edited=allow_edited, claim_state=claim_state, early=True
     )
+    click.get_current_context().call_on_close(session.close)
     if interval is None:
         interval = 2.0 if session.scheduler.name == "local" else 30.0
 
@@ -166,6 +170,27 @@ def reconcile_command(
     if not wait:
         return _one_round(session, dry_run, as_json, actions_only, say, after, lines, limits)
     return _wait(session, dry_run, interval, say, after, lines, limits)
+
+
+# A round keeps what it allocates (the lockfile's jobs, the records, SLURM's rows) to its
+# end: the garbage collector's passes, which the allocations of 10,000 jobs set off hundreds
+# of times, find nothing to free. One round runs without them; `--wait`, which runs for
+# hours, with rarer ones.
+ROUND_GC_THRESHOLD = (100_000, 50, 100)
+
+
+def _fewer_collections(wait: bool) -> None:
+    """No collections during one round, rarer ones with `--wait`; as before when it ends."""
+    context = click.get_current_context()
+    if not wait:
+        if gc.isenabled():
+            gc.disable()
+            context.call_on_close(gc.enable)
+        return
+    before = gc.get_threshold()
+    if before[0] < ROUND_GC_THRESHOLD[0]:
+        gc.set_threshold(*ROUND_GC_THRESHOLD)
+        context.call_on_close(lambda: gc.set_threshold(*before))
 
 
 def _one_round(

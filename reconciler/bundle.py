@@ -61,21 +61,28 @@ class Bundle:
         return self.arrays.get(job.array_group) if job.array_group else None
 
 
-def load_bundle(path: Path, check_scripts: bool = True) -> Bundle:
+def load_bundle(
+    path: Path, check_scripts: bool = True, data: bytes | None = None, state_dir: str | None = None
+) -> Bundle:
     """The bundle at `path`, its scripts checked against the lockfile. A recompile swaps the
     whole folder in at once, but a round may read the lockfile before the swap and a script
-    after it: a script that does not match a lockfile that changed meanwhile is read again."""
+    after it: a script that does not match a lockfile that changed meanwhile is read again.
+    `data`: the lockfile's bytes, read already (and `state_dir`: the state dir they name, as
+    `fastread.state_dir` reads it)."""
+    if data is None:
+        data, state_dir = lock_bytes(path / LOCK_NAME), None
     for _ in range(3):
-        before = _lock_bytes(path / LOCK_NAME)
         try:
-            return _load(path, check_scripts)
+            return _load(path, check_scripts, data, state_dir)
         except ScriptChanged:
-            if _lock_bytes(path / LOCK_NAME) == before:
+            fresh = lock_bytes(path / LOCK_NAME)
+            if fresh == data:
                 raise
-    return _load(path, check_scripts)
+            data, state_dir = fresh, None
+    return _load(path, check_scripts, data, state_dir)
 
 
-def _lock_bytes(lock_path: Path) -> bytes | None:
+def lock_bytes(lock_path: Path) -> bytes | None:
     try:
         return lock_path.read_bytes()
     except OSError:
@@ -124,7 +131,9 @@ def _bundle_id(lock_path: Path) -> str | None:
         return None
 
 
-def _load(path: Path, check_scripts: bool) -> Bundle:
+def _load(
+    path: Path, check_scripts: bool, data: bytes | None, state_dir: str | None = None
+) -> Bundle:
     lock_path = path / LOCK_NAME
     if not lock_path.is_file():
         raise ReconcileError(
@@ -133,7 +142,9 @@ def _load(path: Path, check_scripts: bool) -> Bundle:
             hint="compile one first: oellm compile exp.yaml -o " + str(path),
         )
     try:
-        lock = loads(lock_path.read_bytes(), str(lock_path), _LastRead(path))
+        if data is None:
+            data = lock_path.read_bytes()  # for the error it raises
+        lock = loads(data, str(lock_path), _LastRead(path), state_dir)
     except OSError as exc:
         raise ReconcileError(f"cannot read the lockfile: {exc}", str(lock_path)) from None
     except LockfileError as exc:
@@ -171,10 +182,7 @@ class _LastRead:
         self.bundle_path = bundle_path
 
     def _file(self, state_dir: str) -> Path:
-        state = Path(state_dir)
-        if not state.is_absolute():
-            state = self.bundle_path.resolve().parent / state
-        return state / LAST_READ_NAME
+        return state_folder(self.bundle_path, state_dir) / LAST_READ_NAME
 
     def known(self, digest: str, state_dir: str) -> bool:
         try:
@@ -188,6 +196,13 @@ class _LastRead:
     def remember(self, digest: str, state_dir: str) -> None:
         with contextlib.suppress(OSError):
             write_bytes_atomic(self._file(state_dir), f"{digest}\n".encode(), durable=False)
+
+
+def state_folder(bundle_path: Path, state_dir: str) -> Path:
+    """The state dir a lockfile's `project.state_dir` names: relative to the folder that holds
+    the bundle (as `Bundle.state_path`)."""
+    state = Path(state_dir)
+    return state if state.is_absolute() else bundle_path.resolve().parent / state
 
 
 def _check_script(script: Path, sha256: str) -> None:

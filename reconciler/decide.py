@@ -111,24 +111,32 @@ def decide(
         return found.state
 
     round_ = _Round(history, obs, now, options, states, job_state)
-
-    def plan(name: str) -> list[Action]:
-        # Upstream jobs are planned first: whether they will run again decides our wait.
-        if name not in plans:
-            job = by_name[name]
-            if name in history.damaged:
-                plans[name] = [Wait(name, f"left alone: {history.damaged[name]}")]
-                return plans[name]
-            if history.settled(name):  # its upstream jobs have no say any more
-                plans[name] = [Wait(name, "completed", outcome="completed")]
-                return plans[name]
-            upstream = {u: main_action(plan(u)) for u in job.depends_on if u in by_name}
-            planned = _decide_job(job, upstream, round_)
-            plans[name] = [_unless_found(a, job, history, obs) for a in planned]
-        return plans[name]
-
-    planned = [action for job in jobs for action in plan(job.name)]
+    planned = [action for job in jobs for action in _plan(job.name, by_name, plans, round_)]
     return _throttled(jobs, planned, history) + _removed(set(by_name), history, obs, options)
+
+
+def _plan(
+    name: str, by_name: Mapping[str, LockJob], plans: dict[str, list[Action]], round_: _Round
+) -> list[Action]:
+    """A job's actions, kept in `plans`. Upstream jobs are planned first: whether they will
+    run again decides our wait. (A function of its own, not a closure that calls itself: that
+    would be a reference cycle, which keeps all that the round read alive until the garbage
+    collector finds it.)"""
+    if name not in plans:
+        job = by_name[name]
+        history = round_.history
+        if name in history.damaged:
+            plans[name] = [Wait(name, f"left alone: {history.damaged[name]}")]
+            return plans[name]
+        if history.settled(name):  # its upstream jobs have no say any more
+            plans[name] = [Wait(name, "completed", outcome="completed")]
+            return plans[name]
+        upstream = {
+            u: main_action(_plan(u, by_name, plans, round_)) for u in job.depends_on if u in by_name
+        }
+        planned = _decide_job(job, upstream, round_)
+        plans[name] = [_unless_found(a, job, history, round_.obs) for a in planned]
+    return plans[name]
 
 
 def _finished_already(

@@ -4,7 +4,8 @@ commands that conditions name. The result is plain data; nothing here decides or
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -79,15 +80,23 @@ def _ask(
 ) -> tuple[list[SchedulerJob], str | None]:
     """The one question to the scheduler: our jobs since the oldest attempt in flight (or
     the lookback), and by id the ones recorded. (rows, None), or ([], why) unanswered."""
-    since = [_parse(a.intent_at) - LOOKBACK_MARGIN for a in in_flight]
-    if lookback is not None:
-        since.append(lookback)
     known = [a.job_id for a in in_flight if a.job_id]
     known += [link.job_id for a in in_flight for link in a.links if link.job_id]
     try:
-        return scheduler.query(tag_prefix, min(since), known_ids=known), None
+        return scheduler.query(
+            tag_prefix, accounting_since(in_flight, lookback), known_ids=known
+        ), None
     except SchedulerUnavailable as exc:
         return [], str(exc)
+
+
+def accounting_since(in_flight: Sequence[Attempt], lookback: datetime | None) -> datetime | None:
+    """How far back accounting is asked: from the oldest attempt in flight, or the lookback
+    if it is older; None when there is neither (the scheduler is not asked)."""
+    since = [_parse(a.intent_at) - LOOKBACK_MARGIN for a in in_flight]
+    if lookback is not None:
+        since.append(lookback)
+    return min(since, default=None)
 
 
 @dataclass
@@ -153,33 +162,58 @@ def _facts(
     return files, commands
 
 
-def tags_of(rows: Sequence[SchedulerJob]) -> dict[str, SchedulerJob]:
+def tags_of(rows: Sequence[SchedulerJob]) -> Mapping[str, SchedulerJob]:
     """Rows by tag (the scheduler reads it from the job name). The tasks of an array share its
     tag, so each task is also found as `<tag>[<index>]`, the tag its member's record holds."""
-    by_tag: dict[str, SchedulerJob] = {}
-    for row in rows:
-        by_tag[row.name] = row
-        _, index = split_task_id(row.job_id)
-        if index is not None:
-            by_tag[tags.member_tag(row.name, index)] = row
-    return by_tag
+    return _ByTag(rows)
+
+
+class _ByTag(Mapping[str, SchedulerJob]):
+    """`tags_of`, indexed on the first lookup: a round looks a row up by its tag only for an
+    attempt (or link) whose job id is not recorded, which most rounds have none of; the
+    10,000 tasks of an array sweep are then not indexed at all."""
+
+    def __init__(self, rows: Sequence[SchedulerJob]) -> None:
+        self._rows = rows
+
+    @functools.cached_property
+    def _index(self) -> dict[str, SchedulerJob]:
+        by_tag: dict[str, SchedulerJob] = {}
+        for row in self._rows:
+            by_tag[row.name] = row
+            _, index = split_task_id(row.job_id)
+            if index is not None:
+                by_tag[tags.member_tag(row.name, index)] = row
+        return by_tag
+
+    def __getitem__(self, tag: str) -> SchedulerJob:
+        return self._index[tag]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._index)
 
 
 def jobs_of(attempt: Attempt, by_tag: Mapping[str, SchedulerJob]) -> list[tuple[int, str]]:
     """(link, job id) of each job of an attempt in flight whose markers and logs matter: the
     attempt's one job (link 0), or each link of a chain not recorded as ended (a link's log
-    is read in the round its end is recorded, so nothing after that is missed)."""
+    is read in the round its end is recorded, so nothing after that is missed). A recorded
+    job id is taken as it is; only a job without one is looked up by its tag."""
     if not attempt.links:
-        row = by_tag.get(attempt.tag)
-        job_id = attempt.job_id or (row.job_id if row is not None else None)
+        job_id = attempt.job_id or _id_of(by_tag.get(attempt.tag))
         return [(0, job_id)] if job_id else []
     found = []
     for link in attempt.links:
-        row = by_tag.get(link.tag)
-        job_id = link.job_id or (row.job_id if row is not None else None)
+        job_id = link.job_id or _id_of(by_tag.get(link.tag))
         if link.phase != "finished" and job_id:
             found.append((link.link, job_id))
     return found
+
+
+def _id_of(row: SchedulerJob | None) -> str | None:
+    return row.job_id if row is not None else None
 
 
 def _read_logs(

@@ -14,16 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+from oellm.bundle_files import LOCK_NAME
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_TEMPFAIL, EXIT_USER, CommandError
 from oellm.shell import run
 
-from . import tags
+from . import prefetch, tags
 from .act import act
 from .actions import Action, MainAction, Observed, Submit, Wait, main_action
 from .arrays import whole_arrays
 from .budget import NO_LIMIT, Budget, Held, count_limit, within_count
 from .budget import summary as budget_summary
-from .bundle import Bundle, Recompiled, check_scripts, load_bundle
+from .bundle import Bundle, Recompiled, check_scripts, load_bundle, lock_bytes
 from .current import current
 from .decide import Options, decide
 from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
@@ -32,7 +33,7 @@ from .lock import Busy, LockLost, RenewFailed, StateLock
 from .metrics_store import track as after_round_metrics
 from .model import Attempt, Current, Dropped, History, Observation
 from .moves import moved
-from .observe import observe
+from .observe import accounting_since, observe
 from .policy import INTENT_GRACE
 from .records import Records
 from .retry import pending, revived
@@ -69,9 +70,15 @@ def _seconds(name: str, default: float) -> float:
         return default
 
 
-def make_scheduler(name: str | None, state_dir: Path) -> Scheduler:
+def scheduler_name(name: str | None) -> str:
+    """The scheduler asked for, or the default: slurm where sbatch is installed."""
     if name is None:
-        name = "slurm" if slurm.available() else "local"
+        return "slurm" if slurm.available() else "local"
+    return name
+
+
+def make_scheduler(name: str | None, state_dir: Path) -> Scheduler:
+    name = scheduler_name(name)
     if name == "slurm":
         return slurm.SlurmScheduler()
     if name == "local":
@@ -151,9 +158,23 @@ class Session:
         options: Options | None = None,
         allow_edited: bool = False,
         claim_state: bool = False,
+        early: bool = False,
     ) -> None:
-        # Scripts are checked when they are about to be submitted (`checked`), not here.
-        self.bundle = load_bundle(path, check_scripts=False)
+        """`early`: start the sacct the last round asked before reading the bundle
+        (`prefetch`), for a round about to run now: `close` drops it if no query took it."""
+        name = scheduler_name(scheduler)
+        early_slurm = slurm.SlurmScheduler() if early and name == "slurm" else None
+        data = lock_bytes(path / LOCK_NAME) if early_slurm is not None else None
+        state_dir = None
+        if early_slurm is not None and data is not None:
+            state_dir = prefetch.start(path, data, early_slurm)
+        try:
+            # Scripts are checked when they are about to be submitted (`checked`), not here.
+            self.bundle = load_bundle(path, check_scripts=False, data=data, state_dir=state_dir)
+        except BaseException:
+            if early_slurm is not None:
+                early_slurm.discard_prefetch()
+            raise
         self.allow_edited = allow_edited
         self.options = options or Options(intent_grace())
         self.records = Records(self.bundle.state_path)
@@ -162,7 +183,12 @@ class Session:
         # same experiment moved or checked out twice); the key of its tags stays.
         found = read_identity(self.bundle.state_path) if claim_state else None
         self.key = found.key if found is not None else project_key(self.bundle)
-        self.scheduler = make_scheduler(scheduler, self.bundle.state_path)
+        self.scheduler = early_slurm or make_scheduler(name, self.bundle.state_path)
+
+    def close(self) -> None:
+        """Drop the early sacct if no query took it."""
+        if isinstance(self.scheduler, slurm.SlurmScheduler):
+            self.scheduler.discard_prefetch()
 
     @property
     def prefix(self) -> str:
@@ -331,6 +357,10 @@ def reconcile_once(
         if dry_run:  # the moves the real round makes first, in memory only (moves.py)
             history = moved(history, session.bundle.moved, say)
         obs, actions = session.checked(history, *session.look(history))
+        if not dry_run and isinstance(session.scheduler, slurm.SlurmScheduler):
+            # What the next round's sacct asks first, so that it can start it early.
+            since = accounting_since(history.in_flight(), None)
+            prefetch.remember_since(session.bundle.state_path, since)
         limit = count_limit(budget, session.bundle.max_jobs, _queued(session, obs))
         actions, held = within_count(actions, session.bundle.jobs, limit)
         damaged = tuple(history.damaged.values())

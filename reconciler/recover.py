@@ -9,6 +9,7 @@ no I/O.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,12 +29,46 @@ class Found:
     tag: str  # the tag the record of this submission holds
 
 
-@dataclass(frozen=True)
 class Submissions:
-    """Our SLURM jobs by the job (or array group and index) their tags name."""
+    """Our SLURM jobs by the job (or array group and index) their tags name: the rows of a
+    query whose name starts with `prefix`, indexed when first asked. A round asks only before
+    it submits an attempt it has no record of; most rounds never do, and the 10,000 tasks of
+    an array sweep are then not indexed at all."""
 
-    by_job: Mapping[str, tuple[Found, ...]]
-    by_task: Mapping[tuple[str, int], tuple[Found, ...]]
+    def __init__(self, rows: Iterable[SchedulerJob] = (), prefix: str = "") -> None:
+        self._rows = tuple(rows)
+        self._prefix = prefix
+
+    @functools.cached_property
+    def _index(
+        self,
+    ) -> tuple[dict[str, tuple[Found, ...]], dict[tuple[str, int], tuple[Found, ...]]]:
+        by_job: dict[str, list[Found]] = {}
+        by_task: dict[tuple[str, int], list[Found]] = {}
+        for row in self._rows:
+            parsed = tags.parse(row.name) if row.name.startswith(self._prefix) else None
+            if parsed is None:
+                continue
+            if parsed.group is not None:
+                _, index = split_task_id(row.job_id)
+                if index is not None:
+                    found = Found(row, None, 1, tags.member_tag(row.name, index))
+                    by_task.setdefault((parsed.group, index), []).append(found)
+            elif parsed.job is not None and parsed.attempt is not None:
+                found = Found(row, parsed.attempt, parsed.link, row.name)
+                by_job.setdefault(parsed.job, []).append(found)
+        return (
+            {job: tuple(found) for job, found in by_job.items()},
+            {task: tuple(found) for task, found in by_task.items()},
+        )
+
+    @property
+    def by_job(self) -> Mapping[str, tuple[Found, ...]]:
+        return self._index[0]
+
+    @property
+    def by_task(self) -> Mapping[tuple[str, int], tuple[Found, ...]]:
+        return self._index[1]
 
     def of(self, job: str, group: str | None, index: int | None) -> tuple[Found, ...]:
         tasks = (
@@ -41,29 +76,24 @@ class Submissions:
         )
         return (*self.by_job.get(job, ()), *tasks)
 
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Submissions):
+            return NotImplemented
+        return self._index == other._index
 
-NOTHING = Submissions({}, {})
+    def __hash__(self) -> int:
+        return hash((frozenset(self.by_job), frozenset(self.by_task)))
+
+    def __repr__(self) -> str:
+        return f"Submissions(by_job={self.by_job!r}, by_task={self.by_task!r})"
+
+
+NOTHING = Submissions()
 
 
 def index_tags(rows: Iterable[SchedulerJob], prefix: str) -> Submissions:
-    by_job: dict[str, list[Found]] = {}
-    by_task: dict[tuple[str, int], list[Found]] = {}
-    for row in rows:
-        parsed = tags.parse(row.name) if row.name.startswith(prefix) else None
-        if parsed is None:
-            continue
-        if parsed.group is not None:
-            _, index = split_task_id(row.job_id)
-            if index is not None:
-                found = Found(row, None, 1, tags.member_tag(row.name, index))
-                by_task.setdefault((parsed.group, index), []).append(found)
-        elif parsed.job is not None and parsed.attempt is not None:
-            found = Found(row, parsed.attempt, parsed.link, row.name)
-            by_job.setdefault(parsed.job, []).append(found)
-    return Submissions(
-        {job: tuple(found) for job, found in by_job.items()},
-        {task: tuple(found) for task, found in by_task.items()},
-    )
+    """The submissions among `rows` whose tags start with `prefix` (indexed when asked)."""
+    return Submissions(rows, prefix)
 
 
 def unclaimed(

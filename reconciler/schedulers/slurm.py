@@ -11,11 +11,11 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, get_args
+from typing import Protocol, TypeVar, get_args
 
 from oellm import shell
 from oellm.errors import CommandError, CommandTimeout
@@ -23,6 +23,7 @@ from oellm.reconciler import tags
 from oellm.reconciler.arrays import expand_task_ids
 from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
 from oellm.reconciler.schedulers import FINISHED, JobState, SchedulerJob, Submission
+from oellm.reconciler.schedulers.early import EarlyQuery
 from oellm.shell import Completed
 
 SUBMIT_TIMEOUT_S = 60.0  # sbatch alone retries ~9 s when slurmctld is down; a busy one is slower
@@ -58,6 +59,7 @@ _STATES: dict[str, JobState] = {state: state for state in get_args(JobState)}
 _JOB_ID = re.compile(r"\d+")
 # Values sacct/squeue print for "no value".
 _EMPTY = frozenset({"", "None", "Unknown", "None assigned", "(null)"})
+T = TypeVar("T")
 
 
 class Run(Protocol):
@@ -187,23 +189,54 @@ def split_squeue_line(line: str) -> tuple[str, str, str, str | None, str | None]
 def parse_squeue(text: str) -> list[SchedulerJob]:
     """One row per job, named by the tag its job name carries (`tags.tag_of`); the tasks of an
     array that squeue folds into one row (`7_[2-3%2]`, pending ones) get one row each."""
-    jobs = []
+    return read_queue(text, "").rows
+
+
+@dataclass(frozen=True)
+class Queue:
+    """squeue's answer as one bundle's query needs it (`read_queue`)."""
+
+    rows: list[SchedulerJob]  # the rows `select` could keep
+    others: set[str]  # the ids of the other rows: jobs of other bundles (or of no bundle)
+    live: int  # how many of all the listed jobs are queued or running
+
+
+def read_queue(text: str, tag_prefix: str, known_ids: Collection[str] = ()) -> Queue:
+    """`parse_squeue` of only the rows whose tag starts with `tag_prefix` or whose job (or
+    array job) id is in `known_ids`: the others, which `select` would drop, are not made, only
+    counted (in `live`, as a site's submit limit counts them) and their ids kept (`others`:
+    their accounting rows are not ours either). Most of a user's squeue may be other sweeps:
+    10,000 array tasks folded into ten rows are 10,000 rows once made."""
+    known = set(known_ids)
+    rows: list[SchedulerJob] = []
+    others: set[str] = set()
+    live = 0
     for line in text.splitlines():
         if not line.strip():
             continue
         folded, name, raw_state, reason, _comment = split_squeue_line(line)
-        for job_id in expand_task_ids(folded):
-            jobs.append(
-                SchedulerJob(
-                    job_id=job_id,
-                    name=tags.tag_of(name),
-                    state=job_state(raw_state),
-                    raw_state=raw_state,
-                    reason=reason,
-                    source="queue",
-                )
+        ids = expand_task_ids(folded)
+        state = job_state(raw_state)
+        if state not in FINISHED:
+            live += len(ids)
+        tag = tags.tag_of(name)
+        # `_is_known` of each id: the tasks of one row share their array job id.
+        array_job = folded.split("_", 1)[0]
+        if not tag.startswith(tag_prefix) and array_job not in known and known.isdisjoint(ids):
+            others.update(ids)
+            continue
+        rows.extend(
+            SchedulerJob(
+                job_id=job_id,
+                name=tag,
+                state=state,
+                raw_state=raw_state,
+                reason=reason,
+                source="queue",
             )
-    return jobs
+            for job_id in ids
+        )
+    return Queue(rows, others, live)
 
 
 def parse_sacct(text: str) -> list[SchedulerJob]:
@@ -362,6 +395,7 @@ class SlurmScheduler:
         # How many of the user's jobs (of any bundle) the last query saw queued or running:
         # what counts against the site's submit limit (the round's count budget, budget.py).
         self.user_live: int | None = None
+        self._early: EarlyQuery[list[SchedulerJob]] | None = None
 
     def _run(
         self,
@@ -411,18 +445,49 @@ class SlurmScheduler:
         # takes squeue's row while it is live, and a job stays in squeue for MinJobAge after
         # it ends, in sacct for good.
         # Leaving the pool waits for sacct, also when squeue failed: its error is the one told.
+        sacct = sacct_argv(since, self._user) if since is not None else None
+        early = self._take_early(sacct)
         with ThreadPoolExecutor(max_workers=1) as pool:
-            accounting = pool.submit(self._accounting, since) if since is not None else None
+            accounting = early
+            if accounting is None and sacct is not None:
+                accounting = pool.submit(self._accounting, sacct)
             done = self._run(squeue_argv(), self._query_timeout, env=_query_env())
             if done.returncode != 0:
                 raise failure(done, "squeue")
-            queue = _parsed(parse_squeue, done)
+            queue = _parsed(lambda text: read_queue(text, tag_prefix, known_ids), done)
             finished = accounting.result() if accounting is not None else []
-        self.user_live = sum(1 for job in queue if job.state not in FINISHED)
-        return select(merge(queue, finished), tag_prefix, known_ids)
+        self.user_live = queue.live
+        # Another bundle's job in squeue is not ours in sacct either: `merge` would pair the
+        # two and `select` drop them (`read_queue`).
+        ours = [job for job in finished if job.job_id not in queue.others]
+        return select(merge(queue.rows, ours), tag_prefix, known_ids)
 
-    def _accounting(self, since: datetime) -> list[SchedulerJob]:
-        done = self._run(sacct_argv(since, self._user), self._query_timeout, env=_query_env())
+    def prefetch(self, since: datetime) -> None:
+        """Ask now, in the background, the sacct that `query` asks for `since`: the next
+        query takes its answer if it asks the same, soon enough (`early`); any other query
+        drops it."""
+        self.discard_prefetch()
+        argv = sacct_argv(since, self._user)
+        self._early = EarlyQuery(argv, lambda: self._accounting(argv))
+
+    def discard_prefetch(self) -> None:
+        """Drop an early sacct no query has taken (the round ended before it asked)."""
+        early, self._early = self._early, None
+        if early is not None:
+            early.discard()
+
+    def _take_early(self, sacct: Sequence[str] | None) -> Future[list[SchedulerJob]] | None:
+        """The early sacct's answer, if it is this query's; it is used once either way."""
+        early, self._early = self._early, None
+        if early is None:
+            return None
+        if sacct is not None and early.answers(sacct):
+            return early.future
+        early.discard()
+        return None
+
+    def _accounting(self, argv: Sequence[str]) -> list[SchedulerJob]:
+        done = self._run(argv, self._query_timeout, env=_query_env())
         if done.returncode != 0:
             # sacct asks slurmdbd, not slurmctld, so it may fail while squeue works (or
             # answer while slurmctld is down); either way finished jobs cannot be seen now.
@@ -453,7 +518,7 @@ def _query_env() -> dict[str, str]:
     return {**os.environ, **QUERY_ENV}
 
 
-def _parsed(parse: Callable[[str], list[SchedulerJob]], done: Completed) -> list[SchedulerJob]:
+def _parsed(parse: Callable[[str], T], done: Completed) -> T:
     """Rows we cannot read are never guessed at: the round waits, as for a controller that
     did not answer, rather than deciding on a partial view of the queue."""
     try:

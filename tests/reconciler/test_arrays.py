@@ -26,7 +26,7 @@ from oellm.reconciler.arrays import (
 )
 from oellm.reconciler.bundle import Bundle, load_bundle
 from oellm.reconciler.current_log import point_current_log
-from oellm.reconciler.model import LockJob, LogState
+from oellm.reconciler.model import Attempt, LockJob, LogState
 from oellm.reconciler.observe import _read_logs, tags_of
 from oellm.reconciler.records import Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_squeue
@@ -146,6 +146,51 @@ def test_each_array_task_is_found_by_its_member_tag() -> None:
         "oellm.k.train.array-ab[2]": "7_2",
     }
     assert by_tag["oellm.k.solo.1"].job_id == "9"
+
+
+def test_rows_are_indexed_by_tag_only_for_an_attempt_without_its_job_id(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A recorded job id is taken as it is (`jobs_of`); the rows are indexed by tag on the
+    first lookup only, once."""
+    from oellm.reconciler import observe
+
+    split: list[str] = []
+    real_split = observe.split_task_id
+
+    def counted(job_id: str) -> tuple[str, int | None]:
+        split.append(job_id)
+        return real_split(job_id)
+
+    monkeypatch.setattr(observe, "split_task_id", counted)
+    rows = parse_squeue("7_[0-2]|oellm.k.train.array-ab|PENDING|JobHeldUser|x\n")
+    by_tag = tags_of(rows)
+    recorded_id = attempt_record(job_id="7_1", tag="oellm.k.train.array-ab[1]")
+    assert observe.jobs_of(recorded_id, by_tag) == [(0, "7_1")]
+    assert split == [], "nothing indexed while every job id is recorded"
+    unrecorded = attempt_record(job_id=None, tag="oellm.k.train.array-ab[2]")
+    assert observe.jobs_of(unrecorded, by_tag) == [(0, "7_2")]
+    assert observe.jobs_of(attempt_record(job_id=None, tag="oellm.k.x.1"), by_tag) == []
+    assert split == ["7_0", "7_1", "7_2"], "indexed once, on the first lookup"
+    assert dict(by_tag) == {
+        "oellm.k.train.array-ab": rows[-1],
+        **{f"oellm.k.train.array-ab[{i}]": rows[i] for i in range(3)},
+    }
+
+
+def attempt_record(job_id: str | None, tag: str) -> Attempt:
+    return Attempt(
+        job="t",
+        attempt=1,
+        tag=tag,
+        bundle_id="b",
+        script_sha256="s",
+        scheduler="slurm",
+        cause="ready",
+        phase="submitted" if job_id else "intent",
+        intent_at="2026-11-30T12:00:00+00:00",
+        job_id=job_id,
+    )
 
 
 def test_ready_members_of_one_array_go_as_one_sbatch(tmp_path: Path) -> None:

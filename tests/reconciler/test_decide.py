@@ -175,3 +175,23 @@ def test_case(path: Path) -> None:
         assert want["reason"] in action.reason, action
         for key, value in want.get("event", {}).items():
             assert action.event.get(key) == value, action
+
+
+def test_a_decision_leaves_nothing_for_the_garbage_collector() -> None:
+    """What decide made is freed as soon as it is dropped (no reference cycle, `decide._plan`):
+    a round runs without the garbage collector (reconcile_cli)."""
+    import gc
+
+    jobs = [lock_job({"name": "a"}), lock_job({"name": "b", "depends_on": ["a"]})]
+    history = History({"a": (attempt("a", {"phase": "submitted", "job_id": "7"}),)}, {})
+    queued = row({"job_id": "7", "name": "x", "state": "PENDING"})
+    obs = Observation(True, True, by_id={"7": queued})
+    gc.collect()
+    gc.disable()
+    try:
+        actions = decide(jobs, history, obs, datetime.fromisoformat(NOW))
+        assert [a.job for a in actions if a.kind == "wait"] == ["a", "b"]
+        del actions
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

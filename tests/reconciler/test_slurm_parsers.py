@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
-from oellm.reconciler.schedulers import SchedulerJob, Submission
+from oellm.reconciler.schedulers import FINISHED, SchedulerJob, Submission
 from oellm.reconciler.schedulers.slurm import (
     SACCT_FIELDS,
     SACCT_STATES,
@@ -27,6 +27,7 @@ from oellm.reconciler.schedulers.slurm import (
     parse_sacct,
     parse_sbatch,
     parse_squeue,
+    read_queue,
     sacct_argv,
     sacct_time,
     sbatch_argv,
@@ -478,6 +479,48 @@ def test_query_with_since_asks_squeue_and_sacct_once_each() -> None:
     assert (jobs["6"].state, jobs["6"].source) == ("PENDING", "queue")
     assert (jobs["3"].exit_code, jobs["3"].source) == (3, "accounting")
     assert scheduler.query("oellm.nothing.", SINCE) == []
+
+
+# Another bundle's jobs among ours: a folded array, one ended (in sacct too), a task of another
+# array whose id a record names (found by id, not by tag), the placeholder name, and one whose
+# name in sacct is ours (renamed since: squeue's name counts, `merge`).
+OTHERS_SQUEUE = (
+    "40_[0-999]|jobs.array-1@oellm.otherkey|PENDING|JobHeldUser|(null)\n"
+    "41|x@oellm.otherkey|COMPLETED|None|(null)\n"
+    "42_[0-5%2]|y@oellm.otherkey|PENDING|JobArrayTaskLimit|(null)\n"
+    "43|allocation|COMPLETED|None|(null)\n"
+    "45|z@oellm.otherkey|COMPLETED|None|(null)\n"
+)
+OTHERS_SACCT = (
+    "41|x@oellm.otherkey|COMPLETED|0:0|2026-11-26T12:26:49|2026-11-26T12:26:49|vm\n"
+    "45|oellm.rec.renamed|COMPLETED|0:0|2026-11-26T12:26:49|2026-11-26T12:26:49|vm\n"
+    "40_7|jobs.array-1@oellm.otherkey|CANCELLED by 0|0:0|None|None|None assigned\n"
+    "42_3|allocation|COMPLETED|0:0|2026-11-26T12:26:49|2026-11-26T12:26:50|vm\n"
+    "44|allocation|COMPLETED|0:0|2026-11-26T12:26:49|2026-11-26T12:26:50|vm\n"
+)
+
+
+@pytest.mark.parametrize("prefix", ["oellm.rec.", "oellm.rec.pending", "oellm.otherkey.", ""])
+@pytest.mark.parametrize("known", [(), ("9",), ("42_3", "44"), ("40", "7_2", "43")])
+def test_query_makes_only_the_rows_it_may_keep_and_keeps_what_it_kept(
+    prefix: str, known: tuple[str, ...]
+) -> None:
+    """Rows of other bundles are not made (`read_queue`), and the query answers exactly what
+    `select` of every row merged answers; every live job of the user is counted."""
+    squeue = recorded("squeue_mix.txt").stdout + OTHERS_SQUEUE
+    sacct = sacct_stdout("sacct_finished_with_states.txt") + OTHERS_SACCT
+    fake = FakeRun({"squeue": ok(squeue), "sacct": ok(sacct)})
+    scheduler = SlurmScheduler(run=fake)
+    found = scheduler.query(prefix, SINCE, known_ids=known)
+    every = parse_squeue(squeue)
+    assert found == select(merge(every, parse_sacct(sacct)), prefix, known)
+    assert scheduler.user_live == sum(1 for job in every if job.state not in FINISHED)
+    ours = parse_squeue(recorded("squeue_mix.txt").stdout)
+    assert scheduler.user_live == sum(1 for j in ours if j.state not in FINISHED) + 1000 + 6
+    queue = read_queue(squeue, prefix, known)
+    assert len(queue.rows) < len(every) or prefix == ""
+    assert {job.job_id for job in queue.rows}.isdisjoint(queue.others)
+    assert len(queue.rows) + len(queue.others) == len(every)
 
 
 def test_query_with_controller_down_is_unavailable_whatever_sacct_says() -> None:

@@ -151,3 +151,37 @@ def test_a_name_sacct_would_cut_is_refused_before_sbatch(tmp_path: Path) -> None
     assert fake.calls == []
     fine = Submission(tmp_path / "x.sbatch", tags.array_tag(KEY, "g" * 200, ["a:1"]), tmp_path)
     assert SlurmScheduler(run=fake).submit(fine) == "1"
+
+
+def test_submissions_are_indexed_once_and_only_when_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round indexes SLURM's rows by the job their tags name only before it submits an
+    attempt it has no record of (`recover.Submissions`); the index is the same either way."""
+    from oellm.reconciler import recover
+    from oellm.reconciler.schedulers import SchedulerJob
+
+    single = tags.attempt_tag(KEY, "train", 2)
+    batch = tags.array_tag(KEY, "grid", ["a:1", "b:1"])
+    rows = [
+        SchedulerJob("7", single, "RUNNING"),
+        SchedulerJob("8_0", batch, "PENDING"),
+        SchedulerJob("8_1", batch, "PENDING"),
+        SchedulerJob("9", tags.attempt_tag("ffffffff", "train", 1), "RUNNING"),
+    ]
+    parsed: list[str] = []
+    real_parse = tags.parse
+
+    def parse(tag: str) -> tags.Parsed | None:
+        parsed.append(tag)
+        return real_parse(tag)
+
+    monkeypatch.setattr(recover.tags, "parse", parse)
+    found = recover.index_tags(rows, tags.prefix(KEY))
+    assert parsed == []
+    (train,) = found.of("train", None, None)
+    assert (train.row.job_id, train.attempt, train.tag) == ("7", 2, single)
+    (task,) = found.of("b", "grid", 1)
+    assert (task.row.job_id, task.attempt, task.tag) == ("8_1", None, tags.member_tag(batch, 1))
+    assert found.of("other", None, None) == ()
+    assert len(parsed) == 3, "each row of ours parsed once, the other key's not at all"
+    assert found == recover.index_tags(list(rows), tags.prefix(KEY))
+    assert found != recover.NOTHING and recover.index_tags([], "x") == recover.NOTHING
