@@ -12,6 +12,8 @@ costs a query asked anew, never a different answer.
 from __future__ import annotations
 
 import contextlib
+import os
+import stat
 from datetime import datetime
 from pathlib import Path
 
@@ -40,7 +42,15 @@ def start(bundle_path: Path, lock_data: bytes, scheduler: SlurmScheduler) -> str
 def read_since(state: Path) -> datetime | None:
     """The moment the last round asked sacct from; None when it asked none, or unknown."""
     try:
-        moment = datetime.fromisoformat((state / SINCE_NAME).read_text(encoding="ascii").strip())
+        # Without blocking, and a regular file only: a FIFO put there must not hang a round.
+        fd = os.open(state / SINCE_NAME, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return None
+            text = os.read(fd, 256).decode("ascii")
+        finally:
+            os.close(fd)
+        moment = datetime.fromisoformat(text.strip())
     except (OSError, ValueError):
         return None
     return moment if moment.tzinfo is not None else None

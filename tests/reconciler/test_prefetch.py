@@ -5,6 +5,7 @@ in the state dir by the round before. Fakes at the subprocess boundary only."""
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
@@ -236,3 +237,8 @@ def test_a_round_runs_without_garbage_collections_and_leaves_them_as_they_were(
     assert main(["reconcile", str(bundle), *local, "--wait", "--interval", "0.2"]) == 0
     assert seen and set(seen) == {(True, reconcile_cli.ROUND_GC_THRESHOLD)}
     assert gc.isenabled() and gc.get_threshold() == before
+
+
+def test_a_fifo_in_place_of_the_moment_is_no_moment(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / prefetch.SINCE_NAME)
+    assert prefetch.read_since(tmp_path) is None  # without hanging
