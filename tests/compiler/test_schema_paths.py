@@ -218,3 +218,27 @@ def test_an_id_below_a_files_root_is_unsupported() -> None:
     resources["root.json"]["properties"]["a"]["$id"] = "elsewhere.json"
     with pytest.raises(Unsupported, match=r"\$id"):
         leaf_schemas(resources, "root.json", MODEL, ("a", "x"), [("a", "x")], _accepts)
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("job", "restart", "on", 1), "TIMEOUT"),  # uniqueItems: now the same as item 0
+        (("job", "restart", "on", 1), "PREEMPTED"),
+        (("backend", "kind"), "bash"),  # an `if` on the kind: the megatron branch no longer holds
+        (("job", "dependency"), "never"),  # an enum at the leaf
+    ],
+)
+def test_values_that_change_a_mappings_verdict_agree_with_the_whole_config(
+    path: KeyPath, value: Any
+) -> None:
+    model = _first_config("megatron_tiny.yaml")
+    model["job"]["restart"] = {"on": ["TIMEOUT", "NODE_FAIL"], "max_attempts": 3}
+    whole = validate._Compiled.load(validate.SCHEMAS)
+    assert whole is not None and whole.is_valid(model)
+    validator = validate.Validator()
+    made = Model(model, [path])
+    expected = whole.is_valid(_with(model, [path], [value]))
+    # Unsupported (None): validated whole; else the narrowed verdict is the whole one.
+    narrowed = validator._passes(made, [value])  # type: ignore[arg-type]
+    assert narrowed == expected or (validator._leaves[made] is None and not narrowed)  # type: ignore[index]
