@@ -14,6 +14,7 @@ back through the pipe.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import mmap
 import os
@@ -94,7 +95,13 @@ class WorkerEnded(OellmError):
     signal)."""
 
 
-Part = tuple[int, int] | Sequence[Any]  # (pid, read end of its pipe), or a part compiled here
+@dataclasses.dataclass(frozen=True)
+class _Worker:
+    pid: int
+    read: int  # the read end of its pipe
+
+
+Part = _Worker | Sequence[Any]  # a worker compiling a part, or a part left to this process
 
 
 def fan_out(
@@ -139,19 +146,18 @@ def fan_out(
                 progress(done + others)
         while later:
             next_part = later.pop(0)
-            if not isinstance(next_part, tuple):
+            if not isinstance(next_part, _Worker):
                 yield from map(work, next_part)
                 continue
-            pid, read = next_part
-            report, error = yield from _receive(pid, read)
+            report, error = yield from _receive(next_part.pid, next_part.read)
             if report is not None:
                 _adopt(files, report)
             if error is not None:
                 raise error
     finally:
         for left in later:
-            if isinstance(left, tuple):
-                _stop(*left)
+            if isinstance(left, _Worker):
+                _stop(left.pid, left.read)
         counters.close()
 
 
@@ -178,7 +184,7 @@ def _fork(
         os.close(read)
         _child(part, work, files, write, counters, number, parent, mask)
     os.close(write)
-    return pid, read
+    return _Worker(pid, read)
 
 
 def _child(

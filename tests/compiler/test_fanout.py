@@ -452,3 +452,8 @@ def test_a_worker_that_cannot_be_forked_leaves_its_part_here(
     assert list(fanout.fan_out(_items(400), lambda n: n * 2, {}, 4)) == [n * 2 for n in range(400)]
     assert len(forks) == 3  # one worker, then two refusals
     assert len(os.listdir("/proc/self/fd")) == open_before  # no pipe left open
+
+
+def test_items_of_any_sequence(processes: Any) -> None:
+    # A part of a tuple is a tuple: never taken for a worker.
+    assert list(fanout.fan_out(tuple(range(300)), lambda n: n + 1, {}, 3)) == list(range(1, 301))
