@@ -135,17 +135,11 @@ class _Walk:
         mapping = isinstance(instance, dict)
         name, pointer = where
         if word in ("properties", "additionalProperties", "items"):
-            tokens: tuple[str, ...]
-            if word == "properties":
-                applies = mapping and key in sub
-                sub, tokens = (sub[key], (word, str(key))) if applies else (None, ())
-            elif word == "additionalProperties":
-                applies, tokens = mapping and key not in schema.get("properties", {}), (word,)
-            else:
-                applies, tokens = not mapping, (word,)
-            if applies:
+            found = _below(word, sub, schema, key, mapping)
+            if found is not None:
+                tokens, below = found
                 child = (name, _pointer(pointer, *tokens))
-                self.visit(child, sub, instance[key], (*at, key), rest[1:])
+                self.visit(child, below, instance[key], (*at, key), rest[1:])
         elif word == "allOf":
             for number, branch in enumerate(sub):
                 self.visit((name, _pointer(pointer, word, str(number))), branch, instance, at, rest)
@@ -160,6 +154,18 @@ class _Walk:
                 self.visit((name, _pointer(pointer, taken)), schema[taken], instance, at, rest)
         else:
             raise Unsupported(f"{where}: {word}")
+
+
+def _below(
+    word: str, sub: Any, schema: dict[str, Any], key: str | int, mapping: bool
+) -> tuple[tuple[str, ...], Any] | None:
+    """The schema that `word` (with value `sub`, in `schema`) applies to the child `key`, and
+    the pointer tokens to it; None when it does not apply to that child."""
+    if word == "properties":
+        return ((word, str(key)), sub[key]) if mapping and key in sub else None
+    if word == "additionalProperties":
+        return ((word,), sub) if mapping and key not in schema.get("properties", {}) else None
+    return ((word,), sub) if not mapping else None  # items
 
 
 def _steady(condition: Any, at: KeyPath, changed: Collection[KeyPath]) -> bool:
