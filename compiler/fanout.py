@@ -26,6 +26,7 @@ from collections.abc import Callable, Generator, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 from oellm.errors import OellmError
+from oellm.stopping import TERMINATING
 
 from .errors import fail
 from .staging import FileSink
@@ -128,11 +129,11 @@ def fan_out(
     later: list[Part] = []
     try:
         for number, part in enumerate(parts[1:], 1):
-            # Ctrl-C waits until the child is set up and listed: caught by this process's
-            # handler in the child, it would run this process's cleanup there (stop the
-            # others, remove the staging folder); here, before it is listed, it would leave
-            # the child unstopped.
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+            # Ctrl-C (and SIGTERM, SIGHUP) waits until the child is set up and listed:
+            # caught by this process's handler in the child, it would run this process's
+            # cleanup there (stop the others, remove the staging folder); here, before it
+            # is listed, it would leave the child unstopped.
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *TERMINATING})
             try:
                 later.append(_fork(part, work, files, counters, number, parent, mask))
             finally:
@@ -201,8 +202,12 @@ def _child(
     end without running the parent's exit handlers or flushing its buffers."""
     code = 0
     try:
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C ends the compile and this
+        # Ctrl-C, `kill` of the process group or a closed terminal end this process as
+        # they end the compile (whose handlers would run its cleanup here); ignored, they
+        # stay ignored.
+        for signum in (signal.SIGINT, *TERMINATING):
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         # What this process puts into `files` is sent back: a sink tells which files it
         # made; a plain mapping (the same object, forked) gives those added after `before`.

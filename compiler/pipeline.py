@@ -51,7 +51,7 @@ from .siblings import (
     SiblingIndex,
     base_references,
     gather,
-    references,
+    point_references,
     sibling_of,
     stage_order,
 )
@@ -143,7 +143,7 @@ def _compile(
     ]
     base_refs = base_references(base, origins)
     # Only points that reference a sibling are listed (a large sweep has many that do not).
-    refs = {p.index: made for p in points if (made := references(p, base_refs))}
+    refs = point_references(points, sweep, base_refs)
     order = stage_order(points, refs)
     index = SiblingIndex(points)
     by_stage: dict[str | None, list[Point]] = {}

@@ -53,6 +53,17 @@ def references(point: Point, base_refs: Sequence[Reference]) -> list[Reference]:
     return found
 
 
+def point_references(
+    points: Sequence[Point], sweep: Any, base_refs: Sequence[Reference]
+) -> dict[int, list[Reference]]:
+    """The sibling references of the points that make any, by point index. A point's values
+    come from its sweep: when none of the sweep's texts names a sibling and the base makes no
+    reference, no point does, and the points (10,000 of a large sweep) are not read."""
+    if not base_refs and not any("sibling." in text for text in strings(sweep)):
+        return {}
+    return {p.index: made for p in points if (made := references(p, base_refs))}
+
+
 def base_references(tree: Mapping[str, Any], origins: Mapping[Any, Origin]) -> list[Reference]:
     out: list[Reference] = []
 

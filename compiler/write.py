@@ -16,6 +16,7 @@ from pathlib import Path
 
 from oellm import filesync
 from oellm.bundle_files import LOCK_NAME
+from oellm.stopping import signals_held
 
 from .errors import fail
 from .pipeline import CompiledBundle
@@ -56,8 +57,10 @@ def _swap_in(staged: StagedFiles) -> None:
     filesync.sync_file_system(folder)
     if out.exists():
         retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        os.rename(out, retired / out.name)
-        os.rename(folder, out)
+        # Stopped between the two renames, the bundle would be in neither place.
+        with signals_held():
+            os.rename(out, retired / out.name)
+            os.rename(folder, out)
         _sync_folder(out.parent)
         shutil.rmtree(retired, ignore_errors=True)
     else:

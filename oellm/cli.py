@@ -28,6 +28,7 @@ from oellm.options import (
     compile_request,
     config_source_options,
 )
+from oellm.stopping import terminable
 
 if TYPE_CHECKING:
     from oellm.compiler.pipeline import CompiledBundle, CompileRequest
@@ -201,8 +202,9 @@ def compile_command(
     from oellm.reconciler.identity import apply_state_change
 
     # Each file goes to the staging folder as it is compiled: a large sweep is never held in
-    # memory; the folder replaces the bundle once complete (or is removed on an error).
-    with stage(output) as files:
+    # memory; the folder replaces the bundle once complete (or is removed on an error, and
+    # when the compile is stopped: Ctrl-C, `kill`, the terminal closed).
+    with terminable(), stage(output) as files:
         bundle, change = _compile(request, output, move_state, fresh_state, files)
         apply_state_change(change)
         if change.note:

@@ -16,6 +16,17 @@ EXIT_TEMPFAIL = 75  # the scheduler could not be asked: nothing destructive done
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT), as a shell reports it
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP while a command that cleans up after itself runs (`guard.terminable`):
+    raised where the command is, so that it unwinds (a compile removes its staging folder);
+    the command then ends with the signal's shell code (128 + its number). Not an
+    `Exception`: nothing that handles errors takes it for one."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(signum)
+
+
 class OellmError(Exception):
     """A problem the user (or the cluster) caused, rendered by the CLI as one message."""
 

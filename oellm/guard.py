@@ -11,6 +11,7 @@ import errno
 import functools
 import logging
 import os
+import signal
 import sys
 import tempfile
 import traceback
@@ -20,7 +21,7 @@ from typing import IO, Any, NoReturn, TypeVar
 import click
 
 from oellm import __version__
-from oellm.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, OellmError
+from oellm.errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, OellmError, Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 log = logging.getLogger("oellm")
@@ -41,6 +42,9 @@ def guarded(func: F) -> F:
             # anywhere is safe; the next round picks up. 130 is the shell's code for SIGINT.
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except Terminated as stopped:
+            click.echo(f"stopped by {signal.Signals(stopped.signum).name}", err=True)
+            sys.exit(128 + stopped.signum)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as exc:

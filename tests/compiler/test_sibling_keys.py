@@ -181,3 +181,45 @@ def test_three_stage_cycle_follows_the_keys(tmp_path: Path) -> None:
     for before, after in zip(links, [*links[1:], links[0]], strict=True):
         field = before.split("${sibling.", 1)[1].rstrip("}").split(".", 1)[1]
         assert after.split(" ")[2] == field
+
+
+@pytest.mark.parametrize(
+    ("sweep", "base"),
+    [
+        # No sibling anywhere: no point is read.
+        ({"params": {"vars.a": [1, 2]}}, {}),
+        # Named in the sweep's values, in a nested list.
+        (
+            {
+                "type": "list",
+                "groups": [
+                    {"params": {"vars.a": [1]}, "defaults": {"stage": "s"}},
+                    {
+                        "params": {"vars.a": [1]},
+                        "defaults": {"stage": "d", "vars.n": ["x", "${sibling.s.output_dir}"]},
+                    },
+                ],
+            },
+            {},
+        ),
+        # Named only in the base config: every point that does not set that key.
+        ({"params": {"vars.a": [1, 2]}}, {"vars": {"n": "${sibling.s.output_dir}"}}),
+        # Named in the base, and set by the sweep for some points.
+        (
+            {
+                "type": "list",
+                "groups": [{"params": {"vars.n": ["own"]}}, {"params": {"vars.a": [3]}}],
+            },
+            {"vars": {"n": "${sibling.s.output_dir}"}},
+        ),
+    ],
+)
+def test_point_references_are_those_each_point_makes(sweep: dict, base: dict) -> None:
+    from oellm.compiler.expand import expand
+    from oellm.compiler.siblings import base_references, point_references, references
+
+    points = expand(sweep, lambda rel: None)
+    base_refs = base_references(base, {})
+    every = {p.index: made for p in points if (made := references(p, base_refs))}
+    assert point_references(points, sweep, base_refs) == every
+    assert bool(every) == ("sibling." in repr(sweep) + repr(base))

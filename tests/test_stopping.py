@@ -1,0 +1,183 @@
+"""A compile stopped from outside (`kill`, a closed terminal, Ctrl-C) leaves the bundle as it
+was and no staging folder behind; a step that must not stop half-way (the swap of a bundle's
+folders) finishes first."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from oellm.compiler.pipeline import CompileRequest, compile_bundle
+from oellm.compiler.write import stage, write_bundle
+from oellm.errors import Terminated
+from oellm.stopping import signals_held, terminable
+
+
+def _experiment(path: Path, jobs: int) -> Path:
+    values = ", ".join(str(i) for i in range(jobs))
+    path.write_text(
+        "project: {name: stopping}\n"
+        'job: {name: "stop_${vars.a}"}\n'
+        'backend: {bash: {command: "echo ${vars.a}"}}\n'
+        "vars: {a: 0}\n"
+        "slurm: {limits: {max_jobs: 1000000}}\n"
+        f"sweep:\n  params: {{vars.a: [{values}]}}\n"
+    )
+    return path
+
+
+def _compile(exp: Path, out: Path, **popen: Any) -> subprocess.Popen[str]:
+    env = {**os.environ, "OELLM_COMPILE_WORKERS": "2"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "oellm", "compile", str(exp), "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **popen,
+    )
+
+
+def _staged_files(parent: Path, name: str) -> int:
+    """How many job files the staging folder of `name` holds so far (0: none yet)."""
+    for folder in parent.glob(f".{name}.new-*"):
+        try:
+            return len(os.listdir(folder / "jobs"))
+        except FileNotFoundError:
+            return 0
+    return 0
+
+
+def _compiling(cmdline_part: str) -> list[int]:
+    """The running processes whose command line holds `cmdline_part` (a compile's workers
+    are forked: they have its command line), zombies left out."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().rsplit(")", 1)[-1].split()[0]
+        except OSError:
+            continue
+        if cmdline_part in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for_staging(tmp_path: Path, compile_: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while _staged_files(tmp_path, "b") < 200:
+        assert compile_.poll() is None, compile_.communicate()
+        assert time.monotonic() < deadline, "the compile never staged its files"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_stopped_compile_leaves_the_bundle_and_no_staging_folder(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    small = _experiment(tmp_path / "small.yaml", 3)
+    done = _compile(small, tmp_path / "b")
+    assert done.wait(60) == 0, done.communicate()
+    before = (tmp_path / "b" / "plan.lock.json").read_bytes()
+    exp = _experiment(tmp_path / "exp.yaml", 20_000)
+    compile_ = _compile(exp, tmp_path / "b")
+    try:
+        _wait_for_staging(tmp_path, compile_)
+        compile_.send_signal(signum)
+        _, err = compile_.communicate(timeout=60)
+    finally:
+        if compile_.poll() is None:
+            compile_.kill()
+            compile_.wait()
+    assert compile_.returncode == 128 + signum, err
+    assert f"stopped by {signum.name}" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "exp.yaml", "small.yaml"]
+    assert (tmp_path / "b" / "plan.lock.json").read_bytes() == before
+    deadline = time.monotonic() + 10
+    while _compiling(str(exp)):
+        assert time.monotonic() < deadline, "a worker outlived the stopped compile"
+        time.sleep(0.05)
+
+
+def test_a_compile_started_with_sigterm_ignored_goes_on(tmp_path: Path) -> None:
+    exp = _experiment(tmp_path / "exp.yaml", 5_000)
+
+    def ignore() -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    compile_ = _compile(exp, tmp_path / "b", preexec_fn=ignore)
+    try:
+        _wait_for_staging(tmp_path, compile_)
+        compile_.send_signal(signal.SIGTERM)
+        out, err = compile_.communicate(timeout=120)
+    finally:
+        if compile_.poll() is None:
+            compile_.kill()
+            compile_.wait()
+    assert compile_.returncode == 0, err
+    assert "wrote" in out and "5000 jobs" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "exp.yaml"]
+
+
+def test_signals_wait_for_the_end_of_a_held_block() -> None:
+    reached = False
+    with pytest.raises(KeyboardInterrupt), signals_held():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)  # delivered here, it would interrupt the block
+        reached = True
+    assert reached
+
+
+def test_terminable_raises_once_and_gives_the_handlers_back() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    assert before is signal.SIG_DFL
+    with pytest.raises(Terminated) as caught, terminable():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)
+    assert caught.value.signum == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
+
+
+def test_a_signal_between_the_two_renames_of_the_swap_waits_for_both(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped after the old bundle was moved aside and before the new one took its place,
+    the bundle would be in neither place: the swap holds the signal until both are done."""
+    out = tmp_path / "b"
+    first = compile_bundle(CompileRequest(experiment=_experiment(tmp_path / "a.yaml", 2)))
+    write_bundle(first, out)
+    request = CompileRequest(experiment=_experiment(tmp_path / "c.yaml", 3), bundle_dir=out)
+    renames: list[tuple[str, str]] = []
+    real_rename = os.rename
+
+    def rename(source: Any, target: Any) -> None:
+        real_rename(source, target)
+        renames.append((str(source), str(target)))
+        if len(renames) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+
+    import oellm.compiler.write as write
+
+    monkeypatch.setattr(write.os, "rename", rename)
+    with pytest.raises(KeyboardInterrupt), stage(out) as files:
+        write_bundle(compile_bundle(request, files=files), out)
+    assert len(renames) == 2
+    assert ".b.old-" in renames[0][1] and renames[1][1] == str(out)
+    # The new bundle is in place, whole.
+    assert sorted(p.name for p in (out / "jobs").glob("*.sbatch")) == [
+        "stop_0.sbatch",
+        "stop_1.sbatch",
+        "stop_2.sbatch",
+    ]
