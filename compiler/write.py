@@ -57,12 +57,13 @@ def _swap_in(staged: StagedFiles) -> None:
     filesync.sync_file_system(folder)
     if out.exists():
         retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        # Stopped between the two renames, the bundle would be in neither place.
+        # Stopped between the two renames, the bundle would be in neither place; stopped
+        # after them, the old bundle would stay behind in `retired`.
         with signals_held():
             os.rename(out, retired / out.name)
             os.rename(folder, out)
-        _sync_folder(out.parent)
-        shutil.rmtree(retired, ignore_errors=True)
+            _sync_folder(out.parent)
+            shutil.rmtree(retired, ignore_errors=True)
     else:
         os.rename(folder, out)
         _sync_folder(out.parent)

@@ -175,6 +175,7 @@ def test_a_signal_between_the_two_renames_of_the_swap_waits_for_both(
         write_bundle(compile_bundle(request, files=files), out)
     assert len(renames) == 2
     assert ".b.old-" in renames[0][1] and renames[1][1] == str(out)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml", "b", "c.yaml"]
     # The new bundle is in place, whole.
     assert sorted(p.name for p in (out / "jobs").glob("*.sbatch")) == [
         "stop_0.sbatch",
