@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 from oellm.errors import OellmError
-from oellm.stopping import TERMINATING
+from oellm.stopping import HELD, TERMINATING, signals_held
 
 from .errors import fail
 from .staging import FileSink
@@ -133,8 +133,10 @@ def fan_out(
             # caught by this process's handler in the child, it would run this process's
             # cleanup there (stop the others, remove the staging folder); here, before it
             # is listed, it would leave the child unstopped.
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *TERMINATING})
+            # (The mask as it is, first: blocking may run a pending signal's handler.)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
             try:
+                signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
                 later.append(_fork(part, work, files, counters, number, parent, mask))
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
@@ -156,9 +158,11 @@ def fan_out(
             if error is not None:
                 raise error
     finally:
-        for left in later:
-            if isinstance(left, _Worker):
-                _stop(left.pid, left.read)
+        # Stopping the workers is not itself stopped half-way (a Ctrl-C after a `kill`).
+        with signals_held():
+            for left in later:
+                if isinstance(left, _Worker):
+                    _stop(left.pid, left.read)
         counters.close()
 
 

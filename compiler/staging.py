@@ -20,6 +20,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol, TextIO
 
+from oellm.stopping import signals_held
+
 
 class Writer(Protocol):
     """What `FileSink.text` gives: text is written to it in pieces."""
@@ -129,7 +131,10 @@ class StagedFiles(FileSink):
         traceback: TracebackType | None,
     ) -> None:
         if self.folder.exists():
-            shutil.rmtree(self.folder, ignore_errors=True)
+            # Not stopped half-way by a second signal (a Ctrl-C after a `kill`): the folder
+            # would stay behind, and nothing removes it later.
+            with signals_held():
+                shutil.rmtree(self.folder, ignore_errors=True)
 
     def _path(self, name: str) -> Path:
         return Path(self._text_path(name))

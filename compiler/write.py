@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from oellm import filesync
@@ -40,33 +41,45 @@ def stage(out: Path) -> StagedFiles:
     return StagedFiles(folder, out, previous)
 
 
-def write_bundle(bundle: CompiledBundle, out: Path) -> None:
+def write_bundle(
+    bundle: CompiledBundle, out: Path, with_swap: Callable[[], object] | None = None
+) -> None:
+    """Write the bundle's files to `out`, replacing what is there at once. `with_swap` runs
+    right before the swap, in the same stretch that signals wait for (a state dir that moves
+    with the bundle: stopped in between, the old bundle would point at a moved state)."""
     files = bundle.files
     if isinstance(files, StagedFiles) and files.target == out.absolute():
-        _swap_in(files)
+        _swap_in(files, with_swap)
         return
     with stage(out) as staged:
         for name, data in sorted(files.items()):
             staged[name] = data
-        _swap_in(staged)
+        _swap_in(staged, with_swap)
 
 
-def _swap_in(staged: StagedFiles) -> None:
+def _swap_in(staged: StagedFiles, with_swap: Callable[[], object] | None = None) -> None:
     out, folder = staged.target, staged.folder
     folder.chmod(0o755)
     filesync.sync_file_system(folder)
-    if out.exists():
-        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        # Stopped between the two renames, the bundle would be in neither place; stopped
-        # after them, the old bundle would stay behind in `retired`.
-        with signals_held():
-            os.rename(out, retired / out.name)
+    # Stopped between the two renames, the bundle would be in neither place; stopped after
+    # them, the old bundle would stay behind in `retired`. A signal meanwhile acts after.
+    with signals_held():
+        if with_swap is not None:
+            with_swap()
+        if not out.exists():
             os.rename(folder, out)
             _sync_folder(out.parent)
-            shutil.rmtree(retired, ignore_errors=True)
-    else:
-        os.rename(folder, out)
+            return
+        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        os.rename(out, retired / out.name)
+        try:
+            os.rename(folder, out)
+        except OSError:
+            os.rename(retired / out.name, out)  # the old bundle back where it was
+            retired.rmdir()
+            raise
         _sync_folder(out.parent)
+        shutil.rmtree(retired, ignore_errors=True)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -115,6 +115,11 @@ def _complete_compile_args(
     return complete_compile_args(ctx, param, incomplete)
 
 
+# Whether this process is a command run from the shell (`main()` without arguments), not a
+# caller of `main` that keeps its process: only the first may leave handlers changed.
+_FROM_SHELL = False
+
+
 @cli.command("compile")
 @click.argument(
     "args",
@@ -204,12 +209,12 @@ def compile_command(
     # Each file goes to the staging folder as it is compiled: a large sweep is never held in
     # memory; the folder replaces the bundle once complete (or is removed on an error, and
     # when the compile is stopped: Ctrl-C, `kill`, the terminal closed).
-    with terminable(), stage(output) as files:
+    with terminable(leave_ignored=_FROM_SHELL), stage(output) as files:
         bundle, change = _compile(request, output, move_state, fresh_state, files)
-        apply_state_change(change)
+        # With the swap: a state dir that moves never moves without its bundle.
+        write_bundle(bundle, output, with_swap=lambda: apply_state_change(change))
         if change.note:
             click.echo(change.note)
-        write_bundle(bundle, output)
     jobs = len(bundle.lock.jobs)
     click.echo(
         f"wrote {output}: {jobs} job{'s' if jobs != 1 else ''}, bundle {bundle.lock.bundle_id[:12]}"
@@ -382,6 +387,8 @@ def plan_command(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global _FROM_SHELL
+    _FROM_SHELL = argv is None
     protect_stdout()
     _freeze_imports()
     try:

@@ -17,7 +17,7 @@ EXIT_INTERRUPTED = 130  # stopped by Ctrl-C (SIGINT), as a shell reports it
 
 
 class Terminated(BaseException):
-    """SIGTERM or SIGHUP while a command that cleans up after itself runs (`guard.terminable`):
+    """SIGTERM or SIGHUP while a command that cleans up after itself runs (`stopping.terminable`):
     raised where the command is, so that it unwinds (a compile removes its staging folder);
     the command then ends with the signal's shell code (128 + its number). Not an
     `Exception`: nothing that handles errors takes it for one."""

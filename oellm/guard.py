@@ -7,6 +7,7 @@ work quietly; anything else is a bug: exit 3, the traceback written to a log fil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
@@ -40,10 +41,12 @@ def guarded(func: F) -> F:
         except KeyboardInterrupt:
             # Ctrl-C: every step a round takes is recorded before and after, so stopping
             # anywhere is safe; the next round picks up. 130 is the shell's code for SIGINT.
-            click.echo("interrupted", err=True)
+            with contextlib.suppress(OSError):  # its terminal may be gone
+                click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
         except Terminated as stopped:
-            click.echo(f"stopped by {signal.Signals(stopped.signum).name}", err=True)
+            with contextlib.suppress(OSError):  # SIGHUP: its terminal is gone
+                click.echo(f"stopped by {signal.Signals(stopped.signum).name}", err=True)
             sys.exit(128 + stopped.signum)
         except (click.exceptions.Exit, click.ClickException, SystemExit):
             raise

@@ -18,41 +18,66 @@ from oellm.errors import Terminated
 
 # What ends a command from outside: `kill`, the terminal closed, a batch system's time limit.
 TERMINATING = (signal.SIGTERM, signal.SIGHUP)
+HELD = frozenset({signal.SIGINT, *TERMINATING})  # what `signals_held` keeps out
 
 
 @contextlib.contextmanager
-def terminable() -> Iterator[None]:
-    """While inside, SIGTERM and SIGHUP raise `Terminated` (once: a second one while the
-    command unwinds is ignored), so that the command cleans up as it does on Ctrl-C rather
-    than die where it stands. A signal ignored already (`nohup`) stays ignored."""
+def terminable(leave_ignored: bool = False) -> Iterator[None]:
+    """While inside, SIGTERM and SIGHUP raise `Terminated`, so that the command cleans up as
+    it does on Ctrl-C rather than die where it stands. Once one of the three came, the
+    others are ignored while the command unwinds (a Ctrl-C after a `kill` would stop its
+    cleanup half-way), and, with `leave_ignored` (a command run from the shell), until the
+    process ends: stopped, another changes nothing. A signal ignored already (`nohup`) stays
+    ignored."""
     if threading.current_thread() is not threading.main_thread():
         yield  # handlers can only be set in the main thread
         return
-    taken = [s for s in TERMINATING if signal.getsignal(s) is signal.SIG_DFL]
+    before = {s: signal.getsignal(s) for s in HELD}
+    taken = [
+        s
+        for s in HELD
+        if before[s] is signal.SIG_DFL
+        or (s == signal.SIGINT and before[s] is signal.default_int_handler)
+    ]
+    stopped = False
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopped
+        stopped = True
         for each in taken:
-            signal.signal(each, signal.SIG_IGN)
+            # Not SIG_IGN: one that came meanwhile, still to be handled, would then be an
+            # error ("ignored due to race condition").
+            signal.signal(each, _unheeded)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise Terminated(signum)
 
-    for each in taken:
-        signal.signal(each, stop)
     try:
+        for each in taken:
+            signal.signal(each, stop)
         yield
     finally:
-        for each in taken:
-            signal.signal(each, signal.SIG_DFL)
+        if not (stopped and leave_ignored):
+            for each in taken:
+                signal.signal(each, before[each])
+
+
+def _unheeded(signum: int, frame: FrameType | None) -> None:
+    """A stop signal that came after the first: the command is stopping already."""
 
 
 @contextlib.contextmanager
 def signals_held() -> Iterator[None]:
     """Ctrl-C, SIGTERM and SIGHUP wait until the block is done (a step that must not stop
     half-way, like swapping a bundle's folders); their handlers run right after it."""
-    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *TERMINATING})
+    # The mask as it is, first: blocking may run a handler of a signal already pending, which
+    # raises with the signals blocked already.
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
-__all__ = ["TERMINATING", "signals_held", "terminable"]
+__all__ = ["HELD", "TERMINATING", "signals_held", "terminable"]

@@ -347,6 +347,15 @@ def reconcile_once(
         except Busy as busy:
             return RunReport([], Observation(asked=False, available=True), None, busy=str(busy))
     try:
+        scheduler = session.scheduler
+        if (
+            not dry_run
+            and isinstance(scheduler, slurm.SlurmScheduler)
+            and prefetch.read_since(session.bundle.state_path) is not None
+        ):
+            # The state lock is held, and the last round had attempts in flight (a round
+            # with none asks SLURM nothing): squeue answers while the records are read.
+            scheduler.prefetch_queue()
         if not dry_run:
             claim(
                 session.bundle.path, session.bundle.project, session.key, session.records.state_dir

@@ -109,6 +109,34 @@ def test_a_stopped_compile_leaves_the_bundle_and_no_staging_folder(
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [(signal.SIGTERM, signal.SIGINT), (signal.SIGINT, signal.SIGTERM)],
+    ids=["SIGTERM then Ctrl-C", "Ctrl-C then SIGTERM"],
+)
+@pytest.mark.parametrize("gap", [0.0, 0.02, 0.05])
+def test_a_second_signal_while_it_cleans_up_does_not_stop_the_cleanup(
+    tmp_path: Path, first: signal.Signals, then: signal.Signals, gap: float
+) -> None:
+    exp = _experiment(tmp_path / "exp.yaml", 20_000)
+    compile_ = _compile(exp, tmp_path / "b")
+    try:
+        _wait_for_staging(tmp_path, compile_)
+        compile_.send_signal(first)
+        time.sleep(gap)
+        compile_.send_signal(then)
+        _, err = compile_.communicate(timeout=60)
+    finally:
+        if compile_.poll() is None:
+            compile_.kill()
+            compile_.wait()
+    # Ended by the first signal's code, or (the second arriving as Python ends, which gives
+    # every handler back to the system) by the second signal itself: cleaned up either way.
+    assert compile_.returncode in (130, 143, -signal.SIGTERM, -signal.SIGINT), err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
+
+
 def test_a_compile_started_with_sigterm_ignored_goes_on(tmp_path: Path) -> None:
     exp = _experiment(tmp_path / "exp.yaml", 5_000)
 
@@ -182,3 +210,84 @@ def test_a_signal_between_the_two_renames_of_the_swap_waits_for_both(
         "stop_1.sbatch",
         "stop_2.sbatch",
     ]
+
+
+def test_a_state_change_made_with_the_swap_is_not_parted_from_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What runs with the swap (a state dir that moves with the bundle) and the swap are one
+    stretch: a signal in between acts after both."""
+    out = tmp_path / "b"
+    write_bundle(
+        compile_bundle(CompileRequest(experiment=_experiment(tmp_path / "a.yaml", 2))), out
+    )
+    request = CompileRequest(experiment=_experiment(tmp_path / "c.yaml", 3), bundle_dir=out)
+    done: list[str] = []
+
+    def state_change() -> None:
+        done.append("state moved")
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+
+    with pytest.raises(KeyboardInterrupt), stage(out) as files:
+        write_bundle(compile_bundle(request, files=files), out, with_swap=state_change)
+    assert done == ["state moved"]
+    assert len(list((out / "jobs").glob("*.sbatch"))) == 3, "swapped too"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml", "b", "c.yaml"]
+
+
+def test_a_swap_whose_second_rename_fails_puts_the_old_bundle_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "b"
+    write_bundle(
+        compile_bundle(CompileRequest(experiment=_experiment(tmp_path / "a.yaml", 2))), out
+    )
+    before = (out / "plan.lock.json").read_bytes()
+    request = CompileRequest(experiment=_experiment(tmp_path / "c.yaml", 3), bundle_dir=out)
+    real_rename = os.rename
+    calls: list[str] = []
+
+    def rename(source: Any, target: Any) -> None:
+        calls.append(str(target))
+        if len(calls) == 2:
+            raise OSError(5, "Input/output error")
+        real_rename(source, target)
+
+    import oellm.compiler.write as write
+
+    with pytest.raises(OSError, match="Input/output error"), stage(out) as files:
+        bundle = compile_bundle(request, files=files)
+        monkeypatch.setattr(write.os, "rename", rename)
+        write_bundle(bundle, out)
+    monkeypatch.undo()
+    assert (out / "plan.lock.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml", "b", "c.yaml"]
+
+
+def test_a_stop_told_on_a_terminal_that_is_gone_still_ends_with_its_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import click
+
+    from oellm.guard import guarded
+
+    def echo(*args: Any, **kwargs: Any) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(click, "echo", echo)
+
+    @guarded
+    def hung_up() -> int:
+        raise Terminated(signal.SIGHUP)
+
+    @guarded
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as ended:
+        hung_up()
+    assert ended.value.code == 128 + signal.SIGHUP
+    with pytest.raises(SystemExit) as ended:
+        interrupted()
+    assert ended.value.code == 130

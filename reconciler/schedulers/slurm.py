@@ -396,6 +396,7 @@ class SlurmScheduler:
         # what counts against the site's submit limit (the round's count budget, budget.py).
         self.user_live: int | None = None
         self._early: EarlyQuery[list[SchedulerJob]] | None = None
+        self._early_queue: EarlyQuery[Completed] | None = None
 
     def _run(
         self,
@@ -447,11 +448,18 @@ class SlurmScheduler:
         # Leaving the pool waits for sacct, also when squeue failed: its error is the one told.
         sacct = sacct_argv(since, self._user) if since is not None else None
         early = self._take_early(sacct)
+        early_queue, self._early_queue = self._early_queue, None
+        squeue = squeue_argv()
         with ThreadPoolExecutor(max_workers=1) as pool:
             accounting = early
             if accounting is None and sacct is not None:
                 accounting = pool.submit(self._accounting, sacct)
-            done = self._run(squeue_argv(), self._query_timeout, env=_query_env())
+            if early_queue is not None and early_queue.answers(squeue):
+                done = early_queue.future.result()
+            else:
+                if early_queue is not None:
+                    early_queue.discard()
+                done = self._run(squeue, self._query_timeout, env=_query_env())
             if done.returncode != 0:
                 raise failure(done, "squeue")
             queue = _parsed(lambda text: read_queue(text, tag_prefix, known_ids), done)
@@ -466,13 +474,33 @@ class SlurmScheduler:
         """Ask now, in the background, the sacct that `query` asks for `since`: the next
         query takes its answer if it asks the same, soon enough (`early`); any other query
         drops it."""
-        self.discard_prefetch()
+        early, self._early = self._early, None
+        if early is not None:
+            early.discard()
         argv = sacct_argv(since, self._user)
         self._early = EarlyQuery(argv, lambda: self._accounting(argv))
 
+    def prefetch_queue(self) -> None:
+        """Ask squeue now, in the background, for the next query: a round that holds the
+        state lock starts it before it reads the records, so that slurmctld answers while
+        they are read (the same answer as asked after them: nothing else changes the
+        records while the lock is held). Taken only soon enough (`early`)."""
+        self._drop_queue()
+        argv = squeue_argv()
+        self._early_queue = EarlyQuery(
+            argv, lambda: self._run(argv, self._query_timeout, env=_query_env())
+        )
+
     def discard_prefetch(self) -> None:
-        """Drop an early sacct no query has taken (the round ended before it asked)."""
+        """Drop an early sacct or squeue no query has taken (the round ended before it
+        asked)."""
         early, self._early = self._early, None
+        if early is not None:
+            early.discard()
+        self._drop_queue()
+
+    def _drop_queue(self) -> None:
+        early, self._early_queue = self._early_queue, None
         if early is not None:
             early.discard()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import gc
 import os
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler import prefetch
+from oellm.reconciler.lock import STATE_LOCK_NAME
 from oellm.reconciler.model import History
 from oellm.reconciler.observe import LOOKBACK_MARGIN
-from oellm.reconciler.reconcile import Session, reconcile_once
+from oellm.reconciler.reconcile import Session, cancel_jobs, reconcile_once
 from oellm.reconciler.schedulers import early, slurm
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, sacct_argv
 from oellm.shell import Completed
@@ -242,3 +244,130 @@ def test_a_round_runs_without_garbage_collections_and_leaves_them_as_they_were(
 def test_a_fifo_in_place_of_the_moment_is_no_moment(tmp_path: Path) -> None:
     os.mkfifo(tmp_path / prefetch.SINCE_NAME)
     assert prefetch.read_since(tmp_path) is None  # without hanging
+
+
+def squeue_calls(fake: Slurm) -> int:
+    return sum(1 for argv in fake.calls if argv[0] == "squeue")
+
+
+def test_a_query_takes_the_early_squeue_once() -> None:
+    fake = Slurm()
+    scheduler = SlurmScheduler(run=fake, user="alice")
+    scheduler.prefetch_queue()
+    scheduler.query("oellm.", None)
+    assert squeue_calls(fake) == 1, "squeue was asked once, early"
+    scheduler.query("oellm.", None)
+    assert squeue_calls(fake) == 2, "used once: the next query asks again"
+
+
+def test_an_early_squeue_too_old_or_dropped_is_asked_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = Slurm()
+    scheduler = SlurmScheduler(run=fake, user="alice")
+    scheduler.prefetch_queue()
+    scheduler.discard_prefetch()
+    scheduler.query("oellm.", None)
+    assert squeue_calls(fake) == 2
+    monkeypatch.setattr(early, "MAX_AGE_S", -1.0)
+    scheduler.prefetch_queue()
+    scheduler.query("oellm.", None)
+    assert squeue_calls(fake) == 4
+
+
+def test_an_early_squeue_that_failed_fails_the_query_as_a_late_one_would() -> None:
+    def down(
+        argv: Sequence[str],
+        timeout: float,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Completed:
+        return Completed(tuple(argv), 1, "", "slurm_load_jobs error: Unable to contact slurm")
+
+    late = SlurmScheduler(run=down, user="alice")
+    with pytest.raises(slurm.SchedulerError) as asked_late:
+        late.query("oellm.", None)
+    scheduler = SlurmScheduler(run=down, user="alice")
+    scheduler.prefetch_queue()
+    with pytest.raises(slurm.SchedulerError) as asked_early:
+        scheduler.query("oellm.", None)
+    assert type(asked_early.value) is type(asked_late.value)
+    assert str(asked_early.value) == str(asked_late.value)
+    assert "Unable to contact slurm" in str(asked_early.value)
+
+
+def test_a_round_asks_squeue_once_holding_the_lock_before_it_reads_the_records(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """squeue is started once the round holds the state lock (what it sees is what a round
+    asking after the records would see: nothing else writes them meanwhile), before the
+    records are read, and asked no second time."""
+    order: list[str] = []
+    inner = Slurm()
+
+    def fake(
+        argv: Sequence[str],
+        timeout: float,
+        cwd: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> Completed:
+        if argv[0] == "squeue":
+            held = (state / STATE_LOCK_NAME).exists()
+            order.append("squeue, lock held" if held else "squeue, no lock")
+        return inner(argv, timeout, cwd, env)
+
+    class FakeSlurmScheduler(SlurmScheduler):
+        def __init__(self) -> None:
+            super().__init__(run=fake)
+
+    monkeypatch.setattr(slurm, "SlurmScheduler", FakeSlurmScheduler)
+    real_history = Session.history
+
+    def history(self: Session, read_completed: bool = True) -> History:
+        # Let the early squeue answer first, if it was started: the order is then its own.
+        time.sleep(0.2)
+        order.append("records read")
+        return real_history(self, read_completed)
+
+    monkeypatch.setattr(Session, "history", history)
+    bundle = compile_to(tmp_path, TWO)
+    for _ in range(3):  # submits both; then finds them queued, twice
+        session = Session(bundle, "slurm", early=True)
+        state = session.bundle.state_path
+        try:
+            reconcile_once(session, False, lambda line: None)
+        finally:
+            session.close()
+    assert len(inner.names) == 2, "submitted once each"
+    # The first round had nothing in flight before it, nor had the second's round before it
+    # (the moment a round keeps is of what was in flight when it read the records): they ask
+    # squeue only when they must. The third starts it early.
+    assert order == [
+        *["records read", "squeue, lock held"] * 2,
+        *["squeue, lock held", "records read"],
+    ]
+
+
+def test_a_round_with_nothing_in_flight_and_nothing_to_do_asks_slurm_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = Slurm()
+
+    class FakeSlurmScheduler(SlurmScheduler):
+        def __init__(self) -> None:
+            super().__init__(run=fake)
+
+    monkeypatch.setattr(slurm, "SlurmScheduler", FakeSlurmScheduler)
+    bundle = compile_to(tmp_path, TWO)
+    session = Session(bundle, "slurm", early=True)
+    try:
+        cancel_jobs(session, ["e_0", "e_1"], lambda line: None)  # never submitted: dropped
+    finally:
+        session.close()
+    fake.calls.clear()
+    for _ in range(2):
+        session = Session(bundle, "slurm", early=True)
+        try:
+            report = reconcile_once(session, False, lambda line: None)
+        finally:
+            session.close()
+        assert report.finished
+    assert fake.calls == []
