@@ -339,13 +339,48 @@ class StateLock:
         return seen is not None and seen.holder is not None and seen.holder.token == self.token
 
     def _take_over(self, stale: Seen) -> bool:
-        """Move the stale lock out of the way; False when it turned out not to be stale."""
+        """Move the stale lock out of the way; False when it turned out not to be stale, or
+        another contender is taking it over."""
         # Cheap re-check first: a contender that took over since our read has replaced the file.
         again = self._read(self.path)
         if again is None:
             return True
         if not again.same_as(stale):
             return False
+        # One contender at a time moves a stale lock: the one that links the file at the
+        # lock's name to `breaker`. Two moving at once, the second would move the lock the
+        # first had just created in its place, and a third could create one meanwhile: two
+        # holders. While `breaker` holds the stale file no contender creates a lock (the
+        # stale one is in place) and no other one moves it.
+        breaker = self.path.with_name(f".{STATE_LOCK_NAME}.breaking")
+        try:
+            os.link(self.path, breaker)
+        except FileExistsError:
+            self._clear_abandoned(breaker)
+            return False
+        except FileNotFoundError:
+            return True
+        except OSError as exc:
+            if exc.errno not in _NO_HARD_LINKS:
+                raise self._error("cannot take over the stale state lock", exc) from None
+            return self._move_aside(stale)  # no hard links: unserialised, as before
+        try:
+            linked = self._read(breaker)
+            if linked is None or not linked.same_as(stale):
+                return False  # the lock changed before our link: not the stale one
+            return self._move_aside(stale)
+        finally:
+            breaker.unlink(missing_ok=True)
+
+    def _clear_abandoned(self, breaker: Path) -> None:
+        """Remove a `breaker` left by a contender that died while moving a stale lock (a
+        moment's work): one whose file has not changed for `grace`."""
+        with contextlib.suppress(OSError):
+            if time.time() - os.lstat(breaker).st_ctime > self.grace:
+                breaker.unlink()
+
+    def _move_aside(self, stale: Seen) -> bool:
+        """Rename the stale lock aside and check it was the one judged stale."""
         aside = self.path.with_name(f".{STATE_LOCK_NAME}.stale.{self.token}")
         try:
             os.rename(self.path, aside)

@@ -5,6 +5,7 @@ together and check from their own records that no two ever held the lock at once
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -27,6 +28,7 @@ from oellm.reconciler.lock import (
     CLOCK_SLACK_SECONDS,
     LEASE_SECONDS,
     STALL_ENV,
+    STATE_LOCK_NAME,
     Busy,
     LockLost,
     RenewFailed,
@@ -540,3 +542,38 @@ def test_ten_processes_with_a_stalled_write_hold_it_one_at_a_time(tmp_path: Path
         intervals = contend_once(tmp_path / str(rep), "empty", stall="0.05")
         found.append(overlaps(intervals))
     assert found == [0] * len(found), f"overlapping holders per repetition: {found}"
+
+
+def test_a_contender_late_with_a_stale_lock_never_moves_the_new_holders_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B judged the lock stale and re-checked it; A then took it over and created its own;
+    C tries while B goes on. B must not move A's lock out of the way (C would then create
+    one in the gap, and A and C would both hold it): at most one of A and C holds it, and
+    nothing is left beside the lock."""
+    put(tmp_path, "", age=120)  # damaged, and still for longer than the grace: stale
+    a, b, c = StateLock(tmp_path), StateLock(tmp_path), StateLock(tmp_path)
+    stale = b._read(b.path)
+    assert stale is not None and b._stale(stale, time.time())
+    real_read = StateLock._read
+    reads = 0
+
+    def read(self: StateLock, path: Path) -> Any:
+        nonlocal reads
+        found = real_read(self, path)
+        if self is b:
+            reads += 1
+            if reads == 1:  # B's re-check saw the stale lock; A takes it over now
+                a.acquire()
+            elif reads == 2:  # B goes on; C tries meanwhile
+                with contextlib.suppress(Busy):
+                    c.acquire()
+        return found
+
+    monkeypatch.setattr(StateLock, "_read", read)
+    assert b._take_over(stale) is False
+    monkeypatch.undo()
+    a.verify()  # still A's
+    assert not c.held
+    assert holder_of(tmp_path)["token"] == a.token
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_LOCK_NAME]
