@@ -5,8 +5,9 @@ file holding host, pid, a random token and a lease. It is never visible without 
 holder is written to a uniquely named file that is then hard-linked to the lock's name, which
 fails when the lock exists, also on NFS and Lustre (open(2), O_EXCL). A lock is taken over only
 when its lease ran out, its holder on this host is dead, or it is unreadable or invalid (and has
-not changed for a grace period): renamed aside first (only one contender's rename can succeed),
-checked to be the very lock judged stale, else given back. `verify()` is the fence a holder
+not changed for a grace period): by one contender at a time (the one that hard-links it to
+`.reconcile.lock.breaking`), renamed aside first, checked to be the very lock judged stale, else
+given back. `verify()` is the fence a holder
 calls before each irreversible step.
 
 The file format (four keys: host, pid, token, expires) is the one every oellm version writes;

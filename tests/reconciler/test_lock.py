@@ -577,3 +577,22 @@ def test_a_contender_late_with_a_stale_lock_never_moves_the_new_holders_lock(
     assert not c.held
     assert holder_of(tmp_path)["token"] == a.token
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_LOCK_NAME]
+
+
+def test_a_breaker_left_by_a_contender_that_died_holds_takeovers_only_for_the_grace(
+    tmp_path: Path,
+) -> None:
+    put(tmp_path, "", age=120)
+    breaker = tmp_path / f".{STATE_LOCK_NAME}.breaking"
+    breaker.write_text("")  # a contender died while moving the stale lock
+    with pytest.raises(Busy):
+        StateLock(tmp_path).acquire()  # fresh: another one may be moving it right now
+    assert breaker.exists()
+    waited = StateLock(tmp_path, grace=0.0)  # as if the grace had passed
+    with pytest.raises(Busy):
+        waited.acquire()  # this try clears the abandoned breaker
+    assert not breaker.exists()
+    waited.acquire()
+    assert holder_of(tmp_path)["token"] == waited.token
+    waited.release()
+    assert list(tmp_path.iterdir()) == []
