@@ -26,7 +26,7 @@ from collections.abc import Callable, Generator, MutableMapping, Sequence
 from typing import Any, TypeVar
 
 from oellm.errors import OellmError
-from oellm.stopping import HELD, TERMINATING, signals_held
+from oellm.stopping import TERMINATING, signals_held
 
 from .errors import fail
 from .staging import FileSink
@@ -133,13 +133,8 @@ def fan_out(
             # caught by this process's handler in the child, it would run this process's
             # cleanup there (stop the others, remove the staging folder); here, before it
             # is listed, it would leave the child unstopped.
-            # (The mask as it is, first: blocking may run a pending signal's handler.)
-            mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
-            try:
-                signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
+            with signals_held() as mask:
                 later.append(_fork(part, work, files, counters, number, parent, mask))
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         for done, item in enumerate(parts[0], 1):
             yield work(item)
             if progress is not None and done % _TICK == 0:

@@ -67,15 +67,16 @@ def _unheeded(signum: int, frame: FrameType | None) -> None:
 
 
 @contextlib.contextmanager
-def signals_held() -> Iterator[None]:
+def signals_held() -> Iterator[set[int | signal.Signals]]:
     """Ctrl-C, SIGTERM and SIGHUP wait until the block is done (a step that must not stop
-    half-way, like swapping a bundle's folders); their handlers run right after it."""
+    half-way, like swapping a bundle's folders); their handlers run right after it. Gives
+    the signal mask it puts back (a process forked inside sets it for itself)."""
     # The mask as it is, first: blocking may run a handler of a signal already pending, which
     # raises with the signals blocked already.
     before = signal.pthread_sigmask(signal.SIG_BLOCK, ())
     try:
         signal.pthread_sigmask(signal.SIG_BLOCK, HELD)
-        yield
+        yield before
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, before)
 

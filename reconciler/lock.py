@@ -7,8 +7,7 @@ fails when the lock exists, also on NFS and Lustre (open(2), O_EXCL). A lock is 
 when its lease ran out, its holder on this host is dead, or it is unreadable or invalid (and has
 not changed for a grace period): by one contender at a time (the one that hard-links it to
 `.reconcile.lock.breaking`), renamed aside first, checked to be the very lock judged stale, else
-given back. `verify()` is the fence a holder
-calls before each irreversible step.
+given back. `verify()` is the fence a holder calls before each irreversible step.
 
 The file format (four keys: host, pid, token, expires) is the one every oellm version writes;
 older versions read a lock with any other key as damaged, so no key is added.

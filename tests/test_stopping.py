@@ -80,6 +80,26 @@ def _wait_for_staging(tmp_path: Path, compile_: subprocess.Popen[str]) -> None:
         time.sleep(0.01)
 
 
+def _stopped_midway(
+    exp: Path, out: Path, signals: list[signal.Signals], gap: float = 0.0, **popen: Any
+) -> tuple[int, str, str]:
+    """`oellm compile exp -o out`, sent `signals` (`gap` seconds apart) once it staged 200
+    files: its exit code, output and errors (killed if it never ends)."""
+    compile_ = _compile(exp, out, **popen)
+    try:
+        _wait_for_staging(out.parent, compile_)
+        for number, signum in enumerate(signals):
+            if number:
+                time.sleep(gap)
+            compile_.send_signal(signum)
+        stdout, stderr = compile_.communicate(timeout=120)
+    finally:
+        if compile_.poll() is None:
+            compile_.kill()
+            compile_.wait()
+    return compile_.returncode, stdout, stderr
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
 def test_a_stopped_compile_leaves_the_bundle_and_no_staging_folder(
     tmp_path: Path, signum: signal.Signals
@@ -89,16 +109,8 @@ def test_a_stopped_compile_leaves_the_bundle_and_no_staging_folder(
     assert done.wait(60) == 0, done.communicate()
     before = (tmp_path / "b" / "plan.lock.json").read_bytes()
     exp = _experiment(tmp_path / "exp.yaml", 20_000)
-    compile_ = _compile(exp, tmp_path / "b")
-    try:
-        _wait_for_staging(tmp_path, compile_)
-        compile_.send_signal(signum)
-        _, err = compile_.communicate(timeout=60)
-    finally:
-        if compile_.poll() is None:
-            compile_.kill()
-            compile_.wait()
-    assert compile_.returncode == 128 + signum, err
+    code, _, err = _stopped_midway(exp, tmp_path / "b", [signum])
+    assert code == 128 + signum, err
     assert f"stopped by {signum.name}" in err
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "exp.yaml", "small.yaml"]
@@ -119,20 +131,10 @@ def test_a_second_signal_while_it_cleans_up_does_not_stop_the_cleanup(
     tmp_path: Path, first: signal.Signals, then: signal.Signals, gap: float
 ) -> None:
     exp = _experiment(tmp_path / "exp.yaml", 20_000)
-    compile_ = _compile(exp, tmp_path / "b")
-    try:
-        _wait_for_staging(tmp_path, compile_)
-        compile_.send_signal(first)
-        time.sleep(gap)
-        compile_.send_signal(then)
-        _, err = compile_.communicate(timeout=60)
-    finally:
-        if compile_.poll() is None:
-            compile_.kill()
-            compile_.wait()
+    code, _, err = _stopped_midway(exp, tmp_path / "b", [first, then], gap)
     # Ended by the first signal's code, or (the second arriving as Python ends, which gives
     # every handler back to the system) by the second signal itself: cleaned up either way.
-    assert compile_.returncode in (130, 143, -signal.SIGTERM, -signal.SIGINT), err
+    assert code in (130, 143, -signal.SIGTERM, -signal.SIGINT), err
     assert "Traceback" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
 
@@ -143,16 +145,8 @@ def test_a_compile_started_with_sigterm_ignored_goes_on(tmp_path: Path) -> None:
     def ignore() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    compile_ = _compile(exp, tmp_path / "b", preexec_fn=ignore)
-    try:
-        _wait_for_staging(tmp_path, compile_)
-        compile_.send_signal(signal.SIGTERM)
-        out, err = compile_.communicate(timeout=120)
-    finally:
-        if compile_.poll() is None:
-            compile_.kill()
-            compile_.wait()
-    assert compile_.returncode == 0, err
+    code, out, err = _stopped_midway(exp, tmp_path / "b", [signal.SIGTERM], preexec_fn=ignore)
+    assert code == 0, err
     assert "wrote" in out and "5000 jobs" in out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "exp.yaml"]
 

@@ -44,6 +44,14 @@ class EarlyQuery(Generic[T]):
         """Whether this is the question `argv` asks, asked recently enough to stand for it."""
         return tuple(argv) == self.argv and self._clock() - self.started <= MAX_AGE_S
 
+    def take(self, argv: Sequence[str] | None) -> Future[T] | None:
+        """Its answer, when it is the one to `argv` (`answers`); else dropped (`discard`).
+        Used once either way. `argv` None: no such question is asked, so it is dropped."""
+        if argv is not None and self.answers(argv):
+            return self.future
+        self.discard()
+        return None
+
     def discard(self) -> None:
         """Not needed: a call not yet started never starts. One under way runs to its end
         (the process waits for it when it exits), and its answer is dropped."""

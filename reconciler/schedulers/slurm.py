@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -447,18 +447,17 @@ class SlurmScheduler:
         # it ends, in sacct for good.
         # Leaving the pool waits for sacct, also when squeue failed: its error is the one told.
         sacct = sacct_argv(since, self._user) if since is not None else None
-        early = self._take_early(sacct)
-        early_queue, self._early_queue = self._early_queue, None
         squeue = squeue_argv()
+        early, self._early = self._early, None
+        early_queue, self._early_queue = self._early_queue, None
+        accounting = early.take(sacct) if early is not None else None
+        queued = early_queue.take(squeue) if early_queue is not None else None
         with ThreadPoolExecutor(max_workers=1) as pool:
-            accounting = early
             if accounting is None and sacct is not None:
                 accounting = pool.submit(self._accounting, sacct)
-            if early_queue is not None and early_queue.answers(squeue):
-                done = early_queue.future.result()
+            if queued is not None:
+                done = queued.result()
             else:
-                if early_queue is not None:
-                    early_queue.discard()
                 done = self._run(squeue, self._query_timeout, env=_query_env())
             if done.returncode != 0:
                 raise failure(done, "squeue")
@@ -474,9 +473,8 @@ class SlurmScheduler:
         """Ask now, in the background, the sacct that `query` asks for `since`: the next
         query takes its answer if it asks the same, soon enough (`early`); any other query
         drops it."""
-        early, self._early = self._early, None
-        if early is not None:
-            early.discard()
+        if self._early is not None:
+            self._early.discard()
         argv = sacct_argv(since, self._user)
         self._early = EarlyQuery(argv, lambda: self._accounting(argv))
 
@@ -485,7 +483,8 @@ class SlurmScheduler:
         state lock starts it before it reads the records, so that slurmctld answers while
         they are read (the same answer as asked after them: nothing else changes the
         records while the lock is held). Taken only soon enough (`early`)."""
-        self._drop_queue()
+        if self._early_queue is not None:
+            self._early_queue.discard()
         argv = squeue_argv()
         self._early_queue = EarlyQuery(
             argv, lambda: self._run(argv, self._query_timeout, env=_query_env())
@@ -494,25 +493,10 @@ class SlurmScheduler:
     def discard_prefetch(self) -> None:
         """Drop an early sacct or squeue no query has taken (the round ended before it
         asked)."""
-        early, self._early = self._early, None
-        if early is not None:
-            early.discard()
-        self._drop_queue()
-
-    def _drop_queue(self) -> None:
-        early, self._early_queue = self._early_queue, None
-        if early is not None:
-            early.discard()
-
-    def _take_early(self, sacct: Sequence[str] | None) -> Future[list[SchedulerJob]] | None:
-        """The early sacct's answer, if it is this query's; it is used once either way."""
-        early, self._early = self._early, None
-        if early is None:
-            return None
-        if sacct is not None and early.answers(sacct):
-            return early.future
-        early.discard()
-        return None
+        for early in (self._early, self._early_queue):
+            if early is not None:
+                early.discard()
+        self._early = self._early_queue = None
 
     def _accounting(self, argv: Sequence[str]) -> list[SchedulerJob]:
         done = self._run(argv, self._query_timeout, env=_query_env())
