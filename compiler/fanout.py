@@ -143,11 +143,19 @@ def fan_out(
                 )
                 progress(done + others)
         while later:
-            next_part = later.pop(0)
-            if not isinstance(next_part, _Worker):
-                yield from map(work, next_part)
+            head = later[0]
+            if not isinstance(head, _Worker):
+                del later[0]
+                yield from map(work, head)
                 continue
-            report, error = yield from _receive(next_part.pid, next_part.read)
+            # A worker stays listed (to be stopped by `finally`) until it is reaped, so
+            # that a stop at any point of its receiving leaves no worker running.
+            end, unreadable = yield from _receive(head.read)
+            with signals_held():
+                _, status = os.waitpid(head.pid, 0)
+                os.close(head.read)
+                del later[0]
+            report, error = _outcome(status, end, unreadable)
             if report is not None:
                 _adopt(files, report)
             if error is not None:
@@ -274,29 +282,33 @@ def _last(report: Any, error: BaseException | None) -> bytes:
         return pickle.dumps((_END, None, failed), _PROTOCOL)
 
 
-def _receive(pid: int, read: int) -> Generator[Any, None, tuple[Any, BaseException | None]]:
-    """A worker's results as they are read from its pipe, batch by batch; returns its files
-    report and error once it has ended."""
-    end: tuple[Any, Any, BaseException | None] | None = None
+def _receive(
+    read: int,
+) -> Generator[Any, None, tuple[tuple[Any, Any, Any] | None, WorkerFailed | None]]:
+    """A worker's results as they are read from its pipe (left open), batch by batch; returns
+    its last message (None if it ended before it) and what made its pipe unreadable."""
+    end: tuple[Any, Any, Any] | None = None
     unreadable: WorkerFailed | None = None
-    try:
-        with os.fdopen(read, "rb") as pipe:
-            while end is None:
-                try:
-                    sent = pickle.load(pipe)
-                except EOFError:
-                    break  # the worker ended before its last message
-                except Exception:
-                    unreadable = WorkerFailed.here("a worker's results cannot be read")
-                    break
-                if type(sent) is tuple and sent and sent[0] == _END:
-                    end = sent
-                else:
-                    yield from sent
-    except BaseException:
-        _stop(pid, None)
-        raise
-    _, status = os.waitpid(pid, 0)
+    with os.fdopen(read, "rb", closefd=False) as pipe:
+        while end is None:
+            try:
+                sent = pickle.load(pipe)
+            except EOFError:
+                break  # the worker ended before its last message
+            except Exception:
+                unreadable = WorkerFailed.here("a worker's results cannot be read")
+                break
+            if type(sent) is tuple and sent and sent[0] == _END:
+                end = sent
+            else:
+                yield from sent
+    return end, unreadable
+
+
+def _outcome(
+    status: int, end: tuple[Any, Any, Any] | None, unreadable: WorkerFailed | None
+) -> tuple[Any, BaseException | None]:
+    """A reaped worker's files report and error, from its exit `status` and last message."""
     code = os.waitstatus_to_exitcode(status)
     if code == 0 and unreadable is not None:
         raise unreadable
@@ -315,12 +327,11 @@ def _status(status: int) -> str:
     return f"exit {code}"
 
 
-def _stop(pid: int, read: int | None) -> None:
+def _stop(pid: int, read: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    if read is not None:
-        os.close(read)
+    os.close(read)
 
 
 def _adopt(files: MutableMapping[str, bytes], report: Any) -> None:

@@ -269,6 +269,32 @@ def test_leaving_early_stops_the_workers(processes: Any) -> None:
     results.close()
 
 
+def test_a_stop_as_a_worker_is_being_received_stops_it(
+    processes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C (or SIGTERM) landing when this process turns to a worker's results, before
+    it has read any: that worker is stopped too, not left compiling into a folder being
+    removed."""
+    receive = fanout._receive
+    turned_to: list[tuple[int, ...]] = []
+
+    def stopped_at_once(*pipe: int) -> Any:
+        turned_to.append(pipe)
+        raise KeyboardInterrupt
+        yield from receive(*pipe)  # never reached: a generator like the one it stands for
+
+    monkeypatch.setattr(fanout, "_receive", stopped_at_once)
+
+    def work(n: int) -> int:
+        if n >= 100:
+            signal.pause()  # the worker would never end by itself
+        return n
+
+    with pytest.raises(KeyboardInterrupt):
+        list(fanout.fan_out(_items(300), work, {}, 3))
+    assert len(turned_to) == 1  # the first worker's part; the fixture finds no worker left
+
+
 def test_how_many_processes(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     monkeypatch.delenv(fanout.WORKERS_ENV, raising=False)
