@@ -5,9 +5,12 @@ file holding host, pid, a random token and a lease. It is never visible without 
 holder is written to a uniquely named file that is then hard-linked to the lock's name, which
 fails when the lock exists, also on NFS and Lustre (open(2), O_EXCL). A lock is taken over only
 when its lease ran out, its holder on this host is dead, or it is unreadable or invalid (and has
-not changed for a grace period): by one contender at a time (the one that hard-links it to
-`.reconcile.lock.breaking`), renamed aside first, checked to be the very lock judged stale, else
-given back. `verify()` is the fence a holder calls before each irreversible step.
+not changed for a grace period): by one contender at a time, the one that hard-links it to
+its breaker (`.reconcile.lock.breaking.<that lock file's identity>.0`); renamed aside first,
+checked to be the very lock judged stale, else given back. A breaker is never removed by
+anyone but its maker, so no contender can remove another's: one left by a contender that died
+makes the next contenders, once it has not changed for the grace, use the next number.
+`verify()` is the fence a holder calls before each irreversible step.
 
 The file format (four keys: host, pid, token, expires) is the one every oellm version writes;
 older versions read a lock with any other key as damaged, so no key is added.
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
+import itertools
 import json
 import math
 import os
@@ -105,6 +110,12 @@ class Seen:
             other.ino,
             other.mtime_ns,
         )
+
+    def key(self) -> str:
+        """A name for this lock file (the same for every contender that read it)."""
+        seen = hashlib.sha256(self.raw)
+        seen.update(f"|{self.dev}|{self.ino}|{self.mtime_ns}".encode())
+        return seen.hexdigest()[:24]
 
 
 class Busy(Exception):
@@ -348,36 +359,52 @@ class StateLock:
         if not again.same_as(stale):
             return False
         # One contender at a time moves a stale lock: the one that links the file at the
-        # lock's name to `breaker`. Two moving at once, the second would move the lock the
-        # first had just created in its place, and a third could create one meanwhile: two
-        # holders. While `breaker` holds the stale file no contender creates a lock (the
-        # stale one is in place) and no other one moves it.
-        breaker = self.path.with_name(f".{STATE_LOCK_NAME}.breaking")
-        try:
-            os.link(self.path, breaker)
-        except FileExistsError:
-            self._clear_abandoned(breaker)
-            return False
-        except FileNotFoundError:
-            return True
-        except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
-                raise self._error("cannot take over the stale state lock", exc) from None
-            return self._move_aside(stale)  # no hard links: unserialised, as before
-        try:
-            linked = self._read(breaker)
-            if linked is None or not linked.same_as(stale):
-                return False  # the lock changed before our link: not the stale one
-            return self._move_aside(stale)
-        finally:
-            breaker.unlink(missing_ok=True)
+        # lock's name to the stale lock's breaker. Two moving at once, the second would move
+        # the lock the first had just created in its place, and a third could create one
+        # meanwhile: two holders. While a breaker holds the stale file no contender creates
+        # a lock (the stale one is in place) and no other one moves it.
+        for number in itertools.count():
+            breaker = self._breaker(stale, number)
+            try:
+                os.link(self.path, breaker)
+            except FileExistsError:
+                if self._abandoned(breaker):
+                    continue  # its maker died while moving the stale lock: the next number
+                return False
+            except FileNotFoundError:
+                return True
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise self._error("cannot take over the stale state lock", exc) from None
+                return self._move_aside(stale)  # no hard links: unserialised, as before
+            try:
+                linked = self._read(breaker)
+                if linked is None or not linked.same_as(stale):
+                    return False  # the lock changed before our link: not the stale one
+                moved = self._move_aside(stale)
+                if moved:
+                    # The stale lock is gone for good, and with it any use of its breakers:
+                    # those left by contenders that died go too.
+                    for earlier in range(number):
+                        self._breaker(stale, earlier).unlink(missing_ok=True)
+                return moved
+            finally:
+                breaker.unlink(missing_ok=True)
+        raise AssertionError("unreachable")  # pragma: no cover - the loop returns
 
-    def _clear_abandoned(self, breaker: Path) -> None:
-        """Remove a `breaker` left by a contender that died while moving a stale lock (a
-        moment's work): one whose file has not changed for `grace`."""
-        with contextlib.suppress(OSError):
-            if time.time() - os.lstat(breaker).st_ctime > self.grace:
-                breaker.unlink()
+    def _breaker(self, stale: Seen, number: int) -> Path:
+        return self.path.with_name(f".{STATE_LOCK_NAME}.breaking.{stale.key()}.{number}")
+
+    def _abandoned(self, breaker: Path) -> bool:
+        """Whether `breaker` was left by a contender that died while moving a stale lock (a
+        moment's work): its file has not changed for `grace`. (It is the stale lock's file:
+        each link made to it, by this or a later breaker, changes it.)"""
+        try:
+            return time.time() - os.lstat(breaker).st_ctime > self.grace
+        except FileNotFoundError:
+            return False  # its maker is done: the lock at the name is not the stale one
+        except OSError:
+            return False
 
     def _move_aside(self, stale: Seen) -> bool:
         """Rename the stale lock aside and check it was the one judged stale."""

@@ -26,6 +26,7 @@ from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
 from oellm.reconciler.lock import (
     CLOCK_SLACK_SECONDS,
+    DAMAGED_GRACE_SECONDS,
     LEASE_SECONDS,
     STALL_ENV,
     STATE_LOCK_NAME,
@@ -472,7 +473,7 @@ PROCESSES = 10
 HOLD_SECONDS = 0.06
 
 
-def _contend(state: str, log: str, barrier: Any, stall: str) -> None:
+def _contend(state: str, log: str, barrier: Any, stall: str, grace: float) -> None:
     """One contender: start with the others, try until it held the lock once, and record
     (pid, entered, left) while holding it. Uses only acquire()/release() with no arguments, so
     the same worker can be run against older versions of the lock."""
@@ -481,7 +482,7 @@ def _contend(state: str, log: str, barrier: Any, stall: str) -> None:
     barrier.wait()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        lock = StateLock(Path(state))
+        lock = StateLock(Path(state), grace=grace)
         try:
             lock.acquire()
         except Busy:
@@ -510,11 +511,19 @@ def contend_once(tmp_path: Path, present: str, stall: str = "") -> list[tuple[fl
         put(state, "", age=120)
     elif present == "garbled":
         put(state, '{"host": "x", "pid": "7", "tok', age=120)
+    grace = DAMAGED_GRACE_SECONDS
+    if present == "abandoned breaker":
+        # A contender died while moving the garbled lock, its breaker left behind; the
+        # contenders come once the breaker has been still for their grace.
+        put(state, '{"host": "x", "pid": "7", "tok', age=120)
+        os.link(lock_file(state), breaker_of(state, 0))
+        grace = 1.0
+        time.sleep(grace + 0.5)
     log = tmp_path / "holders.log"
     context = multiprocessing.get_context("fork")
     barrier = context.Barrier(PROCESSES)
     procs = [
-        context.Process(target=_contend, args=(str(state), str(log), barrier, stall))
+        context.Process(target=_contend, args=(str(state), str(log), barrier, stall, grace))
         for _ in range(PROCESSES)
     ]
     for proc in procs:
@@ -523,11 +532,11 @@ def contend_once(tmp_path: Path, present: str, stall: str = "") -> list[tuple[fl
         proc.join(60)
     rows = [line.split() for line in log.read_text().splitlines()]
     assert len(rows) == PROCESSES, f"only {len(rows)} of {PROCESSES} contenders ever held it"
-    assert not lock_file(state).exists()
+    assert list(state.iterdir()) == []  # no lock, and no breaker or temporary file left
     return [(float(entered), float(left)) for _, entered, left in rows]
 
 
-@pytest.mark.parametrize("present", ["none", "dead pid", "empty", "garbled"])
+@pytest.mark.parametrize("present", ["none", "dead pid", "empty", "garbled", "abandoned breaker"])
 def test_ten_processes_started_together_hold_it_one_at_a_time(tmp_path: Path, present: str) -> None:
     found = []
     for rep in range(6):
@@ -579,20 +588,76 @@ def test_a_contender_late_with_a_stale_lock_never_moves_the_new_holders_lock(
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_LOCK_NAME]
 
 
+def breaker_of(state: Path, number: int) -> Path:
+    """The breaker with `number` of the lock file now in `state`."""
+    seen = StateLock(state)._read(lock_file(state))
+    assert seen is not None
+    return state / f".{STATE_LOCK_NAME}.breaking.{seen.key()}.{number}"
+
+
 def test_a_breaker_left_by_a_contender_that_died_holds_takeovers_only_for_the_grace(
     tmp_path: Path,
 ) -> None:
     put(tmp_path, "", age=120)
-    breaker = tmp_path / f".{STATE_LOCK_NAME}.breaking"
-    breaker.write_text("")  # a contender died while moving the stale lock
+    left = breaker_of(tmp_path, 0)
+    os.link(lock_file(tmp_path), left)  # a contender died while moving the stale lock
     with pytest.raises(Busy):
         StateLock(tmp_path).acquire()  # fresh: another one may be moving it right now
-    assert breaker.exists()
+    assert left.exists()
     waited = StateLock(tmp_path, grace=0.0)  # as if the grace had passed
-    with pytest.raises(Busy):
-        waited.acquire()  # this try clears the abandoned breaker
-    assert not breaker.exists()
-    waited.acquire()
+    waited.acquire()  # with the next breaker, which it removes with the one left
     assert holder_of(tmp_path)["token"] == waited.token
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_LOCK_NAME]
     waited.release()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_no_contender_removes_the_breaker_of_another(tmp_path: Path) -> None:
+    """A breaker left by a contender that died, and the next one, made a moment ago by a
+    contender now moving the stale lock: a third contender leaves both alone and does not
+    take the lock over (removing a live breaker would let a fourth one move the lock at
+    once, and one of them the new holder's lock)."""
+    put(tmp_path, "", age=120)
+    os.link(lock_file(tmp_path), breaker_of(tmp_path, 0))
+    time.sleep(0.3)
+    live = breaker_of(tmp_path, 1)
+    os.link(lock_file(tmp_path), live)  # its maker is moving the stale lock right now
+    third = StateLock(tmp_path, grace=0.2)
+    with pytest.raises(Busy):
+        third.acquire()
+    assert breaker_of(tmp_path, 0).exists() and live.exists()
+    assert lock_file(tmp_path).read_text() == ""  # the stale lock, still in place
+    live.unlink()  # its maker found the lock was not stale after all, say
+    time.sleep(0.3)
+    third.acquire()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_LOCK_NAME]
+
+
+def test_two_contenders_past_a_left_breaker_never_remove_the_next_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Y finds the breaker left by a contender that died; before Y goes on, Z (which found
+    it too) makes the next one and starts moving the stale lock. Y must neither remove Z's
+    breaker nor move the lock: it gives way."""
+    put(tmp_path, "", age=120)
+    os.link(lock_file(tmp_path), breaker_of(tmp_path, 0))
+    time.sleep(0.3)
+    z_breaker = breaker_of(tmp_path, 1)
+    y = StateLock(tmp_path, grace=0.2)
+    real = StateLock._abandoned
+    judged: list[tuple[str, bool]] = []
+
+    def abandoned(self: StateLock, breaker: Path) -> bool:
+        found = real(self, breaker)
+        judged.append((breaker.name[-2:], found))
+        if found and not z_breaker.exists():
+            os.link(lock_file(tmp_path), z_breaker)  # Z, a moment ahead of Y
+        return found
+
+    monkeypatch.setattr(StateLock, "_abandoned", abandoned)
+    with pytest.raises(Busy):
+        y.acquire()
+    monkeypatch.undo()
+    assert judged[:2] == [(".0", True), (".1", False)]
+    assert z_breaker.exists() and breaker_of(tmp_path, 0).exists()
+    assert lock_file(tmp_path).read_text() == ""  # the stale lock, left for Z to move
