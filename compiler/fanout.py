@@ -152,9 +152,8 @@ def fan_out(
             # that a stop at any point of its receiving leaves no worker running.
             end, unreadable = yield from _receive(head.read)
             with signals_held():
-                _, status = os.waitpid(head.pid, 0)
-                os.close(head.read)
                 del later[0]
+                status = _reap(head)
             report, error = _outcome(status, end, unreadable)
             if report is not None:
                 _adopt(files, report)
@@ -310,7 +309,9 @@ def _outcome(
 ) -> tuple[Any, BaseException | None]:
     """A reaped worker's files report and error, from its exit `status` and last message."""
     code = os.waitstatus_to_exitcode(status)
-    if code == 0 and unreadable is not None:
+    if unreadable is not None and code >= 0:
+        # Sent by a worker that ended by itself (exit 1: it was still sending when its pipe
+        # was closed); one killed (out of memory) may have left a batch cut short instead.
         raise unreadable
     if code != 0 or end is None:
         raise WorkerEnded(
@@ -325,6 +326,21 @@ def _status(status: int) -> str:
     if code < 0:
         return f"signal {signal.Signals(-code).name}"
     return f"exit {code}"
+
+
+def _reap(worker: _Worker) -> int:
+    """The exit status of a worker whose results were read: its pipe is closed first, so that
+    one still sending (its results could not be read) ends rather than waits. Stopped if the
+    wait is cut short."""
+    os.close(worker.read)
+    try:
+        return os.waitpid(worker.pid, 0)[1]
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(worker.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(worker.pid, 0)
+        raise
 
 
 def _stop(pid: int, read: int) -> None:

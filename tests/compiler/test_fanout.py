@@ -5,6 +5,8 @@ and no worker process is left behind."""
 from __future__ import annotations
 
 import os
+import pickle
+import select
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -483,3 +485,58 @@ def test_a_worker_that_cannot_be_forked_leaves_its_part_here(
 def test_items_of_any_sequence(processes: Any) -> None:
     # A part of a tuple is a tuple: never taken for a worker.
     assert list(fanout.fan_out(tuple(range(300)), lambda n: n + 1, {}, 3)) == list(range(1, 301))
+
+
+def test_results_that_cannot_be_read_end_the_worker_still_sending(
+    processes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch this process cannot read, while the worker has more to send (blocked on a
+    full pipe): the worker is told (its pipe closed) and ended, never waited for forever."""
+    real = pickle.load
+    loads = 0
+
+    def second_fails(pipe: Any) -> Any:
+        nonlocal loads
+        loads += 1
+        if loads == 2:
+            raise pickle.UnpicklingError("damaged batch")
+        return real(pipe)
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise TimeoutError("the compile waited for its worker forever")
+
+    monkeypatch.setattr(pickle, "load", second_fails)
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.alarm(30)
+    try:
+        with pytest.raises(fanout.WorkerFailed, match="results cannot be read"):
+            # Four batches of about 1 MB each from the worker: far more than a pipe holds.
+            list(fanout.fan_out(_items(8192), lambda n: str(n) * 200, {}, 2))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_worker_killed_while_sending_is_told_as_killed(
+    processes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed (out of memory, say) in the middle of its results: a batch cut short is not
+    a bug in oellm but the worker's end, told as such with its hint."""
+    real = pickle.load
+    loads = 0
+
+    def kill_then_read(pipe: Any) -> Any:
+        nonlocal loads
+        loads += 1
+        if loads == 2:
+            # Once the worker is writing its second batch (blocked on the full pipe).
+            select.select([pipe], [], [], 10)
+            me = os.getpid()
+            children = Path(f"/proc/{me}/task/{me}/children").read_text().split()
+            for child in children:
+                os.kill(int(child), signal.SIGKILL)
+        return real(pipe)
+
+    monkeypatch.setattr(pickle, "load", kill_then_read)
+    with pytest.raises(fanout.WorkerEnded, match="signal SIGKILL"):
+        list(fanout.fan_out(_items(8192), lambda n: str(n) * 200, {}, 2))
