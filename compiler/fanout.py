@@ -116,6 +116,10 @@ def fan_out(
     many are done while this process works. Consume it to the end, or close it: the files of
     a worker are taken into `files` after its last result, and closing it stops the workers.
     A worker that cannot be forked (a process limit, say) leaves its part to this process."""
+    if count > 1 and signal.getsignal(signal.SIGCHLD) is signal.SIG_IGN:
+        # Started by a program that ignores SIGCHLD (which a process inherits): the system
+        # reaps workers at once, and how one ended (killed, out of memory) could not be told.
+        count = 1
     if count <= 1:
         for done, item in enumerate(items, 1):
             yield work(item)
@@ -134,7 +138,8 @@ def fan_out(
             # cleanup there (stop the others, remove the staging folder); here, before it
             # is listed, it would leave the child unstopped.
             with signals_held() as mask:
-                later.append(_fork(part, work, files, counters, number, parent, mask))
+                others = [left.read for left in later if isinstance(left, _Worker)]
+                later.append(_fork(part, work, files, counters, number, parent, mask, others))
         for done, item in enumerate(parts[0], 1):
             yield work(item)
             if progress is not None and done % _TICK == 0:
@@ -176,6 +181,7 @@ def _fork(
     number: int,
     parent: int,
     mask: set[int | signal.Signals],
+    others: list[int],
 ) -> Part:
     """A worker process for `part`: (its pid, the read end of its pipe); or, when no process
     can be forked, the part itself, to compile here. `mask`: the signal mask to restore in
@@ -189,6 +195,8 @@ def _fork(
         return part
     if pid == 0:  # pragma: no cover - the child's coverage is not collected
         os.close(read)
+        for other in others:  # the pipes of the workers before: this process never reads them
+            os.close(other)
         _child(part, work, files, write, counters, number, parent, mask)
     os.close(write)
     return _Worker(pid, read)

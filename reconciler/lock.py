@@ -7,10 +7,11 @@ fails when the lock exists, also on NFS and Lustre (open(2), O_EXCL). A lock is 
 when its lease ran out, its holder on this host is dead, or it is unreadable or invalid (and has
 not changed for a grace period): by one contender at a time, the one that hard-links it to
 its breaker (`.reconcile.lock.breaking.<that lock file's identity>.0`); renamed aside first,
-checked to be the very lock judged stale, else given back. A breaker is never removed by
-anyone but its maker, so no contender can remove another's: one left by a contender that died
-makes the next contenders, once it has not changed for the grace, use the next number.
-`verify()` is the fence a holder calls before each irreversible step.
+checked to be the very lock judged stale, else given back. While the stale lock is in place
+a breaker is removed only by its maker, so no contender can remove another's: one left by a
+contender that died makes the next contenders, once it has not changed for the grace (by the
+file system's clock), use the next number. The new holder removes those left. `verify()` is
+the fence a holder calls before each irreversible step.
 
 The file format (four keys: host, pid, token, expires) is the one every oellm version writes;
 older versions read a lock with any other key as damaged, so no key is added.
@@ -114,7 +115,9 @@ class Seen:
     def key(self) -> str:
         """A name for this lock file (the same for every contender that read it)."""
         seen = hashlib.sha256(self.raw)
-        seen.update(f"|{self.dev}|{self.ino}|{self.mtime_ns}".encode())
+        # Not st_dev: each NFS or Lustre client numbers its mounts itself, so two login
+        # nodes would name the same file differently (and each take a breaker of its own).
+        seen.update(f"|{self.ino}|{self.mtime_ns}".encode())
         return seen.hexdigest()[:24]
 
 
@@ -262,9 +265,14 @@ class StateLock:
 
     def _attempt(self) -> Busy | None:
         """One try: None when we hold the lock, else the Busy to report."""
+        took_over = False
         for _ in range(3):
             if self._create():
-                return None if self._confirm() else Busy(None, "lost a race for the lock")
+                if not self._confirm():
+                    return Busy(None, "lost a race for the lock")
+                if took_over:
+                    self._clear_breakers()
+                return None
             seen = self._read(self.path)
             if seen is None:
                 continue  # released between our create and our read: try again
@@ -272,6 +280,7 @@ class StateLock:
                 return Busy(seen.holder, "lock being written, or damaged")
             if not self._take_over(seen):
                 return self._busy_now()
+            took_over = True
         return self._busy_now()
 
     def _busy_now(self) -> Busy:
@@ -308,7 +317,8 @@ class StateLock:
             except FileExistsError:
                 # NFSv2/3 link() is not idempotent: a retried request whose first try succeeded
                 # answers EEXIST. Our file having two links means it did succeed (open(2)).
-                return os.stat(tmp).st_nlink == 2
+                # (More than two: a contender linked a breaker to it since.)
+                return os.stat(tmp).st_nlink >= 2
             except OSError as exc:
                 if exc.errno not in _NO_HARD_LINKS:
                     raise self._error("cannot create the state lock", exc) from None
@@ -397,14 +407,43 @@ class StateLock:
 
     def _abandoned(self, breaker: Path) -> bool:
         """Whether `breaker` was left by a contender that died while moving a stale lock (a
-        moment's work): its file has not changed for `grace`. (It is the stale lock's file:
-        each link made to it, by this or a later breaker, changes it.)"""
+        moment's work): its file has not changed for `grace`, by the file system's clock.
+        (It is the stale lock's file: each link made to it, by this or a later breaker,
+        changes it.) False when it is gone: its maker is done."""
         try:
-            return time.time() - os.lstat(breaker).st_ctime > self.grace
-        except FileNotFoundError:
-            return False  # its maker is done: the lock at the name is not the stale one
+            changed = os.lstat(breaker).st_ctime
         except OSError:
             return False
+        return self._file_system_now() - changed > self.grace
+
+    def _file_system_now(self) -> float:
+        """Now, by the clock that stamps the state dir's files: a file server's, for NFS or
+        Lustre (a login node's own clock may be minutes off): the change time of a file made
+        now. This node's clock where no file can be made."""
+        probe = self.path.with_name(f".{STATE_LOCK_NAME}.now.{self.token}")
+        try:
+            fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        except OSError:
+            return time.time()
+        try:
+            return os.fstat(fd).st_ctime
+        finally:
+            os.close(fd)
+            probe.unlink(missing_ok=True)
+
+    def _clear_breakers(self) -> None:
+        """Holding the lock after a takeover: remove the breakers left by contenders that died
+        while moving a stale lock. None is of use while this holder's lock is in place (a
+        contender that links one now finds this lock in it, not the stale one, and gives up)."""
+        # (and the clock probes of contenders killed while reading the time)
+        left = (f".{STATE_LOCK_NAME}.breaking", f".{STATE_LOCK_NAME}.now.")
+        try:
+            names = [n for n in os.listdir(self.path.parent) if n.startswith(left)]
+        except OSError:
+            return
+        for name in names:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path.parent / name)
 
     def _move_aside(self, stale: Seen) -> bool:
         """Rename the stale lock aside and check it was the one judged stale."""

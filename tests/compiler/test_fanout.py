@@ -487,8 +487,9 @@ def test_items_of_any_sequence(processes: Any) -> None:
     assert list(fanout.fan_out(tuple(range(300)), lambda n: n + 1, {}, 3)) == list(range(1, 301))
 
 
+@pytest.mark.parametrize("count", [2, 3])
 def test_results_that_cannot_be_read_end_the_worker_still_sending(
-    processes: Any, monkeypatch: pytest.MonkeyPatch
+    processes: Any, monkeypatch: pytest.MonkeyPatch, count: int
 ) -> None:
     """A batch this process cannot read, while the worker has more to send (blocked on a
     full pipe): the worker is told (its pipe closed) and ended, never waited for forever."""
@@ -511,7 +512,8 @@ def test_results_that_cannot_be_read_end_the_worker_still_sending(
     try:
         with pytest.raises(fanout.WorkerFailed, match="results cannot be read"):
             # Four batches of about 1 MB each from the worker: far more than a pipe holds.
-            list(fanout.fan_out(_items(8192), lambda n: str(n) * 200, {}, 2))
+            # With three, the second worker was forked with the first one's pipe open.
+            list(fanout.fan_out(_items(4096 * count), lambda n: str(n) * 200, {}, count))
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
@@ -540,3 +542,20 @@ def test_a_worker_killed_while_sending_is_told_as_killed(
     monkeypatch.setattr(pickle, "load", kill_then_read)
     with pytest.raises(fanout.WorkerEnded, match="signal SIGKILL"):
         list(fanout.fan_out(_items(8192), lambda n: str(n) * 200, {}, 2))
+
+
+def test_started_with_sigchld_ignored_it_compiles_in_one_process(
+    processes: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A program that ignores SIGCHLD hands that on: workers would be reaped by the system
+    before they could be waited for (a crash, before)."""
+    forks: list[int] = []
+    real_fork = os.fork
+    monkeypatch.setattr(os, "fork", lambda: forks.append(1) or real_fork())
+    previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    try:
+        got = list(fanout.fan_out(_items(300), lambda n: n * 2, {}, 3))
+    finally:
+        signal.signal(signal.SIGCHLD, previous)
+    assert got == [n * 2 for n in range(300)]
+    assert forks == []

@@ -6,6 +6,7 @@ together and check from their own records that no two ever held the lock at once
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import itertools
 import json
@@ -661,3 +662,68 @@ def test_two_contenders_past_a_left_breaker_never_remove_the_next_ones(
     assert judged[:2] == [(".0", True), (".1", False)]
     assert z_breaker.exists() and breaker_of(tmp_path, 0).exists()
     assert lock_file(tmp_path).read_text() == ""  # the stale lock, left for Z to move
+
+
+class _OtherNode(StateLock):
+    """A contender on another login node: its NFS or Lustre client numbers the mount (st_dev)
+    itself."""
+
+    def _read(self, path: Path) -> Any:
+        seen = super()._read(path)
+        return None if seen is None else dataclasses.replace(seen, dev=seen.dev + 1)
+
+
+def test_contenders_on_two_nodes_use_the_same_breaker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """B (another node) holds the stale lock's breaker and is about to move it: A, here, must
+    not move it too (A would then create its lock, B move that aside, and a third one take
+    the empty place: two holders)."""
+    put(tmp_path, "", age=120)
+    a, b = StateLock(tmp_path), _OtherNode(tmp_path)
+    real = StateLock._move_aside
+    tried: list[bool] = []
+
+    def move_aside(self: StateLock, stale: Any) -> bool:
+        if self is b:
+            with contextlib.suppress(Busy):
+                a.acquire()
+            tried.append(a.held)
+        return real(self, stale)
+
+    monkeypatch.setattr(StateLock, "_move_aside", move_aside)
+    b.acquire()
+    monkeypatch.undo()
+    assert tried == [False]  # A gave way while B held the breaker
+    b.verify()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_LOCK_NAME]
+
+
+def test_a_node_whose_clock_is_ahead_leaves_a_live_breaker_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A breaker made a moment ago; a contender whose clock is 90 s ahead of the file
+    server's (login nodes may be minutes apart) judges it by the file system's clock."""
+    put(tmp_path, "", age=120)
+    live = breaker_of(tmp_path, 0)
+    os.link(lock_file(tmp_path), live)  # its maker is about to move the stale lock
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 90)
+    ahead = StateLock(tmp_path)
+    with pytest.raises(Busy):
+        ahead.acquire()
+    monkeypatch.undo()
+    assert live.exists() and lock_file(tmp_path).read_text() == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STATE_LOCK_NAME, live.name])
+
+
+def test_the_holder_after_a_takeover_removes_breakers_left_behind(tmp_path: Path) -> None:
+    """Breakers of stale locks that are gone (their makers died after the move, or before it
+    while the stale lock was later released), and a clock probe left by a killed contender."""
+    put(tmp_path, "", age=120)
+    for name in ("breaking.0123456789abcdef01234567.0", "breaking", "now.deadbeef"):
+        (tmp_path / f".{STATE_LOCK_NAME}.{name}").write_text("")
+    lock = StateLock(tmp_path)
+    lock.acquire()  # takes the stale lock over
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_LOCK_NAME]
+    lock.release()
