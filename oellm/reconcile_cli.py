@@ -234,7 +234,6 @@ def _wait(
     limits: Any,
 ) -> int:
     """`--wait`: rounds under one lock until every job has settled, a line per busy round."""
-    import time
 
     from oellm.errors import EXIT_TEMPFAIL
     from oellm.reconcile_progress import Progress
@@ -265,8 +264,7 @@ def _wait(
             after(True)
             if report.finished() or dry_run:
                 break
-            time.sleep(interval)
-            lock.refresh()
+            _sleep_holding(lock, interval)
     finally:
         lock.release()
     failed = report.not_completed()
@@ -274,6 +272,21 @@ def _wait(
     if failed:
         click.echo(f"finished; not completed: {', '.join(failed)}")
     return EXIT_DIFFERENT if failed else EXIT_OK
+
+
+def _sleep_holding(lock: Any, seconds: float) -> None:
+    """Sleep between rounds of `--wait`, renewing the lease often enough that it never runs
+    out (an interval longer than the lease included): a lock past its lease is not renewed."""
+    import time
+
+    end = time.monotonic() + seconds
+    while True:
+        left = end - time.monotonic()
+        if left > 0:
+            time.sleep(min(left, lock.lease / 3))
+        lock.refresh()
+        if left <= lock.lease / 3:
+            return
 
 
 def _actions_only(session: Any, actions: Sequence[Any]) -> None:

@@ -214,7 +214,10 @@ class StateLock:
     def refresh(self) -> None:
         """Extend the lease (long --wait runs call this every round). Raises LockLost rather
         than replace a lock that is no longer ours, RenewFailed when the write fails."""
-        self._ours()
+        if self._ours().expires <= time.time():
+            # A contender may be taking it over right now: a replace could overwrite its lock.
+            self.held = False
+            raise LockLost(self.path, "the lease ran out")
         # A contender replaces a lock only once it judged it stale, which a live holder within
         # its lease never is; so checked just before, the replace overwrites only our own.
         try:

@@ -727,3 +727,35 @@ def test_the_holder_after_a_takeover_removes_breakers_left_behind(tmp_path: Path
     lock.acquire()  # takes the stale lock over
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_LOCK_NAME]
     lock.release()
+
+
+def test_a_holder_past_its_lease_does_not_renew_it(tmp_path: Path) -> None:
+    """Suspended past its lease (a laptop's lid, a stopped process): a contender may be
+    taking the lock over, so renewing would overwrite what it makes."""
+    lock = StateLock(tmp_path, lease=0.2)
+    lock.acquire()
+    time.sleep(0.3)
+    with pytest.raises(LockLost, match="lease ran out"):
+        lock.refresh()
+    assert not lock.held
+
+
+def test_a_link_retried_after_it_succeeded_is_ours_with_a_breaker_linked_to_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NFSv2/3 may answer a retried link() EEXIST although its first try made the link; a
+    contender's breaker may link the new lock meanwhile (three links to its file)."""
+    real_link = os.link
+
+    def link_then_exists(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(dst).name == STATE_LOCK_NAME:
+            real_link(src, dst)
+            real_link(dst, tmp_path / f".{STATE_LOCK_NAME}.breaking.x.0")
+            raise FileExistsError(errno.EEXIST, "File exists")
+        real_link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", link_then_exists)
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    monkeypatch.undo()
+    assert lock.held and holder_of(tmp_path)["token"] == lock.token

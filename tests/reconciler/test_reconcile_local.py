@@ -108,6 +108,21 @@ def test_failed_job_is_reported_and_wait_exits_1(
     assert "not completed: bad" in out
 
 
+def test_wait_with_an_interval_longer_than_the_lease_keeps_the_lock(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between rounds the lease is renewed while it runs: a lock past its lease is never
+    renewed (another round may be taking it over), so one long sleep would lose it."""
+    monkeypatch.setenv("OELLM_LOCK_LEASE_SECONDS", "1")
+    write(in_tmp / "exp.yaml", "project: {name: slow}\nbackend: {bash: {command: 'sleep 2'}}\n")
+    assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+    code, out, err = run(
+        ["reconcile", "b", "--wait", "--interval", "1.5", "--scheduler", "local"], capsys
+    )
+    assert code == 0, out + err
+    assert "slow attempt 1 COMPLETED" in out
+
+
 def test_bad_bundle_is_exit_2(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (in_tmp / "empty").mkdir()
     code, _, err = run(["reconcile", "empty", "--scheduler", "local"], capsys)
