@@ -294,8 +294,9 @@ class StateLock:
         holder = seen.holder
         if holder is None or holder.expires > now + LEASE_SECONDS + CLOCK_SLACK_SECONDS:
             # Unreadable or impossible. Link creation never shows an incomplete lock, so this is
-            # damage or an older oellm mid-write: wait until the file has been still a while.
-            age = now - seen.mtime
+            # damage or an older oellm mid-write: wait until the file has been still a while
+            # (by the file system's clock, which stamped it).
+            age = self._file_system_now() - seen.mtime
             return age > self.grace or age < -CLOCK_SLACK_SECONDS
         if holder.expires < now:
             return True

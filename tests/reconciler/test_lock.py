@@ -759,3 +759,15 @@ def test_a_link_retried_after_it_succeeded_is_ours_with_a_breaker_linked_to_it(
     lock.acquire()
     monkeypatch.undo()
     assert lock.held and holder_of(tmp_path)["token"] == lock.token
+
+
+def test_a_node_whose_clock_is_ahead_waits_out_a_damaged_lock_by_the_file_systems_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    put(tmp_path, "")  # written a moment ago (an older oellm between create and write, say)
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 90)
+    with pytest.raises(Busy):
+        StateLock(tmp_path).acquire()
+    monkeypatch.undo()
+    assert lock_file(tmp_path).read_text() == ""
