@@ -194,10 +194,8 @@ def _fork(
         os.close(write)
         return part
     if pid == 0:  # pragma: no cover - the child's coverage is not collected
-        os.close(read)
-        for other in others:  # the pipes of the workers before: this process never reads them
-            os.close(other)
-        _child(part, work, files, write, counters, number, parent, mask)
+        # Pipes this process never reads: its own, and those of the workers before it.
+        _child(part, work, files, write, (read, *others), counters, number, parent, mask)
     os.close(write)
     return _Worker(pid, read)
 
@@ -207,15 +205,20 @@ def _child(
     work: Callable[[Any], Any],
     files: MutableMapping[str, bytes],
     write: int,
+    unread: Sequence[int],
     counters: mmap.mmap,
     number: int,
     parent: int,
     mask: set[int | signal.Signals],
 ) -> None:
     """Compile `part` in the forked process, send its results, files report and error, and
-    end without running the parent's exit handlers or flushing its buffers."""
+    end without running the parent's exit handlers or flushing its buffers. `unread`: the
+    read ends of pipes this process closes (the compile alone reads them, and its close of
+    one must reach that pipe's worker)."""
     code = 0
     try:
+        for fd in unread:
+            os.close(fd)
         # Ctrl-C, `kill` of the process group or a closed terminal end this process as
         # they end the compile (whose handlers would run its cleanup here); ignored, they
         # stay ignored.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,8 @@ _SCHEDULER = click.option(
 )
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.1),
+    type=click.FloatRange(min=0.1, max=24 * 3600),
+    callback=lambda ctx, param, value: _a_number(value),
     default=None,
     help="Seconds between rounds with --wait (default: 30 on SLURM, 2 locally).",
 )
@@ -237,7 +239,7 @@ def _wait(
 
     from oellm.errors import EXIT_TEMPFAIL
     from oellm.reconcile_progress import Progress
-    from oellm.reconciler.lock import Busy, StateLock
+    from oellm.reconciler.lock import Busy, LockLost, RenewFailed, StateLock
     from oellm.reconciler.reconcile import EXIT_QUIET, reconcile_once
 
     lock = StateLock(session.bundle.state_path)
@@ -264,7 +266,13 @@ def _wait(
             after(True)
             if report.finished() or dry_run:
                 break
-            _sleep_holding(lock, interval)
+            try:
+                _sleep_holding(lock, interval)
+            except RenewFailed:
+                raise  # the state dir refused: exit 75, for cron to retry
+            except LockLost as lost:  # as when a round finds it: another round holds it
+                click.echo(str(lost))
+                return EXIT_QUIET
     finally:
         lock.release()
     failed = report.not_completed()
@@ -274,19 +282,25 @@ def _wait(
     return EXIT_DIFFERENT if failed else EXIT_OK
 
 
+def _a_number(seconds: float | None) -> float | None:
+    if seconds is not None and math.isnan(seconds):
+        raise click.BadParameter("give a number of seconds, e.g. 30")
+    return seconds
+
+
 def _sleep_holding(lock: Any, seconds: float) -> None:
-    """Sleep between rounds of `--wait`, renewing the lease often enough that it never runs
-    out (an interval longer than the lease included): a lock past its lease is not renewed."""
+    """Sleep between rounds of `--wait`, checking the lock every third of its lease, which
+    renews the lease once less than half of it is left: it never runs out, an interval
+    longer than the lease included (a lock past its lease is not renewed)."""
     import time
 
     end = time.monotonic() + seconds
     while True:
+        lock.verify()
         left = end - time.monotonic()
-        if left > 0:
-            time.sleep(min(left, lock.lease / 3))
-        lock.refresh()
-        if left <= lock.lease / 3:
+        if not left > 0:
             return
+        time.sleep(min(left, lock.lease / 3))
 
 
 def _actions_only(session: Any, actions: Sequence[Any]) -> None:

@@ -24,6 +24,7 @@ import errno
 import hashlib
 import itertools
 import json
+import logging
 import math
 import os
 import secrets
@@ -37,6 +38,8 @@ from types import TracebackType
 from oellm.errors import EXIT_TEMPFAIL, OellmError
 
 from .errors import ReconcileError
+
+log = logging.getLogger("oellm.lock")
 
 STATE_LOCK_NAME = "reconcile.lock"
 LEASE_SECONDS = 15 * 60
@@ -244,6 +247,11 @@ class StateLock:
             os.rename(self.path, aside)
         except FileNotFoundError:
             return
+        except OSError as exc:
+            # The state dir refuses (made read-only, full): the lock runs out its lease. Not
+            # raised: a release runs on the way out, often with the error that says why.
+            log.warning("state lock left to run out its lease: %s: %s", self.path, exc.strerror)
+            return
         try:
             moved = self._read(aside)
         except ReconcileError:
@@ -421,9 +429,10 @@ class StateLock:
         return self._file_system_now() - changed > self.grace
 
     def _file_system_now(self) -> float:
-        """Now, by the clock that stamps the state dir's files: a file server's, for NFS or
-        Lustre (a login node's own clock may be minutes off): the change time of a file made
-        now. This node's clock where no file can be made."""
+        """Now, by the clock that stamps the state dir's files: the change time of a file made
+        now. On NFS that is the file server's clock, the same for every login node (whose own
+        clocks may be minutes apart); where clients stamp times themselves (Lustre), it is
+        this node's. This node's clock where no file can be made."""
         probe = self.path.with_name(f".{STATE_LOCK_NAME}.now.{self.token}")
         try:
             fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)

@@ -404,10 +404,10 @@ def reconcile_once(
         _say_budget(held, outcome.deferred, budget, say)
         try:
             settle(session, history, actions, lock)
+        except RenewFailed as failed:  # (a LockLost: caught first)
+            return RunReport(actions, obs, outcome, damaged=damaged, stopped=str(failed))
         except LockLost as lost:
             return RunReport(actions, obs, outcome, busy=str(lost), damaged=damaged)
-        except RenewFailed as failed:
-            return RunReport(actions, obs, outcome, damaged=damaged, stopped=str(failed))
         except OSError as exc:
             # Housekeeping: the job stays where it is, and is read as before.
             log.warning("completed jobs not moved to %s: %s", session.records.completed_dir, exc)

@@ -771,3 +771,25 @@ def test_a_node_whose_clock_is_ahead_waits_out_a_damaged_lock_by_the_file_system
         StateLock(tmp_path).acquire()
     monkeypatch.undo()
     assert lock_file(tmp_path).read_text() == ""
+
+
+def test_a_release_the_state_dir_refuses_leaves_the_lock_to_its_lease(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Made read-only (or full) while held: the release runs on the way out, often with the
+    error that tells why, which it must not replace with its own."""
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    real_rename = os.rename
+
+    def refused(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(src).name == STATE_LOCK_NAME:
+            raise PermissionError(errno.EACCES, "Permission denied")
+        real_rename(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "rename", refused)
+    lock.release()
+    monkeypatch.undo()
+    assert not lock.held
+    assert holder_of(tmp_path)["token"] == lock.token  # runs out its lease
+    assert "left to run out its lease" in caplog.text

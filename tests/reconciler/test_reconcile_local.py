@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -121,6 +122,56 @@ def test_wait_with_an_interval_longer_than_the_lease_keeps_the_lock(
     )
     assert code == 0, out + err
     assert "slow attempt 1 COMPLETED" in out
+
+
+@pytest.mark.parametrize("interval", ["nan", "inf", "0"])
+def test_wait_refuses_an_interval_that_is_not_a_number_of_seconds(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], interval: str
+) -> None:
+    """`nan` would renew the lock in a loop without a round; `inf` never run one again."""
+    assert run(["compile", str(EXAMPLES / "demo.yaml"), "-o", "b"], capsys)[0] == 0
+    code, _, err = run(
+        ["reconcile", "b", "--wait", "--interval", interval, "--scheduler", "local"], capsys
+    )
+    assert code == 2
+    assert "Invalid value for '--interval'" in err
+
+
+def test_wait_that_loses_the_lock_between_rounds_is_busy(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Taken over while it slept (stopped past its lease, say): as when a round finds it,
+    another round holds the state, exit 0; not an error."""
+    from oellm import reconcile_cli
+    from oellm.reconciler.lock import LockLost
+
+    def taken_over(lock: Any, seconds: float) -> None:
+        raise LockLost(lock.path, "another reconcile took it over")
+
+    monkeypatch.setattr(reconcile_cli, "_sleep_holding", taken_over)
+    write(in_tmp / "exp.yaml", "project: {name: slow}\nbackend: {bash: {command: 'sleep 2'}}\n")
+    assert run(["compile", "exp.yaml", "-o", "b"], capsys)[0] == 0
+    code, out, err = run(["reconcile", "b", "--wait", "--scheduler", "local"], capsys)
+    assert code == 0, err
+    assert "another reconcile took it over" in out
+
+
+def test_a_renewal_refused_while_settling_stops_the_round_exit_75(
+    in_tmp: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The state dir refused the lease's renewal: the round stops and cron tries again
+    (exit 75), not "another round holds it" (exit 0)."""
+    from oellm.reconciler import reconcile
+    from oellm.reconciler.lock import RenewFailed
+
+    def refused(*args: Any, **kwargs: Any) -> None:
+        raise RenewFailed(in_tmp, "Read-only file system")
+
+    monkeypatch.setattr(reconcile, "settle", refused)
+    assert run(["compile", str(EXAMPLES / "demo.yaml"), "-o", "b"], capsys)[0] == 0
+    code, _, err = run(["reconcile", "b", "--scheduler", "local"], capsys)
+    assert code == 75, err
+    assert "could not renew the state lock's lease" in err
 
 
 def test_bad_bundle_is_exit_2(in_tmp: Path, capsys: pytest.CaptureFixture[str]) -> None:
