@@ -120,6 +120,12 @@ def _complete_compile_args(
 _FROM_SHELL = False
 
 
+def from_shell() -> bool:
+    """Whether this process is `oellm` run from the shell (`main()` on the command line, not
+    called with arguments by a program or a test): a stop then holds until it ends."""
+    return _FROM_SHELL
+
+
 @cli.command("compile")
 @click.argument(
     "args",

@@ -127,8 +127,9 @@ def reconcile_command(
     Exit codes: 0 nothing to do, 1 acted (or a submission failed),
     75 the scheduler was unreachable, or the state lock's lease could not be
     renewed (nothing destructive done; retry later), 2 a problem with the
-    bundle or its state. With --wait: 0 when every job completed, 1 when some
-    failed or were cancelled.
+    bundle or its state, 143 or 129 stopped by SIGTERM or SIGHUP (the lock
+    released). With --wait: 0 when every job completed, 1 when some failed
+    or were cancelled.
     Crontab:  */5 * * * *  cd /path/to/experiments && oellm reconcile bundle/
 
     \b
@@ -138,6 +139,7 @@ def reconcile_command(
     round says how many went. With --wait the next round goes on with them.
     """
     _fewer_collections(wait)
+    _terminable()
     from oellm.reconciler.budget import budget as make_budget
     from oellm.reconciler.decide import Options
     from oellm.reconciler.reconcile import Session, intent_grace
@@ -282,6 +284,17 @@ def _wait(
     return EXIT_DIFFERENT if failed else EXIT_OK
 
 
+def _terminable() -> None:
+    """For the rest of the command, SIGTERM and SIGHUP (cron's `timeout`, a closed terminal)
+    stop it as Ctrl-C does: it unwinds, releasing the state lock (exit 143 or 129), rather
+    than die holding it (others then wait for its lease, on another login node 15 min).
+    Stopped at any point, what it did is recorded as a kill would leave it."""
+    from oellm.cli import from_shell
+    from oellm.stopping import terminable
+
+    click.get_current_context().with_resource(terminable(leave_ignored=from_shell()))
+
+
 def _a_number(seconds: float | None) -> float | None:
     if seconds is not None and math.isnan(seconds):
         raise click.BadParameter("give a number of seconds, e.g. 30")
@@ -423,6 +436,7 @@ def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -
     """
     from oellm.reconciler.reconcile import Session, cancel_jobs
 
+    _terminable()
     report = cancel_jobs(Session(bundle, scheduler), jobs, click.echo)
     for error in report.errors:
         click.echo(f"error: {error}", err=True)

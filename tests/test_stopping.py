@@ -285,3 +285,38 @@ def test_a_stop_told_on_a_terminal_that_is_gone_still_ends_with_its_code(
     with pytest.raises(SystemExit) as ended:
         interrupted()
     assert ended.value.code == 130
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_reconcile_stopped_from_outside_releases_the_state_lock(
+    tmp_path: Path, signum: int
+) -> None:
+    """cron's `timeout` (SIGTERM) or a closed terminal (SIGHUP) during `reconcile --wait`: it
+    unwinds as on Ctrl-C and releases the lock, which would otherwise hold other rounds off
+    for its lease."""
+    (tmp_path / "exp.yaml").write_text(
+        "project: {name: held}\nbackend: {bash: {command: 'sleep 10'}}\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OUTPUT_DIR"}
+    run = [sys.executable, "-m", "oellm"]
+    subprocess.run([*run, "compile", "exp.yaml", "-o", "b"], cwd=tmp_path, env=env, check=True)
+    lock = tmp_path / "output" / ".oellm" / "held" / "reconcile.lock"
+    waiting = subprocess.Popen(
+        [*run, "reconcile", "b", "--wait", "--interval", "0.2", "--scheduler", "local"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not lock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lock.exists(), "the reconcile never took the lock"
+    time.sleep(1.0)  # its first round is done: it sleeps between rounds, or runs one
+    waiting.send_signal(signum)
+    _, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 128 + signum, err
+    assert f"stopped by {signal.Signals(signum).name}" in err
+    assert "Traceback" not in err
+    assert not lock.exists()
