@@ -450,13 +450,25 @@ class StateLock:
         contender that links one now finds this lock in it, not the stale one, and gives up)."""
         # (and the clock probes of contenders killed while reading the time)
         left = (f".{STATE_LOCK_NAME}.breaking", f".{STATE_LOCK_NAME}.now.")
+        # Files of contenders killed while making a lock, moving one aside or releasing it:
+        # removed once still for the grace (a live contender's are there for a moment).
+        killed = (f".{STATE_LOCK_NAME}.stale.", f".{STATE_LOCK_NAME}.release.")
         try:
-            names = [n for n in os.listdir(self.path.parent) if n.startswith(left)]
+            names = os.listdir(self.path.parent)
         except OSError:
             return
+        now: float | None = None
         for name in names:
+            path = self.path.parent / name
             with contextlib.suppress(OSError):
-                os.unlink(self.path.parent / name)
+                if name.startswith(left):
+                    os.unlink(path)
+                elif name.startswith(killed) or (
+                    name.startswith(f".{STATE_LOCK_NAME}.") and name.endswith(".tmp")
+                ):
+                    now = self._file_system_now() if now is None else now
+                    if now - os.lstat(path).st_ctime > self.grace:
+                        os.unlink(path)
 
     def _move_aside(self, stale: Seen) -> bool:
         """Rename the stale lock aside and check it was the one judged stale."""

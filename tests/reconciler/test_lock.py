@@ -793,3 +793,19 @@ def test_a_release_the_state_dir_refuses_leaves_the_lock_to_its_lease(
     assert not lock.held
     assert holder_of(tmp_path)["token"] == lock.token  # runs out its lease
     assert "left to run out its lease" in caplog.text
+
+
+def test_the_holder_after_a_takeover_removes_files_of_killed_contenders(tmp_path: Path) -> None:
+    """A contender killed while writing its lock, moving a stale one aside or releasing
+    leaves a file; once still for the grace, the next takeover removes it."""
+    put(tmp_path, "", age=120)
+    names = ["a1b2.4242.tmp", "stale.c3d4", "release.e5f6"]
+    for name in names:
+        (tmp_path / f".{STATE_LOCK_NAME}.{name}").write_text("")
+    time.sleep(0.3)
+    fresh = tmp_path / f".{STATE_LOCK_NAME}.f7a8.4343.tmp"  # a live contender's, a moment old
+    fresh.write_text("")
+    lock = StateLock(tmp_path, grace=0.2)
+    lock.acquire()  # takes the stale lock over
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STATE_LOCK_NAME, fresh.name])
+    lock.release()
