@@ -215,8 +215,9 @@ class StateLock:
             self.refresh()
 
     def refresh(self) -> None:
-        """Extend the lease (long --wait runs call this every round). Raises LockLost rather
-        than replace a lock that is no longer ours, RenewFailed when the write fails."""
+        """Extend the lease (`verify` does once less than half of it is left). Raises LockLost
+        rather than replace a lock that is no longer ours or past its lease, RenewFailed when
+        the write fails."""
         if self._ours().expires <= time.time():
             # A contender may be taking it over right now: a replace could overwrite its lock.
             self.held = False
