@@ -8,7 +8,7 @@ import os
 import pickle
 import select
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -487,26 +487,36 @@ def test_items_of_any_sequence(processes: Any) -> None:
     assert list(fanout.fan_out(tuple(range(300)), lambda n: n + 1, {}, 3)) == list(range(1, 301))
 
 
+def _at_second_batch(monkeypatch: pytest.MonkeyPatch, act: Callable[[Any], None]) -> None:
+    """`act(pipe)` as this process is about to read the second batch of a worker's results
+    (then it reads it, unless `act` raised)."""
+    real = pickle.load
+    loads = 0
+
+    def load(pipe: Any) -> Any:
+        nonlocal loads
+        loads += 1
+        if loads == 2:
+            act(pipe)
+        return real(pipe)
+
+    monkeypatch.setattr(pickle, "load", load)
+
+
 @pytest.mark.parametrize("count", [2, 3])
 def test_results_that_cannot_be_read_end_the_worker_still_sending(
     processes: Any, monkeypatch: pytest.MonkeyPatch, count: int
 ) -> None:
     """A batch this process cannot read, while the worker has more to send (blocked on a
     full pipe): the worker is told (its pipe closed) and ended, never waited for forever."""
-    real = pickle.load
-    loads = 0
 
-    def second_fails(pipe: Any) -> Any:
-        nonlocal loads
-        loads += 1
-        if loads == 2:
-            raise pickle.UnpicklingError("damaged batch")
-        return real(pipe)
+    def damaged(pipe: Any) -> None:
+        raise pickle.UnpicklingError("damaged batch")
 
     def on_alarm(signum: int, frame: Any) -> None:
         raise TimeoutError("the compile waited for its worker forever")
 
-    monkeypatch.setattr(pickle, "load", second_fails)
+    _at_second_batch(monkeypatch, damaged)
     previous = signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(30)
     try:
@@ -524,22 +534,15 @@ def test_a_worker_killed_while_sending_is_told_as_killed(
 ) -> None:
     """Killed (out of memory, say) in the middle of its results: a batch cut short is not
     a bug in oellm but the worker's end, told as such with its hint."""
-    real = pickle.load
-    loads = 0
 
-    def kill_then_read(pipe: Any) -> Any:
-        nonlocal loads
-        loads += 1
-        if loads == 2:
-            # Once the worker is writing its second batch (blocked on the full pipe).
-            select.select([pipe], [], [], 10)
-            me = os.getpid()
-            children = Path(f"/proc/{me}/task/{me}/children").read_text().split()
-            for child in children:
-                os.kill(int(child), signal.SIGKILL)
-        return real(pipe)
+    def kill_workers(pipe: Any) -> None:
+        # Once the worker is writing its second batch (blocked on the full pipe).
+        select.select([pipe], [], [], 10)
+        me = os.getpid()
+        for child in Path(f"/proc/{me}/task/{me}/children").read_text().split():
+            os.kill(int(child), signal.SIGKILL)
 
-    monkeypatch.setattr(pickle, "load", kill_then_read)
+    _at_second_batch(monkeypatch, kill_workers)
     with pytest.raises(fanout.WorkerEnded, match="signal SIGKILL"):
         list(fanout.fan_out(_items(8192), lambda n: str(n) * 200, {}, 2))
 
