@@ -77,6 +77,26 @@ def encode(record: Any) -> dict[str, Any]:
     return {name: _plain(getattr(record, name)) for name in names}
 
 
+def dump(data: Any) -> bytes:
+    """A record (its dataclass, or a mapping of JSON values) as its file holds it: keys sorted,
+    indented by one space, a newline at the end, text as UTF-8; a dataclass as `encode` gives
+    it. msgspec makes this about seven times quicker than `json.dumps`, whose indent runs in
+    pure Python: a round that sees 10,000 array tasks start rewrites 10,000 records."""
+    if msgspec is not None:
+        try:
+            compact = msgspec.json.encode(data, order="sorted")
+        except (TypeError, ValueError):  # text that UTF-8 cannot hold (a lone surrogate)
+            pass
+        else:
+            return msgspec.json.format(compact, indent=1) + b"\n"
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        data = encode(data)
+    try:
+        return (json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+    except UnicodeEncodeError:
+        return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
 def _plain(value: Any) -> Any:
     if type(value) is tuple:
         return [_plain(item) for item in value]

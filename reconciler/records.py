@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 from oellm import filesync
 
-from .codec import RecordInvalid, decode, encode, loads
+from .codec import RecordInvalid, decode, dump, encode, loads
 from .errors import ReconcileError
 from .model import Attempt, Attempts, Dropped, History, LogState, RetryRequest
 
@@ -64,15 +64,12 @@ class RecordExists(Exception):
     """An intent record that another round already wrote: this round must not submit."""
 
 
-def write_atomic(
-    path: Path, data: Mapping[str, Any], exclusive: bool = False, durable: bool = True
-) -> None:
-    """Write `data` as JSON to `path` at once (temp file, fsync, rename). `exclusive`: create
-    it only if no file is there (a hard link, which fails when the name exists, also on NFS
-    and Lustre), else RecordExists. Not `durable`: no fsync; the caller syncs the file system
-    once for many files."""
-    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
-    write_bytes_atomic(path, text.encode("utf-8"), exclusive, durable)
+def write_atomic(path: Path, data: Any, exclusive: bool = False, durable: bool = True) -> None:
+    """Write `data` (a record dataclass, or a mapping) as JSON to `path` at once (temp file,
+    fsync, rename). `exclusive`: create it only if no file is there (a hard link, which fails
+    when the name exists, also on NFS and Lustre), else RecordExists. Not `durable`: no fsync;
+    the caller syncs the file system once for many files."""
+    write_bytes_atomic(path, dump(data), exclusive, durable)
 
 
 def write_bytes_atomic(
@@ -128,7 +125,7 @@ class Records:
         return self.jobs_dir / job / f"attempt-{attempt:04d}.json"
 
     def save(self, record: Attempt) -> None:
-        write_atomic(self.attempt_path(record.job, record.attempt), encode(record))
+        write_atomic(self.attempt_path(record.job, record.attempt), record)
 
     def create(self, record: Attempt, durable: bool = True) -> None:
         """A new attempt's first record; RecordExists when another round wrote it already
@@ -136,7 +133,7 @@ class Records:
         path = self.attempt_path(record.job, record.attempt)
         if (self.completed_dir / record.job / path.name).exists():
             raise RecordExists(str(self.completed_dir / record.job / path.name))
-        write_atomic(path, encode(record), exclusive=True, durable=durable)
+        write_atomic(path, record, exclusive=True, durable=durable)
 
     def create_many(self, records: Sequence[Attempt]) -> list[str | None]:
         """`create` for the intents of one submission (the members of an array): for each
@@ -165,10 +162,9 @@ class Records:
         each written to a temp file, the file system synced once, every temp file renamed into
         place, synced once more. As with `write_atomic`, a record is either its old or its new
         content after a crash, but there are two syncs in all, not two fsyncs per record."""
-        items: list[tuple[Path, Mapping[str, Any]]] = []
+        items: list[tuple[Path, Any]] = []  # where, and a record or its JSON object
         for record in saves:
-            path = self.attempt_path(record.job, record.attempt)
-            items.append((path, encode(record)))
+            items.append((self.attempt_path(record.job, record.attempt), record))
         if len(drops) >= BATCH_MIN and len({(d.reason, d.at) for d in drops}) == 1:
             # One record for them all, written first (durable before the cancel goes on).
             batch = {"at": drops[0].at, "reason": drops[0].reason, "jobs": [d.job for d in drops]}
@@ -176,7 +172,7 @@ class Records:
             write_atomic(self.drops_dir / _batch_name(drops[0].at), batch, exclusive=True)
             drops = ()
         for drop in drops:
-            items.append((self.jobs_dir / drop.job / "dropped.json", encode(drop)))
+            items.append((self.jobs_dir / drop.job / "dropped.json", drop))
         if len(items) < BATCH_MIN:
             # A few records: fsynced one by one, which touches nothing else on the machine.
             for path, data in items:
@@ -185,12 +181,16 @@ class Records:
         staged: list[tuple[str, Path]] = []
         try:
             for path, data in items:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+                try:
+                    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+                except FileNotFoundError:
+                    # Most records rewrite one in its job's folder: making the folder only
+                    # when it is missing spares a metadata call per record.
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
                 staged.append((tmp, path))
-                with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    json.dump(data, handle, indent=1, sort_keys=True)
-                    handle.write("\n")
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(dump(data))
             # Every new content is on disk before any name points to it.
             filesync.sync_file_system(self.state_dir)
             while staged:

@@ -271,3 +271,50 @@ def test_a_folder_in_place_of_a_record_says_it_cannot_be_read(tmp_path: Path) ->
     (tmp_path / "jobs" / "a" / "attempt-0001.json").mkdir(parents=True)
     damaged = Records(tmp_path).load().damaged["a"]
     assert "cannot read the state record: Is a directory" in damaged
+
+
+def _as_json_writes_it(data: Any) -> bytes:
+    return (json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["msgspec", "json"])
+@pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: type(s).__name__)
+def test_a_record_is_written_as_sorted_indented_json_and_reads_back(
+    sample: Any, quick: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not quick:
+        monkeypatch.setattr(codec, "msgspec", None)
+    expected = _as_json_writes_it(encode(sample))
+    assert codec.dump(sample) == expected  # the dataclass itself
+    assert codec.dump(encode(sample)) == expected  # its JSON object
+    assert loads(type(sample), codec.dump(sample)) == sample
+
+
+@pytest.mark.parametrize("quick", [True, False], ids=["msgspec", "json"])
+def test_text_beyond_ascii_is_written_as_utf8_and_a_lone_surrogate_escaped(
+    quick: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not quick:
+        monkeypatch.setattr(codec, "msgspec", None)
+    accented = dataclasses.replace(SAMPLES[0], reason="nœud «gpu-7» ☃")
+    assert "nœud «gpu-7» ☃".encode() in codec.dump(accented)
+    assert loads(Attempt, codec.dump(accented)) == accented
+    # A name read from the file system with surrogateescape: UTF-8 cannot hold it as it is.
+    odd = dataclasses.replace(SAMPLES[0], reason="node-\udcff")
+    written = codec.dump(odd)
+    assert b"\\udcff" in written
+    assert json.loads(written)["reason"] == "node-\udcff"
+
+
+def test_a_batch_makes_the_folder_of_a_record_only_where_it_is_missing(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    old = [dataclasses.replace(SAMPLES[0], job=f"j{i}") for i in range(40)]
+    records.write_batch(old, [])
+    # Half rewrite records in existing folders, half are new jobs with no folder yet.
+    again = [dataclasses.replace(r, phase="submitted", job_id="9") for r in old[:20]]
+    new = [dataclasses.replace(SAMPLES[0], job=f"n{i}") for i in range(20)]
+    records.write_batch([*again, *new], [])
+    history = records.load().read()
+    assert [history[r.job][-1] for r in again] == again
+    assert [history[r.job][-1] for r in new] == new
+    assert not [p for p in tmp_path.rglob(".*") if p.is_file()], "no temp file left"
