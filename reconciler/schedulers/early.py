@@ -18,9 +18,9 @@ T = TypeVar("T")
 
 # An early answer is older than the round's records by the time the round took to read them,
 # while it held no lock yet. slurmdbd itself lags slurmctld by seconds (a job's name reaches
-# sacct 2-5 s after it ends, slurm.ALLOCATION_PLACEHOLDER), and the round reads squeue afresh:
-# an answer no older than that tells the round nothing a fresh one would not. Older, it is
-# asked again.
+# sacct 2-5 s after it ends, slurm_parse.ALLOCATION_PLACEHOLDER), and the round reads squeue
+# afresh: an answer no older than that tells the round nothing a fresh one would not. Older, it
+# is asked again.
 MAX_AGE_S = 5.0
 
 

@@ -1,29 +1,34 @@
-"""The SLURM scheduler: pure argv builders, pure parsers of `sbatch`/`squeue`/`sacct` output into
-`SchedulerJob` rows, and `SlurmScheduler`, which joins them through the one door to the shell
-(`oellm.shell`). Facts cited as "anchors 3.x" are in shared/reference/anchors.md; recorded
-outputs are in tests/slurm/recorded.
+"""The SLURM scheduler: pure argv builders, the errors a failed command means, and
+`SlurmScheduler`, which runs them through the one door to the shell (`oellm.shell`) and reads the
+answers with `slurm_parse`. Facts cited as "anchors 3.x" are in shared/reference/anchors.md.
 """
 
 from __future__ import annotations
 
 import getpass
 import os
-import re
 import shutil
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol, TypeVar, get_args
+from typing import Protocol, TypeVar
 
 from oellm import shell
 from oellm.errors import CommandError, CommandTimeout
 from oellm.reconciler import tags
-from oellm.reconciler.arrays import expand_task_ids
 from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
-from oellm.reconciler.schedulers import FINISHED, JobState, SchedulerJob, Submission
+from oellm.reconciler.schedulers import SchedulerJob, Submission
 from oellm.reconciler.schedulers.early import EarlyQuery
+from oellm.reconciler.schedulers.slurm_parse import (
+    SACCT_FIELDS,
+    SQUEUE_FORMAT,
+    merge,
+    parse_sacct,
+    parse_sbatch,
+    read_queue,
+    select,
+)
 from oellm.shell import Completed
 
 SUBMIT_TIMEOUT_S = 60.0  # sbatch alone retries ~9 s when slurmctld is down; a busy one is slower
@@ -32,15 +37,10 @@ CANCEL_TIMEOUT_S = 30.0
 # Bytes of job ids per scancel command line: far below any system's ARG_MAX.
 SCANCEL_ARGV_BYTES = 64 * 1024
 
-SQUEUE_FORMAT = "%i|%j|%T|%r|%k"
-SACCT_FIELDS = ("JobID", "JobName", "State", "ExitCode", "Start", "End", "NodeList")
 # Every state sacct 22.05 accepts for -s (others, e.g. CF, are "not supported / accounted").
 # With -s, sacct lists jobs that were in one of these states during -S..-E, which is what makes
 # jobs cancelled while pending appear at all (tests/slurm/recorded/sacct_finished*.txt).
 SACCT_STATES = "BF,CA,CD,DL,F,NF,OOM,PD,PR,R,RQ,RS,RV,S,TO"
-# slurmdbd first stores this placeholder JobName for a job that ended within about a second of
-# its submission; the real name follows 2-5 s later (SLURM 22.05.8, tests/slurm/test_cluster.py).
-ALLOCATION_PLACEHOLDER = "allocation"
 # stderr texts that mean "slurmctld did not answer or is overloaded; ask again later", not "no".
 # The first is recorded (tests/slurm/recorded/*_ctld_down.txt); the others are from anchors 3.3.
 UNAVAILABLE_MARKERS = (
@@ -55,10 +55,6 @@ TRANSIENT_REFUSALS = ("job submit limit", "MaxSubmitJob", "AssocMaxSubmitJobLimi
 # squeue and sacct cut an array's folded index list at 64 characters unless this is 0
 # (tests/slurm/recorded/squeue_array_truncated.txt); a cut list would lose tasks.
 QUERY_ENV = {"SLURM_BITSTR_LEN": "0"}
-_STATES: dict[str, JobState] = {state: state for state in get_args(JobState)}
-_JOB_ID = re.compile(r"\d+")
-# Values sacct/squeue print for "no value".
-_EMPTY = frozenset({"", "None", "Unknown", "None assigned", "(null)"})
 T = TypeVar("T")
 
 
@@ -160,178 +156,6 @@ def sacct_time(moment: datetime) -> str:
     one is taken as local already. Seconds only (sacct rejects fractions)."""
     local = moment.astimezone() if moment.tzinfo is not None else moment
     return local.strftime("%Y-%m-%dT%H:%M:%S")
-
-
-# --- parsers (pure) -------------------------------------------------------------------------
-
-
-def parse_sbatch(stdout: str) -> str:
-    """The job id from `sbatch --parsable`: `id` or `id;cluster`. Raises ValueError otherwise."""
-    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
-    if lines:
-        job_id = lines[-1].split(";", 1)[0]
-        if _JOB_ID.fullmatch(job_id):
-            return job_id
-    raise ValueError(f"no job id in sbatch output {stdout!r}")
-
-
-def split_squeue_line(line: str) -> tuple[str, str, str, str | None, str | None]:
-    """(id, name, state, reason, comment) from one `%i|%j|%T|%r|%k` line. The comment is free
-    text and may contain `|`, so split at most 4 times; `(null)` (no comment) and reason `None`
-    (nothing to wait for) become None."""
-    parts = line.split("|", 4)
-    if len(parts) != 5:
-        raise ValueError(f"squeue line has {len(parts)} of 5 fields: {line!r}")
-    job_id, name, state, reason, comment = parts
-    return job_id, name, state, _value(reason), _value(comment)
-
-
-def parse_squeue(text: str) -> list[SchedulerJob]:
-    """One row per job, named by the tag its job name carries (`tags.tag_of`); the tasks of an
-    array that squeue folds into one row (`7_[2-3%2]`, pending ones) get one row each."""
-    return read_queue(text, "").rows
-
-
-@dataclass(frozen=True)
-class Queue:
-    """squeue's answer as one bundle's query needs it (`read_queue`)."""
-
-    rows: list[SchedulerJob]  # the rows `select` could keep
-    others: set[str]  # the ids of the other rows: jobs of other bundles (or of no bundle)
-    live: int  # how many of all the listed jobs are queued or running
-
-
-def read_queue(text: str, tag_prefix: str, known_ids: Collection[str] = ()) -> Queue:
-    """`parse_squeue` of only the rows whose tag starts with `tag_prefix` or whose job (or
-    array job) id is in `known_ids`: the others, which `select` would drop, are not made, only
-    counted (in `live`, as a site's submit limit counts them) and their ids kept (`others`:
-    their accounting rows are not ours either). Most of a user's squeue may be other sweeps:
-    10,000 array tasks folded into ten rows are 10,000 rows once made."""
-    known = set(known_ids)
-    rows: list[SchedulerJob] = []
-    others: set[str] = set()
-    live = 0
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        folded, name, raw_state, reason, _comment = split_squeue_line(line)
-        ids = expand_task_ids(folded)
-        state = job_state(raw_state)
-        if state not in FINISHED:
-            live += len(ids)
-        tag = tags.tag_of(name)
-        # `_is_known` of each id: the tasks of one row share their array job id.
-        array_job = folded.split("_", 1)[0]
-        if not tag.startswith(tag_prefix) and array_job not in known and known.isdisjoint(ids):
-            others.update(ids)
-            continue
-        rows.extend(
-            SchedulerJob(
-                job_id=job_id,
-                name=tag,
-                state=state,
-                raw_state=raw_state,
-                reason=reason,
-                source="queue",
-            )
-            for job_id in ids
-        )
-    return Queue(rows, others, live)
-
-
-def parse_sacct(text: str) -> list[SchedulerJob]:
-    """Rows of `sacct -P` with SACCT_FIELDS, named like squeue's rows. A job name is the only
-    free text: take the id from the left and the five fixed fields from the right, so a `|` in
-    a name cannot shift them.
-    Array tasks that never started come folded (`7_[0,2,5]`, tests/slurm/recorded): one row
-    each."""
-    jobs = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        head = line.split("|", 1)
-        tail = head[1].rsplit("|", 5) if len(head) == 2 else []
-        if len(tail) != 6:
-            raise ValueError(f"sacct line has too few fields: {line!r}")
-        name, raw_state, exit_code, start, end, nodes = tail
-        code, signal = parse_exit_code(exit_code)
-        for job_id in expand_task_ids(head[0]):
-            jobs.append(
-                SchedulerJob(
-                    job_id=job_id,
-                    name=tags.tag_of(name),
-                    state=job_state(raw_state),
-                    raw_state=raw_state,
-                    exit_code=code,
-                    signal=signal,
-                    start=_value(start),
-                    end=_value(end),
-                    nodes=_value(nodes),
-                    source="accounting",
-                )
-            )
-    return jobs
-
-
-def job_state(raw: str) -> JobState:
-    """The base state: sacct prints `CANCELLED by <uid>` (anchors 3.1); anything we do not know
-    (SPECIAL_EXIT, REQUEUE_HOLD, STOPPED, ...) is OTHER, with the text kept in raw_state."""
-    return _STATES.get(raw.split(" ", 1)[0], "OTHER")
-
-
-def parse_exit_code(text: str) -> tuple[int | None, int | None]:
-    """`3:0` -> (3, 0): the exit status and the signal that ended the job (`0:53`: no status,
-    signal 53, e.g. an --output folder that does not exist)."""
-    code, _, signal = text.partition(":")
-    return _int(code), _int(signal)
-
-
-# --- selecting and merging (pure) -----------------------------------------------------------
-
-
-def merge(queue: Sequence[SchedulerJob], accounting: Sequence[SchedulerJob]) -> list[SchedulerJob]:
-    """One row per job id: a squeue row whose job is not finished is the freshest; otherwise
-    sacct's row, which has exit code, times and nodes; a squeue row alone is kept as is. Order:
-    squeue's rows, then jobs only sacct knows (it forgets nothing, squeue does after MinJobAge)."""
-    acct = {job.job_id: job for job in accounting}
-    merged = []
-    for job in queue:
-        other = acct.pop(job.job_id, None)
-        if other is None or job.state not in FINISHED:
-            merged.append(job)
-        elif other.state not in FINISHED:
-            # slurmdbd lags slurmctld: never step back from squeue's end state to sacct's
-            # RUNNING; the exit code comes with a later query.
-            merged.append(job)
-        else:
-            # squeue has the real name while sacct may still show the placeholder.
-            merged.append(replace(other, name=job.name))
-    merged.extend(acct.values())
-    return merged
-
-
-def select(
-    jobs: Iterable[SchedulerJob], tag_prefix: str, known_ids: Collection[str] = ()
-) -> list[SchedulerJob]:
-    """Jobs whose name starts with `tag_prefix`, plus jobs whose id the caller already knows.
-
-    Matching by name alone misses a job for the few seconds sacct calls it "allocation" (see
-    ALLOCATION_PLACEHOLDER) once squeue has forgotten it: the caller must also match by the job
-    ids it recorded, passed as `known_ids`. An array job id `7` also covers its tasks `7_1`,
-    `7_[2-3]`. Placeholder rows are never matched by prefix, whatever the prefix.
-    """
-    known = set(known_ids)
-    return [job for job in jobs if _is_known(job.job_id, known) or _matches(job, tag_prefix)]
-
-
-def _is_known(job_id: str, known: set[str]) -> bool:
-    return job_id in known or job_id.split("_", 1)[0] in known
-
-
-def _matches(job: SchedulerJob, tag_prefix: str) -> bool:
-    if job.source == "accounting" and job.name == ALLOCATION_PLACEHOLDER:
-        return False
-    return job.name.startswith(tag_prefix)
 
 
 # --- errors (pure) --------------------------------------------------------------------------
@@ -539,14 +363,3 @@ def _parsed(parse: Callable[[str], T], done: Completed) -> T:
         raise SchedulerUnavailable(
             list(done.argv), f"{done.argv[0]} printed a row oellm cannot read: {exc}", done.stdout
         ) from exc
-
-
-def _value(text: str) -> str | None:
-    return None if text.strip() in _EMPTY else text
-
-
-def _int(text: str) -> int | None:
-    try:
-        return int(text)
-    except ValueError:
-        return None

@@ -29,7 +29,8 @@ from oellm.reconciler.current_log import point_current_log
 from oellm.reconciler.model import Attempt, LockJob, LogState
 from oellm.reconciler.observe import _read_logs, tags_of
 from oellm.reconciler.records import Records
-from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_squeue
+from oellm.reconciler.schedulers.slurm import SlurmScheduler
+from oellm.reconciler.schedulers.slurm_parse import parse_squeue
 from tests.helpers import write
 from tests.reconciler.fakes import FakeRun, ok, recorded
 

@@ -25,7 +25,8 @@ from oellm.reconciler.reconcile import Session, reconcile_once
 from oellm.reconciler.records import Records
 from oellm.reconciler.recover import index_tags
 from oellm.reconciler.schedulers import SchedulerJob, row_time
-from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_sacct, sacct_time
+from oellm.reconciler.schedulers.slurm import SlurmScheduler, sacct_time
+from oellm.reconciler.schedulers.slurm_parse import parse_sacct
 from oellm.shell import Completed
 from tests.reconciler.slurm_helpers import compile_to
 from tests.reconciler.test_decide import lock_job

@@ -17,10 +17,18 @@ import pytest
 from oellm.reconciler.errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
 from oellm.reconciler.schedulers import FINISHED, SchedulerJob, Submission
 from oellm.reconciler.schedulers.slurm import (
-    SACCT_FIELDS,
     SACCT_STATES,
     SlurmScheduler,
     failure,
+    sacct_argv,
+    sacct_time,
+    sbatch_argv,
+    sbatch_failure,
+    scancel_argv,
+    squeue_argv,
+)
+from oellm.reconciler.schedulers.slurm_parse import (
+    SACCT_FIELDS,
     job_state,
     merge,
     parse_exit_code,
@@ -28,14 +36,8 @@ from oellm.reconciler.schedulers.slurm import (
     parse_sbatch,
     parse_squeue,
     read_queue,
-    sacct_argv,
-    sacct_time,
-    sbatch_argv,
-    sbatch_failure,
-    scancel_argv,
     select,
     split_squeue_line,
-    squeue_argv,
 )
 from oellm.shell import Completed
 from tests.reconciler.fakes import FakeRun, ok, recorded

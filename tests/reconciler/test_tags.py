@@ -15,7 +15,8 @@ from oellm.reconciler import tags
 from oellm.reconciler.errors import SubmissionRefused
 from oellm.reconciler.recover import index_tags
 from oellm.reconciler.schedulers import Submission
-from oellm.reconciler.schedulers.slurm import SlurmScheduler, parse_sacct, parse_squeue, select
+from oellm.reconciler.schedulers.slurm import SlurmScheduler
+from oellm.reconciler.schedulers.slurm_parse import parse_sacct, parse_squeue, select
 from tests.reconciler.fakes import FakeRun, ok
 
 KEY = "0a1b2c3d"
