@@ -15,11 +15,12 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler import prefetch
+from oellm.reconciler.errors import SchedulerError
 from oellm.reconciler.lock import STATE_LOCK_NAME
 from oellm.reconciler.model import History
 from oellm.reconciler.observe import LOOKBACK_MARGIN
 from oellm.reconciler.reconcile import Session, cancel_jobs, reconcile_once
-from oellm.reconciler.schedulers import early, slurm
+from oellm.reconciler.schedulers import SchedulerJob, early, slurm
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, sacct_argv
 from oellm.shell import Completed
 from tests.reconciler.slurm_helpers import compile_to
@@ -63,7 +64,7 @@ class Slurm:
         return [argv[argv.index("-S") + 1] for argv in self.calls if argv[0] == "sacct"]
 
 
-def answered_from(jobs: Sequence[slurm.SchedulerJob]) -> list[str]:
+def answered_from(jobs: Sequence[SchedulerJob]) -> list[str]:
     return [job.name.removeprefix("oellm.from.") for job in jobs if job.job_id == "7"]
 
 
@@ -283,11 +284,11 @@ def test_an_early_squeue_that_failed_fails_the_query_as_a_late_one_would() -> No
         return Completed(tuple(argv), 1, "", "slurm_load_jobs error: Unable to contact slurm")
 
     late = SlurmScheduler(run=down, user="alice")
-    with pytest.raises(slurm.SchedulerError) as asked_late:
+    with pytest.raises(SchedulerError) as asked_late:
         late.query("oellm.", None)
     scheduler = SlurmScheduler(run=down, user="alice")
     scheduler.prefetch_queue()
-    with pytest.raises(slurm.SchedulerError) as asked_early:
+    with pytest.raises(SchedulerError) as asked_early:
         scheduler.query("oellm.", None)
     assert type(asked_early.value) is type(asked_late.value)
     assert str(asked_early.value) == str(asked_late.value)
