@@ -30,8 +30,11 @@ def point_current_log(bundle: Bundle, job: LockJob, job_id: str) -> None:
     except OSError:
         pass  # not there yet, or not a link
     try:
-        tmp.unlink(missing_ok=True)
-        os.symlink(relative, tmp)
+        try:
+            os.symlink(relative, tmp)
+        except FileExistsError:  # left by a round killed in between
+            tmp.unlink()
+            os.symlink(relative, tmp)
         os.replace(tmp, link)
     except OSError:
         pass  # a convenience link; never worth failing a submission for

@@ -245,15 +245,27 @@ class Submitter:
     def _keep_scripts(self, jobs: Sequence[LockJob]) -> None:
         """A copy of each member script an array task will run, named by its sha256 under the
         state dir: the array script falls back to it when a recompile removed the job from
-        the bundle while its task was still queued (it then runs as it was compiled)."""
+        the bundle while its task was still queued (it then runs as it was compiled).
+
+        A hard link to the bundle's file where the file system allows it: one metadata call
+        per task rather than four, and a bundle's files are never written in place (a
+        recompile replaces the bundle whole). The array script checks the sha256 before it
+        runs the file either way."""
         folder = self.bundle.state_path / "scripts"
         folder.mkdir(parents=True, exist_ok=True)
         for job in jobs:
             target = folder / f"{job.sha256}.sbatch"
+            source = self.bundle.script_path(job)
+            try:
+                os.link(source, target)
+                continue
+            except FileExistsError:
+                continue  # kept already (an earlier attempt, or a job with the same script)
+            except OSError:
+                pass  # another file system, or one without hard links: a copy
             if not target.exists():
-                data = self.bundle.script_path(job).read_bytes()
                 tmp = folder / f".{job.sha256}.{os.getpid()}"
-                tmp.write_bytes(data)
+                tmp.write_bytes(source.read_bytes())
                 os.replace(tmp, target)
 
     def _create(self, intent: Attempt) -> bool:

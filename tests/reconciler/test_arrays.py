@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
+import hashlib
 import os
 from datetime import datetime
 from pathlib import Path
@@ -266,3 +268,61 @@ def test_a_dry_run_names_each_members_array_task(tmp_path: Path) -> None:
         "t_2: would submit attempt 1 as task 2 of array train: first submission"
     )
     assert action.describe() == "t_2: would submit attempt 1: first submission"
+
+
+def _submit_members(bundle: Bundle, job_id: str) -> None:
+    records = Records(bundle.state_path)
+    actions = [Submit(f"t_{i}", "first submission", attempt=1, cause="first submission")
+               for i in (0, 1, 2)]  # fmt: skip
+    fake = FakeRun({"sbatch": ok(f"{job_id}\n")})
+    outcome = act(
+        actions, bundle, records.load(), records, SlurmScheduler(run=fake), "k",
+        now, lambda _: None,
+    )  # fmt: skip
+    assert outcome.errors == []
+
+
+def test_each_member_script_is_kept_by_its_sha256_linked_where_it_can_be(tmp_path: Path) -> None:
+    """The copy a task falls back to once a recompile removed its job: a hard link to the
+    bundle's file on the same file system (bundles are replaced whole, never written in
+    place), holding the bytes its sha256 names."""
+    bundle = array_bundle(tmp_path)
+    _submit_members(bundle, "500")
+    for job in bundle.jobs:
+        kept = bundle.state_path / "scripts" / f"{job.sha256}.sbatch"
+        script = bundle.script_path(job)
+        assert hashlib.sha256(kept.read_bytes()).hexdigest() == job.sha256
+        assert os.path.samefile(kept, script), "linked, not copied"
+    assert not [p for p in (bundle.state_path / "scripts").iterdir() if p.name.startswith(".")]
+
+
+def test_where_a_link_is_refused_each_member_script_is_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another file system than the bundle's (EXDEV), or one without hard links: a copy."""
+    bundle = array_bundle(tmp_path)
+
+    real_link = os.link
+
+    def refuse(source: str, target: str) -> None:
+        if str(target).endswith(".sbatch"):  # the state dir's records still link
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_link(source, target)
+
+    monkeypatch.setattr(os, "link", refuse)
+    _submit_members(bundle, "500")
+    for job in bundle.jobs:
+        kept = bundle.state_path / "scripts" / f"{job.sha256}.sbatch"
+        assert kept.read_bytes() == bundle.script_path(job).read_bytes()
+        assert not os.path.samefile(kept, bundle.script_path(job))
+    assert not [p for p in (bundle.state_path / "scripts").iterdir() if p.name.startswith(".")]
+
+
+def test_a_current_link_left_half_made_by_a_killed_round_is_replaced(tmp_path: Path) -> None:
+    bundle = Bundle(tmp_path / "bundle", "b" * 64, "p", "out", "state", (lock_job(),))
+    (tmp_path / "out").mkdir()
+    # Killed between making the new link under its temporary name and moving it in place.
+    os.symlink("elsewhere.log", tmp_path / "out/.current_3.log.100_3")
+    point_current_log(bundle, lock_job(), "100_3")
+    assert os.readlink(tmp_path / "out/current_3.log") == "slurm-100_3.log"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["current_3.log"]
