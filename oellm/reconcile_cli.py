@@ -141,7 +141,7 @@ def reconcile_command(
     _fewer_collections(wait)
     _terminable()
     from oellm.reconciler.budget import budget as make_budget
-    from oellm.reconciler.decide import Options
+    from oellm.reconciler.decide_job import Options
     from oellm.reconciler.reconcile import Session, intent_grace
 
     options = Options(intent_grace(), restart_changed=restart_changed, prune=prune)

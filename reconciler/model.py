@@ -1,9 +1,9 @@
 """The reconciler's data, as plain records: the lockfile's jobs, the attempt records it keeps,
 what one round observed, and a job's state as that round sees it.
 
-Pure: nothing here reads a file or asks SLURM. Decide and the modules it uses (current,
-chain, events, conditions, policy, actions, recover) import only such modules, so the
-functional core can be checked without the shell around it (tests/test_layout.py).
+Pure: nothing here reads a file or asks SLURM. Decide and the modules it uses (decide_job,
+restart, current, chain, events, conditions, policy, actions, recover) import only such
+modules, so the functional core can be checked without the shell around it (tests/test_layout.py).
 """
 
 from __future__ import annotations

@@ -26,7 +26,8 @@ from .budget import NO_LIMIT, Budget, Held, count_limit, within_count
 from .budget import summary as budget_summary
 from .bundle import Bundle, Recompiled, check_scripts, load_bundle, lock_bytes
 from .current import current
-from .decide import Options, decide
+from .decide import decide
+from .decide_job import Options
 from .errors import ReconcileError, SchedulerError, SchedulerUnavailable
 from .identity import claim, key_for, read_identity
 from .lock import Busy, LockLost, RenewFailed, StateLock

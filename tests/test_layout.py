@@ -93,6 +93,8 @@ def test_the_reconciler_reads_the_bundle_through_the_codec() -> None:
 # modules it reads; none of them may reach the shell around it, directly or through another.
 PURE_RECONCILER = [
     "decide",
+    "decide_job",
+    "restart",
     "current",
     "chain",
     "events",
