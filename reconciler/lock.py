@@ -1,16 +1,13 @@
-"""One reconcile at a time per state dir, across login nodes.
+"""One reconcile at a time per state dir, across login nodes: the state lock's life (acquire,
+`verify`, refresh, release), judging when a lock is stale, and its file (format and reads).
+Moving a stale lock aside is lock_takeover.py's.
 
 `flock` is node-local on many shared filesystems (Lustre, metomi/rose#1897), so the lock is a
 file holding host, pid, a random token and a lease. It is never visible without its holder: the
 holder is written to a uniquely named file that is then hard-linked to the lock's name, which
 fails when the lock exists, also on NFS and Lustre (open(2), O_EXCL). A lock is taken over only
 when its lease ran out, its holder on this host is dead, or it is unreadable or invalid (and has
-not changed for a grace period): by one contender at a time, the one that hard-links it to
-its breaker (`.reconcile.lock.breaking.<that lock file's identity>.0`); renamed aside first,
-checked to be the very lock judged stale, else given back. While the stale lock is in place
-a breaker is removed only by its maker, so no contender can remove another's: one left by a
-contender that died makes the next contenders, once it has not changed for the grace (by the
-file system's clock), use the next number. The new holder removes those left. `verify()` is
+not changed for a grace period), by one contender at a time (lock_takeover.py). `verify()` is
 the fence a holder calls before each irreversible step.
 
 The file format (four keys: host, pid, token, expires) is the one every oellm version writes;
@@ -22,7 +19,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import itertools
 import json
 import logging
 import math
@@ -38,6 +34,7 @@ from types import TracebackType
 from oellm.errors import EXIT_TEMPFAIL, OellmError
 
 from .errors import ReconcileError
+from .lock_takeover import NO_HARD_LINKS, clear_breakers, file_system_now, give_back, take_over
 
 log = logging.getLogger("oellm.lock")
 
@@ -53,11 +50,6 @@ CLOCK_SLACK_SECONDS = 10 * 60
 DAMAGED_GRACE_SECONDS = 60.0
 # Fault injection: sleep between writing the holder and publishing the lock (tests only).
 STALL_ENV = "OELLM_LOCK_STALL_SECONDS"
-# link() answers these where the filesystem has no hard links (some FUSE and SMB/CIFS mounts,
-# FAT): fall back to O_CREAT|O_EXCL and write, which the grace above keeps safe.
-_NO_HARD_LINKS = frozenset(
-    {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS}
-)
 _PERMISSION_HINT = "the state dir and its lock must be readable and writable by whoever runs oellm"
 
 
@@ -254,11 +246,11 @@ class StateLock:
             log.warning("state lock left to run out its lease: %s: %s", self.path, exc.strerror)
             return
         try:
-            moved = self._read(aside)
+            moved = self.read(aside)
         except ReconcileError:
             moved = None
         if moved is None or moved.holder is None or moved.holder.token != self.token:
-            self._give_back(aside)
+            give_back(self, aside)
         aside.unlink(missing_ok=True)
 
     def __enter__(self) -> StateLock:
@@ -283,20 +275,20 @@ class StateLock:
                 if not self._confirm():
                     return Busy(None, "lost a race for the lock")
                 if took_over:
-                    self._clear_breakers()
+                    clear_breakers(self)
                 return None
-            seen = self._read(self.path)
+            seen = self.read(self.path)
             if seen is None:
                 continue  # released between our create and our read: try again
             if not self._stale(seen, time.time()):
                 return Busy(seen.holder, "lock being written, or damaged")
-            if not self._take_over(seen):
+            if not take_over(self, seen):
                 return self._busy_now()
             took_over = True
         return self._busy_now()
 
     def _busy_now(self) -> Busy:
-        seen = self._read(self.path)
+        seen = self.read(self.path)
         return Busy(seen.holder if seen else None)
 
     def _stale(self, seen: Seen, now: float) -> bool:
@@ -305,7 +297,7 @@ class StateLock:
             # Unreadable or impossible. Link creation never shows an incomplete lock, so this is
             # damage or an older oellm mid-write: wait until the file has been still a while
             # (by the file system's clock, which stamped it).
-            age = self._file_system_now() - seen.mtime
+            age = file_system_now(self) - seen.mtime
             return age > self.grace or age < -CLOCK_SLACK_SECONDS
         if holder.expires < now:
             return True
@@ -333,8 +325,8 @@ class StateLock:
                 # (More than two: a contender linked a breaker to it since.)
                 return os.stat(tmp).st_nlink >= 2
             except OSError as exc:
-                if exc.errno not in _NO_HARD_LINKS:
-                    raise self._error("cannot create the state lock", exc) from None
+                if exc.errno not in NO_HARD_LINKS:
+                    raise self.error("cannot create the state lock", exc) from None
                 self._hard_links = False
                 return self._create_exclusive()
             return True
@@ -349,7 +341,7 @@ class StateLock:
         except FileExistsError:
             return False
         except OSError as exc:
-            raise self._error("cannot create the state lock", exc) from None
+            raise self.error("cannot create the state lock", exc) from None
         with os.fdopen(fd, "wb") as handle:
             _stall()
             handle.write(self._holder().to_bytes())
@@ -361,7 +353,7 @@ class StateLock:
         """Our holder as the lock file has it, or LockLost."""
         if not self.held:
             raise LockLost(self.path, "not held")
-        seen = self._read(self.path)
+        seen = self.read(self.path)
         if seen is None or seen.holder is None or seen.holder.token != self.token:
             self.held = False
             raise LockLost(self.path, "another reconcile took it over")
@@ -369,140 +361,8 @@ class StateLock:
 
     def _confirm(self) -> bool:
         """Re-read the lock after writing it: ours only if it names our token."""
-        seen = self._read(self.path)
+        seen = self.read(self.path)
         return seen is not None and seen.holder is not None and seen.holder.token == self.token
-
-    def _take_over(self, stale: Seen) -> bool:
-        """Move the stale lock out of the way; False when it turned out not to be stale, or
-        another contender is taking it over."""
-        # Cheap re-check first: a contender that took over since our read has replaced the file.
-        again = self._read(self.path)
-        if again is None:
-            return True
-        if not again.same_as(stale):
-            return False
-        # One contender at a time moves a stale lock: the one that links the file at the
-        # lock's name to the stale lock's breaker. Two moving at once, the second would move
-        # the lock the first had just created in its place, and a third could create one
-        # meanwhile: two holders. While a breaker holds the stale file no contender creates
-        # a lock (the stale one is in place) and no other one moves it.
-        for number in itertools.count():
-            breaker = self._breaker(stale, number)
-            try:
-                os.link(self.path, breaker)
-            except FileExistsError:
-                if self._abandoned(breaker):
-                    continue  # its maker died while moving the stale lock: the next number
-                return False
-            except FileNotFoundError:
-                return True
-            except OSError as exc:
-                if exc.errno not in _NO_HARD_LINKS:
-                    raise self._error("cannot take over the stale state lock", exc) from None
-                return self._move_aside(stale)  # no hard links: unserialised, as before
-            try:
-                linked = self._read(breaker)
-                if linked is None or not linked.same_as(stale):
-                    return False  # the lock changed before our link: not the stale one
-                moved = self._move_aside(stale)
-                if moved:
-                    # The stale lock is gone for good, and with it any use of its breakers:
-                    # those left by contenders that died go too.
-                    for earlier in range(number):
-                        self._breaker(stale, earlier).unlink(missing_ok=True)
-                return moved
-            finally:
-                breaker.unlink(missing_ok=True)
-        raise AssertionError("unreachable")  # pragma: no cover - the loop returns
-
-    def _breaker(self, stale: Seen, number: int) -> Path:
-        return self.path.with_name(f".{STATE_LOCK_NAME}.breaking.{stale.key()}.{number}")
-
-    def _abandoned(self, breaker: Path) -> bool:
-        """Whether `breaker` was left by a contender that died while moving a stale lock (a
-        moment's work): its file has not changed for `grace`, by the file system's clock.
-        (It is the stale lock's file: each link made to it, by this or a later breaker,
-        changes it.) False when it is gone: its maker is done."""
-        try:
-            changed = os.lstat(breaker).st_ctime
-        except OSError:
-            return False
-        return self._file_system_now() - changed > self.grace
-
-    def _file_system_now(self) -> float:
-        """Now, by the clock that stamps the state dir's files: the change time of a file made
-        now. On NFS that is the file server's clock, the same for every login node (whose own
-        clocks may be minutes apart); where clients stamp times themselves (Lustre), it is
-        this node's. This node's clock where no file can be made."""
-        probe = self.path.with_name(f".{STATE_LOCK_NAME}.now.{self.token}")
-        try:
-            fd = os.open(probe, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
-        except OSError:
-            return time.time()
-        try:
-            return os.fstat(fd).st_ctime
-        finally:
-            os.close(fd)
-            probe.unlink(missing_ok=True)
-
-    def _clear_breakers(self) -> None:
-        """Holding the lock after a takeover: remove the breakers left by contenders that died
-        while moving a stale lock. None is of use while this holder's lock is in place (a
-        contender that links one now finds this lock in it, not the stale one, and gives up)."""
-        # (and the clock probes of contenders killed while reading the time)
-        left = (f".{STATE_LOCK_NAME}.breaking", f".{STATE_LOCK_NAME}.now.")
-        # Files of contenders killed while making a lock, moving one aside or releasing it:
-        # removed once still for the grace (a live contender's are there for a moment).
-        killed = (f".{STATE_LOCK_NAME}.stale.", f".{STATE_LOCK_NAME}.release.")
-        try:
-            names = os.listdir(self.path.parent)
-        except OSError:
-            return
-        now: float | None = None
-        for name in names:
-            path = self.path.parent / name
-            with contextlib.suppress(OSError):
-                if name.startswith(left):
-                    os.unlink(path)
-                elif name.startswith(killed) or (
-                    name.startswith(f".{STATE_LOCK_NAME}.") and name.endswith(".tmp")
-                ):
-                    now = self._file_system_now() if now is None else now
-                    if now - os.lstat(path).st_ctime > self.grace:
-                        os.unlink(path)
-
-    def _move_aside(self, stale: Seen) -> bool:
-        """Rename the stale lock aside and check it was the one judged stale."""
-        aside = self.path.with_name(f".{STATE_LOCK_NAME}.stale.{self.token}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return True
-        try:
-            moved = self._read(aside)
-        except ReconcileError:
-            moved = None
-        if moved is not None and moved.same_as(stale):
-            aside.unlink(missing_ok=True)
-            return True
-        # We moved someone's fresh lock (taken between our check and our rename): give it back.
-        self._give_back(aside)
-        aside.unlink(missing_ok=True)
-        return False
-
-    def _give_back(self, aside: Path) -> None:
-        # When a third contender created a lock meanwhile, the owner of the moved one finds out
-        # at its next verify().
-        try:
-            os.link(aside, self.path)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            if exc.errno not in _NO_HARD_LINKS:
-                raise self._error("cannot restore the state lock", exc) from None
-            # No hard links here: rename back unless a lock appeared (a small race, accepted).
-            if not self.path.exists():
-                os.rename(aside, self.path)
 
     # -- files --------------------------------------------------------------------------------
 
@@ -520,10 +380,10 @@ class StateLock:
                 os.fsync(handle.fileno())
         except OSError as exc:
             _discard(tmp)
-            raise self._error("cannot write the state lock", exc) from None
+            raise self.error("cannot write the state lock", exc) from None
         return tmp
 
-    def _read(self, path: Path) -> Seen | None:
+    def read(self, path: Path) -> Seen | None:
         """The lock at `path`, None when there is none; a folder or an unreadable file is the
         user's to fix (ReconcileError), never a crash."""
         for _ in range(3):
@@ -537,7 +397,7 @@ class StateLock:
             except OSError as exc:
                 if exc.errno == errno.ESTALE:
                     continue  # NFS: replaced between lookup and open
-                raise self._error("cannot read the state lock", exc, path) from None
+                raise self.error("cannot read the state lock", exc, path) from None
             try:
                 info = os.fstat(fd)
                 if stat.S_ISDIR(info.st_mode):
@@ -552,7 +412,7 @@ class StateLock:
             except OSError as exc:
                 if exc.errno == errno.ESTALE:
                     continue
-                raise self._error("cannot read the state lock", exc, path) from None
+                raise self.error("cannot read the state lock", exc, path) from None
             finally:
                 os.close(fd)
             return Seen(raw, info.st_dev, info.st_ino, info.st_mtime_ns, parse_holder(raw))
@@ -565,7 +425,9 @@ class StateLock:
             hint="remove that folder (no oellm creates it); the lock is a file oellm makes itself",
         )
 
-    def _error(self, what: str, exc: OSError, path: Path | None = None) -> ReconcileError:
+    def error(self, what: str, exc: OSError, path: Path | None = None) -> ReconcileError:
+        """The user's error for a failed operation on the lock (or on `path`), with the hint
+        that the state dir must be readable and writable."""
         return ReconcileError(
             f"{what}: {exc.strerror or exc}", str(path or self.path), hint=_PERMISSION_HINT
         )

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from oellm.cli import main
+from oellm.reconciler import lock_takeover
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
 from oellm.reconciler.lock import (
@@ -275,10 +276,10 @@ def test_a_takeover_that_moved_a_fresh_lock_gives_it_back(
 def test_a_takeover_rechecks_the_file_before_moving_it(tmp_path: Path) -> None:
     put(tmp_path, {"host": "login9", "pid": 1, "token": "old", "expires": 1.0})
     lock = StateLock(tmp_path)
-    judged = lock._read(lock_file(tmp_path))
+    judged = lock.read(lock_file(tmp_path))
     assert judged is not None and lock._stale(judged, time.time())
     put(tmp_path, live(token="winner"))  # a contender took over after our read
-    assert not lock._take_over(judged)
+    assert not lock_takeover.take_over(lock, judged)
     assert holder_of(tmp_path)["token"] == "winner"
 
 
@@ -563,9 +564,9 @@ def test_a_contender_late_with_a_stale_lock_never_moves_the_new_holders_lock(
     nothing is left beside the lock."""
     put(tmp_path, "", age=120)  # damaged, and still for longer than the grace: stale
     a, b, c = StateLock(tmp_path), StateLock(tmp_path), StateLock(tmp_path)
-    stale = b._read(b.path)
+    stale = b.read(b.path)
     assert stale is not None and b._stale(stale, time.time())
-    real_read = StateLock._read
+    real_read = StateLock.read
     reads = 0
 
     def read(self: StateLock, path: Path) -> Any:
@@ -580,8 +581,8 @@ def test_a_contender_late_with_a_stale_lock_never_moves_the_new_holders_lock(
                     c.acquire()
         return found
 
-    monkeypatch.setattr(StateLock, "_read", read)
-    assert b._take_over(stale) is False
+    monkeypatch.setattr(StateLock, "read", read)
+    assert lock_takeover.take_over(b, stale) is False
     monkeypatch.undo()
     a.verify()  # still A's
     assert not c.held
@@ -591,7 +592,7 @@ def test_a_contender_late_with_a_stale_lock_never_moves_the_new_holders_lock(
 
 def breaker_of(state: Path, number: int) -> Path:
     """The breaker with `number` of the lock file now in `state`."""
-    seen = StateLock(state)._read(lock_file(state))
+    seen = StateLock(state).read(lock_file(state))
     assert seen is not None
     return state / f".{STATE_LOCK_NAME}.breaking.{seen.key()}.{number}"
 
@@ -645,17 +646,17 @@ def test_two_contenders_past_a_left_breaker_never_remove_the_next_ones(
     time.sleep(0.3)
     z_breaker = breaker_of(tmp_path, 1)
     y = StateLock(tmp_path, grace=0.2)
-    real = StateLock._abandoned
+    real = lock_takeover._abandoned
     judged: list[tuple[str, bool]] = []
 
-    def abandoned(self: StateLock, breaker: Path) -> bool:
-        found = real(self, breaker)
+    def abandoned(lock: StateLock, breaker: Path) -> bool:
+        found = real(lock, breaker)
         judged.append((breaker.name[-2:], found))
         if found and not z_breaker.exists():
             os.link(lock_file(tmp_path), z_breaker)  # Z, a moment ahead of Y
         return found
 
-    monkeypatch.setattr(StateLock, "_abandoned", abandoned)
+    monkeypatch.setattr(lock_takeover, "_abandoned", abandoned)
     with pytest.raises(Busy):
         y.acquire()
     monkeypatch.undo()
@@ -668,8 +669,8 @@ class _OtherNode(StateLock):
     """A contender on another login node: its NFS or Lustre client numbers the mount (st_dev)
     itself."""
 
-    def _read(self, path: Path) -> Any:
-        seen = super()._read(path)
+    def read(self, path: Path) -> Any:
+        seen = super().read(path)
         return None if seen is None else dataclasses.replace(seen, dev=seen.dev + 1)
 
 
@@ -681,17 +682,17 @@ def test_contenders_on_two_nodes_use_the_same_breaker(
     the empty place: two holders)."""
     put(tmp_path, "", age=120)
     a, b = StateLock(tmp_path), _OtherNode(tmp_path)
-    real = StateLock._move_aside
+    real = lock_takeover._move_aside
     tried: list[bool] = []
 
-    def move_aside(self: StateLock, stale: Any) -> bool:
-        if self is b:
+    def move_aside(lock: StateLock, stale: Any) -> bool:
+        if lock is b:
             with contextlib.suppress(Busy):
                 a.acquire()
             tried.append(a.held)
-        return real(self, stale)
+        return real(lock, stale)
 
-    monkeypatch.setattr(StateLock, "_move_aside", move_aside)
+    monkeypatch.setattr(lock_takeover, "_move_aside", move_aside)
     b.acquire()
     monkeypatch.undo()
     assert tried == [False]  # A gave way while B held the breaker
