@@ -10,7 +10,7 @@ that passed. Two lists, in the order they run:
 Checks across the jobs of a bundle run once every job is known: the job count
 (`limits.check_bundle_limits`, and the sweep's size before expansion,
 `limits.check_sweep_size`), checkpoints loaded with another schedule
-(`megatron_checks.check_loads`), name collisions and `moved:` (`pipeline`).
+(`megatron_checks.check_loads`), name collisions (`point_work`) and `moved:` (`pipeline`).
 """
 
 from __future__ import annotations

@@ -271,7 +271,7 @@ def test_a_project_value_that_is_not_text_is_refused_even_when_swept(tmp_path: P
 
 
 def test_a_swept_value_is_a_template_when_its_json_text_holds_one() -> None:
-    from oellm.compiler.pipeline import _templated
+    from oellm.compiler.point_work import _templated
 
     values: list[object] = [
         "${a}",

@@ -117,7 +117,7 @@ def test_each_job_is_resolved_once(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         calls.append(args[2].index)  # type: ignore[attr-defined]
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr("oellm.compiler.pipeline.resolve_job", counting)
+    monkeypatch.setattr("oellm.compiler.point_work.resolve_job", counting)
     jobs = compile_file(path).lock_json["jobs"]
     assert len(jobs) == 9
     assert sorted(calls) == list(range(9))
