@@ -110,6 +110,7 @@ SHELL = {
         for name in ("observe", "records", "bundle", "logs", "lock", "identity", "submit")
     ),
     *(f"oellm.reconciler.{name}" for name in ("act", "reconcile", "folders", "codec")),
+    *(f"oellm.reconciler.{name}" for name in ("record_file", "cancel_batches")),
     "oellm.reconciler.schedulers.slurm",
     "oellm.reconciler.schedulers.local",
     "oellm.shell",
