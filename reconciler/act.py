@@ -36,7 +36,8 @@ from .bundle import Bundle
 from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable
 from .model import Attempt, Dropped, History, Link, LogState, Observation
-from .records import RecordExists, Records
+from .record_file import RecordExists
+from .records import Records
 from .schedulers import Scheduler
 from .submit import RoundOutcome, Submitter
 

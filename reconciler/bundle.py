@@ -18,7 +18,7 @@ from oellm.lockfile.codec import LockfileError, bundle_id_of, loads
 
 from .errors import ReconcileError
 from .model import ArrayGroup, LockJob
-from .records import write_bytes_atomic
+from .record_file import write_bytes_atomic
 
 
 @dataclass(frozen=True)

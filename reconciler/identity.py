@@ -140,7 +140,7 @@ def check(found: Identity, bundle_path: Path, project: str, state_path: Path) ->
 
 def claim(bundle_path: Path, project: str, key: str, state_path: Path) -> None:
     """Record that this bundle uses the state dir (under the state lock)."""
-    from .records import write_atomic
+    from .record_file import write_atomic
 
     wanted = Identity(project, key, str(bundle_path.resolve()), LAYOUT)
     if read_identity(state_path) != wanted:

@@ -29,7 +29,8 @@ from .logs import read_new
 from .metrics import Sample, parse_line, seq_length
 from .model import History, Observation
 from .observe import jobs_of
-from .records import Records, write_atomic
+from .record_file import write_atomic
+from .records import Records
 
 log = logging.getLogger("oellm.metrics")
 

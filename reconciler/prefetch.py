@@ -20,7 +20,7 @@ from pathlib import Path
 from oellm.lockfile import fastread
 
 from .bundle import state_folder
-from .records import write_bytes_atomic
+from .record_file import write_bytes_atomic
 from .schedulers.slurm import SlurmScheduler
 
 SINCE_NAME = "sacct.since"

@@ -1,7 +1,7 @@
-"""The reconciler's records on the shared filesystem: one file per job attempt, written
-atomically (temp file, fsync, rename), so a run killed at any instant leaves either the old
-record or the new one, never half of one. A new attempt's first record (its intent) is created
-exclusively: a round never overwrites another round's intent.
+"""The reconciler's records on the shared filesystem, one folder per job: its attempts, its
+drop and its retry request, each in its own file (`record_file` writes each at once and reads it
+strictly). A new attempt's first record (its intent) is created exclusively: a round never
+overwrites another round's intent.
 
     <state_dir>/jobs/<job>/attempt-0001.json   intent, then job id, then outcome
     <state_dir>/jobs/<job>/dropped.json        cancelled before it was ever submitted
@@ -10,10 +10,7 @@ exclusively: a round never overwrites another round's intent.
     <state_dir>/drops/<time>-<n>.json          many jobs cancelled before they were submitted
     <state_dir>/cancels/<time>-<n>.json        cancels requested of many attempts in flight
 
-`oellm cancel` of many jobs writes one record for all of them, not a file per job: a drop of
-the jobs never submitted (`drops/`; a job's own `dropped.json` and a batch that names it are
-the same kind of record, and the later one counts), a cancel request of the attempts in flight
-(`cancels/`; reading an attempt applies it).
+`drops/` and `cancels/` hold what `oellm cancel` of many jobs writes (`cancel_batches`).
 
 A job that completed is settled by the round after the one that recorded its end: its folder
 is renamed into `completed/`, a folder rounds list but do not read (a large sweep's finished
@@ -22,8 +19,8 @@ there is: nothing is summarised or cached. Whatever is written for such a job la
 retry`) goes into `jobs/<job>/` again, and a job with both folders is read from both, the
 file in `jobs/` first; so a record is never lost, whichever instant a move stops at.
 
-Records are read strictly (`codec.loads`): one that does not check out is reported with its
-file, and its job gets no action until the user has looked at it.
+A record that does not check out is reported with its file, and its job gets no action until
+the user has looked at it.
 """
 
 from __future__ import annotations
@@ -34,18 +31,33 @@ import json
 import logging
 import os
 import re
-import secrets
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from oellm import filesync
 
-from .codec import RecordInvalid, decode, dump, encode, loads
+from .cancel_batches import (
+    AttemptKey,
+    batch_cancels,
+    batch_drops,
+    drop_from_batches,
+    write_cancel_batch,
+    write_drop_batch,
+)
+from .codec import encode
 from .errors import ReconcileError
 from .model import Attempt, Attempts, Dropped, History, LogState, RetryRequest
+from .record_file import (
+    DAMAGED_HINT,
+    RecordExists,
+    fsync_folder,
+    read,
+    write_atomic,
+    write_many_atomic,
+)
 
 log = logging.getLogger("oellm.records")
 T = TypeVar("T")
@@ -57,57 +69,6 @@ SETTLE_FENCE = 200  # moves between two checks that this round still holds the s
 BATCH_MIN = 32
 # One job's records: its attempts (oldest first), its drop and its pending retry request.
 _JobRecords = tuple[tuple[Attempt, ...], Dropped | None, RetryRequest | None]
-_AttemptKey = tuple[str, int, str]  # job, attempt, intent time: one attempt, ever
-
-
-class RecordExists(Exception):
-    """An intent record that another round already wrote: this round must not submit."""
-
-
-def write_atomic(path: Path, data: Any, exclusive: bool = False, durable: bool = True) -> None:
-    """Write `data` (a record dataclass, or a mapping) as JSON to `path` at once (temp file,
-    fsync, rename). `exclusive`: create it only if no file is there (a hard link, which fails
-    when the name exists, also on NFS and Lustre), else RecordExists. Not `durable`: no fsync;
-    the caller syncs the file system once for many files."""
-    write_bytes_atomic(path, dump(data), exclusive, durable)
-
-
-def write_bytes_atomic(
-    path: Path, data: bytes, exclusive: bool = False, durable: bool = True
-) -> None:
-    """`write_atomic` for bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            if durable:
-                handle.flush()
-                os.fsync(handle.fileno())
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise RecordExists(str(path)) from None
-            finally:
-                os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    if durable:
-        fsync_folder(path.parent)
-    log.debug("wrote %s", path)
-
-
-def fsync_folder(folder: Path) -> None:
-    dir_fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class Records:
@@ -167,9 +128,7 @@ class Records:
             items.append((self.attempt_path(record.job, record.attempt), record))
         if len(drops) >= BATCH_MIN and len({(d.reason, d.at) for d in drops}) == 1:
             # One record for them all, written first (durable before the cancel goes on).
-            batch = {"at": drops[0].at, "reason": drops[0].reason, "jobs": [d.job for d in drops]}
-            self.drops_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(self.drops_dir / _batch_name(drops[0].at), batch, exclusive=True)
+            write_drop_batch(self.drops_dir, drops)
             drops = ()
         for drop in drops:
             items.append((self.jobs_dir / drop.job / "dropped.json", drop))
@@ -178,31 +137,7 @@ class Records:
             for path, data in items:
                 write_atomic(path, data)
             return
-        staged: list[tuple[str, Path]] = []
-        try:
-            for path, data in items:
-                try:
-                    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-                except FileNotFoundError:
-                    # Most records rewrite one in its job's folder: making the folder only
-                    # when it is missing spares a metadata call per record.
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-                staged.append((tmp, path))
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(dump(data))
-            # Every new content is on disk before any name points to it.
-            filesync.sync_file_system(self.state_dir)
-            while staged:
-                tmp, path = staged[-1]
-                os.replace(tmp, path)
-                staged.pop()
-            filesync.sync_file_system(self.state_dir)
-        finally:
-            for tmp, _ in staged:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        log.debug("wrote %d records", len(items))
+        write_many_atomic(items, self.state_dir)
 
     def request_cancels(self, attempts: Sequence[Attempt], reason: str, at: str) -> None:
         """Record the user's cancel on each attempt in flight: from BATCH_MIN attempts on, as
@@ -212,32 +147,7 @@ class Records:
             saves = [dataclasses.replace(a, cancel_requested=reason) for a in attempts]
             self.write_batch(saves, [])
             return
-        # The intent's time tells this attempt from a later one under the same name and number
-        # (a job renamed away, and a new job given its old name).
-        named = [{"job": a.job, "attempt": a.attempt, "intent_at": a.intent_at} for a in attempts]
-        self.cancels_dir.mkdir(parents=True, exist_ok=True)
-        batch = {"at": at, "reason": reason, "attempts": named}
-        write_atomic(self.cancels_dir / _batch_name(at), batch, exclusive=True)
-
-    def _batch_cancels(self) -> dict[_AttemptKey, str]:
-        """(job, attempt, intent time) -> the cancel `request_cancels` recorded for it."""
-
-        def parse(data: dict[str, Any]) -> list[tuple[_AttemptKey, str]]:
-            reason, named = data["reason"], data["attempts"]
-            if not isinstance(reason, str) or not isinstance(named, list):
-                raise TypeError("'reason' is not text or 'attempts' is not a list")
-            found = [((i["job"], i["attempt"], i["intent_at"]), reason) for i in named]
-            if not all(
-                isinstance(j, str) and type(n) is int and isinstance(at, str)
-                for (j, n, at), _ in found
-            ):
-                raise TypeError("an attempt is not a job name, a number and an intent time")
-            return found
-
-        found: dict[_AttemptKey, str] = {}
-        for key, reason in _batches(self.cancels_dir, "cancel", parse):
-            found.setdefault(key, reason)
-        return found
+        write_cancel_batch(self.cancels_dir, attempts, reason, at)
 
     def request_retry(self, request: RetryRequest) -> None:
         write_atomic(self.jobs_dir / request.job / "retry.json", encode(request))
@@ -258,7 +168,7 @@ class Records:
         path = self.log_state_path(job, attempt)
         if not path.exists():
             return LogState()
-        return _read(path, LogState)
+        return read(path, LogState)
 
     def save_log_state(self, job: str, attempt: int, state: LogState) -> None:
         write_atomic(self.log_state_path(job, attempt), encode(state))
@@ -286,13 +196,13 @@ class Records:
         settled job's folder in `completed` is carried over too (into `jobs`)."""
         sources = [p for p in (self.jobs_dir / old, self.completed_dir / old) if p.is_dir()]
         taken = (self.jobs_dir / new).exists() or (self.completed_dir / new).exists()
-        batched = [d for d in self._batch_drops() if d.job == old]
+        batched = [d for d in batch_drops(self.drops_dir) if d.job == old]
         if taken or not (sources or batched):
             return False
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{new}.moving-", dir=self.jobs_dir))
         files = self._files(old) if sources else {}
-        cancels = self._batch_cancels()
+        cancels = batch_cancels(self.cancels_dir)
         for name, paths in sorted(files.items()):
             if name.startswith("."):
                 continue
@@ -318,7 +228,7 @@ class Records:
             shutil.rmtree(source)
         if batched:
             # The old name is free again: a new job given it later is not dropped.
-            self._drop_from_batches(old)
+            drop_from_batches(self.drops_dir, old)
         return True
 
     def undrop(self, job: str) -> None:
@@ -340,7 +250,7 @@ class Records:
         completed = set(_folders(self.completed_dir))
         settled = completed.difference(live)
         unread = frozenset() if read_completed else frozenset(settled)
-        cancels = self._batch_cancels()
+        cancels = batch_cancels(self.cancels_dir)
         for job in sorted(set(live).union(settled) - unread):
             # A round holds the state lock, so no folder moves while it reads: it looks into
             # a job's settled folder only when the listing showed one. Other readers look.
@@ -356,7 +266,7 @@ class Records:
                 attempts[job] = found
             if drop is not None:
                 dropped[job] = drop
-        for drop in self._batch_drops():
+        for drop in batch_drops(self.drops_dir):
             # A batch and a job's own drop: the later one counts.
             if drop.job not in dropped or dropped[drop.job].at < drop.at:
                 dropped[drop.job] = drop
@@ -364,30 +274,6 @@ class Records:
             return History(attempts, dropped, damaged, retries)
         lazy = Attempts(attempts, unread, lambda job: self._read_job(job, cancels)[0])
         return History(lazy, dropped, damaged, retries, unread=unread)
-
-    def _batch_drops(self) -> list[Dropped]:
-        """The drops that `write_batch` wrote for many jobs at once, oldest batch first."""
-
-        def parse(data: dict[str, Any]) -> list[Dropped]:
-            at, reason, jobs = data["at"], data["reason"], data["jobs"]
-            if not (isinstance(jobs, list) and all(isinstance(j, str) for j in jobs)):
-                raise TypeError("'jobs' is not a list of job names")
-            return [decode(Dropped, {"job": j, "reason": reason, "at": at}) for j in jobs]
-
-        return list(_batches(self.drops_dir, "drop", parse))
-
-    def _drop_from_batches(self, job: str) -> None:
-        """Each batch drop naming `job` written again without it (the new file first, under a
-        name that sorts the same, then the old one removed: a crash in between leaves the same
-        drops twice, never one lost)."""
-        for name in _batch_files(self.drops_dir):
-            path = self.drops_dir / name
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if job not in data["jobs"]:
-                continue
-            kept = {**data, "jobs": [j for j in data["jobs"] if j != job]}
-            write_atomic(self.drops_dir / _batch_name(data["at"]), kept, exclusive=True)
-            path.unlink()
 
     def settle(self, jobs: Sequence[str], fence: Callable[[], None] | None = None) -> list[str]:
         """Move the folders of jobs that completed into the completed folder (the round holds
@@ -442,7 +328,7 @@ class Records:
         return files
 
     def _read_job(
-        self, job: str, cancels: Mapping[_AttemptKey, str], both: bool = True
+        self, job: str, cancels: Mapping[AttemptKey, str], both: bool = True
     ) -> tuple[tuple[Attempt, ...], Dropped | None, RetryRequest | None]:
         # Plain strings, not Path objects: this runs for every job in flight, every round.
         found: list[Attempt] = []
@@ -471,11 +357,6 @@ class Records:
         return tuple(sorted(found, key=lambda a: a.attempt)), drop, retry
 
 
-def _batch_name(at: str) -> str:
-    """A batch record's file name: it sorts by time, and is never reused."""
-    return f"{re.sub(r'[^0-9]', '', at)[:20]}-{secrets.token_hex(4)}.json"
-
-
 def _listed(folders: Sequence[str]) -> tuple[dict[str, list[str]], int]:
     """The files of `folders` by name, each with its paths in the folders' order, and how
     many of the folders exist."""
@@ -492,36 +373,6 @@ def _listed(folders: Sequence[str]) -> tuple[dict[str, list[str]], int]:
     return files, found
 
 
-def _batch_files(folder: Path) -> list[str]:
-    """The batch records in `folder`, oldest first (their names start with their time)."""
-    try:
-        return sorted(n for n in os.listdir(folder) if n.endswith(".json"))
-    except FileNotFoundError:
-        return []
-
-
-def _batches(folder: Path, kind: str, parse: Callable[[dict[str, Any]], list[T]]) -> Iterator[T]:
-    """The items of each batch record in `folder` (drops or cancels of many jobs at once),
-    oldest batch first. One that cannot be read stops the round: which jobs it names, and so
-    which must not run, is unknown."""
-    for name in _batch_files(folder):
-        path = os.path.join(folder, name)
-        try:
-            with open(path, "rb") as handle:
-                data = json.loads(handle.read())
-            if not isinstance(data, dict):
-                raise TypeError("not a JSON object")
-            items = parse(data)
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # RecordInvalid: ValueError
-            raise ReconcileError(
-                f"damaged {kind} record ({exc}): the jobs it names are unknown",
-                path,
-                hint="no job is acted on until this is mended; if it is beyond repair, "
-                "move it aside and run oellm cancel again for the jobs to stop",
-            ) from None
-        yield from items
-
-
 def _folders(parent: Path) -> list[str]:
     # One listing; d_type tells folders apart without a stat each.
     try:
@@ -536,56 +387,8 @@ def _read_first(paths: Sequence[str], kind: type[T]) -> tuple[T, str]:
     it to the next one since the folder was listed)."""
     for path in paths[:-1]:
         try:
-            return _read(path, kind), path
+            return read(path, kind), path
         except ReconcileError:
             if os.path.exists(path):
                 raise
-    return _read(paths[-1], kind), paths[-1]
-
-
-DAMAGED_HINT = (
-    "its job is left alone until this is mended; if the file is beyond repair, move it "
-    "aside: the next round looks that attempt up in SLURM by its tag and adopts what it "
-    "finds there rather than submitting again"
-)
-
-
-def _read(path: str | Path, kind: type[T]) -> T:
-    try:
-        record = loads(kind, _read_bytes(path))
-    except OSError as exc:
-        raise ReconcileError(
-            f"cannot read the state record: {exc.strerror}", str(path), hint=DAMAGED_HINT
-        ) from None
-    except RecordInvalid as exc:
-        raise ReconcileError(f"damaged state record: {exc}", str(path), hint=DAMAGED_HINT) from None
-    except ValueError as exc:
-        raise ReconcileError(
-            f"damaged state record (not JSON: {exc})", str(path), hint=DAMAGED_HINT
-        ) from None
-    except RecursionError:
-        raise ReconcileError(
-            "damaged state record (nested too deeply)", str(path), hint=DAMAGED_HINT
-        ) from None
-    log.debug("read %s", path)
-    return record
-
-
-def _read_bytes(path: str | Path) -> bytes:
-    """The whole file: an open, a read and the read that finds its end (no fstat, no buffer:
-    a round reads one record per job in flight, and on a parallel file system each call may
-    be a trip to its servers)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        data = os.read(fd, _CHUNK)
-        if not data:
-            return data
-        parts = [data]
-        while more := os.read(fd, _CHUNK):
-            parts.append(more)
-        return data if len(parts) == 1 else b"".join(parts)
-    finally:
-        os.close(fd)
-
-
-_CHUNK = 1 << 16  # a record is about 1 KB; one with a long ledger of events may be more
+    return read(paths[-1], kind), paths[-1]

@@ -26,7 +26,8 @@ from .current_log import point_current_log
 from .errors import SchedulerError, SchedulerUnavailable, SubmissionRefused
 from .folders import make_job_folders
 from .model import ArrayGroup, Attempt, Link, LockJob
-from .records import RecordExists, Records
+from .record_file import RecordExists
+from .records import Records
 from .refusal import refused
 from .schedulers import Scheduler, Submission
 

@@ -25,7 +25,7 @@ from oellm.shell import Completed, run
 
 from .bundle import Bundle
 from .model import History
-from .records import write_atomic
+from .record_file import write_atomic
 
 log = logging.getLogger("oellm.wandb")
 

@@ -18,7 +18,8 @@ from oellm.reconciler.act import act
 from oellm.reconciler.actions import Action, Cancel, Fired, Recover, StateSeen
 from oellm.reconciler.bundle import Bundle, load_bundle
 from oellm.reconciler.model import Attempt, Observation
-from oellm.reconciler.records import BATCH_MIN, RecordExists, Records
+from oellm.reconciler.record_file import RecordExists
+from oellm.reconciler.records import BATCH_MIN, Records
 from oellm.reconciler.schedulers.slurm import SlurmScheduler
 from oellm.shell import Completed
 from tests.helpers import write

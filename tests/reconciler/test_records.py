@@ -13,7 +13,8 @@ import pytest
 from oellm.reconciler.codec import decode, encode
 from oellm.reconciler.errors import ReconcileError
 from oellm.reconciler.model import Attempt, Dropped, Link, LogState
-from oellm.reconciler.records import BATCH_MIN, RecordExists, Records
+from oellm.reconciler.record_file import RecordExists
+from oellm.reconciler.records import BATCH_MIN, Records
 
 
 def make(job: str = "a", attempt: int = 1, **kw: object) -> Attempt:

@@ -15,7 +15,8 @@ import pytest
 from oellm.reconciler.errors import ReconcileError
 from oellm.reconciler.model import History, RetryRequest
 from oellm.reconciler.reconcile import _settles
-from oellm.reconciler.records import RecordExists, Records
+from oellm.reconciler.record_file import RecordExists
+from oellm.reconciler.records import Records
 from tests.reconciler.test_records import make
 
 AT = "2026-11-26T12:00:00+00:00"
