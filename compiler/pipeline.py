@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from oellm.bundle_files import LOCK_NAME, PLAN_NAME
-from oellm.lockfile import codec
+from oellm.lockfile import writer
 from oellm.lockfile.model import ArrayGroup, Lock, LockJob, Project
 
 from . import array_groups, fanout
@@ -59,7 +59,7 @@ class CompiledBundle:
     @functools.cached_property
     def lock_json(self) -> dict[str, Any]:
         """The lockfile as JSON data, every job at once (for tools and tests)."""
-        return codec.to_json(self.lock)
+        return writer.to_json(self.lock)
 
 
 Progress = Callable[[int, int], None]
@@ -209,10 +209,10 @@ def _with_lock(files: MutableMapping[str, bytes], draft: Lock) -> CompiledBundle
     string in memory)."""
     if isinstance(files, FileSink):
         with files.text(LOCK_NAME) as handle:
-            lock = codec.dump_sealed(draft, handle)
+            lock = writer.dump_sealed(draft, handle)
     else:
         text = io.StringIO()
-        lock = codec.dump_sealed(draft, text)
+        lock = writer.dump_sealed(draft, text)
         files[LOCK_NAME] = text.getvalue().encode("utf-8")
     files[PLAN_NAME] = plan_text(lock).encode("utf-8")
     return CompiledBundle(files, lock)
@@ -273,7 +273,7 @@ def _lock(
     groups: Mapping[str, ArrayGroup] | None = None,
     provenance: Mapping[str, Any] | None = None,
 ) -> Lock:
-    """The lockfile's records, its `bundle_id` still to be made (`codec.dump_sealed`)."""
+    """The lockfile's records, its `bundle_id` still to be made (`writer.dump_sealed`)."""
     # The provenance stays out of the bundle id: a new oellm version or another spelling of
     # the same arguments is not another bundle for the reconciler.
     return Lock("", project, tuple(jobs), moved or {}, groups or {}, provenance or None)

@@ -1,6 +1,6 @@
 """The lockfile's data as typed records: what the compiler writes and the reconciler reads.
 
-Pure: no I/O, no JSON. `codec.py` turns these records into `plan.lock.json` and back.
+Pure: no I/O, no JSON. `writer.py` turns these records into `plan.lock.json`, `codec.py` back.
 Conditions and events stay the JSON mappings the schema describes (their `$defs` are shared
 with the experiment schema): the reconciler dispatches on their `class_name`/`kind`.
 """

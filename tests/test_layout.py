@@ -78,7 +78,7 @@ HALVES = sorted(p for folder in ("compiler", "reconciler") for p in (REPO / fold
 
 @pytest.mark.parametrize("path", HALVES, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_only_the_lockfile_codec_reads_or_checks_the_lockfile_schema(path: Path) -> None:
-    """One validator and one mapping for plan.lock.json (oellm.lockfile.codec): neither half
+    """One validator and one mapping for plan.lock.json (oellm.lockfile): neither half
     keeps a schema check of its own."""
     assert "lock.schema.json" not in path.read_text(encoding="utf-8")
 

@@ -20,8 +20,8 @@ from oellm.compiler import array_groups
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.pipeline import CompiledBundle
 from oellm.compiler.write import write_bundle
-from oellm.lockfile.codec import validator as lock_validator
 from oellm.lockfile.model import LockJob
+from oellm.lockfile.schema import validator as lock_validator
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
 from tests.compiler.hostile import bash_syntax_errors

@@ -12,7 +12,7 @@ import pytest
 from oellm.compiler.errors import ConfigError
 from oellm.compiler.pipeline import CompileRequest, compile_bundle
 from oellm.compiler.write import write_bundle
-from oellm.lockfile.codec import validator as lock_validator
+from oellm.lockfile.schema import validator as lock_validator
 from tests.helpers import EXAMPLES, REPO, compile_error, compile_file, rendered, write
 
 

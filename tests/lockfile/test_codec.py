@@ -12,16 +12,8 @@ from pathlib import Path
 import pytest
 
 from oellm.lockfile import Lock, LockJob, RestartPolicy
-from oellm.lockfile.codec import (
-    LockfileError,
-    bundle_id,
-    dump,
-    dump_sealed,
-    dumps,
-    loads,
-    sealed,
-    to_json,
-)
+from oellm.lockfile.codec import LockfileError, loads
+from oellm.lockfile.writer import bundle_id, dump, dump_sealed, dumps, sealed, to_json
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
 from tests.helpers import EXAMPLES, compile_file
@@ -246,9 +238,9 @@ def _assert_one_pass_writes_the_sealed_lockfile(lock: Lock) -> None:
 def test_a_large_lockfile_is_spooled_to_a_file_for_a_writer_that_cannot_seek(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from oellm.lockfile import codec
+    from oellm.lockfile import writer
 
-    monkeypatch.setattr(codec, "_SPOOL_MAX", 100)  # past it, the spool is a temporary file
+    monkeypatch.setattr(writer, "_SPOOL_MAX", 100)  # past it, the spool is a temporary file
     lock = compile_file(EXAMPLES / "sweeps" / "grid.yaml", env={}).lock
     _assert_one_pass_writes_the_sealed_lockfile(lock)
     with (tmp_path / "plan.lock.json").open("w", encoding="utf-8", newline="") as handle:

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from oellm.lockfile import Lock, codec, fastread
-from oellm.lockfile.codec import LockfileError, dumps, loads
+from oellm.lockfile.codec import LockfileError, loads
+from oellm.lockfile.writer import dumps
 from tests.helpers import EXAMPLES, compile_file
 
 EXAMPLE_FILES = sorted(EXAMPLES.rglob("*.yaml"))
