@@ -1,6 +1,6 @@
 """One reconcile at a time per state dir, across login nodes: the state lock's life (acquire,
-`verify`, refresh, release), judging when a lock is stale, and its file (format and reads).
-Moving a stale lock aside is lock_takeover.py's.
+`verify`, refresh, release) and judging when a lock is stale. The lock file's format and reading
+it are lock_file.py's; moving a stale lock aside is lock_takeover.py's.
 
 `flock` is node-local on many shared filesystems (Lustre, metomi/rose#1897), so the lock is a
 file holding host, pid, a random token and a lease. It is never visible without its holder: the
@@ -9,36 +9,27 @@ fails when the lock exists, also on NFS and Lustre (open(2), O_EXCL). A lock is 
 when its lease ran out, its holder on this host is dead, or it is unreadable or invalid (and has
 not changed for a grace period), by one contender at a time (lock_takeover.py). `verify()` is
 the fence a holder calls before each irreversible step.
-
-The file format (four keys: host, pid, token, expires) is the one every oellm version writes;
-older versions read a lock with any other key as damaged, so no key is added.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import hashlib
-import json
 import logging
-import math
 import os
 import secrets
 import socket
-import stat
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
 from oellm.errors import EXIT_TEMPFAIL, OellmError
 
 from .errors import ReconcileError
+from .lock_file import PERMISSION_HINT, STATE_LOCK_NAME, Holder, Seen, lock_error, read_lock
 from .lock_takeover import NO_HARD_LINKS, clear_breakers, file_system_now, give_back, take_over
 
 log = logging.getLogger("oellm.lock")
 
-STATE_LOCK_NAME = "reconcile.lock"
 LEASE_SECONDS = 15 * 60
 # A shorter lease (tests of renewal use one); at most LEASE_SECONDS, which every oellm accepts.
 LEASE_ENV = "OELLM_LOCK_LEASE_SECONDS"
@@ -50,70 +41,6 @@ CLOCK_SLACK_SECONDS = 10 * 60
 DAMAGED_GRACE_SECONDS = 60.0
 # Fault injection: sleep between writing the holder and publishing the lock (tests only).
 STALL_ENV = "OELLM_LOCK_STALL_SECONDS"
-_PERMISSION_HINT = "the state dir and its lock must be readable and writable by whoever runs oellm"
-
-
-@dataclass(frozen=True)
-class Holder:
-    host: str
-    pid: int
-    token: str
-    expires: float
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
-
-
-def parse_holder(raw: bytes) -> Holder | None:
-    """The holder in a lock file's bytes, or None when they are not a complete, well-typed one."""
-    try:
-        data = json.loads(raw.decode())
-    except (UnicodeDecodeError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    host, pid, token, expires = (data.get(k) for k in ("host", "pid", "token", "expires"))
-    if not (isinstance(host, str) and host and isinstance(token, str) and token):
-        return None
-    # bool is an int to Python; a lock saying `"pid": true` is not a pid.
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        return None
-    if not isinstance(expires, int | float) or isinstance(expires, bool):
-        return None
-    if not math.isfinite(expires):
-        return None
-    return Holder(host, pid, token, float(expires))
-
-
-@dataclass(frozen=True)
-class Seen:
-    """One read of a lock file: its bytes, which file it was, and the holder they name."""
-
-    raw: bytes
-    dev: int
-    ino: int
-    mtime_ns: int
-    holder: Holder | None
-
-    @property
-    def mtime(self) -> float:
-        return self.mtime_ns / 1e9
-
-    def same_as(self, other: Seen) -> bool:
-        return (self.raw, self.dev, self.ino, self.mtime_ns) == (
-            other.raw,
-            other.dev,
-            other.ino,
-            other.mtime_ns,
-        )
-
-    def key(self) -> str:
-        """A name for this lock file (the same for every contender that read it)."""
-        seen = hashlib.sha256(self.raw)
-        # Not st_dev: each NFS or Lustre client numbers its mounts itself, so two login
-        # nodes would name the same file differently (and each take a breaker of its own).
-        seen.update(f"|{self.ino}|{self.mtime_ns}".encode())
-        return seen.hexdigest()[:24]
 
 
 class Busy(Exception):
@@ -144,7 +71,7 @@ class RenewFailed(LockLost):
             self,
             f"{path}: could not renew the state lock's lease ({why}); stopping this round, "
             "nothing more is submitted and the next round carries on",
-            hint=_PERMISSION_HINT,
+            hint=PERMISSION_HINT,
         )
 
 
@@ -179,7 +106,7 @@ class StateLock:
             raise ReconcileError(
                 f"cannot create the state dir: {exc.strerror}",
                 str(self.path.parent),
-                hint=_PERMISSION_HINT,
+                hint=PERMISSION_HINT,
             ) from None
         deadline = time.monotonic() + wait
         pause = 0.05
@@ -384,53 +311,14 @@ class StateLock:
         return tmp
 
     def read(self, path: Path) -> Seen | None:
-        """The lock at `path`, None when there is none; a folder or an unreadable file is the
-        user's to fix (ReconcileError), never a crash."""
-        for _ in range(3):
-            try:
-                # O_NONBLOCK: a FIFO in the lock's place must not hang the round.
-                fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-            except FileNotFoundError:
-                return None
-            except IsADirectoryError:
-                raise self._folder(path) from None
-            except OSError as exc:
-                if exc.errno == errno.ESTALE:
-                    continue  # NFS: replaced between lookup and open
-                raise self.error("cannot read the state lock", exc, path) from None
-            try:
-                info = os.fstat(fd)
-                if stat.S_ISDIR(info.st_mode):
-                    raise self._folder(path)
-                if not stat.S_ISREG(info.st_mode):
-                    raise ReconcileError(
-                        "the state lock is not a regular file",
-                        str(path),
-                        hint="remove it; oellm creates the lock file itself",
-                    )
-                raw = os.read(fd, 64 * 1024)
-            except OSError as exc:
-                if exc.errno == errno.ESTALE:
-                    continue
-                raise self.error("cannot read the state lock", exc, path) from None
-            finally:
-                os.close(fd)
-            return Seen(raw, info.st_dev, info.st_ino, info.st_mtime_ns, parse_holder(raw))
-        return None
-
-    def _folder(self, path: Path) -> ReconcileError:
-        return ReconcileError(
-            "the state lock is a folder, not a file",
-            str(path),
-            hint="remove that folder (no oellm creates it); the lock is a file oellm makes itself",
-        )
+        """The lock at `path` (lock_file.read_lock); every read of the lock and of a file moved
+        aside from it goes through here, where a test's contender can see it as another node."""
+        return read_lock(path)
 
     def error(self, what: str, exc: OSError, path: Path | None = None) -> ReconcileError:
         """The user's error for a failed operation on the lock (or on `path`), with the hint
         that the state dir must be readable and writable."""
-        return ReconcileError(
-            f"{what}: {exc.strerror or exc}", str(path or self.path), hint=_PERMISSION_HINT
-        )
+        return lock_error(what, exc, path or self.path)
 
 
 def _discard(tmp: Path) -> None:

@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING
 from .errors import ReconcileError
 
 if TYPE_CHECKING:
-    from .lock import Seen, StateLock
+    from .lock import StateLock
+    from .lock_file import Seen
 
 # link() answers these where the filesystem has no hard links (some FUSE and SMB/CIFS mounts,
 # FAT): creating the lock falls back to O_CREAT|O_EXCL and write, which the lock's grace keeps

@@ -14,7 +14,8 @@ from jsonschema import Draft202012Validator
 from oellm.cli import main
 from oellm.reconcile_json import document
 from oellm.reconciler.budget import Budget
-from oellm.reconciler.lock import STATE_LOCK_NAME, Busy, StateLock
+from oellm.reconciler.lock import Busy, StateLock
+from oellm.reconciler.lock_file import STATE_LOCK_NAME
 from oellm.reconciler.reconcile import Session, reconcile_once
 from oellm.reconciler.schedulers.slurm import SlurmScheduler
 from oellm.shell import Completed

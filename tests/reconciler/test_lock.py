@@ -31,13 +31,12 @@ from oellm.reconciler.lock import (
     DAMAGED_GRACE_SECONDS,
     LEASE_SECONDS,
     STALL_ENV,
-    STATE_LOCK_NAME,
     Busy,
     LockLost,
     RenewFailed,
     StateLock,
-    parse_holder,
 )
+from oellm.reconciler.lock_file import STATE_LOCK_NAME, parse_holder
 from tests.helpers import EXAMPLES
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler.bundle import load_bundle
-from oellm.reconciler.lock import STALL_ENV, STATE_LOCK_NAME
+from oellm.reconciler.lock import STALL_ENV
+from oellm.reconciler.lock_file import STATE_LOCK_NAME
 from tests.reconciler.slurm_helpers import (
     cancel_prefix,
     compile_to,

@@ -16,7 +16,7 @@ import pytest
 
 from oellm.reconciler import prefetch
 from oellm.reconciler.errors import SchedulerError
-from oellm.reconciler.lock import STATE_LOCK_NAME
+from oellm.reconciler.lock_file import STATE_LOCK_NAME
 from oellm.reconciler.model import History
 from oellm.reconciler.observe import LOOKBACK_MARGIN
 from oellm.reconciler.reconcile import Session, cancel_jobs, reconcile_once
