@@ -174,14 +174,19 @@ class Records:
         write_atomic(self.log_state_path(job, attempt), encode(state))
 
     def excluded_nodes(self, job: str) -> list[str]:
-        path = self.file_of(job, "exclude.json")
-        if not path.exists():
-            return []
-        try:
-            nodes = json.loads(path.read_text(encoding="utf-8"))["nodes"]
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise ReconcileError(f"damaged state record ({exc})", str(path)) from None
-        return [str(n) for n in nodes]
+        """The nodes `job` is kept off (`exclude_node`), from its folder in `jobs`, else in
+        its settled folder. Read at once rather than looked up first: asked for each job
+        submitted, and most jobs have none."""
+        for folder in (self.jobs_dir, self.completed_dir):
+            path = folder / job / "exclude.json"
+            try:
+                nodes = json.loads(path.read_bytes())["nodes"]
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ReconcileError(f"damaged state record ({exc})", str(path)) from None
+            return [str(n) for n in nodes]
+        return []
 
     def exclude_node(self, job: str, node: str) -> bool:
         nodes = self.excluded_nodes(job)

@@ -74,6 +74,7 @@ class Submitter:
     # Called right before each sbatch: raises when this round no longer holds the state lock
     # (another round took it over), so that no submission happens outside the lock.
     fence: Callable[[], None] = lambda: None
+    folders: set[Path] = field(default_factory=set)  # jobs' folders seen to exist this round
 
     def submit(self, action: Submit, latest: Attempt | None) -> Attempt | None:
         """Carry out a `submit`: a new attempt (and, for a chain, all its links), or the
@@ -304,7 +305,7 @@ class Submitter:
 
     def _folders(self, job: LockJob) -> None:
         # SLURM does not create the folder of --output; a missing one fails the job silently.
-        make_job_folders(self.bundle, job)
+        make_job_folders(self.bundle, job, self.folders)
 
     def _sbatch(
         self, job: LockJob, tag: str, extra: tuple[str, ...]

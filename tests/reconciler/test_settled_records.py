@@ -166,3 +166,26 @@ def test_only_a_plain_completion_settles(fields: dict[str, object], settles: boo
     record = dataclasses.replace(completed("job"), **fields)  # type: ignore[type-var]
     history = History({"job": (record,)}, {})
     assert _settles("job", history) is settles
+
+
+@pytest.mark.parametrize("where", ["jobs", "completed"])
+def test_a_jobs_excluded_nodes_are_read_from_its_folder_or_its_settled_one(
+    tmp_path: Path, where: str
+) -> None:
+    records = Records(tmp_path)
+    assert records.excluded_nodes("a") == [], "no folder at all"
+    (tmp_path / where / "a").mkdir(parents=True)
+    assert records.excluded_nodes("a") == [], "a folder without the file"
+    (tmp_path / where / "a" / "exclude.json").write_text('{"nodes": ["n1", "n2"]}')
+    assert records.excluded_nodes("a") == ["n1", "n2"]
+    (tmp_path / where / "a" / "exclude.json").write_text('{"nodes": ')
+    with pytest.raises(ReconcileError, match="damaged state record"):
+        records.excluded_nodes("a")
+
+
+def test_excluded_nodes_in_jobs_win_over_the_settled_folders(tmp_path: Path) -> None:
+    records = Records(tmp_path)
+    for where, node in (("jobs", "new"), ("completed", "old")):
+        (tmp_path / where / "a").mkdir(parents=True)
+        (tmp_path / where / "a" / "exclude.json").write_text(json.dumps({"nodes": [node]}))
+    assert records.excluded_nodes("a") == ["new"]
