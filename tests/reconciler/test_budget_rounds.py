@@ -15,8 +15,9 @@ from oellm.cli import main
 from oellm.reconcile_json import document
 from oellm.reconciler.budget import Budget
 from oellm.reconciler.lock import STATE_LOCK_NAME, Busy, StateLock
-from oellm.reconciler.reconcile import Session, reconcile_once
+from oellm.reconciler.reconcile import reconcile_once
 from oellm.reconciler.schedulers.slurm import SlurmScheduler
+from oellm.reconciler.session import Session
 from oellm.shell import Completed
 from tests.helpers import REPO
 from tests.reconciler.slurm_helpers import compile_to

@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler import observe
-from oellm.reconciler.reconcile import Session, reconcile_once
+from oellm.reconciler.reconcile import reconcile_once
 from oellm.reconciler.schedulers import FINISHED, row_time
+from oellm.reconciler.session import Session
 from tests.helpers import wait_for
 from tests.reconciler.slurm_helpers import compile_to
 from tests.reconciler.test_never_twice_slurm import (
