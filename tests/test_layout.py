@@ -114,7 +114,7 @@ SHELL = {
     *(f"oellm.reconciler.{name}" for name in ("act", "reconcile", "folders", "codec")),
     "oellm.reconciler.lock_takeover",
     *(f"oellm.reconciler.{name}" for name in ("record_file", "cancel_batches")),
-    *(f"oellm.reconciler.{name}" for name in ("session", "cancel")),
+    *(f"oellm.reconciler.{name}" for name in ("session", "cancel", "changes", "event_steps")),
     "oellm.reconciler.schedulers.slurm",
     "oellm.reconciler.schedulers.local",
     "oellm.shell",
