@@ -99,7 +99,7 @@ class Bench:
             capture_output=True,
         )
         from oellm.reconciler.bundle import load_bundle
-        from oellm.reconciler.reconcile import project_key
+        from oellm.reconciler.session import project_key
 
         self.prefixes.append(tags.prefix(project_key(load_bundle(bundle, check_scripts=False))))
         return bundle
@@ -197,7 +197,7 @@ def fresh_state(bundle: Path) -> Path:
 def record_completed(bundle: Path, names: Sequence[str]) -> None:
     """Records of jobs that ran and completed, as the round that saw them end writes them."""
     from oellm.reconciler.model import Attempt
-    from oellm.reconciler.reconcile import Session
+    from oellm.reconciler.session import Session
 
     session = Session(bundle, "slurm", allow_edited=True)
     stamp = datetime.now(timezone.utc).isoformat()

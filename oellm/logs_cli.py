@@ -44,7 +44,7 @@ def logs_command(
     recorded and its log stopped growing (Ctrl-C stops earlier). Exit 2 when there is no
     log yet.
     """
-    from oellm.reconciler.reconcile import Session
+    from oellm.reconciler.session import Session
 
     session = Session(bundle, scheduler, allow_edited=True)
     if job not in {j.name for j in session.bundle.jobs}:

@@ -142,7 +142,7 @@ def reconcile_command(
     _terminable()
     from oellm.reconciler.budget import budget as make_budget
     from oellm.reconciler.decide_job import Options
-    from oellm.reconciler.reconcile import Session, intent_grace
+    from oellm.reconciler.session import Session, intent_grace
 
     options = Options(intent_grace(), restart_changed=restart_changed, prune=prune)
     # `early`: the round's sacct starts before the bundle is read (reconciler/prefetch.py).
@@ -434,7 +434,8 @@ def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -
     0 nothing to cancel, 75 SLURM unreachable or another reconcile holds the state (waits
     up to OELLM_LOCK_WAIT_SECONDS, default 60, for it).
     """
-    from oellm.reconciler.reconcile import Session, cancel_jobs
+    from oellm.reconciler.cancel import cancel_jobs
+    from oellm.reconciler.session import Session
 
     _terminable()
     report = cancel_jobs(Session(bundle, scheduler), jobs, click.echo)

@@ -44,8 +44,8 @@ def retry_command(
     are never retried. Exit codes: 1 recorded, 0 nothing to retry (or --dry-run),
     2 an unknown job or stage, 75 the state is busy.
     """
-    from oellm.reconciler.reconcile import Session
     from oellm.reconciler.retry_jobs import LOCK_WAIT_S, retry_jobs
+    from oellm.reconciler.session import Session
 
     try:
         wait = float(os.environ.get("OELLM_LOCK_WAIT_SECONDS") or LOCK_WAIT_S)

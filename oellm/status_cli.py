@@ -83,7 +83,7 @@ def status_command(
     MORE: further bundle folders, and job names or globs ('lr_*') that narrow the table.
     With exactly one job name (no glob, one bundle): that job's attempt ledger instead.
     """
-    from oellm.reconciler.reconcile import Session
+    from oellm.reconciler.session import Session
 
     bundles = [bundle, *(Path(m) for m in more if _is_bundle(m))]
     patterns = [m for m in more if not _is_bundle(m)]

@@ -23,7 +23,7 @@ from .retry import pending
 from .selection import is_glob, select_jobs
 
 if TYPE_CHECKING:
-    from .reconcile import Session
+    from .session import Session
 
 Kind = Literal["failed", "cancelled"]
 LOCK_WAIT_S = 60.0

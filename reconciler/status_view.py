@@ -16,9 +16,10 @@ from typing import Any
 from .job_logs import current_link, log_file, marker_times, tail
 from .metrics_store import latest_metrics
 from .model import History, LockJob
-from .reconcile import Session, StatusRow, status
+from .reconcile import StatusRow, status
 from .schedulers import FINISHED, SchedulerJob, row_time
 from .selection import select_jobs
+from .session import Session
 
 # The order of the summary line; other states follow by count.
 STATE_ORDER = ("COMPLETED", "RUNNING", "PENDING", "FAILED")

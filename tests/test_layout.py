@@ -115,6 +115,7 @@ SHELL = {
     "oellm.reconciler.lock_file",
     "oellm.reconciler.lock_takeover",
     *(f"oellm.reconciler.{name}" for name in ("record_file", "cancel_batches")),
+    *(f"oellm.reconciler.{name}" for name in ("session", "cancel", "changes", "event_steps")),
     "oellm.reconciler.schedulers.slurm",
     "oellm.reconciler.schedulers.local",
     "oellm.shell",

@@ -14,7 +14,7 @@ from oellm.compiler.pipeline import CompileRequest, compile_bundle
 from oellm.compiler.write import write_bundle
 from oellm.reconciler import tags
 from oellm.reconciler.bundle import load_bundle
-from oellm.reconciler.reconcile import project_key
+from oellm.reconciler.session import project_key
 from tests.helpers import write
 
 

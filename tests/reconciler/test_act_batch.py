@@ -149,9 +149,9 @@ def test_records_changed_before_a_failure_in_the_round_are_still_written(
         StateSeen("s_1", "PENDING -> RUNNING", attempt=1, job_id="601", state="RUNNING"),
     ]
     history = records.load()
-    from oellm.reconciler import act as act_module
+    from oellm.reconciler import changes
 
-    real = act_module._change
+    real = changes._change
     seen: list[str] = []
 
     def change_then_fail(action: object, record: Attempt, done: object, stamp: str) -> None:
@@ -160,7 +160,7 @@ def test_records_changed_before_a_failure_in_the_round_are_still_written(
         seen.append(record.job)
         real(action, record, done, stamp)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(act_module, "_change", change_then_fail)
+    monkeypatch.setattr(changes, "_change", change_then_fail)
     with pytest.raises(RuntimeError):
         act(actions, bundle, history, records, SlurmScheduler(run=FakeRun({})), "k", now,
             lambda _: None, Observation(True, True))  # fmt: skip

@@ -16,8 +16,9 @@ from oellm.reconcile_json import document
 from oellm.reconciler.budget import Budget
 from oellm.reconciler.lock import Busy, StateLock
 from oellm.reconciler.lock_file import STATE_LOCK_NAME
-from oellm.reconciler.reconcile import Session, reconcile_once
+from oellm.reconciler.reconcile import reconcile_once
 from oellm.reconciler.schedulers.slurm import SlurmScheduler
+from oellm.reconciler.session import Session
 from oellm.shell import Completed
 from tests.helpers import REPO
 from tests.reconciler.slurm_helpers import compile_to

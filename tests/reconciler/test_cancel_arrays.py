@@ -15,8 +15,10 @@ import pytest
 
 from oellm.reconciler import tags
 from oellm.reconciler.arrays import whole_arrays
-from oellm.reconciler.reconcile import Session, cancel_jobs, reconcile_once
+from oellm.reconciler.cancel import cancel_jobs
+from oellm.reconciler.reconcile import reconcile_once
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, scancel_argvs
+from oellm.reconciler.session import Session
 from oellm.shell import Completed
 from tests.reconciler.slurm_helpers import (
     cancel_prefix,

@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler import prefetch
+from oellm.reconciler.cancel import cancel_jobs
 from oellm.reconciler.errors import SchedulerError
 from oellm.reconciler.lock_file import STATE_LOCK_NAME
 from oellm.reconciler.model import History
 from oellm.reconciler.observe import LOOKBACK_MARGIN
-from oellm.reconciler.reconcile import Session, cancel_jobs, reconcile_once
+from oellm.reconciler.reconcile import reconcile_once
 from oellm.reconciler.schedulers import SchedulerJob, early, slurm
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, sacct_argv
+from oellm.reconciler.session import Session
 from oellm.shell import Completed
 from tests.reconciler.slurm_helpers import compile_to
 

@@ -1,7 +1,7 @@
 """Jobs recovered from the real local SLURM long after they ended end as SLURM says, not LOST.
 
 A round that finds a submission of a job with no record writes the attempt's record from SLURM
-(`act._recovered`); later rounds ask sacct only from the oldest attempt in flight on, minus
+(`changes._recovered`); later rounds ask sacct only from the oldest attempt in flight on, minus
 `observe.LOOKBACK_MARGIN`, and sacct `-S` lists no job that ended before that. Here the margin
 is 2 s, so that a job is "old" once squeue has forgotten it (MinJobAge, 30 s on this cluster):
 the same as a job recovered a day after it ended with the real margin of 10 minutes.
@@ -22,8 +22,9 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler import observe
-from oellm.reconciler.reconcile import Session, reconcile_once
+from oellm.reconciler.reconcile import reconcile_once
 from oellm.reconciler.schedulers import FINISHED, row_time
+from oellm.reconciler.session import Session
 from tests.helpers import wait_for
 from tests.reconciler.slurm_helpers import compile_to
 from tests.reconciler.test_never_twice_slurm import (

@@ -21,12 +21,13 @@ from oellm.reconciler.bundle import Bundle, load_bundle
 from oellm.reconciler.decide import decide
 from oellm.reconciler.model import History, Observation
 from oellm.reconciler.observe import tags_of
-from oellm.reconciler.reconcile import Session, reconcile_once
+from oellm.reconciler.reconcile import reconcile_once
 from oellm.reconciler.records import Records
 from oellm.reconciler.recover import index_tags
 from oellm.reconciler.schedulers import SchedulerJob, row_time
 from oellm.reconciler.schedulers.slurm import SlurmScheduler, sacct_time
 from oellm.reconciler.schedulers.slurm_parse import parse_sacct
+from oellm.reconciler.session import Session
 from oellm.shell import Completed
 from tests.reconciler.slurm_helpers import compile_to
 from tests.reconciler.test_decide import lock_job

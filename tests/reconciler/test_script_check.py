@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from oellm.reconciler import bundle as bundle_module
-from oellm.reconciler.reconcile import Session, reconcile_once
+from oellm.reconciler.reconcile import reconcile_once
+from oellm.reconciler.session import Session
 from tests.helpers import write
 from tests.reconciler.test_reconcile_local import in_tmp, run
 

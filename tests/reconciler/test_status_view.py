@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from oellm.reconciler.reconcile import Session
+from oellm.reconciler.session import Session
 from oellm.reconciler.status_view import build, summary
 from oellm.status_cli import color_enabled, render
 from tests.helpers import write
