@@ -3,7 +3,7 @@
     python benchmarks/reconcile_bench.py                # every case below, 10,000 jobs
     python benchmarks/reconcile_bench.py --jobs 1000 --queued 100 --repeats 1   # quicker
     python benchmarks/reconcile_bench.py --markdown     # the README's table, from this run
-    python benchmarks/reconcile_bench.py --only mixed   # one case (mixed, never, arrays)
+    python benchmarks/reconcile_bench.py --only mixed   # one case (mixed, never, arrays, first)
 
 Cases, each run `--repeats` times (the table shows the median). Each case first times the
 rounds that submit its queued jobs (within their budgets, as many rounds as it takes) and the
@@ -14,6 +14,9 @@ slurmdbd has stored every job record (`sdiag`) before the no-op rounds:
   then `oellm cancel` of the bundle.
 - never: `oellm cancel` of N jobs never submitted (each gets its drop record).
 - arrays: the N jobs as SLURM job arrays, all tasks queued: a no-op round, then `oellm cancel`.
+- first: the first round of `--first` jobs, then of as many array tasks, submitting them all:
+  timed on one bundle, and on another under `strace -c`, for the file system calls each job
+  submitted costs (at a site, each is a round trip to the metadata server).
 
 Every SLURM command is counted through shims on PATH. When strace is installed, one no-op
 round also runs under `strace -c` (the oellm process itself, not the SLURM commands it starts)
@@ -51,6 +54,20 @@ FS_CALLS = {
     "read": ("read",),
     "write": ("write",),
     "fsync": ("fsync", "fdatasync"),
+    # Calls that change a folder's names: each a write on a parallel file system's metadata
+    # server (a no-op round makes none; a submission makes its records and folders).
+    "names": (
+        "mkdir",
+        "rename",
+        "renameat",
+        "renameat2",
+        "link",
+        "linkat",
+        "unlink",
+        "unlinkat",
+        "symlink",
+        "symlinkat",
+    ),
 }
 
 
@@ -80,8 +97,8 @@ class Bench:
         self.env = {**shims(tmp / "shims", self.log), "OUTPUT_DIR": str(tmp / "out")}
         self.prefixes: list[str] = []
 
-    def compile(self, name: str, array: bool) -> Path:
-        values = ", ".join(str(i) for i in range(self.jobs))
+    def compile(self, name: str, array: bool, jobs: int | None = None) -> Path:
+        values = ", ".join(str(i) for i in range(self.jobs if jobs is None else jobs))
         exp = self.tmp / f"{name}.yaml"
         exp.write_text(
             f"project: {{name: {name}}}\n"
@@ -297,6 +314,25 @@ def noop_and_cancel(
     ]
 
 
+def first_rounds(bench: Bench, jobs: int) -> list[Row]:
+    """The first round of `jobs` plain jobs, then of as many array tasks: timed on one bundle,
+    and the same round of another under strace (another project: tags of its own)."""
+    rows = []
+    for array in (False, True):
+        kind = "array tasks" if array else "jobs"
+        bundles = [bench.compile(f"rbfirst{'a' if array else 'j'}{n}", array, jobs) for n in (0, 1)]
+        for bundle in bundles:
+            fresh_state(bundle)
+        seconds, calls = bench.oellm("reconcile", str(bundles[0]))
+        cancel_own_jobs(bench.prefixes[-2])
+        fs = bench.strace(bundles[1])
+        cancel_own_jobs(bench.prefixes[-1])
+        print(f"first round, {jobs:,} {kind}: {seconds:.2f} s {dict(calls)} {fs}", file=sys.stderr)
+        rows.append(Row(f"first round, {jobs:,} {kind} submitted", f"{jobs:,}", [seconds],
+                        describe(calls), fs))  # fmt: skip
+    return rows
+
+
 def describe(calls: collections.Counter[str]) -> str:
     return " + ".join(f"{n:,} `{tool}`" for tool, n in sorted(calls.items())) or "none"
 
@@ -307,7 +343,8 @@ def main() -> int:
     parser.add_argument("--queued", type=int, default=1000, help="queued jobs of the mixed case")
     parser.add_argument("--rounds", type=int, default=3, help="no-op rounds to time")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each cancel")
-    parser.add_argument("--only", default="mixed,never,arrays", help="cases, comma-separated")
+    parser.add_argument("--first", type=int, default=1000, help="jobs of the first case")
+    parser.add_argument("--only", default="mixed,never,arrays,first", help="cases, comma-separated")
     parser.add_argument("--markdown", action="store_true", help="print the README's table")
     args = parser.parse_args()
     bytecode.cached()
@@ -352,6 +389,8 @@ def main() -> int:
                 rows += noop_and_cancel(
                     bench, arrays, args.repeats, label, f"{args.jobs:,}", args.rounds
                 )
+            if "first" in cases:
+                rows += first_rounds(bench, args.first)
         finally:
             bench.cleanup()
     print(markdown(rows) if args.markdown else plain(rows))
