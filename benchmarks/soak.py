@@ -24,58 +24,28 @@ prints a summary table and one `SOAK-RESULT {json}` line; --json writes the same
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import soak_audit  # sibling modules: benchmarks/ is not a package
 from soak_experiment import Experiment, Point
 from soak_report import SETTLED, Tally, print_table, summary
+from soak_runs import Proc, Runs
+from soak_state import State
 
 from oellm.reconciler.submit import CRASH_POINTS
-
-# A round may take this long before it counts as hung (it is then killed).
-ROUND_TIMEOUT_S = 240.0
-# Runs on the far side of the barrier: imports oellm first, so that every round starts its
-# work within a few milliseconds of the others once the start file appears.
-BARRIER = """
-import os, sys, time
-from oellm.cli import main
-import oellm.reconciler.reconcile
-ready, start = sys.argv[1], sys.argv[2]
-open(ready, "w").close()
-end = time.monotonic() + 120
-while not os.path.exists(start) and time.monotonic() < end:
-    time.sleep(0.001)
-sys.exit(main(sys.argv[3:]))
-"""
-
-
-# --- running oellm --------------------------------------------------------------------------
-
-
-@dataclass
-class Proc:
-    popen: subprocess.Popen[str]
-    what: str
-    round: int
-    extra: dict[str, str]
-    started: float
-    killed: bool = False
 
 
 class Soak:
@@ -89,11 +59,11 @@ class Soak:
             args.jobs, self.rng, secrets.token_hex(2), work / "markers"
         )
         self.exp_file = work / "experiment.yaml"
-        self.env = {**os.environ, "OELLM_INTENT_GRACE_SECONDS": str(args.grace)}
         self.tally = Tally()
+        env = {**os.environ, "OELLM_INTENT_GRACE_SECONDS": str(args.grace)}
+        self.runs = Runs(work, env, self.tally)
+        self.state = State(self.bundle, self.rng, self.tally)
         self.timeline: list[tuple[int, datetime, datetime, str]] = []
-        self.identity_keys: set[str] = set()
-        self.log: TextIO = (work / "soak.log.jsonl").open("a", encoding="utf-8")
         self.since = datetime.now().strftime("%Y-%m-%dT%H:%M:%S")
         # Every round's mode up front, so that each job is released (its start condition met)
         # right before a round that abuses: a killed round has a submission to be killed in.
@@ -109,114 +79,19 @@ class Soak:
         middle = self.rng.randint(args.rounds * 2 // 5, args.rounds * 3 // 5)
         self.move_at: int = middle if args.move_at is None else args.move_at
 
-    # -- processes
-
-    def _argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "oellm", *args]
-
-    def spawn(self, argv: list[str], what: str, number: int, extra: dict[str, str]) -> Proc:
-        popen = subprocess.Popen(
-            argv,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env={**self.env, **extra},
-            cwd=self.work,
-        )
-        return Proc(popen, what, number, extra, time.monotonic())
-
-    def kill(self, proc: Proc) -> None:
-        if proc.popen.poll() is None:
-            proc.popen.send_signal(signal.SIGKILL)
-            proc.killed = True
-            self.tally.kills += 1
-
-    def finish(self, proc: Proc, expect_kill: bool = False) -> tuple[int, str, str]:
-        """Wait for `proc`, and judge its exit status."""
-        timeout = max(1.0, ROUND_TIMEOUT_S - (time.monotonic() - proc.started))
-        hung = False
-        try:
-            out, err = proc.popen.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            hung = True
-            proc.popen.kill()
-            out, err = proc.popen.communicate()
-        code = proc.popen.returncode
-        self.tally.oellm_runs += 1
-        self.tally.exit_codes[f"{proc.what.split()[0]} {code}"] += 1
-        entry = {
-            "round": proc.round,
-            "what": proc.what,
-            "env": proc.extra,
-            "exit": code,
-            "killed": proc.killed,
-            "seconds": round(time.monotonic() - proc.started, 2),
-            "stdout": out[-4000:],
-            "stderr": err[-4000:],
-        }
-        self.log.write(json.dumps(entry) + "\n")
-        self.log.flush()
-        command = proc.what.split()[0]
-        fine = {"reconcile": (0, 1, 75), "compile": (0,), "status": (0,)}[command]
-        if hung:
-            self.tally.hung.append(entry)
-        elif code == 3 or "Traceback" in err:
-            self.tally.exit3.append(entry)
-        elif code == -signal.SIGKILL and (proc.killed or expect_kill):
-            pass  # killed on purpose
-        elif code not in fine:
-            self.tally.unexpected.append(entry)
-        return code, out, err
-
-    def run(self, argv: list[str], what: str, number: int, **extra: str) -> tuple[int, str, str]:
-        return self.finish(self.spawn(argv, what, number, extra))
-
     def compile(self, number: int, move: bool = False) -> tuple[int, str, str]:
         self.exp_file.write_text(json.dumps(self.experiment.config(), indent=1) + "\n")
-        argv = self._argv("compile", str(self.exp_file), "-o", str(self.bundle))
-        proc = self.spawn(
+        argv = self.runs.argv("compile", str(self.exp_file), "-o", str(self.bundle))
+        proc = self.runs.spawn(
             argv + (["--move-state"] if move else []),
             "compile --move-state" if move else "compile",
             number,
             {"OUTPUT_DIR": str(self.out)},
         )
-        return self.finish(proc)
+        return self.runs.finish(proc)
 
     def reconcile(self, number: int, what: str = "reconcile", **extra: str) -> Proc:
-        return self.spawn(self._argv("reconcile", str(self.bundle)), what, number, extra)
-
-    # -- the state dir
-
-    def lock(self) -> dict[str, Any]:
-        data: dict[str, Any] = json.loads((self.bundle / "plan.lock.json").read_text())
-        return data
-
-    def state_dir(self) -> Path:
-        path = Path(self.lock()["project"]["state_dir"])
-        return path if path.is_absolute() else self.bundle.parent / path
-
-    def note_identity(self) -> None:
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            self.identity_keys.add(
-                json.loads((self.state_dir() / "identity.json").read_text())["key"]
-            )
-
-    def records(self) -> list[Path]:
-        # Those of jobs in flight, and of jobs a round settled (moved to `completed/`).
-        found = [*self.state_dir().glob("jobs/*/attempt-*.json")]
-        found += self.state_dir().glob("completed/*/attempt-*.json")
-        return sorted(found)
-
-    def recorded_ids(self) -> set[str]:
-        ids: set[str] = set()
-        for path in self.records():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
-            ids |= {data["job_id"]} if data.get("job_id") else set()
-            ids |= {link["job_id"] for link in data.get("links", []) if link.get("job_id")}
-        return ids
+        return self.runs.spawn(self.runs.argv("reconcile", str(self.bundle)), what, number, extra)
 
     # -- abuse
 
@@ -229,51 +104,6 @@ class Soak:
         names = [name for point in points for name in self.experiment.jobs_of(point)]
         return f"released {', '.join(names)}" if names else ""
 
-    def delete_record(self) -> str:
-        found = self.records()
-        if not found:
-            return "no record to delete"
-        victim = self.rng.choice(found)
-        victim.unlink(missing_ok=True)
-        self.tally.record_deletions += 1
-        return f"deleted {victim.parent.name}/{victim.name}"
-
-    def delete_state_dir(self) -> str:
-        state = self.state_dir()
-        if not state.exists():
-            return "no state dir to delete"
-        for child in state.iterdir():
-            if child.name == "local":  # the local scheduler's processes: not SLURM's business
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
-        self.tally.state_dir_deletions += 1
-        return f"deleted the state dir {state}"
-
-    def plant_lock(self, empty: bool) -> str:
-        path = self.state_dir() / "reconcile.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if empty:
-            # An older oellm died between O_EXCL and its write; old enough to count as abandoned.
-            path.write_bytes(b"")
-            old = time.time() - 120
-            os.utime(path, (old, old))
-            self.tally.empty_locks += 1
-            return "empty lock file planted"
-        dead = subprocess.Popen(["true"])
-        dead.wait()
-        holder = {
-            "host": socket.gethostname(),
-            "pid": dead.pid,
-            "token": secrets.token_hex(8),
-            "expires": time.time() + 900,
-        }
-        path.write_text(json.dumps(holder))
-        self.tally.stale_locks += 1
-        return f"stale lock of dead pid {dead.pid} planted"
-
     def recompile(self, number: int, during: Proc | None = None) -> str:
         change = self.experiment.change_one(self.rng)
         if during is not None:
@@ -285,7 +115,7 @@ class Soak:
         return f"recompiled{when}: {change} (exit {code}{': ' + err.strip() if code else ''})"
 
     def move(self, number: int) -> str:
-        old = self.state_dir()
+        old = self.state.state_dir()
         self.out = self.work / "out-moved"
         code, out, err = self.compile(number, move=True)
         self.tally.moves += 1
@@ -295,20 +125,20 @@ class Soak:
         elif "moved the state" not in said:
             self.tally.move_failures.append(f"round {number}: no 'moved the state': {said!r}")
         told = "said 'moved the state'" if "moved the state" in said else said.strip()
-        return f"output dir moved, state {old} -> {self.state_dir()} (exit {code}, {told})"
+        return f"output dir moved, state {old} -> {self.state.state_dir()} (exit {code}, {told})"
 
     # -- rounds
 
     def plain(self, number: int) -> list[str]:
-        self.finish(self.reconcile(number))
+        self.runs.finish(self.reconcile(number))
         return ["plain round"]
 
     def killed(self, number: int) -> list[str]:
         proc = self.reconcile(number, "reconcile killed")
         delay = self.rng.uniform(0, 2.0)
         time.sleep(delay)
-        self.kill(proc)
-        self.finish(proc)
+        self.runs.kill(proc)
+        self.runs.finish(proc)
         return [f"SIGKILL after {delay:.2f} s" + ("" if proc.killed else " (it had ended)")]
 
     def crash(self, number: int) -> list[str]:
@@ -316,7 +146,7 @@ class Soak:
         chain = any(p.kind == "chain" for p in self.just_released)
         point = self.rng.choice(CRASH_POINTS if chain else CRASH_POINTS[:4])
         self.tally.crash_rounds += 1
-        code, _, _ = self.finish(
+        code, _, _ = self.runs.finish(
             self.reconcile(number, f"reconcile crash {point}", OELLM_CRASH_AT=point),
             expect_kill=True,
         )
@@ -332,42 +162,20 @@ class Soak:
             extra["OELLM_LOCK_STALL_SECONDS"] = "1"
             self.tally.stalled_rounds += 1
             notes.append("lock writes stalled 1 s")
-        start = self.work / f"start.{number}"
-        ready = [self.work / f"ready.{number}.{i}" for i in range(count)]
-        procs = [
-            self.spawn(
-                [
-                    sys.executable,
-                    "-c",
-                    BARRIER,
-                    str(flag),
-                    str(start),
-                    "reconcile",
-                    str(self.bundle),
-                ],
-                "reconcile together",
-                number,
-                extra,
-            )
-            for flag in ready
-        ]
-        end = time.monotonic() + 60
-        while not all(flag.exists() for flag in ready) and time.monotonic() < end:
-            if any(p.popen.poll() is not None for p in procs):
-                break
-            time.sleep(0.01)
-        start.touch()
+        procs, flags = self.runs.start_together(
+            count, ["reconcile", str(self.bundle)], "reconcile together", number, extra
+        )
         self.tally.concurrent_rounds += 1
         self.tally.concurrent_processes += count
         if self.rng.random() < 0.3:
             delay = self.rng.uniform(0, 1.5)
             time.sleep(delay)
             victim = self.rng.randrange(count)
-            self.kill(procs[victim])
+            self.runs.kill(procs[victim])
             notes.append(f"one killed after {delay:.2f} s")
-        codes = [self.finish(p)[0] for p in procs]
+        codes = [self.runs.finish(p)[0] for p in procs]
         notes.append(f"exits {sorted(codes)}")
-        for flag in [*ready, start]:
+        for flag in flags:
             flag.unlink(missing_ok=True)
         return notes
 
@@ -376,12 +184,12 @@ class Soak:
         begun = datetime.now()
         notes: list[str] = []
         # Once, and only with records to move (else it is postponed a round).
-        if 0 < self.move_at <= number and not self.tally.moves and self.records():
+        if 0 < self.move_at <= number and not self.tally.moves and self.state.records():
             notes.append(self.move(number))
         if rng.random() < 0.12:
-            notes.append(self.delete_record())
+            notes.append(self.state.delete_record())
         if rng.random() < 0.04:
-            notes.append(self.delete_state_dir())
+            notes.append(self.state.delete_state_dir())
         released = self.release(number)
         if released:
             notes.append(released)
@@ -393,23 +201,25 @@ class Soak:
         if mode == "together" or rng.random() < 0.1:
             kind = rng.random()
             if kind < 0.3:
-                notes.append(self.plant_lock(empty=False))
+                notes.append(self.state.plant_lock(empty=False))
             elif kind < 0.45:
-                notes.append(self.plant_lock(empty=True))
+                notes.append(self.state.plant_lock(empty=True))
         if recompile:
             # A round in flight while the bundle is replaced under it.
             proc = self.reconcile(number)
             notes.append(self.recompile(number, during=proc))
-            self.finish(proc)
+            self.runs.finish(proc)
         notes += getattr(self, {"kill": "killed"}.get(mode, mode))(number)
-        self.note_identity()
+        self.state.note_identity()
         self.tally.rounds += 1
         self.timeline.append((number, begun, datetime.now(), "; ".join(notes)))
         if self.args.verbose:
             print(f"round {number}: {'; '.join(notes)}", flush=True)
 
     def status(self) -> list[dict[str, Any]]:
-        code, out, _ = self.run(self._argv("status", str(self.bundle), "--json"), "status", -1)
+        code, out, _ = self.runs.run(
+            self.runs.argv("status", str(self.bundle), "--json"), "status", -1
+        )
         if code != 0:
             return []
         # status --json, schema_version 1: one section per bundle (schemas/status.schema.json).
@@ -424,39 +234,33 @@ class Soak:
         self.release(number, everything=True)
         while time.monotonic() - began < self.args.settle:
             number += 1
-            self.finish(self.reconcile(number, "reconcile settle"))
+            self.runs.finish(self.reconcile(number, "reconcile settle"))
             self.tally.settle_rounds += 1
             rows = self.status()
             if rows and all(row["state"] in SETTLED for row in rows):
                 # What status saw ending is recorded by one more round.
-                self.finish(self.reconcile(number + 1, "reconcile settle"))
+                self.runs.finish(self.reconcile(number + 1, "reconcile settle"))
                 rows = self.status()
                 break
             time.sleep(1)
-        self.note_identity()
+        self.state.note_identity()
         return rows, time.monotonic() - began
 
     # -- the count
 
-    def members(self) -> dict[tuple[str, int], str]:
-        return {
-            (job["array_group"], job["array_index"]): job["name"]
-            for job in self.lock()["jobs"]
-            if job.get("array_group") is not None
-        }
-
-    def chains(self) -> set[str]:
-        return {job["name"] for job in self.lock()["jobs"] if job.get("chain_repeat", 1) > 1}
-
     def count(self) -> tuple[soak_audit.Audit, set[str], set[str]]:
         """The audit, once accounting shows every job id the records name (it lags a little,
         and names a job that just ended `allocation` for a few seconds)."""
-        recorded = self.recorded_ids()
+        recorded = self.state.recorded_ids()
         end = time.monotonic() + 45
         while True:
             rows = soak_audit.read_slurm(self.since)
             found = soak_audit.audit(
-                rows, self.experiment.names(), self.members(), self.chains(), datetime.now()
+                rows,
+                self.experiment.names(),
+                self.state.members(),
+                self.state.chains(),
+                datetime.now(),
             )
             seen = {sub.row.job_id for sub in found.submissions}
             missing = recorded - seen
@@ -476,7 +280,7 @@ class Soak:
                 env={**os.environ, "SLURM_BITSTR_LEN": "0"},
             ).stdout
         )
-        subs, _ = soak_audit.classify(rows, self.experiment.names(), self.members())
+        subs, _ = soak_audit.classify(rows, self.experiment.names(), self.state.members())
         ids = sorted({sub.base for sub in subs})
         if ids:
             subprocess.run(["scancel", *ids], check=False, timeout=120)
@@ -567,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             soak.rounds_at,
             {
                 "seed": args.seed,
-                "identity_keys": sorted(soak.identity_keys),
+                "identity_keys": sorted(soak.state.identity_keys),
                 "untracked": len(untracked),
                 "missing_in_slurm": len(missing),
                 "settle_seconds": round(settle_seconds, 1),
@@ -577,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         cancelled = soak.cancel_all()
-        soak.log.close()
+        soak.runs.log.close()
     result["cancelled_at_end"] = cancelled
     print_table(result)
     bad = sum(

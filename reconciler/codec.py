@@ -5,11 +5,8 @@ A record that does not check out is damage, not data: a string attempt number, a
 is a number, a phase no round writes. Acting on it would submit twice or lose a job, so the
 caller reports the file and its job waits.
 
-`loads` reads a record from its bytes. With msgspec installed, a typed decode into a mirror of
-the record's dataclass (unknown fields refused) plus the one check it cannot do (time stamps)
-takes each record that checks out at a tenth of the cost; anything it does not take goes
-through `decode`, which accepts or refuses it and says why exactly as it would on its own. A
-round reads one record per job in flight, so this is most of what reading them costs.
+`encode` and `dump` write a record as `decode` reads it back. Reading one from its bytes,
+quickly where msgspec is installed, is `codec_quick.loads`.
 """
 
 from __future__ import annotations
@@ -17,16 +14,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import operator
 import types
 import typing
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, Union, get_args, get_origin
 
 try:
     import msgspec
-except ImportError:  # `decode` alone reads every record, as strictly and more slowly
+except ImportError:  # `dump` writes the same bytes through `json`, more slowly
     msgspec = None  # type: ignore[assignment]
 
 T = TypeVar("T")
@@ -57,17 +53,6 @@ def decode(kind: type[T], data: object, where: str = "") -> T:
             if field.required and name not in values:
                 raise RecordInvalid(f"missing field {_at(where, name)}")
     return kind(**values)
-
-
-def loads(kind: type[T], data: bytes) -> T:
-    """A `kind` record from its JSON bytes: what `decode(kind, json.loads(data))` returns, or
-    the error it raises (RecordInvalid, or ValueError for text that is not JSON)."""
-    quick = _quick(kind)  # type: ignore[arg-type]  # a class is hashable
-    if quick is not None:
-        found = quick(data)
-        if found is not None:
-            return found  # type: ignore[no-any-return]
-    return decode(kind, json.loads(data))
 
 
 def encode(record: Any) -> dict[str, Any]:
@@ -116,7 +101,9 @@ class _Field:
     plain: frozenset[type[Any]]  # types a value may have to be taken without its reader
 
 
-def _is_stamp(name: str, hint: Any) -> bool:
+def is_stamp(name: str, hint: Any) -> bool:
+    """Whether a field is a time stamp, which both readers check: text (or null) named `at`
+    or `..._at`."""
     return hint in (str, str | None) and (name.endswith("_at") or name == "at")
 
 
@@ -130,7 +117,7 @@ def _fields(kind: type[Any]) -> dict[str, _Field]:
         hint = hints[field.name]
         read = _reader(hint)
         plain = _plain_types(hint)
-        if _is_stamp(field.name, hint):
+        if is_stamp(field.name, hint):
             read, plain = _stamped(read), frozenset({type(None)}) & plain
         required = (
             field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
@@ -199,7 +186,7 @@ def _reader(hint: Any) -> Reader:
         return mapping
     if dataclasses.is_dataclass(hint):
         return lambda value, where: decode(hint, value, where)  # type: ignore[arg-type]
-    if hint in _SCALARS:
+    if hint in SCALARS:
         return _scalar(hint)
     raise RecordInvalid(f"no reader for {hint!r}")
 
@@ -223,7 +210,7 @@ def _union(options: tuple[Any, ...]) -> Reader:
 
 
 def _scalar(hint: type[Any]) -> Reader:
-    word = _SCALARS[hint]
+    word = SCALARS[hint]
 
     def scalar(value: object, where: str) -> Any:
         # bool is an int to Python, not to a record; an int is a fine float.
@@ -235,7 +222,9 @@ def _scalar(hint: type[Any]) -> Reader:
     return scalar
 
 
-_SCALARS: dict[Any, str] = {
+# The scalar types a record field may have, each with how a message names it; the quick
+# reader decodes these as they are.
+SCALARS: dict[Any, str] = {
     bool: "true or false",
     int: "an integer",
     float: "a number",
@@ -253,6 +242,16 @@ def _stamp(text: str, where: str) -> None:
         raise RecordInvalid(f"{where} is {text!r}, a time stamp without its time zone")
 
 
+def good_stamp(text: str) -> bool:
+    """Whether `_stamp` accepts `text`: the time stamp check for a reader that does not say
+    why (the quick reader, which leaves a record it refuses to `decode`)."""
+    try:
+        _stamp(text, "")
+    except RecordInvalid:
+        return False
+    return True
+
+
 def _at(where: str, name: str) -> str:
     return f"{where}.{name}" if where else name
 
@@ -267,147 +266,3 @@ def _kind(value: object) -> str:
         dict: "an object",
         type(None): "null",
     }.get(type(value), type(value).__name__)
-
-
-# --- the quick reader: msgspec, where it is installed ---------------------------------------
-
-Quick = Callable[[bytes], Any]  # a record, or None: let `decode` read it (and say what is wrong)
-Build = Callable[[Any], Any]  # a mirror's decoded value as the record's value; None: wrong
-
-
-class _Unmirrored(Exception):
-    """A field type the quick reader does not mirror: `decode` reads that kind of record."""
-
-
-@functools.cache
-def _quick(kind: type[Any]) -> Quick | None:
-    """A reader of `kind` records from their bytes that returns only what `decode` would (the
-    same record), and None for anything else; None when msgspec is absent."""
-    if msgspec is None:
-        return None
-    try:
-        struct, build = _mirror(kind)
-    except _Unmirrored:
-        return None
-    decoder = msgspec.json.Decoder(struct)
-    # RecursionError: nested too deep for msgspec, which `decode` then says (or reads).
-    failed = (msgspec.MsgspecError, RecursionError)
-
-    def quick(data: bytes) -> Any:
-        try:
-            found = decoder.decode(data)
-        except failed:
-            return None
-        return build(found)
-
-    return quick
-
-
-def _mirror(kind: type[Any]) -> tuple[type[Any], Build]:
-    """A msgspec Struct with `kind`'s fields, types and defaults that refuses unknown fields,
-    and the function that makes a decoded one the `kind` record `decode` would have made."""
-    hints = typing.get_type_hints(kind)
-    fields: list[tuple[Any, ...]] = []
-    stamps: list[str] = []
-    nested: list[tuple[int, Build]] = []
-    for number, field in enumerate(dataclasses.fields(kind)):
-        hint = hints[field.name]
-        shape, inner = _shape(hint)
-        if _is_stamp(field.name, hint):
-            stamps.append(field.name)
-        if inner is not None:
-            nested.append((number, inner))
-        if field.default is not dataclasses.MISSING:
-            fields.append((field.name, shape, field.default))
-        elif field.default_factory is not dataclasses.MISSING:
-            fields.append((field.name, shape, msgspec.field(default_factory=field.default_factory)))
-        else:
-            fields.append((field.name, shape))
-    struct = msgspec.defstruct(f"{kind.__name__}Mirror", fields, forbid_unknown_fields=True)
-    values_of = msgspec.structs.astuple
-    stamps_of = _getter(stamps)
-    names = [field.name for field in dataclasses.fields(kind)]
-    # The record is made without its constructor, its values set as the constructor would set
-    # them: a frozen dataclass's __init__ sets each field through object.__setattr__, which
-    # costs twice the decode. Its __post_init__ (Attempt's makes lists tuples and link dicts
-    # Links) has nothing to do: msgspec makes tuples, and `nested` made the links. Where the
-    # fields are slots, not a __dict__, the constructor makes it.
-    direct = "__slots__" not in vars(kind)
-
-    def build(found: Any) -> Any:
-        for stamp in stamps_of(found):
-            if stamp is not None and not _good_stamp(stamp):
-                return None
-        values: Sequence[Any] = values_of(found)
-        if nested:
-            values = list(values)
-            for number, inner in nested:
-                if values[number]:  # an empty tuple is what it is
-                    value = inner(values[number])
-                    if value is None:
-                        return None
-                    values[number] = value
-        if not direct:
-            return kind(*values)
-        made = object.__new__(kind)
-        vars(made).update(zip(names, values, strict=True))
-        return made
-
-    return struct, build
-
-
-def _shape(hint: Any) -> tuple[Any, Build | None]:
-    """The msgspec type that decodes exactly the values `_reader(hint)` takes as they are, and
-    the function that makes them what the reader would return (None: nothing to make)."""
-    origin = get_origin(hint)
-    if hint in _SCALARS or hint is Any or hint is type(None) or origin is typing.Literal:
-        return hint, None
-    if origin in (Union, types.UnionType):
-        options = [_shape(option) for option in get_args(hint)]
-        if any(build is not None for _, build in options):
-            raise _Unmirrored(hint)
-        return Union[tuple(shape for shape, _ in options)], None  # noqa: UP007
-    if origin is tuple:
-        args = get_args(hint)
-        if len(args) != 2 or args[1] is not Ellipsis:
-            raise _Unmirrored(hint)
-        shape, inner = _shape(args[0])
-        if inner is None:
-            return tuple[shape, ...], None  # type: ignore[valid-type]
-        made_by = inner
-
-        def items(found: Any) -> Any:
-            made = tuple(made_by(item) for item in found)
-            return None if any(item is None for item in made) else made
-
-        return tuple[shape, ...], items  # type: ignore[valid-type]
-    if origin in (dict, Mapping) or hint in (dict, Mapping):
-        args = get_args(hint)
-        if not args:
-            return dict[str, Any], None
-        shape, inner = _shape(args[1])
-        if args[0] is not str or inner is not None:
-            raise _Unmirrored(hint)
-        return dict[str, shape], None  # type: ignore[valid-type]
-    if dataclasses.is_dataclass(hint):
-        return _mirror(hint)  # type: ignore[arg-type]
-    raise _Unmirrored(hint)
-
-
-def _getter(names: list[str]) -> Callable[[Any], tuple[Any, ...]]:
-    """The values of the attributes `names` of an object, as a tuple."""
-    if not names:
-        return lambda _: ()
-    if len(names) == 1:
-        name = names[0]
-        return lambda found: (getattr(found, name),)
-    return operator.attrgetter(*names)
-
-
-def _good_stamp(text: str) -> bool:
-    """Whether `_stamp` accepts `text`."""
-    try:
-        _stamp(text, "")
-    except RecordInvalid:
-        return False
-    return True

@@ -1,7 +1,7 @@
 """A file of the reconciler's state on the shared filesystem, written atomically (temp file,
 fsync, rename; many at once with two syncs of the file system), so a run killed at any instant
 leaves either the old file or the new one, never half of one; created exclusively when asked
-(RecordExists); and read strictly (`codec.loads`): a record that does not check out is a
+(RecordExists); and read strictly (`codec_quick.loads`): a record that does not check out is a
 ReconcileError naming its file.
 """
 
@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 from oellm import filesync
 
-from .codec import RecordInvalid, dump, loads
+from .codec import RecordInvalid, dump
+from .codec_quick import loads
 from .errors import ReconcileError
 
 log = logging.getLogger("oellm.records")  # DEBUG: each state record read and written

@@ -112,6 +112,7 @@ SHELL = {
         for name in ("observe", "records", "bundle", "logs", "lock", "identity", "submit")
     ),
     *(f"oellm.reconciler.{name}" for name in ("act", "reconcile", "folders", "codec")),
+    "oellm.reconciler.codec_quick",
     "oellm.reconciler.lock_file",
     "oellm.reconciler.lock_takeover",
     *(f"oellm.reconciler.{name}" for name in ("record_file", "cancel_batches")),

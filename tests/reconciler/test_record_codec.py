@@ -1,7 +1,7 @@
-"""`codec.loads` (msgspec's typed decode where it is installed) against the strict reader it
-stands in for, `decode(kind, json.loads(data))`: on valid records and on thousands of damaged
-ones (a field changed, removed or added, at the top or inside a link or an event; the bytes
-cut, changed or padded), both return the same record or refuse with the same error."""
+"""`codec_quick.loads` (msgspec's typed decode where it is installed) against the strict
+reader it stands in for, `decode(kind, json.loads(data))`: on valid records and on thousands of
+damaged ones (a field changed, removed or added, at the top or inside a link or an event; the
+bytes cut, changed or padded), both return the same record or refuse with the same error."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from typing import Any
 
 import pytest
 
-from oellm.reconciler import codec
-from oellm.reconciler.codec import RecordInvalid, decode, encode, loads
+from oellm.reconciler import codec, codec_quick
+from oellm.reconciler.codec import RecordInvalid, decode, encode
+from oellm.reconciler.codec_quick import loads
 from oellm.reconciler.model import Attempt, Dropped, Link, LogState, RetryRequest
 from oellm.reconciler.records import Records
 
@@ -213,7 +214,7 @@ def _set(data: Any, at: tuple[Any, ...], value: Any) -> Any:
 @pytest.mark.parametrize("sample", SAMPLES, ids=lambda s: type(s).__name__)
 def test_a_valid_record_reads_the_same_and_quickly(sample: Any) -> None:
     data = json.dumps(encode(sample), indent=1, sort_keys=True).encode()
-    quick = codec._quick(type(sample))
+    quick = codec_quick._quick(type(sample))
     assert quick is not None, "every record kind has a mirror"
     assert quick(data) == sample
     expected = outcome(lambda: strict(type(sample), data))
@@ -226,7 +227,7 @@ def test_damaged_records_are_refused_as_the_strict_reader_refuses_them() -> None
     for kind, data in mutations(seed=15, count=6000):
         expected = outcome(lambda: strict(kind, data))  # noqa: B023  # called at once
         assert outcome(lambda: loads(kind, data)) == expected, data  # noqa: B023
-        quick = codec._quick(kind)
+        quick = codec_quick._quick(kind)
         assert quick is not None
         found = quick(data)
         if found is None:
@@ -248,15 +249,15 @@ def test_a_value_nested_deeply_reads_or_fails_as_in_the_strict_reader(depth: int
 
 
 def test_without_msgspec_the_strict_reader_reads_alone(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(codec, "msgspec", None)
-    codec._quick.cache_clear()
+    monkeypatch.setattr(codec_quick, "msgspec", None)
+    codec_quick._quick.cache_clear()
     try:
-        assert codec._quick(Attempt) is None
+        assert codec_quick._quick(Attempt) is None
         for kind, data in mutations(seed=16, count=300):
             expected = outcome(lambda: strict(kind, data))  # noqa: B023
             assert outcome(lambda: loads(kind, data)) == expected  # noqa: B023
     finally:
-        codec._quick.cache_clear()
+        codec_quick._quick.cache_clear()
 
 
 def test_a_record_larger_than_one_read_is_read_whole(tmp_path: Path) -> None:
