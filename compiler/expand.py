@@ -3,6 +3,7 @@
 Owns the sweep language (grid format: `base_values` + `grids`; groups format: `type`, `groups`,
 `params`, `configs`, `defaults`, `filter`) and nothing after it: values are carried verbatim,
 filters are attached to points but not evaluated, and siblings are matched by a later step.
+Each place that writes values becomes one layer; `sweep_point.py` merges a point's layers.
 
 Precedence inside a point, lowest first: `base_values`, then every enclosing group's `defaults`
 (outer to inner), then the values of the group's own `params` combination or `configs` entry.
@@ -15,12 +16,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from types import MappingProxyType
-from typing import NamedTuple
 
 from .errors import ConfigError, Origin, did_you_mean, fail
 from .guard import MAX_DEPTH
+from .sweep_point import STAGE, Layer, Part, Point, SweepFilter, point
 from .tree import KeyPath
 
 """A path below the `sweep` mapping: mapping keys and list indices."""
@@ -32,45 +32,6 @@ _KINDS = ("groups", "params", "configs")
 _GROUP_WORDS = ("type", *_KINDS, "defaults", "filter")
 _GRID_WORDS = ("base_values", "grids")
 _TYPES = ("product", "list")
-_STAGE = "stage"
-
-
-@dataclass(frozen=True)
-class SweepFilter:
-    """A filter attached to points: a bool, or an interpolation string evaluated per job later."""
-
-    expr: object
-    origin: Origin | None
-
-
-@dataclass(frozen=True)
-class Point:
-    """One sweep point; `values` and `origins` are read-only views in first-set key order."""
-
-    index: int
-    values: Mapping[str, object]
-    origins: Mapping[str, Origin | None]
-    stage_keys: frozenset[str]
-    filters: tuple[SweepFilter, ...]
-
-
-@dataclass(frozen=True)
-class _Layer:
-    """Values written together in one place; later layers of a point override earlier ones.
-
-    `together` is what a point's `stage_keys` becomes when its `stage` is taken from this layer.
-    """
-
-    values: Mapping[str, object]
-    origins: Mapping[str, Origin | None]
-    together: frozenset[str]
-
-
-class _Part(NamedTuple):
-    """A point under construction: layers lowest precedence first, filters outermost first."""
-
-    layers: tuple[_Layer, ...]
-    filters: tuple[SweepFilter, ...]
 
 
 def expand(sweep: Mapping[str, object] | None, where: Where) -> list[Point]:
@@ -85,8 +46,8 @@ def expand(sweep: Mapping[str, object] | None, where: Where) -> list[Point]:
     grid_format = "grids" in sweep or all(key == "base_values" for key in sweep)
     parts = _grid_format(sweep, where) if grid_format else _top_group(sweep, where)
     if base is not None:
-        parts = [_Part((base, *part.layers), part.filters) for part in parts]
-    return [_point(index, part, composed) for index, part in enumerate(parts)]
+        parts = [Part((base, *part.layers), part.filters) for part in parts]
+    return [point(index, part, composed) for index, part in enumerate(parts)]
 
 
 def _list_composition(sweep: Mapping[str, object], where: Where) -> frozenset[str]:
@@ -106,39 +67,16 @@ def _list_composition(sweep: Mapping[str, object], where: Where) -> frozenset[st
     return frozenset(str(key) for key in keys)
 
 
-def _point(index: int, part: _Part, composed: frozenset[str] = frozenset()) -> Point:
-    values: dict[str, object] = {}
-    origins: dict[str, Origin | None] = {}
-    stage_from: _Layer | None = None
-    gathered: dict[str, list[object]] = {}
-    for layer in part.layers:
-        for key in composed.intersection(layer.values):
-            value = layer.values[key]
-            gathered.setdefault(key, []).extend(value if isinstance(value, list) else [value])
-        values.update(layer.values)
-        origins.update(layer.origins)
-        if _STAGE in layer.values:
-            stage_from = layer
-    for key, items in gathered.items():
-        # One layer alone keeps its value as written; several make one flat list.
-        if sum(1 for layer in part.layers if key in layer.values) > 1:
-            values[key] = items
-    stage_keys = stage_from.together if stage_from is not None else frozenset()
-    return Point(
-        index, MappingProxyType(values), MappingProxyType(origins), stage_keys, part.filters
-    )
-
-
-def _base_values(sweep: Mapping[str, object], where: Where) -> _Layer | None:
+def _base_values(sweep: Mapping[str, object], where: Where) -> Layer | None:
     if "base_values" not in sweep:
         return None
     node = _mapping(sweep["base_values"], ("base_values",), where, "base_values")
     values, origins = _values(node, ("base_values",), where)
     # A stage in base_values is shared by every point, so nothing else is tied to it.
-    return _Layer(values, origins, frozenset({_STAGE})) if values else None
+    return Layer(values, origins, frozenset({STAGE})) if values else None
 
 
-def _grid_format(sweep: Mapping[str, object], where: Where) -> list[_Part]:
+def _grid_format(sweep: Mapping[str, object], where: Where) -> list[Part]:
     mixed = [key for key in sweep if key in _GROUP_WORDS and key != "filter"]
     if mixed:
         raise fail(
@@ -152,22 +90,22 @@ def _grid_format(sweep: Mapping[str, object], where: Where) -> list[_Part]:
             raise _unknown_key(key, (), where, (*_GRID_WORDS, "filter"), "the sweep")
     filters = (_filter(sweep, (), where),) if "filter" in sweep else ()
     if "grids" not in sweep:
-        return [_Part((), filters)]
+        return [Part((), filters)]
     grids = _list(sweep["grids"], ("grids",), where, "grids")
-    parts: list[_Part] = []
+    parts: list[Part] = []
     for number, grid in enumerate(grids):
         path: KeyPath = ("grids", number)
         node = _mapping(grid, path, where, "a grid")
         if not node:
             raise fail("a grid needs at least one swept key", where(path), _key(path))
-        parts.extend(_Part(layers, filters) for layers in _params(node, path, where))
+        parts.extend(Part(layers, filters) for layers in _params(node, path, where))
     return parts
 
 
 _COMPOSITION = "list_composition"
 
 
-def _top_group(sweep: Mapping[str, object], where: Where) -> list[_Part]:
+def _top_group(sweep: Mapping[str, object], where: Where) -> list[Part]:
     # The top of the groups format is a group itself, plus base_values (handled by the caller).
     node = {key: value for key, value in sweep.items() if key != "base_values"}
     return _group(node, (), where, "the sweep", extra_words=_GRID_WORDS)
@@ -179,7 +117,7 @@ def _group(
     where: Where,
     what: str,
     extra_words: tuple[str, ...] = (),
-) -> list[_Part]:
+) -> list[Part]:
     """Expand one group item: a mapping with exactly one of groups/params/configs."""
     group = _mapping(node, path, where, what)
     if not group:
@@ -197,7 +135,7 @@ def _group(
         raise _unknown_key(typos[0], path, where, choices, what)
     if not any(key in _GROUP_WORDS for key in group):
         # Shorthand: `- backend.megatron.lr: [1e-4, 3e-4]` means `- params: {...}`.
-        return [_Part(layers, ()) for layers in _params(group, path, where)]
+        return [Part(layers, ()) for layers in _params(group, path, where)]
 
     kinds = [key for key in group if key in _KINDS]
     if len(kinds) != 1:
@@ -217,13 +155,13 @@ def _group(
     defaults = _defaults(group, path, where)
     prefix = (defaults,) if defaults is not None else ()
 
-    inner: list[_Part]
+    inner: list[Part]
     if kind == "params":
         params_path = (*path, "params")
         params = _mapping(group["params"], params_path, where, "params")
         if not params:
             raise fail("params needs at least one swept key", where(params_path), _key(params_path))
-        inner = [_Part(layers, ()) for layers in _params(params, params_path, where)]
+        inner = [Part(layers, ()) for layers in _params(params, params_path, where)]
     elif kind == "configs":
         inner = _configs(group, path, where)
     else:
@@ -231,10 +169,10 @@ def _group(
 
     if not prefix and not filters:
         return inner
-    return [_Part((*prefix, *part.layers), (*filters, *part.filters)) for part in inner]
+    return [Part((*prefix, *part.layers), (*filters, *part.filters)) for part in inner]
 
 
-def _groups(group: Mapping[str, object], path: KeyPath, where: Where, combine: str) -> list[_Part]:
+def _groups(group: Mapping[str, object], path: KeyPath, where: Where, combine: str) -> list[Part]:
     groups_path = (*path, "groups")
     items = _list(group["groups"], groups_path, where, "groups")
     children = [
@@ -245,7 +183,7 @@ def _groups(group: Mapping[str, object], path: KeyPath, where: Where, combine: s
         return [part for child in children for part in child]
     # itertools.product varies the last child fastest, so the first child is slowest.
     return [
-        _Part(
+        Part(
             tuple(itertools.chain.from_iterable(part.layers for part in combo)),
             tuple(itertools.chain.from_iterable(part.filters for part in combo)),
         )
@@ -253,10 +191,10 @@ def _groups(group: Mapping[str, object], path: KeyPath, where: Where, combine: s
     ]
 
 
-def _configs(group: Mapping[str, object], path: KeyPath, where: Where) -> list[_Part]:
+def _configs(group: Mapping[str, object], path: KeyPath, where: Where) -> list[Part]:
     configs_path = (*path, "configs")
     entries = _list(group["configs"], configs_path, where, "configs")
-    parts: list[_Part] = []
+    parts: list[Part] = []
     for number, entry in enumerate(entries):
         entry_path = (*configs_path, number)
         node = _mapping(entry, entry_path, where, "a configs entry")
@@ -266,13 +204,13 @@ def _configs(group: Mapping[str, object], path: KeyPath, where: Where) -> list[_
             parts.extend(_group(node, entry_path, where, "a configs entry"))
             continue
         values, origins = _values(node, entry_path, where)
-        parts.append(_Part((_Layer(values, origins, frozenset(values)),), ()))
+        parts.append(Part((Layer(values, origins, frozenset(values)),), ()))
     return parts
 
 
-def _params(node: Mapping[str, object], path: KeyPath, where: Where) -> list[tuple[_Layer, ...]]:
+def _params(node: Mapping[str, object], path: KeyPath, where: Where) -> list[tuple[Layer, ...]]:
     """The product of `key: [alternatives]` lists, first key slowest, one layer per key."""
-    choices: list[list[_Layer]] = []
+    choices: list[list[Layer]] = []
     for key, alternatives in node.items():
         _check_value_key(key, path, where)
         key_path = (*path, key)
@@ -292,14 +230,14 @@ def _params(node: Mapping[str, object], path: KeyPath, where: Where) -> list[tup
         together = frozenset({key})
         choices.append(
             [
-                _Layer({key: value}, {key: where((*key_path, number))}, together)
+                Layer({key: value}, {key: where((*key_path, number))}, together)
                 for number, value in enumerate(alternatives)
             ]
         )
     return list(itertools.product(*choices))
 
 
-def _defaults(group: Mapping[str, object], path: KeyPath, where: Where) -> _Layer | None:
+def _defaults(group: Mapping[str, object], path: KeyPath, where: Where) -> Layer | None:
     """`defaults` plus the dotted keys written beside it: one layer, all set together."""
     values: dict[str, object] = {}
     origins: dict[str, Origin | None] = {}
@@ -320,7 +258,7 @@ def _defaults(group: Mapping[str, object], path: KeyPath, where: Where) -> _Laye
             )
         values[key] = value
         origins[key] = where(key_path)
-    return _Layer(values, origins, frozenset(values)) if values else None
+    return Layer(values, origins, frozenset(values)) if values else None
 
 
 def _values(

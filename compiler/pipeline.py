@@ -21,7 +21,7 @@ from oellm.lockfile.model import ArrayGroup, Lock, LockJob, Project
 from . import array_groups, fanout
 from .compose import compose
 from .errors import ConfigError, Origin, did_you_mean, fail
-from .expand import Point, expand
+from .expand import expand
 from .interpolate import Interpolator
 from .library import Library
 from .limits import check_bundle_limits, check_sweep_size
@@ -33,6 +33,7 @@ from .point_work import JobHook, PointWork, merge
 from .provenance import compiled_with
 from .siblings import Sibling, SiblingIndex, base_references, point_references, stage_order
 from .staging import FileSink
+from .sweep_point import Point
 from .tree import origin_of
 
 

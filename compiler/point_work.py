@@ -18,7 +18,6 @@ from oellm.lockfile.model import LockJob, RestartPolicy, replaced
 from . import array_groups
 from .checks import Checks, check_job, checks_for
 from .errors import ConfigError, Problem
-from .expand import Point
 from .interpolate import static_parts
 from .leaves import Made
 from .megatron_checks import Loader, loader
@@ -27,6 +26,7 @@ from .render_shape import ShapedScripts
 from .resolve import JobConfig, ResolvedParts, resolve_job
 from .script import plan_script
 from .siblings import Sibling, SiblingIndex, gather, sibling_of
+from .sweep_point import Point
 from .time_limits import clamp_debug_time
 from .tree import Memo, by_identity, key_path, origin_of
 from .validate import Validator

@@ -14,10 +14,10 @@ from typing import Any
 
 from .depends import Shared
 from .errors import Origin, fail
-from .expand import Point
 from .interpolate import Interpolator, check_expanded
 from .leaves import Leaves, Made, plan
 from .siblings import Sibling
+from .sweep_point import Point
 from .tree import KeyPath, key_path, map_strings
 
 

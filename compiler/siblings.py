@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import ConfigError, Origin, Problem, did_you_mean
-from .expand import Point
+from .sweep_point import Point
 from .tree import strings
 
 # The short names of the first design, kept: they read the sibling's job section.

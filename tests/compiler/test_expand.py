@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
 from oellm.compiler.errors import ConfigError, Origin
-from oellm.compiler.expand import Point, SweepFilter, expand
+from oellm.compiler.expand import expand
+from oellm.compiler.sweep_point import Point, SweepFilter
 from oellm.compiler.tree import KeyPath
 
 LR = "backend.megatron.lr"
