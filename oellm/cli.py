@@ -80,7 +80,7 @@ _LAZY = {
     "container": "oellm.container_cli:container_command",
     "reconcile": "oellm.reconcile_cli:reconcile_command",
     "status": "oellm.status_cli:status_command",
-    "cancel": "oellm.reconcile_cli:cancel_command",
+    "cancel": "oellm.cancel_cli:cancel_command",
     "retry": "oellm.retry_cli:retry_command",
     "logs": "oellm.logs_cli:logs_command",
     "prepare": "oellm.prepare_cli:prepare_command",
@@ -124,6 +124,14 @@ def from_shell() -> bool:
     """Whether this process is `oellm` run from the shell (`main()` on the command line, not
     called with arguments by a program or a test): a stop then holds until it ends."""
     return _FROM_SHELL
+
+
+def terminable_command() -> None:
+    """For the rest of the command, SIGTERM and SIGHUP (cron's `timeout`, a closed terminal)
+    stop it as Ctrl-C does: it unwinds, releasing the state lock (exit 143 or 129), rather
+    than die holding it (others then wait for its lease, on another login node 15 min).
+    Stopped at any point, what it did is recorded as a kill would leave it."""
+    click.get_current_context().with_resource(terminable(leave_ignored=from_shell()))
 
 
 @cli.command("compile")
