@@ -19,7 +19,7 @@ import click
 from oellm.completion import complete_jobs
 from oellm.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USER
 from oellm.guard import guarded
-from oellm.reconcile_cli import _BUNDLE, _SCHEDULER
+from oellm.options import BUNDLE, SCHEDULER
 
 POLL_S = 0.5
 IDLE_RECORDED_S = 2.0  # the end is recorded: stop once the log was quiet this long
@@ -28,11 +28,11 @@ CHUNK = 1 << 16
 
 
 @click.command("logs")
-@_BUNDLE
+@BUNDLE
 @click.argument("job", shell_complete=complete_jobs)
 @click.option("--attempt", type=click.IntRange(min=1), default=None, help="This attempt's log.")
 @click.option("-f", "--follow", is_flag=True, help="Keep printing while the log grows.")
-@_SCHEDULER
+@SCHEDULER
 @guarded
 def logs_command(
     bundle: Path, job: str, attempt: int | None, follow: bool, scheduler: str | None

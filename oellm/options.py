@@ -1,5 +1,6 @@
-"""What the commands that compile an experiment share: `--config-ref`, `--config-dir`, and the
-reading of their positional arguments (an experiment file, then overrides) into a request."""
+"""The options and arguments commands share. Those that compile an experiment: `--config-ref`,
+`--config-dir`, and the reading of their positional arguments (an experiment file, then
+overrides) into a request. Those that act on a compiled bundle: BUNDLE and `--scheduler`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CONFIG_REF_HELP = "Take the experiment from the config dirs instead of a file."
 CONFIG_DIR_HELP = "Extra config library folder, searched before the built-in one (repeatable)."
+
+# The bundle folder that `reconcile`, `cancel`, `status`, `retry` and `logs` act on.
+BUNDLE = click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
+# Where the jobs of that bundle run.
+SCHEDULER = click.option(
+    "--scheduler",
+    type=click.Choice(["slurm", "local"]),
+    default=None,
+    help="Where jobs run: SLURM, or detached processes on this machine "
+    "(default: slurm when sbatch is installed, else local).",
+)
 
 
 def config_source_options(ref_help: str, dir_help: str) -> Callable[[F], F]:

@@ -1,5 +1,5 @@
-"""The reconciler's commands: `reconcile` and `cancel`, and the attempt ledger `oellm status
-BUNDLE JOB` shows (`status_cli`); registered by `oellm.cli`.
+"""`oellm reconcile`: one round (`reconcile_once`) or, with --wait, rounds under one state lock
+until every job has settled, and what each prints; registered by `oellm.cli`.
 
 Exit codes of `reconcile`: 0 nothing to do, 1 acted, 2 a problem with the bundle or its state,
 75 SLURM unreachable; with --wait, 0 when every job completed and 1 otherwise.
@@ -16,22 +16,13 @@ from typing import Any
 
 import click
 
-from oellm.completion import complete_jobs
 from oellm.errors import EXIT_DIFFERENT, EXIT_OK, EXIT_USER
 from oellm.guard import guarded
-
-_BUNDLE = click.argument("bundle", type=click.Path(path_type=Path, file_okay=False, exists=True))
-_SCHEDULER = click.option(
-    "--scheduler",
-    type=click.Choice(["slurm", "local"]),
-    default=None,
-    help="Where jobs run: SLURM, or detached processes on this machine "
-    "(default: slurm when sbatch is installed, else local).",
-)
+from oellm.options import BUNDLE, SCHEDULER
 
 
 @click.command("reconcile")
-@_BUNDLE
+@BUNDLE
 @click.option("--dry-run", is_flag=True, help="Print what would be done, and why, without acting.")
 @click.option(
     "--actions-only",
@@ -102,7 +93,7 @@ _SCHEDULER = click.option(
     help="Start no new submission once a round has run this many seconds (default 60, so a "
     "round fits a cron interval; 0: no limit). The first submission always goes.",
 )
-@_SCHEDULER
+@SCHEDULER
 @guarded
 def reconcile_command(
     bundle: Path,
@@ -138,8 +129,10 @@ def reconcile_command(
     round, earlier stages first and in lockfile order within a stage; the
     round says how many went. With --wait the next round goes on with them.
     """
+    from oellm.cli import terminable_command
+
     _fewer_collections(wait)
-    _terminable()
+    terminable_command()
     from oellm.reconciler.budget import budget as make_budget
     from oellm.reconciler.decide_job import Options
     from oellm.reconciler.session import Session, intent_grace
@@ -284,17 +277,6 @@ def _wait(
     return EXIT_DIFFERENT if failed else EXIT_OK
 
 
-def _terminable() -> None:
-    """For the rest of the command, SIGTERM and SIGHUP (cron's `timeout`, a closed terminal)
-    stop it as Ctrl-C does: it unwinds, releasing the state lock (exit 143 or 129), rather
-    than die holding it (others then wait for its lease, on another login node 15 min).
-    Stopped at any point, what it did is recorded as a kill would leave it."""
-    from oellm.cli import from_shell
-    from oellm.stopping import terminable
-
-    click.get_current_context().with_resource(terminable(leave_ignored=from_shell()))
-
-
 def _a_number(seconds: float | None) -> float | None:
     if seconds is not None and math.isnan(seconds):
         raise click.BadParameter("give a number of seconds, e.g. 30")
@@ -333,112 +315,3 @@ def _errors(report: Any) -> None:
         click.echo(f"error: {error}", err=True)
     for damaged in report.damaged:
         click.echo(f"error: {damaged}", err=True)
-
-
-def _metrics_json(found: Any) -> dict[str, Any] | None:
-    import dataclasses
-
-    if found is None:
-        return None
-    data = dataclasses.asdict(found)
-    for key in ("offsets", "seq_length", "stride", "points", "last_point"):
-        data.pop(key)
-    return data
-
-
-def _print_table(table: Sequence[Sequence[str]]) -> None:
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
-    for row in table:
-        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        click.echo("  ".join([*cells, row[-1]]).rstrip())
-
-
-def _show_ledger(session: Any, job: str, as_json: bool) -> None:
-    import dataclasses
-
-    from oellm.reconciler.errors import ReconcileError as _Missing
-
-    if job not in {j.name for j in session.bundle.jobs}:
-        raise _Missing(f"no job named {job} in this bundle")
-    from oellm.reconciler.metrics_store import latest_metrics
-
-    history = session.history()
-    attempts = [dataclasses.asdict(a) for a in history.attempts.get(job, ())]
-    # Each attempt's last logged iteration and loss (Megatron jobs).
-    logged = {a["attempt"]: latest_metrics(session.records, job, a["attempt"]) for a in attempts}
-    dropped = history.dropped.get(job)
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "job": job,
-                    "attempts": [
-                        {**a, "metrics": _metrics_json(logged[a["attempt"]])} for a in attempts
-                    ],
-                    "dropped": dataclasses.asdict(dropped) if dropped else None,
-                },
-                indent=1,
-            )
-        )
-        return
-    table = [
-        ("ATTEMPT", "ID", "STATE", "EXIT", "ITERATION", "LAST LOGGED", "STARTED", "ENDED", "CAUSE")
-    ]
-    for a in attempts:
-        found = logged[a["attempt"]]
-        table.append(
-            (
-                str(a["attempt"]),
-                a["job_id"] or "-",
-                a["final_state"] or a["phase"],
-                "-" if a["exit_code"] is None else str(a["exit_code"]),
-                "-" if a["iteration"] is None else str(a["iteration"]),
-                found.summary() if found else "-",
-                a["submitted_at"] or "-",
-                a["ended_at"] or "-",
-                a["cause"],
-            )
-        )
-    _print_table(table)
-    for a in attempts:
-        for event in a["events"]:
-            click.echo(
-                f"  attempt {a['attempt']}: {event['event']} at {event.get('at', '?')}: "
-                f"{event.get('line') or event.get('trigger')} -> "
-                f"{', '.join(event.get('done', []))}"
-            )
-        for link in a.get("links", ()):
-            after = f" after {link['after']}" if link.get("after") else ""
-            click.echo(
-                f"  attempt {a['attempt']} link {link['link']}: job "
-                f"{link.get('job_id') or '-'} {link.get('state') or link.get('phase')}{after}"
-            )
-        for word in ("restart_requested", "cancel_requested", "finish_requested"):
-            if a[word]:
-                click.echo(f"  attempt {a['attempt']}: {word.replace('_', ' ')}: {a[word]}")
-    if dropped:
-        click.echo(f"  dropped at {dropped.at}: {dropped.reason}")
-
-
-@click.command("cancel")
-@_BUNDLE
-@click.argument("jobs", nargs=-1, shell_complete=complete_jobs)
-@_SCHEDULER
-@guarded
-def cancel_command(bundle: Path, jobs: tuple[str, ...], scheduler: str | None) -> int:
-    """Cancel jobs of a bundle (all of them when none are named); they are not resubmitted.
-
-    \b
-    The cancel is recorded first, then sent to SLURM; one SLURM did not take is sent again
-    by every `oellm reconcile` until SLURM confirms. Exit codes: 1 cancelled (or recorded),
-    0 nothing to cancel, 75 SLURM unreachable or another reconcile holds the state (waits
-    up to OELLM_LOCK_WAIT_SECONDS, default 60, for it).
-    """
-    from oellm.reconciler.cancel import cancel_jobs
-    from oellm.reconciler.session import Session
-
-    _terminable()
-    report = cancel_jobs(Session(bundle, scheduler), jobs, click.echo)
-    for error in report.errors:
-        click.echo(f"error: {error}", err=True)
-    return report.exit_code

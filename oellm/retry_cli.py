@@ -14,17 +14,17 @@ import click
 
 from oellm.completion import complete_jobs
 from oellm.guard import guarded
-from oellm.reconcile_cli import _BUNDLE, _SCHEDULER
+from oellm.options import BUNDLE, SCHEDULER
 
 
 @click.command("retry")
-@_BUNDLE
+@BUNDLE
 @click.argument("jobs", nargs=-1, shell_complete=complete_jobs)
 @click.option("--failed", is_flag=True, help="Only jobs that ended without success.")
 @click.option("--cancelled", is_flag=True, help="Only jobs that were cancelled or dropped.")
 @click.option("--stage", "stages", multiple=True, help="Only jobs of this stage (repeatable).")
 @click.option("--dry-run", is_flag=True, help="List what would be retried; record nothing.")
-@_SCHEDULER
+@SCHEDULER
 @guarded
 def retry_command(
     bundle: Path,

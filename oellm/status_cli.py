@@ -22,7 +22,8 @@ import click
 from oellm.completion import complete_jobs_or_bundles
 from oellm.errors import EXIT_OK
 from oellm.guard import guarded
-from oellm.reconcile_cli import _BUNDLE, _SCHEDULER, _print_table, _show_ledger
+from oellm.options import BUNDLE, SCHEDULER
+from oellm.status_ledger import show_ledger
 
 SCHEMA_VERSION = 1
 LOCK_NAME = "plan.lock.json"
@@ -43,7 +44,7 @@ def color_enabled(stream: IO[str], env: dict[str, str] | os._Environ[str]) -> bo
 
 
 @click.command("status")
-@_BUNDLE
+@BUNDLE
 @click.argument("more", nargs=-1, shell_complete=complete_jobs_or_bundles)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (schema_version 1).")
 @click.option("--state", "states", multiple=True, help="Only jobs in this state (repeatable).")
@@ -64,7 +65,7 @@ def color_enabled(stream: IO[str], env: dict[str, str] | os._Environ[str]) -> bo
     default=None,
     help="Redraw every SECONDS (default 10) until Ctrl-C.",
 )
-@_SCHEDULER
+@SCHEDULER
 @guarded
 def status_command(
     bundle: Path,
@@ -89,7 +90,7 @@ def status_command(
     patterns = [m for m in more if not _is_bundle(m)]
     sessions = [Session(path, scheduler, allow_edited=True) for path in bundles]
     if _ledger_request(sessions, patterns, states, stages):
-        _show_ledger(sessions[0], patterns[0], as_json)
+        show_ledger(sessions[0], patterns[0], as_json)
         return EXIT_OK
 
     def draw(out: Callable[[str], None], color: bool) -> None:
@@ -232,8 +233,8 @@ def _print_rows(
     tails: dict[int, tuple[str, ...]],
     colors: dict[int, str | None],
 ) -> None:
-    """`_print_table`'s layout, with the STATE cell colored and a failed job's last log lines
-    under its row."""
+    """The layout of the ledger's table (`status_ledger`), with the STATE cell colored and a
+    failed job's last log lines under its row."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]) - 1)]
     for number, row in enumerate(table):
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
@@ -273,4 +274,4 @@ def _duration(seconds: int | None) -> str:
     return f"{secs}s"
 
 
-__all__ = ["_print_table", "status_command"]
+__all__ = ["status_command"]
