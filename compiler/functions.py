@@ -18,7 +18,8 @@ from typing import Any
 
 from .grammar import GrammarError, decode
 from .guard import unencodable
-from .safeeval import ExpressionError, evaluate
+from .safeeval import evaluate
+from .safeparse import ExpressionError
 
 _INT = re.compile(r"[-+]?[0-9][0-9_]*")
 _FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9][0-9_]*(\.[0-9]*)?)([eE][-+]?[0-9]+)?")

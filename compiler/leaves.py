@@ -20,9 +20,9 @@ from typing import Any, Protocol
 
 from .errors import Origin
 from .functions import text_of
-from .interpolate import MAX_INT_BITS, MAX_TEXT
 from .template import Key, ParseError, parse
 from .tree import KeyPath, key_path
+from .value_sizes import MAX_INT_BITS, MAX_TEXT
 
 _Text = tuple[str, ...]  # a path with list indices as text, as `depends` writes them
 _SCALARS = frozenset({str, int, float, bool, type(None)})
@@ -301,7 +301,7 @@ def _pieces(
 def _spine(model: dict[str, Any], paths: list[KeyPath]) -> list[KeyPath] | None:
     """The mappings and lists to copy, parents first (the top first), if the model holds a
     text or a number at each of `paths`: every job made from it then holds as many values as
-    the model, which passed `interpolate.check_expanded`."""
+    the model, which passed `value_sizes.check_expanded`."""
     spine = sorted({p[:n] for p in paths for n in range(len(p))}, key=len)
     for path in spine:
         if type(_at(model, path)) not in (dict, list):

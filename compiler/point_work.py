@@ -18,7 +18,6 @@ from oellm.lockfile.model import LockJob, RestartPolicy, replaced
 from . import array_groups
 from .checks import Checks, check_job, checks_for
 from .errors import ConfigError, Problem
-from .interpolate import static_parts
 from .leaves import Made
 from .megatron_checks import Loader, loader
 from .reads import job_reads
@@ -30,6 +29,7 @@ from .sweep_point import Point
 from .time_limits import clamp_debug_time
 from .tree import Memo, by_identity, key_path, origin_of
 from .validate import Validator
+from .value_sizes import static_parts
 from .wandb import wandb_lock
 
 # One list for every job without dependencies (a large sweep holds many lock entries).

@@ -14,11 +14,12 @@ from typing import Any
 
 from .depends import Shared
 from .errors import Origin, fail
-from .interpolate import Interpolator, check_expanded
+from .interpolate import Interpolator
 from .leaves import Leaves, Made, plan
 from .siblings import Sibling
 from .sweep_point import Point
 from .tree import KeyPath, key_path, map_strings
+from .value_sizes import check_expanded
 
 
 @dataclass(frozen=True)

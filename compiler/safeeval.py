@@ -1,21 +1,26 @@
-"""The safe expression language of `${oc.eval:'...'}` and sweep `filter:` expressions.
+"""Evaluate the safe expression language: the value of an expression `safeparse` has checked.
 
-Owns the grammar (a small subset of Python expressions, parsed with `ast` and walked here; user text
-never reaches `eval`), the limits that keep a hostile config from hanging the compiler, and
-`ExpressionError`, which points at the offending character.
+Owns the limits that keep a hostile config from hanging the compiler: sizes, exponents and
+digits are checked before an operation is computed, and every result after.
 """
 
 from __future__ import annotations
 
 import ast
 import operator
-import re
-import warnings
 from collections.abc import Callable
 from typing import Any, TypeAlias
 
-MAX_LENGTH = 10_000
-MAX_DEPTH = 100
+from .safeparse import (
+    BINARY,
+    COMPARE,
+    FUNCTIONS,
+    NAMED_CONSTANTS,
+    Expression,
+    ExpressionError,
+    parse,
+)
+
 MAX_EXPONENT = 1000
 # Items in one string, list or tuple (nested items included).
 MAX_ITEMS = 100_000
@@ -30,136 +35,18 @@ _MAX_INT_STRING = 4300
 # round(n, -k) computes 10**k, so k needs the same bound as an exponent.
 _MAX_ROUND_DIGITS = MAX_EXPONENT
 
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "abs": abs,
-    "bool": bool,
-    "float": float,
-    "int": int,
-    "len": len,
-    "max": max,
-    "min": min,
-    "round": round,
-    "str": str,
-}
-_ALLOWED_FUNCTIONS = ", ".join(sorted(_FUNCTIONS))
-
-# YAML users write `true`/`false`/`null`; Python's spellings are parsed as constants already.
-_NAMED_CONSTANTS: dict[str, bool | None] = {"true": True, "false": False, "null": None}
-
-_BINARY: dict[type[ast.operator], tuple[Callable[[Any, Any], Any], str]] = {
-    ast.Add: (operator.add, "cannot add {a} and {b}"),
-    ast.Sub: (operator.sub, "cannot subtract {b} from {a}"),
-    ast.Mult: (operator.mul, "cannot multiply {a} by {b}"),
-    ast.Div: (operator.truediv, "cannot divide {a} by {b}"),
-    ast.FloorDiv: (operator.floordiv, "cannot floor-divide {a} by {b}"),
-    ast.Mod: (operator.mod, "cannot take {a} modulo {b}"),
-    ast.Pow: (operator.pow, "cannot raise {a} to the power of {b}"),
-}
-
-_COMPARE: dict[type[ast.cmpop], tuple[Callable[[Any, Any], Any], str]] = {
-    ast.Eq: (operator.eq, "=="),
-    ast.NotEq: (operator.ne, "!="),
-    ast.Lt: (operator.lt, "<"),
-    ast.LtE: (operator.le, "<="),
-    ast.Gt: (operator.gt, ">"),
-    ast.GtE: (operator.ge, ">="),
-    ast.In: (lambda a, b: a in b, "in"),
-    ast.NotIn: (lambda a, b: a not in b, "not in"),
-}
-
-_UNARY = (ast.USub, ast.UAdd, ast.Not)
-
-_SYMBOLS: dict[type[ast.AST], str] = {
-    ast.BitAnd: "&",
-    ast.BitOr: "|",
-    ast.BitXor: "^",
-    ast.LShift: "<<",
-    ast.RShift: ">>",
-    ast.MatMult: "@",
-    ast.Invert: "~",
-    ast.Is: "is",
-    ast.IsNot: "is not",
-}
-
-_REJECTED: dict[type[ast.AST], str] = {
-    ast.Attribute: "attribute access is not allowed",
-    ast.Lambda: "lambda is not allowed",
-    **dict.fromkeys(
-        (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp),
-        "comprehensions are not allowed",
-    ),
-    ast.JoinedStr: "f-strings are not allowed",
-    ast.NamedExpr: "assignment expressions are not allowed",
-    ast.Dict: "dict literals are not allowed",
-    ast.Set: "set literals are not allowed",
-    ast.Starred: "unpacking with '*' is not allowed",
-    ast.Await: "'await' is not allowed",
-    ast.Slice: "multi-dimensional subscripts are not allowed",
-}
-
-_NEWLINE = re.compile(r"\r\n|\r|\n")
-
 _Sequence: TypeAlias = str | list[object] | tuple[object, ...]
-
-
-class ExpressionError(Exception):
-    """A rejected or failed expression; `offset` is a 0-based character index into it, if known."""
-
-    def __init__(self, message: str, offset: int | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.offset = offset
 
 
 def evaluate(expr: str) -> object:
     """The value of `expr`: an int, float, str, bool, None, or a list or tuple of those."""
-    if len(expr) > MAX_LENGTH:
-        raise ExpressionError(f"expression is longer than {MAX_LENGTH} characters", MAX_LENGTH)
-    # Python's parser rejects leading indentation, which YAML quoting easily introduces.
-    body = expr.strip()
-    lead = len(expr) - len(expr.lstrip())
-    if "\0" in body:
-        raise ExpressionError("expression contains a null character", lead + body.index("\0"))
+    expression = parse(expr)
+    evaluation = _Evaluation(expression)
     try:
-        # The parser warns on stderr about odd input such as `1if`; the user gets our error instead.
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            tree = ast.parse(body, mode="eval")
-    except SyntaxError as exc:
-        offset = _syntax_offset(body, exc)
-        raise ExpressionError(
-            f"syntax error: {exc.msg}", None if offset is None else lead + offset
-        ) from None
-    except UnicodeEncodeError as exc:
-        raise ExpressionError(
-            "expression contains an invalid character", lead + exc.start
-        ) from None
-    except ValueError as exc:
-        raise ExpressionError(f"syntax error: {exc}") from None
-    except (RecursionError, MemoryError):
-        # CPython's parser has its own nesting limits, reported as these two.
-        raise ExpressionError(f"expression is nested deeper than {MAX_DEPTH} levels") from None
-    evaluation = _Evaluation(body, lead)
-    evaluation.check(tree.body)
-    try:
-        return evaluation.value_of(tree.body)
+        return evaluation.value_of(expression.tree)
     except RecursionError:
         # Only reachable when the caller's own stack is already deep.
         raise ExpressionError("expression is too deeply nested to evaluate here") from None
-
-
-def _line_starts(text: str) -> list[int]:
-    return [0, *(match.end() for match in _NEWLINE.finditer(text))]
-
-
-def _syntax_offset(body: str, exc: SyntaxError) -> int | None:
-    # SyntaxError columns are 1-based characters (ast node columns are UTF-8 bytes).
-    if exc.lineno is None or exc.offset is None or exc.offset < 1:
-        return None
-    starts = _line_starts(body)
-    if not 1 <= exc.lineno <= len(starts):
-        return None
-    return min(starts[exc.lineno - 1] + exc.offset - 1, len(body))
 
 
 def _type_name(value: object) -> str:
@@ -187,94 +74,19 @@ def _weight(item: object) -> int:
 
 
 class _Evaluation:
-    """One expression: its text, for error offsets, and how many items it has built so far."""
+    """One expression's evaluation: how many items it has built so far."""
 
-    def __init__(self, body: str, lead: int) -> None:
-        self._body = body
-        self._lead = lead
-        self._starts = _line_starts(body)
+    def __init__(self, expression: Expression) -> None:
+        # Errors point into the expression's text; bound here, no call in between.
+        self.error: Callable[[str, ast.AST], ExpressionError] = expression.error
         self._built = 0
-
-    def error(self, message: str, node: ast.AST) -> ExpressionError:
-        lineno: int | None = getattr(node, "lineno", None)
-        col: int | None = getattr(node, "col_offset", None)
-        if lineno is None or col is None or not 1 <= lineno <= len(self._starts):
-            return ExpressionError(message)
-        start = self._starts[lineno - 1]
-        line = self._body[start:]
-        chars = len(line.encode("utf-8")[:col].decode("utf-8", "ignore"))
-        return ExpressionError(message, self._lead + start + chars)
-
-    def check(self, root: ast.expr) -> None:
-        """Reject every disallowed construct and too deep nesting up front.
-
-        Branches that would not run are checked too, so whether a config is valid never depends
-        on the values it happens to hold.
-        """
-        stack: list[tuple[ast.expr, int]] = [(root, 1)]
-        while stack:
-            node, depth = stack.pop()
-            if depth > MAX_DEPTH:
-                raise self.error(f"expression is nested deeper than {MAX_DEPTH} levels", node)
-            children = self._check_node(node)
-            # Reversed, so the leftmost problem is the one reported.
-            stack.extend((child, depth + 1) for child in reversed(children))
-
-    def _check_node(self, node: ast.expr) -> list[ast.expr]:
-        match node:
-            case ast.Constant(value=value):
-                if value is None or type(value) in (bool, int, float, str):
-                    return []
-                kinds = {complex: "complex numbers", bytes: "bytes literals"}
-                what = kinds.get(type(value))
-                message = f"{what} are not allowed" if what else f"{value!r} is not allowed"
-                raise self.error(message, node)
-            case ast.Name(id=name):
-                if name in _NAMED_CONSTANTS:
-                    return []
-                hint = " (functions must be called)" if name in _FUNCTIONS else ""
-                raise self.error(f"name '{name}' is not allowed{hint}", node)
-            case ast.UnaryOp(op=op) | ast.BinOp(op=op) if not isinstance(op, (*_UNARY, *_BINARY)):
-                raise self.error(f"operator '{_SYMBOLS.get(type(op), '?')}' is not allowed", node)
-            case ast.Compare(ops=ops):
-                for comparison in ops:
-                    if type(comparison) not in _COMPARE:
-                        symbol = _SYMBOLS.get(type(comparison), "?")
-                        raise self.error(f"operator '{symbol}' is not allowed", node)
-            case ast.Call(func=func, keywords=keywords):
-                if not isinstance(func, ast.Name):
-                    other = f"only these functions can be called: {_ALLOWED_FUNCTIONS}"
-                    raise self.error(_REJECTED.get(type(func), other), func)
-                if func.id not in _FUNCTIONS:
-                    raise self.error(
-                        f"function '{func.id}' is not allowed (allowed: {_ALLOWED_FUNCTIONS})", func
-                    )
-                if keywords:
-                    raise self.error("keyword arguments are not allowed", keywords[0])
-                return list(node.args)
-            case ast.Subscript(value=value, slice=ast.Slice(lower=lower, upper=upper, step=step)):
-                return [value, *(part for part in (lower, upper, step) if part is not None)]
-            case (
-                ast.UnaryOp()
-                | ast.BinOp()
-                | ast.BoolOp()
-                | ast.IfExp()
-                | ast.List()
-                | ast.Tuple()
-                | ast.Subscript()
-            ):
-                pass
-            case _:
-                message = _REJECTED.get(type(node), f"{type(node).__name__} is not allowed")
-                raise self.error(message, node)
-        return [child for child in ast.iter_child_nodes(node) if isinstance(child, ast.expr)]
 
     def value_of(self, node: ast.expr) -> object:
         match node:
             case ast.Constant(value=value):
                 return self._checked(value, node)
             case ast.Name(id=name):
-                return _NAMED_CONSTANTS[name]
+                return NAMED_CONSTANTS[name]
             case ast.UnaryOp(op=op, operand=operand):
                 return self._unary(op, self.value_of(operand), node)
             case ast.BinOp(left=left, op=op, right=right):
@@ -328,7 +140,7 @@ class _Evaluation:
         return self._checked(result, node)
 
     def _binary(self, op: ast.operator, a: object, b: object, node: ast.expr) -> object:
-        function, template = _BINARY[type(op)]
+        function, template = BINARY[type(op)]
         self._check_binary(op, a, b, node)
         try:
             result = function(a, b)
@@ -386,7 +198,7 @@ class _Evaluation:
         result: object = True
         for op, right_node in zip(ops, comparators, strict=True):
             right = self.value_of(right_node)
-            function, symbol = _COMPARE[type(op)]
+            function, symbol = COMPARE[type(op)]
             try:
                 result = function(left, right)
             except TypeError:
@@ -429,7 +241,7 @@ class _Evaluation:
         if isinstance(ndigits, int) and abs(ndigits) > _MAX_ROUND_DIGITS:
             raise self.error(f"round(): ndigits is larger than {_MAX_ROUND_DIGITS}", node)
         try:
-            result = _FUNCTIONS[name](*args)
+            result = FUNCTIONS[name](*args)
         except (TypeError, ValueError, OverflowError, ZeroDivisionError) as exc:
             raise self.error(f"{name}(): {exc}", node) from None
         return self._checked(result, node)

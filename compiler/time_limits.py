@@ -76,7 +76,7 @@ def clamp_debug_time(config: dict[str, Any]) -> dict[str, Any]:
     for short tries, at most 30 minutes, less where the site allows less.
 
     Returns a new mapping when the time changes, never changing `config`: parts of a job's
-    config may be shared with other jobs (see `interpolate.static_parts`)."""
+    config may be shared with other jobs (see `value_sizes.static_parts`)."""
     slurm = config["slurm"]
     if slurm.get("debug") is not True:
         return config

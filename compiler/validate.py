@@ -58,7 +58,7 @@ class Validator:
 
     def __init__(self, shared: Container[int] = ()) -> None:
         """`shared`: ids of containers that stay alive and unchanged while this validator is
-        used (see `interpolate.static_parts`); they are walked once, not once per job."""
+        used (see `value_sizes.static_parts`); they are walked once, not once per job."""
         self._compiled = _Compiled.load(SCHEMAS)
         self._fast = None if self._compiled is None else self._compiled.is_valid
         self._shared = shared

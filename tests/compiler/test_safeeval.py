@@ -6,6 +6,7 @@ import ast
 import operator
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import oellm.compiler.safeeval as safeeval
-from oellm.compiler.safeeval import ExpressionError, evaluate
+import oellm.compiler.safeparse as safeparse
+from oellm.compiler.safeeval import evaluate
+from oellm.compiler.safeparse import ExpressionError
 
 
 def short(value: object) -> str:
@@ -336,8 +339,9 @@ def test_offset_is_none_when_unknown() -> None:
     assert caught.value.offset is None
 
 
-def test_module_never_evaluates_code() -> None:
-    tree = ast.parse(Path(safeeval.__file__).read_text(encoding="utf-8"))
+@pytest.mark.parametrize("module", [safeparse, safeeval], ids=lambda m: m.__name__)
+def test_module_never_evaluates_code(module: ModuleType) -> None:
+    tree = ast.parse(Path(module.__file__).read_text(encoding="utf-8"))
     called = {
         node.func.id
         for node in ast.walk(tree)
