@@ -34,11 +34,11 @@ def make_job_folders(bundle: Bundle, job: LockJob, known: set[Path] | None = Non
             # that is not there yet, and each call is a round trip to a parallel file system's
             # metadata server.
             folder.mkdir(parents=True)
-        except FileExistsError:
-            if not folder.is_dir():
-                raise _unmade(job, folder, "File exists") from None
         except OSError as exc:
-            raise _unmade(job, folder, exc.strerror or str(exc)) from None
+            # There already (some file systems refuse a folder that exists with EACCES or
+            # EROFS rather than EEXIST): nothing to make.
+            if not folder.is_dir():
+                raise _unmade(job, folder, exc.strerror or str(exc)) from None
         else:
             if folder not in created:
                 created.append(folder)

@@ -55,3 +55,21 @@ def test_a_file_where_a_folder_goes_is_an_error_naming_it(tmp_path: Path) -> Non
     a = job("a", "out", "out/slurm-%j.log")
     with pytest.raises(ReconcileError, match="cannot create the folder of job a: File exists"):
         make_job_folders(bundle(tmp_path, a), a)
+
+
+def test_a_folder_there_already_is_taken_whatever_the_refusal_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some file systems answer a mkdir of a folder that exists with EACCES or EROFS (a
+    read-only parent) rather than EEXIST: the folder is there, so nothing is wrong."""
+    (tmp_path / "out").mkdir()
+    a = job("a", "out", "out/slurm-%j.log")
+
+    def refuse(self: Path, *args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    assert make_job_folders(bundle(tmp_path, a), a) == []
+    b = job("b", "missing", "missing/slurm-%j.log")
+    with pytest.raises(ReconcileError, match="of job b: Permission denied"):
+        make_job_folders(bundle(tmp_path, b), b)
