@@ -26,7 +26,8 @@ def make_job_folders(bundle: Bundle, job: LockJob, known: set[Path] | None = Non
     to exist already (skipped, and those of `job` added): a round submitting 10,000 jobs
     that log into one folder asks the file system about it once, not 10,000 times."""
     created: list[Path] = []
-    for folder in job_folders(bundle, job):
+    # Once each: a job's log is in its output dir by default.
+    for folder in dict.fromkeys(job_folders(bundle, job)):
         if known is not None and folder in known:
             continue
         try:
@@ -40,8 +41,7 @@ def make_job_folders(bundle: Bundle, job: LockJob, known: set[Path] | None = Non
             if not folder.is_dir():
                 raise _unmade(job, folder, exc.strerror or str(exc)) from None
         else:
-            if folder not in created:
-                created.append(folder)
+            created.append(folder)
         if known is not None:
             known.add(folder)
     return created

@@ -73,3 +73,20 @@ def test_a_folder_there_already_is_taken_whatever_the_refusal_says(
     b = job("b", "missing", "missing/slurm-%j.log")
     with pytest.raises(ReconcileError, match="of job b: Permission denied"):
         make_job_folders(bundle(tmp_path, b), b)
+
+
+def test_a_log_in_the_output_dir_makes_one_folder_with_one_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "out").mkdir()  # (a missing parent is made, and the folder asked again)
+    a = job("a", "out/a", "out/a/slurm-%j.log")
+    asked: list[Path] = []
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        asked.append(self)
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    assert make_job_folders(bundle(tmp_path, a), a) == [tmp_path / "out/a"]
+    assert asked.count(tmp_path / "out/a") == 1
