@@ -40,8 +40,11 @@ def write_bytes_atomic(
     path: Path, data: bytes, exclusive: bool = False, durable: bool = True
 ) -> None:
     """`write_atomic` for bytes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    if exclusive:  # a new record: most often in a folder still to make
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    else:
+        fd, tmp = _temp_beside(path)
     try:
         try:
             _write_all(fd, data)
@@ -65,6 +68,17 @@ def write_bytes_atomic(
     if durable:
         fsync_folder(path.parent)
     log.debug("wrote %s", path)
+
+
+def _temp_beside(path: Path) -> tuple[int, str]:
+    """A new temporary file in `path`'s folder, opened for writing, and its name. The folder
+    is made only when it is missing: most writes rewrite a record in its job's folder, and
+    each call is a round trip to a parallel file system's metadata server."""
+    try:
+        return tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -92,13 +106,7 @@ def write_many_atomic(items: Sequence[tuple[Path, Any]], file_system: Path) -> N
     staged: list[tuple[str, Path]] = []
     try:
         for path, data in items:
-            try:
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-            except FileNotFoundError:
-                # Most records rewrite one in its job's folder: making the folder only
-                # when it is missing spares a metadata call per record.
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+            fd, tmp = _temp_beside(path)
             staged.append((tmp, path))
             try:
                 _write_all(fd, dump(data))
