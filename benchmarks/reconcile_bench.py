@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import os
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,51 +40,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import bytecode
+from reconcile_table import FS_CALLS, Row, describe, markdown, plain
 
 from oellm.reconciler import tags
 
 TOOLS = ("sbatch", "squeue", "sacct", "scancel")
-# The file system calls the strace count reports, and the syscalls each one sums.
-FS_CALLS = {
-    "openat": ("openat", "open"),
-    "stat": ("newfstatat", "stat", "lstat", "fstat", "statx"),
-    "getdents": ("getdents64",),
-    "read": ("read",),
-    "write": ("write",),
-    "fsync": ("fsync", "fdatasync"),
-    # Calls that change a folder's names: each a write on a parallel file system's metadata
-    # server (a no-op round makes none; a submission makes its records and folders).
-    "names": (
-        "mkdir",
-        "rename",
-        "renameat",
-        "renameat2",
-        "link",
-        "linkat",
-        "unlink",
-        "unlinkat",
-        "symlink",
-        "symlinkat",
-    ),
-}
-
-
-@dataclasses.dataclass
-class Row:
-    case: str
-    jobs: str
-    seconds: list[float]
-    calls: str
-    fs: dict[str, int] | None = None
-
-    def wall(self) -> str:
-        if not self.seconds:
-            return ""
-        median = statistics.median(self.seconds)
-        spread = (
-            f" ({min(self.seconds):.2f}–{max(self.seconds):.2f})" if len(self.seconds) > 1 else ""
-        )
-        return f"{median:.2f} s{spread}"
 
 
 class Bench:
@@ -333,10 +291,6 @@ def first_rounds(bench: Bench, jobs: int) -> list[Row]:
     return rows
 
 
-def describe(calls: collections.Counter[str]) -> str:
-    return " + ".join(f"{n:,} `{tool}`" for tool, n in sorted(calls.items())) or "none"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=10000)
@@ -395,27 +349,6 @@ def main() -> int:
             bench.cleanup()
     print(markdown(rows) if args.markdown else plain(rows))
     return 0
-
-
-def plain(rows: Sequence[Row]) -> str:
-    lines = []
-    for row in rows:
-        lines.append(f"{row.case}: {row.wall()}; SLURM: {row.calls}")
-        if row.fs:
-            lines.append(
-                "  file system calls: " + ", ".join(f"{k} {v:,}" for k, v in row.fs.items())
-            )
-    return "\n".join(lines)
-
-
-def markdown(rows: Sequence[Row]) -> str:
-    names = list(FS_CALLS)
-    head = ["case", "jobs", "wall (median)", "SLURM calls", *names, "all traced"]
-    lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
-    for row in rows:
-        fs = [f"{row.fs[n]:,}" for n in [*names, "total"]] if row.fs else [""] * (len(names) + 1)
-        lines.append("| " + " | ".join([row.case, row.jobs, row.wall(), row.calls, *fs]) + " |")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
