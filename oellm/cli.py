@@ -20,8 +20,6 @@ from oellm import __version__
 from oellm.errors import EXIT_OK, EXIT_USER
 from oellm.guard import protect_stdout
 
-log = logging.getLogger("oellm")
-
 
 def _setup_logging(verbose: bool, debug: bool) -> None:
     level_name = os.environ.get("OELLM_LOG_LEVEL", "WARNING").upper()

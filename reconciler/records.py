@@ -67,8 +67,6 @@ SETTLE_FENCE = 200  # moves between two checks that this round still holds the s
 # From this many records on, `write_batch` syncs the file system twice instead of fsyncing each
 # record and its folder (a sync also flushes what other programs wrote: not worth it for few).
 BATCH_MIN = 32
-# One job's records: its attempts (oldest first), its drop and its pending retry request.
-_JobRecords = tuple[tuple[Attempt, ...], Dropped | None, RetryRequest | None]
 
 
 class Records:
