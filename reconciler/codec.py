@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -66,8 +67,11 @@ def dump(data: Any) -> bytes:
     """A record (its dataclass, or a mapping of JSON values) as its file holds it: keys sorted,
     indented by one space, a newline at the end, text as UTF-8; a dataclass as `encode` gives
     it. msgspec makes this about seven times quicker than `json.dumps`, whose indent runs in
-    pure Python: a round that sees 10,000 array tasks start rewrites 10,000 records."""
-    if msgspec is not None:
+    pure Python: a round that sees 10,000 array tasks start rewrites 10,000 records.
+
+    A float that is not finite (a NaN loss a log event read) is written as `json.dumps`
+    writes it (`NaN`, which the reader takes back): msgspec would write `null`."""
+    if msgspec is not None and _finite(data):
         try:
             compact = msgspec.json.encode(data, order="sorted")
         except (TypeError, ValueError):  # text that UTF-8 cannot hold (a lone surrogate)
@@ -80,6 +84,25 @@ def dump(data: Any) -> bytes:
         return (json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
     except UnicodeEncodeError:
         return (json.dumps(data, indent=1, sort_keys=True) + "\n").encode()
+
+
+_SCALARS_OK = frozenset({str, int, bool, type(None)})
+
+
+def _finite(value: Any) -> bool:
+    """Whether every float in `value` (a record, or JSON values) is finite."""
+    kind = type(value)
+    if kind in _SCALARS_OK:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is dict:
+        return all(_finite(item) for item in value.values())
+    if kind is list or kind is tuple:
+        return all(_finite(item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return all(_finite(getattr(value, name)) for name in _fields(kind))  # type: ignore[arg-type]
+    return True  # anything else: the encoder says what it makes of it
 
 
 def _plain(value: Any) -> Any:

@@ -319,3 +319,17 @@ def test_a_batch_makes_the_folder_of_a_record_only_where_it_is_missing(tmp_path:
     assert [history[r.job][-1] for r in again] == again
     assert [history[r.job][-1] for r in new] == new
     assert not [p for p in tmp_path.rglob(".*") if p.is_file()], "no temp file left"
+
+
+@pytest.mark.parametrize("odd", [float("nan"), float("inf"), -float("inf")])
+def test_a_float_that_is_not_finite_is_written_as_json_writes_it(odd: float) -> None:
+    """A NaN loss read by a log event, or a metric: msgspec would write `null`, which reads
+    back as no value at all; json writes `NaN` / `Infinity`, which json reads back."""
+    event = {"key": "spike", "line": 3, "at": STAMP, "values": [1.5, odd]}
+    record = dataclasses.replace(SAMPLES[0], events=(event,))
+    written = codec.dump(record)
+    assert written == _as_json_writes_it(encode(record))
+    (back,) = loads(Attempt, written).events
+    assert repr(back["values"][1]) == repr(odd)
+    metrics = {"job": "a", "loss": odd, "nested": {"deep": [odd]}}
+    assert codec.dump(metrics) == _as_json_writes_it(metrics)
