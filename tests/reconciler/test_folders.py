@@ -22,6 +22,20 @@ def bundle(tmp_path: Path, *jobs: LockJob) -> Bundle:
     return Bundle(tmp_path / "bundle", "b" * 64, "p", "out", "state", jobs)
 
 
+@pytest.fixture
+def asked(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """Every folder `Path.mkdir` is asked to make, in order (each still made)."""
+    seen: list[Path] = []
+    real_mkdir = Path.mkdir
+
+    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
+        seen.append(self)
+        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    return seen
+
+
 def test_each_folder_is_made_once_and_told_as_made(tmp_path: Path) -> None:
     a = job("a", "out/a", "logs/slurm-a.log")
     made = make_job_folders(bundle(tmp_path, a), a)
@@ -31,18 +45,10 @@ def test_each_folder_is_made_once_and_told_as_made(tmp_path: Path) -> None:
 
 
 def test_a_folder_the_round_knows_is_not_asked_about_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, asked: list[Path]
 ) -> None:
     jobs = [job(f"j{n}", f"out/j{n}", "logs/slurm-%j.log") for n in range(3)]
     b = bundle(tmp_path, *jobs)
-    asked: list[Path] = []
-    real_mkdir = Path.mkdir
-
-    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
-        asked.append(self)
-        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Path, "mkdir", mkdir)
     known: set[Path] = set()
     made = [folder for j in jobs for folder in make_job_folders(b, j, known)]
     assert made == [tmp_path / "logs", *(tmp_path / f"out/j{n}" for n in range(3))]
@@ -76,17 +82,9 @@ def test_a_folder_there_already_is_taken_whatever_the_refusal_says(
 
 
 def test_a_log_in_the_output_dir_makes_one_folder_with_one_call(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, asked: list[Path]
 ) -> None:
     (tmp_path / "out").mkdir()  # (a missing parent is made, and the folder asked again)
     a = job("a", "out/a", "out/a/slurm-%j.log")
-    asked: list[Path] = []
-    real_mkdir = Path.mkdir
-
-    def mkdir(self: Path, *args: object, **kwargs: object) -> None:
-        asked.append(self)
-        real_mkdir(self, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(Path, "mkdir", mkdir)
     assert make_job_folders(bundle(tmp_path, a), a) == [tmp_path / "out/a"]
     assert asked.count(tmp_path / "out/a") == 1
