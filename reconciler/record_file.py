@@ -156,6 +156,18 @@ def read(path: str | Path, kind: type[T]) -> T:
     return record
 
 
+def read_first(paths: Sequence[str], kind: type[T]) -> tuple[T, str]:
+    """The record at the first of `paths` that still exists (a settling round may have moved
+    it to the next one since the folder was listed)."""
+    for path in paths[:-1]:
+        try:
+            return read(path, kind), path
+        except ReconcileError:
+            if os.path.exists(path):
+                raise
+    return read(paths[-1], kind), paths[-1]
+
+
 def _read_bytes(path: str | Path) -> bytes:
     """The whole file: an open, a read and the read that finds its end (no fstat, no buffer:
     a round reads one record per job in flight, and on a parallel file system each call may

@@ -55,6 +55,7 @@ from .record_file import (
     RecordExists,
     fsync_folder,
     read,
+    read_first,
     write_atomic,
     write_many_atomic,
 )
@@ -79,6 +80,9 @@ class Records:
         self.completed_dir = state_dir / COMPLETED
         self.drops_dir = state_dir / "drops"
         self.cancels_dir = state_dir / "cancels"
+        # The jobs with a folder when `load` listed them, and those given one since by
+        # `exclude_node` or `move`: only those can have nodes to avoid (None: not loaded).
+        self._foldered: set[str] | None = None
 
     def attempt_path(self, job: str, attempt: int) -> Path:
         return self.jobs_dir / job / f"attempt-{attempt:04d}.json"
@@ -174,7 +178,10 @@ class Records:
     def excluded_nodes(self, job: str) -> list[str]:
         """The nodes `job` is kept off (`exclude_node`), from its folder in `jobs`, else in
         its settled folder. Read at once rather than looked up first: asked for each job
-        submitted, and most jobs have none."""
+        submitted, and most jobs have none. A job that had no folder when the records were
+        loaded, and was given no exclusion since, is not looked for at all."""
+        if self._foldered is not None and job not in self._foldered:
+            return []
         for folder in (self.jobs_dir, self.completed_dir):
             path = folder / job / "exclude.json"
             try:
@@ -191,6 +198,8 @@ class Records:
         if node in nodes:
             return False
         write_atomic(self.jobs_dir / job / "exclude.json", {"nodes": [*nodes, node]})
+        if self._foldered is not None:
+            self._foldered.add(job)
         return True
 
     def move(self, old: str, new: str) -> bool:
@@ -227,6 +236,8 @@ class Records:
             moved_drop = dataclasses.replace(batched[-1], job=new)
             write_atomic(staging / "dropped.json", encode(moved_drop))
         os.rename(staging, self.jobs_dir / new)
+        if self._foldered is not None:
+            self._foldered.add(new)
         for source in sources:
             shutil.rmtree(source)
         if batched:
@@ -252,6 +263,7 @@ class Records:
         live = _folders(self.jobs_dir)
         completed = set(_folders(self.completed_dir))
         settled = completed.difference(live)
+        self._foldered = completed.union(live)
         unread = frozenset() if read_completed else frozenset(settled)
         cancels = batch_cancels(self.cancels_dir)
         for job in sorted(set(live).union(settled) - unread):
@@ -340,7 +352,7 @@ class Records:
         for name, paths in sorted(self._files(job, both).items()):
             number = _ATTEMPT.fullmatch(name)
             if number:
-                record, path = _read_first(paths, Attempt)
+                record, path = read_first(paths, Attempt)
                 if record.job != job or record.attempt != int(number.group(1)):
                     raise ReconcileError(
                         f"damaged state record: it names job {record.job!r} attempt "
@@ -354,9 +366,9 @@ class Records:
                     record = dataclasses.replace(record, cancel_requested=request)
                 found.append(record)
             elif name == "dropped.json":
-                drop = _read_first(paths, Dropped)[0]
+                drop = read_first(paths, Dropped)[0]
             elif name == "retry.json":
-                retry = _read_first(paths, RetryRequest)[0]
+                retry = read_first(paths, RetryRequest)[0]
         return tuple(sorted(found, key=lambda a: a.attempt)), drop, retry
 
 
@@ -383,15 +395,3 @@ def _folders(parent: Path) -> list[str]:
             return [e.name for e in found if not e.name.startswith(".") and e.is_dir()]
     except FileNotFoundError:
         return []
-
-
-def _read_first(paths: Sequence[str], kind: type[T]) -> tuple[T, str]:
-    """The record at the first of `paths` that still exists (a settling round may have moved
-    it to the next one since the folder was listed)."""
-    for path in paths[:-1]:
-        try:
-            return read(path, kind), path
-        except ReconcileError:
-            if os.path.exists(path):
-                raise
-    return read(paths[-1], kind), paths[-1]

@@ -189,3 +189,28 @@ def test_excluded_nodes_in_jobs_win_over_the_settled_folders(tmp_path: Path) -> 
         (tmp_path / where / "a").mkdir(parents=True)
         (tmp_path / where / "a" / "exclude.json").write_text(json.dumps({"nodes": [node]}))
     assert records.excluded_nodes("a") == ["new"]
+
+
+def test_after_a_load_only_jobs_with_a_folder_are_looked_up_for_excluded_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round asks for each job it submits; a job with no folder when the records were
+    loaded (its first attempt) costs no lookup, and nothing written since is missed."""
+    records = Records(tmp_path)
+    for where, job in (("jobs", "live"), ("completed", "settled"), ("jobs", "old")):
+        (tmp_path / where / job).mkdir(parents=True)
+        (tmp_path / where / job / "exclude.json").write_text(json.dumps({"nodes": [job]}))
+    records.load(read_completed=False)
+    asked: list[str] = []
+    read_bytes = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda p: asked.append(p.parent.name) or read_bytes(p))
+    assert records.excluded_nodes("fresh") == [] and asked == []
+    (tmp_path / "jobs" / "fresh").mkdir()  # its intent, written by this round
+    assert records.excluded_nodes("fresh") == [] and asked == []
+    assert records.excluded_nodes("live") == ["live"]
+    assert records.excluded_nodes("settled") == ["settled"]
+    assert records.exclude_node("fresh", "n9")
+    assert records.excluded_nodes("fresh") == ["n9"], "an exclusion written since is read"
+    assert records.move("old", "renamed")
+    assert records.excluded_nodes("renamed") == ["old"], "carried over by a move"
+    assert Records(tmp_path).excluded_nodes("fresh") == ["n9"], "not loaded: always looked up"
