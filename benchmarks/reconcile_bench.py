@@ -21,7 +21,9 @@ slurmdbd has stored every job record (`sdiag`) before the no-op rounds:
 Every SLURM command is counted through shims on PATH. When strace is installed, one no-op
 round also runs under `strace -c` (the oellm process itself, not the SLURM commands it starts)
 and its file system calls are counted. Needs the cluster (`bash tests/slurm/cluster.sh up`);
-cancels its jobs at the end. The machine is shared: times are noisy, read the median.
+cancels its jobs at the end. Between repeats it waits until slurmctld has let go of the jobs
+just cancelled (MinJobAge): submitting next to them would meet MaxJobCount, and sbatch then
+waits and retries. The machine is shared: times are noisy, read the median.
 """
 
 from __future__ import annotations
@@ -144,21 +146,41 @@ def shims(folder: Path, log: Path) -> dict[str, str]:
     return {**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"}
 
 
-def cancel_own_jobs(prefix: str) -> None:
-    """Every job whose tag (read from its job name) starts with `prefix`; an array as a whole
-    (by its job id)."""
+def own_jobs(prefix: str, ended: bool = False) -> list[str]:
+    """The job ids (an array's as a whole) of every job queued or running (`ended`: every
+    job slurmctld still holds) whose tag (read from its job name) starts with `prefix`."""
+    states = ["-t", "all"] if ended else []
     listed = subprocess.run(
-        ["squeue", "--me", "--noheader", "--format=%i|%j"], capture_output=True, text=True
+        ["squeue", "--me", *states, "--noheader", "--format=%i|%j"],
+        capture_output=True,
+        text=True,
     )
-    ids = sorted(
+    return sorted(
         {
             job_id.split("_", 1)[0]
             for job_id, _, name in (line.partition("|") for line in listed.stdout.splitlines())
             if tags.tag_of(name).startswith(prefix)
         }
     )
+
+
+def cancel_own_jobs(prefix: str) -> None:
+    """Every job whose tag starts with `prefix`; an array as a whole (by its job id)."""
+    ids = own_jobs(prefix)
     for start in range(0, len(ids), 500):
         subprocess.run(["scancel", *ids[start : start + 500]], check=False)
+
+
+def forgotten(prefix: str, timeout: float = 300.0) -> None:
+    """Wait until slurmctld no longer holds the jobs of `prefix` (it keeps an ended job for
+    MinJobAge): the next setup's submissions would otherwise meet MaxJobCount, and sbatch
+    waits and retries until old jobs are purged, which times SLURM, not oellm."""
+    deadline = time.monotonic() + timeout
+    while own_jobs(prefix, ended=True):
+        if time.monotonic() > deadline:
+            print("slurmctld still holds cancelled jobs; going on", file=sys.stderr)
+            return
+        time.sleep(2)
 
 
 def fresh_state(bundle: Path) -> Path:
@@ -264,6 +286,8 @@ def noop_and_cancel(
         cancel_calls = describe(calls)
         print(f"{label}: cancel {seconds:.2f} s {dict(calls)}", file=sys.stderr)
         cancel_own_jobs(bench.prefixes[-1])
+        if rep + 1 < repeats:
+            forgotten(bench.prefixes[-1])
     return [
         Row(f"first rounds (submitting), {label}", jobs_label, submits, ""),
         Row(f"round recording the first states, {label}", jobs_label, states, ""),
