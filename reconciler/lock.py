@@ -26,7 +26,7 @@ from oellm.errors import EXIT_TEMPFAIL, OellmError
 
 from .errors import ReconcileError
 from .lock_file import PERMISSION_HINT, STATE_LOCK_NAME, Holder, Seen, lock_error, read_lock
-from .lock_takeover import NO_HARD_LINKS, clear_breakers, file_system_now, give_back, take_over
+from .lock_takeover import NO_HARD_LINKS, clear_leftovers, file_system_now, give_back, take_over
 
 log = logging.getLogger("oellm.lock")
 
@@ -196,13 +196,11 @@ class StateLock:
 
     def _attempt(self) -> Busy | None:
         """One try: None when we hold the lock, else the Busy to report."""
-        took_over = False
         for _ in range(3):
             if self._create():
                 if not self._confirm():
                     return Busy(None, "lost a race for the lock")
-                if took_over:
-                    clear_breakers(self)
+                clear_leftovers(self)
                 return None
             seen = self.read(self.path)
             if seen is None:
@@ -211,7 +209,6 @@ class StateLock:
                 return Busy(seen.holder, "lock being written, or damaged")
             if not take_over(self, seen):
                 return self._busy_now()
-            took_over = True
         return self._busy_now()
 
     def _busy_now(self) -> Busy:

@@ -7,7 +7,8 @@ A stale lock is taken over by one contender at a time, the one that hard-links i
 the very lock judged stale, else given back. While the stale lock is in place a breaker is
 removed only by its maker, so no contender can remove another's: one left by a contender that
 died makes the next contenders, once it has not changed for the grace (by the file system's
-clock), use the next number. The new holder removes those left.
+clock), use the next number. A holder removes those left once they have been still for the
+grace.
 """
 
 from __future__ import annotations
@@ -109,32 +110,34 @@ def file_system_now(lock: StateLock) -> float:
         probe.unlink(missing_ok=True)
 
 
-def clear_breakers(lock: StateLock) -> None:
-    """Holding the lock after a takeover: remove the breakers left by contenders that died
-    while moving a stale lock. None is of use while this holder's lock is in place (a
-    contender that links one now finds this lock in it, not the stale one, and gives up)."""
+def clear_leftovers(lock: StateLock) -> None:
+    """Holding the lock: remove what contenders that died left beside it, once it has been
+    still for the grace by the file system's clock (a live contender's file is there for a
+    moment, and each link made to a stale lock's file stamps it anew): breakers of stale
+    locks, clock probes, and the files of contenders killed while making a lock, moving one
+    aside or releasing it. One listing of the state dir, every time the lock is taken."""
     lock_name = lock.path.name
-    # (and the clock probes of contenders killed while reading the time)
-    left = (f".{lock_name}.breaking", f".{lock_name}.now.")
-    # Files of contenders killed while making a lock, moving one aside or releasing it:
-    # removed once still for the grace (a live contender's are there for a moment).
-    killed = (f".{lock_name}.stale.", f".{lock_name}.release.")
+    left = (
+        f".{lock_name}.breaking",
+        f".{lock_name}.now.",
+        f".{lock_name}.stale.",
+        f".{lock_name}.release.",
+    )
     try:
         names = os.listdir(lock.path.parent)
     except OSError:
         return
     now: float | None = None
     for name in names:
+        if not (
+            name.startswith(left) or (name.startswith(f".{lock_name}.") and name.endswith(".tmp"))
+        ):
+            continue
         path = lock.path.parent / name
         with contextlib.suppress(OSError):
-            if name.startswith(left):
+            now = file_system_now(lock) if now is None else now
+            if now - os.lstat(path).st_ctime > lock.grace:
                 os.unlink(path)
-            elif name.startswith(killed) or (
-                name.startswith(f".{lock_name}.") and name.endswith(".tmp")
-            ):
-                now = file_system_now(lock) if now is None else now
-                if now - os.lstat(path).st_ctime > lock.grace:
-                    os.unlink(path)
 
 
 def _move_aside(lock: StateLock, stale: Seen) -> bool:

@@ -719,11 +719,13 @@ def test_a_node_whose_clock_is_ahead_leaves_a_live_breaker_alone(
 
 def test_the_holder_after_a_takeover_removes_breakers_left_behind(tmp_path: Path) -> None:
     """Breakers of stale locks that are gone (their makers died after the move, or before it
-    while the stale lock was later released), and a clock probe left by a killed contender."""
+    while the stale lock was later released), and a clock probe left by a killed contender,
+    once still for the grace."""
     put(tmp_path, "", age=120)
     for name in ("breaking.0123456789abcdef01234567.0", "breaking", "now.deadbeef"):
         (tmp_path / f".{STATE_LOCK_NAME}.{name}").write_text("")
-    lock = StateLock(tmp_path)
+    time.sleep(0.3)
+    lock = StateLock(tmp_path, grace=0.2)
     lock.acquire()  # takes the stale lock over
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_LOCK_NAME]
     lock.release()
@@ -808,4 +810,28 @@ def test_the_holder_after_a_takeover_removes_files_of_killed_contenders(tmp_path
     lock = StateLock(tmp_path, grace=0.2)
     lock.acquire()  # takes the stale lock over
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STATE_LOCK_NAME, fresh.name])
+    lock.release()
+
+
+def test_every_holder_removes_what_killed_contenders_left_and_no_live_ones_file(
+    tmp_path: Path,
+) -> None:
+    """No takeover needed: taking a free lock clears what contenders killed long ago left
+    (a state dir whose lock is never stale would keep them for good). A breaker made a
+    moment ago, a live contender's, stays: the holder may be past its lease, and that
+    contender about to move its lock aside."""
+    names = ["breaking.0123456789abcdef01234567.0", "now.dead", "a1b2.4242.tmp", "stale.c3d4"]
+    for name in names:
+        (tmp_path / f".{STATE_LOCK_NAME}.{name}").write_text("")
+    time.sleep(0.3)
+    live = [tmp_path / f".{STATE_LOCK_NAME}.breaking.fedcba9876543210fedcba98.0"]
+    live.append(tmp_path / f".{STATE_LOCK_NAME}.f7a8.4343.tmp")
+    for path in live:
+        path.write_text("")
+    other = tmp_path / "jobs"  # the state dir's own files are not the lock's
+    other.mkdir()
+    lock = StateLock(tmp_path, grace=0.2)
+    lock.acquire()
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == sorted([STATE_LOCK_NAME, "jobs", *(p.name for p in live)])
     lock.release()
