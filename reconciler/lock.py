@@ -160,6 +160,12 @@ class StateLock:
         if not self.held:
             return
         self.held = False
+        if self._past_lease():
+            # Past its lease (suspended, say): a contender may have judged it stale and be
+            # moving it aside right now. Removed, its name would be free for a new lock that
+            # the mover then took for the stale one; left, it is taken over as any stale lock.
+            log.debug("state lock past its lease left to be taken over: %s", self.path)
+            return
         # Move it aside before deleting: between a check and an unlink, a contender could put
         # its own lock in place, and that one must not be deleted.
         aside = self.path.with_name(f".{STATE_LOCK_NAME}.release.{self.token}")
@@ -179,6 +185,17 @@ class StateLock:
         if moved is None or moved.holder is None or moved.holder.token != self.token:
             give_back(self, aside)
         aside.unlink(missing_ok=True)
+
+    def _past_lease(self) -> bool:
+        """Whether the lease the lock file gives us has run out (as contenders judge it)."""
+        try:
+            seen = self.read(self.path)
+        except ReconcileError:
+            return False
+        holder = None if seen is None else seen.holder
+        if holder is None or holder.token != self.token:
+            return False  # not ours: moved aside and given back as before
+        return holder.expires <= time.time()
 
     def __enter__(self) -> StateLock:
         self.acquire()

@@ -835,3 +835,22 @@ def test_every_holder_removes_what_killed_contenders_left_and_no_live_ones_file(
     kept = sorted(p.name for p in tmp_path.iterdir())
     assert kept == sorted([STATE_LOCK_NAME, "jobs", *(p.name for p in live)])
     lock.release()
+
+
+def test_a_holder_past_its_lease_leaves_the_lock_at_release_to_be_taken_over(
+    tmp_path: Path,
+) -> None:
+    """Suspended past its lease, a holder that released would free the lock's name while a
+    contender may be moving the stale lock aside: the mover would then move the next
+    holder's new lock. The lock is left as it is, and the next contender takes it over."""
+    lock = StateLock(tmp_path, lease=0.2)
+    lock.acquire()
+    time.sleep(0.3)
+    lock.release()
+    assert not lock.held
+    assert holder_of(tmp_path)["token"] == lock.token, "left in place"
+    after = StateLock(tmp_path)
+    after.acquire()  # stale: its lease ran out
+    assert holder_of(tmp_path)["token"] == after.token
+    after.release()
+    assert not lock_file(tmp_path).exists(), "within its lease, released as before"
