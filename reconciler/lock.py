@@ -7,8 +7,9 @@ file holding host, pid, a random token and a lease. It is never visible without 
 holder is written to a uniquely named file that is then hard-linked to the lock's name, which
 fails when the lock exists, also on NFS and Lustre (open(2), O_EXCL). A lock is taken over only
 when its lease ran out, its holder on this host is dead, or it is unreadable or invalid (and has
-not changed for a grace period), by one contender at a time (lock_takeover.py). `verify()` is
-the fence a holder calls before each irreversible step.
+not changed for a grace period), by one contender at a time (lock_takeover.py); a holder
+removes its own the same way, so that a release never crosses a takeover. `verify()` is the
+fence a holder calls before each irreversible step.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from oellm.errors import EXIT_TEMPFAIL, OellmError
 
 from .errors import ReconcileError
 from .lock_file import PERMISSION_HINT, STATE_LOCK_NAME, Holder, Seen, lock_error, read_lock
-from .lock_takeover import NO_HARD_LINKS, clear_leftovers, file_system_now, give_back, take_over
+from .lock_takeover import NO_HARD_LINKS, clear_leftovers, file_system_now, take_over
 
 log = logging.getLogger("oellm.lock")
 
@@ -157,45 +158,24 @@ class StateLock:
             raise LockLost(self.path, "another reconcile took it over")
 
     def release(self) -> None:
+        """Remove our lock, through its breaker as a takeover would: a contender that judged
+        it stale (our lease ran out while we were stopped, or its clock is ahead of ours) and
+        is moving it aside holds that breaker, and then the lock is left to it. Without the
+        breaker, our removal would free the name for a new lock that the mover then moved."""
         if not self.held:
             return
         self.held = False
-        if self._past_lease():
-            # Past its lease (suspended, say): a contender may have judged it stale and be
-            # moving it aside right now. Removed, its name would be free for a new lock that
-            # the mover then took for the stale one; left, it is taken over as any stale lock.
-            log.debug("state lock past its lease left to be taken over: %s", self.path)
-            return
-        # Move it aside before deleting: between a check and an unlink, a contender could put
-        # its own lock in place, and that one must not be deleted.
-        aside = self.path.with_name(f".{STATE_LOCK_NAME}.release.{self.token}")
-        try:
-            os.rename(self.path, aside)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            # The state dir refuses (made read-only, full): the lock runs out its lease. Not
-            # raised: a release runs on the way out, often with the error that says why.
-            log.warning("state lock left to run out its lease: %s: %s", self.path, exc.strerror)
-            return
-        try:
-            moved = self.read(aside)
-        except ReconcileError:
-            moved = None
-        if moved is None or moved.holder is None or moved.holder.token != self.token:
-            give_back(self, aside)
-        aside.unlink(missing_ok=True)
-
-    def _past_lease(self) -> bool:
-        """Whether the lease the lock file gives us has run out (as contenders judge it)."""
         try:
             seen = self.read(self.path)
-        except ReconcileError:
-            return False
-        holder = None if seen is None else seen.holder
-        if holder is None or holder.token != self.token:
-            return False  # not ours: moved aside and given back as before
-        return holder.expires <= time.time()
+            if seen is None or seen.holder is None or seen.holder.token != self.token:
+                return  # taken over since: nothing of ours to remove
+            if not take_over(self, seen):
+                log.debug("state lock left to the contender moving it: %s", self.path)
+        except (OSError, ReconcileError) as exc:
+            # The state dir refuses (made read-only, full): the lock runs out its lease. Not
+            # raised: a release runs on the way out, often with the error that says why.
+            why = exc.message if isinstance(exc, ReconcileError) else exc.strerror
+            log.warning("state lock left to run out its lease: %s: %s", self.path, why)
 
     def __enter__(self) -> StateLock:
         self.acquire()
@@ -260,6 +240,10 @@ class StateLock:
             _stall()
             try:
                 os.link(tmp, self.path)
+            except FileNotFoundError:
+                # Our temporary file is gone: a holder took it for a killed contender's
+                # (we were stopped for longer than the grace). Not published: try again.
+                return False
             except FileExistsError:
                 # NFSv2/3 link() is not idempotent: a retried request whose first try succeeded
                 # answers EEXIST. Our file having two links means it did succeed (open(2)).

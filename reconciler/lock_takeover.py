@@ -1,5 +1,6 @@
-"""Taking over a state lock that lock.py judged stale: moving it aside, or giving back one moved
-by mistake; the file system's clock that judges how long a file has been still; and clearing
+"""Taking over a state lock that lock.py judged stale, or removing the holder's own at release
+(the same way, so that the two never cross): moving it aside, or giving back one moved by
+mistake; the file system's clock that judges how long a file has been still; and clearing
 what takeovers and killed contenders leave beside the lock.
 
 A stale lock is taken over by one contender at a time, the one that hard-links it to its breaker
@@ -113,7 +114,9 @@ def file_system_now(lock: StateLock) -> float:
 def clear_leftovers(lock: StateLock) -> None:
     """Holding the lock: remove what contenders that died left beside it, once it has been
     still for the grace by the file system's clock (a live contender's file is there for a
-    moment, and each link made to a stale lock's file stamps it anew): breakers of stale
+    moment, and each link made to a stale lock's file stamps it anew; one that vanishes under
+    a contender stopped for longer, or on a file system whose rename keeps the change time,
+    costs that contender its try, not an error): breakers of stale
     locks, clock probes, and the files of contenders killed while making a lock, moving one
     aside or releasing it. One listing of the state dir, every time the lock is taken."""
     lock_name = lock.path.name
@@ -161,14 +164,14 @@ def _move_aside(lock: StateLock, stale: Seen) -> bool:
 
 
 def give_back(lock: StateLock, aside: Path) -> None:
-    """Put a lock file moved to `aside` back at the lock's name (a takeover or a release that
-    moved a lock not its own), unless a lock was created there meanwhile."""
+    """Put a lock file moved to `aside` back at the lock's name (a takeover that moved a lock
+    not the one it judged stale), unless a lock was created there meanwhile."""
     # When a third contender created a lock meanwhile, the owner of the moved one finds out
     # at its next verify().
     try:
         os.link(aside, lock.path)
-    except FileExistsError:
-        pass
+    except (FileExistsError, FileNotFoundError):
+        pass  # a lock was made there meanwhile, or the moved file is gone (nothing to give)
     except OSError as exc:
         if exc.errno not in NO_HARD_LINKS:
             raise lock.error("cannot restore the state lock", exc) from None

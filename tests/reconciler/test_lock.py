@@ -717,17 +717,29 @@ def test_a_node_whose_clock_is_ahead_leaves_a_live_breaker_alone(
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STATE_LOCK_NAME, live.name])
 
 
-def test_the_holder_after_a_takeover_removes_breakers_left_behind(tmp_path: Path) -> None:
+def clock_after(monkeypatch: pytest.MonkeyPatch, newest: Path, seconds: float) -> None:
+    """The file system's clock, as the lock's cleanup reads it, `seconds` after `newest` was
+    last changed: a file's age is then fixed whatever the test's own writes and syncs cost."""
+    now = os.lstat(newest).st_ctime + seconds
+    monkeypatch.setattr(lock_takeover, "file_system_now", lambda lock: now)
+
+
+def test_a_holder_removes_breakers_left_behind_once_still_for_the_grace(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Breakers of stale locks that are gone (their makers died after the move, or before it
     while the stale lock was later released), and a clock probe left by a killed contender,
-    once still for the grace."""
+    once still for the grace; one made a moment ago stays."""
     put(tmp_path, "", age=120)
     for name in ("breaking.0123456789abcdef01234567.0", "breaking", "now.deadbeef"):
         (tmp_path / f".{STATE_LOCK_NAME}.{name}").write_text("")
     time.sleep(0.3)
+    fresh = tmp_path / f".{STATE_LOCK_NAME}.breaking.fedcba9876543210fedcba98.0"
+    fresh.write_text("")
+    clock_after(monkeypatch, fresh, 0.1)
     lock = StateLock(tmp_path, grace=0.2)
     lock.acquire()  # takes the stale lock over
-    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_LOCK_NAME]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STATE_LOCK_NAME, fresh.name])
     lock.release()
 
 
@@ -799,7 +811,7 @@ def test_a_release_the_state_dir_refuses_leaves_the_lock_to_its_lease(
 
 def test_the_holder_after_a_takeover_removes_files_of_killed_contenders(tmp_path: Path) -> None:
     """A contender killed while writing its lock, moving a stale one aside or releasing
-    leaves a file; once still for the grace, the next takeover removes it."""
+    leaves a file; once still for the grace, the next holder removes it."""
     put(tmp_path, "", age=120)
     names = ["a1b2.4242.tmp", "stale.c3d4", "release.e5f6"]
     for name in names:
@@ -814,22 +826,25 @@ def test_the_holder_after_a_takeover_removes_files_of_killed_contenders(tmp_path
 
 
 def test_every_holder_removes_what_killed_contenders_left_and_no_live_ones_file(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No takeover needed: taking a free lock clears what contenders killed long ago left
-    (a state dir whose lock is never stale would keep them for good). A breaker made a
-    moment ago, a live contender's, stays: the holder may be past its lease, and that
-    contender about to move its lock aside."""
+    (a state dir whose lock is never stale would keep them for good). A breaker linked a
+    moment ago to a lock judged stale, a live contender's, stays: the holder may be past
+    its lease, and that contender about to move its lock aside."""
     names = ["breaking.0123456789abcdef01234567.0", "now.dead", "a1b2.4242.tmp", "stale.c3d4"]
     for name in names:
         (tmp_path / f".{STATE_LOCK_NAME}.{name}").write_text("")
     time.sleep(0.3)
+    judged = tmp_path / "judged-stale"  # the lock file a live contender judged stale
+    judged.write_text("")
     live = [tmp_path / f".{STATE_LOCK_NAME}.breaking.fedcba9876543210fedcba98.0"]
+    os.link(judged, live[0])
+    judged.unlink()
     live.append(tmp_path / f".{STATE_LOCK_NAME}.f7a8.4343.tmp")
-    for path in live:
-        path.write_text("")
-    other = tmp_path / "jobs"  # the state dir's own files are not the lock's
-    other.mkdir()
+    live[1].write_text("")
+    clock_after(monkeypatch, live[1], 0.1)
+    (tmp_path / "jobs").mkdir()  # the state dir's own files are not the lock's
     lock = StateLock(tmp_path, grace=0.2)
     lock.acquire()
     kept = sorted(p.name for p in tmp_path.iterdir())
@@ -837,20 +852,113 @@ def test_every_holder_removes_what_killed_contenders_left_and_no_live_ones_file(
     lock.release()
 
 
-def test_a_holder_past_its_lease_leaves_the_lock_at_release_to_be_taken_over(
-    tmp_path: Path,
+def test_a_file_moved_aside_that_vanishes_costs_the_try_not_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Suspended past its lease, a holder that released would free the lock's name while a
-    contender may be moving the stale lock aside: the mover would then move the next
-    holder's new lock. The lock is left as it is, and the next contender takes it over."""
+    """Where a rename keeps a file's change time, a holder's cleanup may take a file just
+    moved aside (a stale lock, or the lock being released) for a killed contender's and
+    remove it: the takeover is given up (Busy, the next try finds the name free), the
+    release is done."""
+    real_rename = os.rename
+
+    def rename_then_cleaned(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        real_rename(src, dst, *args, **kwargs)
+        if ".stale." in Path(dst).name:
+            os.unlink(dst)
+
+    put(tmp_path, "", age=120)
+    monkeypatch.setattr(os, "rename", rename_then_cleaned)
+    with pytest.raises(Busy):
+        StateLock(tmp_path).acquire()
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    lock.release()
+    monkeypatch.undo()
+    assert not lock.held and list(tmp_path.iterdir()) == []
+
+
+def test_a_contender_whose_temporary_lock_vanished_tries_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped for longer than the grace between writing its lock aside and linking it, a
+    contender finds that file removed as a killed contender's: it writes it again."""
+    real_link = os.link
+    vanished: list[str] = []
+
+    def link_after_cleanup(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(dst).name == STATE_LOCK_NAME and not vanished:
+            vanished.append(str(src))
+            os.unlink(src)
+        real_link(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "link", link_after_cleanup)
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    monkeypatch.undo()
+    assert vanished and lock.held and holder_of(tmp_path)["token"] == lock.token
+    lock.release()
+
+
+def test_a_release_leaves_the_lock_to_a_contender_moving_it_aside(tmp_path: Path) -> None:
+    """A contender that judged the lock stale (the holder stopped past its lease, or the
+    contender's clock ahead) holds its breaker: the holder's release leaves the lock to it
+    rather than free the name under it."""
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    breaker = breaker_of(tmp_path, 0)
+    os.link(lock_file(tmp_path), breaker)  # the contender, about to move the lock aside
+    lock.release()
+    assert not lock.held
+    assert holder_of(tmp_path)["token"] == lock.token and breaker.exists()
+
+
+def test_a_release_past_the_lease_with_no_contender_removes_the_lock(tmp_path: Path) -> None:
     lock = StateLock(tmp_path, lease=0.2)
     lock.acquire()
     time.sleep(0.3)
     lock.release()
-    assert not lock.held
-    assert holder_of(tmp_path)["token"] == lock.token, "left in place"
-    after = StateLock(tmp_path)
-    after.acquire()  # stale: its lease ran out
-    assert holder_of(tmp_path)["token"] == after.token
-    after.release()
-    assert not lock_file(tmp_path).exists(), "within its lease, released as before"
+    assert not lock.held and list(tmp_path.iterdir()) == []
+
+
+class _Ahead(StateLock):
+    """A contender on a login node whose clock runs `ahead` seconds before this one's."""
+
+    ahead = 0.0
+
+    def _stale(self, seen: Any, now: float) -> bool:
+        return super()._stale(seen, now + self.ahead)
+
+
+@pytest.mark.parametrize("ahead", [0.0, 2.0])
+def test_a_release_racing_a_contender_whose_clock_is_ahead_leaves_one_holder(
+    tmp_path: Path, ahead: float
+) -> None:
+    """H releases within its lease by its own clock; C, whose clock is ahead, judged the lock
+    stale and has linked its breaker. H's release and D's acquire run right then, and E's
+    acquire runs once C has moved what was at the lock's name aside: at most one of C, D
+    and E holds the lock, and it is the one the lock file names."""
+    holder = StateLock(tmp_path, lease=1.0)
+    holder.acquire()
+    time.sleep(0.3)  # 0.7 s of its lease left
+    mover = _Ahead(tmp_path)
+    mover.ahead = ahead
+    late, later = StateLock(tmp_path), StateLock(tmp_path)
+    read = mover.read
+
+    def interleaved(path: Path) -> Any:
+        if ".breaking." in path.name:
+            holder.release()
+            with contextlib.suppress(Busy):
+                late.acquire()
+        if ".stale." in path.name:
+            with contextlib.suppress(Busy):
+                later.acquire()
+        return read(path)
+
+    mover.read = interleaved  # type: ignore[method-assign]
+    with contextlib.suppress(Busy):
+        mover.acquire()
+    holders = [lock for lock in (holder, mover, late, later) if lock.held]
+    assert len(holders) <= 1, [lock.token for lock in holders]
+    for lock in holders:
+        lock.verify()  # the lock file names it
