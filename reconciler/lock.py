@@ -40,6 +40,8 @@ CLOCK_SLACK_SECONDS = 10 * 60
 # A lock that cannot be parsed is damage, or an older oellm between creating the file and writing
 # it (O_EXCL then write): it counts as abandoned once its file has not changed for this long.
 DAMAGED_GRACE_SECONDS = 60.0
+# How long a release waits for a contender holding the lock's breaker to move it aside.
+RELEASE_PATIENCE_SECONDS = 1.0
 # Fault injection: sleep between writing the holder and publishing the lock (tests only).
 STALL_ENV = "OELLM_LOCK_STALL_SECONDS"
 
@@ -165,12 +167,26 @@ class StateLock:
         if not self.held:
             return
         self.held = False
+        deadline = time.monotonic() + RELEASE_PATIENCE_SECONDS
+        pause = 0.05
         try:
-            seen = self.read(self.path)
-            if seen is None or seen.holder is None or seen.holder.token != self.token:
-                return  # taken over since: nothing of ours to remove
-            if not take_over(self, seen):
-                log.debug("state lock left to the contender moving it: %s", self.path)
+            while True:
+                seen = self.read(self.path)
+                if seen is None or seen.holder is None or seen.holder.token != self.token:
+                    return  # moved by a contender, or taken over since: nothing of ours
+                if take_over(self, seen, "release the state lock"):
+                    return
+                if time.monotonic() >= deadline:
+                    # A contender linked the breaker and never moved the lock (killed in
+                    # that moment): the lock runs out its lease.
+                    log.warning(
+                        "state lock left to run out its lease: %s: a contender that took it "
+                        "for stale holds its breaker",
+                        self.path,
+                    )
+                    return
+                time.sleep(pause)
+                pause = min(pause * 2, 0.25)
         except (OSError, ReconcileError) as exc:
             # The state dir refuses (made read-only, full): the lock runs out its lease. Not
             # raised: a release runs on the way out, often with the error that says why.

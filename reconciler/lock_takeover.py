@@ -34,9 +34,10 @@ if TYPE_CHECKING:
 NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.ENOSYS})
 
 
-def take_over(lock: StateLock, stale: Seen) -> bool:
+def take_over(lock: StateLock, stale: Seen, doing: str = "take over the stale state lock") -> bool:
     """Move the stale lock out of the way; False when it turned out not to be stale, or
-    another contender is taking it over."""
+    another contender is taking it over. `doing` names the step in an error (a release
+    removes the holder's own lock this way too)."""
     # Cheap re-check first: a contender that took over since our read has replaced the file.
     again = lock.read(lock.path)
     if again is None:
@@ -60,7 +61,7 @@ def take_over(lock: StateLock, stale: Seen) -> bool:
             return True
         except OSError as exc:
             if exc.errno not in NO_HARD_LINKS:
-                raise lock.error("cannot take over the stale state lock", exc) from None
+                raise lock.error(f"cannot {doing}", exc) from None
             return _move_aside(lock, stale)  # no hard links: unserialised, as before
         try:
             linked = lock.read(breaker)

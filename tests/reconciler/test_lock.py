@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from oellm.cli import main
+from oellm.reconciler import lock as lock_module
 from oellm.reconciler import lock_takeover
 from oellm.reconciler.bundle import load_bundle
 from oellm.reconciler.errors import ReconcileError
@@ -787,26 +788,34 @@ def test_a_node_whose_clock_is_ahead_waits_out_a_damaged_lock_by_the_file_system
     assert lock_file(tmp_path).read_text() == ""
 
 
+@pytest.mark.parametrize("refuses", ["link", "rename"])
+@pytest.mark.parametrize("error", [errno.EACCES, errno.EROFS, errno.ENOSPC])
 def test_a_release_the_state_dir_refuses_leaves_the_lock_to_its_lease(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    refuses: str,
+    error: int,
 ) -> None:
     """Made read-only (or full) while held: the release runs on the way out, often with the
-    error that tells why, which it must not replace with its own."""
+    error that tells why, which it must not replace with its own. Refused at its first step
+    (the breaker's link) or at moving the lock aside."""
     lock = StateLock(tmp_path)
     lock.acquire()
-    real_rename = os.rename
+    real = getattr(os, refuses)
 
     def refused(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        if Path(src).name == STATE_LOCK_NAME:
-            raise PermissionError(errno.EACCES, "Permission denied")
-        real_rename(src, dst, *args, **kwargs)
+        if STATE_LOCK_NAME in (Path(src).name, Path(dst).name):
+            raise OSError(error, os.strerror(error))
+        real(src, dst, *args, **kwargs)
 
-    monkeypatch.setattr(os, "rename", refused)
+    monkeypatch.setattr(os, refuses, refused)
     lock.release()
     monkeypatch.undo()
     assert not lock.held
     assert holder_of(tmp_path)["token"] == lock.token  # runs out its lease
     assert "left to run out its lease" in caplog.text
+    assert "cannot release the state lock" in caplog.text or refuses == "rename"
 
 
 def test_the_holder_after_a_takeover_removes_files_of_killed_contenders(tmp_path: Path) -> None:
@@ -929,9 +938,8 @@ class _Ahead(StateLock):
         return super()._stale(seen, now + self.ahead)
 
 
-@pytest.mark.parametrize("ahead", [0.0, 2.0])
 def test_a_release_racing_a_contender_whose_clock_is_ahead_leaves_one_holder(
-    tmp_path: Path, ahead: float
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """H releases within its lease by its own clock; C, whose clock is ahead, judged the lock
     stale and has linked its breaker. H's release and D's acquire run right then, and E's
@@ -940,8 +948,9 @@ def test_a_release_racing_a_contender_whose_clock_is_ahead_leaves_one_holder(
     holder = StateLock(tmp_path, lease=1.0)
     holder.acquire()
     time.sleep(0.3)  # 0.7 s of its lease left
+    monkeypatch.setattr(lock_module, "RELEASE_PATIENCE_SECONDS", 0.1)
     mover = _Ahead(tmp_path)
-    mover.ahead = ahead
+    mover.ahead = 2.0
     late, later = StateLock(tmp_path), StateLock(tmp_path)
     read = mover.read
 
@@ -958,7 +967,53 @@ def test_a_release_racing_a_contender_whose_clock_is_ahead_leaves_one_holder(
     mover.read = interleaved  # type: ignore[method-assign]
     with contextlib.suppress(Busy):
         mover.acquire()
+    assert not holder.held, "the interleaving ran"
     holders = [lock for lock in (holder, mover, late, later) if lock.held]
     assert len(holders) <= 1, [lock.token for lock in holders]
     for lock in holders:
         lock.verify()  # the lock file names it
+
+
+def test_a_release_past_a_breaker_left_by_a_dead_contender_removes_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A contender linked breaker 0 to this lock and died long ago: the release takes the
+    next number, removes the lock and the breaker left."""
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    left = breaker_of(tmp_path, 0)
+    os.link(lock_file(tmp_path), left)
+    clock_after(monkeypatch, left, lock.grace + 60)
+    lock.release()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_release_waits_a_moment_for_a_contender_holding_the_breaker_then_warns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A contender that took the lock for stale linked the breaker and was killed before it
+    moved the lock: the release waits for it a moment, then leaves the lock to its lease
+    with a warning (never removes it under the breaker)."""
+    monkeypatch.setattr(lock_module, "RELEASE_PATIENCE_SECONDS", 0.3)
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    os.link(lock_file(tmp_path), breaker_of(tmp_path, 0))
+    start = time.monotonic()
+    lock.release()
+    assert time.monotonic() - start >= 0.3
+    assert holder_of(tmp_path)["token"] == lock.token
+    assert "holds its breaker" in caplog.text
+
+
+def test_a_release_ends_as_soon_as_the_contender_holding_the_breaker_moved_the_lock(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    lock = StateLock(tmp_path)
+    lock.acquire()
+    breaker = breaker_of(tmp_path, 0)
+    os.link(lock_file(tmp_path), breaker)
+    mover = threading.Timer(0.2, lambda: (lock_file(tmp_path).unlink(), breaker.unlink()))
+    mover.start()
+    lock.release()
+    mover.join()
+    assert "holds its breaker" not in caplog.text and list(tmp_path.iterdir()) == []
