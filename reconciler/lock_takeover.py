@@ -113,29 +113,22 @@ def file_system_now(lock: StateLock) -> float:
 
 
 def clear_leftovers(lock: StateLock) -> None:
-    """Holding the lock: remove what contenders that died left beside it, once it has been
-    still for the grace by the file system's clock (a live contender's file is there for a
-    moment, and each link made to a stale lock's file stamps it anew; one that vanishes under
-    a contender stopped for longer, or on a file system whose rename keeps the change time,
-    costs that contender its try, not an error): breakers of stale
-    locks, clock probes, and the files of contenders killed while making a lock, moving one
-    aside or releasing it. One listing of the state dir, every time the lock is taken."""
-    lock_name = lock.path.name
-    left = (
-        f".{lock_name}.breaking",
-        f".{lock_name}.now.",
-        f".{lock_name}.stale.",
-        f".{lock_name}.release.",
-    )
+    """Holding the lock: remove what contenders that died left beside it (every file the
+    lock makes beside itself is named `.<lock>.*`: breakers, clock probes, the files of
+    contenders killed while making a lock, moving one aside or releasing it), once it has
+    been still for the grace by the file system's clock. A live contender's file is there
+    for a moment, and each link made to a stale lock's file stamps it anew; one that
+    vanishes under a contender stopped for longer, or on a file system whose rename keeps
+    the change time, costs that contender its try, not an error. One listing of the state
+    dir, every time the lock is taken."""
+    beside = f".{lock.path.name}."
     try:
         names = os.listdir(lock.path.parent)
     except OSError:
         return
     now: float | None = None
     for name in names:
-        if not (
-            name.startswith(left) or (name.startswith(f".{lock_name}.") and name.endswith(".tmp"))
-        ):
+        if not name.startswith(beside):
             continue
         path = lock.path.parent / name
         with contextlib.suppress(OSError):

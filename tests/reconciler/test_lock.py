@@ -818,7 +818,9 @@ def test_a_release_the_state_dir_refuses_leaves_the_lock_to_its_lease(
     assert "cannot release the state lock" in caplog.text or refuses == "rename"
 
 
-def test_the_holder_after_a_takeover_removes_files_of_killed_contenders(tmp_path: Path) -> None:
+def test_the_holder_after_a_takeover_removes_files_of_killed_contenders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A contender killed while writing its lock, moving a stale one aside or releasing
     leaves a file; once still for the grace, the next holder removes it."""
     put(tmp_path, "", age=120)
@@ -828,6 +830,7 @@ def test_the_holder_after_a_takeover_removes_files_of_killed_contenders(tmp_path
     time.sleep(0.3)
     fresh = tmp_path / f".{STATE_LOCK_NAME}.f7a8.4343.tmp"  # a live contender's, a moment old
     fresh.write_text("")
+    clock_after(monkeypatch, fresh, 0.1)
     lock = StateLock(tmp_path, grace=0.2)
     lock.acquire()  # takes the stale lock over
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STATE_LOCK_NAME, fresh.name])
